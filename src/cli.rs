@@ -1,0 +1,166 @@
+//! The command line as typed: clap definitions only, no behaviour.
+//!
+//! This is the first stage of configuration (ripgrep's "low" arguments): flags and
+//! paths as given. `app.rs` turns them into a validated `Config` and a `Plan` before
+//! anything is touched.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rookery",
+    version,
+    about = "Ship a build artifact to many hosts over BitTorrent, then restart its services in dependency order without losing quorum",
+    long_about = "rookery distributes a build directory to every host of an inventory over rack-aware \
+BitTorrent, registers the result in a coordination store (ZooKeeper, or a local store for the \
+embedded default), and rolls services to the new release in dependency order, batch by batch, \
+never dropping a service below its quorum.\n\nStart with `rookery plan -i INVENTORY PLAYBOOK`: it \
+validates both files and prints what a deploy would do, touching nothing.",
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 6 not available in this build, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Inventory file (hosts, racks, datacenters, transport, coordination)
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "ROOKERY_INVENTORY",
+        value_name = "FILE"
+    )]
+    pub inventory: Option<PathBuf>,
+    /// Only these hosts: names, globs, `dc:NAME`, `rack:DC/RACK`, `group:NAME`, `label:K=V`; `,` unions, `&` intersects, `!` excludes
+    #[arg(short, long, global = true, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Print machine-readable JSON on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail (repeat for more)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PlaybookArg {
+    /// Playbook file (artifact, distribution, services)
+    #[arg(value_name = "PLAYBOOK")]
+    pub playbook: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Distribute the artifact, then roll every service to it
+    Deploy(PlaybookArg),
+    /// Validate inventory and playbook and print what a deploy would do; touches nothing
+    Plan(PlaybookArg),
+    /// Copy the artifact to every host (BitTorrent), without restarting anything
+    Distribute(PlaybookArg),
+    /// Restart services on the distributed release, in dependency order, keeping quorum
+    Rollout(PlaybookArg),
+    /// Show live and staged versions, releases, the deploy lock and the last deploy
+    Status(StatusArgs),
+    /// Return services to their previous release, keeping quorum
+    Rollback(RollbackArgs),
+    /// Bring hosts that missed a deploy to the version most of their service runs
+    Reconcile(PlaybookArg),
+    /// Create or inspect BitTorrent metainfo
+    #[command(subcommand)]
+    Torrent(TorrentCommand),
+    /// Run the rack-aware tracker on its own
+    Tracker(TrackerArgs),
+    /// Host-side commands, started by rookery over SSH
+    #[command(subcommand, hide = true)]
+    Agent(AgentCommand),
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout
+    Man,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// Playbook whose services to show (default: every service in the coordination store)
+    #[arg(value_name = "PLAYBOOK")]
+    pub playbook: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RollbackArgs {
+    #[arg(value_name = "PLAYBOOK")]
+    pub playbook: PathBuf,
+    /// Only this service (repeatable; default: all services of the playbook)
+    #[arg(long, value_name = "NAME")]
+    pub service: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TorrentCommand {
+    /// Write deterministic BitTorrent v1 metainfo for a directory
+    Create {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Output file
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Piece size (e.g. `4MiB`); default: chosen from the total size
+        #[arg(long, value_name = "SIZE")]
+        piece_size: Option<String>,
+        /// Announce URL of the tracker
+        #[arg(long, value_name = "URL")]
+        tracker: Option<String>,
+    },
+    /// Print the contents of a metainfo file
+    Inspect {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TrackerArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6969")]
+    pub listen: String,
+    /// Metainfo files whose swarms the tracker serves
+    #[arg(long = "torrent", value_name = "FILE")]
+    pub torrents: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Fetch a release over BitTorrent, verify it, install it, then seed for a while
+    Fetch {
+        /// Metainfo file of the release
+        #[arg(long, value_name = "FILE")]
+        torrent: PathBuf,
+        /// Destination root (`releases/<version>` goes under it)
+        #[arg(long, value_name = "DIR")]
+        destination: PathBuf,
+        #[arg(long, value_name = "VERSION")]
+        version: String,
+    },
+    /// Run a service under supervision and register it as live while healthy
+    Run {
+        #[arg(long, value_name = "NAME")]
+        service: String,
+        /// The service command
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+}

@@ -1,0 +1,70 @@
+//! The library's error type and the exit codes it maps to.
+//!
+//! Exit codes are part of rookery's interface (README, "Exit codes"): scripts and CI
+//! pipelines branch on them, so each failure class keeps its number.
+
+use std::process::ExitCode;
+
+use crate::diagnostic::Diagnostics;
+
+/// Documented exit statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked for was done.
+    Ok = 0,
+    /// The operation failed (I/O, a failed deploy step, an internal error).
+    Failed = 1,
+    /// Bad flags or arguments.
+    Usage = 2,
+    /// The inventory or playbook is invalid; nothing was touched.
+    Config = 3,
+    /// The operation ran, but some hosts failed; the others succeeded.
+    HostsFailed = 4,
+    /// Another deploy holds the cluster's deploy lock.
+    Locked = 5,
+    /// The command exists but its engine is not part of this build.
+    NotBuilt = 6,
+    /// Stopped by Ctrl-C or SIGTERM.
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(Diagnostics),
+    #[error("--limit `{pattern}`: {reason}")]
+    Limit { pattern: String, reason: String },
+    #[error("no inventory given: pass `-i FILE` or set ROOKERY_INVENTORY")]
+    NoInventory,
+    #[error(
+        "`rookery {command}` is not available in this build yet: {missing}; nothing was changed"
+    )]
+    NotBuilt {
+        command: &'static str,
+        missing: &'static str,
+    },
+}
+
+impl Error {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Config(_) => Exit::Config,
+            Error::Limit { .. } | Error::NoInventory => Exit::Usage,
+            Error::NotBuilt { .. } => Exit::NotBuilt,
+        }
+    }
+}
+
+/// The exit status for an error that reached `main`.
+pub fn exit_for(err: &anyhow::Error) -> Exit {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Error>())
+        .map(Error::exit)
+        .unwrap_or(Exit::Failed)
+}

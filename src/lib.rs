@@ -1,0 +1,41 @@
+//! rookery ships a build artifact to many hosts over rack-aware BitTorrent, then
+//! restarts the services that use it in dependency order without losing quorum.
+//!
+//! # Layout
+//!
+//! Configuration flows in three stages: YAML nodes with positions -> a validated model
+//! -> a plan. Nothing touches the network before a plan exists.
+//!
+//! - [`cli`]: the command line as typed (clap definitions).
+//! - [`app`]: runs a command: builds the config and the plan, then dispatches.
+//! - [`error`]: the library error type and the documented exit codes.
+//! - [`yaml`]: YAML text to a tree of nodes that remember their line and column.
+//! - [`decode`]: typed reading of nodes that collects every problem at once.
+//! - [`diagnostic`]: one problem, tied to `file:line:col`, and lists of them.
+//! - [`units`]: durations, sizes and rates with units (`30s`, `4MiB`, `400Mbit/s`).
+//! - [`inventory`]: hosts by datacenter and rack, how to reach them, groups, origin,
+//!   transport and coordination settings.
+//! - [`playbook`]: the artifact, distribution settings and services with their
+//!   quorum, batches, health checks and hooks.
+//! - [`template`]: command templates with checked placeholders and shell quoting.
+//! - [`selector`]: host patterns for `--limit`, groups and service placement.
+//! - [`dependency`]: service order and dependency cycles.
+//! - [`config`]: the inventory and playbook checked against each other.
+//! - [`plan`]: services in order, cut into quorum-safe, rack-aware batches.
+//! - [`render`]: the plan as text for an operator.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod dependency;
+pub mod diagnostic;
+pub mod error;
+pub mod inventory;
+pub mod plan;
+pub mod playbook;
+pub mod render;
+pub mod selector;
+pub mod template;
+pub mod units;
+pub mod yaml;
