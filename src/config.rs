@@ -70,7 +70,7 @@ impl Config {
         let mut services = Vec::with_capacity(playbook.services.len());
         for svc in &playbook.services {
             let mut hosts: Vec<usize> = (0..inventory.hosts.len())
-                .filter(|&h| inventory.hosts[h].services.iter().any(|s| *s == svc.name))
+                .filter(|&h| inventory.hosts[h].services.contains(&svc.name))
                 .collect();
             for (pattern, pos) in &svc.hosts {
                 match pattern.select(&inventory) {

@@ -93,6 +93,12 @@ impl Decoder {
             .push(Diagnostic::new(&self.file, Some(pos), message));
     }
 
+    /// A problem of the file as a whole, such as a missing top-level key.
+    pub fn file_error(&mut self, message: impl Into<String>) {
+        self.problems
+            .push(Diagnostic::new(&self.file, None, message));
+    }
+
     pub fn finish(self) -> Diagnostics {
         self.problems
     }

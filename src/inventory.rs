@@ -334,7 +334,7 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Inventory {
 
     match top.get("datacenters") {
         Some(n) => decode_datacenters(d, n, &defaults, &mut inv),
-        None if !matches!(root.value, Value::Null) => d.error(top.pos, "missing key `datacenters`"),
+        None if !matches!(root.value, Value::Null) => d.file_error("missing key `datacenters`"),
         None => {}
     }
 

@@ -367,4 +367,128 @@ mod tests {
             "two down of four keeps quorum 2"
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A random topology and playbook, written as YAML and loaded through the real
+        /// loaders: (racks per DC, hosts per rack), and per service (host picks, quorum
+        /// seed, max_parallel, rack budget, canaries, dependencies on earlier services).
+        /// (host picks, quorum seed, max_parallel, rack budget, canaries, depends on)
+        type Svc = (Vec<bool>, u32, u32, Option<u32>, u32, Vec<bool>);
+
+        #[derive(Debug, Clone)]
+        struct World {
+            dcs: Vec<Vec<usize>>,
+            services: Vec<Svc>,
+            limit: Vec<bool>,
+        }
+
+        fn world() -> impl Strategy<Value = World> {
+            let dcs = prop::collection::vec(prop::collection::vec(1usize..5, 1..4), 1..4);
+            (dcs, 1usize..6)
+                .prop_flat_map(|(dcs, nsvc)| {
+                    let nhosts: usize = dcs.iter().flatten().sum();
+                    let svc = (
+                        prop::collection::vec(any::<bool>(), nhosts),
+                        0u32..100,
+                        1u32..5,
+                        prop::option::of(1u32..4),
+                        0u32..3,
+                        prop::collection::vec(prop::bool::weighted(0.3), nsvc),
+                    );
+                    (
+                        Just(dcs),
+                        prop::collection::vec(svc, nsvc),
+                        prop::collection::vec(prop::bool::weighted(0.7), nhosts),
+                    )
+                })
+                .prop_map(|(dcs, services, limit)| World {
+                    dcs,
+                    services,
+                    limit,
+                })
+        }
+
+        fn build(w: &World) -> Option<(Config, Vec<usize>)> {
+            let mut inv = String::from("datacenters:\n");
+            let mut names = Vec::new();
+            for (d, racks) in w.dcs.iter().enumerate() {
+                inv.push_str(&format!("  dc{d}:\n    racks:\n"));
+                for (r, &n) in racks.iter().enumerate() {
+                    inv.push_str(&format!("      r{r}:\n        hosts:\n"));
+                    for h in 0..n {
+                        let name = format!("h{d}-{r}-{h}");
+                        inv.push_str(&format!("          {name}: ~\n"));
+                        names.push(name);
+                    }
+                }
+            }
+            let mut pb = String::from("artifact: {source: b, destination: /srv}\nservices:\n");
+            for (i, (picks, qseed, mp, budget, canary, deps)) in w.services.iter().enumerate() {
+                let hosts: Vec<&str> = names
+                    .iter()
+                    .zip(picks)
+                    .filter(|(_, p)| **p)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if hosts.is_empty() {
+                    return None;
+                }
+                let n = hosts.len() as u32;
+                let quorum = qseed % n; // always below the host count
+                let deps: Vec<String> = (0..i)
+                    .filter(|&j| deps[j])
+                    .map(|j| format!("s{j}"))
+                    .collect();
+                pb.push_str(&format!(
+                    "  s{i}: {{start: x, hosts: [{}], quorum: {quorum}, max_parallel: {mp}, canary: {}, depends_on: [{}]{}}}\n",
+                    hosts.join(", "),
+                    canary.min(&n),
+                    deps.join(", "),
+                    budget.map(|b| format!(", rack_budget: {b}")).unwrap_or_default()
+                ));
+            }
+            let inv =
+                Inventory::from_str("inv.yml", &inv, Path::new("/")).expect("valid inventory");
+            let pb = Playbook::from_str("pb.yml", &pb, Path::new("/")).expect("valid playbook");
+            let config = Config::new(inv, pb).expect("valid config");
+            let selected = (0..names.len()).filter(|&h| w.limit[h]).collect();
+            Some((config, selected))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn no_batch_breaks_quorum_and_dependencies_come_first(w in world()) {
+                let Some((config, selected)) = build(&w) else { return Ok(()) };
+                let p = plan(&config, Some(&selected), Some("random"));
+                let pos = |name: &str| p.services.iter().position(|s| s.name == name).unwrap();
+                for (i, svc) in p.services.iter().enumerate() {
+                    for dep in &svc.depends_on {
+                        prop_assert!(pos(dep) < i, "{} planned before its dependency {}", svc.name, dep);
+                    }
+                    let mut seen: Vec<&String> = Vec::new();
+                    for b in &svc.batches {
+                        prop_assert!(!b.hosts.is_empty());
+                        let live = svc.hosts - b.hosts.len();
+                        prop_assert!(live as u32 >= svc.quorum, "{}: batch {:?} leaves {} live, quorum {}", svc.name, b.hosts, live, svc.quorum);
+                        prop_assert!(b.hosts.len() as u32 <= svc.max_parallel);
+                        if let Some(budget) = svc.rack_budget {
+                            prop_assert!(b.racks.len() as u32 <= budget);
+                        }
+                        seen.extend(&b.hosts);
+                    }
+                    prop_assert_eq!(seen.len(), svc.selected, "every selected host restarts exactly once");
+                    seen.sort();
+                    seen.dedup();
+                    prop_assert_eq!(seen.len(), svc.selected);
+                    let canaries = svc.batches.iter().take_while(|b| b.canary).map(|b| b.hosts.len()).sum::<usize>();
+                    prop_assert_eq!(canaries, (svc.canary as usize).min(svc.selected));
+                }
+            }
+        }
+    }
 }

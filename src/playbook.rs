@@ -225,7 +225,7 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Playbook {
         Some(n) => decode_artifact(d, n, base),
         None => {
             if !matches!(root.value, Value::Null) {
-                d.error(top.pos, "missing key `artifact`");
+                d.file_error("missing key `artifact`");
             }
             Artifact {
                 source: PathBuf::new(),
@@ -253,7 +253,7 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Playbook {
                 services.push(decode_service(d, name, pos, node));
             }
         }
-        None if !matches!(root.value, Value::Null) => d.error(top.pos, "missing key `services`"),
+        None if !matches!(root.value, Value::Null) => d.file_error("missing key `services`"),
         None => {}
     }
     Playbook {
@@ -388,15 +388,16 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
             };
         }
     }
-    if let Some(n) = m.get("piece_size") {
-        if n.as_scalar() != Some("auto") {
-            if let Some(size) = d.size(n, "distribution.piece_size") {
-                if !size.0.is_power_of_two() || size.0 < 16 << 10 || size.0 > 64 << 20 {
-                    d.error(n.pos, format!("`distribution.piece_size` must be `auto` or a power of two from 16KiB to 64MiB, found `{}`", n.as_scalar().unwrap_or_default()));
-                } else {
-                    dist.piece_size = Some(size);
-                }
-            }
+    if let Some(n) = m
+        .get("piece_size")
+        .filter(|n| n.as_scalar() != Some("auto"))
+        && let Some(size) = d.size(n, "distribution.piece_size")
+    {
+        if !size.0.is_power_of_two() || size.0 < 16 << 10 || size.0 > 64 << 20 {
+            let text = n.as_scalar().unwrap_or_default();
+            d.error(n.pos, format!("`distribution.piece_size` must be `auto` or a power of two from 16KiB to 64MiB, found `{text}`"));
+        } else {
+            dist.piece_size = Some(size);
         }
     }
     dist

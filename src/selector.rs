@@ -319,7 +319,7 @@ mod tests {
             vec!["edge"]
         }
         fn label(&self, host: usize, key: &str) -> Option<&str> {
-            (key == "tier").then_some(if host % 2 == 0 { "web" } else { "db" })
+            (key == "tier").then_some(if host.is_multiple_of(2) { "web" } else { "db" })
         }
         fn host_count(&self) -> usize {
             self.hosts.len()

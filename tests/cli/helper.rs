@@ -1,0 +1,124 @@
+//! A small fluent helper in the style of just's `Test`: write fixture files into a
+//! temporary directory, run `rookery` there, and check status, stdout and stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    status: i32,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    stdout_has: Vec<String>,
+    stderr_has: Vec<String>,
+}
+
+pub struct Output {
+    pub stdout: String,
+    #[allow(dead_code)]
+    pub dir: tempfile::TempDir,
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            dir: tempfile::tempdir().expect("temp dir"),
+            args: Vec::new(),
+            status: 0,
+            stdout: None,
+            stderr: None,
+            stdout_has: Vec::new(),
+            stderr_has: Vec::new(),
+        }
+    }
+
+    /// Writes a fixture file (relative to the test's directory).
+    pub fn file(self, path: &str, contents: &str) -> Test {
+        let p = self.dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Test {
+        self.args
+            .extend(args.into_iter().map(|s| s.as_ref().to_string()));
+        self
+    }
+
+    pub fn status(mut self, code: i32) -> Test {
+        self.status = code;
+        self
+    }
+
+    /// The exact stdout.
+    pub fn stdout(mut self, text: &str) -> Test {
+        self.stdout = Some(text.to_string());
+        self
+    }
+
+    /// The exact stderr.
+    pub fn stderr(mut self, text: &str) -> Test {
+        self.stderr = Some(text.to_string());
+        self
+    }
+
+    pub fn stdout_has(mut self, text: &str) -> Test {
+        self.stdout_has.push(text.to_string());
+        self
+    }
+
+    pub fn stderr_has(mut self, text: &str) -> Test {
+        self.stderr_has.push(text.to_string());
+        self
+    }
+
+    pub fn run(self) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_rookery"))
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .env_remove("ROOKERY_INVENTORY")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run rookery");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let context = format!(
+            "rookery {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            self.args.join(" ")
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(self.status),
+            "unexpected exit status\n{context}"
+        );
+        if let Some(want) = &self.stdout {
+            assert_eq!(&stdout, want, "stdout differs\n{context}");
+        }
+        if let Some(want) = &self.stderr {
+            assert_eq!(&stderr, want, "stderr differs\n{context}");
+        }
+        for want in &self.stdout_has {
+            assert!(
+                stdout.contains(want.as_str()),
+                "stdout lacks {want:?}\n{context}"
+            );
+        }
+        for want in &self.stderr_has {
+            assert!(
+                stderr.contains(want.as_str()),
+                "stderr lacks {want:?}\n{context}"
+            );
+        }
+        Output {
+            stdout,
+            dir: self.dir,
+        }
+    }
+}
+
+/// The repository root (for the example files).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}

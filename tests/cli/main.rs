@@ -1,0 +1,7 @@
+//! The one integration-test binary: runs the built `rookery` on fixture files and pins
+//! what users see (error text, exit codes, plan output).
+
+mod errors;
+mod examples;
+mod helper;
+mod plan;

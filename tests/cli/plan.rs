@@ -1,0 +1,150 @@
+//! `rookery plan`: the text an operator reviews, and the same plan as JSON.
+
+use crate::helper::Test;
+
+const INV: &str = "\
+cluster: shop
+datacenters:
+  east:
+    racks:
+      e1: {services: [db, api], hosts: {e1a: ~, e1b: ~}}
+      e2: {services: [db, api], hosts: {e2a: ~, e2b: ~}}
+  west:
+    racks:
+      w1: {services: [db, api], hosts: {w1a: ~, w1b: ~}}
+";
+
+const PB: &str = "\
+name: shop
+artifact: {source: build, destination: /srv/shop, version: v42}
+services:
+  api: {start: ./api, depends_on: [db], quorum: 4, max_parallel: 2}
+  db: {start: ./db, quorum: 50%, max_parallel: 3, rack_budget: 1, canary: 1}
+";
+
+#[test]
+fn text_plan() {
+    Test::new()
+        .file("inv.yml", INV)
+        .file("pb.yml", PB)
+        .args(["plan", "-i", "inv.yml", "pb.yml"])
+        .stdout(
+            "\
+Plan: playbook `shop` on cluster `shop` (local transport)
+
+Distribution
+  artifact   build -> /srv/shop/releases/v42
+  origin     controller (this machine)
+  settings   seed 30s, 64 peers max, upload 190.7 MiB/s, download 286.1 MiB/s, piece size auto, keep 5 releases
+  hosts      6 in 2 datacenters, 3 racks
+    east       4 hosts: e1 (2), e2 (2)
+    west       2 hosts: w1 (2)
+
+Rollout: 2 services in dependency order
+  1. db: 6 hosts, quorum 3 (3 down at most), max_parallel 3, 1 rack at a time, 1 canary, failure budget 0
+     batch 1   canary  e1a  [east/e1]
+     batch 2           w1a, w1b  [west/w1]
+     batch 3           e2a, e2b  [east/e2]
+     batch 4           e1b  [east/e1]
+  2. api (after db): 6 hosts, quorum 4 (2 down at most), max_parallel 2, any racks, 0 canaries, failure budget 0
+     batch 1           e1a, w1a  [east/e1, west/w1]
+     batch 2           e2a, e1b  [east/e2, east/e1]
+     batch 3           w1b, e2b  [west/w1, east/e2]
+",
+        )
+        .run();
+}
+
+#[test]
+fn limit_restricts_hosts_but_quorum_counts_all() {
+    let out = Test::new()
+        .file("inv.yml", INV)
+        .file("pb.yml", PB)
+        .args([
+            "plan",
+            "-i",
+            "inv.yml",
+            "pb.yml",
+            "--limit",
+            "dc:east,!e2b",
+            "--json",
+        ])
+        .run();
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["limit"], "dc:east,!e2b");
+    assert_eq!(plan["distribution"]["hosts"], 3);
+    let api = &plan["services"][1];
+    assert_eq!(api["name"], "api");
+    assert_eq!(api["hosts"], 6);
+    assert_eq!(api["selected"], 3);
+    assert_eq!(api["quorum"], 4);
+    let batches: Vec<Vec<String>> = api["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(batches, [vec!["e1a", "e2a"], vec!["e1b"]]);
+}
+
+#[test]
+fn json_plan_is_complete() {
+    let out = Test::new()
+        .file("inv.yml", INV)
+        .file("pb.yml", PB)
+        .args(["--json", "plan", "-i", "inv.yml", "pb.yml"])
+        .run();
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["cluster"], "shop");
+    assert_eq!(plan["distribution"]["settings"]["seed_window"], "30s");
+    assert_eq!(plan["distribution"]["artifact"]["version"]["label"], "v42");
+    assert_eq!(plan["services"][0]["name"], "db");
+    assert_eq!(plan["services"][0]["batches"][0]["canary"], true);
+    assert!(
+        plan["transport"]["local"]["root"]
+            .as_str()
+            .unwrap()
+            .ends_with(".rookery/hosts")
+    );
+}
+
+#[test]
+fn completions_and_man_page() {
+    Test::new()
+        .args(["completions", "bash"])
+        .stdout_has("_rookery()")
+        .run();
+    Test::new().args(["man"]).stdout_has(".TH rookery 1").run();
+}
+
+#[test]
+fn help_lists_the_commands_and_hides_the_agent() {
+    let out = Test::new().args(["--help"]).run();
+    for cmd in [
+        "deploy",
+        "plan",
+        "distribute",
+        "rollout",
+        "status",
+        "rollback",
+        "reconcile",
+        "torrent",
+        "tracker",
+        "completions",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("\n  {cmd}")),
+            "help lacks {cmd}:\n{}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains("\n  agent"));
+    assert!(out.stdout.contains("Exit codes: 0 ok"));
+}
