@@ -6,7 +6,7 @@
 //! [`Exit::NotBuilt`] after validating their input, never with a fake success.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::CommandFactory;
@@ -14,9 +14,11 @@ use clap::CommandFactory;
 use crate::cli::{Cli, Command, Global, TorrentCommand};
 use crate::config::Config;
 use crate::error::{Error, Exit};
+use crate::metainfo;
 use crate::plan;
 use crate::render;
 use crate::selector::Pattern;
+use crate::units::ByteSize;
 
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let g = &cli.global;
@@ -57,12 +59,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             not_built("rollback", "the rollout engine is not implemented")
         }
         Command::Status(_) => not_built("status", "the coordination store is not implemented"),
-        Command::Torrent(TorrentCommand::Create { .. }) => {
-            not_built("torrent create", "the metainfo writer is not implemented")
-        }
-        Command::Torrent(TorrentCommand::Inspect { .. }) => {
-            not_built("torrent inspect", "the metainfo reader is not implemented")
-        }
+        Command::Torrent(TorrentCommand::Create {
+            dir,
+            output,
+            piece_size,
+            tracker,
+        }) => torrent_create(
+            g,
+            dir,
+            output.as_deref(),
+            piece_size.as_deref(),
+            tracker.clone(),
+        ),
+        Command::Torrent(TorrentCommand::Inspect { file }) => torrent_inspect(g, file),
         Command::Tracker(_) => not_built("tracker", "the tracker is not implemented"),
         Command::Agent(_) => not_built("agent", "the host agent is not implemented"),
         Command::Completions { shell } => {
@@ -80,6 +89,118 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+fn torrent_create(
+    g: &Global,
+    dir: &Path,
+    output: Option<&Path>,
+    piece_size: Option<&str>,
+    announce: Option<String>,
+) -> anyhow::Result<Exit> {
+    let piece_size = match piece_size {
+        Some(text) => {
+            let size =
+                ByteSize::parse(text).map_err(|e| Error::Usage(format!("--piece-size: {e}")))?;
+            if !size.0.is_power_of_two() || size.0 < 16 << 10 || size.0 > 64 << 20 {
+                return Err(Error::Usage(format!(
+                    "--piece-size: must be a power of two from 16KiB to 64MiB, found `{text}`"
+                ))
+                .into());
+            }
+            Some(size.0)
+        }
+        None => None,
+    };
+    let opts = metainfo::CreateOptions {
+        piece_size,
+        announce,
+        name: None,
+    };
+    let m = metainfo::create(dir, &opts)
+        .with_context(|| format!("creating metainfo for {}", dir.display()))?;
+    let out = match output {
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from(format!("{}.torrent", m.info.name)),
+    };
+    std::fs::write(&out, m.to_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    if g.json {
+        let mut v = summary_json(&m);
+        v["file"] = serde_json::json!(out.display().to_string());
+        print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    } else if !g.quiet {
+        print(&format!("wrote {}\n{}", out.display(), summary_text(&m)))?;
+    }
+    Ok(Exit::Ok)
+}
+
+fn torrent_inspect(g: &Global, file: &Path) -> anyhow::Result<Exit> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let m = metainfo::Metainfo::from_bytes(&bytes)
+        .with_context(|| format!("reading {}", file.display()))?;
+    if g.json {
+        let mut v = summary_json(&m);
+        v["files"] = serde_json::json!(
+            m.info
+                .files
+                .iter()
+                .map(|f| serde_json::json!({"path": f.path.join("/"), "length": f.length}))
+                .collect::<Vec<_>>()
+        );
+        v["manifest"] = serde_json::to_value(&m.rookery)?;
+        print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    } else {
+        let mut text = summary_text(&m);
+        text.push_str("files:\n");
+        for f in &m.info.files {
+            text.push_str(&format!("  {:>12}  {}\n", f.length, f.path.join("/")));
+        }
+        for e in &m.rookery.empty {
+            text.push_str(&format!("  {:>12}  {}\n", 0, e.path));
+        }
+        for l in &m.rookery.symlinks {
+            text.push_str(&format!(
+                "  {:>12}  {} -> {}\n",
+                "symlink", l.path, l.target
+            ));
+        }
+        print(&text)?;
+    }
+    Ok(Exit::Ok)
+}
+
+fn summary_json(m: &metainfo::Metainfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": m.info.name,
+        "info_hash": m.info_hash_hex(),
+        "version": m.content_version(),
+        "announce": m.announce,
+        "private": m.info.private == 1,
+        "total_bytes": m.total_length(),
+        "piece_length": m.info.piece_length,
+        "pieces": m.piece_count(),
+        "file_count": m.info.files.len(),
+        "empty_files": m.rookery.empty.len(),
+        "symlinks": m.rookery.symlinks.len(),
+        "directories": m.rookery.dirs.len(),
+    })
+}
+
+fn summary_text(m: &metainfo::Metainfo) -> String {
+    format!(
+        "  name        {}\n  info hash   {}\n  version     {}\n  announce    {}\n  size        {} in {} pieces of {}\n  contents    {} files, {} empty files, {} symlinks, {} directories\n",
+        m.info.name,
+        m.info_hash_hex(),
+        m.content_version(),
+        m.announce.as_deref().unwrap_or("(none)"),
+        ByteSize(m.total_length()),
+        m.piece_count(),
+        ByteSize(m.info.piece_length),
+        m.info.files.len(),
+        m.rookery.empty.len(),
+        m.rookery.symlinks.len(),
+        m.rookery.dirs.len(),
+    )
 }
 
 fn not_built(command: &'static str, missing: &'static str) -> anyhow::Result<Exit> {

@@ -40,6 +40,8 @@ pub enum Error {
     Config(Diagnostics),
     #[error("--limit `{pattern}`: {reason}")]
     Limit { pattern: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
     #[error("no inventory given: pass `-i FILE` or set ROOKERY_INVENTORY")]
     NoInventory,
     #[error(
@@ -55,7 +57,7 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Config(_) => Exit::Config,
-            Error::Limit { .. } | Error::NoInventory => Exit::Usage,
+            Error::Limit { .. } | Error::NoInventory | Error::Usage(_) => Exit::Usage,
             Error::NotBuilt { .. } => Exit::NotBuilt,
         }
     }

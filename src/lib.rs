@@ -21,6 +21,8 @@
 //! - [`selector`]: host patterns for `--limit`, groups and service placement.
 //! - [`dependency`]: service order and dependency cycles.
 //! - [`config`]: the inventory and playbook checked against each other.
+//! - [`metainfo`]: deterministic BitTorrent v1 metainfo and the tree manifest
+//!   (modes, empty files and directories, symlinks).
 //! - [`plan`]: services in order, cut into quorum-safe, rack-aware batches.
 //! - [`render`]: the plan as text for an operator.
 
@@ -32,6 +34,7 @@ pub mod dependency;
 pub mod diagnostic;
 pub mod error;
 pub mod inventory;
+pub mod metainfo;
 pub mod plan;
 pub mod playbook;
 pub mod render;

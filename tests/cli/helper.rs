@@ -16,7 +16,6 @@ pub struct Test {
 
 pub struct Output {
     pub stdout: String,
-    #[allow(dead_code)]
     pub dir: tempfile::TempDir,
 }
 
@@ -31,6 +30,11 @@ impl Test {
             stdout_has: Vec::new(),
             stderr_has: Vec::new(),
         }
+    }
+
+    /// A test that runs in the directory of an earlier one (to build on its files).
+    pub fn new_in(dir: tempfile::TempDir) -> Test {
+        Test { dir, ..Test::new() }
     }
 
     /// Writes a fixture file (relative to the test's directory).

@@ -5,3 +5,4 @@ mod errors;
 mod examples;
 mod helper;
 mod plan;
+mod torrent;

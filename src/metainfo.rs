@@ -1,0 +1,546 @@
+//! BitTorrent v1 metainfo for an artifact tree, and the manifest of what BitTorrent
+//! cannot carry.
+//!
+//! The same tree always gives the same bytes and the same info hash: paths are sorted,
+//! nothing records a time, and the piece size depends only on the total size. The
+//! torrent is private (no DHT, no PEX outside the tracker's swarm).
+//!
+//! BitTorrent carries file bytes only. File modes, empty files, empty directories and
+//! symlinks travel in a manifest stored under the top-level `rookery` key of the same
+//! file (other clients ignore it); hosts restore them after verification. Symlinks that
+//! point outside the tree, and special files, are refused when the torrent is created,
+//! and paths that could escape the destination are refused when one is read.
+//!
+//! rookery writes its own metainfo instead of using librqbit's `create_torrent`, which
+//! in 9.1.0 writes an extra piece hash when the size is an exact multiple of the piece
+//! length and drops the last one when the last file is empty.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetainfoError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "symlink `{path}` points outside the artifact (to `{target}`); only links within the tree can be shipped"
+    )]
+    LinkOutside { path: String, target: String },
+    #[error("`{0}` is not a regular file, directory or symlink; it cannot be shipped")]
+    Special(String),
+    #[error("path `{0}` is not valid UTF-8")]
+    NotUtf8(String),
+    #[error("the artifact `{0}` holds no bytes to distribute")]
+    Empty(PathBuf),
+    #[error("invalid metainfo: {0}")]
+    Invalid(String),
+    #[error("metainfo path `{0}` would escape the destination")]
+    UnsafePath(String),
+}
+
+type Result<T> = std::result::Result<T, MetainfoError>;
+
+/// The `info` dictionary (BEP 3, multi-file mode). Field names are the wire keys;
+/// serde_bencode writes dictionary keys sorted, as bencode requires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    pub files: Vec<InfoFile>,
+    pub name: String,
+    #[serde(rename = "piece length")]
+    pub piece_length: u64,
+    #[serde(with = "serde_bytes")]
+    pub pieces: Vec<u8>,
+    #[serde(default)]
+    pub private: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfoFile {
+    pub length: u64,
+    pub path: Vec<String>,
+}
+
+/// What BitTorrent does not carry. Paths are relative, `/`-separated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Every directory (empty or not) and its permission bits.
+    pub dirs: Vec<Entry>,
+    /// Permission bits of every file in the torrent, in torrent order.
+    pub files: Vec<Entry>,
+    /// Zero-length files, created by the host rather than transferred.
+    pub empty: Vec<Entry>,
+    pub symlinks: Vec<Link>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: String,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub path: String,
+    pub target: String,
+}
+
+/// A whole metainfo file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metainfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<String>,
+    pub info: Info,
+    #[serde(default)]
+    pub rookery: Manifest,
+}
+
+/// Piece size for `total` bytes: about 1,000 to 2,000 pieces, between 64 KiB and
+/// 16 MiB, always a power of two.
+pub fn auto_piece_size(total: u64) -> u64 {
+    (total / 1500).next_power_of_two().clamp(64 << 10, 16 << 20)
+}
+
+/// A scanned tree: files in torrent order plus the manifest.
+struct Scan {
+    files: Vec<(String, PathBuf, u64)>,
+    manifest: Manifest,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MetainfoError + '_ {
+    move |source| MetainfoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn rel_string(rel: &Path) -> Result<String> {
+    rel.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| MetainfoError::NotUtf8(rel.to_string_lossy().into_owned()))
+}
+
+fn scan(root: &Path) -> Result<Scan> {
+    let mut scan = Scan {
+        files: Vec::new(),
+        manifest: Manifest::default(),
+    };
+    walk(root, Path::new(""), &mut scan)?;
+    Ok(scan)
+}
+
+/// Depth-first, entries sorted by name bytes, so the order never depends on the
+/// filesystem.
+fn walk(root: &Path, rel: &Path, scan: &mut Scan) -> Result<()> {
+    let dir = root.join(rel);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(io_err(&dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(io_err(&dir))?;
+    names.sort();
+    for name in names {
+        let rel_path = rel.join(&name);
+        let abs = root.join(&rel_path);
+        let meta = std::fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+        let path = rel_string(&rel_path)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&abs).map_err(io_err(&abs))?;
+            let target_str = rel_string(&target)?;
+            if !link_stays_inside(&rel_path, &target) {
+                return Err(MetainfoError::LinkOutside {
+                    path,
+                    target: target_str,
+                });
+            }
+            scan.manifest.symlinks.push(Link {
+                path,
+                target: target_str,
+            });
+        } else if ft.is_dir() {
+            scan.manifest.dirs.push(Entry { path, mode });
+            walk(root, &rel_path, scan)?;
+        } else if ft.is_file() {
+            if meta.size() == 0 {
+                scan.manifest.empty.push(Entry { path, mode });
+            } else {
+                scan.manifest.files.push(Entry {
+                    path: path.clone(),
+                    mode,
+                });
+                scan.files.push((path, abs, meta.size()));
+            }
+        } else {
+            return Err(MetainfoError::Special(path));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a link at `link` (relative to the root) with `target` resolves, lexically,
+/// inside the root.
+fn link_stays_inside(link: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = link.components().count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Options for [`create`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// `None`: [`auto_piece_size`].
+    pub piece_size: Option<u64>,
+    pub announce: Option<String>,
+    /// The torrent's `name` (the top directory clients create); default: the
+    /// directory's own name.
+    pub name: Option<String>,
+}
+
+/// Scans `root` and hashes its files into metainfo.
+pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
+    let meta = std::fs::metadata(root).map_err(io_err(root))?;
+    if !meta.is_dir() {
+        return Err(MetainfoError::Invalid(format!(
+            "{} is not a directory",
+            root.display()
+        )));
+    }
+    let scan = scan(root)?;
+    let total: u64 = scan.files.iter().map(|f| f.2).sum();
+    if total == 0 {
+        return Err(MetainfoError::Empty(root.to_path_buf()));
+    }
+    let piece_length = opts.piece_size.unwrap_or_else(|| auto_piece_size(total));
+    let pieces = hash_pieces(&scan.files, piece_length)?;
+    let name = opts.name.clone().unwrap_or_else(|| {
+        root.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "artifact".into())
+    });
+    let files = scan
+        .files
+        .iter()
+        .map(|(path, _, len)| InfoFile {
+            length: *len,
+            path: path.split('/').map(str::to_string).collect(),
+        })
+        .collect();
+    Ok(Metainfo {
+        announce: opts.announce.clone(),
+        info: Info {
+            files,
+            name,
+            piece_length,
+            pieces,
+            private: 1,
+        },
+        rookery: scan.manifest,
+    })
+}
+
+/// SHA-1 of each piece of the files laid end to end.
+fn hash_pieces(files: &[(String, PathBuf, u64)], piece_length: u64) -> Result<Vec<u8>> {
+    let mut pieces = Vec::new();
+    let mut hasher = Sha1::new();
+    let mut in_piece = 0u64;
+    let mut buf = vec![0u8; (piece_length as usize).min(1 << 20)];
+    for (_, abs, len) in files {
+        let mut f = File::open(abs).map_err(io_err(abs))?;
+        let mut left = *len;
+        while left > 0 {
+            let want = (buf.len() as u64).min(left).min(piece_length - in_piece) as usize;
+            f.read_exact(&mut buf[..want]).map_err(io_err(abs))?;
+            hasher.update(&buf[..want]);
+            in_piece += want as u64;
+            left -= want as u64;
+            if in_piece == piece_length {
+                pieces.extend_from_slice(&hasher.finalize_reset());
+                in_piece = 0;
+            }
+        }
+    }
+    if in_piece > 0 {
+        pieces.extend_from_slice(&hasher.finalize_reset());
+    }
+    Ok(pieces)
+}
+
+impl Metainfo {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_bencode::to_bytes(self).expect("metainfo always serializes")
+    }
+
+    /// Parses and checks a metainfo file: piece count, and paths that cannot escape the
+    /// destination (no `..`, no absolute or empty components) in files and manifest.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo> {
+        let m: Metainfo =
+            serde_bencode::from_bytes(bytes).map_err(|e| MetainfoError::Invalid(e.to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    pub fn total_length(&self) -> u64 {
+        self.info.files.iter().map(|f| f.length).sum()
+    }
+
+    pub fn piece_count(&self) -> usize {
+        self.info.pieces.len() / 20
+    }
+
+    /// SHA-1 of the bencoded `info` dictionary.
+    pub fn info_hash(&self) -> [u8; 20] {
+        let bytes = serde_bencode::to_bytes(&self.info).expect("info always serializes");
+        Sha1::digest(&bytes).into()
+    }
+
+    pub fn info_hash_hex(&self) -> String {
+        hex(&self.info_hash())
+    }
+
+    /// A version label derived from the content: the first 12 hex digits of the SHA-1
+    /// of the info dictionary and the manifest, so a mode change is a new version too.
+    pub fn content_version(&self) -> String {
+        let mut h = Sha1::new();
+        h.update(serde_bencode::to_bytes(&self.info).expect("info serializes"));
+        h.update(serde_bencode::to_bytes(&self.rookery).expect("manifest serializes"));
+        hex(&h.finalize())[..12].to_string()
+    }
+
+    fn check(&self) -> Result<()> {
+        let i = &self.info;
+        check_component(&i.name)?;
+        if i.piece_length == 0 || !i.piece_length.is_power_of_two() {
+            return Err(MetainfoError::Invalid(format!(
+                "piece length {} is not a power of two",
+                i.piece_length
+            )));
+        }
+        if !i.pieces.len().is_multiple_of(20) {
+            return Err(MetainfoError::Invalid(
+                "`pieces` is not a list of 20-byte hashes".into(),
+            ));
+        }
+        let expected = self.total_length().div_ceil(i.piece_length);
+        if self.piece_count() as u64 != expected {
+            return Err(MetainfoError::Invalid(format!(
+                "{} piece hashes for {} pieces",
+                self.piece_count(),
+                expected
+            )));
+        }
+        for f in &i.files {
+            if f.path.is_empty() {
+                return Err(MetainfoError::UnsafePath(String::new()));
+            }
+            for c in &f.path {
+                check_component(c).map_err(|_| MetainfoError::UnsafePath(f.path.join("/")))?;
+            }
+        }
+        let m = &self.rookery;
+        for p in m
+            .dirs
+            .iter()
+            .chain(&m.files)
+            .chain(&m.empty)
+            .map(|e| &e.path)
+            .chain(m.symlinks.iter().map(|l| &l.path))
+        {
+            check_relative(p)?;
+        }
+        for l in &m.symlinks {
+            if !link_stays_inside(Path::new(&l.path), Path::new(&l.target)) {
+                return Err(MetainfoError::LinkOutside {
+                    path: l.path.clone(),
+                    target: l.target.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_component(c: &str) -> Result<()> {
+    if c.is_empty() || c == "." || c == ".." || c.contains(['/', '\0']) {
+        return Err(MetainfoError::UnsafePath(c.to_string()));
+    }
+    Ok(())
+}
+
+fn check_relative(path: &str) -> Result<()> {
+    if path.split('/').all(|c| check_component(c).is_ok()) {
+        Ok(())
+    } else {
+        Err(MetainfoError::UnsafePath(path.to_string()))
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::create_dir_all(r.join("empty/dir")).unwrap();
+        std::fs::write(r.join("bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(r.join("bin/tool"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(r.join("data"), vec![7u8; 200_000]).unwrap();
+        std::fs::write(r.join("zero"), b"").unwrap();
+        symlink("bin/tool", r.join("link")).unwrap();
+        t
+    }
+
+    #[test]
+    fn same_tree_same_hash() {
+        let a = tree();
+        let b = tree();
+        let opts = CreateOptions {
+            name: Some("x".into()),
+            ..Default::default()
+        };
+        let ma = create(a.path(), &opts).unwrap();
+        let mb = create(b.path(), &opts).unwrap();
+        assert_eq!(ma.to_bytes(), mb.to_bytes());
+        assert_eq!(ma.info_hash(), mb.info_hash());
+        assert_eq!(ma.info.private, 1);
+        let paths: Vec<String> = ma.info.files.iter().map(|f| f.path.join("/")).collect();
+        assert_eq!(paths, ["bin/tool", "data"]);
+        assert_eq!(
+            ma.rookery.empty,
+            [Entry {
+                path: "zero".into(),
+                mode: ma.rookery.empty[0].mode
+            }]
+        );
+        assert_eq!(
+            ma.rookery.symlinks,
+            [Link {
+                path: "link".into(),
+                target: "bin/tool".into()
+            }]
+        );
+        assert!(ma.rookery.dirs.iter().any(|d| d.path == "empty/dir"));
+        assert_eq!(ma.rookery.files[0].mode, 0o755);
+        assert_eq!(Metainfo::from_bytes(&ma.to_bytes()).unwrap(), ma);
+    }
+
+    #[test]
+    fn piece_count_is_exact_at_boundaries() {
+        for size in [1u64, 65_535, 65_536, 65_537, 131_072] {
+            let t = tempfile::tempdir().unwrap();
+            std::fs::write(t.path().join("f"), vec![1u8; size as usize]).unwrap();
+            std::fs::write(t.path().join("g-empty-last"), b"").unwrap();
+            let m = create(
+                t.path(),
+                &CreateOptions {
+                    piece_size: Some(65_536),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(m.piece_count() as u64, size.div_ceil(65_536), "size {size}");
+        }
+    }
+
+    #[test]
+    fn pieces_span_files() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), vec![1u8; 40_000]).unwrap();
+        std::fs::write(t.path().join("b"), vec![2u8; 40_000]).unwrap();
+        let m = create(
+            t.path(),
+            &CreateOptions {
+                piece_size: Some(65_536),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut all = vec![1u8; 40_000];
+        all.extend(vec![2u8; 40_000]);
+        assert_eq!(
+            &m.info.pieces[..20],
+            Sha1::digest(&all[..65_536]).as_slice()
+        );
+        assert_eq!(
+            &m.info.pieces[20..],
+            Sha1::digest(&all[65_536..]).as_slice()
+        );
+    }
+
+    #[test]
+    fn links_outside_the_tree_are_refused() {
+        let t = tree();
+        symlink("../../etc/passwd", t.path().join("bin/escape")).unwrap();
+        let err = create(t.path(), &CreateOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "symlink `bin/escape` points outside the artifact (to `../../etc/passwd`); only links within the tree can be shipped"
+        );
+        assert!(link_stays_inside(Path::new("a/b"), Path::new("../c")));
+        assert!(!link_stays_inside(Path::new("a"), Path::new("../c")));
+        assert!(!link_stays_inside(Path::new("a"), Path::new("/etc")));
+    }
+
+    #[test]
+    fn crafted_paths_are_refused() {
+        let t = tree();
+        let mut m = create(t.path(), &CreateOptions::default()).unwrap();
+        m.info.files[0].path = vec!["..".into(), "evil".into()];
+        let err = Metainfo::from_bytes(&m.to_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "metainfo path `../evil` would escape the destination"
+        );
+        let mut m = create(t.path(), &CreateOptions::default()).unwrap();
+        m.rookery.empty[0].path = "/etc/x".into();
+        assert!(matches!(
+            Metainfo::from_bytes(&m.to_bytes()),
+            Err(MetainfoError::UnsafePath(_))
+        ));
+        let mut m = create(t.path(), &CreateOptions::default()).unwrap();
+        m.info.pieces.truncate(20 * (m.piece_count() - 1));
+        assert_eq!(
+            Metainfo::from_bytes(&m.to_bytes()).unwrap_err().to_string(),
+            "invalid metainfo: 3 piece hashes for 4 pieces"
+        );
+    }
+
+    #[test]
+    fn auto_piece_sizes() {
+        assert_eq!(auto_piece_size(1 << 20), 64 << 10);
+        assert_eq!(auto_piece_size(512 << 20), 512 << 10);
+        assert_eq!(auto_piece_size(10 << 30), 8 << 20);
+        assert_eq!(auto_piece_size(1 << 40), 16 << 20);
+    }
+}
