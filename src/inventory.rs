@@ -332,10 +332,35 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Inventory {
         groups: Vec::new(),
     };
 
-    match top.get("datacenters") {
+    let cascades = match top.get("datacenters") {
         Some(n) => decode_datacenters(d, n, &defaults, &mut inv),
-        None if !matches!(root.value, Value::Null) => d.file_error("missing key `datacenters`"),
-        None => {}
+        None => {
+            if !matches!(root.value, Value::Null) {
+                d.file_error("missing key `datacenters`");
+            }
+            Vec::new()
+        }
+    };
+
+    // Groups are resolved on the settings of the datacenter/rack/host cascade; their
+    // own settings then apply between the rack and the host level.
+    let group_settings = match top.get("groups") {
+        Some(n) => decode_groups(d, n, &mut inv),
+        None => Vec::new(),
+    };
+    for (h, (inherited, own)) in cascades.into_iter().enumerate() {
+        let mut s = inherited;
+        for (g, gs) in inv.groups.iter().zip(&group_settings) {
+            if g.hosts.binary_search(&h).is_ok() {
+                s = s.under(gs.clone());
+            }
+        }
+        let s = s.under(own);
+        let host = &mut inv.hosts[h];
+        host.ssh = s.ssh;
+        host.root = s.root.map(PathBuf::from);
+        host.labels = s.labels;
+        host.services = s.services;
     }
 
     check_unique_addresses(d, &inv);
@@ -344,23 +369,6 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Inventory {
         for h in &mut inv.hosts {
             if h.root.is_none() {
                 h.root = Some(root.join(&h.name));
-            }
-        }
-    }
-
-    if let Some(n) = top.get("groups") {
-        decode_groups(d, n, &mut inv);
-    }
-    for gi in 0..inv.groups.len() {
-        let (members, services) = (
-            inv.groups[gi].hosts.clone(),
-            inv.groups[gi].services.clone(),
-        );
-        for h in members {
-            for s in &services {
-                if !inv.hosts[h].services.contains(s) {
-                    inv.hosts[h].services.push(s.clone());
-                }
             }
         }
     }
@@ -527,8 +535,16 @@ fn decode_settings(d: &mut Decoder, m: &Map<'_>, path: &str) -> Settings {
     s
 }
 
-fn decode_datacenters(d: &mut Decoder, node: &Node, defaults: &Settings, inv: &mut Inventory) {
+/// Reads datacenters, racks and hosts; returns, per host, the settings it inherits
+/// (defaults, datacenter, rack) and its own.
+fn decode_datacenters(
+    d: &mut Decoder,
+    node: &Node,
+    defaults: &Settings,
+    inv: &mut Inventory,
+) -> Vec<(Settings, Settings)> {
     let mut seen_hosts: HashMap<String, Pos> = HashMap::new();
+    let mut cascades = Vec::new();
     for (dc_name, dc_pos, dc_node) in d.named_entries(node, "datacenters") {
         if let Err(why) = check_name(dc_name) {
             d.error(dc_pos, format!("datacenter name `{dc_name}` {why}"));
@@ -589,9 +605,9 @@ fn decode_datacenters(d: &mut Decoder, node: &Node, defaults: &Settings, inv: &m
                     continue;
                 }
                 seen_hosts.insert(host_name.to_string(), host_pos);
-                let (address, settings) = match &host_node.value {
+                let (address, own) = match &host_node.value {
                     // `web-1: 10.0.0.1` is short for `web-1: {address: 10.0.0.1}`.
-                    Value::Scalar { text, .. } => (Some(text.clone()), rack_settings.clone()),
+                    Value::Scalar { text, .. } => (Some(text.clone()), Settings::default()),
                     _ => {
                         let mut keys = SETTING_KEYS.to_vec();
                         keys.push("address");
@@ -599,22 +615,23 @@ fn decode_datacenters(d: &mut Decoder, node: &Node, defaults: &Settings, inv: &m
                         let address = hm
                             .get("address")
                             .and_then(|a| d.string(a, &join(&host_path, "address")));
-                        (
-                            address,
-                            rack_settings.under(decode_settings(d, &hm, &host_path)),
-                        )
+                        (address, decode_settings(d, &hm, &host_path))
                     }
                 };
+                // Labels are needed to resolve groups; the final settings are set once
+                // groups are known.
+                let labels = rack_settings.under(own.clone()).labels;
+                cascades.push((rack_settings.clone(), own));
                 let host_id = inv.hosts.len();
                 inv.hosts.push(Host {
                     name: host_name.to_string(),
                     dc: dc_id,
                     rack: rack_id,
                     address: address.unwrap_or_else(|| host_name.to_string()),
-                    ssh: settings.ssh,
-                    root: settings.root.map(PathBuf::from),
-                    labels: settings.labels,
-                    services: settings.services,
+                    ssh: Ssh::default(),
+                    root: None,
+                    labels,
+                    services: Vec::new(),
                     pos: host_pos,
                 });
                 inv.racks[rack_id].hosts.push(host_id);
@@ -624,6 +641,7 @@ fn decode_datacenters(d: &mut Decoder, node: &Node, defaults: &Settings, inv: &m
     if inv.hosts.is_empty() && !inv.datacenters.is_empty() {
         d.error(node.pos, "the inventory defines no host");
     }
+    cascades
 }
 
 /// Two hosts at one address and SSH port would be one machine deployed twice.
@@ -649,13 +667,13 @@ fn check_unique_addresses(d: &mut Decoder, inv: &Inventory) {
 }
 
 /// Groups may name other groups; they are resolved in dependency order and a cycle
-/// among groups is reported.
-fn decode_groups(d: &mut Decoder, node: &Node, inv: &mut Inventory) {
+/// among groups is reported. Returns each group's own settings.
+fn decode_groups(d: &mut Decoder, node: &Node, inv: &mut Inventory) -> Vec<Settings> {
     struct Raw {
         name: String,
         pos: Pos,
         patterns: Vec<(Pattern, Pos)>,
-        services: Vec<String>,
+        settings: Settings,
     }
     let mut raws = Vec::new();
     for (name, pos, gnode) in d.named_entries(node, "groups") {
@@ -671,20 +689,13 @@ fn decode_groups(d: &mut Decoder, node: &Node, inv: &mut Inventory) {
                 format!("group `{name}` has the name of a host or datacenter; pick another name"),
             );
         }
-        let (hosts_node, services) = match &gnode.value {
-            Value::Seq(_) | Value::Scalar { .. } => (Some(gnode), Vec::new()),
+        let (hosts_node, settings) = match &gnode.value {
+            Value::Seq(_) | Value::Scalar { .. } => (Some(gnode), Settings::default()),
             _ => {
-                let gm = d.map(gnode, &path, &["hosts", "services"]);
-                let services = gm
-                    .get("services")
-                    .map(|s| {
-                        d.strings(s, &join(&path, "services"))
-                            .into_iter()
-                            .map(|(s, _)| s)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (gm.get("hosts"), services)
+                let mut keys = SETTING_KEYS.to_vec();
+                keys.push("hosts");
+                let gm = d.map(gnode, &path, &keys);
+                (gm.get("hosts"), decode_settings(d, &gm, &path))
             }
         };
         let mut patterns = Vec::new();
@@ -703,7 +714,7 @@ fn decode_groups(d: &mut Decoder, node: &Node, inv: &mut Inventory) {
             name: name.to_string(),
             pos,
             patterns,
-            services,
+            settings,
         });
     }
 
@@ -762,13 +773,16 @@ fn decode_groups(d: &mut Decoder, node: &Node, inv: &mut Inventory) {
             );
         }
     }
+    let mut settings = Vec::with_capacity(raws.len());
     for (raw, hosts) in raws.into_iter().zip(resolved) {
         inv.groups.push(Group {
             name: raw.name,
             hosts: hosts.unwrap_or_default(),
-            services: raw.services,
+            services: raw.settings.services.clone(),
         });
+        settings.push(raw.settings);
     }
+    settings
 }
 
 /// The inventory as seen while groups are still being resolved.
@@ -874,7 +888,7 @@ origin: db-1
             Some("prod")
         );
         assert_eq!(web1.services, ["api", "agent"]);
-        assert_eq!(inv.hosts[2].services, ["store", "agent"]);
+        assert_eq!(inv.hosts[2].services, ["agent", "store"]);
         assert_eq!(inv.groups[0].hosts, [1]);
         assert_eq!(inv.groups[2].hosts, [1, 2]);
         assert_eq!(inv.origin, Origin::Host(2));
@@ -890,6 +904,46 @@ origin: db-1
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn group_settings_sit_between_rack_and_host() {
+        let text = "
+transport: ssh
+coordination: {zookeeper: {connect: zk}}
+defaults: {ssh: {user: ops}}
+datacenters:
+  east:
+    racks:
+      r1:
+        ssh: {port: 2200}
+        hosts:
+          a: {labels: {tier: web}}
+          b: {labels: {tier: web}, ssh: {user: root}}
+          c: ~
+groups:
+  web: {hosts: [label:tier=web], ssh: {user: deploy, key: ~/.ssh/web}, labels: {lb: yes}, services: [api]}
+";
+        let inv = load(text).unwrap();
+        let [a, b, c] = [&inv.hosts[0], &inv.hosts[1], &inv.hosts[2]];
+        assert_eq!(
+            a.ssh,
+            Ssh {
+                user: Some("deploy".into()),
+                port: Some(2200),
+                key: Some("~/.ssh/web".into()),
+                jump: None
+            }
+        );
+        assert_eq!(
+            b.ssh.user.as_deref(),
+            Some("root"),
+            "the host's own setting wins"
+        );
+        assert_eq!(c.ssh.user.as_deref(), Some("ops"));
+        assert_eq!(a.labels.get("lb").map(String::as_str), Some("yes"));
+        assert_eq!(a.services, ["api"]);
+        assert!(c.services.is_empty());
     }
 
     #[test]
