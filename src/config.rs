@@ -72,20 +72,24 @@ impl Config {
             let mut hosts: Vec<usize> = (0..inventory.hosts.len())
                 .filter(|&h| inventory.hosts[h].services.contains(&svc.name))
                 .collect();
+            let mut pattern_failed = false;
             for (pattern, pos) in &svc.hosts {
                 match pattern.select(&inventory) {
                     Ok(hs) => hosts.extend(hs),
-                    Err(e) => problems.push(Diagnostic::new(
-                        &file,
-                        Some(*pos),
-                        format!("`services.{}.hosts`: {e}", svc.name),
-                    )),
+                    Err(e) => {
+                        pattern_failed = true;
+                        problems.push(Diagnostic::new(
+                            &file,
+                            Some(*pos),
+                            format!("`services.{}.hosts`: {e}", svc.name),
+                        ));
+                    }
                 }
             }
             hosts.sort_unstable();
             hosts.dedup();
             let n = hosts.len();
-            if n == 0 && svc.hosts.is_empty() {
+            if n == 0 && !pattern_failed {
                 problems.push(Diagnostic::new(
                     &file,
                     Some(svc.pos),
@@ -108,7 +112,9 @@ impl Config {
                     }
                     q
                 }
-                None => (n as u32).saturating_sub(svc.max_parallel.min(n as u32).max(1)),
+                // All but max_parallel stay live, and never the whole service at once.
+                None if n > 1 => (n as u32).saturating_sub(svc.max_parallel).max(1),
+                None => 0,
             };
             let (canary, canary_pos) = svc.canary;
             if n > 0 && canary as usize > n {
@@ -138,6 +144,8 @@ impl Config {
                     }
                 }
             }
+            depends_on.sort_unstable();
+            depends_on.dedup();
             services.push(Placement {
                 failure_budget: svc.failure_budget.of(n),
                 hosts,
@@ -218,6 +226,27 @@ datacenters:
         );
         assert_eq!(c.order, [0, 1]);
         assert_eq!(c.target_hosts(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn default_quorum_never_takes_the_whole_service_down() {
+        let c = config("artifact: {source: b, destination: /srv}\nservices:\n  api: {start: x, max_parallel: 10}\n  solo: {start: x, hosts: [d]}\n").unwrap();
+        assert_eq!(
+            c.services[0].quorum, 1,
+            "3 hosts, max_parallel 10: one stays live"
+        );
+        assert_eq!(c.services[1].quorum, 0, "a single host restarts alone");
+    }
+
+    #[test]
+    fn a_pattern_that_cancels_out_leaves_no_host() {
+        let err = config("artifact: {source: b, destination: /srv}\nservices:\n  web: {start: x, hosts: ['d,!d']}\n").unwrap_err();
+        assert_eq!(
+            err,
+            [
+                "pb.yml:3:3: service `web` runs on no host: list it under `services:` in inv.yml or give it `hosts:`"
+            ]
+        );
     }
 
     #[test]

@@ -32,6 +32,14 @@ impl<'n> Map<'n> {
             .filter(|v| !matches!(v.value, Value::Null))
     }
 
+    /// Like [`Map::get`], but a key written with no value (`zookeeper:`) counts.
+    pub fn get_even_null(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.get(key).is_some()
     }

@@ -292,10 +292,18 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Inventory {
             }
             name
         }
-        None => Path::new(file)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "default".into()),
+        None => {
+            let stem = Path::new(file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "default".into());
+            if let Err(why) = check_name(&stem) {
+                d.file_error(format!(
+                    "cluster name `{stem}` (taken from the file name) {why}; set `cluster:`"
+                ));
+            }
+            stem
+        }
     };
 
     let transport = decode_transport(d, top.get("transport"), base);
@@ -397,7 +405,9 @@ fn decode_transport(d: &mut Decoder, node: Option<&Node>, base: &Path) -> Transp
                     node.pos,
                     format!("`transport` must be `ssh` or `local`, found `{other}`"),
                 );
-                Transport::Ssh
+                Transport::Local {
+                    root: default_root(),
+                }
             }
         },
         _ => {
@@ -442,16 +452,25 @@ fn decode_coordination(
         return Coordination::Local { dir: default_dir() };
     }
     let m = d.map(node, "coordination", &["local", "zookeeper"]);
-    if let Some(z) = m.get("zookeeper") {
+    if let Some(z) = m.get_even_null("zookeeper") {
         let zm = d.map(
             z,
             "coordination.zookeeper",
             &["connect", "root", "session_timeout"],
         );
         let connect = match zm.get("connect") {
-            Some(c) => d
-                .string(c, "coordination.zookeeper.connect")
-                .unwrap_or_default(),
+            Some(c) => {
+                let s = d
+                    .string(c, "coordination.zookeeper.connect")
+                    .unwrap_or_default();
+                if s.trim().is_empty() {
+                    d.error(
+                        c.pos,
+                        "`coordination.zookeeper.connect` is empty (e.g. `zk1:2181,zk2:2181`)",
+                    );
+                }
+                s
+            }
             None => {
                 d.error(
                     z.pos,

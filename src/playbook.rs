@@ -216,10 +216,18 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Playbook {
             }
             name
         }
-        None => Path::new(file)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        None => {
+            let stem = Path::new(file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Err(why) = check_name(&stem) {
+                d.file_error(format!(
+                    "playbook name `{stem}` (taken from the file name) {why}; set `name:`"
+                ));
+            }
+            stem
+        }
     };
     let artifact = match top.get("artifact") {
         Some(n) => decode_artifact(d, n, base),
@@ -362,12 +370,14 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
         dist.seed_window_max = d
             .duration(n, "distribution.seed_window_max")
             .unwrap_or(dist.seed_window_max);
-        if dist.seed_window_max < dist.seed_window {
-            d.error(
-                n.pos,
-                "`distribution.seed_window_max` must not be shorter than `seed_window`",
-            );
-        }
+    }
+    if dist.seed_mode == SeedMode::Adaptive && dist.seed_window_max < dist.seed_window {
+        let pos = m
+            .get("seed_window_max")
+            .or(m.get("seed_window"))
+            .map(|n| n.pos)
+            .unwrap_or(m.pos);
+        d.error(pos, "`distribution.seed_window_max` must not be shorter than `seed_window` in adaptive mode");
     }
     if let Some(n) = m.get("max_peers") {
         match d.u32(n, "distribution.max_peers") {
@@ -471,8 +481,13 @@ fn decode_service(d: &mut Decoder, name: &str, pos: Pos, node: &Node) -> Service
     let max_parallel = positive(d, "max_parallel", 1);
     let rack_budget = m.has("rack_budget").then(|| positive(d, "rack_budget", 1));
     let start = one_template(d, &m, &path, "start");
-    if start.is_none() && !m.has("start") {
-        d.error(pos, format!("service `{name}` has no `start` command"));
+    match &start {
+        None if !m.has("start") => d.error(pos, format!("service `{name}` has no `start` command")),
+        Some(t) if t.as_str().trim().is_empty() => d.error(
+            m.get("start").map(|n| n.pos).unwrap_or(pos),
+            format!("`{path}.start` is empty"),
+        ),
+        _ => {}
     }
     let stop = one_template(d, &m, &path, "stop");
     let health = one_template(d, &m, &path, "health");

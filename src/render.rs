@@ -99,7 +99,7 @@ pub fn plan(p: &Plan) -> String {
             format!(" (after {})", svc.depends_on.join(", "))
         };
         let selected = if svc.selected == svc.hosts {
-            format!("{} hosts", svc.hosts)
+            format!("{} host{}", svc.hosts, plural(svc.hosts))
         } else {
             format!("{} of {} hosts", svc.selected, svc.hosts)
         };

@@ -185,6 +185,9 @@ fn resolve_word(word: &str, u: &dyn Universe) -> Result<Vec<usize>, String> {
             }
             Ok(hosts)
         }
+        0 if u.racks().any(|(name, _, _)| name == word) => Err(format!(
+            "`{word}` is a rack name; write `rack:{word}` (in every datacenter) or `DC/{word}`"
+        )),
         0 => {
             let mut names: Vec<String> = u.host_names().map(|(_, n)| n.to_string()).collect();
             names.extend(u.group_names().into_iter().map(str::to_string));

@@ -128,8 +128,23 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = Pos::from_marker(&mark);
         match ev {
-            Event::Scalar(text, style, anchor, _tag) => {
+            Event::Scalar(text, style, anchor, tag) => {
                 let quoted = !matches!(style, TScalarStyle::Plain);
+                // `- !web-3` and `- &web` are YAML tags and anchors, not text: a host
+                // pattern would silently vanish. Ask for quotes instead.
+                if let Some(tag) = tag.filter(|t| t.handle == "!") {
+                    let word = format!("!{}{text}", tag.suffix);
+                    self.error.get_or_insert((
+                        pos,
+                        format!(
+                            "`{}` is read by YAML as a tag; quote it: '{}'",
+                            word.trim(),
+                            word.trim()
+                        ),
+                    ));
+                } else if anchor > 0 && !quoted && text.is_empty() {
+                    self.error.get_or_insert((pos, "an anchor (`&name`) on an empty value; if `&` starts a pattern, quote it: '&name'".to_string()));
+                }
                 let value =
                     if !quoted && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
                         Value::Null
@@ -280,6 +295,20 @@ mod tests {
             panic!()
         };
         assert_eq!(ie[0].1.as_scalar(), Some("3"));
+    }
+
+    #[test]
+    fn unquoted_exclusions_are_refused() {
+        let err = parse("t.yml", "hosts: [a, !b]\n").unwrap_err();
+        assert_eq!(err.message, "`!b` is read by YAML as a tag; quote it: '!b'");
+        let err = parse("t.yml", "hosts:\n  - a\n  - &b\n").unwrap_err();
+        assert!(
+            err.message
+                .starts_with("an anchor (`&name`) on an empty value"),
+            "{}",
+            err.message
+        );
+        assert!(parse("t.yml", "hosts: [a, '!b', '&c']\n").is_ok());
     }
 
     #[test]
