@@ -176,13 +176,11 @@ impl Inventory {
     pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            let mut ds = Diagnostics::default();
-            ds.push(crate::diagnostic::Diagnostic::new(
+            crate::diagnostic::Diagnostic::new(
                 &file,
                 None,
                 format!("cannot read the inventory: {e}"),
-            ));
-            ds
+            )
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Inventory::from_str(&file, &text, &base)
@@ -190,11 +188,7 @@ impl Inventory {
 
     /// Parses inventory text; relative paths are taken from `base`.
     pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Inventory, Diagnostics> {
-        let root = yaml::parse(file, text).map_err(|d| {
-            let mut ds = Diagnostics::default();
-            ds.push(d);
-            ds
-        })?;
+        let root = yaml::parse(file, text)?;
         let mut d = Decoder::new(file);
         let inv = decode(&mut d, &root, file, base);
         let problems = d.finish();

@@ -164,25 +164,14 @@ const SERVICE_KEYS: &[&str] = &[
 impl Playbook {
     pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let mut ds = Diagnostics::default();
-            ds.push(Diagnostic::new(
-                &file,
-                None,
-                format!("cannot read the playbook: {e}"),
-            ));
-            ds
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Diagnostic::new(&file, None, format!("cannot read the playbook: {e}")))?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Playbook::from_str(&file, &text, &base)
     }
 
     pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Playbook, Diagnostics> {
-        let root = yaml::parse(file, text).map_err(|d| {
-            let mut ds = Diagnostics::default();
-            ds.push(d);
-            ds
-        })?;
+        let root = yaml::parse(file, text)?;
         let mut d = Decoder::new(file);
         let pb = decode(&mut d, &root, file, base);
         let problems = d.finish();
