@@ -102,7 +102,7 @@ fn torrent_create(
         Some(text) => {
             let size =
                 ByteSize::parse(text).map_err(|e| Error::Usage(format!("--piece-size: {e}")))?;
-            if !size.0.is_power_of_two() || size.0 < 16 << 10 || size.0 > 64 << 20 {
+            if !crate::metainfo::valid_piece_size(size.0) {
                 return Err(Error::Usage(format!(
                     "--piece-size: must be a power of two from 16KiB to 64MiB, found `{text}`"
                 ))

@@ -109,6 +109,12 @@ pub fn auto_piece_size(total: u64) -> u64 {
     (total / 1500).next_power_of_two().clamp(64 << 10, 16 << 20)
 }
 
+/// Piece sizes rookery accepts from a playbook or `--piece-size`: a power of two from
+/// 16 KiB to 64 MiB.
+pub fn valid_piece_size(n: u64) -> bool {
+    n.is_power_of_two() && (16 << 10..=64 << 20).contains(&n)
+}
+
 /// A scanned tree: files in torrent order plus the manifest.
 struct Scan {
     files: Vec<(String, PathBuf, u64)>,
@@ -455,20 +461,24 @@ mod tests {
         assert_eq!(Metainfo::from_bytes(&ma.to_bytes()).unwrap(), ma);
     }
 
+    fn with_64k_pieces(dir: &Path) -> Metainfo {
+        create(
+            dir,
+            &CreateOptions {
+                piece_size: Some(65_536),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
     #[test]
     fn piece_count_is_exact_at_boundaries() {
         for size in [1u64, 65_535, 65_536, 65_537, 131_072] {
             let t = tempfile::tempdir().unwrap();
             std::fs::write(t.path().join("f"), vec![1u8; size as usize]).unwrap();
             std::fs::write(t.path().join("g-empty-last"), b"").unwrap();
-            let m = create(
-                t.path(),
-                &CreateOptions {
-                    piece_size: Some(65_536),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let m = with_64k_pieces(t.path());
             assert_eq!(m.piece_count() as u64, size.div_ceil(65_536), "size {size}");
         }
     }
@@ -478,14 +488,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("a"), vec![1u8; 40_000]).unwrap();
         std::fs::write(t.path().join("b"), vec![2u8; 40_000]).unwrap();
-        let m = create(
-            t.path(),
-            &CreateOptions {
-                piece_size: Some(65_536),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let m = with_64k_pieces(t.path());
         let mut all = vec![1u8; 40_000];
         all.extend(vec![2u8; 40_000]);
         assert_eq!(

@@ -392,7 +392,7 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
         .filter(|n| n.as_scalar() != Some("auto"))
         && let Some(size) = d.size(n, "distribution.piece_size")
     {
-        if !size.0.is_power_of_two() || size.0 < 16 << 10 || size.0 > 64 << 20 {
+        if !crate::metainfo::valid_piece_size(size.0) {
             let text = n.as_scalar().unwrap_or_default();
             d.error(n.pos, format!("`distribution.piece_size` must be `auto` or a power of two from 16KiB to 64MiB, found `{text}`"));
         } else {
