@@ -24,8 +24,13 @@
 //! - [`metainfo`]: deterministic BitTorrent v1 metainfo and the tree manifest
 //!   (modes, empty files and directories, symlinks).
 //! - [`plan`]: services in order, cut into quorum-safe, rack-aware batches.
+//! - [`announce`]: the tracker's wire format (HTTP announce in, bencode out).
+//! - [`swarm`]: who may join a swarm and which peers each member is told about
+//!   (the rack-aware pipeline and mesh policies).
+//! - [`tracker`]: the tracker server.
 //! - [`render`]: the plan as text for an operator.
 
+pub mod announce;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -39,6 +44,8 @@ pub mod plan;
 pub mod playbook;
 pub mod render;
 pub mod selector;
+pub mod swarm;
 pub mod template;
+pub mod tracker;
 pub mod units;
 pub mod yaml;

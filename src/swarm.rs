@@ -1,0 +1,607 @@
+//! Who may join a deploy's swarm, and which peers each member is told about.
+//!
+//! This is the tracker's policy, kept pure (no sockets, no clock of its own) so it can
+//! be tested exhaustively and reused by the simulator. Two policies:
+//!
+//! - **pipeline** (rookery agents, the default): librqbit fetches pieces strictly in
+//!   order, so peers that start together all want the same piece and only the origin
+//!   has it. Instead the tracker arranges members in a chain (origin, then hosts by
+//!   datacenter, rack and name) and tells each host about its nearest live
+//!   predecessor that is not behind it. In-order fetching suits a chain: each host
+//!   forwards piece *i* as soon as it has verified it, every host uploads about one
+//!   copy, and the chain crosses each datacenter boundary once. A dead feeder stops
+//!   announcing and is skipped at the next announce; a slow feeder (under half the
+//!   best rate while its successor has caught up with it) gets a bypass.
+//! - **mesh** (any other client, e.g. aria2c with rarest-first): same-rack peers
+//!   first, then same-datacenter, then a bounded number of remote ones; a rack or
+//!   datacenter with no complete peer always gets one, so late zones never starve.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Peer-id prefix of rookery's agents and origin (Azureus style).
+pub const PEER_ID_PREFIX: &[u8; 8] = b"-RK0100-";
+/// Remote (other datacenter) peers in a mesh answer, unless needed against starvation.
+const MESH_REMOTE_MAX: usize = 4;
+/// A successor within this many bytes of its feeder has caught up with it.
+const CAUGHT_UP_SLACK: u64 = 8 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    #[default]
+    Pipeline,
+    Mesh,
+}
+
+/// One machine that may join: a host of the inventory or the origin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub name: String,
+    pub dc: String,
+    pub rack: String,
+    /// The inventory address when it is an IP; hosts named by DNS are identified by
+    /// the `host=` parameter and reached at the address they announce from.
+    pub ip: Option<IpAddr>,
+    pub origin: bool,
+}
+
+/// Everyone who may join, in pipeline order.
+#[derive(Debug, Clone)]
+pub struct Roster {
+    members: Vec<Member>,
+    /// Member ids in chain order: origins, then hosts by datacenter, rack, name.
+    order: Vec<usize>,
+    /// Position of each member in `order`.
+    position: Vec<usize>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Roster {
+    /// `members` are given in inventory order; datacenters and racks keep the order of
+    /// their first appearance, except that the origin's datacenter goes first.
+    pub fn new(members: Vec<Member>) -> Roster {
+        let origin_dc = members.iter().find(|m| m.origin).map(|m| m.dc.clone());
+        let mut dc_rank: HashMap<&str, usize> = HashMap::new();
+        let mut rack_rank: HashMap<(&str, &str), usize> = HashMap::new();
+        if let Some(dc) = &origin_dc {
+            dc_rank.insert(dc, 0);
+        }
+        for m in &members {
+            let n = dc_rank.len();
+            dc_rank.entry(&m.dc).or_insert(n);
+            let n = rack_rank.len();
+            rack_rank.entry((&m.dc, &m.rack)).or_insert(n);
+        }
+        let mut order: Vec<usize> = (0..members.len()).collect();
+        order.sort_by_key(|&i| {
+            let m = &members[i];
+            (
+                !m.origin,
+                dc_rank[m.dc.as_str()],
+                rack_rank[&(m.dc.as_str(), m.rack.as_str())],
+                i,
+            )
+        });
+        let mut position = vec![0; members.len()];
+        for (p, &i) in order.iter().enumerate() {
+            position[i] = p;
+        }
+        let by_name = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.clone(), i))
+            .collect();
+        Roster {
+            members,
+            order,
+            position,
+            by_name,
+        }
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn member(&self, id: usize) -> &Member {
+        &self.members[id]
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The member an announce comes from, or why it is refused. `source` is the
+    /// connection's address; `host` the announce's `host=` parameter.
+    pub fn identify(&self, source: IpAddr, host: Option<&str>) -> Result<usize, String> {
+        let same = |ip: Option<IpAddr>| match ip {
+            Some(ip) => ip == source || (ip.is_loopback() && source.is_loopback()),
+            None => false,
+        };
+        if let Some(name) = host {
+            let id = self
+                .by_name(name)
+                .ok_or_else(|| format!("host `{name}` is not in this deploy"))?;
+            let m = &self.members[id];
+            if m.ip.is_some() && !same(m.ip) {
+                return Err(format!(
+                    "host `{name}` must announce from its inventory address, not {source}"
+                ));
+            }
+            return Ok(id);
+        }
+        let mut found = self.members.iter().enumerate().filter(|(_, m)| same(m.ip));
+        match (found.next(), found.next()) {
+            (Some((id, _)), None) => Ok(id),
+            (Some(_), Some(_)) => Err(format!(
+                "several hosts share address {source}; add host=NAME to the announce URL"
+            )),
+            (None, _) => Err(format!("address {source} is not in the inventory")),
+        }
+    }
+}
+
+/// What the tracker knows of one member of one swarm.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: SocketAddr,
+    left: u64,
+    last_seen: Instant,
+    /// Bytes per second, smoothed over announces.
+    rate: f64,
+    rookery: bool,
+    stopped: bool,
+    /// Members this one was last told about.
+    feeders: Vec<usize>,
+}
+
+/// Everyone's latest announce for one info hash.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    peers: Vec<Option<Peer>>,
+    /// A member that has not announced for this long is considered gone.
+    expiry: Duration,
+}
+
+/// A member's announce, as the policy needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub addr: SocketAddr,
+    pub left: u64,
+    pub rookery: bool,
+    pub stopped: bool,
+}
+
+/// Per-swarm figures for an agent deciding whether to keep seeding.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    /// Every host of the member's rack has the copy.
+    pub rack_complete: bool,
+    /// Incomplete members currently fed by this one.
+    pub waiting_on_me: usize,
+    pub complete: usize,
+    pub incomplete: usize,
+}
+
+impl Swarm {
+    pub fn new(roster: &Roster, expiry: Duration) -> Swarm {
+        Swarm {
+            peers: vec![None; roster.members.len()],
+            expiry,
+        }
+    }
+
+    /// Records an announce and returns the peers to tell `me` about.
+    pub fn announce(
+        &mut self,
+        roster: &Roster,
+        sharing: Sharing,
+        me: usize,
+        seen: Seen,
+        numwant: usize,
+        now: Instant,
+    ) -> Vec<SocketAddr> {
+        let rate = match &self.peers[me] {
+            Some(p) if seen.left <= p.left => {
+                let dt = now.duration_since(p.last_seen).as_secs_f64();
+                if dt > 0.0 {
+                    let inst = (p.left - seen.left) as f64 / dt;
+                    if p.rate == 0.0 {
+                        inst
+                    } else {
+                        0.5 * p.rate + 0.5 * inst
+                    }
+                } else {
+                    p.rate
+                }
+            }
+            _ => 0.0,
+        };
+        self.peers[me] = Some(Peer {
+            addr: seen.addr,
+            left: seen.left,
+            last_seen: now,
+            rate,
+            rookery: seen.rookery,
+            stopped: seen.stopped,
+            feeders: Vec::new(),
+        });
+        if seen.stopped {
+            return Vec::new();
+        }
+        let feeders = if sharing == Sharing::Pipeline && seen.rookery {
+            self.pipeline(roster, me, now)
+        } else {
+            self.mesh(roster, me, numwant, now)
+        };
+        let addrs = feeders
+            .iter()
+            .filter_map(|&i| self.peers[i].as_ref().map(|p| p.addr))
+            .take(numwant)
+            .collect();
+        if let Some(p) = &mut self.peers[me] {
+            p.feeders = feeders;
+        }
+        addrs
+    }
+
+    fn alive(&self, id: usize, now: Instant) -> Option<&Peer> {
+        self.peers[id]
+            .as_ref()
+            .filter(|p| !p.stopped && now.duration_since(p.last_seen) <= self.expiry)
+    }
+
+    fn pipeline(&self, roster: &Roster, me: usize, now: Instant) -> Vec<usize> {
+        let my_left = self.peers[me].as_ref().map_or(u64::MAX, |p| p.left);
+        if my_left == 0 {
+            return Vec::new();
+        }
+        // Usable feeders: alive and not behind me (a restarted predecessor is behind
+        // and would hold me back; everyone starts equal, so equal is fine).
+        let usable = roster.order[..roster.position[me]]
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| self.alive(i, now).is_some_and(|p| p.left <= my_left));
+        let mut feeders: Vec<usize> = Vec::new();
+        for i in usable {
+            feeders.push(i);
+            let p = self.alive(i, now).expect("filtered");
+            if p.left == 0 || !self.slow(p, my_left, now) {
+                break;
+            }
+        }
+        if feeders.is_empty() {
+            // Nobody before me in the chain: fall back to the nearest complete peer.
+            feeders.extend(self.nearest_complete(roster, me, now));
+        }
+        feeders
+    }
+
+    /// A feeder is slow when its successor has caught up with it and it runs at under
+    /// half the best rate in the swarm.
+    fn slow(&self, feeder: &Peer, my_left: u64, now: Instant) -> bool {
+        let best = (0..self.peers.len())
+            .filter_map(|i| self.alive(i, now))
+            .filter(|p| p.left > 0)
+            .map(|p| p.rate)
+            .fold(0.0, f64::max);
+        my_left <= feeder.left.saturating_add(CAUGHT_UP_SLACK) && feeder.rate < 0.5 * best
+    }
+
+    fn nearest_complete(&self, roster: &Roster, me: usize, now: Instant) -> Option<usize> {
+        (0..self.peers.len())
+            .filter(|&i| i != me && self.alive(i, now).is_some_and(|p| p.left == 0))
+            .min_by_key(|&i| (locality(roster, me, i), roster.position[i]))
+    }
+
+    fn mesh(&self, roster: &Roster, me: usize, numwant: usize, now: Instant) -> Vec<usize> {
+        let n = self.peers.len().max(1);
+        let mut others: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| i != me && self.alive(i, now).is_some())
+            .collect();
+        // Nearest first; within a class, start at an offset that depends on the
+        // requester so that not everyone in a rack is told the same first peers.
+        others.sort_by_key(|&i| (locality(roster, me, i), (i + n - me % n) % n));
+        let mut out = Vec::new();
+        let mut remote = 0;
+        for &i in &others {
+            if out.len() >= numwant {
+                break;
+            }
+            if locality(roster, me, i) == 2 {
+                if remote >= MESH_REMOTE_MAX {
+                    continue;
+                }
+                remote += 1;
+            }
+            out.push(i);
+        }
+        let complete = |i: &usize| self.alive(*i, now).is_some_and(|p| p.left == 0);
+        let local_seed = others
+            .iter()
+            .any(|i| locality(roster, me, *i) < 2 && complete(i));
+        if !local_seed && !out.iter().any(complete) {
+            if let Some(seed) = others.iter().copied().find(complete) {
+                if out.len() >= numwant.max(1) {
+                    out.pop();
+                }
+                out.insert(0, seed);
+            }
+        }
+        out
+    }
+
+    pub fn status(&self, roster: &Roster, me: usize, now: Instant) -> Status {
+        let rack = (&roster.members[me].dc, &roster.members[me].rack);
+        let rack_complete = roster
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !m.origin && (&m.dc, &m.rack) == rack)
+            .all(|(i, _)| match &self.peers[i] {
+                Some(p) => p.left == 0 || self.alive(i, now).is_none(),
+                None => false,
+            });
+        let alive: Vec<&Peer> = (0..self.peers.len())
+            .filter_map(|i| self.alive(i, now))
+            .collect();
+        Status {
+            rack_complete,
+            waiting_on_me: alive
+                .iter()
+                .filter(|p| p.left > 0 && p.feeders.contains(&me))
+                .count(),
+            complete: alive.iter().filter(|p| p.left == 0).count(),
+            incomplete: alive.iter().filter(|p| p.left > 0).count(),
+        }
+    }
+
+    /// `(complete, incomplete)` among live members, for announce answers.
+    pub fn counts(&self, now: Instant) -> (u32, u32) {
+        let alive = (0..self.peers.len()).filter_map(|i| self.alive(i, now));
+        alive.fold(
+            (0, 0),
+            |(c, i), p| {
+                if p.left == 0 { (c + 1, i) } else { (c, i + 1) }
+            },
+        )
+    }
+}
+
+/// 0 same rack, 1 same datacenter, 2 elsewhere.
+fn locality(roster: &Roster, a: usize, b: usize) -> u8 {
+    let (a, b) = (&roster.members[a], &roster.members[b]);
+    if a.dc != b.dc {
+        2
+    } else if a.rack != b.rack {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// origin (controller) + hosts named `dc-rack-n`.
+    fn roster(layout: &[(&str, &str, usize)]) -> Roster {
+        let mut members = vec![Member {
+            name: "origin".into(),
+            dc: String::new(),
+            rack: String::new(),
+            ip: Some("127.0.0.1".parse().unwrap()),
+            origin: true,
+        }];
+        for (dc, rack, n) in layout {
+            for k in 0..*n {
+                let id = members.len();
+                members.push(Member {
+                    name: format!("{dc}-{rack}-{k}"),
+                    dc: dc.to_string(),
+                    rack: rack.to_string(),
+                    ip: Some(
+                        format!("10.0.{}.{}", id / 250, id % 250 + 1)
+                            .parse()
+                            .unwrap(),
+                    ),
+                    origin: false,
+                });
+            }
+        }
+        Roster::new(members)
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::new(format!("10.9.0.{}", i + 1).parse().unwrap(), 6881)
+    }
+
+    fn seen(i: usize, left: u64) -> Seen {
+        Seen {
+            addr: addr(i),
+            left,
+            rookery: true,
+            stopped: false,
+        }
+    }
+
+    const S: u64 = 1 << 30;
+
+    #[test]
+    fn pipeline_chains_hosts_behind_the_origin() {
+        let r = roster(&[("east", "e1", 2), ("west", "w1", 2)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6));
+        let t = Instant::now();
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
+        for i in 1..=4 {
+            let got = s.announce(&r, Sharing::Pipeline, i, seen(i, S), 50, t);
+            assert_eq!(got, vec![addr(i - 1)], "host {i} is fed by its predecessor");
+        }
+        // Complete hosts are told nothing.
+        assert!(
+            s.announce(&r, Sharing::Pipeline, 1, seen(1, 0), 50, t)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn pipeline_skips_dead_and_restarted_feeders() {
+        let r = roster(&[("east", "e1", 4)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6));
+        let t = Instant::now();
+        for i in 0..=4 {
+            s.announce(
+                &r,
+                Sharing::Pipeline,
+                i,
+                seen(i, if i == 0 { 0 } else { S / 2 }),
+                50,
+                t,
+            );
+        }
+        // Host 3 stops announcing: host 4 is moved onto host 2.
+        let later = t + Duration::from_secs(10);
+        for i in [0, 1, 2] {
+            s.announce(
+                &r,
+                Sharing::Pipeline,
+                i,
+                seen(i, if i == 0 { 0 } else { S / 2 }),
+                50,
+                later,
+            );
+        }
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 4, seen(4, S / 2), 50, later),
+            vec![addr(2)]
+        );
+        // Host 3 comes back empty: it is behind host 4, so host 4 keeps host 2.
+        s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, later);
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 4, seen(4, S / 2), 50, later),
+            vec![addr(2)]
+        );
+        // A host that announces `stopped` is gone at once.
+        s.announce(
+            &r,
+            Sharing::Pipeline,
+            2,
+            Seen {
+                stopped: true,
+                ..seen(2, S / 2)
+            },
+            50,
+            later,
+        );
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 4, seen(4, S / 2), 50, later),
+            vec![addr(1)]
+        );
+    }
+
+    #[test]
+    fn pipeline_bypasses_a_slow_feeder() {
+        let r = roster(&[("east", "e1", 3)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t0);
+        for i in 1..=3 {
+            s.announce(&r, Sharing::Pipeline, i, seen(i, S), 50, t0);
+        }
+        // Host 1 runs at 100 MB/s, host 2 at 10 MB/s, host 3 is right behind host 2.
+        s.announce(&r, Sharing::Pipeline, 1, seen(1, S - 200_000_000), 50, t1);
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S - 20_000_000), 50, t1);
+        let got = s.announce(&r, Sharing::Pipeline, 3, seen(3, S - 20_000_000), 50, t1);
+        assert_eq!(got, vec![addr(2), addr(1)]);
+    }
+
+    #[test]
+    fn pipeline_falls_back_to_the_nearest_complete_peer() {
+        let r = roster(&[("east", "e1", 2), ("west", "w1", 2)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6));
+        let t = Instant::now();
+        // Origin gone, host 1 (east) and host 3 (west) complete; host 2 restarts.
+        s.announce(&r, Sharing::Pipeline, 1, seen(1, 0), 50, t);
+        s.announce(&r, Sharing::Pipeline, 3, seen(3, 0), 50, t);
+        // Host 1 precedes host 2 in the chain and is complete.
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t),
+            vec![addr(1)]
+        );
+    }
+
+    #[test]
+    fn mesh_prefers_rack_then_dc_and_bounds_remote() {
+        let r = roster(&[("east", "e1", 3), ("east", "e2", 2), ("west", "w1", 8)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6));
+        let t = Instant::now();
+        for i in 1..r.members().len() {
+            s.announce(&r, Sharing::Mesh, i, seen(i, S), 50, t);
+        }
+        s.announce(&r, Sharing::Mesh, 0, seen(0, 0), 50, t);
+        let got = s.announce(&r, Sharing::Mesh, 1, seen(1, S), 50, t);
+        // Same rack (2, 3), same DC (4, 5), then at most 4 remote; the origin is the
+        // only complete peer, so it is included (first) against starvation.
+        assert_eq!(got[0], addr(0));
+        assert_eq!(&got[1..5], &[addr(2), addr(3), addr(4), addr(5)]);
+        assert_eq!(got.len(), 1 + 4 + MESH_REMOTE_MAX);
+    }
+
+    #[test]
+    fn mesh_never_starves_a_zone_without_a_seed() {
+        let r = roster(&[("east", "e1", 2), ("west", "w1", 2)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6));
+        let t = Instant::now();
+        s.announce(&r, Sharing::Mesh, 1, seen(1, 0), 50, t);
+        s.announce(&r, Sharing::Mesh, 2, seen(2, 0), 50, t);
+        s.announce(&r, Sharing::Mesh, 4, seen(4, S), 50, t);
+        // West has no complete peer: host 3 must be given one, even with numwant 1.
+        let got = s.announce(&r, Sharing::Mesh, 3, seen(3, S), 1, t);
+        assert_eq!(got.len(), 1);
+        assert!(got[0] == addr(1) || got[0] == addr(2), "{got:?}");
+    }
+
+    #[test]
+    fn status_tracks_rack_completion_and_dependants() {
+        let r = roster(&[("east", "e1", 2)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6));
+        let t = Instant::now();
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
+        s.announce(&r, Sharing::Pipeline, 1, seen(1, 0), 50, t);
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
+        let st = s.status(&r, 1, t);
+        assert!(!st.rack_complete);
+        assert_eq!(st.waiting_on_me, 1);
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, 0), 50, t);
+        let st = s.status(&r, 1, t);
+        assert!(st.rack_complete);
+        assert_eq!(st.waiting_on_me, 0);
+        assert_eq!((st.complete, st.incomplete), (3, 0));
+    }
+
+    #[test]
+    fn identify_by_name_or_address() {
+        let r = roster(&[("east", "e1", 2)]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(r.identify(ip("10.0.0.2"), None), Ok(1));
+        assert_eq!(r.identify(ip("10.0.0.2"), Some("east-e1-0")), Ok(1));
+        assert_eq!(
+            r.identify(ip("10.0.0.3"), Some("east-e1-0")).unwrap_err(),
+            "host `east-e1-0` must announce from its inventory address, not 10.0.0.3"
+        );
+        assert_eq!(
+            r.identify(ip("192.0.2.1"), None).unwrap_err(),
+            "address 192.0.2.1 is not in the inventory"
+        );
+        assert_eq!(
+            r.identify(ip("10.0.0.2"), Some("nope")).unwrap_err(),
+            "host `nope` is not in this deploy"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The tracker server: HTTP/1.1 over TCP, one request per connection.
+//!
+//! It answers announces only for the info hashes of the running deploy and only to
+//! members of the [`Roster`] (others get a bencoded `failure reason`), and serves
+//! `/status` for agents deciding how long to keep seeding. The policy lives in
+//! `swarm.rs` and the wire format in `announce.rs`; this file owns sockets, limits
+//! and shared state. A hand-rolled server keeps the request parser small enough to
+//! property-test and avoids an HTTP framework for a single GET.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::announce::{self, Request};
+use crate::swarm::{PEER_ID_PREFIX, Roster, Seen, Sharing, Swarm};
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 512;
+/// A client that has not sent its request head by then is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub sharing: Sharing,
+    /// Re-announce interval told to clients. Short, because the pipeline reroutes
+    /// around a dead feeder at the next announce.
+    pub interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            sharing: Sharing::Pipeline,
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Shared tracker state; cheap to clone.
+#[derive(Clone)]
+pub struct Tracker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    roster: Roster,
+    settings: Settings,
+    swarms: Mutex<HashMap<[u8; 20], Swarm>>,
+}
+
+impl Tracker {
+    pub fn new(roster: Roster, info_hashes: &[[u8; 20]], settings: Settings) -> Tracker {
+        // Three missed announces and a member is gone.
+        let expiry = settings.interval * 3 + Duration::from_secs(1);
+        let swarms = info_hashes
+            .iter()
+            .map(|h| (*h, Swarm::new(&roster, expiry)))
+            .collect();
+        Tracker {
+            inner: Arc::new(Inner {
+                roster,
+                settings,
+                swarms: Mutex::new(swarms),
+            }),
+        }
+    }
+
+    pub fn roster(&self) -> &Roster {
+        &self.inner.roster
+    }
+
+    /// Serves until `cancel` fires.
+    pub async fn serve(&self, listener: TcpListener, cancel: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            };
+            let (stream, peer) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    // Out of descriptors and the like: keep serving the others.
+                    Err(_) => continue,
+                },
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _ = this.connection(stream, peer).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+        let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+            Ok(Ok(Some(head))) => head,
+            Ok(Ok(None)) => {
+                let body = announce::encode_failure("request head too large");
+                return respond(&mut stream, "text/plain", &body).await;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        let (kind, body) = self.answer(&head, peer, Instant::now());
+        respond(&mut stream, kind, &body).await
+    }
+
+    /// The response (content type, body) to one request head from `peer`.
+    pub fn answer(&self, head: &[u8], peer: SocketAddr, now: Instant) -> (&'static str, Vec<u8>) {
+        const BENCODE: &str = "text/plain";
+        let fail = |reason: String| (BENCODE, announce::encode_failure(&reason));
+        let request = match announce::parse_request(head) {
+            Ok(r) => r,
+            Err(reason) => return fail(reason),
+        };
+        let roster = &self.inner.roster;
+        let mut swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
+        match request {
+            Request::Announce(a) => {
+                let me = match roster.identify(peer.ip(), a.host.as_deref()) {
+                    Ok(id) => id,
+                    Err(reason) => return fail(reason),
+                };
+                let Some(swarm) = swarms.get_mut(&a.info_hash) else {
+                    return fail(format!(
+                        "info_hash {} is not part of the running deploy",
+                        crate::metainfo::hex(&a.info_hash)
+                    ));
+                };
+                let ip = roster.member(me).ip.unwrap_or(peer.ip());
+                let seen = Seen {
+                    addr: SocketAddr::new(ip, a.port),
+                    left: a.left,
+                    rookery: a.peer_id.starts_with(PEER_ID_PREFIX),
+                    stopped: a.event == announce::Event::Stopped,
+                };
+                let settings = self.inner.settings;
+                let peers =
+                    swarm.announce(roster, settings.sharing, me, seen, a.numwant as usize, now);
+                let (complete, incomplete) = swarm.counts(now);
+                let interval = settings.interval.as_secs().max(1) as u32;
+                let body =
+                    announce::encode_peers(&peers, a.compact, complete, incomplete, interval);
+                (BENCODE, body)
+            }
+            Request::Status { info_hash, host } => {
+                let me = match roster.identify(peer.ip(), Some(&host)) {
+                    Ok(id) => id,
+                    Err(reason) => return fail(reason),
+                };
+                let Some(swarm) = swarms.get(&info_hash) else {
+                    return fail("unknown info_hash".into());
+                };
+                let status = swarm.status(roster, me, now);
+                let body = serde_json::to_vec(&status).expect("status serializes");
+                ("application/json", body)
+            }
+        }
+    }
+}
+
+/// Reads up to the blank line ending the head; `None` if it exceeds the limit.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Some(buf));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(Some(buf));
+        }
+        if buf.len() > announce::MAX_HEAD {
+            return Ok(None);
+        }
+    }
+}
+
+async fn respond(stream: &mut TcpStream, kind: &str, body: &[u8]) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::Member;
+
+    fn tracker() -> Tracker {
+        let member = |name: &str, ip: &str, origin: bool| Member {
+            name: name.into(),
+            dc: "dc".into(),
+            rack: "r".into(),
+            ip: Some(ip.parse().unwrap()),
+            origin,
+        };
+        let roster = Roster::new(vec![
+            member("origin", "10.0.0.1", true),
+            member("a", "10.0.0.2", false),
+        ]);
+        Tracker::new(roster, &[[7; 20]], Settings::default())
+    }
+
+    fn get(t: &Tracker, from: &str, target: &str) -> Vec<u8> {
+        let head = format!("GET {target} HTTP/1.1\r\n\r\n");
+        t.answer(head.as_bytes(), from.parse().unwrap(), Instant::now())
+            .1
+    }
+
+    fn announce(hash: u8, extra: &str) -> String {
+        format!(
+            "/announce?info_hash={}&peer_id=-RK0100-000000000000&port=7000&uploaded=0&downloaded=0&left=0{extra}",
+            announce::percent_encode(&[hash; 20])
+        )
+    }
+
+    #[test]
+    fn refuses_strangers_and_foreign_swarms() {
+        let t = tracker();
+        let body = get(&t, "192.0.2.9:5000", &announce(7, ""));
+        assert_eq!(
+            body,
+            b"d14:failure reason41:address 192.0.2.9 is not in the inventorye"
+        );
+        let body = String::from_utf8(get(&t, "10.0.0.2:5000", &announce(8, ""))).unwrap();
+        assert!(body.contains("is not part of the running deploy"), "{body}");
+    }
+
+    #[test]
+    fn answers_members_with_peers() {
+        let t = tracker();
+        get(&t, "10.0.0.1:5000", &announce(7, ""));
+        let body = get(
+            &t,
+            "10.0.0.2:5000",
+            &announce(7, "&left=5").replace("left=0&", ""),
+        );
+        // Host a is fed by the origin: 10.0.0.1:7000 in compact form.
+        let want: &[u8] = b"5:peers6:\x0a\x00\x00\x01\x1b\x58e";
+        assert!(body.ends_with(want), "{}", String::from_utf8_lossy(&body));
+        let status = get(
+            &t,
+            "10.0.0.1:5000",
+            &format!(
+                "/status?info_hash={}&host=origin",
+                announce::percent_encode(&[7; 20])
+            ),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&status).unwrap();
+        assert_eq!(v["waiting_on_me"], 1);
+    }
+}
