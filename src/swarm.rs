@@ -153,7 +153,6 @@ struct Peer {
     last_seen: Instant,
     /// Bytes per second, smoothed over announces.
     rate: f64,
-    rookery: bool,
     stopped: bool,
     /// Members this one was last told about.
     feeders: Vec<usize>,
@@ -226,7 +225,6 @@ impl Swarm {
             left: seen.left,
             last_seen: now,
             rate,
-            rookery: seen.rookery,
             stopped: seen.stopped,
             feeders: Vec::new(),
         });
@@ -325,13 +323,14 @@ impl Swarm {
         let local_seed = others
             .iter()
             .any(|i| locality(roster, me, *i) < 2 && complete(i));
-        if !local_seed && !out.iter().any(complete) {
-            if let Some(seed) = others.iter().copied().find(complete) {
-                if out.len() >= numwant.max(1) {
-                    out.pop();
-                }
-                out.insert(0, seed);
+        if !local_seed
+            && !out.iter().any(complete)
+            && let Some(seed) = others.iter().copied().find(complete)
+        {
+            if out.len() >= numwant.max(1) {
+                out.pop();
             }
+            out.insert(0, seed);
         }
         out
     }
