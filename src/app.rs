@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, Global, TorrentCommand};
+use crate::cli::{AgentCommand, Cli, Command, Global, TorrentCommand, TrackerArgs};
 use crate::config::Config;
 use crate::error::{Error, Exit};
 use crate::metainfo;
@@ -72,8 +72,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             tracker.clone(),
         ),
         Command::Torrent(TorrentCommand::Inspect { file }) => torrent_inspect(g, file),
-        Command::Tracker(_) => not_built("tracker", "the tracker is not implemented"),
-        Command::Agent(_) => not_built("agent", "the host agent is not implemented"),
+        Command::Tracker(a) => tracker(g, a),
+        Command::Agent(AgentCommand::Fetch(a)) => crate::agent::fetch(a),
+        Command::Agent(AgentCommand::Seed {
+            swarm,
+            source,
+            duration,
+        }) => crate::agent::seed(swarm, source, duration.as_deref()),
+        Command::Agent(AgentCommand::Run { .. }) => {
+            not_built("agent run", "the service supervisor is not implemented")
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "rookery", &mut out);
@@ -201,6 +209,59 @@ fn summary_text(m: &metainfo::Metainfo) -> String {
         m.rookery.symlinks.len(),
         m.rookery.dirs.len(),
     )
+}
+
+/// `rookery tracker`: serves the swarms of the given metainfo files to the hosts of
+/// the inventory until interrupted.
+fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
+    let inventory = g.inventory.as_deref().ok_or(Error::NoInventory)?;
+    let inv = crate::inventory::Inventory::load(inventory).map_err(Error::Config)?;
+    let listen: std::net::SocketAddr = a.listen.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--listen: `{}` is not an IP:PORT address",
+            a.listen
+        ))
+    })?;
+    let sharing = match a.sharing.as_str() {
+        "pipeline" => crate::swarm::Sharing::Pipeline,
+        "mesh" => crate::swarm::Sharing::Mesh,
+        other => {
+            return Err(Error::Usage(format!("--sharing: `{other}`: use pipeline or mesh")).into());
+        }
+    };
+    let interval = crate::units::parse_duration(&a.interval)
+        .map_err(|e| Error::Usage(format!("--interval: {e}")))?;
+    let mut hashes = Vec::new();
+    for t in &a.torrents {
+        let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
+        let m = metainfo::Metainfo::from_bytes(&bytes)
+            .with_context(|| format!("reading {}", t.display()))?;
+        hashes.push(m.info_hash());
+    }
+    let hosts: Vec<usize> = (0..inv.hosts.len()).collect();
+    let controller_ip = (!listen.ip().is_unspecified()).then(|| listen.ip());
+    let roster = crate::tracker::roster(&inv, &hosts, controller_ip);
+    let settings = crate::tracker::Settings { sharing, interval };
+    let rt = crate::shutdown::runtime()?;
+    rt.block_on(async {
+        let cancel = crate::shutdown::install();
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        if !g.quiet {
+            eprintln!(
+                "tracker on http://{}/announce for {} swarm(s), {} members",
+                listener.local_addr()?,
+                hashes.len(),
+                roster.members().len()
+            );
+        }
+        crate::tracker::Tracker::new(roster, &hashes, settings)
+            .serve(listener, cancel)
+            .await;
+        anyhow::Ok(())
+    })?;
+    Ok(Exit::Ok)
 }
 
 fn not_built(command: &'static str, missing: &'static str) -> anyhow::Result<Exit> {

@@ -61,6 +61,7 @@ pub struct PlaybookArg {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Distribute the artifact, then roll every service to it
     Deploy(PlaybookArg),
@@ -137,23 +138,99 @@ pub struct TrackerArgs {
     /// Address to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6969")]
     pub listen: String,
-    /// Metainfo files whose swarms the tracker serves
-    #[arg(long = "torrent", value_name = "FILE")]
+    /// Metainfo files whose swarms the tracker serves (at least one)
+    #[arg(long = "torrent", value_name = "FILE", required = true)]
     pub torrents: Vec<PathBuf>,
+    /// Peer lists for rookery agents: `pipeline` (chain) or `mesh`
+    #[arg(long, value_name = "MODE", default_value = "pipeline")]
+    pub sharing: String,
+    /// Re-announce interval told to clients
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub interval: String,
+}
+
+/// How an agent takes part in the swarm.
+#[derive(Debug, Args, Clone)]
+pub struct SwarmArgs {
+    /// Metainfo file of the release
+    #[arg(long, value_name = "FILE")]
+    pub torrent: PathBuf,
+    /// This host's inventory name (reports, and `host=` on announces)
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// Address the BitTorrent engine listens on
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
+    pub listen: String,
+    /// Announce URL of rookery's tracker
+    #[arg(long, value_name = "URL")]
+    pub tracker: Option<String>,
+    /// A peer to connect to without a tracker (repeatable)
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<String>,
+    /// Peer connections at most
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_peers: u32,
+    /// Upload cap (`50MiB/s`, `400Mbit/s`, `unlimited`)
+    #[arg(long, value_name = "RATE", default_value = "unlimited")]
+    pub upload_limit: String,
+    /// Download cap (`50MiB/s`, `400Mbit/s`, `unlimited`)
+    #[arg(long, value_name = "RATE", default_value = "unlimited")]
+    pub download_limit: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+    /// Destination root (`releases/<version>` goes under it)
+    #[arg(long, value_name = "DIR")]
+    pub destination: PathBuf,
+    /// Release version (directory name under `releases/`)
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// The origin's address, to count its bytes apart (`IP` or `IP:PORT`)
+    #[arg(long, value_name = "ADDR")]
+    pub origin: Option<String>,
+    /// Keep seeding this long after the copy is verified
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub seed_window: String,
+    /// `fixed`, or `adaptive` (stop once the rack has the copy, extend while peers need it)
+    #[arg(long, value_name = "MODE", default_value = "fixed")]
+    pub seed_mode: String,
+    /// Longest seeding in adaptive mode
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub seed_window_max: String,
+    /// Give up when nothing arrives for this long
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub stall_timeout: String,
+    /// Drop the new release's pages from the page cache once verified
+    #[arg(long)]
+    pub drop_after_write: bool,
+    /// mlock files of the current release matching this glob while fetching (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub lock_current: Vec<String>,
+    /// Read the new release into the page cache once installed
+    #[arg(long)]
+    pub preload: bool,
+    /// Stay attached: seed in this process instead of forking into the background
+    #[arg(long)]
+    pub foreground: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Fetch a release over BitTorrent, verify it, install it, then seed for a while
-    Fetch {
-        /// Metainfo file of the release
-        #[arg(long, value_name = "FILE")]
-        torrent: PathBuf,
-        /// Destination root (`releases/<version>` goes under it)
+    Fetch(FetchArgs),
+    /// Serve a directory read-only to the swarm (the origin)
+    Seed {
+        #[command(flatten)]
+        swarm: SwarmArgs,
+        /// The tree the metainfo was made from
         #[arg(long, value_name = "DIR")]
-        destination: PathBuf,
-        #[arg(long, value_name = "VERSION")]
-        version: String,
+        source: PathBuf,
+        /// Stop after this long (default: until interrupted)
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
     },
     /// Run a service under supervision and register it as live while healthy
     Run {

@@ -28,22 +28,38 @@
 //! - [`swarm`]: who may join a swarm and which peers each member is told about
 //!   (the rack-aware pipeline and mesh policies).
 //! - [`tracker`]: the tracker server.
+//! - [`engine`]: the librqbit session as rookery runs it (closed swarm, caps).
+//! - [`storage`]: a read-only librqbit storage for the origin and installed releases.
+//! - [`release`]: release directories on a host: staging, reuse, manifest, install.
+//! - [`page_cache`]: dropping, locking and preloading pages around a copy.
+//! - [`fetch`]: `agent fetch` and `agent seed`, the host's side of a distribution.
+//! - [`daemon`]: fork-and-seed: report, then seed in the background.
+//! - [`agent`]: host-side command flags to fetches and seeders.
+//! - [`shutdown`]: the cancellation tree and the runtime.
 //! - [`render`]: the plan as text for an operator.
 
+pub mod agent;
 pub mod announce;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod dependency;
 pub mod diagnostic;
+pub mod engine;
 pub mod error;
+pub mod fetch;
 pub mod inventory;
 pub mod metainfo;
+pub mod page_cache;
 pub mod plan;
 pub mod playbook;
+pub mod release;
 pub mod render;
 pub mod selector;
+pub mod shutdown;
+pub mod storage;
 pub mod swarm;
 pub mod template;
 pub mod tracker;

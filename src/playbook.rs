@@ -70,6 +70,14 @@ pub struct Distribution {
     pub download_limit: Option<Rate>,
     /// `None` = chosen from the artifact size.
     pub piece_size: Option<ByteSize>,
+    /// How the tracker arranges rookery agents (`pipeline`) or any client (`mesh`).
+    pub sharing: crate::swarm::Sharing,
+    /// BitTorrent listen port on hosts (local hosts get consecutive ports from it).
+    pub port: u16,
+    /// An agent that receives nothing for this long gives up.
+    #[serde(with = "crate::units::serde_duration")]
+    pub stall_timeout: Duration,
+    pub page_cache: crate::page_cache::Policy,
 }
 
 /// Commands run on the controller around the distribution phase.
@@ -144,7 +152,12 @@ const DISTRIBUTION_KEYS: &[&str] = &[
     "upload_limit",
     "download_limit",
     "piece_size",
+    "sharing",
+    "port",
+    "stall_timeout",
+    "page_cache",
 ];
+const PAGE_CACHE_KEYS: &[&str] = &["drop_after_write", "lock_current", "preload"];
 const SERVICE_KEYS: &[&str] = &[
     "hosts",
     "depends_on",
@@ -336,6 +349,10 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
         upload_limit: Some(Rate(200_000_000)),
         download_limit: Some(Rate(300_000_000)),
         piece_size: None,
+        sharing: crate::swarm::Sharing::Pipeline,
+        port: 6881,
+        stall_timeout: Duration::from_secs(300),
+        page_cache: crate::page_cache::Policy::default(),
     };
     let Some(node) = node else { return dist };
     let m = d.map(node, "distribution", DISTRIBUTION_KEYS);
@@ -397,6 +414,53 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
             d.error(n.pos, format!("`distribution.piece_size` must be `auto` or a power of two from 16KiB to 64MiB, found `{text}`"));
         } else {
             dist.piece_size = Some(size);
+        }
+    }
+    if let Some(n) = m.get("sharing") {
+        match d.string(n, "distribution.sharing").as_deref() {
+            Some("pipeline") => dist.sharing = crate::swarm::Sharing::Pipeline,
+            Some("mesh") => dist.sharing = crate::swarm::Sharing::Mesh,
+            Some(other) => d.error(
+                n.pos,
+                format!("`distribution.sharing` must be `pipeline` or `mesh`, found `{other}`"),
+            ),
+            None => {}
+        }
+    }
+    if let Some(n) = m.get("port") {
+        match d.u32(n, "distribution.port") {
+            Some(p @ 1..=65535) => dist.port = p as u16,
+            Some(p) => d.error(
+                n.pos,
+                format!("`distribution.port` must be 1..=65535, found {p}"),
+            ),
+            None => {}
+        }
+    }
+    if let Some(n) = m.get("stall_timeout") {
+        dist.stall_timeout = d
+            .duration(n, "distribution.stall_timeout")
+            .unwrap_or(dist.stall_timeout);
+    }
+    if let Some(n) = m.get("page_cache") {
+        let pc = d.map(n, "distribution.page_cache", PAGE_CACHE_KEYS);
+        let policy = &mut dist.page_cache;
+        if let Some(v) = pc.get("drop_after_write") {
+            policy.drop_after_write = d
+                .bool(v, "distribution.page_cache.drop_after_write")
+                .unwrap_or(false);
+        }
+        if let Some(v) = pc.get("preload") {
+            policy.preload = d
+                .bool(v, "distribution.page_cache.preload")
+                .unwrap_or(false);
+        }
+        if let Some(v) = pc.get("lock_current") {
+            policy.lock_current = d
+                .strings(v, "distribution.page_cache.lock_current")
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
         }
     }
     dist

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Peer-id prefix of rookery's agents and origin (Azureus style).
 pub const PEER_ID_PREFIX: &[u8; 8] = b"-RK0100-";
@@ -162,6 +162,8 @@ struct Peer {
 #[derive(Debug, Clone)]
 pub struct Swarm {
     peers: Vec<Option<Peer>>,
+    /// First announce of anyone: members not seen within `expiry` of it are skipped.
+    started: Option<Instant>,
     /// A member that has not announced for this long is considered gone.
     expiry: Duration,
 }
@@ -176,7 +178,7 @@ pub struct Seen {
 }
 
 /// Per-swarm figures for an agent deciding whether to keep seeding.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Status {
     /// Every host of the member's rack has the copy.
     pub rack_complete: bool,
@@ -190,6 +192,7 @@ impl Swarm {
     pub fn new(roster: &Roster, expiry: Duration) -> Swarm {
         Swarm {
             peers: vec![None; roster.members.len()],
+            started: None,
             expiry,
         }
     }
@@ -204,6 +207,7 @@ impl Swarm {
         numwant: usize,
         now: Instant,
     ) -> Vec<SocketAddr> {
+        self.started.get_or_insert(now);
         let rate = match &self.peers[me] {
             Some(p) if seen.left <= p.left => {
                 let dt = now.duration_since(p.last_seen).as_secs_f64();
@@ -258,15 +262,23 @@ impl Swarm {
         if my_left == 0 {
             return Vec::new();
         }
-        // Usable feeders: alive and not behind me (a restarted predecessor is behind
-        // and would hold me back; everyone starts equal, so equal is fine).
-        let usable = roster.order[..roster.position[me]]
-            .iter()
-            .rev()
-            .copied()
-            .filter(|&i| self.alive(i, now).is_some_and(|p| p.left <= my_left));
+        // While the deploy starts, wait for a predecessor that has not announced yet
+        // rather than jumping the chain (the answer is empty; the next announce gets
+        // it). One that stays silent for `expiry` is skipped.
+        let starting = self
+            .started
+            .is_some_and(|t| now.duration_since(t) < self.expiry);
+        let predecessors = roster.order[..roster.position[me]].iter().rev().copied();
         let mut feeders: Vec<usize> = Vec::new();
-        for i in usable {
+        for i in predecessors {
+            if self.peers[i].is_none() && starting {
+                return feeders;
+            }
+            // Usable feeders: alive and not behind me (a restarted predecessor is
+            // behind and would hold me back; everyone starts equal, so equal is fine).
+            if self.alive(i, now).is_none_or(|p| p.left > my_left) {
+                continue;
+            }
             feeders.push(i);
             let p = self.alive(i, now).expect("filtered");
             if p.left == 0 || !self.slow(p, my_left, now) {
@@ -500,6 +512,36 @@ mod tests {
         assert_eq!(
             s.announce(&r, Sharing::Pipeline, 4, seen(4, S / 2), 50, later),
             vec![addr(1)]
+        );
+    }
+
+    #[test]
+    fn pipeline_waits_for_a_predecessor_that_has_not_announced_yet() {
+        let r = roster(&[("east", "e1", 3)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6));
+        let t = Instant::now();
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
+        // Host 3 is first to announce: host 2 is still starting, so host 3 waits
+        // instead of jumping to the origin.
+        assert!(
+            s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, t)
+                .is_empty()
+        );
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, t),
+            vec![addr(2)]
+        );
+        // Host 1 never shows up: once the start-up grace is over it is skipped.
+        let later = t + Duration::from_secs(7);
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, later);
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, later),
+            vec![addr(0)]
+        );
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, later),
+            vec![addr(2)]
         );
     }
 

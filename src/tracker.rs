@@ -145,6 +145,12 @@ impl Tracker {
                 let settings = self.inner.settings;
                 let peers =
                     swarm.announce(roster, settings.sharing, me, seen, a.numwant as usize, now);
+                tracing::debug!(
+                    host = roster.member(me).name,
+                    left = a.left,
+                    ?peers,
+                    "announce"
+                );
                 let (complete, incomplete) = swarm.counts(now);
                 let interval = settings.interval.as_secs().max(1) as u32;
                 let body =
@@ -165,6 +171,87 @@ impl Tracker {
             }
         }
     }
+}
+
+/// Everyone who may join a deploy's swarm: the origin (the controller at
+/// `controller_ip`, or its inventory host) and `hosts`. Local hosts all live on
+/// loopback and are told apart by the `host=` parameter of their announce URL.
+pub fn roster(
+    inv: &crate::inventory::Inventory,
+    hosts: &[usize],
+    controller_ip: Option<std::net::IpAddr>,
+) -> Roster {
+    use crate::inventory::{Origin, Transport};
+    use crate::swarm::Member;
+    let member = |h: usize, origin: bool| {
+        let host = &inv.hosts[h];
+        Member {
+            name: host.name.clone(),
+            dc: inv.datacenters[host.dc].name.clone(),
+            rack: inv.racks[host.rack].name.clone(),
+            ip: match inv.transport {
+                Transport::Local { .. } => Some(std::net::Ipv4Addr::LOCALHOST.into()),
+                Transport::Ssh => host.address.parse().ok(),
+            },
+            origin,
+        }
+    };
+    let mut members = Vec::new();
+    match inv.origin {
+        Origin::Controller => members.push(Member {
+            name: CONTROLLER.into(),
+            dc: String::new(),
+            rack: String::new(),
+            ip: controller_ip,
+            origin: true,
+        }),
+        Origin::Host(h) => members.push(member(h, true)),
+    }
+    for &h in hosts {
+        if inv.origin != Origin::Host(h) {
+            members.push(member(h, false));
+        }
+    }
+    Roster::new(members)
+}
+
+/// The origin's member name when the controller is the origin.
+pub const CONTROLLER: &str = "controller";
+
+/// Asks the tracker behind `announce_url` (`http://HOST:PORT/announce?...`) how the
+/// swarm is doing for `host`: the agent's one call besides librqbit's announces.
+pub async fn status(
+    announce_url: &str,
+    info_hash: &[u8; 20],
+    host: &str,
+) -> anyhow::Result<crate::swarm::Status> {
+    use anyhow::Context;
+    let rest = announce_url
+        .strip_prefix("http://")
+        .context("the tracker URL must start with http://")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let target = format!(
+        "/status?info_hash={}&host={}",
+        announce::percent_encode(info_hash),
+        announce::percent_encode(host.as_bytes())
+    );
+    let mut stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(authority))
+        .await
+        .context("connecting to the tracker timed out")??;
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(READ_TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .context("the tracker did not answer in time")??;
+    let body = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| &response[i + 4..])
+        .context("malformed answer from the tracker")?;
+    serde_json::from_slice(body)
+        .with_context(|| format!("the tracker answered: {}", String::from_utf8_lossy(body)))
 }
 
 /// Reads up to the blank line ending the head; `None` if it exceeds the limit.

@@ -1,0 +1,153 @@
+//! Host-side commands (`rookery agent ...`): flags to a [`Fetch`] or a seeder, the
+//! fork into the background, and the exit status.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{FetchArgs, SwarmArgs};
+use crate::daemon::{self, Side};
+use crate::engine;
+use crate::error::{Error, Exit};
+use crate::fetch::{self, Fetch};
+use crate::metainfo::Metainfo;
+use crate::page_cache;
+use crate::playbook::SeedMode;
+use crate::shutdown;
+use crate::units::{Rate, parse_duration};
+
+fn usage(flag: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    Error::Usage(format!("{flag}: {e}")).into()
+}
+
+fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    parse_duration(text).map_err(|e| usage(flag, e))
+}
+
+fn rate(flag: &str, text: &str) -> anyhow::Result<Option<u64>> {
+    if text == "unlimited" {
+        return Ok(None);
+    }
+    Rate::parse(text)
+        .map(|r| Some(r.0))
+        .map_err(|e| usage(flag, e))
+}
+
+fn addr(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.parse()
+        .map_err(|_| usage(flag, format!("`{text}` is not an IP:PORT address")))
+}
+
+/// Reads and checks the metainfo, and the engine options, before anything is written.
+fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> {
+    let torrent =
+        std::fs::read(&a.torrent).with_context(|| format!("reading {}", a.torrent.display()))?;
+    let metainfo = Metainfo::from_bytes(&torrent)
+        .with_context(|| format!("refusing {}", a.torrent.display()))?;
+    let opts = engine::Options {
+        listen: addr("--listen", &a.listen)?,
+        max_peers: a.max_peers.max(1),
+        upload_limit: rate("--upload-limit", &a.upload_limit)?,
+        download_limit: rate("--download-limit", &a.download_limit)?,
+        tracker: a.tracker.clone(),
+        peers: a
+            .peers
+            .iter()
+            .map(|p| addr("--peer", p))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    Ok((torrent, metainfo, opts))
+}
+
+pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
+    let (torrent, metainfo, engine) = swarm(&a.swarm)?;
+    let origin = match &a.origin {
+        None => None,
+        Some(text) => Some(match text.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 0),
+            Err(_) => addr("--origin", text)?,
+        }),
+    };
+    crate::inventory::check_name(&a.version).map_err(|e| usage("--version", e))?;
+    let f = Fetch {
+        torrent,
+        metainfo,
+        destination: a.destination.clone(),
+        version: a.version.clone(),
+        host: a.swarm.host.clone(),
+        engine,
+        origin,
+        seed_window: duration("--seed-window", &a.seed_window)?,
+        seed_mode: match a.seed_mode.as_str() {
+            "fixed" => SeedMode::Fixed,
+            "adaptive" => SeedMode::Adaptive,
+            other => {
+                return Err(usage(
+                    "--seed-mode",
+                    format!("`{other}`: use fixed or adaptive"),
+                ));
+            }
+        },
+        seed_window_max: duration("--seed-window-max", &a.seed_window_max)?,
+        stall_timeout: duration("--stall-timeout", &a.stall_timeout)?,
+        page_cache: page_cache::Policy {
+            drop_after_write: a.drop_after_write,
+            lock_current: a.lock_current.clone(),
+            preload: a.preload,
+        },
+    };
+    if a.foreground {
+        let rt = shutdown::runtime()?;
+        let ok = rt.block_on(async {
+            let cancel = shutdown::install();
+            fetch::run(f, Box::new(std::io::stdout()), cancel).await
+        });
+        return Ok(if ok { Exit::Ok } else { Exit::Failed });
+    }
+    let log = crate::release::Layout::new(&a.destination)
+        .logs()
+        .join(format!("fetch-{}.log", a.version));
+    match daemon::fork_with_pipe(&log)
+        .with_context(|| format!("starting the background agent (log {})", log.display()))?
+    {
+        Side::Parent { ok: true, .. } => Ok(Exit::Ok),
+        Side::Parent {
+            saw_result: true, ..
+        } => Ok(Exit::Failed),
+        Side::Parent { .. } => anyhow::bail!(
+            "the agent stopped before reporting a result; see {}",
+            log.display()
+        ),
+        Side::Child(pipe) => {
+            let rt = shutdown::runtime()?;
+            let ok = rt.block_on(async {
+                let cancel = shutdown::install();
+                fetch::run(f, Box::new(pipe), cancel).await
+            });
+            // Seeding is over: leave without running anything else.
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+    }
+}
+
+pub fn seed(a: &SwarmArgs, source: &std::path::Path, for_: Option<&str>) -> anyhow::Result<Exit> {
+    let (torrent, _metainfo, engine) = swarm(a)?;
+    let duration = for_.map(|d| duration("--for", d)).transpose()?;
+    let rt = shutdown::runtime()?;
+    let uploaded = rt.block_on(async {
+        let cancel = shutdown::install();
+        fetch::serve(&torrent, source, &engine, duration, cancel, |up| {
+            println!(
+                "{}",
+                serde_json::json!({"event": "seeding", "uploaded": up})
+            );
+        })
+        .await
+    })?;
+    println!(
+        "{}",
+        serde_json::json!({"event": "seeded", "uploaded": uploaded})
+    );
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,280 @@
+//! `rookery agent fetch`: one host's side of a distribution.
+//!
+//! Download the release into a staging directory (starting from the previous release
+//! so only changed pieces travel), let librqbit verify every piece, restore the
+//! manifest, rename into `releases/<version>`, and report one JSON result line. Then
+//! keep seeding for the seed window, which `daemon.rs` runs in the background so the
+//! SSH command returns as soon as the copy is verified.
+//!
+//! Output is JSON lines on the event channel: `progress` lines while downloading and
+//! exactly one `result` line, whose `ok` is true only for a complete, verified,
+//! installed copy.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{self, PeerBytes};
+use crate::metainfo::Metainfo;
+use crate::playbook::SeedMode;
+use crate::release::{self, Layout};
+use crate::storage::ReadOnlyFactory;
+
+/// Everything `agent fetch` is told.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    pub torrent: Vec<u8>,
+    pub metainfo: Metainfo,
+    pub destination: PathBuf,
+    pub version: String,
+    pub host: String,
+    pub engine: engine::Options,
+    /// The origin's address, to tell its bytes from other hosts' (port 0: any port).
+    pub origin: Option<SocketAddr>,
+    pub seed_window: Duration,
+    pub seed_mode: SeedMode,
+    pub seed_window_max: Duration,
+    /// Give up when no byte arrives for this long.
+    pub stall_timeout: Duration,
+    pub page_cache: crate::page_cache::Policy,
+}
+
+/// The one result line.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub event: &'static str,
+    pub host: String,
+    pub ok: bool,
+    pub version: String,
+    pub path: String,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub bytes_from_origin: u64,
+    pub bytes_from_peers: u64,
+    pub bytes_reused: u64,
+    /// The release was already installed; nothing was fetched.
+    pub already_present: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where events go: stdout, or the pipe to the foreground half of a daemonized agent.
+pub type Events = Box<dyn Write + Send>;
+
+fn emit(out: &mut Events, value: &impl Serialize) {
+    // The reader may be gone (SSH session closed); the copy goes on regardless.
+    let _ = serde_json::to_writer(&mut *out, value);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Runs the fetch, reports, drops `events` (so the foreground half can exit), then
+/// seeds. Returns whether the copy is installed.
+pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> bool {
+    let started = Instant::now();
+    let layout = Layout::new(&f.destination);
+    let mut report = Report {
+        event: "result",
+        host: f.host.clone(),
+        version: f.version.clone(),
+        path: layout.release(&f.version).display().to_string(),
+        bytes: f.metainfo.total_length(),
+        ..Report::default()
+    };
+    let outcome = download(&f, &layout, &mut events, &cancel).await;
+    report.seconds = started.elapsed().as_secs_f64();
+    let seeding = match outcome {
+        Ok((counts, reused, seeding)) => {
+            report.ok = true;
+            report.already_present = seeding.is_none();
+            report.bytes_from_origin = counts.from_origin;
+            report.bytes_from_peers = counts.from_peers;
+            report.bytes_reused = reused;
+            seeding
+        }
+        Err(e) => {
+            report.error = Some(format!("{e:#}"));
+            None
+        }
+    };
+    emit(&mut events, &report);
+    drop(events);
+    if let Some((session, torrent)) = seeding {
+        seed(&f, &torrent, &cancel).await;
+        session.stop().await;
+    }
+    report.ok
+}
+
+type Seeding = (Arc<librqbit::Session>, Arc<librqbit::ManagedTorrent>);
+
+async fn download(
+    f: &Fetch,
+    layout: &Layout,
+    events: &mut Events,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(PeerBytes, u64, Option<Seeding>)> {
+    let total = f.metainfo.total_length();
+    if layout.release(&f.version).is_dir() {
+        // Installed by an earlier run: the rename happens only after verification.
+        return Ok((PeerBytes::default(), total, None));
+    }
+    let staging = layout.staging(&f.version);
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    release::prune(&staging, &f.metainfo)
+        .with_context(|| format!("cleaning {}", staging.display()))?;
+    if let Some(previous) = layout.previous(&f.version) {
+        release::seed_from_previous(&staging, &previous, &f.metainfo).with_context(|| {
+            format!(
+                "reusing files of {} in {}",
+                previous.display(),
+                staging.display()
+            )
+        })?;
+    }
+    let _hot = f
+        .page_cache
+        .lock_hot_set(layout)
+        .context("locking the hot set of the current release")?;
+    let session = engine::session(&f.engine, &staging, cancel.child_token()).await?;
+    let torrent = engine::add(&session, &f.engine, &f.torrent, &staging, None).await?;
+    wait(f, &torrent, events, cancel).await?;
+
+    let live = torrent.live().context("the torrent stopped")?;
+    let fetched = live.stats_snapshot().downloaded_and_checked_bytes;
+    let counts = engine::peer_bytes(&torrent, f.origin);
+    let reused = total.saturating_sub(fetched);
+    let installed = (|| {
+        release::prune(&staging, &f.metainfo)?;
+        release::restore_manifest(&staging, &f.metainfo)?;
+        f.page_cache.after_write(&staging, &f.metainfo)?;
+        release::install(layout, &f.version)
+    })()
+    .with_context(|| format!("installing {}", layout.release(&f.version).display()))?;
+    let _ = installed;
+    Ok((counts, reused, Some((session, torrent))))
+}
+
+/// Waits for a complete, verified copy, reporting progress every second.
+async fn wait(
+    f: &Fetch,
+    torrent: &librqbit::ManagedTorrent,
+    events: &mut Events,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let total = f.metainfo.total_length();
+    let mut last_progress = (0u64, Instant::now());
+    let mut done = std::pin::pin!(torrent.wait_until_completed());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = &mut done => return r.context("the engine failed"),
+            _ = cancel.cancelled() => anyhow::bail!("interrupted"),
+            _ = tick.tick() => {}
+        }
+        let stats = torrent.stats();
+        if let Some(e) = stats.error {
+            anyhow::bail!("the engine failed: {e}");
+        }
+        emit(
+            events,
+            &serde_json::json!({
+                "event": "progress",
+                "host": f.host,
+                "bytes": stats.progress_bytes,
+                "total": total,
+            }),
+        );
+        if stats.progress_bytes > last_progress.0 {
+            last_progress = (stats.progress_bytes, Instant::now());
+        } else if last_progress.1.elapsed() > f.stall_timeout {
+            anyhow::bail!(
+                "no progress for {} at {} of {} bytes; no peer could send the missing pieces",
+                crate::units::format_duration(f.stall_timeout),
+                stats.progress_bytes,
+                total
+            );
+        }
+    }
+}
+
+/// Keeps serving the release for the seed window, then returns.
+async fn seed(f: &Fetch, torrent: &librqbit::ManagedTorrent, cancel: &CancellationToken) {
+    let started = Instant::now();
+    let fixed = tokio::time::sleep(f.seed_window);
+    let tracker = f.engine.tracker.clone();
+    match (f.seed_mode, tracker) {
+        (SeedMode::Adaptive, Some(url)) => {
+            let hash = torrent.info_hash().0;
+            loop {
+                if started.elapsed() >= f.seed_window_max {
+                    return;
+                }
+                match crate::tracker::status(&url, &hash, &f.host).await {
+                    Ok(s) if s.rack_complete && s.waiting_on_me == 0 => return,
+                    Ok(_) => {}
+                    // No tracker (the deploy is over): fall back to the fixed window.
+                    Err(_) if started.elapsed() >= f.seed_window => return,
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        _ => {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fixed => {}
+            }
+        }
+    }
+}
+
+/// `rookery agent seed`: serve a tree read-only (the origin), until cancelled or for
+/// `duration`. Returns the bytes uploaded, from librqbit's counters.
+pub async fn serve(
+    torrent: &[u8],
+    root: &Path,
+    opts: &engine::Options,
+    duration: Option<Duration>,
+    cancel: CancellationToken,
+    mut on_tick: impl FnMut(u64),
+) -> anyhow::Result<u64> {
+    let session = engine::session(opts, root, cancel.child_token()).await?;
+    let handle = engine::add(
+        &session,
+        opts,
+        torrent,
+        root,
+        Some(ReadOnlyFactory::boxed_factory(root)),
+    )
+    .await?;
+    let deadline = duration.map(|d| Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let stats = handle.stats();
+        if let Some(e) = stats.error {
+            session.stop().await;
+            anyhow::bail!("serving {} failed: {e}", root.display());
+        }
+        on_tick(stats.uploaded_bytes);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    let uploaded = handle.stats().uploaded_bytes;
+    session.stop().await;
+    Ok(uploaded)
+}

@@ -1,0 +1,55 @@
+//! The one cancellation tree: the first Ctrl-C or SIGTERM cancels the root token so
+//! every job stops cleanly; a second one exits at once with status 130.
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Exit;
+
+/// Spawns the signal watcher on the current runtime; returns the root token.
+pub fn install() -> CancellationToken {
+    let root = CancellationToken::new();
+    let token = root.clone();
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for round in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                token.cancel();
+            } else {
+                std::process::exit(Exit::Interrupted as i32);
+            }
+        }
+    });
+    root
+}
+
+/// Sends engine diagnostics to stderr when `ROOKERY_LOG` is set (an env-filter such
+/// as `librqbit=debug`); silent otherwise.
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("ROOKERY_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
+}
+
+/// A multi-threaded runtime for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    init_logging();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
