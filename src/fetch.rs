@@ -60,6 +60,8 @@ pub struct Report {
     pub bytes_reused: u64,
     /// The release was already installed; nothing was fetched.
     pub already_present: bool,
+    /// The process that keeps seeding after this line (gone after the window).
+    pub seeder_pid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -85,6 +87,7 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
         version: f.version.clone(),
         path: layout.release(&f.version).display().to_string(),
         bytes: f.metainfo.total_length(),
+        seeder_pid: std::process::id(),
         ..Report::default()
     };
     let outcome = download(&f, &layout, &mut events, &cancel).await;

@@ -5,4 +5,5 @@ mod errors;
 mod examples;
 mod helper;
 mod plan;
+mod swarm;
 mod torrent;

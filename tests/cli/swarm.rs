@@ -1,0 +1,652 @@
+//! Real BitTorrent transfers between real processes on loopback: `rookery tracker`,
+//! `rookery agent seed` (the origin) and several `rookery agent fetch`, plus Debian's
+//! aria2c. Nothing here is faked: bytes cross TCP sockets between processes.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+
+/// A free loopback port (bound, then released for the process under test).
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills its process when dropped, so a failing test leaves nothing behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn terminate(&mut self) -> String {
+        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let mut out = String::new();
+        if let Some(mut s) = self.0.stdout.take() {
+            s.read_to_string(&mut out).unwrap();
+        }
+        let _ = self.0.wait();
+        out
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// One test's cluster: a directory with an inventory of local hosts, an artifact,
+/// its metainfo, a tracker and an origin.
+struct Swarm {
+    dir: tempfile::TempDir,
+    tracker_port: u16,
+    origin_port: u16,
+    _tracker: Proc,
+}
+
+const HOSTS: [&str; 4] = ["e1a", "e1b", "w1a", "w1b"];
+
+impl Swarm {
+    /// Starts a tracker for the metainfo of `art/` (which the caller has filled).
+    fn new(build: impl FnOnce(&Path)) -> Swarm {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("inv.yml"),
+            "cluster: t\ntransport: {local: {root: hosts}}\ndatacenters:\n  east: {racks: {e1: {hosts: {e1a: {}, e1b: {}}}}}\n  west: {racks: {w1: {hosts: {w1a: {}, w1b: {}}}}}\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.join("art")).unwrap();
+        build(&d.join("art"));
+        run_ok(
+            d,
+            &[
+                "torrent",
+                "create",
+                "art",
+                "-o",
+                "art.torrent",
+                "--piece-size",
+                "64KiB",
+            ],
+        );
+        let tracker_port = port();
+        let tracker = spawn(
+            d,
+            &[
+                "-i",
+                "inv.yml",
+                "tracker",
+                "--listen",
+                &format!("127.0.0.1:{tracker_port}"),
+                "--torrent",
+                "art.torrent",
+            ],
+        );
+        wait_for_port(tracker_port);
+        Swarm {
+            dir,
+            tracker_port,
+            origin_port: port(),
+            _tracker: tracker,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn announce(&self, host: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/announce?host={host}",
+            self.tracker_port
+        )
+    }
+
+    /// The origin: serves `art/` read-only until terminated.
+    fn origin(&self, extra: &[&str]) -> Proc {
+        let listen = format!("127.0.0.1:{}", self.origin_port);
+        let tracker = self.announce("controller");
+        let mut args = vec![
+            "agent",
+            "seed",
+            "--torrent",
+            "art.torrent",
+            "--source",
+            "art",
+            "--host",
+            "controller",
+            "--listen",
+            &listen,
+            "--tracker",
+            &tracker,
+        ];
+        args.extend_from_slice(extra);
+        spawn(self.path(), &args)
+    }
+
+    /// `agent fetch` for `host` into `hosts/<host>`, version `v1` unless overridden.
+    fn fetch(&self, host: &str, extra: &[&str]) -> Proc {
+        let listen = format!("127.0.0.1:{}", port());
+        let tracker = self.announce(host);
+        let dest = format!("hosts/{host}");
+        let origin = format!("127.0.0.1:{}", self.origin_port);
+        let mut args = vec![
+            "agent",
+            "fetch",
+            "--torrent",
+            "art.torrent",
+            "--host",
+            host,
+            "--listen",
+            &listen,
+            "--tracker",
+            &tracker,
+            "--destination",
+            &dest,
+            "--origin",
+            &origin,
+            "--seed-window",
+            "3s",
+            "--stall-timeout",
+            "60s",
+        ];
+        if !extra.contains(&"--version") {
+            args.extend_from_slice(&["--version", "v1"]);
+        }
+        args.extend_from_slice(extra);
+        spawn(self.path(), &args)
+    }
+}
+
+fn spawn(dir: &Path, args: &[&str]) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn run_ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for an agent and returns its result line (and its exit status).
+fn result(p: &mut Proc) -> (serde_json::Value, bool) {
+    let stdout = p.0.stdout.take().unwrap();
+    let mut result = serde_json::Value::Null;
+    for line in BufReader::new(stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "result" {
+            result = v;
+        }
+    }
+    let mut err = String::new();
+    p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = p.0.wait().unwrap();
+    assert!(!result.is_null(), "no result line; stderr: {err}");
+    (result, status.success())
+}
+
+/// Path -> (kind, mode, bytes or link target), for comparing trees exactly.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (char, u32, Vec<u8>)>) {
+        for e in std::fs::read_dir(root.join(rel)).unwrap() {
+            let e = e.unwrap();
+            let rel = rel.join(e.file_name());
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            let mode = md.mode() & 0o7777;
+            if md.file_type().is_symlink() {
+                let t = std::fs::read_link(e.path()).unwrap();
+                out.insert(rel, ('l', 0, t.into_os_string().into_encoded_bytes()));
+            } else if md.is_dir() {
+                out.insert(rel.clone(), ('d', mode, Vec::new()));
+                walk(root, &rel, out);
+            } else {
+                out.insert(rel, ('f', mode, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    walk(root, Path::new(""), &mut out);
+    out
+}
+
+/// Pseudo-random bytes (xorshift), so pieces differ and compression cannot cheat.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The tree the issue asks for: empty files, an empty directory, an executable, a
+/// symlink, more than 1,000 small files and one large file.
+fn full_tree(art: &Path) {
+    std::fs::create_dir_all(art.join("bin")).unwrap();
+    std::fs::create_dir_all(art.join("empty/inner")).unwrap();
+    std::fs::create_dir_all(art.join("small")).unwrap();
+    std::fs::write(art.join("bin/app"), "#!/bin/sh\necho app\n").unwrap();
+    std::fs::set_permissions(art.join("bin/app"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(art.join("bin/readonly"), "r").unwrap();
+    std::fs::set_permissions(
+        art.join("bin/readonly"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
+    std::fs::write(art.join("zero"), "").unwrap();
+    std::fs::write(art.join("small/zero-too"), "").unwrap();
+    for i in 0..1100 {
+        std::fs::write(art.join(format!("small/f{i:04}")), format!("file {i}\n")).unwrap();
+    }
+    std::fs::write(art.join("large.bin"), noise(24 << 20, 7)).unwrap();
+    symlink("bin/app", art.join("run")).unwrap();
+}
+
+#[test]
+fn a_tree_arrives_identical_on_four_agents_and_the_origin_uploads_about_one_copy() {
+    let swarm = Swarm::new(full_tree);
+    let mut origin = swarm.origin(&[]);
+    let mut agents: Vec<Proc> = HOSTS.iter().map(|h| swarm.fetch(h, &[])).collect();
+    let want = snapshot(&swarm.path().join("art"));
+    let total: u64 = want
+        .values()
+        .filter(|v| v.0 == 'f')
+        .map(|v| v.2.len() as u64)
+        .sum();
+    let mut from_peers = 0;
+    let mut seeders = Vec::new();
+    for (host, agent) in HOSTS.iter().zip(&mut agents) {
+        let (r, ok) = result(agent);
+        seeders.push(r["seeder_pid"].as_u64().unwrap());
+        assert!(ok && r["ok"] == true, "{host}: {r}");
+        assert_eq!(r["bytes"], total);
+        from_peers += r["bytes_from_peers"].as_u64().unwrap();
+        let got = snapshot(&swarm.path().join(format!("hosts/{host}/releases/v1")));
+        assert_eq!(got.len(), want.len(), "{host}: entry count");
+        for (path, entry) in &want {
+            assert_eq!(got.get(path), Some(entry), "{host}: {}", path.display());
+        }
+    }
+    // The agents exit after reporting; give the seeders' counters a moment, then
+    // read the origin's own upload counter.
+    let out = origin.terminate();
+    let uploaded: u64 = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "seeded")
+        .map(|v| v["uploaded"].as_u64().unwrap())
+        .next()
+        .expect("origin reported its upload");
+    assert!(
+        uploaded <= total * 3 / 2,
+        "origin uploaded {uploaded} bytes for a {total}-byte artifact and 4 hosts"
+    );
+    assert!(
+        from_peers >= total * 2,
+        "hosts fed each other only {from_peers} bytes"
+    );
+    // The agents returned while their background seeders went on; after the 3 s
+    // window every seeder has exited.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for pid in seeders {
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            assert!(Instant::now() < deadline, "seeder {pid} is still running");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn is_zombie(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn a_crafted_metainfo_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let pieces = "p".repeat(20);
+    for (name, path) in [("dots", "l2:..4:evile"), ("abs", "l0:4:evile")] {
+        let torrent = format!(
+            "d4:infod5:filesld6:lengthi1e4:path{path}ee4:name3:art12:piece lengthi65536e6:pieces20:{pieces}7:privatei1eee"
+        );
+        std::fs::write(dir.path().join(format!("{name}.torrent")), torrent).unwrap();
+        let out = Command::new(BIN)
+            .args([
+                "agent",
+                "fetch",
+                "--torrent",
+                &format!("{name}.torrent"),
+                "--host",
+                "h",
+            ])
+            .args([
+                "--destination",
+                "dest",
+                "--version",
+                "v1",
+                "--peer",
+                "127.0.0.1:9",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("would escape the destination"), "{err}");
+        assert!(
+            !dir.path().join("dest").exists(),
+            "{name}: the agent wrote something"
+        );
+    }
+}
+
+#[test]
+fn a_leecher_killed_mid_transfer_does_not_stop_the_others() {
+    let swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(12 << 20, 3)).unwrap());
+    let _origin = swarm.origin(&[]);
+    // Slow every agent down so the kill lands mid-transfer; the victim stays in the
+    // foreground so the process killed is the one transferring.
+    let slow = ["--download-limit", "4MiB/s"];
+    let mut victim = swarm.fetch("e1b", &[&slow[..], &["--foreground"]].concat());
+    let mut others: Vec<Proc> = ["e1a", "w1a", "w1b"]
+        .iter()
+        .map(|h| swarm.fetch(h, &slow))
+        .collect();
+    let staging = swarm.path().join("hosts/e1b/releases/.staging-v1/blob");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&staging).map(|m| m.blocks()).unwrap_or(0) < 64 {
+        assert!(
+            Instant::now() < deadline,
+            "the victim never started receiving"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    victim.0.kill().unwrap();
+    let _ = victim.0.wait();
+    for agent in &mut others {
+        let (r, ok) = result(agent);
+        assert!(ok && r["ok"] == true, "{r}");
+    }
+    assert!(!swarm.path().join("hosts/e1b/releases/v1").exists());
+}
+
+#[test]
+fn once_every_piece_is_in_the_swarm_the_origin_may_die() {
+    let swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(12 << 20, 5)).unwrap());
+    let mut origin = swarm.origin(&[]);
+    // The first host of the chain downloads at full speed; the rest are capped, so
+    // they are far from done when it finishes and the origin goes away.
+    let mut first = swarm.fetch("e1a", &[]);
+    let slow = ["--download-limit", "3MiB/s"];
+    let mut others: Vec<Proc> = ["e1b", "w1a", "w1b"]
+        .iter()
+        .map(|h| swarm.fetch(h, &slow))
+        .collect();
+    let (r, ok) = result(&mut first);
+    assert!(ok && r["ok"] == true, "{r}");
+    origin.terminate();
+    for agent in &mut others {
+        let (r, ok) = result(agent);
+        assert!(ok && r["ok"] == true, "{r}");
+        assert!(r["bytes_from_peers"].as_u64().unwrap() > 0, "{r}");
+    }
+}
+
+#[test]
+fn a_second_release_reuses_unchanged_files() {
+    let swarm = Swarm::new(|art| {
+        std::fs::write(art.join("same"), noise(4 << 20, 1)).unwrap();
+        std::fs::write(art.join("changed"), noise(1 << 20, 2)).unwrap();
+    });
+    let _origin = swarm.origin(&[]);
+    let (r, ok) = result(&mut swarm.fetch("e1a", &[]));
+    assert!(ok, "{r}");
+    assert_eq!(r["bytes_reused"], 0);
+    // Version 2 changes one file; the host starts from v1 and fetches only that.
+    std::fs::write(swarm.path().join("art/changed"), noise(1 << 20, 9)).unwrap();
+    run_ok(
+        swarm.path(),
+        &[
+            "torrent",
+            "create",
+            "art",
+            "-o",
+            "art.torrent",
+            "--piece-size",
+            "64KiB",
+        ],
+    );
+    // A fresh tracker and origin for the new info hash.
+    let tracker_port = port();
+    let _tracker = spawn(
+        swarm.path(),
+        &[
+            "-i",
+            "inv.yml",
+            "tracker",
+            "--listen",
+            &format!("127.0.0.1:{tracker_port}"),
+            "--torrent",
+            "art.torrent",
+        ],
+    );
+    wait_for_port(tracker_port);
+    let swarm2 = Swarm {
+        tracker_port,
+        origin_port: port(),
+        ..swarm
+    };
+    let _origin2 = swarm2.origin(&[]);
+    let (r, ok) = result(&mut swarm2.fetch("e1a", &["--version", "v2"]));
+    assert!(ok, "{r}");
+    assert_eq!(r["bytes_reused"], 4 << 20, "{r}");
+    assert_eq!(r["bytes_from_origin"], 1 << 20, "{r}");
+    let v2 = swarm2.path().join("hosts/e1a/releases/v2");
+    assert_eq!(
+        std::fs::read(v2.join("changed")).unwrap(),
+        noise(1 << 20, 9)
+    );
+    assert_eq!(std::fs::read(v2.join("same")).unwrap(), noise(4 << 20, 1));
+}
+
+#[test]
+fn aria2c_downloads_from_a_rookery_origin_through_the_rookery_tracker() {
+    let swarm = Swarm::new(|art| {
+        std::fs::create_dir_all(art.join("d")).unwrap();
+        std::fs::write(art.join("d/blob"), noise(3 << 20, 11)).unwrap();
+        std::fs::write(art.join("note"), "hello\n").unwrap();
+    });
+    let _origin = swarm.origin(&[]);
+    let out = Command::new("aria2c")
+        .current_dir(swarm.path())
+        .args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+            "--listen-port",
+            &port().to_string(),
+            "--bt-tracker",
+            &swarm.announce("w1b"),
+            "--dir",
+            "aria",
+            "art.torrent",
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run aria2c ({e}): install Debian's `aria2` package (scripts/test does)")
+        });
+    assert!(
+        out.status.success(),
+        "aria2c: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(swarm.path().join("aria/art/d/blob")).unwrap(),
+        noise(3 << 20, 11)
+    );
+}
+
+/// A peer that speaks just enough BitTorrent to claim every piece and answer every
+/// request with garbage.
+fn corrupt_peer(info_hash: [u8; 20], pieces: usize) -> (u16, std::thread::JoinHandle<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut hs = [0u8; 68];
+        if s.read_exact(&mut hs).is_err() {
+            return 0;
+        }
+        let mut reply = vec![19u8];
+        reply.extend_from_slice(b"BitTorrent protocol");
+        reply.extend_from_slice(&[0; 8]);
+        reply.extend_from_slice(&info_hash);
+        reply.extend_from_slice(b"-XX0000-corruptpeer!");
+        // Bitfield: every piece (a multiple of 8 here).
+        reply.extend_from_slice(&(1 + pieces as u32 / 8).to_be_bytes());
+        reply.push(5);
+        reply.extend(std::iter::repeat_n(0xffu8, pieces / 8));
+        reply.extend_from_slice(&[0, 0, 0, 1, 1]); // unchoke
+        if s.write_all(&reply).is_err() {
+            return 0;
+        }
+        let mut served = 0u64;
+        loop {
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).is_err() {
+                return served;
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            let mut msg = vec![0u8; len];
+            if s.read_exact(&mut msg).is_err() {
+                return served;
+            }
+            if len == 13 && msg[0] == 6 {
+                let (index, begin, length) = (&msg[1..5], &msg[5..9], &msg[9..13]);
+                let length = u32::from_be_bytes(length.try_into().unwrap()) as usize;
+                let mut piece = ((9 + length) as u32).to_be_bytes().to_vec();
+                piece.push(7);
+                piece.extend_from_slice(index);
+                piece.extend_from_slice(begin);
+                piece.extend(std::iter::repeat_n(0xAAu8, length));
+                if s.write_all(&piece).is_err() {
+                    return served;
+                }
+                served += length as u64;
+            }
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
+    // 64 pieces: more than one peer's request window (32 pieces), so the origin
+    // cannot reserve them all before the corrupt peer is asked.
+    let swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(4 << 20, 13)).unwrap());
+    let inspect = run_ok(
+        swarm.path(),
+        &["--json", "torrent", "inspect", "art.torrent"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let hex = v["info_hash"].as_str().unwrap();
+    let hash: Vec<u8> = (0..20)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let (bad_port, bad) = corrupt_peer(hash.try_into().unwrap(), 64);
+    // The origin is slowed down, so the corrupt peer gets requests too.
+    let _origin = swarm.origin(&["--upload-limit", "1MiB/s"]);
+    wait_for_port(swarm.origin_port);
+    let listen = format!("127.0.0.1:{}", port());
+    let out = Command::new(BIN)
+        .current_dir(swarm.path())
+        .args([
+            "agent",
+            "fetch",
+            "--torrent",
+            "art.torrent",
+            "--host",
+            "e1a",
+            "--listen",
+            &listen,
+        ])
+        .args([
+            "--destination",
+            "dest",
+            "--version",
+            "v1",
+            "--foreground",
+            "--seed-window",
+            "0s",
+        ])
+        .args(["--peer", &format!("127.0.0.1:{bad_port}")])
+        .args(["--peer", &format!("127.0.0.1:{}", swarm.origin_port)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(swarm.path().join("dest/releases/v1/blob")).unwrap(),
+        noise(4 << 20, 13)
+    );
+    let served = bad.join().unwrap();
+    assert!(served > 0, "the corrupt peer was never asked for anything");
+}
