@@ -42,8 +42,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             )
         }
         Command::Distribute(a) => {
-            validate(g, &a.playbook)?;
-            not_built("distribute", "the distribution engine is not implemented")
+            let config = load(g, &a.playbook)?;
+            let selected = select(g, &config)?;
+            let hosts: Vec<usize> = config
+                .target_hosts()
+                .into_iter()
+                .filter(|h| selected.as_ref().is_none_or(|s| s.binary_search(h).is_ok()))
+                .collect();
+            crate::distribute::run(&config, &hosts, g.json, g.quiet)
         }
         Command::Rollout(a) | Command::Reconcile(a) => {
             validate(g, &a.playbook)?;

@@ -33,6 +33,7 @@
 //! - [`release`]: release directories on a host: staging, reuse, manifest, install.
 //! - [`page_cache`]: dropping, locking and preloading pages around a copy.
 //! - [`fetch`]: `agent fetch` and `agent seed`, the host's side of a distribution.
+//! - [`distribute`]: `rookery distribute`: tracker, origin and agents, the report.
 //! - [`daemon`]: fork-and-seed: report, then seed in the background.
 //! - [`agent`]: host-side command flags to fetches and seeders.
 //! - [`shutdown`]: the cancellation tree and the runtime.
@@ -47,6 +48,7 @@ pub mod daemon;
 pub mod decode;
 pub mod dependency;
 pub mod diagnostic;
+pub mod distribute;
 pub mod engine;
 pub mod error;
 pub mod fetch;

@@ -252,7 +252,6 @@ fn commands_without_an_engine_say_so_and_fail() {
             "deploy",
             "the distribution and rollout engines are not implemented",
         ),
-        ("distribute", "the distribution engine is not implemented"),
         ("rollout", "the rollout engine is not implemented"),
         ("reconcile", "the rollout engine is not implemented"),
         ("rollback", "the rollout engine is not implemented"),

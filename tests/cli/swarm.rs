@@ -159,11 +159,12 @@ impl Swarm {
             &dest,
             "--origin",
             &origin,
-            "--seed-window",
-            "3s",
             "--stall-timeout",
             "60s",
         ];
+        if !extra.contains(&"--seed-window") {
+            args.extend_from_slice(&["--seed-window", "3s"]);
+        }
         if !extra.contains(&"--version") {
             args.extend_from_slice(&["--version", "v1"]);
         }
@@ -425,7 +426,8 @@ fn once_every_piece_is_in_the_swarm_the_origin_may_die() {
     let mut origin = swarm.origin(&[]);
     // The first host of the chain downloads at full speed; the rest are capped, so
     // they are far from done when it finishes and the origin goes away.
-    let mut first = swarm.fetch("e1a", &[]);
+    // It seeds long enough to outlive the origin's part.
+    let mut first = swarm.fetch("e1a", &["--seed-window", "60s"]);
     let slow = ["--download-limit", "3MiB/s"];
     let mut others: Vec<Proc> = ["e1b", "w1a", "w1b"]
         .iter()
@@ -433,12 +435,14 @@ fn once_every_piece_is_in_the_swarm_the_origin_may_die() {
         .collect();
     let (r, ok) = result(&mut first);
     assert!(ok && r["ok"] == true, "{r}");
+    let seeder = r["seeder_pid"].as_u64().unwrap();
     origin.terminate();
     for agent in &mut others {
         let (r, ok) = result(agent);
         assert!(ok && r["ok"] == true, "{r}");
         assert!(r["bytes_from_peers"].as_u64().unwrap() > 0, "{r}");
     }
+    unsafe { libc_kill(seeder as i32, 15) };
 }
 
 #[test]
@@ -649,4 +653,73 @@ fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
     );
     let served = bad.join().unwrap();
     assert!(served > 0, "the corrupt peer was never asked for anything");
+}
+
+#[test]
+fn distribute_reports_every_host_from_the_engines_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("inv.yml"),
+        "cluster: t\ntransport: {local: {root: hosts}}\ndatacenters:\n  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n  west: {racks: {w1: {hosts: {w1a: {services: [app]}, w1b: {services: [app]}}}}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("pb.yml"),
+        "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 1s, piece_size: 64KiB}\nservices:\n  app: {start: \"true\"}\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("art")).unwrap();
+    std::fs::write(d.join("art/blob"), noise(6 << 20, 21)).unwrap();
+    let run = || {
+        let out = Command::new(BIN)
+            .current_dir(d)
+            .args(["--json", "distribute", "-i", "inv.yml", "pb.yml"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let r = run();
+    let total = 6u64 << 20;
+    assert_eq!(r["artifact_bytes"], total);
+    let uploaded = r["origin_uploaded_bytes"].as_u64().unwrap();
+    assert!(uploaded >= total && uploaded <= total * 3 / 2, "{r}");
+    let hosts = r["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 4);
+    let version = r["version"].as_str().unwrap();
+    for h in hosts {
+        assert_eq!(h["ok"], true, "{h}");
+        for key in [
+            "host",
+            "dc",
+            "rack",
+            "seconds",
+            "bytes_from_origin",
+            "bytes_from_peers",
+            "bytes_reused",
+        ] {
+            assert!(!h[key].is_null(), "{key} missing in {h}");
+        }
+        let got = d.join(format!(
+            "hosts/{}/srv/app/releases/{version}/blob",
+            h["host"].as_str().unwrap()
+        ));
+        assert_eq!(std::fs::read(got).unwrap(), noise(6 << 20, 21));
+    }
+    let fetched: u64 = hosts
+        .iter()
+        .map(|h| h["bytes_from_origin"].as_u64().unwrap() + h["bytes_from_peers"].as_u64().unwrap())
+        .sum();
+    assert_eq!(fetched, 4 * total, "{r}");
+    // Unchanged artifact: nothing travels.
+    let again = run();
+    for h in again["hosts"].as_array().unwrap() {
+        assert_eq!(h["bytes_reused"], total, "{h}");
+        assert_eq!(h["bytes_from_origin"], 0, "{h}");
+    }
 }
