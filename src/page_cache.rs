@@ -94,20 +94,7 @@ impl Policy {
             if len == 0 {
                 continue;
             }
-            // SAFETY: a fresh read-only shared mapping of a file we opened.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    f.as_raw_fd(),
-                    0,
-                )
-            };
-            if ptr == libc::MAP_FAILED {
-                return Err(io_err(&path)(io::Error::last_os_error()));
-            }
+            let ptr = map(&f, len).map_err(io_err(&path))?;
             total += len as u64;
             // SAFETY: ptr/len is the mapping just created.
             if unsafe { libc::mlock(ptr, len) } != 0 {
@@ -169,7 +156,21 @@ pub fn resident_fraction(path: &Path) -> io::Result<f64> {
     if len == 0 {
         return Ok(0.0);
     }
-    // SAFETY: read-only mapping of an open file, unmapped below.
+    let ptr = map(&f, len)?;
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    let rc = unsafe { libc::mincore(ptr, len, vec.as_mut_ptr()) };
+    let err = io::Error::last_os_error();
+    unsafe { libc::munmap(ptr, len) };
+    if rc != 0 {
+        return Err(err);
+    }
+    Ok(vec.iter().filter(|b| *b & 1 == 1).count() as f64 / vec.len() as f64)
+}
+
+/// A read-only shared mapping of the first `len` bytes of `f`; the caller unmaps it.
+fn map(f: &File, len: usize) -> io::Result<*mut libc::c_void> {
+    // SAFETY: a fresh read-only mapping of an open descriptor; nothing aliases it.
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -183,15 +184,7 @@ pub fn resident_fraction(path: &Path) -> io::Result<f64> {
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let mut vec = vec![0u8; len.div_ceil(page)];
-    let rc = unsafe { libc::mincore(ptr, len, vec.as_mut_ptr()) };
-    let err = io::Error::last_os_error();
-    unsafe { libc::munmap(ptr, len) };
-    if rc != 0 {
-        return Err(err);
-    }
-    Ok(vec.iter().filter(|b| *b & 1 == 1).count() as f64 / vec.len() as f64)
+    Ok(ptr)
 }
 
 fn memlock_limit() -> u64 {

@@ -71,32 +71,7 @@ impl Swarm {
         .unwrap();
         std::fs::create_dir_all(d.join("art")).unwrap();
         build(&d.join("art"));
-        run_ok(
-            d,
-            &[
-                "torrent",
-                "create",
-                "art",
-                "-o",
-                "art.torrent",
-                "--piece-size",
-                "64KiB",
-            ],
-        );
-        let tracker_port = port();
-        let tracker = spawn(
-            d,
-            &[
-                "-i",
-                "inv.yml",
-                "tracker",
-                "--listen",
-                &format!("127.0.0.1:{tracker_port}"),
-                "--torrent",
-                "art.torrent",
-            ],
-        );
-        wait_for_port(tracker_port);
+        let (tracker_port, tracker) = publish(d);
         Swarm {
             dir,
             tracker_port,
@@ -206,6 +181,34 @@ fn wait_for_port(port: u16) {
         assert!(Instant::now() < deadline, "nothing listens on port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Writes the metainfo of `art/` and starts a tracker for it.
+fn publish(d: &Path) -> (u16, Proc) {
+    let create = [
+        "torrent",
+        "create",
+        "art",
+        "-o",
+        "art.torrent",
+        "--piece-size",
+        "64KiB",
+    ];
+    run_ok(d, &create);
+    let tracker_port = port();
+    let listen = format!("127.0.0.1:{tracker_port}");
+    let args = [
+        "-i",
+        "inv.yml",
+        "tracker",
+        "--listen",
+        &listen,
+        "--torrent",
+        "art.torrent",
+    ];
+    let tracker = spawn(d, &args);
+    wait_for_port(tracker_port);
+    (tracker_port, tracker)
 }
 
 /// Waits for an agent and returns its result line (and its exit status).
@@ -457,33 +460,8 @@ fn a_second_release_reuses_unchanged_files() {
     assert_eq!(r["bytes_reused"], 0);
     // Version 2 changes one file; the host starts from v1 and fetches only that.
     std::fs::write(swarm.path().join("art/changed"), noise(1 << 20, 9)).unwrap();
-    run_ok(
-        swarm.path(),
-        &[
-            "torrent",
-            "create",
-            "art",
-            "-o",
-            "art.torrent",
-            "--piece-size",
-            "64KiB",
-        ],
-    );
-    // A fresh tracker and origin for the new info hash.
-    let tracker_port = port();
-    let _tracker = spawn(
-        swarm.path(),
-        &[
-            "-i",
-            "inv.yml",
-            "tracker",
-            "--listen",
-            &format!("127.0.0.1:{tracker_port}"),
-            "--torrent",
-            "art.torrent",
-        ],
-    );
-    wait_for_port(tracker_port);
+    // A fresh metainfo, tracker and origin for the new info hash.
+    let (tracker_port, _tracker) = publish(swarm.path());
     let swarm2 = Swarm {
         tracker_port,
         origin_port: port(),
