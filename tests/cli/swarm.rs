@@ -644,7 +644,7 @@ fn distribute_reports_every_host_from_the_engines_counters() {
     .unwrap();
     std::fs::write(
         d.join("pb.yml"),
-        "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 1s, piece_size: 64KiB}\nservices:\n  app: {start: \"true\"}\n",
+        "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 6s, piece_size: 64KiB}\nservices:\n  app: {start: \"true\"}\n",
     )
     .unwrap();
     std::fs::create_dir_all(d.join("art")).unwrap();
