@@ -153,14 +153,13 @@ async fn download(
     let fetched = live.stats_snapshot().downloaded_and_checked_bytes;
     let counts = engine::peer_bytes(&torrent, f.origin);
     let reused = total.saturating_sub(fetched);
-    let installed = (|| {
+    (|| {
         release::prune(&staging, &f.metainfo)?;
         release::restore_manifest(&staging, &f.metainfo)?;
         f.page_cache.after_write(&staging, &f.metainfo)?;
         release::install(layout, &f.version)
     })()
     .with_context(|| format!("installing {}", layout.release(&f.version).display()))?;
-    let _ = installed;
     Ok((counts, reused, Some((session, torrent))))
 }
 
@@ -210,7 +209,6 @@ async fn wait(
 /// Keeps serving the release for the seed window, then returns.
 async fn seed(f: &Fetch, torrent: &librqbit::ManagedTorrent, cancel: &CancellationToken) {
     let started = Instant::now();
-    let fixed = tokio::time::sleep(f.seed_window);
     let tracker = f.engine.tracker.clone();
     match (f.seed_mode, tracker) {
         (SeedMode::Adaptive, Some(url)) => {
@@ -235,7 +233,7 @@ async fn seed(f: &Fetch, torrent: &librqbit::ManagedTorrent, cancel: &Cancellati
         _ => {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = fixed => {}
+                _ = tokio::time::sleep(f.seed_window) => {}
             }
         }
     }
