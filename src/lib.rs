@@ -36,6 +36,11 @@
 //! - [`distribute`]: `rookery distribute`: tracker, origin and agents, the report.
 //! - [`daemon`]: fork-and-seed: report, then seed in the background.
 //! - [`agent`]: host-side command flags to fetches and seeders.
+//! - [`transport`]: how the controller reaches a host (one trait): connections,
+//!   commands, uploads, bounded fan-out, errors that name host and stage.
+//! - [`ssh`]: the SSH transport (russh): settings cascade, auth, jump hosts, SFTP.
+//! - [`known_hosts`]: host key trust, read the way OpenSSH reads it.
+//! - [`local`]: the local transport (subprocesses) for the embedded default.
 //! - [`shutdown`]: the cancellation tree and the runtime.
 //! - [`render`]: the plan as text for an operator.
 
@@ -53,6 +58,8 @@ pub mod engine;
 pub mod error;
 pub mod fetch;
 pub mod inventory;
+pub mod known_hosts;
+pub mod local;
 pub mod metainfo;
 pub mod page_cache;
 pub mod plan;
@@ -61,9 +68,11 @@ pub mod release;
 pub mod render;
 pub mod selector;
 pub mod shutdown;
+pub mod ssh;
 pub mod storage;
 pub mod swarm;
 pub mod template;
 pub mod tracker;
+pub mod transport;
 pub mod units;
 pub mod yaml;

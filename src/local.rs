@@ -1,0 +1,212 @@
+//! The local transport: every "host" is a directory on this machine and its commands
+//! are subprocesses (`sh -c`), for the embedded default and for tests.
+//!
+//! It runs exactly the command lines the SSH transport sends, through the same
+//! trait, so the embedded demo exercises the real code path; only the wire differs.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::transport::{Connection, Finished, HostError, Lines, Tail, Transport};
+
+/// How long a cancelled command gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Default)]
+pub struct Local;
+
+#[derive(Debug, Clone, Default)]
+pub struct LocalConnection;
+
+impl Transport for Local {
+    type Connection = LocalConnection;
+
+    async fn connect(&self, _host: usize) -> Result<LocalConnection, HostError> {
+        Ok(LocalConnection)
+    }
+
+    fn needs_bootstrap(&self) -> bool {
+        false
+    }
+}
+
+impl Connection for LocalConnection {
+    async fn exec(
+        &self,
+        command: &str,
+        stdout: &mut (dyn FnMut(&str) + Send),
+        cancel: &CancellationToken,
+    ) -> std::io::Result<Finished> {
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut out = child.stdout.take().expect("piped");
+        let mut err = child.stderr.take().expect("piped");
+        let mut lines = Lines::default();
+        let mut tail = Tail::default();
+        let (mut obuf, mut ebuf) = ([0u8; 8192], [0u8; 8192]);
+        let (mut out_open, mut err_open) = (true, true);
+        let mut terminated = false;
+        while out_open || err_open {
+            tokio::select! {
+                n = out.read(&mut obuf), if out_open => match n? {
+                    0 => out_open = false,
+                    n => lines.push(&obuf[..n], stdout),
+                },
+                n = err.read(&mut ebuf), if err_open => match n? {
+                    0 => err_open = false,
+                    n => tail.push(&ebuf[..n]),
+                },
+                _ = cancel.cancelled(), if !terminated => {
+                    terminated = true;
+                    terminate(&child);
+                }
+            }
+        }
+        lines.finish(stdout);
+        let status = if terminated {
+            match tokio::time::timeout(GRACE, child.wait()).await {
+                Ok(s) => s?,
+                Err(_) => {
+                    child.kill().await?;
+                    child.wait().await?
+                }
+            }
+        } else {
+            child.wait().await?
+        };
+        use std::os::unix::process::ExitStatusExt;
+        Ok(Finished {
+            status: status.code().map(|c| c as u32),
+            signal: status.signal().map(signal_name),
+            stderr_tail: tail.finish(),
+        })
+    }
+
+    async fn upload(&self, data: &[u8], path: &str, mode: u32) -> std::io::Result<()> {
+        let path = Path::new(path).to_path_buf();
+        let data = data.to_vec();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &data, mode))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    fn local_ip(&self) -> Option<IpAddr> {
+        Some(Ipv4Addr::LOCALHOST.into())
+    }
+}
+
+fn terminate(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+/// `TERM` for 15, as OpenSSH names signals in exit-signal messages.
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGHUP => "HUP",
+        libc::SIGINT => "INT",
+        libc::SIGQUIT => "QUIT",
+        libc::SIGKILL => "KILL",
+        libc::SIGSEGV => "SEGV",
+        libc::SIGPIPE => "PIPE",
+        libc::SIGTERM => "TERM",
+        libc::SIGABRT => "ABRT",
+        _ => return sig.to_string(),
+    }
+    .to_string()
+}
+
+/// Writes a temporary file beside `path`, sets its mode, then renames it into place.
+pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)?;
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn exec_streams_lines_and_keeps_the_stderr_tail() {
+        let c = LocalConnection;
+        let mut seen = Vec::new();
+        let f = c
+            .exec(
+                "echo one; echo two; echo oops >&2; exit 3",
+                &mut |l| seen.push(l.to_string()),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(seen, ["one", "two"]);
+        assert_eq!(f.status, Some(3));
+        assert_eq!(f.stderr_tail, ["oops"]);
+    }
+
+    #[tokio::test]
+    async fn cancel_terminates_the_command() {
+        let c = LocalConnection;
+        let cancel = CancellationToken::new();
+        let cc = cancel.clone();
+        let f = c
+            .exec(
+                "echo started; exec sleep 600",
+                &mut move |l| {
+                    if l == "started" {
+                        cc.cancel();
+                    }
+                },
+                &cancel,
+            )
+            .await
+            .unwrap();
+        assert_eq!(f.signal.as_deref(), Some("TERM"));
+        assert!(!f.success());
+    }
+
+    #[tokio::test]
+    async fn upload_is_atomic_with_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/tool");
+        let c = LocalConnection;
+        c.upload(b"#!/bin/sh\n", p.to_str().unwrap(), 0o755)
+            .await
+            .unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}

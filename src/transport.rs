@@ -1,0 +1,305 @@
+//! How the controller reaches a host: one small trait, two implementations.
+//!
+//! [`ssh`](crate::ssh) drives real hosts; [`local`](crate::local) runs the same
+//! commands as subprocesses on this machine for the embedded default. Everything above
+//! this module (bootstrap, distribute, rollout) is written once against
+//! [`Transport`] and [`Connection`], like colmena's `Host`.
+//!
+//! A connection is opened once per host and reused for all of its commands. Every
+//! failure carries the host and the [`Stage`] it happened in, so a report can say
+//! "web-3: connect: ..." rather than "connection refused".
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// What rookery was doing with a host when something failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Connect,
+    HostKey,
+    Auth,
+    Bootstrap,
+    Upload,
+    Fetch,
+    Command,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Connect => "connect",
+            Stage::HostKey => "host key",
+            Stage::Auth => "auth",
+            Stage::Bootstrap => "bootstrap",
+            Stage::Upload => "upload",
+            Stage::Fetch => "fetch",
+            Stage::Command => "command",
+        })
+    }
+}
+
+/// A failure on one host.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{host}: {stage}: {message}")]
+pub struct HostError {
+    pub host: String,
+    pub stage: Stage,
+    pub message: String,
+    /// A changed or revoked host key: the whole run stops, on every host.
+    pub fatal: bool,
+}
+
+impl HostError {
+    pub fn new(host: &str, stage: Stage, message: impl Into<String>) -> HostError {
+        HostError {
+            host: host.to_string(),
+            stage,
+            message: message.into(),
+            fatal: false,
+        }
+    }
+}
+
+/// How a remote command ended.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    /// The exit status; `None` when the command was killed by a signal.
+    pub status: Option<u32>,
+    /// The signal that killed it, if any.
+    pub signal: Option<String>,
+    /// The last lines the command wrote on stderr (at most [`STDERR_TAIL`]).
+    pub stderr_tail: Vec<String>,
+}
+
+/// How many stderr lines a failure report keeps.
+pub const STDERR_TAIL: usize = 8;
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    /// `exit status 3: <stderr tail>` for a report.
+    pub fn describe(&self) -> String {
+        let how = match (&self.status, &self.signal) {
+            (Some(s), _) => format!("exit status {s}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => "ended without an exit status".to_string(),
+        };
+        if self.stderr_tail.is_empty() {
+            how
+        } else {
+            format!("{how}: {}", self.stderr_tail.join(" / "))
+        }
+    }
+}
+
+/// Keeps the last [`STDERR_TAIL`] lines of a stream.
+#[derive(Debug, Default)]
+pub struct Tail {
+    lines: std::collections::VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    pub fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.end_line();
+            } else if self.partial.len() < 4096 {
+                self.partial.push(b);
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.partial)
+            .trim_end()
+            .to_string();
+        self.partial.clear();
+        if line.is_empty() {
+            return;
+        }
+        if self.lines.len() == STDERR_TAIL {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+
+    pub fn finish(mut self) -> Vec<String> {
+        if !self.partial.is_empty() {
+            self.end_line();
+        }
+        self.lines.into()
+    }
+}
+
+/// Splits a byte stream into lines for a callback.
+#[derive(Debug, Default)]
+pub struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    pub fn push(&mut self, bytes: &[u8], f: &mut (dyn FnMut(&str) + Send)) {
+        for &b in bytes {
+            if b == b'\n' {
+                f(String::from_utf8_lossy(&self.partial).trim_end());
+                self.partial.clear();
+            } else {
+                self.partial.push(b);
+            }
+        }
+    }
+
+    pub fn finish(self, f: &mut (dyn FnMut(&str) + Send)) {
+        if !self.partial.is_empty() {
+            f(String::from_utf8_lossy(&self.partial).trim_end());
+        }
+    }
+}
+
+/// Opens connections to the hosts of an inventory.
+pub trait Transport: Send + Sync + 'static {
+    type Connection: Connection;
+
+    /// Connects to inventory host `host` (index), authenticated and trusted.
+    fn connect(
+        &self,
+        host: usize,
+    ) -> impl Future<Output = Result<Self::Connection, HostError>> + Send;
+
+    /// Whether hosts need the rookery binary uploaded (they are other machines).
+    fn needs_bootstrap(&self) -> bool;
+}
+
+/// One open connection to one host.
+pub trait Connection: Send + Sync + 'static {
+    /// Runs `command` (a POSIX shell command line) and calls `stdout` with each line it
+    /// prints. On cancellation the command is sent SIGTERM and the call returns once it
+    /// has ended (or after a grace period).
+    fn exec(
+        &self,
+        command: &str,
+        stdout: &mut (dyn FnMut(&str) + Send),
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = std::io::Result<Finished>> + Send;
+
+    /// Writes `data` to `path` on the host with `mode`, atomically: a temporary file
+    /// in the same directory, then a rename. Creates the directory.
+    fn upload(
+        &self,
+        data: &[u8],
+        path: &str,
+        mode: u32,
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// This machine's address as seen by the host, when the connection is direct.
+    fn local_ip(&self) -> Option<IpAddr>;
+}
+
+/// Settings shared by both transports.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    /// How many hosts are connected to, bootstrapped or restarted at once.
+    pub forks: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(10),
+            forks: 100,
+        }
+    }
+}
+
+/// Runs `job` on every item with at most `forks` at a time; results in item order.
+pub async fn fan_out<T, R, F, Fut>(items: Vec<T>, forks: usize, job: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let sem = Arc::new(tokio::sync::Semaphore::new(forks.max(1)));
+    let job = Arc::new(job);
+    let mut set = tokio::task::JoinSet::new();
+    let n = items.len();
+    for (i, item) in items.into_iter().enumerate() {
+        let sem = sem.clone();
+        let job = job.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("never closed");
+            (i, job(item).await)
+        });
+    }
+    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, r) = r.expect("a fan-out job panicked");
+        out[i] = Some(r);
+    }
+    out.into_iter().map(|r| r.expect("every job ran")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let mut t = Tail::default();
+        for i in 0..20 {
+            t.push(format!("line {i}\n").as_bytes());
+        }
+        t.push(b"partial");
+        let lines = t.finish();
+        assert_eq!(lines.len(), STDERR_TAIL);
+        assert_eq!(lines.last().unwrap(), "partial");
+        assert_eq!(lines[0], "line 13");
+    }
+
+    #[test]
+    fn finished_describes_status_signal_and_tail() {
+        let f = Finished {
+            status: Some(3),
+            signal: None,
+            stderr_tail: vec!["mkdir: denied".into()],
+        };
+        assert_eq!(f.describe(), "exit status 3: mkdir: denied");
+        let k = Finished {
+            status: None,
+            signal: Some("KILL".into()),
+            stderr_tail: vec![],
+        };
+        assert_eq!(k.describe(), "killed by signal KILL");
+    }
+
+    #[tokio::test]
+    async fn fan_out_bounds_concurrency_and_keeps_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (l, p) = (live.clone(), peak.clone());
+        let out = fan_out((0..40).collect(), 3, move |i: u32| {
+            let (l, p) = (l.clone(), p.clone());
+            async move {
+                let now = l.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                l.fetch_sub(1, Ordering::SeqCst);
+                i * 2
+            }
+        })
+        .await;
+        assert_eq!(out, (0..40).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+}
