@@ -49,7 +49,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                 .into_iter()
                 .filter(|h| selected.as_ref().is_none_or(|s| s.binary_search(h).is_ok()))
                 .collect();
-            crate::distribute::run(&config, &hosts, g.json, g.quiet)
+            crate::distribute::run(
+                &config,
+                &hosts,
+                &crate::distribute::Options {
+                    json: g.json,
+                    quiet: g.quiet,
+                    forks: a.remote.forks as usize,
+                    accept_new_host_keys: a.remote.accept_new_host_keys,
+                    advertise: a.remote.advertise,
+                },
+            )
         }
         Command::Rollout(a) | Command::Reconcile(a) => {
             validate(g, &a.playbook)?;

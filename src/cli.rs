@@ -18,7 +18,7 @@ BitTorrent, registers the result in a coordination store (ZooKeeper, or a local 
 embedded default), and rolls services to the new release in dependency order, batch by batch, \
 never dropping a service below its quorum.\n\nStart with `rookery plan -i INVENTORY PLAYBOOK`: it \
 validates both files and prints what a deploy would do, touching nothing.",
-    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 6 not available in this build, 130 interrupted."
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 6 not available in this build, 7 a host key did not match known_hosts (nothing ran), 130 interrupted."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -60,23 +60,47 @@ pub struct PlaybookArg {
     pub playbook: PathBuf,
 }
 
+/// A playbook run against the hosts: distribute, deploy, rollout, reconcile.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Playbook file (artifact, distribution, services)
+    #[arg(value_name = "PLAYBOOK")]
+    pub playbook: PathBuf,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// How the controller reaches hosts.
+#[derive(Debug, Args, Clone)]
+pub struct RemoteArgs {
+    /// Hosts connected to, bootstrapped or restarted at once (fetches run on every host together)
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub forks: u32,
+    /// Record the key of a host not yet in known_hosts (like StrictHostKeyChecking=accept-new); a changed key is still refused
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// The address hosts reach this machine at, for the tracker and the origin seeder (default: the local address of the SSH connections)
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<std::net::IpAddr>,
+}
+
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Distribute the artifact, then roll every service to it
-    Deploy(PlaybookArg),
+    Deploy(RunArgs),
     /// Validate inventory and playbook and print what a deploy would do; touches nothing
     Plan(PlaybookArg),
     /// Copy the artifact to every host (BitTorrent), without restarting anything
-    Distribute(PlaybookArg),
+    Distribute(RunArgs),
     /// Restart services on the distributed release, in dependency order, keeping quorum
-    Rollout(PlaybookArg),
+    Rollout(RunArgs),
     /// Show live and staged versions, releases, the deploy lock and the last deploy
     Status(StatusArgs),
     /// Return services to their previous release, keeping quorum
     Rollback(RollbackArgs),
     /// Bring hosts that missed a deploy to the version most of their service runs
-    Reconcile(PlaybookArg),
+    Reconcile(RunArgs),
     /// Create or inspect BitTorrent metainfo
     #[command(subcommand)]
     Torrent(TorrentCommand),

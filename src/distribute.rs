@@ -6,24 +6,31 @@
 //! from librqbit's counters (the origin's upload, each agent's per-peer downloads),
 //! never from arithmetic on assumptions.
 //!
-//! This build reaches hosts through the local transport only (the embedded default:
-//! each host a directory on this machine, each agent a child process); SSH is the
-//! next step and will plug in where `spawn_agent` is.
+//! The same code drives both transports: over SSH, hosts are first all connected
+//! (a changed host key anywhere stops the run before any command runs), then
+//! bootstrapped with the rookery binary and handed the metainfo, `--forks` at a time;
+//! then every host fetches at once, since the swarm needs them together. Progress
+//! comes from the agents' JSON lines as events ([`crate::progress`]).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap::{self, Binary, Outcome};
+use crate::local::Local;
+use crate::progress::{self, Event, Mode, Progress};
+use crate::ssh::Ssh;
+use crate::template::shell_quote;
+use crate::transport::{Connection, HostError, Stage, Transport};
 
 use crate::config::Config;
 use crate::engine;
 use crate::error::{Error, Exit};
-use crate::inventory::{Origin, Transport};
+use crate::inventory::{self, Origin};
 use crate::metainfo::{self, Metainfo};
 use crate::playbook::{SeedMode, Version};
 use crate::tracker::{self, Settings, Tracker};
@@ -49,24 +56,35 @@ pub struct HostReport {
     pub bytes_from_origin: u64,
     pub bytes_from_peers: u64,
     pub bytes_reused: u64,
+    /// What the bootstrap did (SSH transport only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<Outcome>,
+    /// The stage a failed host stopped in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
 /// Where the controller keeps metainfo files between runs.
 fn state_dir(config: &Config) -> PathBuf {
     match &config.inventory.transport {
-        Transport::Local { root } => root.join(".controller"),
-        Transport::Ssh => {
-            std::env::temp_dir().join(format!("rookery-{}", config.inventory.cluster))
-        }
+        inventory::Transport::Local { root } => root.join(".controller"),
+        inventory::Transport::Ssh(_) => std::env::temp_dir().join(format!(
+            "rookery-{}-{}",
+            config.inventory.cluster,
+            current_uid()
+        )),
     }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: getuid(2) cannot fail.
+    unsafe { libc::getuid() }
 }
 
 /// The directory a local host's `destination` maps to.
@@ -99,67 +117,209 @@ pub fn prepare(config: &Config) -> anyhow::Result<(Metainfo, String, PathBuf)> {
     Ok((m, version, file))
 }
 
-pub fn run(config: &Config, hosts: &[usize], json: bool, quiet: bool) -> anyhow::Result<Exit> {
-    if !matches!(config.inventory.transport, Transport::Local { .. }) {
-        return Err(Error::NotBuilt {
-            command: "distribute",
-            missing: "the SSH transport is not implemented (use `transport: local`)",
-        }
-        .into());
-    }
+/// How `rookery distribute` was asked to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub json: bool,
+    pub quiet: bool,
+    pub forks: usize,
+    pub accept_new_host_keys: bool,
+    pub advertise: Option<IpAddr>,
+}
+
+pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<Exit> {
     if let Origin::Host(_) = config.inventory.origin {
         return Err(Error::NotBuilt {
             command: "distribute",
-            missing: "an inventory host as origin needs the SSH transport",
+            missing: "an inventory host as origin (the controller is the only origin in this build)",
         }
         .into());
     }
-    let (m, version, torrent_file) = prepare(config)?;
+    let (m, version, _torrent_file) = prepare(config)?;
     let rt = crate::shutdown::runtime()?;
-    let report = rt.block_on(async {
+    let (report, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
-        orchestrate(
-            config,
-            hosts,
-            &m,
-            &version,
-            &torrent_file,
-            quiet && !json,
-            cancel,
-        )
-        .await
+        let r = match &config.inventory.transport {
+            inventory::Transport::Local { .. } => {
+                let exe = std::env::current_exe().context("finding the rookery binary")?;
+                let agent = move |_: usize| exe.display().to_string();
+                orchestrate(
+                    &Local,
+                    config,
+                    hosts,
+                    &m,
+                    &version,
+                    opts,
+                    &agent,
+                    cancel.clone(),
+                )
+                .await
+            }
+            inventory::Transport::Ssh(s) => {
+                let ssh = Ssh::new(
+                    &config.inventory,
+                    &crate::ssh::Options {
+                        known_hosts: s.known_hosts.clone(),
+                        config: s.config.clone(),
+                        accept_new: opts.accept_new_host_keys,
+                        connect_timeout: s.connect_timeout,
+                    },
+                )?;
+                let agent = |h: usize| agent_path(config, h);
+                orchestrate(
+                    &ssh,
+                    config,
+                    hosts,
+                    &m,
+                    &version,
+                    opts,
+                    &agent,
+                    cancel.clone(),
+                )
+                .await
+            }
+        };
+        r.map(|r| (r, cancel.is_cancelled()))
     })?;
-    if json {
+    if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if !quiet {
+    } else if !opts.quiet {
         print!("{}", render(&report));
     }
-    Ok(if report.hosts.iter().all(|h| h.ok) {
+    Ok(if cancelled {
+        Exit::Interrupted
+    } else if report.hosts.iter().all(|h| h.ok) {
         Exit::Ok
     } else {
         Exit::HostsFailed
     })
 }
 
-async fn orchestrate(
+/// Where the rookery binary lives on host `h` (SSH transport).
+pub fn agent_path(config: &Config, h: usize) -> String {
+    let inventory::Transport::Ssh(s) = &config.inventory.transport else {
+        return String::new();
+    };
+    match &config.inventory.hosts[h].root {
+        Some(root) => root
+            .join(s.agent_path.trim_start_matches('/'))
+            .display()
+            .to_string(),
+        None => s.agent_path.clone(),
+    }
+}
+
+/// A host that got through connect and bootstrap.
+struct Ready<C> {
+    host: usize,
+    conn: C,
+    bootstrap: Option<Outcome>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn orchestrate<T: Transport>(
+    transport: &T,
     config: &Config,
     hosts: &[usize],
     m: &Metainfo,
     version: &str,
-    torrent_file: &Path,
-    quiet: bool,
+    opts: &Options,
+    agent: &(dyn Fn(usize) -> String + Sync),
     cancel: CancellationToken,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let inv = &config.inventory;
     let dist = &config.playbook.distribution;
     let torrent = m.to_bytes();
+    let names: Vec<String> = hosts.iter().map(|&h| inv.hosts[h].name.clone()).collect();
+    let progress = Progress::start(
+        Mode::detect(opts.quiet || opts.json),
+        &names,
+        m.total_length(),
+    );
+    let events = progress.sender();
+    let mut failed: Vec<(usize, HostError)> = Vec::new();
 
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+    // 1. Connect to every host first: a changed host key anywhere stops the run
+    //    before any command runs anywhere.
+    let connected = connect_all(transport, hosts, &names, opts.forks, &events).await;
+    let mut conns = Vec::new();
+    for (&h, r) in hosts.iter().zip(connected) {
+        match r {
+            Ok(c) => conns.push((h, c)),
+            Err(e) if e.fatal => {
+                events.send(Event::Done {
+                    host: e.host.clone(),
+                    ok: false,
+                    summary: e.to_string(),
+                });
+                progress.finish().await;
+                return Err(Error::Untrusted(e).into());
+            }
+            Err(e) => {
+                events.send(Event::Done {
+                    host: e.host.clone(),
+                    ok: false,
+                    summary: format!("{}: {}", e.stage, e.message),
+                });
+                failed.push((h, e));
+            }
+        }
+    }
+
+    // 2. Bootstrap (SSH only) and hand each host the metainfo.
+    let binary = if transport.needs_bootstrap() && !conns.is_empty() {
+        Some(Binary::current()?)
+    } else {
+        None
+    };
+    let torrent_path = |h: usize| {
+        host_destination(config, h)
+            .join(".rookery")
+            .join(format!("{version}.torrent"))
+            .display()
+            .to_string()
+    };
+    let ready = prepare_hosts(
+        conns,
+        inv,
+        binary.as_ref(),
+        agent,
+        &torrent_path,
+        &torrent,
+        opts.forks,
+        &events,
+        &cancel,
+    )
+    .await;
+    let mut ready_hosts: Vec<Ready<T::Connection>> = Vec::new();
+    for r in ready {
+        match r {
+            Ok(r) => ready_hosts.push(r),
+            Err((h, e)) => {
+                events.send(Event::Done {
+                    host: e.host.clone(),
+                    ok: false,
+                    summary: format!("{}: {}", e.stage, e.message),
+                });
+                failed.push((h, e));
+            }
+        }
+    }
+
+    // 3. Tracker and origin on an address the hosts can reach.
+    let ip = match opts.advertise {
+        Some(ip) => ip,
+        None => ready_hosts
+            .iter()
+            .find_map(|r| r.conn.local_ip())
+            .unwrap_or(Ipv4Addr::LOCALHOST.into()),
+    };
+    let listener = tokio::net::TcpListener::bind((ip, 0))
         .await
-        .context("starting the tracker")?;
+        .with_context(|| format!("starting the tracker on {ip}"))?;
     let tracker_addr = listener.local_addr()?;
-    let roster = tracker::roster(inv, hosts, Some(Ipv4Addr::LOCALHOST.into()));
+    let roster = tracker::roster(inv, hosts, Some(ip));
     let settings = Settings {
         sharing: dist.sharing,
         ..Settings::default()
@@ -172,7 +332,7 @@ async fn orchestrate(
     });
     let announce = |host: &str| format!("http://{tracker_addr}/announce?host={host}");
 
-    let origin_addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), free_port()?);
+    let origin_addr = SocketAddr::new(ip, free_port(ip)?);
     let origin_opts = engine::Options {
         listen: origin_addr,
         max_peers: dist.max_peers,
@@ -189,69 +349,62 @@ async fn orchestrate(
         async move { crate::fetch::serve(&torrent, &source, &origin_opts, None, c, |_| {}).await }
     });
 
-    let exe = std::env::current_exe().context("finding the rookery binary")?;
+    // 4. Every ready host fetches at once: the swarm needs them together.
+    let local = !transport.needs_bootstrap();
     let mut jobs = tokio::task::JoinSet::new();
-    for &h in hosts {
+    for r in ready_hosts {
+        let h = r.host;
         let host = &inv.hosts[h];
-        let mut argv: Vec<String> = vec![
-            "agent".into(),
-            "fetch".into(),
-            "--torrent".into(),
-            torrent_file.display().to_string(),
-            "--host".into(),
-            host.name.clone(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", free_port()?),
-            "--tracker".into(),
-            announce(&host.name),
-            "--origin".into(),
-            origin_addr.to_string(),
-            "--destination".into(),
-            host_destination(config, h).display().to_string(),
-            "--version".into(),
-            version.to_string(),
-            "--max-peers".into(),
-            dist.max_peers.to_string(),
-            "--seed-window".into(),
-            crate::units::format_duration(dist.seed_window),
-            "--seed-mode".into(),
-            match dist.seed_mode {
-                SeedMode::Fixed => "fixed".into(),
-                SeedMode::Adaptive => "adaptive".into(),
-            },
-            "--seed-window-max".into(),
-            crate::units::format_duration(dist.seed_window_max),
-            "--stall-timeout".into(),
-            crate::units::format_duration(dist.stall_timeout),
-        ];
-        for (flag, rate) in [
-            ("--upload-limit", dist.upload_limit),
-            ("--download-limit", dist.download_limit),
-        ] {
-            argv.push(flag.into());
-            argv.push(rate.map_or("unlimited".into(), |r| format!("{}B/s", r.0)));
-        }
-        let pc = &dist.page_cache;
-        if pc.drop_after_write {
-            argv.push("--drop-after-write".into());
-        }
-        if pc.preload {
-            argv.push("--preload".into());
-        }
-        for g in &pc.lock_current {
-            argv.push("--lock-current".into());
-            argv.push(g.clone());
-        }
+        let listen = if local {
+            format!("127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST.into())?)
+        } else {
+            match host.address.parse::<IpAddr>() {
+                Ok(a) => SocketAddr::new(a, dist.port).to_string(),
+                Err(_) => format!("0.0.0.0:{}", dist.port),
+            }
+        };
+        let argv = fetch_argv(
+            config,
+            h,
+            &agent(h),
+            &torrent_path(h),
+            &listen,
+            &announce(&host.name),
+            origin_addr,
+            version,
+        );
+        let command: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        let command = command.join(" ");
         let name = host.name.clone();
         let dc = inv.datacenters[host.dc].name.clone();
         let rack = inv.racks[host.rack].name.clone();
-        let exe = exe.clone();
         let cancel = cancel.clone();
+        let events = events.clone();
+        let bootstrap = r.bootstrap;
         jobs.spawn(async move {
+            events.stage(&name, "fetch");
             let t0 = Instant::now();
-            let r = spawn_agent(&exe, &argv, &cancel).await;
+            let mut result: Option<serde_json::Value> = None;
+            let finished = {
+                let events = events.clone();
+                let name = name.clone();
+                let mut on_line = |l: &str| {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                        return;
+                    };
+                    match v["event"].as_str() {
+                        Some("progress") => events.send(Event::Bytes {
+                            host: name.clone(),
+                            bytes: v["bytes"].as_u64().unwrap_or(0),
+                        }),
+                        Some("result") => result = Some(v),
+                        _ => {}
+                    }
+                };
+                r.conn.exec(&command, &mut on_line, &cancel).await
+            };
             let mut rep = HostReport {
-                host: name,
+                host: name.clone(),
                 dc,
                 rack,
                 ok: false,
@@ -259,30 +412,70 @@ async fn orchestrate(
                 bytes_from_origin: 0,
                 bytes_from_peers: 0,
                 bytes_reused: 0,
+                bootstrap,
+                stage: None,
                 error: None,
             };
-            match r {
-                Ok(v) => {
-                    rep.ok = v["ok"] == true;
+            match (finished, result) {
+                (Err(e), _) => {
+                    rep.stage = Some(Stage::Fetch);
+                    rep.error = Some(format!("fetch: {e}"));
+                }
+                (Ok(f), Some(v)) => {
+                    rep.ok = v["ok"] == true && f.success();
                     rep.seconds = v["seconds"].as_f64().unwrap_or(rep.seconds);
                     rep.bytes_from_origin = v["bytes_from_origin"].as_u64().unwrap_or(0);
                     rep.bytes_from_peers = v["bytes_from_peers"].as_u64().unwrap_or(0);
                     rep.bytes_reused = v["bytes_reused"].as_u64().unwrap_or(0);
-                    rep.error = v["error"].as_str().map(str::to_string);
+                    if !rep.ok {
+                        rep.stage = Some(Stage::Fetch);
+                        rep.error = Some(match v["error"].as_str() {
+                            Some(e) => format!("fetch: {e}"),
+                            None => format!("fetch: {}", f.describe()),
+                        });
+                    }
                 }
-                Err(e) => rep.error = Some(format!("fetch: {e:#}")),
+                (Ok(f), None) => {
+                    rep.stage = Some(Stage::Fetch);
+                    rep.error = Some(format!(
+                        "fetch: the agent reported nothing; {}",
+                        f.describe()
+                    ));
+                }
             }
+            let summary = match &rep.error {
+                None => format!("in {:.1}s", rep.seconds),
+                Some(e) => e.clone(),
+            };
+            events.send(Event::Done {
+                host: name,
+                ok: rep.ok,
+                summary,
+            });
             rep
         });
     }
     let mut reports = Vec::new();
     while let Some(r) = jobs.join_next().await {
-        let r = r.context("an agent job panicked")?;
-        if !quiet {
-            let status = if r.ok { "ok" } else { "FAILED" };
-            eprintln!("{:<16} {status} in {:.1}s", r.host, r.seconds);
-        }
-        reports.push(r);
+        reports.push(r.context("an agent job panicked")?);
+    }
+    drop(events);
+    progress.finish().await;
+    for (h, e) in failed {
+        let host = &inv.hosts[h];
+        reports.push(HostReport {
+            host: host.name.clone(),
+            dc: inv.datacenters[host.dc].name.clone(),
+            rack: inv.racks[host.rack].name.clone(),
+            ok: false,
+            seconds: 0.0,
+            bytes_from_origin: 0,
+            bytes_from_peers: 0,
+            bytes_reused: 0,
+            bootstrap: None,
+            stage: Some(e.stage),
+            error: Some(format!("{}: {}", e.stage, e.message)),
+        });
     }
     reports.sort_by(|a, b| a.host.cmp(&b.host));
     origin_cancel.cancel();
@@ -302,53 +495,140 @@ async fn orchestrate(
     })
 }
 
-/// Runs one agent (local transport) and returns its result line.
-async fn spawn_agent(
-    exe: &Path,
-    argv: &[String],
-    cancel: &CancellationToken,
-) -> anyhow::Result<serde_json::Value> {
-    let mut child = tokio::process::Command::new(exe)
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the agent")?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut result = None;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => anyhow::bail!("interrupted"),
-            line = lines.next_line() => match line? {
-                Some(l) => {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l)
-                        && v["event"] == "result"
-                    {
-                        result = Some(v);
-                    }
-                }
-                None => break,
-            },
+async fn connect_all<T: Transport>(
+    transport: &T,
+    hosts: &[usize],
+    names: &[String],
+    forks: usize,
+    events: &progress::Sender,
+) -> Vec<Result<T::Connection, HostError>> {
+    use futures_util::StreamExt;
+    let jobs = hosts.iter().zip(names).map(|(&h, name)| {
+        let events = events.clone();
+        async move {
+            events.stage(name, "connect");
+            transport.connect(h).await
         }
-    }
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+    });
+    futures_util::stream::iter(jobs)
+        .buffered(forks.max(1))
+        .collect()
         .await
-        .context("the agent did not exit after reporting")??;
-    match result {
-        Some(v) => Ok(v),
-        None => {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = err.lines().rev().take(5).collect();
-            anyhow::bail!(
-                "exited with {} before reporting: {}",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-            )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn prepare_hosts<C: Connection>(
+    conns: Vec<(usize, C)>,
+    inv: &crate::inventory::Inventory,
+    binary: Option<&Binary>,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    torrent_path: &(dyn Fn(usize) -> String + Sync),
+    torrent: &[u8],
+    forks: usize,
+    events: &progress::Sender,
+    cancel: &CancellationToken,
+) -> Vec<Result<Ready<C>, (usize, HostError)>> {
+    use futures_util::StreamExt;
+    let jobs = conns.into_iter().map(|(h, conn)| {
+        let name = inv.hosts[h].name.clone();
+        let events = events.clone();
+        async move {
+            let mut outcome = None;
+            if let Some(bin) = binary {
+                events.stage(&name, "bootstrap");
+                match bootstrap::ensure(&conn, &name, &agent(h), bin, cancel).await {
+                    Ok(o) => outcome = Some(o),
+                    Err(e) => return Err((h, e)),
+                }
+            }
+            if let Err(e) = conn.upload(torrent, &torrent_path(h), 0o644).await {
+                return Err((
+                    h,
+                    HostError::new(
+                        &name,
+                        Stage::Upload,
+                        format!("metainfo to {}: {e}", torrent_path(h)),
+                    ),
+                ));
+            }
+            Ok(Ready {
+                host: h,
+                conn,
+                bootstrap: outcome,
+            })
         }
+    });
+    futures_util::stream::iter(jobs)
+        .buffer_unordered(forks.max(1))
+        .collect()
+        .await
+}
+
+/// The `rookery agent fetch` command line for host `h`.
+#[allow(clippy::too_many_arguments)]
+fn fetch_argv(
+    config: &Config,
+    h: usize,
+    agent: &str,
+    torrent: &str,
+    listen: &str,
+    tracker: &str,
+    origin: SocketAddr,
+    version: &str,
+) -> Vec<String> {
+    let dist = &config.playbook.distribution;
+    let host = &config.inventory.hosts[h];
+    let mut argv: Vec<String> = vec![
+        agent.into(),
+        "agent".into(),
+        "fetch".into(),
+        "--torrent".into(),
+        torrent.into(),
+        "--host".into(),
+        host.name.clone(),
+        "--listen".into(),
+        listen.into(),
+        "--tracker".into(),
+        tracker.into(),
+        "--origin".into(),
+        origin.to_string(),
+        "--destination".into(),
+        host_destination(config, h).display().to_string(),
+        "--version".into(),
+        version.to_string(),
+        "--max-peers".into(),
+        dist.max_peers.to_string(),
+        "--seed-window".into(),
+        crate::units::format_duration(dist.seed_window),
+        "--seed-mode".into(),
+        match dist.seed_mode {
+            SeedMode::Fixed => "fixed".into(),
+            SeedMode::Adaptive => "adaptive".into(),
+        },
+        "--seed-window-max".into(),
+        crate::units::format_duration(dist.seed_window_max),
+        "--stall-timeout".into(),
+        crate::units::format_duration(dist.stall_timeout),
+    ];
+    for (flag, rate) in [
+        ("--upload-limit", dist.upload_limit),
+        ("--download-limit", dist.download_limit),
+    ] {
+        argv.push(flag.into());
+        argv.push(rate.map_or("unlimited".into(), |r| format!("{}B/s", r.0)));
     }
+    let pc = &dist.page_cache;
+    if pc.drop_after_write {
+        argv.push("--drop-after-write".into());
+    }
+    if pc.preload {
+        argv.push("--preload".into());
+    }
+    for g in &pc.lock_current {
+        argv.push("--lock-current".into());
+        argv.push(g.clone());
+    }
+    argv
 }
 
 fn render(r: &Report) -> String {

@@ -24,6 +24,8 @@ pub enum Exit {
     Locked = 5,
     /// The command exists but its engine is not part of this build.
     NotBuilt = 6,
+    /// A host presented a changed or revoked host key; nothing ran on any host.
+    HostKey = 7,
     /// Stopped by Ctrl-C or SIGTERM.
     Interrupted = 130,
 }
@@ -44,6 +46,9 @@ pub enum Error {
     Usage(String),
     #[error("no inventory given: pass `-i FILE` or set ROOKERY_INVENTORY")]
     NoInventory,
+    /// A changed or revoked host key: the run stops before any command.
+    #[error("{0}")]
+    Untrusted(crate::transport::HostError),
     #[error(
         "`rookery {command}` is not available in this build yet: {missing}; nothing was changed"
     )]
@@ -59,6 +64,7 @@ impl Error {
             Error::Config(_) => Exit::Config,
             Error::Limit { .. } | Error::NoInventory | Error::Usage(_) => Exit::Usage,
             Error::NotBuilt { .. } => Exit::NotBuilt,
+            Error::Untrusted(_) => Exit::HostKey,
         }
     }
 }

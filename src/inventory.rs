@@ -34,9 +34,34 @@ pub struct Inventory {
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     /// Every host is reached over SSH.
-    Ssh,
+    Ssh(SshSettings),
     /// Every host is a directory under `root` on this machine (the embedded default).
     Local { root: PathBuf },
+}
+
+/// `transport: {ssh: {...}}`: settings for every SSH connection of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshSettings {
+    /// known_hosts files; empty: the ssh config's `UserKnownHostsFile`, else OpenSSH's.
+    pub known_hosts: Vec<PathBuf>,
+    /// OpenSSH client config to read; `None`: `~/.ssh/config`.
+    pub config: Option<PathBuf>,
+    #[serde(with = "crate::units::serde_duration")]
+    pub connect_timeout: Duration,
+    /// Where the rookery binary lives on a host (under the host's `root`); relative
+    /// paths are relative to the login directory.
+    pub agent_path: String,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            known_hosts: Vec::new(),
+            config: None,
+            connect_timeout: Duration::from_secs(10),
+            agent_path: ".rookery/bin/rookery".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -302,7 +327,7 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Inventory {
 
     let transport = decode_transport(d, top.get("transport"), base);
     let coordination = decode_coordination(d, top.get("coordination"), base, &cluster);
-    if let (Transport::Ssh, Coordination::Local { .. }) = (&transport, &coordination) {
+    if let (Transport::Ssh(_), Coordination::Local { .. }) = (&transport, &coordination) {
         let pos = top
             .get("coordination")
             .or(top.get("transport"))
@@ -390,7 +415,7 @@ fn decode_transport(d: &mut Decoder, node: Option<&Node>, base: &Path) -> Transp
     };
     match &node.value {
         Value::Scalar { text, .. } => match text.as_str() {
-            "ssh" => Transport::Ssh,
+            "ssh" => Transport::Ssh(SshSettings::default()),
             "local" => Transport::Local {
                 root: default_root(),
             },
@@ -406,9 +431,8 @@ fn decode_transport(d: &mut Decoder, node: Option<&Node>, base: &Path) -> Transp
         },
         _ => {
             let m = d.map(node, "transport", &["ssh", "local"]);
-            if m.has("ssh") {
-                d.map(m.get("ssh").expect("has"), "transport.ssh", &[]);
-                Transport::Ssh
+            if let Some(sn) = m.get("ssh") {
+                Transport::Ssh(decode_ssh_settings(d, sn, base))
             } else if let Some(l) = m.get("local") {
                 let lm = d.map(l, "transport.local", &["root"]);
                 let root = lm
@@ -420,10 +444,58 @@ fn decode_transport(d: &mut Decoder, node: Option<&Node>, base: &Path) -> Transp
                 }
             } else {
                 d.error(node.pos, "`transport` must be `ssh` or `local`");
-                Transport::Ssh
+                Transport::Ssh(SshSettings::default())
             }
         }
     }
+}
+
+/// `~/...` stays for the SSH layer to expand at use; other paths are taken relative
+/// to the inventory file.
+fn home_or_resolve(base: &Path, p: &str) -> PathBuf {
+    if p.starts_with("~/") {
+        PathBuf::from(p)
+    } else {
+        resolve_path(base, p)
+    }
+}
+
+fn decode_ssh_settings(d: &mut Decoder, node: &Node, base: &Path) -> SshSettings {
+    let mut s = SshSettings::default();
+    let m = d.map(
+        node,
+        "transport.ssh",
+        &["known_hosts", "config", "connect_timeout", "agent_path"],
+    );
+    if let Some(k) = m.get("known_hosts") {
+        s.known_hosts = match &k.value {
+            Value::Seq(_) => d
+                .strings(k, "transport.ssh.known_hosts")
+                .into_iter()
+                .map(|(p, _)| home_or_resolve(base, &p))
+                .collect(),
+            _ => d
+                .string(k, "transport.ssh.known_hosts")
+                .map(|p| vec![home_or_resolve(base, &p)])
+                .unwrap_or_default(),
+        };
+    }
+    if let Some(c) = m.get("config") {
+        s.config = d
+            .string(c, "transport.ssh.config")
+            .map(|p| home_or_resolve(base, &p));
+    }
+    if let Some(t) = m.get("connect_timeout")
+        && let Some(t) = d.duration(t, "transport.ssh.connect_timeout")
+    {
+        s.connect_timeout = t;
+    }
+    if let Some(a) = m.get("agent_path")
+        && let Some(a) = d.string(a, "transport.ssh.agent_path")
+    {
+        s.agent_path = a;
+    }
+    s
 }
 
 fn decode_coordination(
@@ -659,7 +731,7 @@ fn decode_datacenters(
 
 /// Two hosts at one address and SSH port would be one machine deployed twice.
 fn check_unique_addresses(d: &mut Decoder, inv: &Inventory) {
-    if !matches!(inv.transport, Transport::Ssh) {
+    if !matches!(inv.transport, Transport::Ssh(_)) {
         return;
     }
     let mut seen: HashMap<(&str, u16), &Host> = HashMap::new();

@@ -41,12 +41,15 @@
 //! - [`ssh`]: the SSH transport (russh): settings cascade, auth, jump hosts, SFTP.
 //! - [`known_hosts`]: host key trust, read the way OpenSSH reads it.
 //! - [`local`]: the local transport (subprocesses) for the embedded default.
+//! - [`bootstrap`]: puts this rookery binary on each host, by checksum.
+//! - [`progress`]: job events to progress bars, plain lines, or nothing.
 //! - [`shutdown`]: the cancellation tree and the runtime.
 //! - [`render`]: the plan as text for an operator.
 
 pub mod agent;
 pub mod announce;
 pub mod app;
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -64,6 +67,7 @@ pub mod metainfo;
 pub mod page_cache;
 pub mod plan;
 pub mod playbook;
+pub mod progress;
 pub mod release;
 pub mod render;
 pub mod selector;

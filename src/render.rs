@@ -13,7 +13,7 @@ pub fn plan(p: &Plan) -> String {
     let mut s = String::new();
     let d = &p.distribution;
     let transport = match p.transport {
-        Transport::Ssh => "ssh",
+        Transport::Ssh(_) => "ssh",
         Transport::Local { .. } => "local",
     };
     let _ = writeln!(

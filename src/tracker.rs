@@ -191,7 +191,7 @@ pub fn roster(
             rack: inv.racks[host.rack].name.clone(),
             ip: match inv.transport {
                 Transport::Local { .. } => Some(std::net::Ipv4Addr::LOCALHOST.into()),
-                Transport::Ssh => host.address.parse().ok(),
+                Transport::Ssh(_) => host.address.parse().ok(),
             },
             origin,
         }

@@ -11,8 +11,6 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -203,51 +201,6 @@ pub trait Connection: Send + Sync + 'static {
     fn local_ip(&self) -> Option<IpAddr>;
 }
 
-/// Settings shared by both transports.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub connect_timeout: Duration,
-    /// How many hosts are connected to, bootstrapped or restarted at once.
-    pub forks: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            connect_timeout: Duration::from_secs(10),
-            forks: 100,
-        }
-    }
-}
-
-/// Runs `job` on every item with at most `forks` at a time; results in item order.
-pub async fn fan_out<T, R, F, Fut>(items: Vec<T>, forks: usize, job: F) -> Vec<R>
-where
-    T: Send + 'static,
-    R: Send + 'static,
-    F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-{
-    let sem = Arc::new(tokio::sync::Semaphore::new(forks.max(1)));
-    let job = Arc::new(job);
-    let mut set = tokio::task::JoinSet::new();
-    let n = items.len();
-    for (i, item) in items.into_iter().enumerate() {
-        let sem = sem.clone();
-        let job = job.clone();
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("never closed");
-            (i, job(item).await)
-        });
-    }
-    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
-    while let Some(r) = set.join_next().await {
-        let (i, r) = r.expect("a fan-out job panicked");
-        out[i] = Some(r);
-    }
-    out.into_iter().map(|r| r.expect("every job ran")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,27 +232,5 @@ mod tests {
             stderr_tail: vec![],
         };
         assert_eq!(k.describe(), "killed by signal KILL");
-    }
-
-    #[tokio::test]
-    async fn fan_out_bounds_concurrency_and_keeps_order() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let live = Arc::new(AtomicUsize::new(0));
-        let peak = Arc::new(AtomicUsize::new(0));
-        let (l, p) = (live.clone(), peak.clone());
-        let out = fan_out((0..40).collect(), 3, move |i: u32| {
-            let (l, p) = (l.clone(), p.clone());
-            async move {
-                let now = l.fetch_add(1, Ordering::SeqCst) + 1;
-                p.fetch_max(now, Ordering::SeqCst);
-                tokio::task::yield_now().await;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                l.fetch_sub(1, Ordering::SeqCst);
-                i * 2
-            }
-        })
-        .await;
-        assert_eq!(out, (0..40).map(|i| i * 2).collect::<Vec<_>>());
-        assert_eq!(peak.load(Ordering::SeqCst), 3);
     }
 }

@@ -1,0 +1,156 @@
+//! Bootstrap: hosts need nothing but sshd. Before rookery runs `rookery agent ...` on
+//! a host, it makes sure the host has this very binary.
+//!
+//! The check is by checksum (`sha256sum` on the host against the SHA-256 of the
+//! running binary), so a host with a stale or half-written copy gets the new one, and
+//! a host that has it is not sent 20 MB again. The upload goes to a temporary file
+//! next to the target (SFTP), then one rename puts it in place, so an agent starting
+//! at that moment runs the old binary or the new one, never a torn one. After an
+//! upload, `rookery --version` runs on the host: a binary for the wrong architecture
+//! or a `noexec` mount fails here, at the bootstrap stage, not later in the fetch.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+
+use crate::template::shell_quote;
+use crate::transport::{Connection, HostError, Stage};
+
+/// The binary to install, read once per run.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub data: Arc<Vec<u8>>,
+    pub sha256: String,
+}
+
+impl Binary {
+    /// The running rookery binary.
+    pub fn current() -> anyhow::Result<Binary> {
+        use anyhow::Context;
+        let exe = std::env::current_exe().context("finding the rookery binary")?;
+        let data = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+        Ok(Binary::new(data))
+    }
+
+    pub fn new(data: Vec<u8>) -> Binary {
+        let sha256 = hex(&sha2::Sha256::digest(&data));
+        Binary {
+            data: Arc::new(data),
+            sha256,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the bootstrap did on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The host already had this binary.
+    Present,
+    /// The binary was missing or different and was uploaded.
+    Uploaded,
+}
+
+/// Ensures `path` on the host holds `bin`; uploads it when it does not.
+pub async fn ensure<C: Connection>(
+    conn: &C,
+    host: &str,
+    path: &str,
+    bin: &Binary,
+    cancel: &CancellationToken,
+) -> Result<Outcome, HostError> {
+    let err = |m: String| HostError::new(host, Stage::Bootstrap, m);
+    let quoted = shell_quote(path);
+    let mut sum = String::new();
+    let check = conn
+        .exec(
+            &format!("sha256sum -- {quoted} 2>/dev/null || true"),
+            &mut |line| {
+                if sum.is_empty() {
+                    sum = line.split_whitespace().next().unwrap_or("").to_string();
+                }
+            },
+            cancel,
+        )
+        .await
+        .map_err(|e| err(format!("checking {path}: {e}")))?;
+    if !check.success() {
+        return Err(err(format!("checking {path}: {}", check.describe())));
+    }
+    if sum == bin.sha256 {
+        return Ok(Outcome::Present);
+    }
+    conn.upload(&bin.data, path, 0o755)
+        .await
+        .map_err(|e| err(format!("uploading the rookery binary to {path}: {e}")))?;
+    let run = conn
+        .exec(&format!("{quoted} --version"), &mut |_| {}, cancel)
+        .await
+        .map_err(|e| err(format!("running {path}: {e}")))?;
+    if !run.success() {
+        return Err(err(format!(
+            "the uploaded binary does not run on this host (wrong architecture or a noexec mount?): {}",
+            run.describe()
+        )));
+    }
+    Ok(Outcome::Uploaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalConnection;
+
+    #[tokio::test]
+    async fn uploads_once_then_finds_it_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bin/rookery");
+        let path = path.to_str().unwrap();
+        let bin = Binary::new(b"#!/bin/sh\necho rookery 0\n".to_vec());
+        let c = LocalConnection;
+        let cancel = CancellationToken::new();
+        assert_eq!(
+            ensure(&c, "h", path, &bin, &cancel).await.unwrap(),
+            Outcome::Uploaded
+        );
+        assert_eq!(
+            ensure(&c, "h", path, &bin, &cancel).await.unwrap(),
+            Outcome::Present
+        );
+        // A different build replaces it.
+        let newer = Binary::new(b"#!/bin/sh\necho rookery 1\n".to_vec());
+        assert_eq!(
+            ensure(&c, "h", path, &newer, &cancel).await.unwrap(),
+            Outcome::Uploaded
+        );
+        assert_eq!(std::fs::read(path).unwrap(), *newer.data);
+    }
+
+    #[tokio::test]
+    async fn a_binary_that_does_not_run_fails_the_bootstrap_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rookery");
+        let bin = Binary::new(b"\x7fELF not really".to_vec());
+        let e = ensure(
+            &LocalConnection,
+            "web-3",
+            path.to_str().unwrap(),
+            &bin,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.stage, Stage::Bootstrap);
+        assert!(
+            e.to_string()
+                .starts_with("web-3: bootstrap: the uploaded binary does not run"),
+            "{e}"
+        );
+    }
+}
