@@ -39,6 +39,35 @@ fn addr(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
         .map_err(|_| usage(flag, format!("`{text}` is not an IP:PORT address")))
 }
 
+/// How many ports past `--listen` an agent tries when the port is taken (a seeder
+/// of the previous deploy may still hold it during its seed window).
+const PORT_TRIES: u16 = 32;
+
+/// The first port from `want` on that nothing listens on.
+fn free_listen(want: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if want.port() == 0 {
+        return Ok(want);
+    }
+    let mut last = None;
+    for i in 0..PORT_TRIES {
+        let Some(port) = want.port().checked_add(i) else {
+            break;
+        };
+        let a = SocketAddr::new(want.ip(), port);
+        match std::net::TcpListener::bind(a) {
+            Ok(_) => return Ok(a),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no free port in {}..{} on {}: {}",
+        want.port(),
+        want.port().saturating_add(PORT_TRIES - 1),
+        want.ip(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
 /// Reads and checks the metainfo, and the engine options, before anything is written.
 fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> {
     let torrent =
@@ -46,7 +75,7 @@ fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> 
     let metainfo = Metainfo::from_bytes(&torrent)
         .with_context(|| format!("refusing {}", a.torrent.display()))?;
     let opts = engine::Options {
-        listen: addr("--listen", &a.listen)?,
+        listen: free_listen(addr("--listen", &a.listen)?)?,
         max_peers: a.max_peers.max(1),
         upload_limit: rate("--upload-limit", &a.upload_limit)?,
         download_limit: rate("--download-limit", &a.download_limit)?,
@@ -114,7 +143,11 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
         Side::Parent { ok: true, .. } => Ok(Exit::Ok),
         Side::Parent {
             saw_result: true, ..
-        } => Ok(Exit::Failed),
+        } => {
+            // The reason is in the result line; this names the log for the operator.
+            eprintln!("error: the fetch failed; log: {}", log.display());
+            Ok(Exit::Failed)
+        }
         Side::Parent { .. } => anyhow::bail!(
             "the agent stopped before reporting a result; see {}",
             log.display()

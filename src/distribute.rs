@@ -232,11 +232,7 @@ async fn orchestrate<T: Transport>(
     let dist = &config.playbook.distribution;
     let torrent = m.to_bytes();
     let names: Vec<String> = hosts.iter().map(|&h| inv.hosts[h].name.clone()).collect();
-    let progress = Progress::start(
-        Mode::detect(opts.quiet || opts.json),
-        &names,
-        m.total_length(),
-    );
+    let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
     let events = progress.sender();
     let mut failed: Vec<(usize, HostError)> = Vec::new();
 
@@ -251,8 +247,9 @@ async fn orchestrate<T: Transport>(
                 events.send(Event::Done {
                     host: e.host.clone(),
                     ok: false,
-                    summary: e.to_string(),
+                    summary: format!("{}: refused", e.stage),
                 });
+                drop(events);
                 progress.finish().await;
                 return Err(Error::Untrusted(e).into());
             }
@@ -430,7 +427,7 @@ async fn orchestrate<T: Transport>(
                     if !rep.ok {
                         rep.stage = Some(Stage::Fetch);
                         rep.error = Some(match v["error"].as_str() {
-                            Some(e) => format!("fetch: {e}"),
+                            Some(e) => format!("fetch: {e} ({})", f.describe()),
                             None => format!("fetch: {}", f.describe()),
                         });
                     }

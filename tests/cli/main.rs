@@ -5,5 +5,6 @@ mod errors;
 mod examples;
 mod helper;
 mod plan;
+mod ssh;
 mod swarm;
 mod torrent;

@@ -1,0 +1,352 @@
+//! The SSH transport against real sshd processes: `scripts/loopback-cluster` starts
+//! one Debian sshd per host on its own 127.0.N.x address, and `rookery distribute`
+//! reaches them with russh, bootstraps its own binary, and runs real agents.
+//!
+//! Each test uses its own /24 of loopback addresses so tests can run in parallel.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::helper::repo;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+const PORT: &str = "2222";
+
+/// A loopback cluster, stopped when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    net: String,
+}
+
+impl Cluster {
+    fn up(n: usize, net: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cluster {
+            dir,
+            net: net.to_string(),
+        };
+        let out = Command::new(repo().join("scripts/loopback-cluster"))
+            .args(["up", &n.to_string(), "--net", net, "--port", PORT, "--dir"])
+            .arg(c.dir.path())
+            .output()
+            .expect("running scripts/loopback-cluster (needs Debian's openssh-server: apt-get install openssh-server)");
+        assert!(
+            out.status.success(),
+            "scripts/loopback-cluster up failed (is openssh-server installed? scripts/test installs it):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn inventory(&self) -> PathBuf {
+        self.path().join("inventory.yml")
+    }
+
+    fn root(&self, host: &str) -> PathBuf {
+        self.path().join("hosts").join(host).join("root")
+    }
+
+    fn address(&self, k: usize) -> String {
+        format!("{}.{}", self.net, k + 1)
+    }
+
+    /// Stops one host's sshd: the host becomes unreachable.
+    fn stop(&self, host: &str) {
+        let pid =
+            std::fs::read_to_string(self.path().join("hosts").join(host).join("sshd.pid")).unwrap();
+        let pid: i32 = pid.trim().parse().unwrap();
+        // SAFETY: kill(2) on a pid the script started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // Wait until the port is closed rather than sleeping.
+        let k: usize = host.trim_start_matches('h').parse().unwrap();
+        let addr = format!("{}:{PORT}", self.address(k));
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&addr).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("sshd of {host} did not stop");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/loopback-cluster"))
+            .args(["down", "--dir"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// A playbook with a small random artifact, in its own directory.
+struct Artifact {
+    dir: tempfile::TempDir,
+}
+
+impl Artifact {
+    fn new(bytes: usize) -> Artifact {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("art/bin")).unwrap();
+        std::fs::write(d.join("art/blob"), crate::swarm::noise(bytes, 7)).unwrap();
+        std::fs::write(d.join("art/bin/run"), "#!/bin/sh\necho hi\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            d.join("art/bin/run"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("pb.yml"),
+            "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 6s, piece_size: 64KiB}\nservices:\n  store: {start: \"true\"}\n  api: {start: \"true\"}\n  web: {start: \"true\"}\n",
+        )
+        .unwrap();
+        Artifact { dir }
+    }
+
+    fn playbook(&self) -> PathBuf {
+        self.dir.path().join("pb.yml")
+    }
+}
+
+struct Run {
+    code: i32,
+    json: serde_json::Value,
+    stderr: String,
+}
+
+fn distribute(c: &Cluster, a: &Artifact, extra: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .arg("--json")
+        .arg("distribute")
+        .arg("-i")
+        .arg(c.inventory())
+        .arg(a.playbook())
+        .args(extra)
+        .env("HOME", c.path()) // no operator ssh config or agent leaks in
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        json,
+        stderr,
+    }
+}
+
+fn host<'a>(r: &'a Run, name: &str) -> &'a serde_json::Value {
+    r.json["hosts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no report: {}", r.stderr))
+        .iter()
+        .find(|h| h["host"] == name)
+        .unwrap_or_else(|| panic!("{name} missing: {}", r.json))
+}
+
+#[test]
+fn distribute_over_ssh_reaches_every_host_and_bootstraps_once() {
+    let c = Cluster::up(4, "127.0.41");
+    let a = Artifact::new(3 << 20);
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    let version = r.json["version"].as_str().unwrap().to_string();
+    for k in 1..=4 {
+        let name = format!("h{k}");
+        let h = host(&r, &name);
+        assert_eq!(h["ok"], true, "{h}");
+        assert_eq!(h["bootstrap"], "uploaded", "{h}");
+        let rel = c.root(&name).join("srv/app/releases").join(&version);
+        assert_eq!(
+            std::fs::read(rel.join("blob")).unwrap(),
+            crate::swarm::noise(3 << 20, 7),
+            "{name}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(rel.join("bin/run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o111,
+            0o111,
+            "{name}: bin/run lost its executable bits"
+        );
+        // The bootstrapped binary is this build.
+        let agent = c.root(&name).join(".rookery/bin/rookery");
+        assert_eq!(std::fs::read(agent).unwrap(), std::fs::read(BIN).unwrap());
+    }
+    // Hosts fed each other: the origin did not send every copy.
+    let total = r.json["artifact_bytes"].as_u64().unwrap();
+    let uploaded = r.json["origin_uploaded_bytes"].as_u64().unwrap();
+    assert!(
+        uploaded < 3 * total,
+        "origin sent {uploaded} of {total} x 4: {}",
+        r.json
+    );
+
+    // Again: the binary is there and not sent; the release is there and not fetched.
+    let again = distribute(&c, &a, &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for k in 1..=4 {
+        let h = host(&again, &format!("h{k}"));
+        assert_eq!(h["ok"], true, "{h}");
+        assert_eq!(h["bootstrap"], "present", "{h}");
+        assert_eq!(h["bytes_from_origin"], 0, "{h}");
+        assert_eq!(h["bytes_from_peers"], 0, "{h}");
+    }
+}
+
+#[test]
+fn an_unreachable_host_is_named_and_the_others_succeed() {
+    let c = Cluster::up(3, "127.0.42");
+    c.stop("h2");
+    let a = Artifact::new(1 << 20);
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 4, "exit 4 = some hosts failed\n{}", r.stderr);
+    let h2 = host(&r, "h2");
+    assert_eq!(h2["ok"], false);
+    assert_eq!(h2["stage"], "connect");
+    let err = h2["error"].as_str().unwrap();
+    assert!(err.starts_with("connect: 127.0.42.3:2222: "), "{err}");
+    assert!(err.contains("refused"), "{err}");
+    for k in [1, 3] {
+        assert_eq!(host(&r, &format!("h{k}"))["ok"], true);
+    }
+    assert!(
+        r.stderr.contains("h2") && r.stderr.contains("FAILED"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_changed_host_key_stops_the_run_before_any_command() {
+    let c = Cluster::up(3, "127.0.43");
+    // Record another key for h2 on line 2.
+    let kh = c.path().join("known_hosts");
+    let text = std::fs::read_to_string(&kh).unwrap();
+    let other =
+        std::fs::read_to_string(c.path().join("hosts/h3/ssh_host_ed25519_key.pub")).unwrap();
+    let other_key: Vec<&str> = other.split_whitespace().take(2).collect();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("[127.0.43.3]:2222 ") {
+                format!("[127.0.43.3]:2222 {}", other_key.join(" "))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(
+        lines.iter().position(|l| l.starts_with("[127.0.43.3]")),
+        Some(1)
+    );
+    std::fs::write(&kh, lines.join("\n") + "\n").unwrap();
+
+    let a = Artifact::new(1 << 20);
+    let r = distribute(&c, &a, &["--accept-new-host-keys"]);
+    assert_eq!(r.code, 7, "exit 7 = host key mismatch\n{}", r.stderr);
+    let expected = format!(
+        "error: h2: host key: HOST KEY CHANGED for [127.0.43.3]:2222: the server presented ssh-ed25519"
+    );
+    assert!(r.stderr.contains(&expected), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{}:2 records another ssh-ed25519 key",
+            kh.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("Nothing was run on any host"),
+        "{}",
+        r.stderr
+    );
+    // Not one command ran: no host got the binary.
+    for k in 1..=3 {
+        assert!(
+            !c.root(&format!("h{k}")).join(".rookery").exists(),
+            "h{k} was touched"
+        );
+    }
+    assert_eq!(r.json, serde_json::Value::Null, "no report on stdout");
+}
+
+#[test]
+fn unknown_hosts_are_refused_unless_accept_new() {
+    let c = Cluster::up(2, "127.0.44");
+    let kh = c.path().join("known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let a = Artifact::new(1 << 20);
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    for k in 1..=2 {
+        let h = host(&r, &format!("h{k}"));
+        assert_eq!(h["stage"], "host_key", "{h}");
+        let e = h["error"].as_str().unwrap();
+        assert!(e.contains("is not in known_hosts"), "{e}");
+        assert!(e.contains("--accept-new-host-keys"), "{e}");
+    }
+    let r = distribute(&c, &a, &["--accept-new-host-keys"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let learned = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(learned.lines().count(), 2, "{learned}");
+    assert!(
+        learned.contains("[127.0.44.2]:2222 ssh-ed25519 "),
+        "{learned}"
+    );
+    // Learned keys are then trusted without the flag.
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn a_failing_command_reports_its_exit_status_and_stderr() {
+    let c = Cluster::up(2, "127.0.45");
+    // h2's destination cannot be created: /srv is a file there.
+    std::fs::write(c.root("h2").join("srv"), "not a directory").unwrap();
+    let a = Artifact::new(1 << 20);
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let h2 = host(&r, "h2");
+    assert_eq!(h2["ok"], false);
+    let err = h2["error"].as_str().unwrap();
+    // The metainfo upload is the first thing that writes under the destination.
+    assert!(
+        err.starts_with("upload: metainfo to ") && err.contains("exit status 1: mkdir: "),
+        "{err}"
+    );
+    assert!(err.contains("Not a directory"), "{err}");
+    assert_eq!(host(&r, "h1")["ok"], true);
+}
+
+#[test]
+fn west_hosts_are_reached_through_a_jump_host() {
+    let c = Cluster::up(4, "127.0.46");
+    // west (h3, h4) through h1 (east).
+    let inv = std::fs::read_to_string(c.inventory()).unwrap();
+    let inv = inv.replacen("  west:\n", "  west:\n    ssh: {jump: h1}\n", 1);
+    std::fs::write(c.inventory(), inv).unwrap();
+    let a = Artifact::new(1 << 20);
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    // A jump host that is down is named as such.
+    c.stop("h1");
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 4);
+    let e = host(&r, "h3")["error"].as_str().unwrap().to_string();
+    assert!(
+        e.starts_with("connect: 127.0.46.2:2222 (jump host h1): "),
+        "{e}"
+    );
+}
