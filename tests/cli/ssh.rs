@@ -255,10 +255,8 @@ fn a_changed_host_key_stops_the_run_before_any_command() {
     let a = Artifact::new(1 << 20);
     let r = distribute(&c, &a, &["--accept-new-host-keys"]);
     assert_eq!(r.code, 7, "exit 7 = host key mismatch\n{}", r.stderr);
-    let expected = format!(
-        "error: h2: host key: HOST KEY CHANGED for [127.0.43.3]:2222: the server presented ssh-ed25519"
-    );
-    assert!(r.stderr.contains(&expected), "{}", r.stderr);
+    let expected = "error: h2: host key: HOST KEY CHANGED for [127.0.43.3]:2222: the server presented ssh-ed25519";
+    assert!(r.stderr.contains(expected), "{}", r.stderr);
     assert!(
         r.stderr.contains(&format!(
             "{}:2 records another ssh-ed25519 key",
