@@ -285,6 +285,10 @@ async fn orchestrate<T: Transport>(
         &torrent_path,
         &torrent,
         opts.forks,
+        match &inv.transport {
+            inventory::Transport::Ssh(s) => Some(s.command_timeout),
+            inventory::Transport::Local { .. } => None,
+        },
         &events,
         &cancel,
     )
@@ -522,6 +526,7 @@ async fn prepare_hosts<C: Connection>(
     torrent_path: &(dyn Fn(usize) -> String + Sync),
     torrent: &[u8],
     forks: usize,
+    timeout: Option<std::time::Duration>,
     events: &progress::Sender,
     cancel: &CancellationToken,
 ) -> Vec<Result<Ready<C>, (usize, HostError)>> {
@@ -529,7 +534,7 @@ async fn prepare_hosts<C: Connection>(
     let jobs = conns.into_iter().map(|(h, conn)| {
         let name = inv.hosts[h].name.clone();
         let events = events.clone();
-        async move {
+        let work = async move {
             let mut outcome = None;
             if let Some(bin) = binary {
                 events.stage(&name, "bootstrap");
@@ -553,6 +558,24 @@ async fn prepare_hosts<C: Connection>(
                 conn,
                 bootstrap: outcome,
             })
+        };
+        async move {
+            match timeout {
+                None => work.await,
+                Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
+                    Err((
+                        h,
+                        HostError::new(
+                            &inv.hosts[h].name,
+                            Stage::Bootstrap,
+                            format!(
+                                "bootstrap and metainfo upload took longer than {} (transport.ssh.command_timeout)",
+                                crate::units::format_duration(t)
+                            ),
+                        ),
+                    ))
+                }),
+            }
         }
     });
     futures_util::stream::iter(jobs)

@@ -48,6 +48,9 @@ pub struct SshSettings {
     pub config: Option<PathBuf>,
     #[serde(with = "crate::units::serde_duration")]
     pub connect_timeout: Duration,
+    /// Bound on one host's bootstrap and uploads (the fetch has its own stall timeout).
+    #[serde(with = "crate::units::serde_duration")]
+    pub command_timeout: Duration,
     /// Where the rookery binary lives on a host (under the host's `root`); relative
     /// paths are relative to the login directory.
     pub agent_path: String,
@@ -59,6 +62,7 @@ impl Default for SshSettings {
             known_hosts: Vec::new(),
             config: None,
             connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(300),
             agent_path: ".rookery/bin/rookery".to_string(),
         }
     }
@@ -465,7 +469,13 @@ fn decode_ssh_settings(d: &mut Decoder, node: &Node, base: &Path) -> SshSettings
     let m = d.map(
         node,
         "transport.ssh",
-        &["known_hosts", "config", "connect_timeout", "agent_path"],
+        &[
+            "known_hosts",
+            "config",
+            "connect_timeout",
+            "command_timeout",
+            "agent_path",
+        ],
     );
     if let Some(k) = m.get("known_hosts") {
         s.known_hosts = match &k.value {
@@ -489,6 +499,11 @@ fn decode_ssh_settings(d: &mut Decoder, node: &Node, base: &Path) -> SshSettings
         && let Some(t) = d.duration(t, "transport.ssh.connect_timeout")
     {
         s.connect_timeout = t;
+    }
+    if let Some(t) = m.get("command_timeout")
+        && let Some(t) = d.duration(t, "transport.ssh.command_timeout")
+    {
+        s.command_timeout = t;
     }
     if let Some(a) = m.get("agent_path")
         && let Some(a) = d.string(a, "transport.ssh.agent_path")

@@ -122,6 +122,10 @@ struct Run {
 }
 
 fn distribute(c: &Cluster, a: &Artifact, extra: &[&str]) -> Run {
+    distribute_env(c, a, extra, &[])
+}
+
+fn distribute_env(c: &Cluster, a: &Artifact, extra: &[&str], env: &[(&str, &Path)]) -> Run {
     let out = Command::new(BIN)
         .arg("--json")
         .arg("distribute")
@@ -131,6 +135,7 @@ fn distribute(c: &Cluster, a: &Artifact, extra: &[&str]) -> Run {
         .args(extra)
         .env("HOME", c.path()) // no operator ssh config or agent leaks in
         .env_remove("SSH_AUTH_SOCK")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -347,4 +352,61 @@ fn west_hosts_are_reached_through_a_jump_host() {
         e.starts_with("connect: 127.0.46.2:2222 (jump host h1): "),
         "{e}"
     );
+}
+
+#[test]
+fn keys_come_from_the_ssh_config_and_from_ssh_agent() {
+    let c = Cluster::up(2, "127.0.47");
+    let key = c.path().join("id_ed25519");
+    // No key in the inventory: h1 gets it from ~/.ssh/config, h2 from the agent.
+    let inv = std::fs::read_to_string(c.inventory()).unwrap();
+    let inv = inv.replace(&format!(", key: {}", key.display()), "");
+    assert!(!inv.contains("id_ed25519"), "{inv}");
+    std::fs::write(c.inventory(), inv).unwrap();
+    std::fs::create_dir_all(c.path().join(".ssh")).unwrap();
+    std::fs::write(
+        c.path().join(".ssh/config"),
+        format!("Host 127.0.47.2\n    IdentityFile {}\n\nHost *\n    ServerAliveInterval 10\n", key.display()),
+    )
+    .unwrap();
+    let a = Artifact::new(1 << 20);
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert_eq!(host(&r, "h1")["ok"], true, "{}", r.json);
+    let h2 = host(&r, "h2");
+    assert_eq!(h2["stage"], "auth");
+    let e = h2["error"].as_str().unwrap();
+    assert!(e.contains("@127.0.47.3:2222 refused every key; tried no key"), "{e}");
+
+    // Now with an agent that holds the key.
+    let sock = c.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    for _ in 0..200 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let add = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let r = distribute_env(&c, &a, &[], &[("SSH_AUTH_SOCK", &sock)]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
 }
