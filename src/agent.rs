@@ -164,12 +164,20 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
     }
 }
 
-pub fn seed(a: &SwarmArgs, source: &std::path::Path, for_: Option<&str>) -> anyhow::Result<Exit> {
+pub fn seed(
+    a: &SwarmArgs,
+    source: &std::path::Path,
+    for_: Option<&str>,
+    until_stdin_closes: bool,
+) -> anyhow::Result<Exit> {
     let (torrent, _metainfo, engine) = swarm(a)?;
     let duration = for_.map(|d| duration("--for", d)).transpose()?;
     let rt = shutdown::runtime()?;
     let uploaded = rt.block_on(async {
         let cancel = shutdown::install();
+        if until_stdin_closes {
+            shutdown::cancel_on_stdin_eof(cancel.clone());
+        }
         fetch::serve(&torrent, source, &engine, duration, cancel, |up| {
             println!(
                 "{}",

@@ -94,7 +94,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             swarm,
             source,
             duration,
-        }) => crate::agent::seed(swarm, source, duration.as_deref()),
+            until_stdin_closes,
+        }) => crate::agent::seed(swarm, source, duration.as_deref(), *until_stdin_closes),
         Command::Agent(AgentCommand::Run { .. }) => {
             not_built("agent run", "the service supervisor is not implemented")
         }
@@ -261,9 +262,23 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
     let rt = crate::shutdown::runtime()?;
     rt.block_on(async {
         let cancel = crate::shutdown::install();
+        if a.until_stdin_closes {
+            crate::shutdown::cancel_on_stdin_eof(cancel.clone());
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
+        if g.json {
+            // The controller reads the port from this line when it started the
+            // tracker on an origin host with port 0.
+            println!(
+                "{}",
+                serde_json::json!({
+                    "event": "listening",
+                    "announce": format!("http://{}/announce", listener.local_addr()?),
+                })
+            );
+        }
         if !g.quiet {
             eprintln!(
                 "tracker on http://{}/announce for {} swarm(s), {} members",

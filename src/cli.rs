@@ -171,6 +171,9 @@ pub struct TrackerArgs {
     /// Re-announce interval told to clients
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     pub interval: String,
+    /// Stop when stdin reaches end of file (started over SSH by the controller: the run ends, or the connection drops)
+    #[arg(long)]
+    pub until_stdin_closes: bool,
 }
 
 /// How an agent takes part in the swarm.
@@ -255,6 +258,9 @@ pub enum AgentCommand {
         /// Stop after this long (default: until interrupted)
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
+        /// Stop when stdin reaches end of file (started over SSH by the controller)
+        #[arg(long)]
+        until_stdin_closes: bool,
     },
     /// Run a service under supervision and register it as live while healthy
     Run {

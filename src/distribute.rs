@@ -14,6 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -128,14 +129,6 @@ pub struct Options {
 }
 
 pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<Exit> {
-    if let Origin::Host(_) = config.inventory.origin {
-        return Err(Error::NotBuilt {
-            command: "distribute",
-            missing: "an inventory host as origin (the controller is the only origin in this build)",
-        }
-        .into());
-    }
-    let (m, version, _torrent_file) = prepare(config)?;
     let rt = crate::shutdown::runtime()?;
     let (report, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
@@ -143,17 +136,7 @@ pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<E
             inventory::Transport::Local { .. } => {
                 let exe = std::env::current_exe().context("finding the rookery binary")?;
                 let agent = move |_: usize| exe.display().to_string();
-                orchestrate(
-                    &Local,
-                    config,
-                    hosts,
-                    &m,
-                    &version,
-                    opts,
-                    &agent,
-                    cancel.clone(),
-                )
-                .await
+                orchestrate(&Local, config, hosts, opts, &agent, cancel.clone()).await
             }
             inventory::Transport::Ssh(s) => {
                 let ssh = Ssh::new(
@@ -166,17 +149,7 @@ pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<E
                     },
                 )?;
                 let agent = |h: usize| agent_path(config, h);
-                orchestrate(
-                    &ssh,
-                    config,
-                    hosts,
-                    &m,
-                    &version,
-                    opts,
-                    &agent,
-                    cancel.clone(),
-                )
-                .await
+                orchestrate(&ssh, config, hosts, opts, &agent, cancel.clone()).await
             }
         };
         r.map(|r| (r, cancel.is_cancelled()))
@@ -195,7 +168,8 @@ pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<E
     })
 }
 
-/// Where the rookery binary lives on host `h` (SSH transport).
+/// Where the rookery binary lives on host `h`: under its `root`, at
+/// `transport.ssh.agent_path`.
 pub fn agent_path(config: &Config, h: usize) -> String {
     let inventory::Transport::Ssh(s) = &config.inventory.transport else {
         return String::new();
@@ -209,11 +183,37 @@ pub fn agent_path(config: &Config, h: usize) -> String {
     }
 }
 
+/// A directory of rookery's own on host `h`, beside the agent binary.
+fn host_state_dir(config: &Config, h: usize, agent: &str) -> String {
+    let host = &config.inventory.hosts[h];
+    match (&config.inventory.transport, &host.root) {
+        (inventory::Transport::Ssh(_), _) => match agent.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/../origin"),
+            None => ".rookery/origin".to_string(),
+        },
+        (inventory::Transport::Local { root }, _) => root
+            .join(&host.name)
+            .join(".rookery/origin")
+            .display()
+            .to_string(),
+    }
+}
+
 /// A host that got through connect and bootstrap.
 struct Ready<C> {
     host: usize,
-    conn: C,
+    conn: Arc<C>,
     bootstrap: Option<Outcome>,
+}
+
+/// The tracker and origin seeder, wherever they run.
+struct OriginSide {
+    /// `http://ADDR/announce`
+    announce: String,
+    /// The origin's address, to tell its bytes from the hosts'.
+    origin: String,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<u64>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -221,8 +221,6 @@ async fn orchestrate<T: Transport>(
     transport: &T,
     config: &Config,
     hosts: &[usize],
-    m: &Metainfo,
-    version: &str,
     opts: &Options,
     agent: &(dyn Fn(usize) -> String + Sync),
     cancel: CancellationToken,
@@ -230,46 +228,73 @@ async fn orchestrate<T: Transport>(
     let started = Instant::now();
     let inv = &config.inventory;
     let dist = &config.playbook.distribution;
-    let torrent = m.to_bytes();
+    let origin_host = match inv.origin {
+        Origin::Host(b) => Some(b),
+        Origin::Controller => None,
+    };
+    // Connect to the targets and the origin host together.
+    let mut reach: Vec<usize> = hosts.to_vec();
+    if let Some(b) = origin_host
+        && !reach.contains(&b)
+    {
+        reach.push(b);
+    }
     let names: Vec<String> = hosts.iter().map(|&h| inv.hosts[h].name.clone()).collect();
-    let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
-    let events = progress.sender();
     let mut failed: Vec<(usize, HostError)> = Vec::new();
 
     // 1. Connect to every host first: a changed host key anywhere stops the run
     //    before any command runs anywhere.
-    let connected = connect_all(transport, hosts, &names, opts.forks, &events).await;
-    let mut conns = Vec::new();
-    for (&h, r) in hosts.iter().zip(connected) {
+    let connected = connect_all(transport, &reach, opts.forks).await;
+    tracing::debug!(elapsed = ?started.elapsed(), "connected");
+    let mut conns: Vec<(usize, Arc<T::Connection>)> = Vec::new();
+    let mut origin_conn = None;
+    for (&h, r) in reach.iter().zip(connected) {
         match r {
-            Ok(c) => conns.push((h, c)),
-            Err(e) if e.fatal => {
-                events.send(Event::Done {
-                    host: e.host.clone(),
-                    ok: false,
-                    summary: format!("{}: refused", e.stage),
-                });
-                drop(events);
-                progress.finish().await;
-                return Err(Error::Untrusted(e).into());
+            Ok(c) => {
+                let c = Arc::new(c);
+                if Some(h) == origin_host {
+                    origin_conn = Some(c.clone());
+                }
+                if hosts.contains(&h) {
+                    conns.push((h, c));
+                }
             }
-            Err(e) => {
-                events.send(Event::Done {
-                    host: e.host.clone(),
-                    ok: false,
-                    summary: format!("{}: {}", e.stage, e.message),
-                });
-                failed.push((h, e));
+            Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
+            Err(e) if Some(h) == origin_host => {
+                return Err(anyhow::Error::new(e).context("the origin host is unreachable"));
             }
+            Err(e) => failed.push((h, e)),
         }
     }
-
-    // 2. Bootstrap (SSH only) and hand each host the metainfo.
-    let binary = if transport.needs_bootstrap() && !conns.is_empty() {
+    let binary = if transport.needs_bootstrap() {
         Some(Binary::current()?)
     } else {
         None
     };
+
+    // 2. The metainfo: made here, or on the origin host from its copy of the build.
+    let (m, version) = match (origin_host, &origin_conn) {
+        (Some(b), Some(conn)) => {
+            remote_metainfo(config, b, conn.as_ref(), binary.as_ref(), agent, &cancel).await?
+        }
+        _ => {
+            let (m, version, _) = prepare(config)?;
+            (m, version)
+        }
+    };
+    let torrent = m.to_bytes();
+    tracing::debug!(elapsed = ?started.elapsed(), %version, "metainfo ready");
+    let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
+    let events = progress.sender();
+    for (_, e) in &failed {
+        events.send(Event::Done {
+            host: e.host.clone(),
+            ok: false,
+            summary: format!("{}: {}", e.stage, e.message),
+        });
+    }
+
+    // 3. Bootstrap (SSH only) and hand each host the metainfo.
     let torrent_path = |h: usize| {
         host_destination(config, h)
             .join(".rookery")
@@ -308,49 +333,26 @@ async fn orchestrate<T: Transport>(
         }
     }
 
-    // 3. Tracker and origin on an address the hosts can reach.
-    let ip = match opts.advertise {
-        Some(ip) => ip,
-        None => ready_hosts
-            .iter()
-            .find_map(|r| r.conn.local_ip())
-            .unwrap_or(Ipv4Addr::LOCALHOST.into()),
+    // 4. Tracker and origin seeder.
+    let side = match (origin_host, origin_conn) {
+        (Some(b), Some(conn)) => {
+            remote_origin(config, b, conn, agent, &torrent, &version, &cancel).await?
+        }
+        _ => {
+            let ip = match opts.advertise {
+                Some(ip) => ip,
+                None => ready_hosts
+                    .iter()
+                    .find_map(|r| r.conn.local_ip())
+                    .unwrap_or(Ipv4Addr::LOCALHOST.into()),
+            };
+            local_origin(config, hosts, &m, ip, &cancel).await?
+        }
     };
-    let listener = tokio::net::TcpListener::bind((ip, 0))
-        .await
-        .with_context(|| format!("starting the tracker on {ip}"))?;
-    let tracker_addr = listener.local_addr()?;
-    let roster = tracker::roster(inv, hosts, Some(ip));
-    let settings = Settings {
-        sharing: dist.sharing,
-        ..Settings::default()
-    };
-    let tracker = Tracker::new(roster, &[m.info_hash()], settings);
-    let tracker_cancel = cancel.child_token();
-    let tracker_task = tokio::spawn({
-        let c = tracker_cancel.clone();
-        async move { tracker.serve(listener, c).await }
-    });
-    let announce = |host: &str| format!("http://{tracker_addr}/announce?host={host}");
+    let announce = |host: &str| format!("{}?host={host}", side.announce);
+    tracing::debug!(elapsed = ?started.elapsed(), announce = %side.announce, "origin ready");
 
-    let origin_addr = SocketAddr::new(ip, free_port(ip)?);
-    let origin_opts = engine::Options {
-        listen: origin_addr,
-        max_peers: dist.max_peers,
-        upload_limit: dist.upload_limit.map(|r| r.0),
-        download_limit: None,
-        tracker: Some(announce(tracker::CONTROLLER)),
-        peers: Vec::new(),
-    };
-    let origin_cancel = cancel.child_token();
-    let source = config.playbook.artifact.source.clone();
-    let origin_task = tokio::spawn({
-        let c = origin_cancel.clone();
-        let torrent = torrent.clone();
-        async move { crate::fetch::serve(&torrent, &source, &origin_opts, None, c, |_| {}).await }
-    });
-
-    // 4. Every ready host fetches at once: the swarm needs them together.
+    // 5. Every ready host fetches at once: the swarm needs them together.
     let local = !transport.needs_bootstrap();
     let mut jobs = tokio::task::JoinSet::new();
     for r in ready_hosts {
@@ -371,8 +373,8 @@ async fn orchestrate<T: Transport>(
             &torrent_path(h),
             &listen,
             &announce(&host.name),
-            origin_addr,
-            version,
+            &side.origin,
+            &version,
         );
         let command: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
         let command = command.join(" ");
@@ -382,6 +384,7 @@ async fn orchestrate<T: Transport>(
         let cancel = cancel.clone();
         let events = events.clone();
         let bootstrap = r.bootstrap;
+        let conn = r.conn;
         jobs.spawn(async move {
             events.stage(&name, "fetch");
             let t0 = Instant::now();
@@ -402,7 +405,7 @@ async fn orchestrate<T: Transport>(
                         _ => {}
                     }
                 };
-                r.conn.exec(&command, &mut on_line, &cancel).await
+                conn.exec(&command, &mut on_line, &cancel).await
             };
             let mut rep = HostReport {
                 host: name.clone(),
@@ -479,13 +482,14 @@ async fn orchestrate<T: Transport>(
         });
     }
     reports.sort_by(|a, b| a.host.cmp(&b.host));
-    origin_cancel.cancel();
-    let origin_uploaded = origin_task
+    tracing::debug!(elapsed = ?started.elapsed(), "every host reported");
+    side.cancel.cancel();
+    let origin_uploaded = side
+        .task
         .await
         .context("the origin seeder panicked")?
         .context("the origin seeder failed")?;
-    tracker_cancel.cancel();
-    let _ = tracker_task.await;
+    tracing::debug!(elapsed = ?started.elapsed(), "origin stopped");
     Ok(Report {
         version: version.to_string(),
         info_hash: m.info_hash_hex(),
@@ -496,21 +500,282 @@ async fn orchestrate<T: Transport>(
     })
 }
 
+/// Tracker and origin seeder in this process, on `ip`.
+async fn local_origin(
+    config: &Config,
+    hosts: &[usize],
+    m: &Metainfo,
+    ip: IpAddr,
+    cancel: &CancellationToken,
+) -> anyhow::Result<OriginSide> {
+    let dist = &config.playbook.distribution;
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .with_context(|| format!("starting the tracker on {ip}"))?;
+    let tracker_addr = listener.local_addr()?;
+    let roster = tracker::roster(&config.inventory, hosts, Some(ip));
+    let settings = Settings {
+        sharing: dist.sharing,
+        ..Settings::default()
+    };
+    let tracker = Tracker::new(roster, &[m.info_hash()], settings);
+    let side_cancel = cancel.child_token();
+    let announce = format!("http://{tracker_addr}/announce");
+    let origin_addr = SocketAddr::new(ip, free_port(ip)?);
+    let origin_opts = engine::Options {
+        listen: origin_addr,
+        max_peers: dist.max_peers,
+        upload_limit: dist.upload_limit.map(|r| r.0),
+        download_limit: None,
+        tracker: Some(format!("{announce}?host={}", tracker::CONTROLLER)),
+        peers: Vec::new(),
+    };
+    let source = config.playbook.artifact.source.clone();
+    let torrent = m.to_bytes();
+    let c = side_cancel.clone();
+    let task = tokio::spawn(async move {
+        let tracker_cancel = CancellationToken::new();
+        let t = tracker_cancel.clone();
+        let tracker_task = tokio::spawn(async move { tracker.serve(listener, t).await });
+        let up = crate::fetch::serve(&torrent, &source, &origin_opts, None, c, |_| {}).await;
+        tracker_cancel.cancel();
+        let _ = tracker_task.await;
+        up
+    });
+    Ok(OriginSide {
+        announce,
+        origin: origin_addr.to_string(),
+        cancel: side_cancel,
+        task,
+    })
+}
+
+/// Makes the metainfo on origin host `b` from its copy of the build and reads it back.
+async fn remote_metainfo<C: Connection>(
+    config: &Config,
+    b: usize,
+    conn: &C,
+    binary: Option<&Binary>,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Metainfo, String)> {
+    let inv = &config.inventory;
+    let name = &inv.hosts[b].name;
+    let art = &config.playbook.artifact;
+    let source = &art.source_as_written;
+    anyhow::ensure!(
+        source.starts_with('/'),
+        "`artifact.source` is `{source}`: with `origin: {name}` it is a path on {name} and must be absolute"
+    );
+    let exe = match binary {
+        Some(bin) => {
+            let path = agent(b);
+            bootstrap::ensure(conn, name, &path, bin, cancel)
+                .await
+                .context("preparing the origin host")?;
+            path
+        }
+        None => agent(b),
+    };
+    let dir = host_state_dir(config, b, &exe);
+    let file = format!("{dir}/artifact.torrent");
+    let mut cmd = vec![
+        exe.clone(),
+        "torrent".into(),
+        "create".into(),
+        source.clone(),
+        "-o".into(),
+        file.clone(),
+    ];
+    if let Some(ps) = config.playbook.distribution.piece_size {
+        cmd.push("--piece-size".into());
+        cmd.push(format!("{}B", ps.0));
+    }
+    let cmd = format!(
+        "mkdir -p -- {} && {}",
+        shell_quote(&dir),
+        cmd.iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let f = conn
+        .exec(&cmd, &mut |_| {}, cancel)
+        .await
+        .map_err(|e| HostError::new(name, Stage::Command, format!("creating the metainfo: {e}")))?;
+    if !f.success() {
+        return Err(HostError::new(
+            name,
+            Stage::Command,
+            format!("creating the metainfo from {source}: {}", f.describe()),
+        )
+        .into());
+    }
+    let bytes = conn
+        .download(&file)
+        .await
+        .map_err(|e| HostError::new(name, Stage::Command, format!("reading {file}: {e}")))?;
+    let m = Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: reading {file}"))?;
+    let version = match &art.version {
+        Version::ContentHash => m.content_version(),
+        Version::Label(l) => l.clone(),
+    };
+    let dir = state_dir(config);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let local = dir.join(format!("{version}.torrent"));
+    std::fs::write(&local, &bytes).with_context(|| format!("writing {}", local.display()))?;
+    Ok((m, version))
+}
+
+/// Starts `rookery tracker` and `rookery agent seed` on origin host `b`. Both stop
+/// when the side is cancelled: a signal, and their stdin closing.
+async fn remote_origin<C: Connection>(
+    config: &Config,
+    b: usize,
+    conn: Arc<C>,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    torrent: &[u8],
+    version: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<OriginSide> {
+    let inv = &config.inventory;
+    let host = &inv.hosts[b];
+    let name = host.name.clone();
+    let dist = &config.playbook.distribution;
+    let exe = agent(b);
+    let dir = host_state_dir(config, b, &exe);
+    let torrent_file = format!("{dir}/{version}.torrent");
+    let inv_file = format!("{dir}/inventory.yml");
+    let up = |e: std::io::Error| HostError::new(&name, Stage::Upload, e.to_string());
+    conn.upload(torrent, &torrent_file, 0o644)
+        .await
+        .map_err(up)?;
+    let inv_text = std::fs::read(&inv.file).with_context(|| format!("reading {}", inv.file))?;
+    conn.upload(&inv_text, &inv_file, 0o644).await.map_err(up)?;
+    let ip: IpAddr = match host.address.parse() {
+        Ok(ip) => ip,
+        Err(_) => tokio::net::lookup_host((host.address.as_str(), 0))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip())
+            .with_context(|| format!("resolving the origin host {name} ({})", host.address))?,
+    };
+    let q = |a: &str| shell_quote(a);
+    let tracker_cmd = format!(
+        "{} --json -i {} tracker --listen {} --torrent {} --sharing {} --until-stdin-closes",
+        q(&exe),
+        q(&inv_file),
+        q(&SocketAddr::new(ip, 0).to_string()),
+        q(&torrent_file),
+        match dist.sharing {
+            crate::swarm::Sharing::Pipeline => "pipeline",
+            crate::swarm::Sharing::Mesh => "mesh",
+        }
+    );
+    let side_cancel = cancel.child_token();
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
+    let tracker_conn = conn.clone();
+    let tracker_cancel = CancellationToken::new();
+    let tc = tracker_cancel.clone();
+    let tracker_name = name.clone();
+    let tracker_task = tokio::spawn(async move {
+        let mut url_tx = Some(url_tx);
+        let mut on_line = |l: &str| {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                && v["event"] == "listening"
+                && let (Some(tx), Some(u)) = (url_tx.take(), v["announce"].as_str())
+            {
+                let _ = tx.send(u.to_string());
+            }
+        };
+        let r = tracker_conn.exec(&tracker_cmd, &mut on_line, &tc).await;
+        match r {
+            Ok(f) if f.success() || tc.is_cancelled() => Ok(()),
+            Ok(f) => Err(anyhow::anyhow!(
+                "{tracker_name}: the tracker stopped: {}",
+                f.describe()
+            )),
+            Err(e) => Err(anyhow::anyhow!("{tracker_name}: the tracker: {e}")),
+        }
+    });
+    let announce = match tokio::time::timeout(std::time::Duration::from_secs(30), url_rx).await {
+        Ok(Ok(u)) => u,
+        _ => {
+            tracker_cancel.cancel();
+            let why = match tracker_task.await {
+                Ok(Err(e)) => format!("{e:#}"),
+                _ => "it did not say where it listens within 30s".to_string(),
+            };
+            return Err(HostError::new(
+                &name,
+                Stage::Command,
+                format!("starting the tracker: {why}"),
+            )
+            .into());
+        }
+    };
+    let mut seed = vec![
+        exe.clone(),
+        "agent".into(),
+        "seed".into(),
+        "--torrent".into(),
+        torrent_file.clone(),
+        "--host".into(),
+        tracker::origin_name(&name),
+        "--listen".into(),
+        SocketAddr::new(ip, dist.port).to_string(),
+        "--tracker".into(),
+        format!("{announce}?host={}", tracker::origin_name(&name)),
+        "--max-peers".into(),
+        dist.max_peers.to_string(),
+        "--source".into(),
+        config.playbook.artifact.source_as_written.clone(),
+        "--until-stdin-closes".into(),
+    ];
+    if let Some(r) = dist.upload_limit {
+        seed.push("--upload-limit".into());
+        seed.push(format!("{}B/s", r.0));
+    }
+    let seed_cmd = seed.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
+    let sc = side_cancel.clone();
+    let seed_name = name.clone();
+    let task = tokio::spawn(async move {
+        let mut uploaded = 0u64;
+        let mut on_line = |l: &str| {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                && let Some(u) = v["uploaded"].as_u64()
+            {
+                uploaded = uploaded.max(u);
+            }
+        };
+        let r = conn.exec(&seed_cmd, &mut on_line, &sc).await;
+        tracker_cancel.cancel();
+        let tracker = tracker_task.await;
+        let f = r.map_err(|e| anyhow::anyhow!("{seed_name}: the origin seeder: {e}"))?;
+        if !f.success() && !sc.is_cancelled() {
+            anyhow::bail!("{seed_name}: the origin seeder stopped: {}", f.describe());
+        }
+        if let Ok(Err(e)) = tracker {
+            return Err(e);
+        }
+        Ok(uploaded)
+    });
+    Ok(OriginSide {
+        announce,
+        origin: ip.to_string(),
+        cancel: side_cancel,
+        task,
+    })
+}
+
 async fn connect_all<T: Transport>(
     transport: &T,
     hosts: &[usize],
-    names: &[String],
     forks: usize,
-    events: &progress::Sender,
 ) -> Vec<Result<T::Connection, HostError>> {
     use futures_util::StreamExt;
-    let jobs = hosts.iter().zip(names).map(|(&h, name)| {
-        let events = events.clone();
-        async move {
-            events.stage(name, "connect");
-            transport.connect(h).await
-        }
-    });
+    let jobs = hosts.iter().map(|&h| transport.connect(h));
     futures_util::stream::iter(jobs)
         .buffered(forks.max(1))
         .collect()
@@ -519,7 +784,7 @@ async fn connect_all<T: Transport>(
 
 #[allow(clippy::too_many_arguments)]
 async fn prepare_hosts<C: Connection>(
-    conns: Vec<(usize, C)>,
+    conns: Vec<(usize, Arc<C>)>,
     inv: &crate::inventory::Inventory,
     binary: Option<&Binary>,
     agent: &(dyn Fn(usize) -> String + Sync),
@@ -538,7 +803,7 @@ async fn prepare_hosts<C: Connection>(
             let mut outcome = None;
             if let Some(bin) = binary {
                 events.stage(&name, "bootstrap");
-                match bootstrap::ensure(&conn, &name, &agent(h), bin, cancel).await {
+                match bootstrap::ensure(conn.as_ref(), &name, &agent(h), bin, cancel).await {
                     Ok(o) => outcome = Some(o),
                     Err(e) => return Err((h, e)),
                 }
@@ -593,7 +858,7 @@ fn fetch_argv(
     torrent: &str,
     listen: &str,
     tracker: &str,
-    origin: SocketAddr,
+    origin: &str,
     version: &str,
 ) -> Vec<String> {
     let dist = &config.playbook.distribution;

@@ -46,11 +46,13 @@ impl Connection for LocalConnection {
         let mut child = tokio::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(command)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
+        // Held open like an SSH channel's stdin; closed on cancel.
+        let mut stdin = child.stdin.take();
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
         let mut lines = Lines::default();
@@ -70,11 +72,13 @@ impl Connection for LocalConnection {
                 },
                 _ = cancel.cancelled(), if !terminated => {
                     terminated = true;
+                    stdin = None;
                     terminate(&child);
                 }
             }
         }
         lines.finish(stdout);
+        drop(stdin);
         let status = if terminated {
             match tokio::time::timeout(GRACE, child.wait()).await {
                 Ok(s) => s?,
@@ -100,6 +104,10 @@ impl Connection for LocalConnection {
         tokio::task::spawn_blocking(move || write_atomically(&path, &data, mode))
             .await
             .map_err(std::io::Error::other)?
+    }
+
+    async fn download(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        tokio::fs::read(path).await
     }
 
     fn local_ip(&self) -> Option<IpAddr> {

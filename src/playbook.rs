@@ -34,6 +34,8 @@ pub struct Playbook {
 pub struct Artifact {
     /// Directory on the origin holding the build, resolved against the playbook's folder.
     pub source: PathBuf,
+    /// `source` as written: with an inventory host as origin, a path on that host.
+    pub source_as_written: String,
     /// Root on every host; releases go to `<destination>/releases/<version>`.
     pub destination: String,
     pub keep_releases: u32,
@@ -239,6 +241,7 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Playbook {
             }
             Artifact {
                 source: PathBuf::new(),
+                source_as_written: String::new(),
                 destination: String::new(),
                 keep_releases: 5,
                 version: Version::ContentHash,
@@ -278,8 +281,9 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Playbook {
 
 fn decode_artifact(d: &mut Decoder, node: &Node, base: &Path) -> Artifact {
     let m = d.map(node, "artifact", ARTIFACT_KEYS);
-    let source = match m.get("source").and_then(|s| d.string(s, "artifact.source")) {
-        Some(s) => resolve_path(base, &s),
+    let written = m.get("source").and_then(|s| d.string(s, "artifact.source"));
+    let source = match &written {
+        Some(s) => resolve_path(base, s),
         None => {
             d.error(
                 node.pos,
@@ -334,6 +338,7 @@ fn decode_artifact(d: &mut Decoder, node: &Node, base: &Path) -> Artifact {
     };
     Artifact {
         source,
+        source_as_written: written.unwrap_or_default(),
         destination,
         keep_releases,
         version,

@@ -32,6 +32,24 @@ pub fn install() -> CancellationToken {
     root
 }
 
+/// Cancels `token` when stdin reaches end of file: a process the controller started
+/// over SSH stops when the run ends or the connection drops, even where sshd does not
+/// pass signals on.
+pub fn cancel_on_stdin_eof(token: CancellationToken) {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        token.cancel();
+    });
+}
+
 /// Sends engine diagnostics to stderr when `ROOKERY_LOG` is set (an env-filter such
 /// as `librqbit=debug`); silent otherwise.
 pub fn init_logging() {

@@ -624,6 +624,7 @@ impl Connection for SshConnection {
                 },
                 _ = cancel.cancelled(), if deadline.is_none() => {
                     let _ = ch.signal(Sig::TERM).await;
+                    let _ = ch.eof().await;
                     deadline = Some(tokio::time::Instant::now() + GRACE);
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -684,6 +685,20 @@ impl Connection for SshConnection {
             shell_quote(path)
         ))
         .await
+    }
+
+    async fn download(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        let ch = self.handle.channel_open_session().await.map_err(io)?;
+        ch.request_subsystem(true, "sftp").await.map_err(io)?;
+        let sftp = russh_sftp::client::SftpSession::new(ch.into_stream())
+            .await
+            .map_err(|e| io(format!("starting SFTP: {e}")))?;
+        let data = sftp
+            .read(path.to_string())
+            .await
+            .map_err(|e| io(format!("reading {path}: {e}")))?;
+        let _ = sftp.close().await;
+        Ok(data)
     }
 
     fn local_ip(&self) -> Option<IpAddr> {

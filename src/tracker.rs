@@ -205,18 +205,26 @@ pub fn roster(
             ip: controller_ip,
             origin: true,
         }),
-        Origin::Host(h) => members.push(member(h, true)),
+        Origin::Host(h) => members.push(Member {
+            name: origin_name(&inv.hosts[h].name),
+            ..member(h, true)
+        }),
     }
     for &h in hosts {
-        if inv.origin != Origin::Host(h) {
-            members.push(member(h, false));
-        }
+        members.push(member(h, false));
     }
     Roster::new(members)
 }
 
 /// The origin's member name when the controller is the origin.
 pub const CONTROLLER: &str = "controller";
+
+/// The swarm name of the origin seeder on inventory host `host`: apart from the
+/// host's own agent, which may fetch the release on the same machine. (`:` cannot
+/// occur in inventory names.)
+pub fn origin_name(host: &str) -> String {
+    format!("origin:{host}")
+}
 
 /// Asks the tracker behind `announce_url` (`http://HOST:PORT/announce?...`) how the
 /// swarm is doing for `host`: the agent's one call besides librqbit's announces.

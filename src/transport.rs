@@ -179,8 +179,9 @@ pub trait Transport: Send + Sync + 'static {
 /// One open connection to one host.
 pub trait Connection: Send + Sync + 'static {
     /// Runs `command` (a POSIX shell command line) and calls `stdout` with each line it
-    /// prints. On cancellation the command is sent SIGTERM and the call returns once it
-    /// has ended (or after a grace period).
+    /// prints. The command's stdin stays open, and empty, until the call returns. On
+    /// cancellation the command is sent SIGTERM and its stdin is closed; the call
+    /// returns once it has ended (or after a grace period).
     fn exec(
         &self,
         command: &str,
@@ -196,6 +197,9 @@ pub trait Connection: Send + Sync + 'static {
         path: &str,
         mode: u32,
     ) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Reads a (small) file from the host.
+    fn download(&self, path: &str) -> impl Future<Output = std::io::Result<Vec<u8>>> + Send;
 
     /// This machine's address as seen by the host, when the connection is direct.
     fn local_ip(&self) -> Option<IpAddr>;

@@ -366,7 +366,10 @@ fn keys_come_from_the_ssh_config_and_from_ssh_agent() {
     std::fs::create_dir_all(c.path().join(".ssh")).unwrap();
     std::fs::write(
         c.path().join(".ssh/config"),
-        format!("Host 127.0.47.2\n    IdentityFile {}\n\nHost *\n    ServerAliveInterval 10\n", key.display()),
+        format!(
+            "Host 127.0.47.2\n    IdentityFile {}\n\nHost *\n    ServerAliveInterval 10\n",
+            key.display()
+        ),
     )
     .unwrap();
     let a = Artifact::new(1 << 20);
@@ -376,7 +379,10 @@ fn keys_come_from_the_ssh_config_and_from_ssh_agent() {
     let h2 = host(&r, "h2");
     assert_eq!(h2["stage"], "auth");
     let e = h2["error"].as_str().unwrap();
-    assert!(e.contains("@127.0.47.3:2222 refused every key; tried no key"), "{e}");
+    assert!(
+        e.contains("@127.0.47.3:2222 refused every key; tried no key"),
+        "{e}"
+    );
 
     // Now with an agent that holds the key.
     let sock = c.path().join("agent.sock");
@@ -406,7 +412,95 @@ fn keys_come_from_the_ssh_config_and_from_ssh_agent() {
         .env("SSH_AUTH_SOCK", &sock)
         .output()
         .unwrap();
-    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
     let r = distribute_env(&c, &a, &[], &[("SSH_AUTH_SOCK", &sock)]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+}
+
+#[test]
+fn an_inventory_host_can_be_the_origin() {
+    let c = Cluster::up(4, "127.0.48");
+    // h1 is the build host: it makes the metainfo, runs the tracker and seeds.
+    let inv = std::fs::read_to_string(c.inventory()).unwrap();
+    std::fs::write(
+        c.inventory(),
+        inv.replacen("cluster: loopback\n", "cluster: loopback\norigin: h1\n", 1),
+    )
+    .unwrap();
+    let a = Artifact::new(2 << 20);
+    let src = a.dir.path().join("art");
+    let pb = std::fs::read_to_string(a.playbook()).unwrap();
+    std::fs::write(
+        a.playbook(),
+        pb.replace("source: art", &format!("source: {}", src.display())),
+    )
+    .unwrap();
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    let total = r.json["artifact_bytes"].as_u64().unwrap();
+    let uploaded = r.json["origin_uploaded_bytes"].as_u64().unwrap();
+    assert!(
+        uploaded >= total,
+        "the origin on h1 reported {uploaded} of {total}: {}",
+        r.json
+    );
+    let from_origin: u64 = (1..=4)
+        .map(|k| {
+            host(&r, &format!("h{k}"))["bytes_from_origin"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        from_origin > 0,
+        "no host counted bytes from h1's seeder: {}",
+        r.json
+    );
+    let version = r.json["version"].as_str().unwrap();
+    for k in 1..=4 {
+        let rel = c
+            .root(&format!("h{k}"))
+            .join("srv/app/releases")
+            .join(version);
+        assert_eq!(
+            std::fs::read(rel.join("blob")).unwrap(),
+            crate::swarm::noise(2 << 20, 7)
+        );
+    }
+    // The tracker and the seeder on h1 are gone with the run.
+    let exe = c.root("h1").join(".rookery/bin/rookery");
+    for pattern in [
+        format!("{} --json", exe.display()),
+        format!("{} agent seed", exe.display()),
+    ] {
+        let mut gone = false;
+        for _ in 0..100 {
+            let out = Command::new("pgrep")
+                .arg("-f")
+                .arg(&pattern)
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(gone, "still running on h1: {pattern}");
+    }
+    // A relative source cannot name a path on the origin host.
+    std::fs::write(a.playbook(), pb).unwrap();
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "`artifact.source` is `art`: with `origin: h1` it is a path on h1 and must be absolute"
+        ),
+        "{}",
+        r.stderr
+    );
 }
