@@ -124,6 +124,9 @@ async fn lines(mut rx: mpsc::UnboundedReceiver<Event>, hosts: &[String], per_hos
                 }
                 Some(Event::Done { host, ok, summary }) => {
                     done += 1;
+                    if ok {
+                        have.insert(host.clone(), per_host);
+                    }
                     let word = if ok { "ok" } else { "FAILED" };
                     eprintln!("{host:<16} {word} {summary}");
                 }
