@@ -43,6 +43,10 @@
 //! - [`local`]: the local transport (subprocesses) for the embedded default.
 //! - [`bootstrap`]: puts this rookery binary on each host, by checksum.
 //! - [`progress`]: job events to progress bars, plain lines, or nothing.
+//! - [`coordination`]: the cluster's shared state (one trait): live instances,
+//!   staged versions, deploy records, the deploy lock.
+//! - [`zookeeper`]: that state in ZooKeeper (ephemeral nodes, the lock recipe).
+//! - [`local_store`]: that state in a directory of flock-held files (embedded default).
 //! - [`shutdown`]: the cancellation tree and the runtime.
 //! - [`render`]: the plan as text for an operator.
 
@@ -52,6 +56,7 @@ pub mod app;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod daemon;
 pub mod decode;
 pub mod dependency;
@@ -63,6 +68,7 @@ pub mod fetch;
 pub mod inventory;
 pub mod known_hosts;
 pub mod local;
+pub mod local_store;
 pub mod metainfo;
 pub mod page_cache;
 pub mod plan;
@@ -80,3 +86,4 @@ pub mod tracker;
 pub mod transport;
 pub mod units;
 pub mod yaml;
+pub mod zookeeper;

@@ -1,0 +1,337 @@
+//! The ZooKeeper coordination store (zookeeper-client, tokio).
+//!
+//! Layout under the cluster's root (`coordination.zookeeper.root`, default
+//! `/rookery/<cluster>`), documented in `docs/coordination.md`:
+//!
+//! ```text
+//! <root>/current/<service>/<host>   ephemeral, JSON {host, version, release}
+//! <root>/staging/<service>/<host>   persistent, the verified version
+//! <root>/deploys/<id>               persistent, the deploy record (JSON)
+//! <root>/deploys/last               persistent, the id of the latest deploy
+//! <root>/lock/_c_<uuid>-deploy<seq> the deploy lock (the crate's Curator-style recipe)
+//! ```
+//!
+//! The session is watched: once it expires, every call fails with
+//! [`CoordError::SessionLost`], so a rollout halts instead of acting on a view of the
+//! cluster that nobody keeps fresh any more.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use zookeeper_client as zk;
+
+use crate::coordination::{CoordError, Coordinator, Holder, Instance, Result};
+
+/// How long a deploy waits for the lock before it reports the holder.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+pub struct ZkStore {
+    client: zk::Client,
+    root: String,
+    cluster: String,
+    lost: Arc<AtomicBool>,
+    session_timeout: Duration,
+}
+
+fn zerr(what: impl Into<String>, e: zk::Error) -> CoordError {
+    match e {
+        zk::Error::SessionExpired | zk::Error::ClientClosed => CoordError::SessionLost,
+        e => CoordError::store(what, e),
+    }
+}
+
+fn persistent() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+fn ephemeral() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
+}
+
+impl ZkStore {
+    /// Connects and makes sure the layout exists.
+    pub async fn connect(
+        connect: &str,
+        root: &str,
+        cluster: &str,
+        session_timeout: Duration,
+    ) -> Result<ZkStore> {
+        let client = zk::Client::connector()
+            .with_session_timeout(session_timeout)
+            .with_connection_timeout(Duration::from_secs(5))
+            .connect(connect)
+            .await
+            .map_err(|e| CoordError::store(format!("connecting to ZooKeeper at {connect}"), e))?;
+        for sub in ["current", "staging", "deploys", "lock"] {
+            let path = format!("{root}/{sub}");
+            match client.mkdir(&path, &persistent()).await {
+                Ok(()) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(zerr(format!("creating {path}"), e)),
+            }
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let mut states = client.state_watcher();
+        let flag = lost.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = states.changed().await;
+                if s.is_terminated() {
+                    flag.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        });
+        Ok(ZkStore {
+            client,
+            root: root.to_string(),
+            cluster: cluster.to_string(),
+            lost,
+            session_timeout,
+        })
+    }
+
+    /// The underlying session, for tests that expire it on purpose.
+    pub fn client(&self) -> &zk::Client {
+        &self.client
+    }
+
+    async fn ensure(&self, path: &str) -> Result<()> {
+        match self.client.mkdir(path, &persistent()).await {
+            Ok(()) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(e) => Err(zerr(format!("creating {path}"), e)),
+        }
+    }
+
+    async fn put(&self, path: &str, data: &[u8]) -> Result<()> {
+        match self.client.set_data(path, data, None).await {
+            Ok(_) => Ok(()),
+            Err(zk::Error::NoNode) => {
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    self.ensure(parent).await?;
+                }
+                match self.client.create(path, data, &persistent()).await {
+                    Ok(_) => Ok(()),
+                    Err(zk::Error::NodeExists) => self
+                        .client
+                        .set_data(path, data, None)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| zerr(format!("writing {path}"), e)),
+                    Err(e) => Err(zerr(format!("writing {path}"), e)),
+                }
+            }
+            Err(e) => Err(zerr(format!("writing {path}"), e)),
+        }
+    }
+
+    /// The holder of the lock: the data of the lowest-numbered contender.
+    async fn holder(&self) -> Option<Holder> {
+        let dir = format!("{}/lock", self.root);
+        let mut children = self.client.list_children(&dir).await.ok()?;
+        children.sort_by_key(|c| {
+            c.rsplit_once("deploy")
+                .and_then(|(_, seq)| seq.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        });
+        let first = children.first()?;
+        let (data, _) = self.client.get_data(&format!("{dir}/{first}")).await.ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+}
+
+/// A live entry: deleted on drop (and by ZooKeeper when the session ends).
+pub struct ZkLive {
+    client: zk::Client,
+    path: String,
+}
+
+impl Drop for ZkLive {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let path = std::mem::take(&mut self.path);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = client.delete(&path, None).await;
+            });
+        }
+    }
+}
+
+impl Coordinator for ZkStore {
+    type Lock = zk::OwnedLockClient;
+    type Live = ZkLive;
+
+    async fn lock(&self, holder: &Holder) -> Result<zk::OwnedLockClient> {
+        self.check_session()?;
+        let dir = format!("{}/lock", self.root);
+        let data = serde_json::to_vec(holder).expect("serializable");
+        let prefix =
+            zk::LockPrefix::new_curator(&dir, "deploy").map_err(|e| zerr("the deploy lock", e))?;
+        let options = zk::LockOptions::new(zk::Acls::anyone_all());
+        match tokio::time::timeout(LOCK_WAIT, self.client.lock(prefix, &data, options)).await {
+            Ok(Ok(lock)) => Ok(lock.into_owned()),
+            Ok(Err(e)) => Err(zerr("taking the deploy lock", e)),
+            Err(_) => Err(CoordError::Locked {
+                cluster: self.cluster.clone(),
+                holder: self.holder().await.unwrap_or(Holder {
+                    who: "unknown".into(),
+                    pid: 0,
+                    since: 0,
+                    deploy: "unknown".into(),
+                }),
+            }),
+        }
+    }
+
+    async fn register(&self, service: &str, instance: &Instance) -> Result<ZkLive> {
+        self.check_session()?;
+        let dir = format!("{}/current/{service}", self.root);
+        self.ensure(&dir).await?;
+        let path = format!("{dir}/{}", instance.host);
+        let data = serde_json::to_vec(instance).expect("serializable");
+        // An entry of a previous session of this host may linger until that session
+        // expires; wait for it rather than delete another process's entry.
+        let deadline = tokio::time::Instant::now() + self.session_timeout + Duration::from_secs(2);
+        loop {
+            match self.client.create(&path, &data, &ephemeral()).await {
+                Ok(_) => {
+                    return Ok(ZkLive {
+                        client: self.client.clone(),
+                        path,
+                    });
+                }
+                Err(zk::Error::NodeExists) if tokio::time::Instant::now() < deadline => {
+                    match self.client.check_and_watch_stat(&path).await {
+                        Ok((None, _)) => continue,
+                        Ok((Some(_), w)) => {
+                            let _ = tokio::time::timeout_at(deadline, w.changed()).await;
+                        }
+                        Err(e) => return Err(zerr(format!("watching {path}"), e)),
+                    }
+                }
+                Err(e) => return Err(zerr(format!("registering {path}"), e)),
+            }
+        }
+    }
+
+    async fn live(&self, service: &str) -> Result<Vec<Instance>> {
+        self.check_session()?;
+        let dir = format!("{}/current/{service}", self.root);
+        let children = match self.client.list_children(&dir).await {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(zerr(format!("listing {dir}"), e)),
+        };
+        let mut out = Vec::new();
+        for c in children {
+            match self.client.get_data(&format!("{dir}/{c}")).await {
+                Ok((data, _)) => {
+                    if let Ok(i) = serde_json::from_slice::<Instance>(&data) {
+                        out.push(i);
+                    }
+                }
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(zerr(format!("reading {dir}/{c}"), e)),
+            }
+        }
+        out.sort_by(|a, b| a.host.cmp(&b.host));
+        Ok(out)
+    }
+
+    async fn changed(&self, service: &str) -> Result<()> {
+        self.check_session()?;
+        let dir = format!("{}/current/{service}", self.root);
+        self.ensure(&dir).await?;
+        let (_, _, watcher) = self
+            .client
+            .get_and_watch_children(&dir)
+            .await
+            .map_err(|e| zerr(format!("watching {dir}"), e))?;
+        let mut states = self.client.state_watcher();
+        tokio::select! {
+            _ = watcher.changed() => {}
+            s = async {
+                loop {
+                    let s = states.changed().await;
+                    if s.is_terminated() {
+                        return s;
+                    }
+                }
+            } => {
+                let _ = s;
+                self.lost.store(true, Ordering::SeqCst);
+            }
+        }
+        self.check_session()
+    }
+
+    async fn set_staging(&self, service: &str, host: &str, version: &str) -> Result<()> {
+        self.check_session()?;
+        self.put(
+            &format!("{}/staging/{service}/{host}", self.root),
+            version.as_bytes(),
+        )
+        .await
+    }
+
+    async fn clear_staging(&self, service: &str, host: &str) -> Result<()> {
+        self.check_session()?;
+        let path = format!("{}/staging/{service}/{host}", self.root);
+        match self.client.delete(&path, None).await {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(e) => Err(zerr(format!("deleting {path}"), e)),
+        }
+    }
+
+    async fn staging(&self, service: &str) -> Result<Vec<(String, String)>> {
+        self.check_session()?;
+        let dir = format!("{}/staging/{service}", self.root);
+        let children = match self.client.list_children(&dir).await {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(zerr(format!("listing {dir}"), e)),
+        };
+        let mut out = Vec::new();
+        for c in children {
+            if let Ok((data, _)) = self.client.get_data(&format!("{dir}/{c}")).await {
+                out.push((c, String::from_utf8_lossy(&data).to_string()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn put_deploy(&self, id: &str, record: &[u8]) -> Result<()> {
+        self.check_session()?;
+        self.put(&format!("{}/deploys/{id}", self.root), record)
+            .await?;
+        self.put(&format!("{}/deploys/last", self.root), id.as_bytes())
+            .await
+    }
+
+    async fn last_deploy(&self) -> Result<Option<(String, Vec<u8>)>> {
+        self.check_session()?;
+        let last = format!("{}/deploys/last", self.root);
+        let id = match self.client.get_data(&last).await {
+            Ok((d, _)) => String::from_utf8_lossy(&d).to_string(),
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(e) => return Err(zerr(format!("reading {last}"), e)),
+        };
+        let path = format!("{}/deploys/{id}", self.root);
+        let (record, _) = self
+            .client
+            .get_data(&path)
+            .await
+            .map_err(|e| zerr(format!("reading {path}"), e))?;
+        Ok(Some((id, record)))
+    }
+
+    fn check_session(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(CoordError::SessionLost)
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The coordination store against a real ZooKeeper (Debian's `zookeeper` package,
+//! started here without systemd) and, for the same scenarios, the local store.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rookery::coordination::{CoordError, Coordinator, Holder, Instance};
+use rookery::local_store::LocalStore;
+use rookery::zookeeper::ZkStore;
+
+/// A standalone ZooKeeper on 127.0.0.1 and a free port, stopped when dropped.
+pub struct ZooKeeper {
+    child: Child,
+    pub connect: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ZooKeeper {
+    pub fn start() -> ZooKeeper {
+        let jar = Path::new("/usr/share/java/zookeeper.jar");
+        assert!(
+            jar.exists(),
+            "ZooKeeper is not installed: apt-get install zookeeper (scripts/test installs it)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("zoo.cfg"),
+            format!(
+                "tickTime=500\nminSessionTimeout=1000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok\nmaxClientCnxns=0\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            conf.join("log4j.properties"),
+            "log4j.rootLogger=WARN, C\nlog4j.appender.C=org.apache.log4j.ConsoleAppender\nlog4j.appender.C.layout=org.apache.log4j.PatternLayout\n",
+        )
+        .unwrap();
+        let cp = format!(
+            "{}:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar",
+            conf.display()
+        );
+        let log = std::fs::File::create(dir.path().join("zk.log")).unwrap();
+        let child = Command::new("java")
+            .args([
+                "-Xmx256m",
+                "-cp",
+                &cp,
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+            ])
+            .arg(conf.join("zoo.cfg"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("java (installed with zookeeper)");
+        let zk = ZooKeeper {
+            child,
+            connect: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        // Ready when it answers ruok.
+        for _ in 0..300 {
+            if let Ok(mut s) = std::net::TcpStream::connect(&zk.connect) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"ruok");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer == "imok" {
+                    return zk;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::read_to_string(zk._dir.path().join("zk.log")).unwrap_or_default();
+        panic!("ZooKeeper did not start within 30 s:\n{log}");
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn inst(host: &str, v: &str) -> Instance {
+    Instance {
+        host: host.into(),
+        version: v.into(),
+        release: format!("/srv/app/releases/{v}"),
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn zk(connect: &str) -> ZkStore {
+    ZkStore::connect(connect, "/rookery/t", "t", Duration::from_secs(2))
+        .await
+        .unwrap()
+}
+
+/// The scenarios every store must pass.
+async fn scenarios<S: Coordinator>(a: &S, b: &S) {
+    // Live entries: visible to others, gone with their holder, watched.
+    let e1 = a.register("api", &inst("h1", "v1")).await.unwrap();
+    let _e2 = a.register("api", &inst("h2", "v1")).await.unwrap();
+    assert_eq!(
+        b.live("api").await.unwrap(),
+        vec![inst("h1", "v1"), inst("h2", "v1")]
+    );
+    let watch = b.changed("api");
+    let drop_later = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(e1);
+    };
+    let (w, ()) = tokio::join!(watch, drop_later);
+    w.unwrap();
+    // The deletion may land just after the watch fires.
+    let mut live = b.live("api").await.unwrap();
+    for _ in 0..50 {
+        if live.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        live = b.live("api").await.unwrap();
+    }
+    assert_eq!(live, vec![inst("h2", "v1")]);
+
+    // Staging and deploy records.
+    a.set_staging("api", "h1", "v2").await.unwrap();
+    a.set_staging("api", "h2", "v2").await.unwrap();
+    b.clear_staging("api", "h1").await.unwrap();
+    assert_eq!(
+        b.staging("api").await.unwrap(),
+        vec![("h2".into(), "v2".into())]
+    );
+    a.put_deploy("d1", b"{\"n\":1}").await.unwrap();
+    a.put_deploy("d2", b"{\"n\":2}").await.unwrap();
+    assert_eq!(
+        b.last_deploy().await.unwrap(),
+        Some(("d2".into(), b"{\"n\":2}".to_vec()))
+    );
+
+    // One deploy at a time; the second is told who holds the lock.
+    let holder = Holder {
+        who: "alice@laptop".into(),
+        pid: 7,
+        since: 1_795_315_800,
+        deploy: "d3".into(),
+    };
+    let held = a.lock(&holder).await.unwrap();
+    match b.lock(&Holder::me("d4")).await {
+        Err(CoordError::Locked { holder: h, .. }) => assert_eq!(h, holder),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("two deploys held the lock"),
+    }
+    drop(held);
+    let mut taken = None;
+    for _ in 0..50 {
+        match b.lock(&Holder::me("d4")).await {
+            Ok(l) => {
+                taken = Some(l);
+                break;
+            }
+            Err(CoordError::Locked { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(taken.is_some(), "the lock was not released");
+}
+
+#[test]
+fn zookeeper_store_scenarios() {
+    let z = ZooKeeper::start();
+    rt().block_on(async {
+        let a = zk(&z.connect).await;
+        let b = zk(&z.connect).await;
+        scenarios(&a, &b).await;
+    });
+}
+
+#[test]
+fn local_store_scenarios() {
+    let d = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let a = LocalStore::open(d.path(), "t").unwrap();
+        let b = LocalStore::open(d.path(), "t").unwrap();
+        scenarios(&a, &b).await;
+    });
+}
+
+#[test]
+fn a_closed_session_takes_its_live_entries_and_lock_with_it() {
+    let z = ZooKeeper::start();
+    rt().block_on(async {
+        let a = zk(&z.connect).await;
+        let b = zk(&z.connect).await;
+        let _live = a.register("web", &inst("h9", "v1")).await.unwrap();
+        let _lock = a.lock(&Holder::me("d1")).await.unwrap();
+        assert_eq!(b.live("web").await.unwrap().len(), 1);
+        // The run ends: every handle of its session goes, and the session with them.
+        drop(_live);
+        drop(_lock);
+        drop(a);
+        let mut gone = false;
+        for _ in 0..100 {
+            if b.live("web").await.unwrap().is_empty() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone, "the live entry outlived its session");
+        b.lock(&Holder::me("d2")).await.unwrap();
+    });
+}
+
+#[test]
+fn an_expired_session_is_reported_and_stops_the_store() {
+    let z = ZooKeeper::start();
+    rt().block_on(async {
+        let a = zk(&z.connect).await;
+        // Expire a's session from outside: a second client takes over the session and
+        // closes it, as ZooKeeper's own tests do.
+        let info = a.client().session().clone();
+        let thief = zookeeper_client::Client::connector()
+            .with_session(info)
+            .connect(&z.connect)
+            .await
+            .unwrap();
+        drop(thief);
+        let mut lost = false;
+        for _ in 0..100 {
+            if let Err(CoordError::SessionLost) = a.check_session() {
+                lost = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(lost, "the store did not notice its session expired");
+        match a.live("api").await {
+            Err(CoordError::SessionLost) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            a.set_staging("api", "h1", "v2")
+                .await
+                .unwrap_err()
+                .to_string(),
+            "the coordination session was lost (expired or closed); stopping safely"
+        );
+    });
+}
