@@ -192,3 +192,68 @@ pub fn seed(
     );
     Ok(Exit::Ok)
 }
+
+/// `rookery agent run`: supervise one service instance (see [`crate::supervisor`]).
+pub fn run_service(a: &crate::cli::RunServiceArgs) -> anyhow::Result<Exit> {
+    use crate::supervisor::{self, Supervise};
+    let s = Supervise {
+        service: a.service.clone(),
+        host: a.host.clone(),
+        version: a.version.clone(),
+        release: a.release.clone(),
+        command: a.command.clone(),
+        health: a.health.clone(),
+        interval: duration("--health-interval", &a.health_interval)?,
+        health_deadline: duration("--health-deadline", &a.health_deadline)?,
+    };
+    let session_timeout = duration("--session-timeout", &a.session_timeout)?;
+    if a.local_store.is_none() && a.zookeeper.is_none() {
+        return Err(usage(
+            "--local-store",
+            "give --local-store DIR or --zookeeper HOSTS",
+        ));
+    }
+    let out: Box<dyn std::io::Write + Send> = if a.detach {
+        let log = a.log.clone().unwrap_or_else(|| {
+            a.release
+                .join("..")
+                .join("..")
+                .join(".rookery")
+                .join(format!("{}.log", a.service))
+        });
+        match daemon::fork_with_pipe(&log)
+            .with_context(|| format!("starting the supervisor (log {})", log.display()))?
+        {
+            Side::Parent { ok: true, .. } => return Ok(Exit::Ok),
+            Side::Parent { .. } => {
+                eprintln!("error: {} did not start; log: {}", a.service, log.display());
+                return Ok(Exit::Failed);
+            }
+            Side::Child(pipe) => Box::new(pipe),
+        }
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let rt = shutdown::runtime()?;
+    let code = rt.block_on(async {
+        let cancel = shutdown::install();
+        match (&a.local_store, &a.zookeeper) {
+            (Some(dir), _) => {
+                let store = crate::local_store::LocalStore::open(dir, &a.cluster)?;
+                supervisor::run(&store, &s, out, cancel).await
+            }
+            (None, Some(connect)) => {
+                let root = a.zk_root.as_deref().unwrap_or("/rookery");
+                let store =
+                    crate::zookeeper::ZkStore::connect(connect, root, &a.cluster, session_timeout)
+                        .await?;
+                supervisor::run(&store, &s, out, cancel).await
+            }
+            (None, None) => unreachable!("checked above"),
+        }
+    })?;
+    if a.detach {
+        std::process::exit(code);
+    }
+    Ok(if code == 0 { Exit::Ok } else { Exit::Failed })
+}

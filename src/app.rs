@@ -96,9 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             duration,
             until_stdin_closes,
         }) => crate::agent::seed(swarm, source, duration.as_deref(), *until_stdin_closes),
-        Command::Agent(AgentCommand::Run { .. }) => {
-            not_built("agent run", "the service supervisor is not implemented")
-        }
+        Command::Agent(AgentCommand::Run(a)) => crate::agent::run_service(a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "rookery", &mut out);

@@ -263,11 +263,52 @@ pub enum AgentCommand {
         until_stdin_closes: bool,
     },
     /// Run a service under supervision and register it as live while healthy
-    Run {
-        #[arg(long, value_name = "NAME")]
-        service: String,
-        /// The service command
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
+    Run(RunServiceArgs),
+}
+
+/// `rookery agent run`: one service instance under supervision.
+#[derive(Debug, Args, Clone)]
+pub struct RunServiceArgs {
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// This host's inventory name
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// The release version the instance runs
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// The release directory (working directory of the service)
+    #[arg(long, value_name = "DIR")]
+    pub release: PathBuf,
+    /// Health check, a shell command line; none: live as soon as started
+    #[arg(long, value_name = "CMD")]
+    pub health: Option<String>,
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub health_interval: String,
+    /// Fail (and stop the service) if it is not healthy this long after it started
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub health_deadline: String,
+    /// Return once the instance is healthy and registered; supervise in the background
+    #[arg(long)]
+    pub detach: bool,
+    /// Log file of a detached supervisor
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Cluster name (for messages)
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub cluster: String,
+    /// The local coordination store (a directory on this machine)
+    #[arg(long, value_name = "DIR", conflicts_with = "zookeeper")]
+    pub local_store: Option<PathBuf>,
+    /// ZooKeeper connect string
+    #[arg(long, value_name = "HOSTS", requires = "zk_root")]
+    pub zookeeper: Option<String>,
+    /// The cluster's root znode
+    #[arg(long, value_name = "PATH")]
+    pub zk_root: Option<String>,
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub session_timeout: String,
+    /// The service command: one shell command line, or a program and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }

@@ -35,7 +35,8 @@
 //! - [`fetch`]: `agent fetch` and `agent seed`, the host's side of a distribution.
 //! - [`distribute`]: `rookery distribute`: tracker, origin and agents, the report.
 //! - [`daemon`]: fork-and-seed: report, then seed in the background.
-//! - [`agent`]: host-side command flags to fetches and seeders.
+//! - [`agent`]: host-side command flags to fetches, seeders and supervisors.
+//! - [`supervisor`]: `agent run`: a service under supervision, live while healthy.
 //! - [`transport`]: how the controller reaches a host (one trait): connections,
 //!   commands, uploads, bounded fan-out, errors that name host and stage.
 //! - [`ssh`]: the SSH transport (russh): settings cascade, auth, jump hosts, SFTP.
@@ -80,6 +81,7 @@ pub mod selector;
 pub mod shutdown;
 pub mod ssh;
 pub mod storage;
+pub mod supervisor;
 pub mod swarm;
 pub mod template;
 pub mod tracker;

@@ -265,3 +265,97 @@ fn an_expired_session_is_reported_and_stops_the_store() {
         );
     });
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+
+/// Starts `rookery agent run --detach` for `api` on h1; returns the service's pid.
+fn supervise(z: &ZooKeeper, release: &Path) -> u32 {
+    let out = Command::new(BIN)
+        .args([
+            "agent",
+            "run",
+            "--detach",
+            "--service",
+            "api",
+            "--host",
+            "h1",
+        ])
+        .args(["--version", "v1", "--release"])
+        .arg(release)
+        .args(["--health", "test -e up", "--health-interval", "100ms"])
+        .args([
+            "--zookeeper",
+            &z.connect,
+            "--zk-root",
+            "/rookery/t",
+            "--session-timeout",
+            "2s",
+        ])
+        .arg("--log")
+        .arg(release.join("supervisor.log"))
+        .args(["--", "touch up; exec sleep 600"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    v["pid"].as_u64().unwrap() as u32
+}
+
+fn ppid(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn wait_live(store: &ZkStore, n: usize) -> bool {
+    for _ in 0..200 {
+        if store.live("api").await.unwrap().len() == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[test]
+fn a_supervised_instance_is_live_only_while_its_service_and_supervisor_run() {
+    let z = ZooKeeper::start();
+    let release = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let watcher = zk(&z.connect).await;
+        // Registered once healthy; gone when the service exits.
+        let svc = supervise(&z, release.path());
+        assert_eq!(
+            watcher.live("api").await.unwrap(),
+            vec![Instance {
+                host: "h1".into(),
+                version: "v1".into(),
+                release: release.path().display().to_string(),
+            }]
+        );
+        // SAFETY: kill(2) on the service we started.
+        unsafe { libc::kill(svc as i32, libc::SIGKILL) };
+        assert!(
+            wait_live(&watcher, 0).await,
+            "the entry outlived the service"
+        );
+
+        // Gone when the supervisor itself is killed (its session expires).
+        std::fs::remove_file(release.path().join("up")).unwrap();
+        let svc = supervise(&z, release.path());
+        assert!(wait_live(&watcher, 1).await);
+        let sup = ppid(svc);
+        unsafe { libc::kill(sup as i32, libc::SIGKILL) };
+        assert!(
+            wait_live(&watcher, 0).await,
+            "the entry outlived the supervisor's session"
+        );
+        unsafe { libc::kill(svc as i32, libc::SIGKILL) };
+    });
+}

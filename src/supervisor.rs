@@ -1,0 +1,296 @@
+//! `rookery agent run`: the supervisor a service is started under, and how its
+//! liveness reaches the coordination store.
+//!
+//! It starts the service (in its own process group, in the release directory), runs
+//! the health check every `--health-interval`, and creates the service's `current`
+//! entry only once the check passes. After [`UNHEALTHY_AFTER`] failed checks in a row
+//! the entry is removed (and created again when the service recovers); when the
+//! service exits, the entry goes and the supervisor exits with the service's status.
+//! The first SIGTERM or SIGINT is passed to the service's process group; if it has not
+//! exited after [`STOP_GRACE`], it is killed. Because the entry is ephemeral (a
+//! ZooKeeper node of the supervisor's session, or a flock of its process), a crashed
+//! or killed supervisor takes it along: the rollout never counts a dead instance.
+//!
+//! With `--detach` it forks first (like `agent fetch`): the command returns with one
+//! result line once the service is healthy and registered, or has failed, and the
+//! supervisor goes on in the background with its output in a log file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::coordination::{Coordinator, Instance};
+
+/// Failed checks in a row before a live instance is withdrawn.
+pub const UNHEALTHY_AFTER: u32 = 3;
+/// How long the service gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long one health check may take.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Supervise {
+    pub service: String,
+    pub host: String,
+    pub version: String,
+    pub release: PathBuf,
+    /// One element: a shell command line (`sh -c`); more: argv.
+    pub command: Vec<String>,
+    pub health: Option<String>,
+    pub interval: Duration,
+    /// Give up when the service is not healthy this long after it started.
+    pub health_deadline: Duration,
+}
+
+#[derive(Debug, Serialize)]
+struct Event<'a> {
+    event: &'a str,
+    ok: bool,
+    service: &'a str,
+    host: &'a str,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Runs the service until it exits or `cancel` fires; returns its exit status.
+/// Writes a `result` line to `out` once the instance is registered (or has failed),
+/// then drops `out`.
+pub async fn run<C: Coordinator>(
+    store: &C,
+    s: &Supervise,
+    out: Box<dyn Write + Send>,
+    cancel: CancellationToken,
+) -> anyhow::Result<i32> {
+    let mut out = Some(out);
+    let mut report = |ok: bool, pid: Option<u32>, error: Option<String>| {
+        if let Some(mut w) = out.take() {
+            let e = Event {
+                event: "result",
+                ok,
+                service: &s.service,
+                host: &s.host,
+                version: &s.version,
+                pid,
+                error,
+            };
+            let _ = writeln!(w, "{}", serde_json::to_string(&e).expect("serializable"));
+            let _ = w.flush();
+        }
+    };
+    let mut cmd = if s.command.len() == 1 {
+        let mut c = tokio::process::Command::new("/bin/sh");
+        c.arg("-c").arg(&s.command[0]);
+        c
+    } else {
+        let mut c = tokio::process::Command::new(&s.command[0]);
+        c.args(&s.command[1..]);
+        c
+    };
+    cmd.current_dir(&s.release)
+        .env("ROOKERY_SERVICE", &s.service)
+        .env("ROOKERY_HOST", &s.host)
+        .env("ROOKERY_VERSION", &s.version)
+        .env("ROOKERY_RELEASE", &s.release)
+        .stdin(Stdio::null())
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("starting `{}`: {e}", s.command.join(" "));
+            report(false, None, Some(msg.clone()));
+            anyhow::bail!(msg);
+        }
+    };
+    let pid = child.id();
+    let instance = Instance {
+        host: s.host.clone(),
+        version: s.version.clone(),
+        release: s.release.display().to_string(),
+    };
+    let mut live: Option<C::Live> = None;
+    let mut ever_healthy = false;
+    let mut failures = 0u32;
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(s.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                drop(live.take());
+                let status = status?;
+                let code = exit_code(&status);
+                if !ever_healthy {
+                    report(false, pid, Some(format!("the service exited with {status} before it was healthy")));
+                }
+                eprintln!("rookery: {} on {} exited with {status}", s.service, s.host);
+                return Ok(code);
+            }
+            _ = cancel.cancelled() => {
+                drop(live.take());
+                if let Some(p) = pid {
+                    // SAFETY: signalling the service's own process group.
+                    unsafe { libc::kill(-(p as i32), libc::SIGTERM) };
+                }
+                let status = match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+                    Ok(s) => s?,
+                    Err(_) => {
+                        if let Some(p) = pid {
+                            // SAFETY: as above.
+                            unsafe { libc::kill(-(p as i32), libc::SIGKILL) };
+                        }
+                        child.wait().await?
+                    }
+                };
+                if !ever_healthy {
+                    report(false, pid, Some("stopped before it was healthy".into()));
+                }
+                return Ok(exit_code(&status));
+            }
+            _ = tick.tick() => {
+                let healthy = match &s.health {
+                    None => true,
+                    Some(h) => check(h, s).await,
+                };
+                if healthy {
+                    failures = 0;
+                    if live.is_none() {
+                        live = Some(store.register(&s.service, &instance).await?);
+                        if !ever_healthy {
+                            ever_healthy = true;
+                            report(true, pid, None);
+                        } else {
+                            eprintln!("rookery: {} on {} is healthy again", s.service, s.host);
+                        }
+                    }
+                } else {
+                    failures += 1;
+                    if live.is_some() && failures >= UNHEALTHY_AFTER {
+                        drop(live.take());
+                        eprintln!("rookery: {} on {} failed {failures} health checks; withdrawn", s.service, s.host);
+                    }
+                    if !ever_healthy && started.elapsed() > s.health_deadline {
+                        report(false, pid, Some(format!(
+                            "not healthy within {}",
+                            crate::units::format_duration(s.health_deadline)
+                        )));
+                        cancel.cancel();
+                    }
+                }
+                if let Err(e) = store.check_session() {
+                    eprintln!("rookery: {e}");
+                    live = None;
+                }
+            }
+        }
+    }
+}
+
+async fn check(health: &str, s: &Supervise) -> bool {
+    let child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(health)
+        .current_dir(&s.release)
+        .env("ROOKERY_SERVICE", &s.service)
+        .env("ROOKERY_HOST", &s.host)
+        .env("ROOKERY_VERSION", &s.version)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    matches!(tokio::time::timeout(CHECK_TIMEOUT, child).await, Ok(Ok(st)) if st.success())
+}
+
+fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local_store::LocalStore;
+
+    fn sup(dir: &std::path::Path, cmd: &str, health: Option<&str>) -> Supervise {
+        Supervise {
+            service: "api".into(),
+            host: "h1".into(),
+            version: "v1".into(),
+            release: dir.to_path_buf(),
+            command: vec![cmd.into()],
+            health: health.map(str::to_string),
+            interval: Duration::from_millis(50),
+            health_deadline: Duration::from_secs(5),
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn registers_once_healthy_and_leaves_with_the_service() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&d.path().join("store"), "t").unwrap();
+        // Healthy once the service has written its flag; exits when told by a file.
+        let s = sup(
+            d.path(),
+            "touch up; while [ ! -e stop ]; do sleep 0.02; done; exit 3",
+            Some("test -e up"),
+        );
+        let buf = Buf::default();
+        let cancel = CancellationToken::new();
+        let run = run(&store, &s, Box::new(buf.clone()), cancel);
+        let watch = async {
+            loop {
+                if !store.live("api").await.unwrap().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(store.live("api").await.unwrap()[0].version, "v1");
+            std::fs::write(d.path().join("stop"), "").unwrap();
+        };
+        let (code, ()) = tokio::join!(run, watch);
+        assert_eq!(code.unwrap(), 3);
+        assert!(store.live("api").await.unwrap().is_empty());
+        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(line.contains("\"event\":\"result\",\"ok\":true"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn a_service_never_healthy_fails_and_is_stopped() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&d.path().join("store"), "t").unwrap();
+        let mut s = sup(d.path(), "exec sleep 600", Some("false"));
+        s.health_deadline = Duration::from_millis(300);
+        let buf = Buf::default();
+        let code = run(&store, &s, Box::new(buf.clone()), CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(code, 128 + libc::SIGTERM);
+        let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            line.contains("\"ok\":false") && line.contains("not healthy within"),
+            "{line}"
+        );
+        assert!(store.live("api").await.unwrap().is_empty());
+    }
+}
