@@ -71,8 +71,29 @@ impl Error {
 
 /// The exit status for an error that reached `main`.
 pub fn exit_for(err: &anyhow::Error) -> Exit {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<Error>())
-        .map(Error::exit)
-        .unwrap_or(Exit::Failed)
+    for e in err.chain() {
+        if let Some(e) = e.downcast_ref::<Error>() {
+            return e.exit();
+        }
+        if let Some(crate::coordination::CoordError::Locked { .. }) = e.downcast_ref() {
+            return Exit::Locked;
+        }
+    }
+    Exit::Failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_exits_with_5() {
+        let e = anyhow::Error::new(crate::coordination::CoordError::Locked {
+            cluster: "c".into(),
+            holder: crate::coordination::Holder::me("d"),
+        })
+        .context("starting the deploy");
+        assert_eq!(exit_for(&e), Exit::Locked);
+        assert_eq!(exit_for(&anyhow::anyhow!("x")), Exit::Failed);
+    }
 }
