@@ -107,15 +107,23 @@ pub fn prepare(config: &Config) -> anyhow::Result<(Metainfo, String, PathBuf)> {
     };
     let m = metainfo::create(&art.source, &opts)
         .with_context(|| format!("creating metainfo for {}", art.source.display()))?;
-    let version = match &art.version {
+    let bytes = m.to_bytes();
+    let (version, file) = keep_metainfo(config, &m, &bytes)?;
+    Ok((m, version, file))
+}
+
+/// The release version of `m`, and a copy of its bytes in the controller's state
+/// directory (`<version>.torrent`).
+fn keep_metainfo(config: &Config, m: &Metainfo, bytes: &[u8]) -> anyhow::Result<(String, PathBuf)> {
+    let version = match &config.playbook.artifact.version {
         Version::ContentHash => m.content_version(),
         Version::Label(l) => l.clone(),
     };
     let dir = state_dir(config);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = dir.join(format!("{version}.torrent"));
-    std::fs::write(&file, m.to_bytes()).with_context(|| format!("writing {}", file.display()))?;
-    Ok((m, version, file))
+    std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+    Ok((version, file))
 }
 
 /// How `rookery distribute` was asked to run.
@@ -616,14 +624,7 @@ async fn remote_metainfo<C: Connection>(
         .await
         .map_err(|e| HostError::new(name, Stage::Command, format!("reading {file}: {e}")))?;
     let m = Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: reading {file}"))?;
-    let version = match &art.version {
-        Version::ContentHash => m.content_version(),
-        Version::Label(l) => l.clone(),
-    };
-    let dir = state_dir(config);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let local = dir.join(format!("{version}.torrent"));
-    std::fs::write(&local, &bytes).with_context(|| format!("writing {}", local.display()))?;
+    let (version, _) = keep_metainfo(config, &m, &bytes)?;
     Ok((m, version))
 }
 

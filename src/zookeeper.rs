@@ -125,6 +125,15 @@ impl ZkStore {
         }
     }
 
+    /// The children of `dir`; none when it does not exist.
+    async fn children(&self, dir: &str) -> Result<Vec<String>> {
+        match self.client.list_children(dir).await {
+            Ok(c) => Ok(c),
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(e) => Err(zerr(format!("listing {dir}"), e)),
+        }
+    }
+
     /// The holder of the lock: the data of the lowest-numbered contender.
     async fn holder(&self) -> Option<Holder> {
         let dir = format!("{}/lock", self.root);
@@ -218,11 +227,7 @@ impl Coordinator for ZkStore {
     async fn live(&self, service: &str) -> Result<Vec<Instance>> {
         self.check_session()?;
         let dir = format!("{}/current/{service}", self.root);
-        let children = match self.client.list_children(&dir).await {
-            Ok(c) => c,
-            Err(zk::Error::NoNode) => return Ok(Vec::new()),
-            Err(e) => return Err(zerr(format!("listing {dir}"), e)),
-        };
+        let children = self.children(&dir).await?;
         let mut out = Vec::new();
         for c in children {
             match self.client.get_data(&format!("{dir}/{c}")).await {
@@ -287,11 +292,7 @@ impl Coordinator for ZkStore {
     async fn staging(&self, service: &str) -> Result<Vec<(String, String)>> {
         self.check_session()?;
         let dir = format!("{}/staging/{service}", self.root);
-        let children = match self.client.list_children(&dir).await {
-            Ok(c) => c,
-            Err(zk::Error::NoNode) => return Ok(Vec::new()),
-            Err(e) => return Err(zerr(format!("listing {dir}"), e)),
-        };
+        let children = self.children(&dir).await?;
         let mut out = Vec::new();
         for c in children {
             if let Ok((data, _)) = self.client.get_data(&format!("{dir}/{c}")).await {
