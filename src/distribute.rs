@@ -349,10 +349,13 @@ async fn orchestrate<T: Transport>(
         _ => {
             let ip = match opts.advertise {
                 Some(ip) => ip,
-                None => ready_hosts
-                    .iter()
-                    .find_map(|r| r.conn.local_ip())
-                    .unwrap_or(Ipv4Addr::LOCALHOST.into()),
+                None => match ready_hosts.iter().find_map(|r| r.conn.local_ip()) {
+                    Some(ip) => ip,
+                    None if ready_hosts.is_empty() => Ipv4Addr::LOCALHOST.into(),
+                    None => anyhow::bail!(
+                        "no host was reached directly, so the address hosts can reach this machine at is unknown: pass --advertise IP, or make a host of the inventory the origin"
+                    ),
+                },
             };
             local_origin(config, hosts, &m, ip, &cancel).await?
         }

@@ -343,6 +343,16 @@ fn west_hosts_are_reached_through_a_jump_host() {
     let a = Artifact::new(1 << 20);
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    // Only jumped hosts: nothing says where they can reach this machine.
+    let r = distribute(&c, &a, &["--limit", "dc:west"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no host was reached directly"),
+        "{}",
+        r.stderr
+    );
+    let r = distribute(&c, &a, &["--limit", "dc:west", "--advertise", "127.0.0.1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     // A jump host that is down is named as such.
     c.stop("h1");
     let r = distribute(&c, &a, &[]);
