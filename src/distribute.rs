@@ -191,16 +191,18 @@ pub fn agent_path(config: &Config, h: usize) -> String {
     }
 }
 
-/// A directory of rookery's own on host `h`, beside the agent binary.
+/// A directory of rookery's own on host `h`: beside the agent binary over SSH, under
+/// the host's root (which the inventory always sets) on the local transport.
 fn host_state_dir(config: &Config, h: usize, agent: &str) -> String {
-    let host = &config.inventory.hosts[h];
-    match (&config.inventory.transport, &host.root) {
-        (inventory::Transport::Ssh(_), _) => match agent.rsplit_once('/') {
+    match &config.inventory.transport {
+        inventory::Transport::Ssh(_) => match agent.rsplit_once('/') {
             Some((dir, _)) => format!("{dir}/../origin"),
             None => ".rookery/origin".to_string(),
         },
-        (inventory::Transport::Local { root }, _) => root
-            .join(&host.name)
+        inventory::Transport::Local { .. } => config.inventory.hosts[h]
+            .root
+            .clone()
+            .unwrap_or_default()
             .join(".rookery/origin")
             .display()
             .to_string(),

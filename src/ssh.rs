@@ -128,10 +128,6 @@ impl Ssh {
             connect_timeout: opts.connect_timeout,
         })
     }
-
-    pub fn target(&self, host: usize) -> &Target {
-        &self.targets[host]
-    }
 }
 
 struct Resolver<'a> {
