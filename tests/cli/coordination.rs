@@ -229,22 +229,60 @@ fn a_closed_session_takes_its_live_entries_and_lock_with_it() {
     });
 }
 
+/// A TCP forwarder to ZooKeeper that can be cut, like a network partition.
+struct Partition {
+    addr: String,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Partition {
+    async fn start(target: String) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (up, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*rx.borrow() {
+                    continue; // dropped: the connection is refused while cut
+                }
+                let target = target.clone();
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Partition { addr, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
 #[test]
 fn an_expired_session_is_reported_and_stops_the_store() {
     let z = ZooKeeper::start();
     rt().block_on(async {
-        let a = zk(&z.connect).await;
-        // Expire a's session from outside: a second client takes over the session and
-        // closes it, as ZooKeeper's own tests do.
-        let info = a.client().session().clone();
-        let thief = zookeeper_client::Client::connector()
-            .with_session(info)
-            .connect(&z.connect)
-            .await
-            .unwrap();
-        drop(thief);
+        // a reaches ZooKeeper through a link that is then cut for longer than its
+        // session timeout (2 s): the server expires the session, and a hears so when
+        // the link comes back.
+        let link = Partition::start(z.connect.clone()).await;
+        let a = zk(&link.addr).await;
+        link.set(false);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        link.set(true);
         let mut lost = false;
-        for _ in 0..100 {
+        for _ in 0..200 {
             if let Err(CoordError::SessionLost) = a.check_session() {
                 lost = true;
                 break;
