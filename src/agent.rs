@@ -196,31 +196,28 @@ pub fn seed(
 /// `rookery agent run`: supervise one service instance (see [`crate::supervisor`]).
 pub fn run_service(a: &crate::cli::RunServiceArgs) -> anyhow::Result<Exit> {
     use crate::supervisor::{self, Supervise};
+    let location = crate::store::Location::from_args(&a.store)?;
+    let dest = a.release.join("..").join("..");
     let s = Supervise {
         service: a.service.clone(),
         host: a.host.clone(),
         version: a.version.clone(),
         release: a.release.clone(),
         command: a.command.clone(),
-        health: a.health.clone(),
-        interval: duration("--health-interval", &a.health_interval)?,
-        health_deadline: duration("--health-deadline", &a.health_deadline)?,
+        health: a.health.health.clone(),
+        interval: duration("--health-interval", &a.health.health_interval)?,
+        health_deadline: duration("--health-deadline", &a.health.health_deadline)?,
+        run_file: Some(a.run_file.clone().unwrap_or_else(|| {
+            dest.join(".rookery")
+                .join("run")
+                .join(format!("{}.json", a.service))
+        })),
     };
-    let session_timeout = duration("--session-timeout", &a.session_timeout)?;
-    if a.local_store.is_none() && a.zookeeper.is_none() {
-        return Err(usage(
-            "--local-store",
-            "give --local-store DIR or --zookeeper HOSTS",
-        ));
-    }
     let out: Box<dyn std::io::Write + Send> = if a.detach {
-        let log = a.log.clone().unwrap_or_else(|| {
-            a.release
-                .join("..")
-                .join("..")
-                .join(".rookery")
-                .join(format!("{}.log", a.service))
-        });
+        let log = a
+            .log
+            .clone()
+            .unwrap_or_else(|| dest.join(".rookery").join(format!("{}.log", a.service)));
         match daemon::fork_with_pipe(&log)
             .with_context(|| format!("starting the supervisor (log {})", log.display()))?
         {
@@ -237,20 +234,7 @@ pub fn run_service(a: &crate::cli::RunServiceArgs) -> anyhow::Result<Exit> {
     let rt = shutdown::runtime()?;
     let code = rt.block_on(async {
         let cancel = shutdown::install();
-        match (&a.local_store, &a.zookeeper) {
-            (Some(dir), _) => {
-                let store = crate::local_store::LocalStore::open(dir, &a.cluster)?;
-                supervisor::run(&store, &s, out, cancel).await
-            }
-            (None, Some(connect)) => {
-                let root = a.zk_root.as_deref().unwrap_or("/rookery");
-                let store =
-                    crate::zookeeper::ZkStore::connect(connect, root, &a.cluster, session_timeout)
-                        .await?;
-                supervisor::run(&store, &s, out, cancel).await
-            }
-            (None, None) => unreachable!("checked above"),
-        }
+        supervisor::run(&location, &a.store.cluster, &s, out, cancel).await
     })?;
     if a.detach {
         std::process::exit(code);

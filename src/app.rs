@@ -2,8 +2,7 @@
 //!
 //! Every command that acts on a cluster first loads and validates the inventory and
 //! the playbook (`Config`), resolves `--limit`, and builds the `Plan`; only then does it
-//! act. Commands whose engine is not in this build say so and exit with
-//! [`Exit::NotBuilt`] after validating their input, never with a fake success.
+//! act.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,11 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::{AgentCommand, Cli, Command, Global, TorrentCommand, TrackerArgs};
+use crate::cli::{AgentCommand, Cli, Command, Global, RemoteArgs, TorrentCommand, TrackerArgs};
 use crate::config::Config;
 use crate::error::{Error, Exit};
 use crate::metainfo;
 use crate::plan;
+use crate::record::Kind;
 use crate::render;
 use crate::selector::Pattern;
 use crate::units::ByteSize;
@@ -35,46 +35,72 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Deploy(a) => {
-            validate(g, &a.playbook)?;
-            not_built(
-                "deploy",
-                "the distribution and rollout engines are not implemented",
+            let config = load(g, &a.playbook)?;
+            let selected = select(g, &config)?;
+            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+            crate::deploy::run(
+                &config,
+                selected.as_deref(),
+                &p,
+                &rollout_options(g, &a.remote, Kind::Deploy),
             )
         }
         Command::Distribute(a) => {
             let config = load(g, &a.playbook)?;
             let selected = select(g, &config)?;
-            let hosts: Vec<usize> = config
-                .target_hosts()
-                .into_iter()
-                .filter(|h| selected.as_ref().is_none_or(|s| s.binary_search(h).is_ok()))
-                .collect();
-            crate::distribute::run(
-                &config,
-                &hosts,
-                &crate::distribute::Options {
-                    json: g.json,
-                    quiet: g.quiet,
-                    forks: a.remote.forks as usize,
-                    accept_new_host_keys: a.remote.accept_new_host_keys,
-                    advertise: a.remote.advertise,
-                },
-            )
+            let hosts = targets(&config, selected.as_deref());
+            crate::distribute::run(&config, &hosts, &distribute_options(g, &a.remote))
         }
-        Command::Rollout(a) | Command::Reconcile(a) => {
-            validate(g, &a.playbook)?;
-            let name = if matches!(cli.command, Command::Rollout(_)) {
-                "rollout"
-            } else {
-                "reconcile"
-            };
-            not_built(name, "the rollout engine is not implemented")
+        Command::Rollout(a) => {
+            let config = load(g, &a.run.playbook)?;
+            let selected = select(g, &config)?;
+            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+            let mut opts = rollout_options(g, &a.run.remote, Kind::Rollout);
+            opts.version = a.version.clone();
+            crate::rollout::run(&config, &p, &opts)
+        }
+        Command::Reconcile(a) => {
+            let config = load(g, &a.playbook)?;
+            let selected = select(g, &config)?;
+            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+            crate::deploy::reconcile(&config, &p, &rollout_options(g, &a.remote, Kind::Reconcile))
         }
         Command::Rollback(a) => {
-            validate(g, &a.playbook)?;
-            not_built("rollback", "the rollout engine is not implemented")
+            let config = load(g, &a.playbook)?;
+            let selected = select(g, &config)?;
+            for s in &a.service {
+                if config.playbook.service(s).is_none() {
+                    return Err(Error::Usage(format!(
+                        "--service `{s}`: no such service in playbook `{}`",
+                        config.playbook.name
+                    ))
+                    .into());
+                }
+            }
+            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+            let mut opts = rollout_options(g, &a.remote, Kind::Rollback);
+            opts.services = a.service.clone();
+            crate::rollout::run(&config, &p, &opts)
         }
-        Command::Status(_) => not_built("status", "the coordination store is not implemented"),
+        Command::Status(a) => {
+            let inventory = g.inventory.as_deref().ok_or(Error::NoInventory)?;
+            let opts = crate::status::Options {
+                json: g.json,
+                forks: a.remote.forks as usize,
+                accept_new_host_keys: a.remote.accept_new_host_keys,
+            };
+            match &a.playbook {
+                Some(pb) => {
+                    let config = load(g, pb)?;
+                    crate::status::run(&config.inventory, Some(&config), &opts)
+                }
+                None => {
+                    let inv =
+                        crate::inventory::Inventory::load(inventory).map_err(Error::Config)?;
+                    crate::status::run(&inv, None, &opts)
+                }
+            }
+        }
         Command::Torrent(TorrentCommand::Create {
             dir,
             output,
@@ -97,6 +123,28 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             until_stdin_closes,
         }) => crate::agent::seed(swarm, source, duration.as_deref(), *until_stdin_closes),
         Command::Agent(AgentCommand::Run(a)) => crate::agent::run_service(a),
+        Command::Agent(AgentCommand::Switch(a)) => {
+            let o = crate::switch::run(a);
+            println!("{}", serde_json::to_string(&o)?);
+            Ok(if o.ok { Exit::Ok } else { Exit::Failed })
+        }
+        Command::Agent(AgentCommand::Releases { destination }) => {
+            let r = crate::switch::releases(destination);
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(Exit::Ok)
+        }
+        Command::Agent(AgentCommand::Prune {
+            destination,
+            keep,
+            previous,
+        }) => {
+            let removed = crate::switch::prune(destination, *keep, previous.as_deref());
+            println!(
+                "{}",
+                serde_json::json!({"event": "pruned", "removed": removed})
+            );
+            Ok(Exit::Ok)
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "rookery", &mut out);
@@ -293,21 +341,42 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn not_built(command: &'static str, missing: &'static str) -> anyhow::Result<Exit> {
-    Err(Error::NotBuilt { command, missing }.into())
+fn targets(config: &Config, selected: Option<&[usize]>) -> Vec<usize> {
+    config
+        .target_hosts()
+        .into_iter()
+        .filter(|h| selected.is_none_or(|s| s.binary_search(h).is_ok()))
+        .collect()
+}
+
+fn distribute_options(g: &Global, r: &RemoteArgs) -> crate::distribute::Options {
+    crate::distribute::Options {
+        json: g.json,
+        quiet: g.quiet,
+        forks: r.forks as usize,
+        accept_new_host_keys: r.accept_new_host_keys,
+        advertise: r.advertise,
+    }
+}
+
+fn rollout_options(g: &Global, r: &RemoteArgs, kind: Kind) -> crate::rollout::Options {
+    crate::rollout::Options {
+        kind,
+        json: g.json,
+        quiet: g.quiet,
+        forks: r.forks as usize,
+        accept_new_host_keys: r.accept_new_host_keys,
+        advertise: r.advertise,
+        version: None,
+        services: Vec::new(),
+        lock_held: false,
+    }
 }
 
 /// Loads and cross-checks the inventory and the playbook.
 fn load(g: &Global, playbook: &Path) -> anyhow::Result<Config> {
     let inventory = g.inventory.as_deref().ok_or(Error::NoInventory)?;
     Config::load(inventory, playbook).map_err(|d| Error::Config(d).into())
-}
-
-/// Validates everything a command would act on, including `--limit`.
-fn validate(g: &Global, playbook: &Path) -> anyhow::Result<Config> {
-    let config = load(g, playbook)?;
-    select(g, &config)?;
-    Ok(config)
 }
 
 /// The hosts `--limit` selects, sorted; `None` without `--limit`.

@@ -18,7 +18,7 @@ BitTorrent, registers the result in a coordination store (ZooKeeper, or a local 
 embedded default), and rolls services to the new release in dependency order, batch by batch, \
 never dropping a service below its quorum.\n\nStart with `rookery plan -i INVENTORY PLAYBOOK`: it \
 validates both files and prints what a deploy would do, touching nothing.",
-    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 6 not available in this build, 7 a host key did not match known_hosts (nothing ran), 130 interrupted."
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 6 not available in this build, 7 a host key did not match known_hosts (nothing ran), 8 deploy stopped before its end (run it again to resume), 130 interrupted."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -94,7 +94,7 @@ pub enum Command {
     /// Copy the artifact to every host (BitTorrent), without restarting anything
     Distribute(RunArgs),
     /// Restart services on the distributed release, in dependency order, keeping quorum
-    Rollout(RunArgs),
+    Rollout(RolloutArgs),
     /// Show live and staged versions, releases, the deploy lock and the last deploy
     Status(StatusArgs),
     /// Return services to their previous release, keeping quorum
@@ -119,10 +119,21 @@ pub enum Command {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The release to roll to (default: the version staged by the last distribution)
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct StatusArgs {
-    /// Playbook whose services to show (default: every service in the coordination store)
+    /// Playbook whose services to show, with the releases on each host (default: every service in the coordination store)
     #[arg(value_name = "PLAYBOOK")]
     pub playbook: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -132,6 +143,8 @@ pub struct RollbackArgs {
     /// Only this service (repeatable; default: all services of the playbook)
     #[arg(long, value_name = "NAME")]
     pub service: Vec<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +277,23 @@ pub enum AgentCommand {
     },
     /// Run a service under supervision and register it as live while healthy
     Run(RunServiceArgs),
+    /// Stop a service, point `current` at a release, start it there (idempotent)
+    Switch(SwitchArgs),
+    /// List the releases of a destination and what `current` points to (JSON)
+    Releases {
+        #[arg(long, value_name = "DIR")]
+        destination: PathBuf,
+    },
+    /// Remove old releases, keeping the newest N and never the current or previous
+    Prune {
+        #[arg(long, value_name = "DIR")]
+        destination: PathBuf,
+        #[arg(long, value_name = "N")]
+        keep: u32,
+        /// The release `current` pointed to before the deploy (kept)
+        #[arg(long, value_name = "VERSION")]
+        previous: Option<String>,
+    },
 }
 
 /// `rookery agent run`: one service instance under supervision.
@@ -280,6 +310,27 @@ pub struct RunServiceArgs {
     /// The release directory (working directory of the service)
     #[arg(long, value_name = "DIR")]
     pub release: PathBuf,
+    #[command(flatten)]
+    pub health: HealthArgs,
+    /// Return once the instance is healthy and registered; supervise in the background
+    #[arg(long)]
+    pub detach: bool,
+    /// Log file of a detached supervisor
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Where the supervisor records its pid (default: `<release>/../../.rookery/run/<service>.json`)
+    #[arg(long, value_name = "FILE")]
+    pub run_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The service command: one shell command line, or a program and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// How a supervisor checks its service.
+#[derive(Debug, Args, Clone)]
+pub struct HealthArgs {
     /// Health check, a shell command line; none: live as soon as started
     #[arg(long, value_name = "CMD")]
     pub health: Option<String>,
@@ -288,12 +339,11 @@ pub struct RunServiceArgs {
     /// Fail (and stop the service) if it is not healthy this long after it started
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub health_deadline: String,
-    /// Return once the instance is healthy and registered; supervise in the background
-    #[arg(long)]
-    pub detach: bool,
-    /// Log file of a detached supervisor
-    #[arg(long, value_name = "FILE")]
-    pub log: Option<PathBuf>,
+}
+
+/// Which coordination store a host-side command opens.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
     /// Cluster name (for messages)
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub cluster: String,
@@ -308,7 +358,30 @@ pub struct RunServiceArgs {
     pub zk_root: Option<String>,
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub session_timeout: String,
-    /// The service command: one shell command line, or a program and its arguments
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
+}
+
+/// `rookery agent switch`: make one service on this host run one release.
+#[derive(Debug, Args, Clone)]
+pub struct SwitchArgs {
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// This host's inventory name
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// The release to run (a directory under `<destination>/releases/`)
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// The artifact's destination root on this host
+    #[arg(long, value_name = "DIR")]
+    pub destination: PathBuf,
+    /// Graceful stop command for the running instance (a shell command line)
+    #[arg(long, value_name = "CMD")]
+    pub stop: Option<String>,
+    /// The start command (a shell command line run in the release directory)
+    #[arg(long, value_name = "CMD")]
+    pub start: String,
+    #[command(flatten)]
+    pub health: HealthArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }

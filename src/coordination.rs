@@ -133,6 +133,16 @@ pub trait Coordinator: Send + Sync + 'static {
         instance: &Instance,
     ) -> impl Future<Output = Result<Self::Live>> + Send;
 
+    /// Removes a live entry now and waits until it is gone (dropping it removes it
+    /// too, but in the background, which a process about to exit cannot wait for).
+    fn withdraw(&self, live: Self::Live) -> impl Future<Output = ()> + Send;
+
+    /// Who holds the deploy lock, if anyone.
+    fn holder(&self) -> impl Future<Output = Result<Option<Holder>>> + Send;
+
+    /// Services with live or staged entries.
+    fn services(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+
     /// The live instances of `service`.
     fn live(&self, service: &str) -> impl Future<Output = Result<Vec<Instance>>> + Send;
 

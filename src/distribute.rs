@@ -140,27 +140,10 @@ pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<E
     let rt = crate::shutdown::runtime()?;
     let (report, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
-        let r = match &config.inventory.transport {
-            inventory::Transport::Local { .. } => {
-                let exe = std::env::current_exe().context("finding the rookery binary")?;
-                let agent = move |_: usize| exe.display().to_string();
-                orchestrate(&Local, config, hosts, opts, &agent, cancel.clone()).await
-            }
-            inventory::Transport::Ssh(s) => {
-                let ssh = Ssh::new(
-                    &config.inventory,
-                    &crate::ssh::Options {
-                        known_hosts: s.known_hosts.clone(),
-                        config: s.config.clone(),
-                        accept_new: opts.accept_new_host_keys,
-                        connect_timeout: s.connect_timeout,
-                    },
-                )?;
-                let agent = |h: usize| agent_path(config, h);
-                orchestrate(&ssh, config, hosts, opts, &agent, cancel.clone()).await
-            }
-        };
-        r.map(|r| (r, cancel.is_cancelled()))
+        let store = crate::rollout::open_store(config).await?;
+        let report = distribute(config, hosts, opts, cancel.clone()).await?;
+        stage(config, &store, &report).await?;
+        anyhow::Ok((report, cancel.is_cancelled()))
     })?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -174,6 +157,65 @@ pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<E
     } else {
         Exit::HostsFailed
     })
+}
+
+/// Distributes the artifact to `hosts` over the inventory's transport.
+pub async fn distribute(
+    config: &Config,
+    hosts: &[usize],
+    opts: &Options,
+    cancel: CancellationToken,
+) -> anyhow::Result<Report> {
+    match &config.inventory.transport {
+        inventory::Transport::Local { .. } => {
+            let exe = std::env::current_exe().context("finding the rookery binary")?;
+            let agent = move |_: usize| exe.display().to_string();
+            orchestrate(&Local, config, hosts, opts, &agent, cancel).await
+        }
+        inventory::Transport::Ssh(_) => {
+            let ssh = ssh_transport(config, opts.accept_new_host_keys)?;
+            let agent = |h: usize| agent_path(config, h);
+            orchestrate(&ssh, config, hosts, opts, &agent, cancel).await
+        }
+    }
+}
+
+/// Records in the store that each host with a verified copy has the version staged,
+/// for every service of the playbook placed on it.
+pub async fn stage(
+    config: &Config,
+    store: &crate::store::Store,
+    report: &Report,
+) -> anyhow::Result<()> {
+    use crate::coordination::Coordinator;
+    for (si, svc) in config.playbook.services.iter().enumerate() {
+        for &h in &config.services[si].hosts {
+            let name = &config.inventory.hosts[h].name;
+            if report.hosts.iter().any(|r| &r.host == name && r.ok) {
+                store
+                    .set_staging(&svc.name, name, &report.version)
+                    .await
+                    .with_context(|| format!("recording the staged version of {name}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The SSH transport as the inventory configures it.
+pub fn ssh_transport(config: &Config, accept_new_host_keys: bool) -> anyhow::Result<Ssh> {
+    let inventory::Transport::Ssh(s) = &config.inventory.transport else {
+        anyhow::bail!("the inventory's transport is not ssh");
+    };
+    Ssh::new(
+        &config.inventory,
+        &crate::ssh::Options {
+            known_hosts: s.known_hosts.clone(),
+            config: s.config.clone(),
+            accept_new: accept_new_host_keys,
+            connect_timeout: s.connect_timeout,
+        },
+    )
 }
 
 /// Where the rookery binary lives on host `h`: under its `root`, at
@@ -775,7 +817,7 @@ async fn remote_origin<C: Connection>(
     })
 }
 
-async fn connect_all<T: Transport>(
+pub(crate) async fn connect_all<T: Transport>(
     transport: &T,
     hosts: &[usize],
     forks: usize,
@@ -922,7 +964,7 @@ fn fetch_argv(
     argv
 }
 
-fn render(r: &Report) -> String {
+pub fn render(r: &Report) -> String {
     let mb = |b: u64| b as f64 / 1e6;
     let mut s = format!(
         "version {} ({} MB), origin uploaded {:.1} MB = {:.2} copies, {:.1}s\n",

@@ -26,6 +26,11 @@ pub enum Exit {
     NotBuilt = 6,
     /// A host presented a changed or revoked host key; nothing ran on any host.
     HostKey = 7,
+    /// A deploy stopped before its end: a host failed beyond the failure budget
+    /// (and was switched back), a quorum did not return in time, or the coordination
+    /// session was lost. Finished hosts keep the new release; run the same command to
+    /// resume.
+    Stopped = 8,
     /// Stopped by Ctrl-C or SIGTERM.
     Interrupted = 130,
 }

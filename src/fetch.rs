@@ -146,7 +146,15 @@ async fn download(
         .lock_hot_set(layout)
         .context("locking the hot set of the current release")?;
     let session = engine::session(&f.engine, &staging, cancel.child_token()).await?;
-    let torrent = engine::add(&session, &f.engine, &f.torrent, &staging, None).await?;
+    let storage = crate::storage::SealableFactory::new(&staging);
+    let torrent = engine::add(
+        &session,
+        &f.engine,
+        &f.torrent,
+        &staging,
+        Some(storage.boxed_factory()),
+    )
+    .await?;
     wait(f, &torrent, events, cancel).await?;
 
     let live = torrent.live().context("the torrent stopped")?;
@@ -155,6 +163,9 @@ async fn download(
     let reused = total.saturating_sub(fetched);
     (|| {
         release::prune(&staging, &f.metainfo)?;
+        // Seeding goes on from the installed release: read-only, so that its
+        // programs can be executed (see `SealableFactory`).
+        storage.seal()?;
         release::restore_manifest(&staging, &f.metainfo)?;
         f.page_cache.after_write(&staging, &f.metainfo)?;
         release::install(layout, &f.version)

@@ -33,6 +33,7 @@
 //! - [`release`]: release directories on a host: staging, reuse, manifest, install.
 //! - [`page_cache`]: dropping, locking and preloading pages around a copy.
 //! - [`fetch`]: `agent fetch` and `agent seed`, the host's side of a distribution.
+//! - [`deploy`]: `rookery deploy` and `reconcile`: distribution, then rollout.
 //! - [`distribute`]: `rookery distribute`: tracker, origin and agents, the report.
 //! - [`daemon`]: fork-and-seed: report, then seed in the background.
 //! - [`agent`]: host-side command flags to fetches, seeders and supervisors.
@@ -48,6 +49,13 @@
 //!   staged versions, deploy records, the deploy lock.
 //! - [`zookeeper`]: that state in ZooKeeper (ephemeral nodes, the lock recipe).
 //! - [`local_store`]: that state in a directory of flock-held files (embedded default).
+//! - [`store`]: the store the inventory names, either implementation as one type.
+//! - [`record`]: the deploy record kept in the store, what resume reads back.
+//! - [`switch`]: `agent switch`, the host's side of a restart (stop, switch
+//!   `current`, start), and the host's release list and pruning.
+//! - [`rollout`]: services in dependency order, batches behind the quorum gate,
+//!   switch back on failure, resume from the record.
+//! - [`status`]: `rookery status`: live, staged and installed versions per host.
 //! - [`shutdown`]: the cancellation tree and the runtime.
 //! - [`render`]: the plan as text for an operator.
 
@@ -61,6 +69,7 @@ pub mod coordination;
 pub mod daemon;
 pub mod decode;
 pub mod dependency;
+pub mod deploy;
 pub mod diagnostic;
 pub mod distribute;
 pub mod engine;
@@ -75,14 +84,19 @@ pub mod page_cache;
 pub mod plan;
 pub mod playbook;
 pub mod progress;
+pub mod record;
 pub mod release;
 pub mod render;
+pub mod rollout;
 pub mod selector;
 pub mod shutdown;
 pub mod ssh;
+pub mod status;
 pub mod storage;
+pub mod store;
 pub mod supervisor;
 pub mod swarm;
+pub mod switch;
 pub mod template;
 pub mod tracker;
 pub mod transport;

@@ -166,6 +166,41 @@ impl Coordinator for LocalStore {
         })
     }
 
+    async fn withdraw(&self, live: Held) {
+        drop(live);
+    }
+
+    async fn holder(&self) -> Result<Option<Holder>> {
+        let path = self.dir.join("lock");
+        let Ok(mut f) = File::open(&path) else {
+            return Ok(None);
+        };
+        if flock(&f, libc::LOCK_SH).map_err(|e| err(&path, e))? {
+            return Ok(None);
+        }
+        let mut text = String::new();
+        let _ = f.read_to_string(&mut text);
+        Ok(serde_json::from_str(&text).ok())
+    }
+
+    async fn services(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for sub in ["current", "staging"] {
+            for e in std::fs::read_dir(self.dir.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.starts_with('.') && !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn live(&self, service: &str) -> Result<Vec<Instance>> {
         self.live_now(service)
     }

@@ -114,3 +114,141 @@ impl TorrentStorage for ReadOnlyTree {
         }))
     }
 }
+
+/// The storage of a download: read-write while pieces arrive, then *sealed*: every
+/// file reopened read-only before the release is installed.
+///
+/// The fetch keeps seeding the installed release for its seed window. With
+/// librqbit's own storage, the files stay open for writing all that time, and the
+/// kernel refuses to execute a file open for writing (`ETXTBSY`, "Text file busy"):
+/// a service started from the new release during the window would fail to start.
+#[derive(Clone)]
+pub struct SealableFactory {
+    shared: std::sync::Arc<Shared>,
+}
+
+struct Shared {
+    root: PathBuf,
+    files: std::sync::RwLock<Vec<Option<(PathBuf, File)>>>,
+}
+
+impl SealableFactory {
+    pub fn new(root: &Path) -> SealableFactory {
+        SealableFactory {
+            shared: std::sync::Arc::new(Shared {
+                root: root.to_path_buf(),
+                files: std::sync::RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn boxed_factory(&self) -> BoxStorageFactory {
+        self.clone().boxed()
+    }
+
+    /// Reopens every file read-only (call once the copy is verified and before it
+    /// is renamed into place; open descriptors survive the rename).
+    pub fn seal(&self) -> std::io::Result<()> {
+        let mut files = self.shared.files.write().expect("storage lock");
+        for (path, f) in files.iter_mut().flatten() {
+            *f = File::open(&*path)?;
+        }
+        Ok(())
+    }
+}
+
+impl StorageFactory for SealableFactory {
+    type Storage = SealableTree;
+
+    fn create(
+        &self,
+        _: &ManagedTorrentShared,
+        _: &TorrentMetadata,
+    ) -> anyhow::Result<SealableTree> {
+        Ok(SealableTree {
+            shared: self.shared.clone(),
+        })
+    }
+
+    fn clone_box(&self) -> BoxStorageFactory {
+        self.clone().boxed()
+    }
+}
+
+pub struct SealableTree {
+    shared: std::sync::Arc<Shared>,
+}
+
+impl SealableTree {
+    fn with<T>(&self, id: usize, f: impl FnOnce(&File) -> std::io::Result<T>) -> anyhow::Result<T> {
+        let files = self.shared.files.read().expect("storage lock");
+        let (_, file) = files
+            .get(id)
+            .and_then(Option::as_ref)
+            .context("no such file")?;
+        Ok(f(file)?)
+    }
+}
+
+impl TorrentStorage for SealableTree {
+    fn init(&mut self, _: &ManagedTorrentShared, metadata: &TorrentMetadata) -> anyhow::Result<()> {
+        let mut files = Vec::new();
+        for info in metadata.file_infos.iter() {
+            if info.attrs.padding {
+                files.push(None);
+                continue;
+            }
+            let path = self.shared.root.join(&info.relative_filename);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            files.push(Some((path, f)));
+        }
+        *self.shared.files.write().expect("storage lock") = files;
+        Ok(())
+    }
+
+    fn pread_exact(&self, file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+        self.with(file_id, |f| f.read_exact_at(buf, offset))
+    }
+
+    fn pwrite_all(&self, file_id: usize, offset: u64, buf: &[u8]) -> anyhow::Result<()> {
+        self.with(file_id, |f| f.write_all_at(buf, offset))
+    }
+
+    fn remove_file(&self, _: usize, filename: &Path) -> anyhow::Result<()> {
+        Ok(std::fs::remove_file(self.shared.root.join(filename))?)
+    }
+
+    fn remove_directory_if_empty(&self, path: &Path) -> anyhow::Result<()> {
+        let path = self.shared.root.join(path);
+        if path.is_dir() && std::fs::read_dir(&path)?.next().is_none() {
+            std::fs::remove_dir(&path)?;
+        }
+        Ok(())
+    }
+
+    fn ensure_file_length(&self, file_id: usize, length: u64) -> anyhow::Result<()> {
+        self.with(file_id, |f| {
+            if f.metadata()?.len() == length {
+                Ok(())
+            } else {
+                f.set_len(length)
+            }
+        })
+    }
+
+    fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
+        Ok(Box::new(SealableTree {
+            shared: self.shared.clone(),
+        }))
+    }
+}

@@ -24,11 +24,14 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::coordination::{Coordinator, Instance};
+use crate::store::{Location, Store, StoreLive};
 
 /// Failed checks in a row before a live instance is withdrawn.
 pub const UNHEALTHY_AFTER: u32 = 3;
 /// How long the service gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often the health check runs until it first passes.
+pub const FIRST_CHECKS: Duration = Duration::from_millis(100);
 /// How long one health check may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,6 +47,38 @@ pub struct Supervise {
     pub interval: Duration,
     /// Give up when the service is not healthy this long after it started.
     pub health_deadline: Duration,
+    /// Where to record the supervisor's and the service's pids while they run (what
+    /// `agent switch` reads to stop this instance).
+    pub run_file: Option<PathBuf>,
+}
+
+/// What the run file says about a running instance.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RunFile {
+    pub supervisor: u32,
+    pub service: u32,
+    pub version: String,
+    pub release: String,
+    pub started: u64,
+}
+
+impl RunFile {
+    pub fn read(path: &std::path::Path) -> Option<RunFile> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
+/// Removes the run file when the supervisor ends, if it is still this one's.
+struct RunFileGuard(Option<PathBuf>);
+
+impl Drop for RunFileGuard {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0
+            && RunFile::read(p).is_some_and(|r| r.supervisor == std::process::id())
+        {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -62,8 +97,9 @@ struct Event<'a> {
 /// Runs the service until it exits or `cancel` fires; returns its exit status.
 /// Writes a `result` line to `out` once the instance is registered (or has failed),
 /// then drops `out`.
-pub async fn run<C: Coordinator>(
-    store: &C,
+pub async fn run(
+    location: &Location,
+    cluster: &str,
     s: &Supervise,
     out: Box<dyn Write + Send>,
     cancel: CancellationToken,
@@ -109,21 +145,39 @@ pub async fn run<C: Coordinator>(
         }
     };
     let pid = child.id();
+    let _guard = RunFileGuard(s.run_file.clone());
+    if let Some(path) = &s.run_file {
+        let r = RunFile {
+            supervisor: std::process::id(),
+            service: pid.unwrap_or(0),
+            version: s.version.clone(),
+            release: s.release.display().to_string(),
+            started: crate::coordination::now(),
+        };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        crate::local::write_atomically(path, &serde_json::to_vec(&r)?, 0o644)?;
+    }
     let instance = Instance {
         host: s.host.clone(),
         version: s.version.clone(),
         release: s.release.display().to_string(),
     };
-    let mut live: Option<C::Live> = None;
+    let mut store: Store = location.open(cluster).await?;
+    let mut live: Option<StoreLive> = None;
     let mut ever_healthy = false;
     let mut failures = 0u32;
     let started = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(s.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Check often until the first success, so a restart registers as soon as the
+    // service is up; then every `interval`.
+    let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
             status = child.wait() => {
-                drop(live.take());
+                if let Some(l) = live.take() {
+                    store.withdraw(l).await;
+                }
                 let status = status?;
                 let code = exit_code(&status);
                 if !ever_healthy {
@@ -133,7 +187,9 @@ pub async fn run<C: Coordinator>(
                 return Ok(code);
             }
             _ = cancel.cancelled() => {
-                drop(live.take());
+                if let Some(l) = live.take() {
+                    store.withdraw(l).await;
+                }
                 if let Some(p) = pid {
                     // SAFETY: signalling the service's own process group.
                     unsafe { libc::kill(-(p as i32), libc::SIGTERM) };
@@ -153,7 +209,9 @@ pub async fn run<C: Coordinator>(
                 }
                 return Ok(exit_code(&status));
             }
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(next) => {
+                next = tokio::time::Instant::now()
+                    + if ever_healthy { s.interval } else { FIRST_CHECKS.min(s.interval) };
                 let healthy = match &s.health {
                     None => true,
                     Some(h) => check(h, s).await,
@@ -172,7 +230,9 @@ pub async fn run<C: Coordinator>(
                 } else {
                     failures += 1;
                     if live.is_some() && failures >= UNHEALTHY_AFTER {
-                        drop(live.take());
+                        if let Some(l) = live.take() {
+                            store.withdraw(l).await;
+                        }
                         eprintln!("rookery: {} on {} failed {failures} health checks; withdrawn", s.service, s.host);
                     }
                     if !ever_healthy && started.elapsed() > s.health_deadline {
@@ -184,8 +244,18 @@ pub async fn run<C: Coordinator>(
                     }
                 }
                 if let Err(e) = store.check_session() {
-                    eprintln!("rookery: {e}");
+                    // The entry went with the session. Open a new one; the next
+                    // healthy check registers the instance again.
+                    eprintln!("rookery: {e}; reconnecting");
                     live = None;
+                    match tokio::time::timeout(CHECK_TIMEOUT, location.open(cluster)).await {
+                        Ok(Ok(fresh)) => {
+                            store = fresh;
+                            eprintln!("rookery: reconnected to the coordination store");
+                        }
+                        Ok(Err(e)) => eprintln!("rookery: reconnecting: {e}"),
+                        Err(_) => eprintln!("rookery: reconnecting: timed out"),
+                    }
                 }
             }
         }
@@ -230,6 +300,7 @@ mod tests {
             health: health.map(str::to_string),
             interval: Duration::from_millis(50),
             health_deadline: Duration::from_secs(5),
+            run_file: None,
         }
     }
 
@@ -249,6 +320,9 @@ mod tests {
     async fn registers_once_healthy_and_leaves_with_the_service() {
         let d = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&d.path().join("store"), "t").unwrap();
+        let loc = Location::Local {
+            dir: d.path().join("store"),
+        };
         // Healthy once the service has written its flag; exits when told by a file.
         let s = sup(
             d.path(),
@@ -257,7 +331,7 @@ mod tests {
         );
         let buf = Buf::default();
         let cancel = CancellationToken::new();
-        let run = run(&store, &s, Box::new(buf.clone()), cancel);
+        let run = run(&loc, "t", &s, Box::new(buf.clone()), cancel);
         let watch = async {
             loop {
                 if !store.live("api").await.unwrap().is_empty() {
@@ -279,12 +353,21 @@ mod tests {
     async fn a_service_never_healthy_fails_and_is_stopped() {
         let d = tempfile::tempdir().unwrap();
         let store = LocalStore::open(&d.path().join("store"), "t").unwrap();
+        let loc = Location::Local {
+            dir: d.path().join("store"),
+        };
         let mut s = sup(d.path(), "exec sleep 600", Some("false"));
         s.health_deadline = Duration::from_millis(300);
         let buf = Buf::default();
-        let code = run(&store, &s, Box::new(buf.clone()), CancellationToken::new())
-            .await
-            .unwrap();
+        let code = run(
+            &loc,
+            "t",
+            &s,
+            Box::new(buf.clone()),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(code, 128 + libc::SIGTERM);
         let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(

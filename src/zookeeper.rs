@@ -135,7 +135,7 @@ impl ZkStore {
     }
 
     /// The holder of the lock: the data of the lowest-numbered contender.
-    async fn holder(&self) -> Option<Holder> {
+    async fn lock_holder(&self) -> Option<Holder> {
         let dir = format!("{}/lock", self.root);
         let mut children = self.client.list_children(&dir).await.ok()?;
         children.sort_by_key(|c| {
@@ -157,6 +157,9 @@ pub struct ZkLive {
 
 impl Drop for ZkLive {
     fn drop(&mut self) {
+        if self.path.is_empty() {
+            return; // withdrawn already
+        }
         let client = self.client.clone();
         let path = std::mem::take(&mut self.path);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -183,7 +186,7 @@ impl Coordinator for ZkStore {
             Ok(Err(e)) => Err(zerr("taking the deploy lock", e)),
             Err(_) => Err(CoordError::Locked {
                 cluster: self.cluster.clone(),
-                holder: self.holder().await.unwrap_or(Holder {
+                holder: self.lock_holder().await.unwrap_or(Holder {
                     who: "unknown".into(),
                     pid: 0,
                     since: 0,
@@ -222,6 +225,28 @@ impl Coordinator for ZkStore {
                 Err(e) => return Err(zerr(format!("registering {path}"), e)),
             }
         }
+    }
+
+    async fn withdraw(&self, mut live: ZkLive) {
+        let path = std::mem::take(&mut live.path);
+        let _ = self.client.delete(&path, None).await;
+    }
+
+    async fn holder(&self) -> Result<Option<Holder>> {
+        self.check_session()?;
+        Ok(self.lock_holder().await)
+    }
+
+    async fn services(&self) -> Result<Vec<String>> {
+        self.check_session()?;
+        let mut out = self.children(&format!("{}/current", self.root)).await?;
+        for s in self.children(&format!("{}/staging", self.root)).await? {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     async fn live(&self, service: &str) -> Result<Vec<Instance>> {

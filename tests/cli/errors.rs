@@ -246,25 +246,30 @@ fn a_limit_that_matches_nothing_is_an_error() {
 }
 
 #[test]
-fn commands_without_an_engine_say_so_and_fail() {
-    for (cmd, missing) in [
-        (
-            "deploy",
-            "the distribution and rollout engines are not implemented",
-        ),
-        ("rollout", "the rollout engine is not implemented"),
-        ("reconcile", "the rollout engine is not implemented"),
-        ("rollback", "the rollout engine is not implemented"),
-    ] {
-        Test::new()
-            .file("inv.yml", INV)
-            .file("pb.yml", PB)
-            .args([cmd, "-i", "inv.yml", "pb.yml"])
-            .status(6)
-            .stderr(&format!("error: `rookery {cmd}` is not available in this build yet: {missing}; nothing was changed\n"))
-            .run();
-    }
-    // Invalid input is reported before the missing engine.
+fn rollout_commands_refuse_what_they_cannot_do() {
+    // Nothing distributed yet: nothing to roll to.
+    Test::new()
+        .file("inv.yml", INV)
+        .file("pb.yml", PB)
+        .args(["rollout", "-i", "inv.yml", "pb.yml"])
+        .status(2)
+        .stderr("error: nothing is staged for this playbook's services: run `rookery distribute` first, or pass --version\n")
+        .run();
+    Test::new()
+        .file("inv.yml", INV)
+        .file("pb.yml", PB)
+        .args(["rollback", "-i", "inv.yml", "pb.yml"])
+        .status(2)
+        .stderr("error: no deploy is recorded, so there is no previous release to return to\n")
+        .run();
+    Test::new()
+        .file("inv.yml", INV)
+        .file("pb.yml", PB)
+        .args(["rollback", "-i", "inv.yml", "pb.yml", "--service", "dv"])
+        .status(2)
+        .stderr("error: --service `dv`: no such service in playbook `pb`\n")
+        .run();
+    // Invalid input is reported before anything is touched.
     Test::new()
         .file("inv.yml", INV)
         .file("pb.yml", "services: {}\n")

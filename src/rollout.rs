@@ -1,0 +1,1159 @@
+//! The rollout: services switched to a release host by host, in dependency order,
+//! never below quorum, resumable from the deploy record.
+//!
+//! For each service in plan order (every host of a dependency is done before a
+//! dependent starts), for each batch of the plan:
+//!
+//! 1. **Gate.** Read the service's live instances from the store (`current/`); the
+//!    batch may go down only if the live instances outside it are at least the
+//!    quorum (or if none of the batch is live, so nothing is taken away). Otherwise
+//!    wait on the store's watch until that holds, up to the service's
+//!    `health_deadline`, then stop with a message that gives the counts.
+//! 2. **Restart** every host of the batch at once: `before_restart` hooks, then
+//!    `rookery agent switch` on the host (stop, switch `current` atomically, start
+//!    under the supervisor, which registers the instance once healthy), then wait
+//!    for the host's live entry with the new version, then require it to stay live
+//!    for `min_healthy_time`, then `after_restart` hooks, then clear its staging
+//!    entry.
+//! 3. **Failure.** A host that fails any step after the stop is switched back to
+//!    the release it ran before and restarted there. The deploy goes on while the
+//!    service's failed hosts are within its `failure_budget`, else it stops.
+//!
+//! The deploy record ([`crate::record`]) is written to the store before and after
+//! every batch. Run again after a crash, the same command resumes it: finished
+//! hosts are skipped, and a host caught mid-switch is asked again (the host-side
+//! switch is idempotent and serialised per service). The first Ctrl-C lets the
+//! batch in flight finish and stops before the next; a second exits at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::coordination::{CoordError, Coordinator, Holder, Instance};
+use crate::error::{Error, Exit};
+use crate::inventory;
+use crate::plan::Plan;
+use crate::record::{self, HostRecord, HostState, Kind, Record, ServiceRecord, State};
+use crate::store::{Location, Store};
+use crate::switch::Releases;
+use crate::template::shell_quote;
+use crate::transport::{Connection, Transport};
+
+/// How a rollout was asked to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub kind: Kind,
+    pub json: bool,
+    pub quiet: bool,
+    pub forks: usize,
+    pub accept_new_host_keys: bool,
+    /// The address hosts reach this machine at (deploy and reconcile distribute).
+    pub advertise: Option<std::net::IpAddr>,
+    /// The version to roll to; default: the staged one.
+    pub version: Option<String>,
+    /// Rollback: only these services (empty: all).
+    pub services: Vec<String>,
+    /// The caller (a deploy) holds the deploy lock already.
+    pub lock_held: bool,
+}
+
+/// What one host of one service is to run.
+#[derive(Debug, Clone)]
+struct Target {
+    host: usize,
+    version: String,
+}
+
+/// The work of one service: batches of targets, in plan order.
+#[derive(Debug)]
+struct Work {
+    service: usize,
+    name: String,
+    quorum: u32,
+    failure_budget: u32,
+    batches: Vec<Vec<Target>>,
+}
+
+/// Prints progress lines on stderr (not with `--quiet`).
+#[derive(Clone)]
+struct Say(bool);
+
+impl Say {
+    fn line(&self, text: impl AsRef<str>) {
+        if self.0 {
+            eprintln!("{}", text.as_ref());
+        }
+    }
+}
+
+/// `rookery rollout`, `rollback` and `reconcile`: the whole command.
+pub fn run(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<Exit> {
+    let rt = crate::shutdown::runtime()?;
+    let (record, cancelled) = rt.block_on(async {
+        let cancel = crate::shutdown::install();
+        let store = open_store(config).await?;
+        let r = with_transport(config, &store, plan, opts, None, cancel.clone()).await?;
+        anyhow::Ok((r, cancel.is_cancelled()))
+    })?;
+    finish(&record, opts, cancelled)
+}
+
+/// Opens the inventory's coordination store.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let inv = &config.inventory;
+    Location::of(inv).open(&inv.cluster).await.with_context(|| {
+        format!(
+            "opening the coordination store of cluster `{}`",
+            inv.cluster
+        )
+    })
+}
+
+/// Prints the record and maps it to the exit status.
+pub fn finish(record: &Record, opts: &Options, cancelled: bool) -> anyhow::Result<Exit> {
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(record)?);
+    } else if !opts.quiet {
+        print!("{}", render(record));
+    }
+    Ok(match record.state {
+        State::Done
+            if record
+                .services
+                .iter()
+                .flat_map(|s| &s.hosts)
+                .all(|h| h.state.finished()) =>
+        {
+            Exit::Ok
+        }
+        State::Done => Exit::HostsFailed,
+        State::Interrupted if cancelled => Exit::Interrupted,
+        State::Interrupted | State::Failed | State::Halted | State::Running => Exit::Stopped,
+    })
+}
+
+/// Runs the rollout over the inventory's transport. `skipped` are hosts a deploy's
+/// distribution did not reach (with the reason).
+pub async fn with_transport(
+    config: &Config,
+    store: &Store,
+    plan: &Plan,
+    opts: &Options,
+    skipped: Option<&BTreeMap<usize, String>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Record> {
+    match &config.inventory.transport {
+        inventory::Transport::Local { .. } => {
+            let exe = std::env::current_exe().context("finding the rookery binary")?;
+            let agent = move |_: usize| exe.display().to_string();
+            drive(
+                &crate::local::Local,
+                store,
+                config,
+                plan,
+                opts,
+                &agent,
+                skipped,
+                cancel,
+            )
+            .await
+        }
+        inventory::Transport::Ssh(_) => {
+            let ssh = crate::distribute::ssh_transport(config, opts.accept_new_host_keys)?;
+            let agent = |h: usize| crate::distribute::agent_path(config, h);
+            drive(&ssh, store, config, plan, opts, &agent, skipped, cancel).await
+        }
+    }
+}
+
+/// Takes the deploy lock. A holder that is a dead process of this same machine is
+/// waited out (its ZooKeeper session expires within the session timeout) instead of
+/// being reported.
+pub async fn take_lock(
+    store: &Store,
+    config: &Config,
+    deploy: &str,
+    say: impl Fn(&str),
+) -> anyhow::Result<<Store as Coordinator>::Lock> {
+    let me = Holder::me(deploy);
+    let patience = Location::of(&config.inventory).session_timeout() + Duration::from_secs(5);
+    let until = Instant::now() + patience;
+    let mut said = false;
+    loop {
+        match store.lock(&me).await {
+            Ok(l) => return Ok(l),
+            Err(CoordError::Locked { holder, .. })
+                if holder.who == me.who
+                    && holder.pid != me.pid
+                    && !pid_alive(holder.pid)
+                    && Instant::now() < until =>
+            {
+                if !said {
+                    say(&format!(
+                        "the deploy lock is held by a dead run of this machine (pid {}); waiting up to {}s for its session to expire",
+                        holder.pid,
+                        patience.as_secs()
+                    ));
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("taking the deploy lock")),
+        }
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+}
+
+/// The version to roll to: `--version`, else the one staged for the playbook's
+/// services (it must be unique).
+async fn staged_version(store: &Store, plan: &Plan) -> anyhow::Result<String> {
+    let mut versions: Vec<String> = Vec::new();
+    for s in &plan.services {
+        for (_, v) in store.staging(&s.name).await? {
+            if !versions.contains(&v) {
+                versions.push(v);
+            }
+        }
+    }
+    match versions.len() {
+        1 => Ok(versions.remove(0)),
+        0 => Err(Error::Usage(
+            "nothing is staged for this playbook's services: run `rookery distribute` first, or pass --version".into(),
+        )
+        .into()),
+        _ => Err(Error::Usage(format!(
+            "several versions are staged ({}): pass --version",
+            versions.join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// The work of this command, service by service, in plan order (reverse for a
+/// rollback: dependents go back first).
+async fn work(
+    store: &Store,
+    config: &Config,
+    plan: &Plan,
+    opts: &Options,
+    last: Option<&Record>,
+) -> anyhow::Result<(String, Vec<Work>)> {
+    let inv = &config.inventory;
+    let index = |name: &str| inv.hosts.iter().position(|h| h.name == name);
+    let mut out = Vec::new();
+    let version = match opts.kind {
+        Kind::Deploy | Kind::Rollout => match &opts.version {
+            Some(v) => v.clone(),
+            None => staged_version(store, plan).await?,
+        },
+        Kind::Rollback => "previous".to_string(),
+        Kind::Reconcile => "most popular".to_string(),
+    };
+    for sp in &plan.services {
+        if opts.kind == Kind::Rollback
+            && !opts.services.is_empty()
+            && !opts.services.contains(&sp.name)
+        {
+            continue;
+        }
+        let si = config
+            .playbook
+            .services
+            .iter()
+            .position(|s| s.name == sp.name)
+            .expect("planned services exist");
+        let popular = if opts.kind == Kind::Reconcile {
+            most_popular(&store.live(&sp.name).await?)
+        } else {
+            None
+        };
+        let mut batches = Vec::new();
+        for b in &sp.batches {
+            let mut targets = Vec::new();
+            for name in &b.hosts {
+                let h = index(name).expect("planned hosts exist");
+                let v = match opts.kind {
+                    Kind::Deploy | Kind::Rollout => Some(version.clone()),
+                    Kind::Rollback => last
+                        .and_then(|r| r.host(&sp.name, name))
+                        .and_then(|r| r.from.clone()),
+                    Kind::Reconcile => popular.clone(),
+                };
+                if let Some(version) = v {
+                    targets.push(Target { host: h, version });
+                }
+            }
+            if !targets.is_empty() {
+                batches.push(targets);
+            }
+        }
+        out.push(Work {
+            service: si,
+            name: sp.name.clone(),
+            quorum: sp.quorum,
+            failure_budget: sp.failure_budget,
+            batches,
+        });
+    }
+    if opts.kind == Kind::Rollback {
+        out.reverse();
+    }
+    Ok((version, out))
+}
+
+/// The version most live instances run (ties: the lexically greatest, so the
+/// answer is stable).
+pub fn most_popular(live: &[Instance]) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in live {
+        *counts.entry(&i.version).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(v, n)| (*n, *v))
+        .map(|(v, _)| v.to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<T: Transport>(
+    transport: &T,
+    store: &Store,
+    config: &Config,
+    plan: &Plan,
+    opts: &Options,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    skipped: Option<&BTreeMap<usize, String>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Record> {
+    let inv = &config.inventory;
+    let say = Say(!opts.quiet);
+    let last = store
+        .last_deploy()
+        .await?
+        .and_then(|(_, b)| Record::from_bytes(&b));
+    if opts.kind == Kind::Rollback && last.is_none() {
+        return Err(Error::Usage(
+            "no deploy is recorded, so there is no previous release to return to".into(),
+        )
+        .into());
+    }
+    let (version, work) = work(store, config, plan, opts, last.as_ref()).await?;
+    let same_kind = |k: Kind| match opts.kind {
+        Kind::Deploy | Kind::Rollout => matches!(k, Kind::Deploy | Kind::Rollout),
+        other => k == other,
+    };
+    let resume = last.filter(|r| {
+        r.state != State::Done
+            && same_kind(r.kind)
+            && r.playbook == config.playbook.name
+            && (r.version == version || opts.kind == Kind::Rollback)
+    });
+    let id = resume
+        .as_ref()
+        .map(|r| r.id.clone())
+        .unwrap_or_else(|| record::new_id(&version));
+    let _lock = if opts.lock_held {
+        None
+    } else {
+        Some(take_lock(store, config, &id, |m| say.line(m)).await?)
+    };
+    let me = Holder::me(&id);
+    let mut rec = match resume {
+        Some(mut r) => {
+            say.line(format!(
+                "resuming deploy {} ({:?}, left by {} pid {})",
+                r.id, r.state, r.who, r.pid
+            ));
+            r.state = State::Running;
+            r.who = me.who.clone();
+            r.pid = me.pid;
+            r.message = None;
+            r
+        }
+        None => Record {
+            id: id.clone(),
+            kind: opts.kind,
+            playbook: config.playbook.name.clone(),
+            cluster: inv.cluster.clone(),
+            version: version.clone(),
+            who: me.who.clone(),
+            pid: me.pid,
+            started: me.since,
+            updated: me.since,
+            state: State::Running,
+            message: None,
+            queue: work.iter().map(|w| w.name.clone()).collect(),
+            services: work
+                .iter()
+                .map(|w| ServiceRecord {
+                    name: w.name.clone(),
+                    hosts: w
+                        .batches
+                        .iter()
+                        .flatten()
+                        .map(|t| HostRecord {
+                            host: inv.hosts[t.host].name.clone(),
+                            to: t.version.clone(),
+                            from: None,
+                            state: HostState::Pending,
+                            error: None,
+                            seconds: None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        },
+    };
+    if let Some(skipped) = skipped {
+        for (&h, why) in skipped {
+            for s in &mut rec.services {
+                if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == inv.hosts[h].name)
+                    && !hr.state.finished()
+                {
+                    hr.state = HostState::Skipped;
+                    hr.error = Some(why.clone());
+                }
+            }
+        }
+    }
+    save(store, &mut rec).await?;
+
+    // Connect to every host that has something left to do.
+    let mut hosts: Vec<usize> = Vec::new();
+    for w in &work {
+        for t in w.batches.iter().flatten() {
+            let hr = rec.host(&w.name, &inv.hosts[t.host].name);
+            if hr.is_some_and(|r| !r.state.finished() && r.state != HostState::Skipped)
+                && !hosts.contains(&t.host)
+            {
+                hosts.push(t.host);
+            }
+        }
+    }
+    let connected = crate::distribute::connect_all(transport, &hosts, opts.forks).await;
+    let mut conns: BTreeMap<usize, Arc<T::Connection>> = BTreeMap::new();
+    for (&h, c) in hosts.iter().zip(connected) {
+        match c {
+            Ok(c) => {
+                conns.insert(h, Arc::new(c));
+            }
+            Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
+            Err(e) => {
+                say.line(format!("{e}"));
+                for s in &mut rec.services {
+                    if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == inv.hosts[h].name)
+                        && !hr.state.finished()
+                    {
+                        hr.state = HostState::Unreachable;
+                        hr.error = Some(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+    if transport.needs_bootstrap() && !conns.is_empty() {
+        let bin = crate::bootstrap::Binary::current()?;
+        for (&h, c) in &conns {
+            if let Err(e) =
+                crate::bootstrap::ensure(c.as_ref(), &inv.hosts[h].name, &agent(h), &bin, &cancel)
+                    .await
+            {
+                return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
+            }
+        }
+    }
+
+    let outcome = roll(store, config, &work, &conns, agent, &mut rec, &say, &cancel).await;
+    match outcome {
+        Ok(()) => {
+            rec.state = State::Done;
+            let failed = rec
+                .services
+                .iter()
+                .flat_map(|s| &s.hosts)
+                .filter(|h| !h.state.finished())
+                .count();
+            if failed > 0 {
+                rec.message = Some(format!(
+                    "{failed} host(s) did not switch (within the failure budget): run `rookery reconcile` once they are fixed"
+                ));
+            }
+            prune(config, &conns, agent, &rec, &say).await;
+        }
+        Err(Stop { state, message }) => {
+            rec.state = state;
+            rec.message = Some(message);
+        }
+    }
+    // A lost session cannot write the record; the next run finds it as it was.
+    if rec.state != State::Halted {
+        save(store, &mut rec).await?;
+    }
+    Ok(rec)
+}
+
+/// Why a rollout stopped early.
+struct Stop {
+    state: State,
+    message: String,
+}
+
+impl From<CoordError> for Stop {
+    fn from(e: CoordError) -> Stop {
+        Stop {
+            state: match e {
+                CoordError::SessionLost => State::Halted,
+                _ => State::Failed,
+            },
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn save(store: &Store, rec: &mut Record) -> Result<(), CoordError> {
+    rec.updated = crate::coordination::now();
+    store.put_deploy(&rec.id, &rec.to_bytes()).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn roll<C: Connection>(
+    store: &Store,
+    config: &Config,
+    work: &[Work],
+    conns: &BTreeMap<usize, Arc<C>>,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    rec: &mut Record,
+    say: &Say,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let inv = &config.inventory;
+    for w in work {
+        if !rec.queue.contains(&w.name) {
+            continue; // finished by an earlier run
+        }
+        let svc = &config.playbook.services[w.service];
+        let nb = w.batches.len();
+        let mut failures = rec
+            .services
+            .iter()
+            .find(|s| s.name == w.name)
+            .map(|s| {
+                s.hosts
+                    .iter()
+                    .filter(|h| h.state == HostState::Failed)
+                    .count() as u32
+            })
+            .unwrap_or(0);
+        say.line(format!(
+            "{}: {} batch(es), quorum {}, failure budget {}",
+            w.name, nb, w.quorum, w.failure_budget
+        ));
+        for (bi, batch) in w.batches.iter().enumerate() {
+            let live = store.live(&w.name).await?;
+            // Hosts with something to do: not finished, reachable, and not already
+            // live on their target (a rerun changes nothing).
+            let mut todo: Vec<&Target> = Vec::new();
+            for t in batch {
+                let name = &inv.hosts[t.host].name;
+                let Some(hr) = rec.host_mut(&w.name, name) else {
+                    continue;
+                };
+                if hr.state.finished()
+                    || matches!(hr.state, HostState::Unreachable | HostState::Skipped)
+                {
+                    continue;
+                }
+                if hr.state == HostState::Pending
+                    && live
+                        .iter()
+                        .any(|i| &i.host == name && i.version == t.version)
+                {
+                    hr.state = HostState::Unchanged;
+                    store.clear_staging(&w.name, name).await?;
+                    continue;
+                }
+                todo.push(t);
+            }
+            if todo.is_empty() {
+                continue;
+            }
+            if cancel.is_cancelled() {
+                return Err(Stop {
+                    state: State::Interrupted,
+                    message: format!(
+                        "interrupted before {} batch {}/{nb}: run the same command to resume",
+                        w.name,
+                        bi + 1
+                    ),
+                });
+            }
+            store.check_session()?;
+            let names: Vec<String> = todo
+                .iter()
+                .map(|t| inv.hosts[t.host].name.clone())
+                .collect();
+            gate(store, w, &names, svc.health_deadline, say, cancel).await?;
+            say.line(format!(
+                "{}: batch {}/{nb}: {}",
+                w.name,
+                bi + 1,
+                names.join(", ")
+            ));
+            for n in &names {
+                if let Some(hr) = rec.host_mut(&w.name, n) {
+                    hr.state = HostState::Restarting;
+                }
+            }
+            save(store, rec).await?;
+            let jobs = todo.iter().map(|t| {
+                let conn = conns.get(&t.host).cloned();
+                async move {
+                    let r = match conn {
+                        Some(c) => restart(store, config, w.service, t, c.as_ref(), agent).await,
+                        None => Err(Failure {
+                            message: "not connected".into(),
+                            previous: None,
+                            back: None,
+                        }),
+                    };
+                    (t, r)
+                }
+            });
+            let results = futures_util::future::join_all(jobs).await;
+            for (t, r) in results {
+                let name = &inv.hosts[t.host].name;
+                let hr = rec.host_mut(&w.name, name).expect("recorded");
+                match r {
+                    Ok(ok) => {
+                        hr.state = HostState::Done;
+                        hr.from = hr.from.take().or(ok.previous.clone());
+                        hr.seconds = Some(ok.seconds);
+                        hr.error = None;
+                        say.line(format!(
+                            "  {name}: {} -> {} in {:.1}s{}",
+                            ok.previous.as_deref().unwrap_or("(none)"),
+                            t.version,
+                            ok.seconds,
+                            if ok.already {
+                                " (was already running it)"
+                            } else {
+                                ""
+                            }
+                        ));
+                    }
+                    Err(f) => {
+                        failures += 1;
+                        hr.state = HostState::Failed;
+                        hr.from = hr.from.take().or(f.previous.clone());
+                        let back = match &f.back {
+                            Some(Ok(v)) => format!("; switched back to {v}"),
+                            Some(Err(e)) => format!("; switching back failed too: {e}"),
+                            None => "; no previous release to switch back to".into(),
+                        };
+                        hr.error = Some(format!("{}{back}", f.message));
+                        say.line(format!("  {name}: FAILED: {}{back}", f.message));
+                    }
+                }
+            }
+            save(store, rec).await?;
+            if failures > w.failure_budget {
+                return Err(Stop {
+                    state: State::Failed,
+                    message: format!(
+                        "{}: {failures} host(s) failed, more than its failure budget of {}; the deploy stopped (failed hosts were switched back; fix them and run the same command to resume)",
+                        w.name, w.failure_budget
+                    ),
+                });
+            }
+        }
+        rec.queue.retain(|s| s != &w.name);
+        save(store, rec).await?;
+    }
+    Ok(())
+}
+
+/// Waits until the batch may go down without breaking the service's quorum.
+async fn gate(
+    store: &Store,
+    w: &Work,
+    batch: &[String],
+    deadline: Duration,
+    say: &Say,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut said = false;
+    loop {
+        let live = store.live(&w.name).await?;
+        let total = live.len() as u32;
+        let going = live.iter().filter(|i| batch.contains(&i.host)).count() as u32;
+        if going == 0 || total - going >= w.quorum {
+            return Ok(());
+        }
+        let why = format!(
+            "{}: {total} live instance(s), {going} of them in the next batch ({}); quorum {} needs {} more live elsewhere",
+            w.name,
+            batch.join(", "),
+            w.quorum,
+            w.quorum - (total - going)
+        );
+        if !said {
+            say.line(format!("{why}: waiting"));
+            said = true;
+        }
+        tokio::select! {
+            r = store.changed(&w.name) => r?,
+            _ = tokio::time::sleep_until(until) => {
+                return Err(Stop {
+                    state: State::Failed,
+                    message: format!(
+                        "{why}; gave up after {} (the service's health_deadline); nothing of this batch was touched",
+                        crate::units::format_duration(deadline)
+                    ),
+                });
+            }
+            _ = cancel.cancelled() => {
+                return Err(Stop {
+                    state: State::Interrupted,
+                    message: format!("interrupted while waiting for quorum: {why}"),
+                });
+            }
+        }
+    }
+}
+
+struct Restarted {
+    previous: Option<String>,
+    already: bool,
+    seconds: f64,
+}
+
+struct Failure {
+    message: String,
+    previous: Option<String>,
+    /// The switch back: the version now running, or why that failed too.
+    back: Option<Result<String, String>>,
+}
+
+/// The template placeholders of one host and version.
+fn vars(
+    config: &Config,
+    service: usize,
+    h: usize,
+    version: &str,
+) -> BTreeMap<&'static str, String> {
+    let inv = &config.inventory;
+    let host = &inv.hosts[h];
+    let dest = destination(config, h);
+    let mut v = BTreeMap::new();
+    v.insert("host", host.name.clone());
+    v.insert("address", host.address.clone());
+    v.insert("dc", inv.datacenters[host.dc].name.clone());
+    v.insert("rack", inv.rack_of(h).full_name.clone());
+    v.insert("service", config.playbook.services[service].name.clone());
+    v.insert("version", version.to_string());
+    v.insert("release", format!("{dest}/releases/{version}"));
+    v.insert("current", format!("{dest}/current"));
+    v.insert("destination", dest);
+    v
+}
+
+/// The artifact's destination on host `h`, absolute.
+fn destination(config: &Config, h: usize) -> String {
+    let d = crate::distribute::host_destination(config, h);
+    std::path::absolute(&d).unwrap_or(d).display().to_string()
+}
+
+/// The `agent switch` command line that makes `service` run `version` on `h`.
+fn switch_command(
+    config: &Config,
+    service: usize,
+    h: usize,
+    version: &str,
+    from: Option<&str>,
+    agent: &str,
+) -> Result<String, String> {
+    let svc = &config.playbook.services[service];
+    let v = vars(config, service, h, version);
+    let start = svc
+        .start
+        .as_ref()
+        .ok_or_else(|| format!("service `{}` has no start command", svc.name))?;
+    let mut argv: Vec<String> = vec![
+        agent.to_string(),
+        "agent".into(),
+        "switch".into(),
+        "--service".into(),
+        svc.name.clone(),
+        "--host".into(),
+        config.inventory.hosts[h].name.clone(),
+        "--version".into(),
+        version.to_string(),
+        "--destination".into(),
+        v["destination"].clone(),
+        "--start".into(),
+        start.render(&v),
+        "--health-deadline".into(),
+        crate::units::format_duration(svc.health_deadline),
+    ];
+    if let Some(h) = &svc.health {
+        argv.push("--health".into());
+        argv.push(h.render(&v));
+    }
+    if let Some(stop) = &svc.stop {
+        // The stop command stops what runs now: render it for that release.
+        let old = match from {
+            Some(f) => vars(config, service, h, f),
+            None => {
+                let mut o = v.clone();
+                o.insert("release", v["current"].clone());
+                o
+            }
+        };
+        argv.push("--stop".into());
+        argv.push(stop.render(&old));
+    }
+    argv.extend(
+        Location::of(&config.inventory)
+            .absolute()
+            .args(&config.inventory.cluster),
+    );
+    Ok(argv
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// Runs `agent switch`; returns `(previous, already)`.
+async fn switch<C: Connection>(
+    conn: &C,
+    command: &str,
+) -> Result<(Option<String>, bool), (String, Option<String>)> {
+    let mut line: Option<serde_json::Value> = None;
+    let mut on_line = |l: &str| {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+            && v["event"] == "switch"
+        {
+            line = Some(v);
+        }
+    };
+    // The switch is not cancelled by Ctrl-C: a batch in flight finishes.
+    let never = CancellationToken::new();
+    let finished = conn
+        .exec(command, &mut on_line, &never)
+        .await
+        .map_err(|e| (format!("switch: {e}"), None))?;
+    let Some(v) = line else {
+        return Err((format!("switch: no result; {}", finished.describe()), None));
+    };
+    let previous = v["previous"].as_str().map(str::to_string);
+    if v["ok"] == true {
+        Ok((previous, v["action"] == "already"))
+    } else {
+        Err((
+            v["error"].as_str().unwrap_or("failed").to_string(),
+            previous,
+        ))
+    }
+}
+
+async fn run_hooks<C: Connection>(
+    conn: &C,
+    hooks: &[crate::template::Template],
+    vars: &BTreeMap<&str, String>,
+    what: &str,
+) -> Result<(), String> {
+    let never = CancellationToken::new();
+    for hook in hooks {
+        let cmd = hook.render(vars);
+        let f = conn
+            .exec(&cmd, &mut |_| {}, &never)
+            .await
+            .map_err(|e| format!("{what} hook `{}`: {e}", hook.as_str()))?;
+        if !f.success() {
+            return Err(format!("{what} hook `{}`: {}", hook.as_str(), f.describe()));
+        }
+    }
+    Ok(())
+}
+
+/// One host of one service to `t.version`, or back to where it was.
+async fn restart<C: Connection>(
+    store: &Store,
+    config: &Config,
+    service: usize,
+    t: &Target,
+    conn: &C,
+    agent: &(dyn Fn(usize) -> String + Sync),
+) -> Result<Restarted, Failure> {
+    let t0 = Instant::now();
+    let svc = &config.playbook.services[service];
+    let host = config.inventory.hosts[t.host].name.clone();
+    let v = vars(config, service, t.host, &t.version);
+    let fail = |message: String| Failure {
+        message,
+        previous: None,
+        back: None,
+    };
+    run_hooks(conn, &svc.before_restart, &v, "before_restart")
+        .await
+        .map_err(fail)?;
+    let command =
+        switch_command(config, service, t.host, &t.version, None, &agent(t.host)).map_err(fail)?;
+    let (previous, already, error) = match switch(conn, &command).await {
+        Ok((p, a)) => (p, a, None),
+        Err((e, p)) => (p, false, Some(e)),
+    };
+    let result = match error {
+        Some(e) => Err(e),
+        None => {
+            settle(
+                store,
+                &svc.name,
+                &host,
+                &t.version,
+                svc.health_deadline,
+                svc.min_healthy_time,
+            )
+            .await
+        }
+    };
+    let result = match result {
+        Ok(()) => run_hooks(conn, &svc.after_restart, &v, "after_restart").await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            let _ = store.clear_staging(&svc.name, &host).await;
+            Ok(Restarted {
+                previous,
+                already,
+                seconds: t0.elapsed().as_secs_f64(),
+            })
+        }
+        Err(message) => {
+            let back = match previous.as_deref() {
+                Some(p) if p != t.version => Some(
+                    switch_back(store, config, service, t.host, p, &t.version, conn, agent).await,
+                ),
+                _ => None,
+            };
+            Err(Failure {
+                message,
+                previous,
+                back,
+            })
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn switch_back<C: Connection>(
+    store: &Store,
+    config: &Config,
+    service: usize,
+    h: usize,
+    previous: &str,
+    failed: &str,
+    conn: &C,
+    agent: &(dyn Fn(usize) -> String + Sync),
+) -> Result<String, String> {
+    let svc = &config.playbook.services[service];
+    let command = switch_command(config, service, h, previous, Some(failed), &agent(h))?;
+    switch(conn, &command).await.map_err(|(e, _)| e)?;
+    let host = &config.inventory.hosts[h].name;
+    settle(
+        store,
+        &svc.name,
+        host,
+        previous,
+        svc.health_deadline,
+        Duration::ZERO,
+    )
+    .await?;
+    Ok(previous.to_string())
+}
+
+/// Waits for the host's live entry with `version`, then requires it to stay for
+/// `min_healthy`.
+async fn settle(
+    store: &Store,
+    service: &str,
+    host: &str,
+    version: &str,
+    deadline: Duration,
+    min_healthy: Duration,
+) -> Result<(), String> {
+    let is_live = |live: &[Instance]| live.iter().any(|i| i.host == host && i.version == version);
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let live = store.live(service).await.map_err(|e| e.to_string())?;
+        if is_live(&live) {
+            break;
+        }
+        tokio::select! {
+            r = store.changed(service) => r.map_err(|e| e.to_string())?,
+            _ = tokio::time::sleep_until(until) => {
+                return Err(format!(
+                    "{service} {version} is not live on {host} after {}",
+                    crate::units::format_duration(deadline)
+                ));
+            }
+        }
+    }
+    let healthy_until = tokio::time::Instant::now() + min_healthy;
+    loop {
+        tokio::select! {
+            r = store.changed(service) => r.map_err(|e| e.to_string())?,
+            _ = tokio::time::sleep_until(healthy_until) => return Ok(()),
+        }
+        let live = store.live(service).await.map_err(|e| e.to_string())?;
+        if !is_live(&live) {
+            return Err(format!(
+                "{service} {version} on {host} was withdrawn (failed health checks or exited) within min_healthy_time {}",
+                crate::units::format_duration(min_healthy)
+            ));
+        }
+    }
+}
+
+/// Removes releases beyond `keep_releases` on the hosts that switched.
+async fn prune<C: Connection>(
+    config: &Config,
+    conns: &BTreeMap<usize, Arc<C>>,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    rec: &Record,
+    say: &Say,
+) {
+    let keep = config.playbook.artifact.keep_releases;
+    let never = CancellationToken::new();
+    for (&h, conn) in conns {
+        let name = &config.inventory.hosts[h].name;
+        let from = rec
+            .services
+            .iter()
+            .flat_map(|s| &s.hosts)
+            .find(|r| &r.host == name && r.from.is_some())
+            .and_then(|r| r.from.clone());
+        let mut argv = vec![
+            agent(h),
+            "agent".into(),
+            "prune".into(),
+            "--destination".into(),
+            destination(config, h),
+            "--keep".into(),
+            keep.to_string(),
+        ];
+        if let Some(f) = from {
+            argv.push("--previous".into());
+            argv.push(f);
+        }
+        let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        match conn.exec(&cmd.join(" "), &mut |_| {}, &never).await {
+            Ok(f) if f.success() => {}
+            Ok(f) => say.line(format!("{name}: pruning old releases: {}", f.describe())),
+            Err(e) => say.line(format!("{name}: pruning old releases: {e}")),
+        }
+    }
+}
+
+/// The releases on each host, for `status`.
+pub async fn releases<C: Connection>(
+    config: &Config,
+    conn: &C,
+    h: usize,
+    agent: &str,
+) -> Result<Releases, String> {
+    let argv = [
+        agent.to_string(),
+        "agent".into(),
+        "releases".into(),
+        "--destination".into(),
+        destination(config, h),
+    ];
+    let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+    let mut out = String::new();
+    let never = CancellationToken::new();
+    let f = conn
+        .exec(&cmd.join(" "), &mut |l| out.push_str(l), &never)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !f.success() {
+        return Err(f.describe());
+    }
+    serde_json::from_str(&out).map_err(|e| format!("reading the release list: {e}"))
+}
+
+/// The record as an operator reads it.
+pub fn render(r: &Record) -> String {
+    let kind = match r.kind {
+        Kind::Deploy => "Deploy",
+        Kind::Rollout => "Rollout",
+        Kind::Rollback => "Rollback",
+        Kind::Reconcile => "Reconcile",
+    };
+    let state = match r.state {
+        State::Done => "done",
+        State::Running => "running",
+        State::Failed => "stopped",
+        State::Interrupted => "interrupted",
+        State::Halted => "halted (coordination session lost)",
+    };
+    let mut s = format!(
+        "{kind} {} of playbook `{}` to {}: {state}\n",
+        r.id, r.playbook, r.version
+    );
+    for svc in &r.services {
+        s.push_str(&format!("  {}\n", svc.name));
+        for h in &svc.hosts {
+            let state = format!("{:?}", h.state).to_lowercase();
+            s.push_str(&format!(
+                "    {:<16} {:<12} {} -> {}{}{}\n",
+                h.host,
+                state,
+                h.from.as_deref().unwrap_or("-"),
+                h.to,
+                h.seconds.map(|t| format!("  {t:.1}s")).unwrap_or_default(),
+                h.error
+                    .as_deref()
+                    .map(|e| format!("  {e}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    if let Some(m) = &r.message {
+        s.push_str(&format!("{m}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn i(host: &str, v: &str) -> Instance {
+        Instance {
+            host: host.into(),
+            version: v.into(),
+            release: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_most_popular_version_wins_and_ties_are_stable() {
+        assert_eq!(most_popular(&[]), None);
+        let live = [i("a", "v1"), i("b", "v2"), i("c", "v2")];
+        assert_eq!(most_popular(&live).as_deref(), Some("v2"));
+        let tie = [i("a", "v1"), i("b", "v2")];
+        assert_eq!(most_popular(&tie).as_deref(), Some("v2"));
+    }
+}

@@ -1,0 +1,386 @@
+//! `rookery agent switch`: the host's side of one restart, and the release
+//! bookkeeping around it (`agent releases`, `agent prune`).
+//!
+//! A switch makes one service on this host run one release, and is idempotent, so
+//! that a controller that died halfway can simply ask again:
+//!
+//! 1. take `<destination>/.rookery/run/<service>.lock` (two switches of one service
+//!    never interleave, even from two controllers);
+//! 2. if the supervisor recorded in `run/<service>.json` is alive and runs the wanted
+//!    version, do nothing (`"action": "already"`);
+//! 3. otherwise stop it: the playbook's `stop` command if there is one, then SIGTERM
+//!    to the supervisor, which stops the service's process group (SIGKILL after its
+//!    grace period);
+//! 4. point `current` at `releases/<version>` with one `rename(2)` of a fresh
+//!    symlink, so `current` is always either the old or the new release;
+//! 5. start `rookery agent run --detach` there, which returns once the instance is
+//!    healthy and registered in the coordination store, or has failed.
+//!
+//! It prints one JSON line: `{"event":"switch","ok":…,"action":…,"previous":…}`.
+//! Switching back after a failure is the same command with the previous version.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::symlink;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cli::SwitchArgs;
+use crate::release::Layout;
+use crate::supervisor::{RunFile, STOP_GRACE};
+
+/// How long a switch waits for another switch of the same service to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub event: &'static str,
+    pub ok: bool,
+    /// `already` (nothing to do), `restarted`, or `failed`.
+    pub action: &'static str,
+    /// The release the service ran before (else what `current` pointed to).
+    pub previous: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn run(a: &SwitchArgs) -> Outcome {
+    let layout = Layout::new(&a.destination);
+    let previous = current_version(&layout);
+    let fail = |previous: Option<String>, e: String| Outcome {
+        event: "switch",
+        ok: false,
+        action: "failed",
+        previous,
+        error: Some(e),
+    };
+    let run_dir = layout.logs().join("run");
+    if let Err(e) = fs::create_dir_all(&run_dir) {
+        return fail(previous, format!("creating {}: {e}", run_dir.display()));
+    }
+    let _lock = match lock(&run_dir.join(format!("{}.lock", a.service))) {
+        Ok(l) => l,
+        Err(e) => return fail(previous, e),
+    };
+    let release = layout.release(&a.version);
+    if !release.is_dir() {
+        return fail(
+            previous,
+            format!(
+                "release {} is not on this host ({} is missing): distribute it first",
+                a.version,
+                release.display()
+            ),
+        );
+    }
+    let run_file = run_dir.join(format!("{}.json", a.service));
+    let running = RunFile::read(&run_file).filter(|r| supervisor_alive(r, &a.service));
+    // What this service ran: its live supervisor's release, else what `current`
+    // says (another service on this host may have switched it already).
+    let previous = running.as_ref().map(|r| r.version.clone()).or(previous);
+    if let Some(r) = &running
+        && r.version == a.version
+    {
+        // Make `current` agree with what runs (a previous switch may have died
+        // between its start and this point; the rename is harmless if it did not).
+        if let Err(e) = point_current(&layout, &a.version) {
+            return fail(previous, e);
+        }
+        return Outcome {
+            event: "switch",
+            ok: true,
+            action: "already",
+            previous,
+            error: None,
+        };
+    }
+    if let Some(r) = &running
+        && let Err(e) = stop(r, a.stop.as_deref())
+    {
+        return fail(previous, e);
+    }
+    if let Err(e) = point_current(&layout, &a.version) {
+        return fail(previous, e);
+    }
+    match start(a, &release, &run_file) {
+        Ok(()) => Outcome {
+            event: "switch",
+            ok: true,
+            action: "restarted",
+            previous,
+            error: None,
+        },
+        Err(e) => fail(previous, e),
+    }
+}
+
+/// The version `current` points to.
+pub fn current_version(layout: &Layout) -> Option<String> {
+    let target = fs::read_link(layout.current()).ok()?;
+    Some(target.file_name()?.to_string_lossy().to_string())
+}
+
+fn lock(path: &Path) -> Result<File, String> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock(2) on an open descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "another switch of this service holds {} for over {}s",
+                path.display(),
+                LOCK_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+}
+
+/// The recorded supervisor still runs, and is a supervisor of this service (not a
+/// process that reused its pid).
+fn supervisor_alive(r: &RunFile, service: &str) -> bool {
+    if !alive(r.supervisor) {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(format!("/proc/{}/cmdline", r.supervisor)) else {
+        return true; // no procfs: trust the pid
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2)
+        .any(|w| w[0] == b"--service" && w[1] == service.as_bytes())
+}
+
+/// Stops a running instance: the graceful stop command, then the supervisor.
+fn stop(r: &RunFile, stop_cmd: Option<&str>) -> Result<(), String> {
+    if let Some(cmd) = stop_cmd {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&r.release)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("running the stop command: {e}"))?;
+        let deadline = Instant::now() + STOP_GRACE;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+        // The service may now exit on its own, and its supervisor with it.
+        wait_gone(r.supervisor, Duration::from_secs(2));
+    }
+    if alive(r.supervisor) {
+        // SAFETY: signalling the recorded supervisor.
+        unsafe { libc::kill(r.supervisor as i32, libc::SIGTERM) };
+        // The supervisor gives the service STOP_GRACE, then kills its group.
+        if !wait_gone(r.supervisor, STOP_GRACE + Duration::from_secs(5)) {
+            // SAFETY: as above, and the service's own process group.
+            unsafe {
+                libc::kill(r.supervisor as i32, libc::SIGKILL);
+                libc::kill(-(r.service as i32), libc::SIGKILL);
+            }
+            if !wait_gone(r.supervisor, Duration::from_secs(5)) {
+                return Err(format!(
+                    "the supervisor (pid {}) did not stop, even after SIGKILL",
+                    r.supervisor
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait_gone(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Points `current` at `releases/<version>` atomically: a new symlink under a
+/// temporary name, renamed over the old one.
+pub fn point_current(layout: &Layout, version: &str) -> Result<(), String> {
+    let current = layout.current();
+    let tmp = layout
+        .destination
+        .join(format!(".current.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let target = PathBuf::from("releases").join(version);
+    symlink(&target, &tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    fs::rename(&tmp, &current).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("switching {}: {e}", current.display())
+    })
+}
+
+/// Starts the supervisor, detached; returns once the instance is healthy and
+/// registered, or has failed.
+fn start(a: &SwitchArgs, release: &Path, run_file: &Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("finding rookery: {e}"))?;
+    let log = a
+        .destination
+        .join(".rookery")
+        .join(format!("{}.log", a.service));
+    let mut cmd = Command::new(exe);
+    cmd.args(["agent", "run", "--detach", "--service", &a.service])
+        .args(["--host", &a.host, "--version", &a.version])
+        .arg("--release")
+        .arg(release)
+        .arg("--log")
+        .arg(&log)
+        .arg("--run-file")
+        .arg(run_file)
+        .args(["--health-interval", &a.health.health_interval])
+        .args(["--health-deadline", &a.health.health_deadline]);
+    if let Some(h) = &a.health.health {
+        cmd.args(["--health", h]);
+    }
+    cmd.args(["--cluster", &a.store.cluster]);
+    if let Some(d) = &a.store.local_store {
+        cmd.arg("--local-store").arg(d);
+    }
+    if let Some(z) = &a.store.zookeeper {
+        cmd.args(["--zookeeper", z]);
+        if let Some(r) = &a.store.zk_root {
+            cmd.args(["--zk-root", r]);
+        }
+        cmd.args(["--session-timeout", &a.store.session_timeout]);
+    }
+    cmd.arg("--").arg(&a.start);
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("starting the supervisor: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // The result line says why; the log has the rest.
+    let reason = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "the supervisor failed".into());
+    Err(format!(
+        "{} {} did not become healthy: {reason} (log: {})",
+        a.service,
+        a.version,
+        log.display()
+    ))
+}
+
+/// What `agent releases` prints.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Releases {
+    pub current: Option<String>,
+    /// Installed releases, oldest first.
+    pub releases: Vec<String>,
+}
+
+pub fn releases(destination: &Path) -> Releases {
+    let layout = Layout::new(destination);
+    let mut found: Vec<(std::time::SystemTime, String)> = fs::read_dir(layout.releases())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || !e.path().is_dir() {
+                return None;
+            }
+            let t = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((t, name))
+        })
+        .collect();
+    found.sort();
+    Releases {
+        current: current_version(&layout),
+        releases: found.into_iter().map(|(_, n)| n).collect(),
+    }
+}
+
+/// Removes the oldest releases beyond `keep`; never the current one, the previous
+/// one, or one a supervisor runs from.
+pub fn prune(destination: &Path, keep: u32, previous: Option<&str>) -> Vec<String> {
+    let r = releases(destination);
+    let layout = Layout::new(destination);
+    let in_use: Vec<String> = fs::read_dir(layout.logs().join("run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| RunFile::read(&e.path()))
+        .filter(|r| alive(r.supervisor))
+        .map(|r| r.version)
+        .collect();
+    let excess = r.releases.len().saturating_sub(keep.max(1) as usize);
+    let mut removed = Vec::new();
+    for v in r.releases.iter().take(excess) {
+        if Some(v) == r.current.as_ref() || Some(v.as_str()) == previous || in_use.contains(v) {
+            continue;
+        }
+        if fs::remove_dir_all(layout.release(v)).is_ok() {
+            removed.push(v.clone());
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_switches_atomically_and_prune_keeps_current_and_previous() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        for v in ["v1", "v2", "v3", "v4"] {
+            fs::create_dir_all(layout.release(v)).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        point_current(&layout, "v2").unwrap();
+        assert_eq!(current_version(&layout).as_deref(), Some("v2"));
+        point_current(&layout, "v4").unwrap();
+        assert_eq!(current_version(&layout).as_deref(), Some("v4"));
+        assert_eq!(releases(d.path()).releases, ["v1", "v2", "v3", "v4"]);
+        // Keep 1: v1 and v3 go; v4 is current, v2 the previous.
+        let removed = prune(d.path(), 1, Some("v2"));
+        assert_eq!(removed, ["v1", "v3"]);
+        assert_eq!(releases(d.path()).releases, ["v2", "v4"]);
+        // No temporary symlink is left behind.
+        let names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+}
