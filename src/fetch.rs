@@ -110,6 +110,16 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
     drop(events);
     if let Some((session, torrent)) = seeding {
         seed(&f, &torrent, &cancel).await;
+        // librqbit never announces `stopped`: tell the tracker, so hosts fed by this
+        // one move on at their next announce instead of waiting it out.
+        if let Some(url) = &f.engine.tracker {
+            let _ = crate::tracker::announce_stopped(
+                url,
+                &torrent.info_hash().0,
+                f.engine.listen.port(),
+            )
+            .await;
+        }
         session.stop().await;
     }
     report.ok

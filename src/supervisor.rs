@@ -219,12 +219,29 @@ pub async fn run(
                 if healthy {
                     failures = 0;
                     if live.is_none() {
-                        live = Some(store.register(&s.service, &instance).await?);
-                        if !ever_healthy {
-                            ever_healthy = true;
-                            report(true, pid, None);
-                        } else {
-                            eprintln!("rookery: {} on {} is healthy again", s.service, s.host);
+                        match store.register(&s.service, &instance).await {
+                            Ok(l) => {
+                                live = Some(l);
+                                if !ever_healthy {
+                                    ever_healthy = true;
+                                    report(true, pid, None);
+                                } else {
+                                    eprintln!("rookery: {} on {} is live again", s.service, s.host);
+                                }
+                            }
+                            Err(e) => {
+                                // Unregistered is not live: retry at the next check
+                                // (after a reconnect, below); the health deadline
+                                // still applies to a first registration.
+                                eprintln!("rookery: registering {} on {}: {e}", s.service, s.host);
+                                if !ever_healthy && started.elapsed() > s.health_deadline {
+                                    report(false, pid, Some(format!(
+                                        "could not register within {}: {e}",
+                                        crate::units::format_duration(s.health_deadline)
+                                    )));
+                                    cancel.cancel();
+                                }
+                            }
                         }
                     }
                 } else {

@@ -156,6 +156,8 @@ struct Peer {
     stopped: bool,
     /// Members this one was last told about.
     feeders: Vec<usize>,
+    /// The predecessor whose first announce this one was last told to wait for.
+    awaiting: Option<usize>,
 }
 
 /// Everyone's latest announce for one info hash.
@@ -166,6 +168,9 @@ pub struct Swarm {
     started: Option<Instant>,
     /// A member that has not announced for this long is considered gone.
     expiry: Duration,
+    /// A feeder that has not announced for this long (one missed announce) may be
+    /// gone: its successor is also given the next predecessor.
+    overdue: Duration,
 }
 
 /// A member's announce, as the policy needs it.
@@ -194,7 +199,15 @@ impl Swarm {
             peers: vec![None; roster.members.len()],
             started: None,
             expiry,
+            overdue: expiry,
         }
+    }
+
+    /// Treats a feeder silent for longer than `after` as possibly gone (see
+    /// [`Swarm::pipeline`]); without this, only `expiry` counts.
+    pub fn with_overdue(mut self, after: Duration) -> Swarm {
+        self.overdue = after.min(self.expiry);
+        self
     }
 
     /// Records an announce and returns the peers to tell `me` about.
@@ -231,14 +244,15 @@ impl Swarm {
             rate,
             stopped: seen.stopped,
             feeders: Vec::new(),
+            awaiting: None,
         });
         if seen.stopped {
             return Vec::new();
         }
-        let feeders = if sharing == Sharing::Pipeline && seen.rookery {
+        let (feeders, awaiting) = if sharing == Sharing::Pipeline && seen.rookery {
             self.pipeline(roster, me, now)
         } else {
-            self.mesh(roster, me, numwant, now)
+            (self.mesh(roster, me, numwant, now), None)
         };
         let addrs = feeders
             .iter()
@@ -247,8 +261,24 @@ impl Swarm {
             .collect();
         if let Some(p) = &mut self.peers[me] {
             p.feeders = feeders;
+            p.awaiting = awaiting;
         }
         addrs
+    }
+
+    /// Whether `me` was last answered with nobody because the start-up rule makes it
+    /// wait for predecessor `p` to announce: `(p, end of the start-up grace)`. The
+    /// tracker holds such an answer until `p` announces rather than let `me` come back
+    /// a whole interval later.
+    pub fn waiting_for(&self, me: usize) -> Option<(usize, Instant)> {
+        let peer = self.peers[me].as_ref()?;
+        let p = peer.awaiting.filter(|_| peer.feeders.is_empty())?;
+        Some((p, self.started? + self.expiry))
+    }
+
+    /// Whether member `id` has announced at all.
+    pub fn has_announced(&self, id: usize) -> bool {
+        self.peers[id].is_some()
     }
 
     fn alive(&self, id: usize, now: Instant) -> Option<&Peer> {
@@ -257,10 +287,12 @@ impl Swarm {
             .filter(|p| !p.stopped && now.duration_since(p.last_seen) <= self.expiry)
     }
 
-    fn pipeline(&self, roster: &Roster, me: usize, now: Instant) -> Vec<usize> {
+    /// The feeders for `me`, and the predecessor it waits for when the answer is to
+    /// wait.
+    fn pipeline(&self, roster: &Roster, me: usize, now: Instant) -> (Vec<usize>, Option<usize>) {
         let my_left = self.peers[me].as_ref().map_or(u64::MAX, |p| p.left);
         if my_left == 0 {
-            return Vec::new();
+            return (Vec::new(), None);
         }
         // While the deploy starts, wait for a predecessor that has not announced yet
         // rather than jumping the chain (the answer is empty; the next announce gets
@@ -272,7 +304,7 @@ impl Swarm {
         let mut feeders: Vec<usize> = Vec::new();
         for i in predecessors {
             if self.peers[i].is_none() && starting {
-                return feeders;
+                return (feeders, Some(i));
             }
             // Usable feeders: alive and not behind me (a restarted predecessor is
             // behind and would hold me back; everyone starts equal, so equal is fine).
@@ -281,7 +313,12 @@ impl Swarm {
             }
             feeders.push(i);
             let p = self.alive(i, now).expect("filtered");
-            if p.left == 0 || !self.slow(p, my_left, now) {
+            // A feeder that missed its last announce may have exited (a seeder whose
+            // window ended: librqbit announces neither `completed` nor `stopped`),
+            // complete or not: keep it, but also take the next predecessor rather
+            // than wait out `expiry` on a dead address.
+            let overdue = now.duration_since(p.last_seen) > self.overdue;
+            if !overdue && (p.left == 0 || !self.slow(p, my_left, now)) {
                 break;
             }
         }
@@ -289,7 +326,7 @@ impl Swarm {
             // Nobody before me in the chain: fall back to the nearest complete peer.
             feeders.extend(self.nearest_complete(roster, me, now));
         }
-        feeders
+        (feeders, None)
     }
 
     /// A feeder is slow when its successor has caught up with it and it runs at under
@@ -542,6 +579,66 @@ mod tests {
         assert_eq!(
             s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, later),
             vec![addr(2)]
+        );
+    }
+
+    #[test]
+    fn a_waiting_member_names_the_predecessor_it_waits_for() {
+        let r = roster(&[("east", "e1", 2)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(7));
+        let t = Instant::now();
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
+        assert!(
+            s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t)
+                .is_empty()
+        );
+        assert_eq!(s.waiting_for(2), Some((1, t + Duration::from_secs(7))));
+        assert!(!s.has_announced(1));
+        s.announce(&r, Sharing::Pipeline, 1, seen(1, S), 50, t);
+        assert!(s.has_announced(1));
+        assert_eq!(s.waiting_for(1), None, "host 1 is fed by the origin");
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
+        assert_eq!(s.waiting_for(2), None);
+    }
+
+    #[test]
+    fn pipeline_also_gives_the_next_predecessor_when_a_feeder_misses_an_announce() {
+        let r = roster(&[("east", "e1", 2)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(7)).with_overdue(Duration::from_secs(3));
+        let t = Instant::now();
+        for i in 0..=2 {
+            s.announce(
+                &r,
+                Sharing::Pipeline,
+                i,
+                seen(i, if i == 0 { 0 } else { S }),
+                50,
+                t,
+            );
+        }
+        // Host 1 exits after its seed window without announcing again. One interval
+        // later it is not overdue yet: host 2 keeps it alone.
+        let t2 = t + Duration::from_secs(2);
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t2);
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t2),
+            vec![addr(1)]
+        );
+        // After a missed announce host 2 is also given the origin, long before
+        // host 1 expires.
+        let t4 = t + Duration::from_secs(4);
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t4);
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t4),
+            vec![addr(1), addr(0)]
+        );
+        // The same for a complete feeder that went quiet.
+        s.announce(&r, Sharing::Pipeline, 1, seen(1, 0), 50, t4);
+        let t8 = t4 + Duration::from_secs(4);
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t8);
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t8),
+            vec![addr(1), addr(0)]
         );
     }
 

@@ -6,6 +6,12 @@
 //! `swarm.rs` and the wire format in `announce.rs`; this file owns sockets, limits
 //! and shared state. A hand-rolled server keeps the request parser small enough to
 //! property-test and avoids an HTTP framework for a single GET.
+//!
+//! One answer is not immediate: a pipeline member told to wait for a predecessor
+//! that has not announced yet (start-up) would otherwise come back only a whole
+//! `interval` later, by which time a tiny artifact has long passed its feeder (whose
+//! seeder may even be gone). Such an announce is held open until that predecessor
+//! announces, for at most one interval, and then answered.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::announce::{self, Request};
@@ -24,6 +30,9 @@ use crate::swarm::{PEER_ID_PREFIX, Roster, Seen, Sharing, Swarm};
 const MAX_CONNECTIONS: usize = 512;
 /// A client that has not sent its request head by then is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Announces held open at once (waiting for a predecessor); beyond this they are
+/// answered at once, so held ones never take every connection slot.
+const MAX_HELD: usize = MAX_CONNECTIONS / 2;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -52,21 +61,38 @@ struct Inner {
     roster: Roster,
     settings: Settings,
     swarms: Mutex<HashMap<[u8; 20], Swarm>>,
+    /// One per member, woken whenever that member announces.
+    announced: Vec<Notify>,
+    held: Arc<Semaphore>,
+}
+
+/// An announce answered "wait for `awaiting`", which may be held open.
+struct Hold {
+    info_hash: [u8; 20],
+    awaiting: usize,
+    /// The end of the start-up grace, when the answer changes anyway.
+    until: Instant,
 }
 
 impl Tracker {
     pub fn new(roster: Roster, info_hashes: &[[u8; 20]], settings: Settings) -> Tracker {
         // Three missed announces and a member is gone.
         let expiry = settings.interval * 3 + Duration::from_secs(1);
+        // One missed announce and a feeder may be gone: its successor also gets the
+        // next predecessor.
+        let overdue = settings.interval * 3 / 2;
         let swarms = info_hashes
             .iter()
-            .map(|h| (*h, Swarm::new(&roster, expiry)))
+            .map(|h| (*h, Swarm::new(&roster, expiry).with_overdue(overdue)))
             .collect();
+        let announced = roster.members().iter().map(|_| Notify::new()).collect();
         Tracker {
             inner: Arc::new(Inner {
                 roster,
                 settings,
                 swarms: Mutex::new(swarms),
+                announced,
+                held: Arc::new(Semaphore::new(MAX_HELD)),
             }),
         }
     }
@@ -109,14 +135,58 @@ impl Tracker {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()),
         };
-        let (kind, body) = self.answer(&head, peer, Instant::now());
-        respond(&mut stream, kind, &body).await
+        let started = Instant::now();
+        let mut permit = None;
+        loop {
+            let now = Instant::now();
+            let (kind, body, hold) = self.answer_or_hold(&head, peer, now);
+            let Some(hold) = hold else {
+                return respond(&mut stream, kind, &body).await;
+            };
+            let deadline = hold.until.min(started + self.inner.settings.interval);
+            if deadline <= now {
+                return respond(&mut stream, kind, &body).await;
+            }
+            if permit.is_none() {
+                match self.inner.held.clone().try_acquire_owned() {
+                    Ok(p) => permit = Some(p),
+                    Err(_) => return respond(&mut stream, kind, &body).await,
+                }
+            }
+            // Registered before the check, so an announce in between is not missed.
+            let notified = self.inner.announced[hold.awaiting].notified();
+            if !self.has_announced(&hold.info_hash, hold.awaiting) {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+            }
+            // Answer again (this records the announce again: the member is alive).
+        }
+    }
+
+    fn has_announced(&self, info_hash: &[u8; 20], member: usize) -> bool {
+        let swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
+        swarms
+            .get(info_hash)
+            .is_some_and(|s| s.has_announced(member))
     }
 
     /// The response (content type, body) to one request head from `peer`.
     pub fn answer(&self, head: &[u8], peer: SocketAddr, now: Instant) -> (&'static str, Vec<u8>) {
+        let (kind, body, _) = self.answer_or_hold(head, peer, now);
+        (kind, body)
+    }
+
+    /// [`Tracker::answer`], and whether it is a start-up wait that may be held open.
+    fn answer_or_hold(
+        &self,
+        head: &[u8],
+        peer: SocketAddr,
+        now: Instant,
+    ) -> (&'static str, Vec<u8>, Option<Hold>) {
         const BENCODE: &str = "text/plain";
-        let fail = |reason: String| (BENCODE, announce::encode_failure(&reason));
+        let fail = |reason: String| (BENCODE, announce::encode_failure(&reason), None);
         let request = match announce::parse_request(head) {
             Ok(r) => r,
             Err(reason) => return fail(reason),
@@ -145,17 +215,24 @@ impl Tracker {
                 let settings = self.inner.settings;
                 let peers =
                     swarm.announce(roster, settings.sharing, me, seen, a.numwant as usize, now);
+                self.inner.announced[me].notify_waiters();
+                let hold = swarm.waiting_for(me).map(|(awaiting, until)| Hold {
+                    info_hash: a.info_hash,
+                    awaiting,
+                    until,
+                });
                 tracing::debug!(
                     host = roster.member(me).name,
                     left = a.left,
                     ?peers,
+                    waiting_for = ?hold.as_ref().map(|h| &roster.member(h.awaiting).name),
                     "announce"
                 );
                 let (complete, incomplete) = swarm.counts(now);
                 let interval = settings.interval.as_secs().max(1) as u32;
                 let body =
                     announce::encode_peers(&peers, a.compact, complete, incomplete, interval);
-                (BENCODE, body)
+                (BENCODE, body, hold)
             }
             Request::Status { info_hash, host } => {
                 let me = match roster.identify(peer.ip(), Some(&host)) {
@@ -167,7 +244,7 @@ impl Tracker {
                 };
                 let status = swarm.status(roster, me, now);
                 let body = serde_json::to_vec(&status).expect("status serializes");
-                ("application/json", body)
+                ("application/json", body, None)
             }
         }
     }
@@ -234,15 +311,53 @@ pub async fn status(
     host: &str,
 ) -> anyhow::Result<crate::swarm::Status> {
     use anyhow::Context;
-    let rest = announce_url
-        .strip_prefix("http://")
-        .context("the tracker URL must start with http://")?;
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     let target = format!(
         "/status?info_hash={}&host={}",
         announce::percent_encode(info_hash),
         announce::percent_encode(host.as_bytes())
     );
+    let body = get(announce_url, &target).await?;
+    serde_json::from_slice(&body)
+        .with_context(|| format!("the tracker answered: {}", String::from_utf8_lossy(&body)))
+}
+
+/// Tells the tracker behind `announce_url` (the agent's announce URL, with its
+/// `host=NAME`) that this member leaves the swarm: its successors are moved on at
+/// their next announce. librqbit never announces `stopped` (nor `completed`), so a
+/// seeder that exits without this stays the feeder of its successor until it is
+/// overdue. `port` is the member's listening port.
+pub async fn announce_stopped(
+    announce_url: &str,
+    info_hash: &[u8; 20],
+    port: u16,
+) -> anyhow::Result<()> {
+    let query = format!(
+        "info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left=0&event=stopped",
+        announce::percent_encode(info_hash),
+        announce::percent_encode(&librqbit::generate_peer_id(PEER_ID_PREFIX).0),
+    );
+    let rest = announce_url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("the tracker URL must start with http://"))?;
+    let path_and_query = &rest[rest.find('/').unwrap_or(rest.len())..];
+    let target = match path_and_query.split_once('?') {
+        Some((path, q)) => format!("{path}?{q}&{query}"),
+        None => format!("{path_and_query}?{query}"),
+    };
+    let body = get(announce_url, &target).await?;
+    if body.starts_with(b"d14:failure reason") {
+        anyhow::bail!("the tracker refused: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(())
+}
+
+/// `GET target` from the server of `announce_url`; the response body.
+async fn get(announce_url: &str, target: &str) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    let rest = announce_url
+        .strip_prefix("http://")
+        .context("the tracker URL must start with http://")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     let mut stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(authority))
         .await
         .context("connecting to the tracker timed out")??;
@@ -256,10 +371,9 @@ pub async fn status(
     let body = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .map(|i| &response[i + 4..])
+        .map(|i| response[i + 4..].to_vec())
         .context("malformed answer from the tracker")?;
-    serde_json::from_slice(body)
-        .with_context(|| format!("the tracker answered: {}", String::from_utf8_lossy(body)))
+    Ok(body)
 }
 
 /// Reads up to the blank line ending the head; `None` if it exceeds the limit.
@@ -334,6 +448,112 @@ mod tests {
         );
         let body = String::from_utf8(get(&t, "10.0.0.2:5000", &announce(8, ""))).unwrap();
         assert!(body.contains("is not part of the running deploy"), "{body}");
+    }
+
+    /// Sends one announce for `host` to the tracker at `addr`; the answer's body.
+    async fn announce_to(addr: SocketAddr, host: &str, port: u16) -> Vec<u8> {
+        let target = announce(7, &format!("&host={host}"))
+            .replace("port=7000", &format!("port={port}"))
+            .replace("left=0", if host == "origin" { "left=0" } else { "left=5" });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {target} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_start_up_wait_is_held_until_the_predecessor_announces() {
+        let member = |name: &str, origin: bool| Member {
+            name: name.into(),
+            dc: "dc".into(),
+            rack: "r".into(),
+            ip: Some("127.0.0.1".parse().unwrap()),
+            origin,
+        };
+        let roster = Roster::new(vec![
+            member("origin", true),
+            member("a", false),
+            member("b", false),
+        ]);
+        let t = Tracker::new(roster, &[[7; 20]], Settings::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn({
+            let (t, c) = (t.clone(), cancel.clone());
+            async move { t.serve(listener, c).await }
+        });
+        let begun = Instant::now();
+        let b = tokio::spawn(announce_to(addr, "b", 7002));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!b.is_finished(), "b waits for a instead of an empty answer");
+        // a announces (and itself waits for the origin): b is told about a
+        // (127.0.0.1:7001) at once, well within the interval it would have slept.
+        let a = tokio::spawn(announce_to(addr, "a", 7001));
+        let body = b.await.unwrap();
+        assert!(
+            body.ends_with(b"5:peers6:\x7f\x00\x00\x01\x1b\x59e"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(begun.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!a.is_finished(), "a waits for the origin");
+        // Complete, nobody to wait for: the origin is answered at once, and a is
+        // told about it (127.0.0.1:7000).
+        let begun = Instant::now();
+        announce_to(addr, "origin", 7000).await;
+        let body = a.await.unwrap();
+        assert!(
+            body.ends_with(b"5:peers6:\x7f\x00\x00\x01\x1b\x58e"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(begun.elapsed() < Duration::from_millis(500));
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_member_that_announces_stopped_is_no_longer_a_feeder() {
+        let member = |name: &str, origin: bool| Member {
+            name: name.into(),
+            dc: "dc".into(),
+            rack: "r".into(),
+            ip: Some("127.0.0.1".parse().unwrap()),
+            origin,
+        };
+        let roster = Roster::new(vec![
+            member("origin", true),
+            member("a", false),
+            member("b", false),
+        ]);
+        let t = Tracker::new(roster, &[[7; 20]], Settings::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn({
+            let (t, c) = (t.clone(), cancel.clone());
+            async move { t.serve(listener, c).await }
+        });
+        announce_to(addr, "origin", 7000).await;
+        announce_to(addr, "a", 7001).await;
+        let to_a = b"5:peers6:\x7f\x00\x00\x01\x1b\x59e";
+        assert!(announce_to(addr, "b", 7002).await.ends_with(to_a));
+        // a's seed window ends: b is moved onto the origin at its next announce.
+        let url = format!("http://{addr}/announce?host=a");
+        announce_stopped(&url, &[7; 20], 7001).await.unwrap();
+        let to_origin = b"5:peers6:\x7f\x00\x00\x01\x1b\x58e";
+        assert!(announce_to(addr, "b", 7002).await.ends_with(to_origin));
+        let st = status(&url, &[7; 20], "origin").await.unwrap();
+        assert_eq!(st.waiting_on_me, 1, "{st:?}");
+        // Strangers are refused, with the tracker's reason.
+        let url = format!("http://{addr}/announce?host=nope");
+        let e = announce_stopped(&url, &[7; 20], 7001).await.unwrap_err();
+        assert!(e.to_string().contains("not in this deploy"), "{e}");
+        cancel.cancel();
     }
 
     #[test]

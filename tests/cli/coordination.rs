@@ -99,7 +99,7 @@ fn inst(host: &str, v: &str) -> Instance {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -230,13 +230,13 @@ fn a_closed_session_takes_its_live_entries_and_lock_with_it() {
 }
 
 /// A TCP forwarder to ZooKeeper that can be cut, like a network partition.
-struct Partition {
-    addr: String,
+pub struct Partition {
+    pub addr: String,
     up: tokio::sync::watch::Sender<bool>,
 }
 
 impl Partition {
-    async fn start(target: String) -> Partition {
+    pub async fn start(target: String) -> Partition {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (up, rx) = tokio::sync::watch::channel(true);
@@ -264,7 +264,7 @@ impl Partition {
         Partition { addr, up }
     }
 
-    fn set(&self, up: bool) {
+    pub fn set(&self, up: bool) {
         self.up.send_replace(up);
     }
 }

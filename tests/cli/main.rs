@@ -6,6 +6,7 @@ mod errors;
 mod examples;
 mod helper;
 mod plan;
+mod rollout;
 mod ssh;
 mod swarm;
 mod torrent;

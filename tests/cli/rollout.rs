@@ -1,0 +1,674 @@
+//! Deploys end to end on the local transport, with a real ZooKeeper and with the
+//! local store: real distribution between host agents, real supervised services
+//! (`demo-service`, an HTTP server with a health check), and an independent watcher
+//! that reads the store while the rollout runs and proves quorum and order.
+//!
+//! The stack is a diamond: `a` on six hosts; `b` and `c` depend on `a`; `d` depends
+//! on `b` and `c`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rookery::coordination::Coordinator;
+use rookery::store::Location;
+
+use crate::coordination::{Partition, ZooKeeper, rt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+const DEMO: &str = env!("CARGO_BIN_EXE_demo-service");
+
+/// Services, their hosts and their quorum (strict: `a` may lose 2, the others 1).
+const SERVICES: &[(&str, &[&str], u32)] = &[
+    ("a", &["h1", "h2", "h3", "h4", "h5", "h6"], 4),
+    ("b", &["h1", "h2", "h4", "h5"], 3),
+    ("c", &["h2", "h3", "h5", "h6"], 3),
+    ("d", &["h1", "h3", "h4"], 2),
+];
+
+const DEPS: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])];
+
+enum Store<'z> {
+    Local,
+    Zk(&'z str),
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    location: Location,
+}
+
+impl Cluster {
+    /// `loose`: quorums that leave room for one host down.
+    fn new(store: Store, loose: bool) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let (coordination, location) = match store {
+            Store::Local => (
+                "  local: {dir: coord}\n".to_string(),
+                Location::Local {
+                    dir: dir.path().join("coord"),
+                },
+            ),
+            Store::Zk(connect) => {
+                let root = format!(
+                    "/rookery/{}",
+                    dir.path().file_name().unwrap().to_string_lossy()
+                );
+                (
+                    format!(
+                        "  zookeeper: {{connect: \"{connect}\", root: \"{root}\", session_timeout: 4s}}\n"
+                    ),
+                    Location::ZooKeeper {
+                        connect: connect.to_string(),
+                        root,
+                        session_timeout: Duration::from_secs(4),
+                    },
+                )
+            }
+        };
+        let services_of = |h: &str| -> Vec<&str> {
+            SERVICES
+                .iter()
+                .filter(|(_, hosts, _)| hosts.contains(&h))
+                .map(|(s, _, _)| *s)
+                .collect()
+        };
+        let host = |h: &str| format!("{h}: {{services: [{}]}}", services_of(h).join(", "));
+        let inv = format!(
+            "cluster: t\ntransport:\n  local: {{root: hosts}}\ncoordination:\n{coordination}datacenters:\n  east:\n    racks:\n      r1: {{hosts: {{{}, {}}}}}\n      r2: {{hosts: {{{}}}}}\n  west:\n    racks:\n      r1: {{hosts: {{{}, {}}}}}\n      r2: {{hosts: {{{}}}}}\n",
+            host("h1"),
+            host("h2"),
+            host("h3"),
+            host("h4"),
+            host("h5"),
+            host("h6")
+        );
+        let mut pb = String::from(
+            "name: diamond\nartifact: {source: art, destination: /srv/app, version: content-hash, keep_releases: 2}\ndistribution: {seed_window: 1s}\nservices:\n",
+        );
+        for ((name, hosts, quorum), (_, deps)) in SERVICES.iter().zip(DEPS) {
+            // Loose: half the hosts, one at a time, so a service keeps going with
+            // one host down.
+            let (q, par) = if loose {
+                (hosts.len() as u32 / 2, 1)
+            } else {
+                (*quorum, 2)
+            };
+            pb.push_str(&format!(
+                "  {name}:\n    quorum: {q}\n    max_parallel: {par}\n    depends_on: [{}]\n    start: \"{{release}}/bin/demo-service serve --name {name} --host {{host}} --version {{version}} --state {{destination}}/run\"\n    health: \"{{release}}/bin/check {name} {{destination}}/run {{version}}\"\n    health_deadline: 8s\n    min_healthy_time: 300ms\n",
+                deps.join(", ")
+            ));
+        }
+        std::fs::write(dir.path().join("inv.yml"), inv).unwrap();
+        std::fs::write(dir.path().join("pb.yml"), pb).unwrap();
+        let c = Cluster { dir, location };
+        c.artifact("v1", None);
+        c
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The build: demo-service, a health check wrapper (failing for `broken`), a label.
+    fn artifact(&self, label: &str, broken: Option<&str>) {
+        let bin = self.path("art/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(DEMO, bin.join("demo-service")).unwrap();
+        let fail = match broken {
+            Some(s) => {
+                format!("[ \"$1\" = {s} ] && {{ echo {s} is broken in this build >&2; exit 1; }}\n")
+            }
+            None => String::new(),
+        };
+        write_exec(
+            &bin.join("check"),
+            &format!(
+                "#!/bin/sh\n{fail}exec \"$(dirname \"$0\")/demo-service\" check --name \"$1\" --state \"$2\" --version \"$3\"\n"
+            ),
+        );
+        std::fs::write(self.path("art/LABEL"), label).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .args(["-i", "inv.yml"])
+            .current_dir(self.dir.path())
+            .env_remove("ROOKERY_INVENTORY");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().unwrap();
+        Run::from(out, args)
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn deploy(&self) -> Run {
+        self.run(&["--json", "deploy", "pb.yml"])
+    }
+
+    /// `(service, host, version)` of every start, from the services' own logs.
+    fn starts(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for h in ["h1", "h2", "h3", "h4", "h5", "h6"] {
+            let log = self.path(&format!("hosts/{h}/srv/app/run/starts.log"));
+            for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                out.push((f[0].to_string(), f[1].to_string(), f[2].to_string()));
+            }
+        }
+        out
+    }
+
+    fn starts_of(&self, version: &str) -> BTreeMap<(String, String), usize> {
+        let mut m = BTreeMap::new();
+        for (s, h, v) in self.starts() {
+            if v == version {
+                *m.entry((s, h)).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    fn live(&self) -> BTreeMap<(String, String), String> {
+        rt().block_on(async {
+            let store = self.location.open("t").await.unwrap();
+            let mut m = BTreeMap::new();
+            for (s, _, _) in SERVICES {
+                for i in store.live(s).await.unwrap() {
+                    m.insert((s.to_string(), i.host), i.version);
+                }
+            }
+            m
+        })
+    }
+
+    /// Waits until `n` instances are live in total.
+    fn wait_live(&self, n: usize) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.live().len() != n {
+            assert!(Instant::now() < until, "not {n} live: {:?}", self.live());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop_services(&self) {
+        // Every supervisor of this cluster, by its state directory.
+        let pattern = self.dir.path().display().to_string();
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("agent run.*{pattern}")])
+            .status();
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("demo-service serve.*{pattern}")])
+            .status();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_services();
+    }
+}
+
+fn write_exec(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: Output, args: &[&str]) -> Run {
+        let r = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!("rookery {}: exit {}\n{}", args.join(" "), r.code, r.stderr);
+        r
+    }
+
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "{}\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+
+    /// The rollout record of a `deploy --json`.
+    fn record(&self) -> serde_json::Value {
+        self.json()["rollout"].clone()
+    }
+}
+
+fn host_states(record: &serde_json::Value, service: &str) -> BTreeMap<String, String> {
+    record["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == service)
+        .unwrap()["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["host"].as_str().unwrap().to_string(),
+                h["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Reads the store on its own while a rollout runs: the fewest live instances of
+/// each service, and when each instance was first seen on the new version.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Seen>,
+}
+
+/// The fewest live instances per service; when each (service, host) was first new.
+type Seen = (BTreeMap<String, usize>, BTreeMap<(String, String), Instant>);
+
+impl Watcher {
+    fn start(location: Location, old: String) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            rt().block_on(async move {
+                let store = location.open("t").await.unwrap();
+                let mut min: BTreeMap<String, usize> = BTreeMap::new();
+                let mut first_new: BTreeMap<(String, String), Instant> = BTreeMap::new();
+                while !flag.load(Ordering::SeqCst) {
+                    for (s, _, _) in SERVICES {
+                        let live = store.live(s).await.unwrap();
+                        let m = min.entry(s.to_string()).or_insert(usize::MAX);
+                        *m = (*m).min(live.len());
+                        for i in live {
+                            if i.version != old {
+                                first_new
+                                    .entry((s.to_string(), i.host))
+                                    .or_insert_with(Instant::now);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                (min, first_new)
+            })
+        });
+        Watcher { stop, thread }
+    }
+
+    fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+fn total_instances() -> usize {
+    SERVICES.iter().map(|(_, h, _)| h.len()).sum()
+}
+
+/// A first deploy on an empty cluster; returns its version.
+fn first_deploy(c: &Cluster) -> String {
+    let r = c.deploy().ok();
+    let v = r.json()["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.wait_live(total_instances());
+    v
+}
+
+fn diamond(store: Store) {
+    let c = Cluster::new(store, false);
+    let v1 = first_deploy(&c);
+
+    c.artifact("v2", None);
+    let watcher = Watcher::start(c.location.clone(), v1.clone());
+    let r = c.deploy().ok();
+    let (min, first_new) = watcher.finish();
+    let v2 = r.json()["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(v1, v2);
+    assert_eq!(r.record()["state"], "done", "{}", r.stdout);
+
+    // Quorum held all along, as seen from outside.
+    for (s, _, quorum) in SERVICES {
+        assert!(
+            min[*s] >= *quorum as usize,
+            "{s} dropped to {} live instances, below its quorum {quorum}",
+            min[*s]
+        );
+    }
+    // Order: every instance of a dependency was new before any of its dependents.
+    for (s, deps) in DEPS {
+        for d in *deps {
+            let last_dep = first_new
+                .iter()
+                .filter(|((x, _), _)| x == d)
+                .map(|(_, t)| *t)
+                .max()
+                .unwrap();
+            let first = first_new
+                .iter()
+                .filter(|((x, _), _)| x == s)
+                .map(|(_, t)| *t)
+                .min()
+                .unwrap();
+            assert!(last_dep < first, "{s} switched before all of {d}");
+        }
+    }
+    // Each instance started exactly once on the new version, and everything runs it.
+    let starts = c.starts_of(&v2);
+    assert_eq!(starts.len(), total_instances(), "{starts:?}");
+    assert!(starts.values().all(|&n| n == 1), "{starts:?}");
+    assert!(c.live().values().all(|v| v == &v2), "{:?}", c.live());
+
+    // The same deploy again changes nothing.
+    let again = c.deploy().ok();
+    for (s, _, _) in SERVICES {
+        assert!(
+            host_states(&again.record(), s)
+                .values()
+                .all(|st| st == "unchanged")
+        );
+    }
+    assert_eq!(c.starts_of(&v2), starts);
+
+    // Status: every instance live on v2, nothing staged, v1 and v2 installed.
+    let status = c.run(&["--json", "status", "pb.yml"]).ok().json();
+    for svc in status["services"].as_array().unwrap() {
+        for h in svc["hosts"].as_array().unwrap() {
+            assert_eq!(h["live"], v2.as_str(), "{h}");
+            assert_eq!(h["current"], v2.as_str(), "{h}");
+            assert!(h["staged"].is_null(), "{h}");
+            assert_eq!(h["releases"].as_array().unwrap().len(), 2, "{h}");
+        }
+    }
+    assert!(status["lock"].is_null());
+    assert_eq!(status["last_deploy"]["state"], "done");
+}
+
+#[test]
+fn diamond_rollout_keeps_quorum_and_order_on_zookeeper() {
+    let z = ZooKeeper::start();
+    diamond(Store::Zk(&z.connect));
+}
+
+#[test]
+fn diamond_rollout_keeps_quorum_and_order_on_the_local_store() {
+    diamond(Store::Local);
+}
+
+fn failing_health(store: Store) {
+    let c = Cluster::new(store, false);
+    let v1 = first_deploy(&c);
+    c.artifact("v3", Some("b"));
+    let r = c.deploy();
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    let rec = r.record();
+    assert_eq!(rec["state"], "failed");
+    assert!(
+        rec["message"].as_str().unwrap().starts_with(
+            "b: 1 host(s) failed, more than its failure budget of 0; the deploy stopped"
+        ),
+        "{rec}"
+    );
+    // a went through; b's first host failed and went back; nothing else of b, c, d moved.
+    assert!(host_states(&rec, "a").values().all(|s| s == "done"));
+    let b = host_states(&rec, "b");
+    let failed: Vec<&String> = b
+        .iter()
+        .filter(|(_, s)| *s == "failed")
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(failed.len(), 1, "{b:?}");
+    assert!(b.values().all(|s| s == "failed" || s == "pending"), "{b:?}");
+    assert!(host_states(&rec, "c").values().all(|s| s == "pending"));
+    assert!(host_states(&rec, "d").values().all(|s| s == "pending"));
+    let host = &rec["services"][1]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["state"] == "failed")
+        .unwrap()
+        .clone();
+    assert!(
+        host["error"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("; switched back to {v1}")),
+        "{host}"
+    );
+    // The failed host runs b on v1 again; no b, c or d instance was lost.
+    let live = c.live();
+    assert_eq!(live.len(), total_instances(), "{live:?}");
+    for ((s, _), v) in &live {
+        if s != "a" {
+            assert_eq!(v, &v1, "{live:?}");
+        }
+    }
+}
+
+#[test]
+fn a_failing_health_check_switches_the_host_back_and_stops_the_deploy_on_zookeeper() {
+    let z = ZooKeeper::start();
+    failing_health(Store::Zk(&z.connect));
+}
+
+#[test]
+fn a_failing_health_check_switches_the_host_back_and_stops_the_deploy_on_the_local_store() {
+    failing_health(Store::Local);
+}
+
+fn kill_and_resume(store: Store) {
+    let c = Cluster::new(store, false);
+    first_deploy(&c);
+    c.artifact("v2", None);
+    let mut child = c.spawn(&["deploy", "pb.yml"]);
+    // Wait until the rollout is under way (two instances of `a` started on the new
+    // version), then kill the controller outright.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v2_starts = c
+            .starts()
+            .iter()
+            .filter(|(s, _, v)| s == "a" && !v.is_empty())
+            .count();
+        if v2_starts >= 6 + 2 {
+            break;
+        }
+        assert!(Instant::now() < until, "the rollout did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let r = c.deploy().ok();
+    assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
+    let v2 = r.json()["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.record()["state"], "done");
+    let starts = c.starts_of(&v2);
+    assert_eq!(starts.len(), total_instances(), "{starts:?}");
+    assert!(
+        starts.values().all(|&n| n == 1),
+        "a host was restarted twice: {starts:?}"
+    );
+    assert!(c.live().values().all(|v| v == &v2));
+    for h in ["h1", "h2", "h3", "h4", "h5", "h6"] {
+        let cur = std::fs::read_link(c.path(&format!("hosts/{h}/srv/app/current"))).unwrap();
+        assert_eq!(cur, Path::new("releases").join(&v2));
+    }
+}
+
+#[test]
+fn a_killed_deploy_resumes_without_restarting_finished_hosts_on_zookeeper() {
+    let z = ZooKeeper::start();
+    kill_and_resume(Store::Zk(&z.connect));
+}
+
+#[test]
+fn a_killed_deploy_resumes_without_restarting_finished_hosts_on_the_local_store() {
+    kill_and_resume(Store::Local);
+}
+
+fn concurrent(store: Store) {
+    let c = Cluster::new(store, false);
+    first_deploy(&c);
+    c.artifact("v2", None);
+    let first = c.spawn(&["deploy", "pb.yml"]);
+    let until = Instant::now() + Duration::from_secs(30);
+    let holder = loop {
+        let status = c.run(&["--json", "status"]).ok().json();
+        if !status["lock"].is_null() {
+            break status["lock"].clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "the first deploy never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let second = c.run(&["deploy", "pb.yml"]);
+    assert_eq!(second.code, 5, "{}", second.stderr);
+    let pid = first.id();
+    assert_eq!(holder["pid"], pid);
+    assert!(
+        second.stderr.starts_with(&format!(
+            "error: taking the deploy lock: another deploy holds the lock of cluster `t`: {} (pid {pid}, deploy ",
+            holder["who"].as_str().unwrap()
+        )),
+        "{}",
+        second.stderr
+    );
+    assert!(second.stderr.contains(" UTC\n"), "{}", second.stderr);
+    let first = Run::from(first.wait_with_output().unwrap(), &["deploy (first)"]);
+    first.ok();
+}
+
+#[test]
+fn a_second_deploy_is_refused_while_one_runs_on_zookeeper() {
+    let z = ZooKeeper::start();
+    concurrent(Store::Zk(&z.connect));
+}
+
+#[test]
+fn a_second_deploy_is_refused_while_one_runs_on_the_local_store() {
+    concurrent(Store::Local);
+}
+
+fn catch_up(store: Store) {
+    let c = Cluster::new(store, true);
+    first_deploy(&c);
+    // h6 goes down: its services die and its disk is gone from the network.
+    let pattern = c.path("hosts/h6").display().to_string();
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("agent run.*{pattern}")])
+        .status();
+    c.wait_live(total_instances() - 2); // a and c
+    std::fs::rename(c.path("hosts/h6"), c.path("h6.away")).unwrap();
+    std::fs::write(c.path("hosts/h6"), "not a directory").unwrap();
+
+    c.artifact("v2", None);
+    let r = c.deploy();
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let v2 = r.json()["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(host_states(&r.record(), "a")["h6"], "skipped");
+    assert_eq!(host_states(&r.record(), "a")["h5"], "done");
+
+    // h6 comes back, on the old release and with nothing running.
+    std::fs::remove_file(c.path("hosts/h6")).unwrap();
+    std::fs::rename(c.path("h6.away"), c.path("hosts/h6")).unwrap();
+    let r = c.run(&["--json", "reconcile", "pb.yml"]).ok();
+    let rec = r.json();
+    assert_eq!(rec["kind"], "reconcile");
+    assert_eq!(host_states(&rec, "a")["h6"], "done");
+    assert_eq!(host_states(&rec, "a")["h5"], "unchanged");
+    c.wait_live(total_instances());
+    assert!(c.live().values().all(|v| v == &v2), "{:?}", c.live());
+}
+
+#[test]
+fn a_host_that_missed_a_deploy_catches_up_through_reconcile_on_zookeeper() {
+    let z = ZooKeeper::start();
+    catch_up(Store::Zk(&z.connect));
+}
+
+#[test]
+fn a_host_that_missed_a_deploy_catches_up_through_reconcile_on_the_local_store() {
+    catch_up(Store::Local);
+}
+
+#[test]
+fn a_lost_zookeeper_session_halts_the_rollout_and_the_next_run_finishes_it() {
+    let z = ZooKeeper::start();
+    // Everything reaches ZooKeeper through a link the test can cut.
+    let runtime = rt();
+    let link = runtime.block_on(Partition::start(z.connect.clone()));
+    let c = Cluster::new(Store::Zk(&link.addr), false);
+    let v1 = first_deploy(&c);
+    c.artifact("v2", None);
+    let child = c.spawn(&["--json", "deploy", "pb.yml"]);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !c.starts().iter().any(|(s, _, v)| s == "a" && v != &v1) {
+        assert!(Instant::now() < until, "the rollout did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Cut for longer than the session timeout (4 s): every session expires.
+    link.set(false);
+    std::thread::sleep(Duration::from_secs(7));
+    link.set(true);
+    let out = child.wait_with_output().unwrap();
+    let r = Run::from(out, &["deploy (cut)"]);
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the coordination session was lost")
+            || r.stdout.contains("the coordination session was lost"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    // The next run resumes the record and finishes the job: hosts caught in flight
+    // (their new instance could not register during the cut) are switched again.
+    let r = c.deploy().ok();
+    assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
+    let v2 = r.json()["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.wait_live(total_instances());
+    assert!(c.live().values().all(|v| v == &v2), "{:?}", c.live());
+    // Nobody restarted a finished host: only the batch in flight started twice.
+    let twice = c.starts_of(&v2).values().filter(|&&n| n > 1).count();
+    assert!(twice <= 2, "{:?}", c.starts_of(&v2));
+    drop(link);
+}
