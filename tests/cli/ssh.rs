@@ -26,7 +26,8 @@ impl Cluster {
             net: net.to_string(),
         };
         let out = Command::new(repo().join("scripts/loopback-cluster"))
-            .args(["up", &n.to_string(), "--net", net, "--port", PORT, "--dir"])
+            // A real ZooKeeper too: distribute records staged versions in it.
+            .args(["up", &n.to_string(), "--net", net, "--port", PORT, "--zookeeper", "--dir"])
             .arg(c.dir.path())
             .output()
             .expect("running scripts/loopback-cluster (needs Debian's openssh-server: apt-get install openssh-server)");
