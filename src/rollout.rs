@@ -189,7 +189,7 @@ pub async fn take_lock(
             Err(CoordError::Locked { holder, .. })
                 if holder.who == me.who
                     && holder.pid != me.pid
-                    && !pid_alive(holder.pid)
+                    && !crate::switch::alive(holder.pid)
                     && Instant::now() < until =>
             {
                 if !said {
@@ -205,11 +205,6 @@ pub async fn take_lock(
             Err(e) => return Err(anyhow::Error::new(e).context("taking the deploy lock")),
         }
     }
-}
-
-fn pid_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
 }
 
 /// The version to roll to: `--version`, else the one staged for the playbook's

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::coordination::{Coordinator, Holder};
@@ -190,7 +189,6 @@ async fn releases<T: Transport>(
     forks: usize,
 ) -> BTreeMap<String, Result<crate::switch::Releases, String>> {
     let conns = crate::distribute::connect_all(transport, hosts, forks).await;
-    let _never = CancellationToken::new();
     let mut out = BTreeMap::new();
     let mut jobs = Vec::new();
     for (&h, c) in hosts.iter().zip(conns) {

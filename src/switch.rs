@@ -147,7 +147,8 @@ fn lock(path: &Path) -> Result<File, String> {
     }
 }
 
-fn alive(pid: u32) -> bool {
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
 }
@@ -264,17 +265,9 @@ fn start(a: &SwitchArgs, release: &Path, run_file: &Path) -> Result<(), String> 
     if let Some(h) = &a.health.health {
         cmd.args(["--health", h]);
     }
-    cmd.args(["--cluster", &a.store.cluster]);
-    if let Some(d) = &a.store.local_store {
-        cmd.arg("--local-store").arg(d);
-    }
-    if let Some(z) = &a.store.zookeeper {
-        cmd.args(["--zookeeper", z]);
-        if let Some(r) = &a.store.zk_root {
-            cmd.args(["--zk-root", r]);
-        }
-        cmd.args(["--session-timeout", &a.store.session_timeout]);
-    }
+    // The same store, as the flags this switch was given name it.
+    let store = crate::store::Location::from_args(&a.store).map_err(|e| format!("{e:#}"))?;
+    cmd.args(store.args(&a.store.cluster));
     cmd.arg("--").arg(&a.start);
     let out = cmd
         .stdin(Stdio::null())
