@@ -128,6 +128,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             println!("{}", serde_json::to_string(&o)?);
             Ok(if o.ok { Exit::Ok } else { Exit::Failed })
         }
+        Command::Agent(AgentCommand::Start(a)) => {
+            let started = crate::switch::start_all(a).map_err(Error::Usage)?;
+            for s in &started {
+                println!("{}", serde_json::to_string(s)?);
+            }
+            Ok(if started.iter().all(|s| s.ok) {
+                Exit::Ok
+            } else {
+                Exit::Failed
+            })
+        }
         Command::Agent(AgentCommand::Releases { destination }) => {
             let r = crate::switch::releases(destination);
             println!("{}", serde_json::to_string(&r)?);

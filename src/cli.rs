@@ -18,7 +18,7 @@ BitTorrent, registers the result in a coordination store (ZooKeeper, or a local 
 embedded default), and rolls services to the new release in dependency order, batch by batch, \
 never dropping a service below its quorum.\n\nStart with `rookery plan -i INVENTORY PLAYBOOK`: it \
 validates both files and prints what a deploy would do, touching nothing.",
-    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 6 not available in this build, 7 a host key did not match known_hosts (nothing ran), 8 deploy stopped before its end (run it again to resume), 130 interrupted."
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 7 a host key did not match known_hosts (nothing ran), 8 deploy stopped before its end (run it again to resume), 130 interrupted. See docs/exit-codes.md."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -279,6 +279,8 @@ pub enum AgentCommand {
     Run(RunServiceArgs),
     /// Stop a service, point `current` at a release, start it there (idempotent)
     Switch(SwitchArgs),
+    /// Start the services this host ran (at boot), optionally catching up
+    Start(StartArgs),
     /// List the releases of a destination and what `current` points to (JSON)
     Releases {
         #[arg(long, value_name = "DIR")]
@@ -329,7 +331,7 @@ pub struct RunServiceArgs {
 }
 
 /// How a supervisor checks its service.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HealthArgs {
     /// Health check, a shell command line; none: live as soon as started
     #[arg(long, value_name = "CMD")]
@@ -342,7 +344,7 @@ pub struct HealthArgs {
 }
 
 /// Which coordination store a host-side command opens.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StoreArgs {
     /// Cluster name (for messages)
     #[arg(long, value_name = "NAME", default_value = "default")]
@@ -361,7 +363,13 @@ pub struct StoreArgs {
 }
 
 /// `rookery agent switch`: make one service on this host run one release.
-#[derive(Debug, Args, Clone)]
+///
+/// `--start`, `--stop` and `--health` are the playbook's templates, filled in here:
+/// `{version}`, `{release}`, `{current}` and `{destination}` by the switch (`--stop`
+/// for the release that runs now), the others from `--var`. The switch keeps its
+/// arguments in `<destination>/.rookery/services/<service>.json`, so that `agent
+/// start` can start the service again after a reboot, on any release.
+#[derive(Debug, Args, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SwitchArgs {
     #[arg(long, value_name = "NAME")]
     pub service: String,
@@ -380,8 +388,26 @@ pub struct SwitchArgs {
     /// The start command (a shell command line run in the release directory)
     #[arg(long, value_name = "CMD")]
     pub start: String,
+    /// A placeholder's value, such as `host=web-1` or `rack=east/r1` (repeatable)
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
     #[command(flatten)]
     pub health: HealthArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `rookery agent start`: start the services a host ran, after a reboot.
+#[derive(Debug, Args, Clone)]
+pub struct StartArgs {
+    /// The artifact's destination root on this host
+    #[arg(long, value_name = "DIR")]
+    pub destination: PathBuf,
+    /// Only these services (default: every service switched on this host)
+    #[arg(long, value_name = "NAME")]
+    pub service: Vec<String>,
+    /// Start the version most live instances of the service run elsewhere, when its
+    /// release is on this host (seed 001's catch-up), instead of the last one switched to
+    #[arg(long)]
+    pub catch_up: bool,
 }

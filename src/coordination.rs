@@ -137,6 +137,11 @@ pub trait Coordinator: Send + Sync + 'static {
     /// too, but in the background, which a process about to exit cannot wait for).
     fn withdraw(&self, live: Self::Live) -> impl Future<Output = ()> + Send;
 
+    /// Releases the deploy lock now and waits until it is released (dropping the
+    /// lock releases it too, but in the background: a process about to exit would
+    /// leave it to its session's expiry, and the next deploy would wait for that).
+    fn unlock(&self, lock: Self::Lock) -> impl Future<Output = ()> + Send;
+
     /// Who holds the deploy lock, if anyone.
     fn holder(&self) -> impl Future<Output = Result<Option<Holder>>> + Send;
 

@@ -57,43 +57,48 @@ pub fn run(
                 eprintln!("{m}");
             }
         };
-        let _lock = rollout::take_lock(&store, config, "(distributing)", say).await?;
-        let report =
-            distribute::distribute(config, &hosts, &distribute_options(opts), cancel.clone())
-                .await?;
-        distribute::stage(config, &store, &report).await?;
-        if !opts.json && !opts.quiet {
-            eprint!("{}", distribute::render(&report));
+        let lock = rollout::take_lock(&store, config, "(distributing)", say).await?;
+        let result = async {
+            let report =
+                distribute::distribute(config, &hosts, &distribute_options(opts), cancel.clone())
+                    .await?;
+            distribute::stage(config, &store, &report).await?;
+            if !opts.json && !opts.quiet {
+                eprint!("{}", distribute::render(&report));
+            }
+            if cancel.is_cancelled() || report.hosts.iter().all(|h| !h.ok) {
+                return anyhow::Ok((report, None, cancel.is_cancelled()));
+            }
+            let skipped: BTreeMap<usize, String> = report
+                .hosts
+                .iter()
+                .filter(|r| !r.ok)
+                .filter_map(|r| {
+                    let h = config
+                        .inventory
+                        .hosts
+                        .iter()
+                        .position(|x| x.name == r.host)?;
+                    Some((
+                        h,
+                        format!(
+                            "not distributed: {}",
+                            r.error.as_deref().unwrap_or("failed")
+                        ),
+                    ))
+                })
+                .collect();
+            let mut o = opts.clone();
+            o.version = Some(report.version.clone());
+            o.lock_held = true;
+            let record =
+                rollout::with_transport(config, &store, plan, &o, Some(&skipped), cancel.clone())
+                    .await?;
+            Ok((report, Some(record), cancel.is_cancelled()))
         }
-        if cancel.is_cancelled() || report.hosts.iter().all(|h| !h.ok) {
-            return anyhow::Ok((report, None, cancel.is_cancelled()));
-        }
-        let skipped: BTreeMap<usize, String> = report
-            .hosts
-            .iter()
-            .filter(|r| !r.ok)
-            .filter_map(|r| {
-                let h = config
-                    .inventory
-                    .hosts
-                    .iter()
-                    .position(|x| x.name == r.host)?;
-                Some((
-                    h,
-                    format!(
-                        "not distributed: {}",
-                        r.error.as_deref().unwrap_or("failed")
-                    ),
-                ))
-            })
-            .collect();
-        let mut o = opts.clone();
-        o.version = Some(report.version.clone());
-        o.lock_held = true;
-        let record =
-            rollout::with_transport(config, &store, plan, &o, Some(&skipped), cancel.clone())
-                .await?;
-        Ok((report, Some(record), cancel.is_cancelled()))
+        .await;
+        store.unlock(lock).await;
+        result
     })?;
     let distributed_all = report.hosts.iter().all(|h| h.ok);
     match &record {

@@ -22,8 +22,8 @@ pub enum Exit {
     HostsFailed = 4,
     /// Another deploy holds the cluster's deploy lock.
     Locked = 5,
-    /// The command exists but its engine is not part of this build.
-    NotBuilt = 6,
+    // 6 was "not available in this build yet", used while engines were missing;
+    // it is not reused, so scripts written then cannot mistake a new meaning.
     /// A host presented a changed or revoked host key; nothing ran on any host.
     HostKey = 7,
     /// A deploy stopped before its end: a host failed beyond the failure budget
@@ -54,13 +54,6 @@ pub enum Error {
     /// A changed or revoked host key: the run stops before any command.
     #[error("{0}")]
     Untrusted(crate::transport::HostError),
-    #[error(
-        "`rookery {command}` is not available in this build yet: {missing}; nothing was changed"
-    )]
-    NotBuilt {
-        command: &'static str,
-        missing: &'static str,
-    },
 }
 
 impl Error {
@@ -68,7 +61,6 @@ impl Error {
         match self {
             Error::Config(_) => Exit::Config,
             Error::Limit { .. } | Error::NoInventory | Error::Usage(_) => Exit::Usage,
-            Error::NotBuilt { .. } => Exit::NotBuilt,
             Error::Untrusted(_) => Exit::HostKey,
         }
     }

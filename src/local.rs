@@ -50,6 +50,10 @@ impl Connection for LocalConnection {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, like a command on a remote host: a Ctrl-C at the
+            // terminal reaches the controller, which decides what stops (a switch in
+            // flight finishes), not every command it started.
+            .process_group(0)
             .spawn()?;
         // Held open like an SSH channel's stdin; closed on cancel.
         let mut stdin = child.stdin.take();

@@ -355,144 +355,151 @@ async fn drive<T: Transport>(
         .as_ref()
         .map(|r| r.id.clone())
         .unwrap_or_else(|| record::new_id(&version));
-    let _lock = if opts.lock_held {
+    let lock = if opts.lock_held {
         None
     } else {
         Some(take_lock(store, config, &id, |m| say.line(m)).await?)
     };
-    let me = Holder::me(&id);
-    let mut rec = match resume {
-        Some(mut r) => {
-            say.line(format!(
-                "resuming deploy {} ({:?}, left by {} pid {})",
-                r.id, r.state, r.who, r.pid
-            ));
-            r.state = State::Running;
-            r.who = me.who.clone();
-            r.pid = me.pid;
-            r.message = None;
-            r
-        }
-        None => Record {
-            id: id.clone(),
-            kind: opts.kind,
-            playbook: config.playbook.name.clone(),
-            cluster: inv.cluster.clone(),
-            version: version.clone(),
-            who: me.who.clone(),
-            pid: me.pid,
-            started: me.since,
-            updated: me.since,
-            state: State::Running,
-            message: None,
-            queue: work.iter().map(|w| w.name.clone()).collect(),
-            services: work
-                .iter()
-                .map(|w| ServiceRecord {
-                    name: w.name.clone(),
-                    hosts: w
-                        .batches
-                        .iter()
-                        .flatten()
-                        .map(|t| HostRecord {
-                            host: inv.hosts[t.host].name.clone(),
-                            to: t.version.clone(),
-                            from: None,
-                            state: HostState::Pending,
-                            error: None,
-                            seconds: None,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        },
-    };
-    if let Some(skipped) = skipped {
-        for (&h, why) in skipped {
-            for s in &mut rec.services {
-                if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == inv.hosts[h].name)
-                    && !hr.state.finished()
-                {
-                    hr.state = HostState::Skipped;
-                    hr.error = Some(why.clone());
-                }
+    let result: anyhow::Result<Record> = async {
+        let me = Holder::me(&id);
+        let mut rec = match resume {
+            Some(mut r) => {
+                say.line(format!(
+                    "resuming deploy {} ({:?}, left by {} pid {})",
+                    r.id, r.state, r.who, r.pid
+                ));
+                r.state = State::Running;
+                r.who = me.who.clone();
+                r.pid = me.pid;
+                r.message = None;
+                r
             }
-        }
-    }
-    save(store, &mut rec).await?;
-
-    // Connect to every host that has something left to do.
-    let mut hosts: Vec<usize> = Vec::new();
-    for w in &work {
-        for t in w.batches.iter().flatten() {
-            let hr = rec.host(&w.name, &inv.hosts[t.host].name);
-            if hr.is_some_and(|r| !r.state.finished() && r.state != HostState::Skipped)
-                && !hosts.contains(&t.host)
-            {
-                hosts.push(t.host);
-            }
-        }
-    }
-    let connected = crate::distribute::connect_all(transport, &hosts, opts.forks).await;
-    let mut conns: BTreeMap<usize, Arc<T::Connection>> = BTreeMap::new();
-    for (&h, c) in hosts.iter().zip(connected) {
-        match c {
-            Ok(c) => {
-                conns.insert(h, Arc::new(c));
-            }
-            Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
-            Err(e) => {
-                say.line(format!("{e}"));
+            None => Record {
+                id: id.clone(),
+                kind: opts.kind,
+                playbook: config.playbook.name.clone(),
+                cluster: inv.cluster.clone(),
+                version: version.clone(),
+                who: me.who.clone(),
+                pid: me.pid,
+                started: me.since,
+                updated: me.since,
+                state: State::Running,
+                message: None,
+                queue: work.iter().map(|w| w.name.clone()).collect(),
+                services: work
+                    .iter()
+                    .map(|w| ServiceRecord {
+                        name: w.name.clone(),
+                        hosts: w
+                            .batches
+                            .iter()
+                            .flatten()
+                            .map(|t| HostRecord {
+                                host: inv.hosts[t.host].name.clone(),
+                                to: t.version.clone(),
+                                from: None,
+                                state: HostState::Pending,
+                                error: None,
+                                seconds: None,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            },
+        };
+        if let Some(skipped) = skipped {
+            for (&h, why) in skipped {
                 for s in &mut rec.services {
                     if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == inv.hosts[h].name)
                         && !hr.state.finished()
                     {
-                        hr.state = HostState::Unreachable;
-                        hr.error = Some(e.to_string());
+                        hr.state = HostState::Skipped;
+                        hr.error = Some(why.clone());
                     }
                 }
             }
         }
-    }
-    if transport.needs_bootstrap() && !conns.is_empty() {
-        let bin = crate::bootstrap::Binary::current()?;
-        for (&h, c) in &conns {
-            if let Err(e) =
-                crate::bootstrap::ensure(c.as_ref(), &inv.hosts[h].name, &agent(h), &bin, &cancel)
-                    .await
-            {
-                return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
-            }
-        }
-    }
-
-    let outcome = roll(store, config, &work, &conns, agent, &mut rec, &say, &cancel).await;
-    match outcome {
-        Ok(()) => {
-            rec.state = State::Done;
-            let failed = rec
-                .services
-                .iter()
-                .flat_map(|s| &s.hosts)
-                .filter(|h| !h.state.finished())
-                .count();
-            if failed > 0 {
-                rec.message = Some(format!(
-                    "{failed} host(s) did not switch (within the failure budget): run `rookery reconcile` once they are fixed"
-                ));
-            }
-            prune(config, &conns, agent, &rec, &say).await;
-        }
-        Err(Stop { state, message }) => {
-            rec.state = state;
-            rec.message = Some(message);
-        }
-    }
-    // A lost session cannot write the record; the next run finds it as it was.
-    if rec.state != State::Halted {
         save(store, &mut rec).await?;
+
+        // Connect to every host that has something left to do.
+        let mut hosts: Vec<usize> = Vec::new();
+        for w in &work {
+            for t in w.batches.iter().flatten() {
+                let hr = rec.host(&w.name, &inv.hosts[t.host].name);
+                if hr.is_some_and(|r| !r.state.finished() && r.state != HostState::Skipped)
+                    && !hosts.contains(&t.host)
+                {
+                    hosts.push(t.host);
+                }
+            }
+        }
+        let connected = crate::distribute::connect_all(transport, &hosts, opts.forks).await;
+        let mut conns: BTreeMap<usize, Arc<T::Connection>> = BTreeMap::new();
+        for (&h, c) in hosts.iter().zip(connected) {
+            match c {
+                Ok(c) => {
+                    conns.insert(h, Arc::new(c));
+                }
+                Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
+                Err(e) => {
+                    say.line(format!("{e}"));
+                    for s in &mut rec.services {
+                        if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == inv.hosts[h].name)
+                            && !hr.state.finished()
+                        {
+                            hr.state = HostState::Unreachable;
+                            hr.error = Some(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        if transport.needs_bootstrap() && !conns.is_empty() {
+            let bin = crate::bootstrap::Binary::current()?;
+            for (&h, c) in &conns {
+                if let Err(e) =
+                    crate::bootstrap::ensure(c.as_ref(), &inv.hosts[h].name, &agent(h), &bin, &cancel)
+                        .await
+                {
+                    return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
+                }
+            }
+        }
+
+        let outcome = roll(store, config, &work, &conns, agent, &mut rec, &say, &cancel).await;
+        match outcome {
+            Ok(()) => {
+                rec.state = State::Done;
+                let failed = rec
+                    .services
+                    .iter()
+                    .flat_map(|s| &s.hosts)
+                    .filter(|h| !h.state.finished())
+                    .count();
+                if failed > 0 {
+                    rec.message = Some(format!(
+                        "{failed} host(s) did not switch (within the failure budget): run `rookery reconcile` once they are fixed"
+                    ));
+                }
+                prune(config, &conns, agent, &rec, &say).await;
+            }
+            Err(Stop { state, message }) => {
+                rec.state = state;
+                rec.message = Some(message);
+            }
+        }
+        // A lost session cannot write the record; the next run finds it as it was.
+        if rec.state != State::Halted {
+            save(store, &mut rec).await?;
+        }
+        Ok(rec)
     }
-    Ok(rec)
+    .await;
+    if let Some(l) = lock {
+        store.unlock(l).await;
+    }
+    result
 }
 
 /// Why a rollout stopped early.
@@ -767,13 +774,14 @@ fn destination(config: &Config, h: usize) -> String {
     std::path::absolute(&d).unwrap_or(d).display().to_string()
 }
 
-/// The `agent switch` command line that makes `service` run `version` on `h`.
+/// The `agent switch` command line that makes `service` run `version` on `h`. The
+/// commands go as the playbook's templates with this host's placeholders, and the
+/// host fills in the release-specific ones (so `agent start` can do so again).
 fn switch_command(
     config: &Config,
     service: usize,
     h: usize,
     version: &str,
-    from: Option<&str>,
     agent: &str,
 ) -> Result<String, String> {
     let svc = &config.playbook.services[service];
@@ -795,26 +803,21 @@ fn switch_command(
         "--destination".into(),
         v["destination"].clone(),
         "--start".into(),
-        start.render(&v),
+        start.as_str().to_string(),
         "--health-deadline".into(),
         crate::units::format_duration(svc.health_deadline),
     ];
+    for key in ["host", "address", "dc", "rack", "service"] {
+        argv.push("--var".into());
+        argv.push(format!("{key}={}", v[key]));
+    }
     if let Some(h) = &svc.health {
         argv.push("--health".into());
-        argv.push(h.render(&v));
+        argv.push(h.as_str().to_string());
     }
     if let Some(stop) = &svc.stop {
-        // The stop command stops what runs now: render it for that release.
-        let old = match from {
-            Some(f) => vars(config, service, h, f),
-            None => {
-                let mut o = v.clone();
-                o.insert("release", v["current"].clone());
-                o
-            }
-        };
         argv.push("--stop".into());
-        argv.push(stop.render(&old));
+        argv.push(stop.as_str().to_string());
     }
     argv.extend(
         Location::of(&config.inventory)
@@ -903,7 +906,7 @@ async fn restart<C: Connection>(
         .await
         .map_err(fail)?;
     let command =
-        switch_command(config, service, t.host, &t.version, None, &agent(t.host)).map_err(fail)?;
+        switch_command(config, service, t.host, &t.version, &agent(t.host)).map_err(fail)?;
     let (previous, already, error) = match switch(conn, &command).await {
         Ok((p, a)) => (p, a, None),
         Err((e, p)) => (p, false, Some(e)),
@@ -937,9 +940,9 @@ async fn restart<C: Connection>(
         }
         Err(message) => {
             let back = match previous.as_deref() {
-                Some(p) if p != t.version => Some(
-                    switch_back(store, config, service, t.host, p, &t.version, conn, agent).await,
-                ),
+                Some(p) if p != t.version => {
+                    Some(switch_back(store, config, service, t.host, p, conn, agent).await)
+                }
                 _ => None,
             };
             Err(Failure {
@@ -958,12 +961,11 @@ async fn switch_back<C: Connection>(
     service: usize,
     h: usize,
     previous: &str,
-    failed: &str,
     conn: &C,
     agent: &(dyn Fn(usize) -> String + Sync),
 ) -> Result<String, String> {
     let svc = &config.playbook.services[service];
-    let command = switch_command(config, service, h, previous, Some(failed), &agent(h))?;
+    let command = switch_command(config, service, h, previous, &agent(h))?;
     switch(conn, &command).await.map_err(|(e, _)| e)?;
     let host = &config.inventory.hosts[h].name;
     settle(

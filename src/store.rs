@@ -159,6 +159,14 @@ impl Coordinator for Store {
         }
     }
 
+    async fn unlock(&self, lock: StoreLock) {
+        match (self, lock) {
+            (Store::Local(s), StoreLock::Local(l)) => s.unlock(l).await,
+            (Store::ZooKeeper(s), StoreLock::ZooKeeper(l)) => s.unlock(l).await,
+            (_, l) => drop(l),
+        }
+    }
+
     async fn holder(&self) -> Result<Option<Holder>> {
         match self {
             Store::Local(s) => s.holder().await,

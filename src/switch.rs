@@ -18,7 +18,13 @@
 //!
 //! It prints one JSON line: `{"event":"switch","ok":…,"action":…,"previous":…}`.
 //! Switching back after a failure is the same command with the previous version.
+//!
+//! The commands arrive as the playbook's templates and are filled in here, so a
+//! successful switch can keep its arguments (`.rookery/services/<service>.json`) and
+//! `agent start` can start the service again at boot, on the release it ran or, with
+//! `--catch-up`, on the version most of its live instances run.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::symlink;
 use std::os::unix::io::AsRawFd;
@@ -28,9 +34,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cli::SwitchArgs;
+use crate::cli::{StartArgs, SwitchArgs};
 use crate::release::Layout;
+use crate::store::Location;
 use crate::supervisor::{RunFile, STOP_GRACE};
+use crate::template::{PLACEHOLDERS, Template};
 
 /// How long a switch waits for another switch of the same service to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(120);
@@ -76,6 +84,17 @@ pub fn run(a: &SwitchArgs) -> Outcome {
             ),
         );
     }
+    let (start_cmd, health) = match (
+        render(a, &a.start, &a.version),
+        a.health
+            .health
+            .as_ref()
+            .map(|h| render(a, h, &a.version))
+            .transpose(),
+    ) {
+        (Ok(s), Ok(h)) => (s, h),
+        (Err(e), _) | (_, Err(e)) => return fail(previous, e),
+    };
     let run_file = run_dir.join(format!("{}.json", a.service));
     let running = RunFile::read(&run_file).filter(|r| supervisor_alive(r, &a.service));
     // What this service ran: its live supervisor's release, else what `current`
@@ -89,6 +108,7 @@ pub fn run(a: &SwitchArgs) -> Outcome {
         if let Err(e) = point_current(&layout, &a.version) {
             return fail(previous, e);
         }
+        save(&layout, a);
         return Outcome {
             event: "switch",
             ok: true,
@@ -97,15 +117,29 @@ pub fn run(a: &SwitchArgs) -> Outcome {
             error: None,
         };
     }
-    if let Some(r) = &running
-        && let Err(e) = stop(r, a.stop.as_deref())
-    {
-        return fail(previous, e);
+    if let Some(r) = &running {
+        // The stop command stops what runs now: fill it in for that release.
+        let stop_cmd = match a
+            .stop
+            .as_ref()
+            .map(|t| render(a, t, &r.version))
+            .transpose()
+        {
+            Ok(c) => c,
+            Err(e) => return fail(previous, e),
+        };
+        if let Err(e) = stop(r, stop_cmd.as_deref()) {
+            return fail(previous, e);
+        }
     }
     if let Err(e) = point_current(&layout, &a.version) {
         return fail(previous, e);
     }
-    match start(a, &release, &run_file) {
+    let started = start(a, &start_cmd, health.as_deref(), &release, &run_file);
+    if started.is_ok() {
+        save(&layout, a);
+    }
+    match started {
         Ok(()) => Outcome {
             event: "switch",
             ok: true,
@@ -115,6 +149,166 @@ pub fn run(a: &SwitchArgs) -> Outcome {
         },
         Err(e) => fail(previous, e),
     }
+}
+
+/// Fills in a template for `version`: `{version}`, `{release}`, `{current}` and
+/// `{destination}` here, the other placeholders from `--var`.
+fn render(a: &SwitchArgs, template: &str, version: &str) -> Result<String, String> {
+    let t = Template::parse(template).map_err(|e| format!("command `{template}`: {e}"))?;
+    let layout = Layout::new(&a.destination);
+    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    for kv in &a.vars {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--var `{kv}`: expected KEY=VALUE"))?;
+        let key = PLACEHOLDERS
+            .iter()
+            .find(|p| **p == k)
+            .ok_or_else(|| format!("--var `{kv}`: `{k}` is not a placeholder"))?;
+        vars.insert(key, v.to_string());
+    }
+    vars.insert("version", version.to_string());
+    vars.insert("release", layout.release(version).display().to_string());
+    vars.insert("current", layout.current().display().to_string());
+    vars.insert("destination", a.destination.display().to_string());
+    Ok(t.render(&vars))
+}
+
+/// Where a switch keeps its arguments for `agent start`.
+fn spec_path(layout: &Layout, service: &str) -> PathBuf {
+    layout
+        .logs()
+        .join("services")
+        .join(format!("{service}.json"))
+}
+
+/// Keeps the arguments of a successful switch (best effort: a host that cannot
+/// write them still runs the service; `agent start` then does not know it).
+fn save(layout: &Layout, a: &SwitchArgs) {
+    let path = spec_path(layout, &a.service);
+    let tmp = path.with_extension("json.tmp");
+    let ok = fs::create_dir_all(path.parent().expect("has a parent")).is_ok()
+        && serde_json::to_vec_pretty(a)
+            .ok()
+            .is_some_and(|text| fs::write(&tmp, text).is_ok())
+        && fs::rename(&tmp, &path).is_ok();
+    if !ok {
+        let _ = fs::remove_file(&tmp);
+    }
+}
+
+/// What `agent start` prints for each service.
+#[derive(Debug, Serialize)]
+pub struct Started {
+    pub event: &'static str,
+    pub service: String,
+    pub version: String,
+    pub ok: bool,
+    /// `already`, `restarted` or `failed`, as for a switch.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `agent start`: starts every service a switch left on this host (at boot), on the
+/// release it last ran, or with `--catch-up` on the version most of the service's
+/// live instances run elsewhere, if that release is here.
+pub fn start_all(a: &StartArgs) -> Result<Vec<Started>, String> {
+    let layout = Layout::new(&a.destination);
+    let dir = layout.logs().join("services");
+    let mut specs: Vec<SwitchArgs> = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(|e| {
+        format!(
+            "{}: {e} (no service was ever switched on this host)",
+            dir.display()
+        )
+    })? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let spec: SwitchArgs =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if a.service.is_empty() || a.service.contains(&spec.service) {
+            specs.push(spec);
+        }
+    }
+    for name in &a.service {
+        if !specs.iter().any(|s| &s.service == name) {
+            return Err(format!(
+                "service `{name}` was never switched on this host ({})",
+                dir.display()
+            ));
+        }
+    }
+    specs.sort_by(|x, y| x.service.cmp(&y.service));
+    let mut out = Vec::new();
+    for mut spec in specs {
+        let mut note = None;
+        if a.catch_up {
+            match popular_elsewhere(&spec) {
+                Ok(Some(v)) if v != spec.version => {
+                    if layout.release(&v).is_dir() {
+                        note = Some(format!(
+                            "caught up: the live instances run {v}, this host last ran {}",
+                            spec.version
+                        ));
+                        spec.version = v;
+                    } else {
+                        note = Some(format!(
+                            "the live instances run {v}, which is not on this host: started {} instead; run `rookery reconcile` to bring {v} here",
+                            spec.version
+                        ));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    note = Some(format!(
+                        "could not ask the coordination store ({e}): started {}",
+                        spec.version
+                    ))
+                }
+            }
+        }
+        let o = run(&spec);
+        out.push(Started {
+            event: "start",
+            service: spec.service.clone(),
+            version: spec.version.clone(),
+            ok: o.ok,
+            action: o.action,
+            note,
+            error: o.error,
+        });
+    }
+    Ok(out)
+}
+
+/// The version most live instances of the service run on other hosts.
+fn popular_elsewhere(spec: &SwitchArgs) -> Result<Option<String>, String> {
+    use crate::coordination::Coordinator;
+    let location = Location::from_args(&spec.store).map_err(|e| format!("{e:#}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let store = location
+            .open(&spec.store.cluster)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let live: Vec<_> = store
+            .live(&spec.service)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|i| i.host != spec.host)
+            .collect();
+        Ok(crate::rollout::most_popular(&live))
+    })
 }
 
 /// The version `current` points to.
@@ -245,7 +439,13 @@ pub fn point_current(layout: &Layout, version: &str) -> Result<(), String> {
 
 /// Starts the supervisor, detached; returns once the instance is healthy and
 /// registered, or has failed.
-fn start(a: &SwitchArgs, release: &Path, run_file: &Path) -> Result<(), String> {
+fn start(
+    a: &SwitchArgs,
+    command: &str,
+    health: Option<&str>,
+    release: &Path,
+    run_file: &Path,
+) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding rookery: {e}"))?;
     let log = a
         .destination
@@ -262,13 +462,13 @@ fn start(a: &SwitchArgs, release: &Path, run_file: &Path) -> Result<(), String> 
         .arg(run_file)
         .args(["--health-interval", &a.health.health_interval])
         .args(["--health-deadline", &a.health.health_deadline]);
-    if let Some(h) = &a.health.health {
+    if let Some(h) = health {
         cmd.args(["--health", h]);
     }
     // The same store, as the flags this switch was given name it.
-    let store = crate::store::Location::from_args(&a.store).map_err(|e| format!("{e:#}"))?;
+    let store = Location::from_args(&a.store).map_err(|e| format!("{e:#}"))?;
     cmd.args(store.args(&a.store.cluster));
-    cmd.arg("--").arg(&a.start);
+    cmd.arg("--").arg(command);
     let out = cmd
         .stdin(Stdio::null())
         .stderr(Stdio::null())

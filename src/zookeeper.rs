@@ -232,6 +232,12 @@ impl Coordinator for ZkStore {
         let _ = self.client.delete(&path, None).await;
     }
 
+    async fn unlock(&self, lock: zk::OwnedLockClient) {
+        // Deleted here and awaited; the drop's own background delete then finds
+        // nothing to do.
+        let _ = self.client.delete(lock.lock_path(), None).await;
+    }
+
     async fn holder(&self) -> Result<Option<Holder>> {
         self.check_session()?;
         Ok(self.lock_holder().await)

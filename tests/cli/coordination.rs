@@ -68,8 +68,12 @@ impl ZooKeeper {
         };
         // Ready when it answers ruok.
         for _ in 0..300 {
-            if let Ok(mut s) = std::net::TcpStream::connect(&zk.connect) {
+            let addr = zk.connect.parse().unwrap();
+            if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 use std::io::{Read, Write};
+                // A server that accepts and then says nothing must not hang the suite.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
                 let _ = s.write_all(b"ruok");
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);

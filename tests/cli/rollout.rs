@@ -672,3 +672,203 @@ fn a_lost_zookeeper_session_halts_the_rollout_and_the_next_run_finishes_it() {
     assert!(twice <= 2, "{:?}", c.starts_of(&v2));
     drop(link);
 }
+
+/// Reads a child's stderr on a thread: every line is kept, and `seen` reports when a
+/// line containing a text has arrived.
+struct Lines {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Lines {
+    fn read(stream: impl std::io::Read + Send + 'static) -> Lines {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = lines.clone();
+        let thread = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        Lines { lines, thread }
+    }
+
+    fn wait_for(&self, text: &str) {
+        let until = Instant::now() + Duration::from_secs(90);
+        while !self.lines.lock().unwrap().iter().any(|l| l.contains(text)) {
+            assert!(
+                Instant::now() < until,
+                "no line with {text:?}:\n{}",
+                self.all()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn all(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn finish(self) -> String {
+        let Lines { lines, thread } = self;
+        thread.join().unwrap();
+        lines.lock().unwrap().join("\n")
+    }
+}
+
+/// The deploy in its own process group, as a terminal runs it: a Ctrl-C there
+/// signals the whole group.
+fn spawn_in_group(c: &Cluster, args: &[&str]) -> Child {
+    use std::os::unix::process::CommandExt;
+    c.command(args)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn ctrl_c(child: &Child) {
+    // SAFETY: SIGINT to the process group of a child we started.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+}
+
+#[test]
+fn the_first_ctrl_c_finishes_the_batch_in_flight_and_the_next_run_resumes() {
+    let c = Cluster::new(Store::Local, false);
+    let v1 = first_deploy(&c);
+    c.artifact("v2", None);
+    let mut child = spawn_in_group(&c, &["deploy", "pb.yml"]);
+    let stderr = Lines::read(child.stderr.take().unwrap());
+    let stdout = Lines::read(child.stdout.take().unwrap());
+    stderr.wait_for("a: batch 1/");
+    ctrl_c(&child);
+    let status = child.wait().unwrap();
+    let said = stderr.finish() + "\n" + &stdout.finish();
+    assert_eq!(status.code(), Some(130), "{said}");
+    // The batch in flight finished: its hosts run the new version; nothing else moved.
+    let batch: Vec<String> = said
+        .lines()
+        .find_map(|l| l.strip_prefix("a: batch 1/3: "))
+        .unwrap_or_else(|| panic!("{said}"))
+        .split(", ")
+        .map(str::to_string)
+        .collect();
+    assert_eq!(batch.len(), 2, "{said}");
+    assert!(said.contains("interrupted before a batch 2/3"), "{said}");
+    let live = c.live();
+    assert_eq!(live.len(), total_instances(), "{live:?}");
+    for ((service, host), version) in &live {
+        let moved = service == "a" && batch.contains(host);
+        assert_eq!(version != &v1, moved, "{service} on {host} runs {version}");
+    }
+
+    let r = c.deploy().ok();
+    assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
+    let v2 = r.json()["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let starts = c.starts_of(&v2);
+    assert_eq!(starts.len(), total_instances(), "{starts:?}");
+    assert!(
+        starts.values().all(|&n| n == 1),
+        "a host was restarted twice: {starts:?}"
+    );
+}
+
+#[test]
+fn a_second_ctrl_c_aborts_at_once() {
+    let c = Cluster::new(Store::Local, false);
+    first_deploy(&c);
+    c.artifact("v2", None);
+    let mut child = spawn_in_group(&c, &["deploy", "pb.yml"]);
+    let stderr = Lines::read(child.stderr.take().unwrap());
+    let stdout = Lines::read(child.stdout.take().unwrap());
+    stderr.wait_for("a: batch 1/");
+    ctrl_c(&child);
+    std::thread::sleep(Duration::from_millis(100));
+    ctrl_c(&child);
+    let status = child.wait().unwrap();
+    let said = stderr.finish() + "\n" + &stdout.finish();
+    assert_eq!(status.code(), Some(130), "{said}");
+    // Aborted, not finished cleanly: no summary of a stopped deploy was printed.
+    assert!(!said.contains("interrupted before"), "{said}");
+    // Whatever the hosts were doing completed on their side: every instance is live,
+    // and the next run finishes the deploy.
+    c.wait_live(total_instances());
+    let r = c.deploy().ok();
+    assert_eq!(r.record()["state"], "done");
+}
+
+#[test]
+fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
+    let c = Cluster::new(Store::Local, true);
+    let v1 = first_deploy(&c);
+    c.artifact("v2", None);
+    // v2 reaches every host, then h6 goes down before the rollout.
+    c.run(&["distribute", "pb.yml"]).ok();
+    let h6 = c.path("hosts/h6").display().to_string();
+    let kill_h6 = || {
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("agent run.*{h6}")])
+            .status();
+    };
+    kill_h6();
+    c.wait_live(total_instances() - 2);
+    c.run(&["rollout", "pb.yml", "--limit", "!h6"]).ok();
+    let v2 = c.live()[&("a".to_string(), "h1".to_string())].clone();
+    assert_ne!(v2, v1);
+
+    // At boot, without --catch-up: back on the release it last ran.
+    let dest = c.path("hosts/h6/srv/app");
+    let start = |catch_up: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["agent", "start", "--destination"]).arg(&dest);
+        if catch_up {
+            cmd.arg("--catch-up");
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let lines = start(false);
+    assert_eq!(lines.len(), 2, "{lines:?}"); // a and c
+    assert!(
+        lines.iter().all(|l| l["version"] == v1.as_str()),
+        "{lines:?}"
+    );
+    c.wait_live(total_instances());
+    assert_eq!(c.live()[&("a".to_string(), "h6".to_string())], v1);
+
+    // Down again; at boot with --catch-up: on the version the others run.
+    kill_h6();
+    c.wait_live(total_instances() - 2);
+    let lines = start(true);
+    assert!(
+        lines.iter().all(|l| l["version"] == v2.as_str()),
+        "{lines:?}"
+    );
+    assert!(
+        lines[0]["note"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("caught up: the live instances run {v2}")),
+        "{lines:?}"
+    );
+    c.wait_live(total_instances());
+    assert!(c.live().values().all(|v| v == &v2), "{:?}", c.live());
+    let cur = std::fs::read_link(dest.join("current")).unwrap();
+    assert_eq!(cur, Path::new("releases").join(&v2));
+}
