@@ -26,7 +26,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan(a) => {
             let config = load(g, &a.playbook)?;
             let selected = select(g, &config)?;
-            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+            let mut p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+            p.estimate = estimate(&config, selected.as_deref(), a.artifact_size.as_deref())?;
             if g.json {
                 print(&format!("{}\n", serde_json::to_string_pretty(&p)?))?;
             } else if !g.quiet {
@@ -171,6 +172,38 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// The plan's distribution estimate: the size from `--artifact-size`, else from the
+/// source directory when it is on this machine; none without a size.
+fn estimate(
+    config: &Config,
+    selected: Option<&[usize]>,
+    size: Option<&str>,
+) -> anyhow::Result<Option<crate::estimate::Estimate>> {
+    let (bytes, from) = match size {
+        Some(text) => {
+            let s =
+                ByteSize::parse(text).map_err(|e| Error::Usage(format!("--artifact-size: {e}")))?;
+            (s.0, "given")
+        }
+        None => {
+            let here = matches!(
+                config.inventory.origin,
+                crate::inventory::Origin::Controller
+            );
+            match crate::estimate::tree_size(&config.playbook.artifact.source) {
+                Ok(n) if here => (n, "measured"),
+                _ => return Ok(None),
+            }
+        }
+    };
+    let hosts: Vec<usize> = config
+        .target_hosts()
+        .into_iter()
+        .filter(|h| selected.is_none_or(|s| s.binary_search(h).is_ok()))
+        .collect();
+    Ok(crate::estimate::pipeline(config, &hosts, bytes, from))
 }
 
 fn torrent_create(

@@ -54,10 +54,14 @@ pub struct Global {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct PlaybookArg {
+pub struct PlanArgs {
     /// Playbook file (artifact, distribution, services)
     #[arg(value_name = "PLAYBOOK")]
     pub playbook: PathBuf,
+    /// The artifact's size for the estimate, when its source is not on this machine
+    /// (default: the size of the source directory, when it is here)
+    #[arg(long, value_name = "SIZE")]
+    pub artifact_size: Option<String>,
 }
 
 /// A playbook run against the hosts: distribute, deploy, rollout, reconcile.
@@ -90,7 +94,7 @@ pub enum Command {
     /// Distribute the artifact, then roll every service to it
     Deploy(RunArgs),
     /// Validate inventory and playbook and print what a deploy would do; touches nothing
-    Plan(PlaybookArg),
+    Plan(PlanArgs),
     /// Copy the artifact to every host (BitTorrent), without restarting anything
     Distribute(RunArgs),
     /// Restart services on the distributed release, in dependency order, keeping quorum

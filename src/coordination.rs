@@ -38,12 +38,42 @@ pub struct Holder {
     pub deploy: String,
 }
 
+/// The name of the effective user in the password database.
+fn passwd_name() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes into `pw` and `buf`, both owned here and large enough
+    // (ERANGE otherwise); `found` is null or points at `pw`.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        );
+        if rc != 0 || found.is_null() || pw.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pw.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
 impl Holder {
     /// This process, now.
     pub fn me(deploy: &str) -> Holder {
+        // The login name as the system knows it (cron and CI jobs have no $USER).
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(passwd_name)
+            .unwrap_or_else(|| "unknown".into());
         let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
@@ -172,6 +202,9 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// The last deploy's id and record.
     fn last_deploy(&self) -> impl Future<Output = Result<Option<(String, Vec<u8>)>>> + Send;
+
+    /// The deploy record `id`, if there is one.
+    fn get_deploy(&self, id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
 
     /// Fails once the session is gone (ZooKeeper expiry); the local store never fails.
     fn check_session(&self) -> Result<()>;

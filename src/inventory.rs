@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::decode::{Decoder, Map, join, resolve_path};
 use crate::diagnostic::{Diagnostics, Pos};
 use crate::selector::{Pattern, Universe};
+use crate::units::Rate;
 use crate::yaml::{self, Node, Value};
 
 /// A validated inventory. Hosts, racks and datacenters are addressed by their index.
@@ -94,6 +95,8 @@ pub enum Origin {
 pub struct Datacenter {
     pub name: String,
     pub racks: Vec<usize>,
+    /// Capacity of the datacenter's link to the others, each way (for estimates).
+    pub interconnect: Option<Rate>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +106,8 @@ pub struct Rack {
     pub full_name: String,
     pub dc: usize,
     pub hosts: Vec<usize>,
+    /// Capacity of the rack's uplink, each way (for estimates).
+    pub uplink: Option<Rate>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -126,6 +131,8 @@ pub struct Host {
     pub labels: BTreeMap<String, String>,
     /// Services the inventory places on this host (directly, or via rack, DC, group).
     pub services: Vec<String>,
+    /// The host's network link, each way (for estimates).
+    pub link: Option<Rate>,
     pub pos: Pos,
 }
 
@@ -143,6 +150,7 @@ struct Settings {
     root: Option<String>,
     labels: BTreeMap<String, String>,
     services: Vec<String>,
+    link: Option<Rate>,
 }
 
 impl Settings {
@@ -165,6 +173,7 @@ impl Settings {
             root: child.root.or_else(|| self.root.clone()),
             labels,
             services,
+            link: child.link.or(self.link),
         }
     }
 }
@@ -178,7 +187,7 @@ const TOP_KEYS: &[&str] = &[
     "datacenters",
     "groups",
 ];
-const SETTING_KEYS: &[&str] = &["ssh", "root", "labels", "services"];
+const SETTING_KEYS: &[&str] = &["ssh", "root", "labels", "services", "link"];
 const SSH_KEYS: &[&str] = &["user", "port", "key", "jump"];
 
 /// Checks a name used for a host, rack, DC, group, service or cluster. Names become
@@ -392,6 +401,7 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Inventory {
         host.root = s.root.map(PathBuf::from);
         host.labels = s.labels;
         host.services = s.services;
+        host.link = s.link;
     }
 
     check_unique_addresses(d, &inv);
@@ -616,6 +626,7 @@ fn decode_settings(d: &mut Decoder, m: &Map<'_>, path: &str) -> Settings {
         }
     }
     s.root = m.get("root").and_then(|v| d.string(v, &join(path, "root")));
+    s.link = m.get("link").and_then(|v| d.rate(v, &join(path, "link")));
     if let Some(n) = m.get("labels") {
         let p = join(path, "labels");
         for (k, _, v) in d.named_entries(n, &p) {
@@ -651,13 +662,17 @@ fn decode_datacenters(
         }
         let dc_path = format!("datacenters.{dc_name}");
         let mut keys = SETTING_KEYS.to_vec();
-        keys.push("racks");
+        keys.extend(["racks", "interconnect"]);
         let dm = d.map(dc_node, &dc_path, &keys);
         let dc_settings = defaults.under(decode_settings(d, &dm, &dc_path));
         let dc_id = inv.datacenters.len();
+        let interconnect = dm
+            .get("interconnect")
+            .and_then(|v| d.rate(v, &join(&dc_path, "interconnect")));
         inv.datacenters.push(Datacenter {
             name: dc_name.to_string(),
             racks: Vec::new(),
+            interconnect,
         });
         let Some(racks) = dm.get("racks") else {
             d.error(dc_pos, format!("datacenter `{dc_name}` has no `racks`"));
@@ -669,15 +684,19 @@ fn decode_datacenters(
             }
             let rack_path = format!("{dc_path}.racks.{rack_name}");
             let mut keys = SETTING_KEYS.to_vec();
-            keys.push("hosts");
+            keys.extend(["hosts", "uplink"]);
             let rm = d.map(rack_node, &rack_path, &keys);
             let rack_settings = dc_settings.under(decode_settings(d, &rm, &rack_path));
             let rack_id = inv.racks.len();
+            let uplink = rm
+                .get("uplink")
+                .and_then(|v| d.rate(v, &join(&rack_path, "uplink")));
             inv.racks.push(Rack {
                 name: rack_name.to_string(),
                 full_name: format!("{dc_name}/{rack_name}"),
                 dc: dc_id,
                 hosts: Vec::new(),
+                uplink,
             });
             inv.datacenters[dc_id].racks.push(rack_id);
             let Some(hosts) = rm.get("hosts") else {
@@ -732,6 +751,7 @@ fn decode_datacenters(
                     root: None,
                     labels,
                     services: Vec::new(),
+                    link: None,
                     pos: host_pos,
                 });
                 inv.racks[rack_id].hosts.push(host_id);

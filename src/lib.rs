@@ -34,6 +34,7 @@
 //! - [`page_cache`]: dropping, locking and preloading pages around a copy.
 //! - [`fetch`]: `agent fetch` and `agent seed`, the host's side of a distribution.
 //! - [`deploy`]: `rookery deploy` and `reconcile`: distribution, then rollout.
+//! - [`estimate`]: the distribution time `plan` predicts from the inventory's link speeds.
 //! - [`distribute`]: `rookery distribute`: tracker, origin and agents, the report.
 //! - [`daemon`]: fork-and-seed: report, then seed in the background.
 //! - [`agent`]: host-side command flags to fetches, seeders and supervisors.
@@ -74,6 +75,7 @@ pub mod diagnostic;
 pub mod distribute;
 pub mod engine;
 pub mod error;
+pub mod estimate;
 pub mod fetch;
 pub mod inventory;
 pub mod known_hosts;

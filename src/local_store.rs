@@ -269,6 +269,15 @@ impl Coordinator for LocalStore {
         Ok(Some((id, record)))
     }
 
+    async fn get_deploy(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join("deploys").join(id);
+        match std::fs::read(&path) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(&path, e)),
+        }
+    }
+
     fn check_session(&self) -> Result<()> {
         Ok(())
     }

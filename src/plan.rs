@@ -30,6 +30,8 @@ pub struct Plan {
     pub distribution: DistributionPlan,
     /// In rollout order.
     pub services: Vec<ServicePlan>,
+    /// The distribution estimate (`rookery plan` only; see [`crate::estimate`]).
+    pub estimate: Option<crate::estimate::Estimate>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -200,6 +202,7 @@ pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) ->
             datacenters,
         },
         services,
+        estimate: None,
     }
 }
 

@@ -97,6 +97,10 @@ pub struct Record {
     pub message: Option<String>,
     /// Services still to roll, in order.
     pub queue: Vec<String>,
+    /// A rollback's base: the deploy record whose `from` versions it returns to (so a
+    /// second rollback after a partial one goes on to the same releases, not back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     /// In rollout order.
     pub services: Vec<ServiceRecord>,
 }

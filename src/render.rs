@@ -85,6 +85,26 @@ pub fn plan(p: &Plan) -> String {
             racks.join(", ")
         );
     }
+    if let Some(e) = &p.estimate {
+        let size = crate::units::ByteSize(e.artifact_bytes);
+        let _ = writeln!(
+            s,
+            "  estimate   {} for the slowest host: {size} ({}) through a pipeline of {} host{} at {} (limited by {}), {} pieces",
+            format_duration(std::time::Duration::from_secs_f64(e.seconds.ceil())),
+            e.size_from,
+            e.hosts,
+            plural(e.hosts),
+            crate::units::Rate(e.bottleneck_bytes_per_second),
+            e.bottleneck,
+            crate::units::ByteSize(e.piece_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "             origin uploads {}, {} cross datacenters",
+            size,
+            crate::units::ByteSize(e.cross_dc_bytes)
+        );
+    }
 
     let _ = writeln!(
         s,

@@ -334,13 +334,25 @@ async fn drive<T: Transport>(
         .last_deploy()
         .await?
         .and_then(|(_, b)| Record::from_bytes(&b));
-    if opts.kind == Kind::Rollback && last.is_none() {
+    // A rollback returns to the `from` of the last deploy; after another rollback
+    // (a partial one, say), to the `from` of the deploy that one rolled back.
+    let base = match &last {
+        Some(r) if r.kind == Kind::Rollback => match &r.base {
+            Some(id) => store
+                .get_deploy(id)
+                .await?
+                .and_then(|b| Record::from_bytes(&b)),
+            None => None,
+        },
+        other => other.clone(),
+    };
+    if opts.kind == Kind::Rollback && base.is_none() {
         return Err(Error::Usage(
             "no deploy is recorded, so there is no previous release to return to".into(),
         )
         .into());
     }
-    let (version, work) = work(store, config, plan, opts, last.as_ref()).await?;
+    let (version, work) = work(store, config, plan, opts, base.as_ref()).await?;
     let same_kind = |k: Kind| match opts.kind {
         Kind::Deploy | Kind::Rollout => matches!(k, Kind::Deploy | Kind::Rollout),
         other => k == other,
@@ -387,6 +399,10 @@ async fn drive<T: Transport>(
                 state: State::Running,
                 message: None,
                 queue: work.iter().map(|w| w.name.clone()).collect(),
+                base: match opts.kind {
+                    Kind::Rollback => base.as_ref().map(|b| b.id.clone()),
+                    _ => None,
+                },
                 services: work
                     .iter()
                     .map(|w| ServiceRecord {

@@ -230,6 +230,13 @@ impl Coordinator for Store {
         }
     }
 
+    async fn get_deploy(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            Store::Local(s) => s.get_deploy(id).await,
+            Store::ZooKeeper(s) => s.get_deploy(id).await,
+        }
+    }
+
     fn check_session(&self) -> Result<()> {
         match self {
             Store::Local(s) => s.check_session(),

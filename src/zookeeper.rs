@@ -359,6 +359,16 @@ impl Coordinator for ZkStore {
         Ok(Some((id, record)))
     }
 
+    async fn get_deploy(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        self.check_session()?;
+        let path = format!("{}/deploys/{id}", self.root);
+        match self.client.get_data(&path).await {
+            Ok((d, _)) => Ok(Some(d)),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(zerr(format!("reading {path}"), e)),
+        }
+    }
+
     fn check_session(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
             Err(CoordError::SessionLost)

@@ -111,8 +111,14 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A session of 5 s: the client gives up on a connection that is silent for 2/5 of
+/// it, which a loaded 2-core machine can reach with shorter sessions.
 async fn zk(connect: &str) -> ZkStore {
-    ZkStore::connect(connect, "/rookery/t", "t", Duration::from_secs(2))
+    zk_with(connect, Duration::from_secs(5)).await
+}
+
+async fn zk_with(connect: &str, session: Duration) -> ZkStore {
+    ZkStore::connect(connect, "/rookery/t", "t", session)
         .await
         .unwrap()
 }
@@ -281,7 +287,7 @@ fn an_expired_session_is_reported_and_stops_the_store() {
         // session timeout (2 s): the server expires the session, and a hears so when
         // the link comes back.
         let link = Partition::start(z.connect.clone()).await;
-        let a = zk(&link.addr).await;
+        let a = zk_with(&link.addr, Duration::from_secs(2)).await;
         link.set(false);
         tokio::time::sleep(Duration::from_secs(5)).await;
         link.set(true);
@@ -331,7 +337,7 @@ fn supervise(z: &ZooKeeper, release: &Path) -> u32 {
             "--zk-root",
             "/rookery/t",
             "--session-timeout",
-            "2s",
+            "4s",
         ])
         .arg("--log")
         .arg(release.join("supervisor.log"))

@@ -59,12 +59,12 @@ impl Cluster {
                 );
                 (
                     format!(
-                        "  zookeeper: {{connect: \"{connect}\", root: \"{root}\", session_timeout: 4s}}\n"
+                        "  zookeeper: {{connect: \"{connect}\", root: \"{root}\", session_timeout: 5s}}\n"
                     ),
                     Location::ZooKeeper {
                         connect: connect.to_string(),
                         root,
-                        session_timeout: Duration::from_secs(4),
+                        session_timeout: Duration::from_secs(5),
                     },
                 )
             }
@@ -871,4 +871,64 @@ fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
     assert!(c.live().values().all(|v| v == &v2), "{:?}", c.live());
     let cur = std::fs::read_link(dest.join("current")).unwrap();
     assert_eq!(cur, Path::new("releases").join(&v2));
+}
+
+#[test]
+fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
+    let c = Cluster::new(Store::Local, false);
+    let v1 = first_deploy(&c);
+    c.artifact("v2", None);
+    let v2 = c.deploy().ok().json()["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(c.live().values().all(|v| v == &v2));
+
+    // Only d first: the others stay on v2.
+    let r = c
+        .run(&["--json", "rollback", "pb.yml", "--service", "d"])
+        .ok();
+    assert_eq!(r.json()["kind"], "rollback");
+    let live = c.live();
+    for ((s, h), v) in &live {
+        assert_eq!(v, if s == "d" { &v1 } else { &v2 }, "{s} on {h}");
+    }
+
+    // Then everything, watched: dependents go back before what they depend on.
+    let watcher = Watcher::start(c.location.clone(), v2.clone());
+    let r = c.run(&["--json", "rollback", "pb.yml"]).ok();
+    let (min, first_old) = watcher.finish();
+    let rec = r.json();
+    assert_eq!(rec["state"], "done", "{rec}");
+    assert!(c.live().values().all(|v| v == &v1), "{:?}", c.live());
+    for (s, _, quorum) in SERVICES {
+        assert!(min[*s] >= *quorum as usize, "{s} fell below its quorum");
+    }
+    for (s, deps) in DEPS {
+        if *s == "d" {
+            continue; // already back before the watch started
+        }
+        for d in *deps {
+            let last_dependent = first_old
+                .iter()
+                .filter(|((x, _), _)| x == s)
+                .map(|(_, t)| *t)
+                .max()
+                .unwrap();
+            let first_dependency = first_old
+                .iter()
+                .filter(|((x, _), _)| x == d)
+                .map(|(_, t)| *t)
+                .min()
+                .unwrap();
+            assert!(
+                last_dependent < first_dependency,
+                "{d} went back before all of {s}"
+            );
+        }
+    }
+    for h in ["h1", "h2", "h3", "h4", "h5", "h6"] {
+        let cur = std::fs::read_link(c.path(&format!("hosts/{h}/srv/app/current"))).unwrap();
+        assert_eq!(cur, Path::new("releases").join(&v1));
+    }
 }
