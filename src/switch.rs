@@ -341,10 +341,23 @@ fn lock(path: &Path) -> Result<File, String> {
     }
 }
 
-/// Whether process `pid` exists.
+/// Whether process `pid` exists and has not exited. A detached supervisor's parent
+/// is init, which may reap it late (a second later in some containers): its zombie
+/// still answers signal 0, so the state in `/proc` decides.
 pub fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+    if pid == 0 || unsafe { libc::kill(pid as i32, 0) } != 0 {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => !matches!(
+            stat.rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        Err(_) => true, // no procfs: trust the signal
+    }
 }
 
 /// The recorded supervisor still runs, and is a supervisor of this service (not a
