@@ -565,6 +565,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_exited_process_not_yet_reaped_is_not_alive() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not waited for: a zombie that still answers signal 0.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) {
+            assert!(Instant::now() < deadline, "a zombie counted as alive");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: signal 0 to our own unreaped child.
+        assert_eq!(unsafe { libc::kill(pid as i32, 0) }, 0, "reaped too early");
+        child.wait().unwrap();
+        assert!(alive(std::process::id()));
+    }
+
+    #[test]
     fn current_switches_atomically_and_prune_keeps_current_and_previous() {
         let d = tempfile::tempdir().unwrap();
         let layout = Layout::new(d.path());
