@@ -116,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         ),
         Command::Torrent(TorrentCommand::Inspect { file }) => torrent_inspect(g, file),
         Command::Tracker(a) => tracker(g, a),
+        Command::Simulate(a) => simulate(g, a),
         Command::Agent(AgentCommand::Fetch(a)) => crate::agent::fetch(a),
         Command::Agent(AgentCommand::Seed {
             swarm,
@@ -172,6 +173,71 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
+    use crate::units::Rate;
+    let size = |flag: &str, text: &str| {
+        ByteSize::parse(text)
+            .map(|s| s.0)
+            .map_err(|e| Error::Usage(format!("{flag}: {e}")))
+    };
+    let rate = |flag: &str, text: &str| {
+        Rate::parse(text)
+            .map(|r| r.0)
+            .map_err(|e| Error::Usage(format!("{flag}: {e}")))
+    };
+    if a.hosts == 0 || a.datacenters == 0 || a.racks == 0 || a.datacenters > a.hosts {
+        return Err(Error::Usage(
+            "--hosts, --datacenters and --racks must be at least 1, with no more datacenters than hosts"
+                .into(),
+        )
+        .into());
+    }
+    if !(0.0..1.0).contains(&a.fail) {
+        return Err(Error::Usage(format!(
+            "--fail must be a fraction from 0 to below 1, found {}",
+            a.fail
+        ))
+        .into());
+    }
+    let total = size("--size", &a.size)?;
+    let piece = match &a.piece_size {
+        Some(p) => size("--piece-size", p)?,
+        None => metainfo::auto_piece_size(total),
+    };
+    let t = crate::simulate::Topology {
+        hosts: a.hosts,
+        datacenters: a.datacenters,
+        racks: a.racks,
+        size: total,
+        piece,
+        link: rate("--link", &a.link)?,
+        uplink: a
+            .uplink
+            .as_deref()
+            .map(|r| rate("--uplink", r))
+            .transpose()?,
+        interconnect: a
+            .interconnect
+            .as_deref()
+            .map(|r| rate("--interconnect", r))
+            .transpose()?,
+        upload_limit: a
+            .upload_limit
+            .as_deref()
+            .map(|r| rate("--upload-limit", r))
+            .transpose()?,
+        fail: a.fail,
+        seed: a.seed,
+    };
+    let o = crate::simulate::run(&t);
+    if g.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&o)?))?;
+    } else {
+        print(&crate::simulate::render(&o))?;
+    }
+    Ok(Exit::Ok)
 }
 
 /// The plan's distribution estimate: the size from `--artifact-size`, else from the

@@ -101,6 +101,8 @@ pub enum Command {
     Rollout(RolloutArgs),
     /// Show live and staged versions, releases, the deploy lock and the last deploy
     Status(StatusArgs),
+    /// Model a distribution over a generated topology (thousands of hosts) and predict its time
+    Simulate(SimulateArgs),
     /// Return services to their previous release, keeping quorum
     Rollback(RollbackArgs),
     /// Bring hosts that missed a deploy to the version most of their service runs
@@ -138,6 +140,40 @@ pub struct StatusArgs {
     pub playbook: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SimulateArgs {
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub hosts: usize,
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub datacenters: usize,
+    /// Racks per datacenter
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub racks: usize,
+    /// Artifact size
+    #[arg(long, value_name = "SIZE", default_value = "10GiB")]
+    pub size: String,
+    /// Piece size (default: chosen from the size, as for a real deploy)
+    #[arg(long, value_name = "SIZE")]
+    pub piece_size: Option<String>,
+    /// Each host's link, each way
+    #[arg(long, value_name = "RATE", default_value = "10Gbit/s")]
+    pub link: String,
+    /// Each rack's uplink (default: unlimited)
+    #[arg(long, value_name = "RATE")]
+    pub uplink: Option<String>,
+    /// Each datacenter's interconnect (default: unlimited)
+    #[arg(long, value_name = "RATE")]
+    pub interconnect: Option<String>,
+    /// Upload cap of every host (the playbook's upload_limit)
+    #[arg(long, value_name = "RATE")]
+    pub upload_limit: Option<String>,
+    /// Fraction of hosts that fail during the transfer (0.01 = 1%)
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub fail: f64,
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -5,10 +5,11 @@
 //! It models the tracker's pipeline (docs/distribution.md): the origin, then the hosts
 //! ordered by datacenter (the origin's first), rack and inventory order, each fed by
 //! the one before it. All hops stream at once, so the chain moves at its slowest hop's
-//! rate `B`; each hop adds about one piece of latency; the slowest host finishes after
+//! rate `B`; each hop after the first adds one piece of latency (a host forwards a
+//! piece once it has verified it); the slowest host finishes after
 //!
 //! ```text
-//! T = START + S / B + hops * piece / B
+//! T = START + S / B + (hosts - 1) * piece / B
 //! ```
 //!
 //! A hop is capped by the sender's upload (its `link`, `upload_limit`), the receiver's
@@ -158,7 +159,8 @@ pub fn pipeline(
         .map(|p| p.0)
         .unwrap_or_else(|| crate::metainfo::auto_piece_size(size));
     let b = rate as f64;
-    let seconds = START_SECONDS + size as f64 / b + chain.len() as f64 * piece as f64 / b;
+    let hops_after_first = chain.len().saturating_sub(1) as f64;
+    let seconds = START_SECONDS + size as f64 / b + hops_after_first * piece as f64 / b;
     Some(Estimate {
         artifact_bytes: size,
         size_from,
@@ -238,7 +240,7 @@ datacenters:
         assert_eq!(e.cross_dc_bytes, gib);
         assert_eq!(e.hosts, 5);
         let b = 125_000_000f64;
-        let want = START_SECONDS + gib as f64 / b + 5.0 * (1 << 20) as f64 / b;
+        let want = START_SECONDS + gib as f64 / b + 4.0 * (1 << 20) as f64 / b;
         assert!((e.seconds - want).abs() < 1e-9, "{} vs {want}", e.seconds);
     }
 

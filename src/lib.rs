@@ -34,6 +34,7 @@
 //! - [`page_cache`]: dropping, locking and preloading pages around a copy.
 //! - [`fetch`]: `agent fetch` and `agent seed`, the host's side of a distribution.
 //! - [`deploy`]: `rookery deploy` and `reconcile`: distribution, then rollout.
+//! - [`simulate`]: `rookery simulate`: the pipeline over a generated topology, with failures.
 //! - [`estimate`]: the distribution time `plan` predicts from the inventory's link speeds.
 //! - [`distribute`]: `rookery distribute`: tracker, origin and agents, the report.
 //! - [`daemon`]: fork-and-seed: report, then seed in the background.
@@ -92,6 +93,7 @@ pub mod render;
 pub mod rollout;
 pub mod selector;
 pub mod shutdown;
+pub mod simulate;
 pub mod ssh;
 pub mod status;
 pub mod storage;

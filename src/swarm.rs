@@ -103,6 +103,11 @@ impl Roster {
         }
     }
 
+    /// Member ids in chain order.
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+
     pub fn members(&self) -> &[Member] {
         &self.members
     }

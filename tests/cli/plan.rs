@@ -148,3 +148,43 @@ fn help_lists_the_commands_and_hides_the_agent() {
     assert!(!out.stdout.contains("\n  agent"));
     assert!(out.stdout.contains("Exit codes: 0 ok"));
 }
+
+#[test]
+fn simulate_reports_percentiles_and_refuses_nonsense() {
+    let out = Test::new()
+        .args([
+            "simulate",
+            "--hosts",
+            "300",
+            "--datacenters",
+            "3",
+            "--racks",
+            "5",
+            "--size",
+            "1GiB",
+            "--link",
+            "1Gbit/s",
+            "--fail",
+            "0.02",
+        ])
+        .stdout_has("Simulated pipeline: 300 hosts in 3 datacenters x 5 racks, 1 GiB")
+        .stdout_has("failures   6 host(s) fail during the transfer (seed 1)")
+        .stdout_has("origin     uploads 1 GiB (1.00 copies)")
+        .run();
+    assert!(out.stdout.contains(" p99 "), "{}", out.stdout);
+    let json = Test::new()
+        .args(["--json", "simulate", "--hosts", "20", "--size", "64MiB"])
+        .run();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(v["percentiles"]["max"].as_f64().unwrap() > v["bound_seconds"].as_f64().unwrap());
+    Test::new()
+        .args(["simulate", "--fail", "1.5"])
+        .status(2)
+        .stderr("error: --fail must be a fraction from 0 to below 1, found 1.5\n")
+        .run();
+    Test::new()
+        .args(["simulate", "--link", "fast"])
+        .status(2)
+        .stderr_has("error: --link: ")
+        .run();
+}

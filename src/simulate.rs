@@ -1,0 +1,335 @@
+//! `rookery simulate`: distribution over a generated topology, too large to build
+//! (thousands of hosts, several datacenters), with the tracker's own pipeline order
+//! ([`crate::swarm::Roster`]) and its failure handling.
+//!
+//! The model is piece-level and deterministic for a seed. Host *k* of the chain gets
+//! piece *i* from its feeder once the feeder has it, one piece after another:
+//!
+//! ```text
+//! done[k][i] = max(done[k][i-1], done[feeder][i]) + piece / rate(feeder -> k)
+//! ```
+//!
+//! where a hop's rate is the least of the two hosts' links, the caps, both racks'
+//! uplinks when it leaves a rack and both datacenters' interconnects when it leaves a
+//! datacenter. A host that fails at time `t` stops serving; its successor notices after
+//! [`DETECT`] (one missed announce) and takes every later piece from the nearest live
+//! host before it, as the tracker arranges. Start-up (connect, bootstrap, the first
+//! announce) is [`crate::estimate::START_SECONDS`] for every host.
+//!
+//! What it leaves out: TCP slow start and per-piece request latency (small at these
+//! piece sizes), disk speed, and other traffic on the links.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::swarm::{Member, Roster};
+use crate::units::{ByteSize, Rate};
+
+/// How long a successor takes to notice its feeder is gone (the tracker's first
+/// missed announce).
+pub const DETECT: f64 = 3.0;
+
+/// A generated topology and what to send over it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    pub hosts: usize,
+    pub datacenters: usize,
+    /// Racks per datacenter.
+    pub racks: usize,
+    pub size: u64,
+    pub piece: u64,
+    /// Each host's link, bytes per second each way.
+    pub link: u64,
+    pub uplink: Option<u64>,
+    pub interconnect: Option<u64>,
+    pub upload_limit: Option<u64>,
+    /// Fraction of hosts that fail during the transfer.
+    pub fail: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub topology: Topology,
+    /// The physical bound S / C (one host's link).
+    pub bound_seconds: f64,
+    /// Completion time percentiles of the hosts that did not fail: p50, p90, p99, max.
+    pub percentiles: BTreeMap<String, f64>,
+    pub failed_hosts: usize,
+    pub origin_upload_bytes: u64,
+    /// Bytes into each datacenter over its interconnect.
+    pub interconnect_in_bytes: BTreeMap<String, u64>,
+    /// The busiest rack uplink, in bytes each way (in, out).
+    pub busiest_uplink_bytes: (u64, u64),
+}
+
+/// A small deterministic generator (xorshift), so a seed gives the same failures.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub fn run(t: &Topology) -> Outcome {
+    // Members: the origin (in the first datacenter), then the hosts, spread evenly.
+    let mut members = vec![Member {
+        name: "origin".into(),
+        dc: "dc1".into(),
+        rack: "origin".into(),
+        ip: None,
+        origin: true,
+    }];
+    for h in 0..t.hosts {
+        let dc = h * t.datacenters / t.hosts.max(1);
+        let in_dc =
+            (t.hosts * (dc + 1)).div_ceil(t.datacenters) - (t.hosts * dc).div_ceil(t.datacenters);
+        let first = (t.hosts * dc).div_ceil(t.datacenters);
+        let rack = (h - first) * t.racks / in_dc.max(1);
+        members.push(Member {
+            name: format!("h{h}"),
+            dc: format!("dc{}", dc + 1),
+            rack: format!("r{}", rack + 1),
+            ip: None,
+            origin: false,
+        });
+    }
+    let roster = Roster::new(members.clone());
+    let chain: Vec<usize> = roster.order().to_vec();
+    let n = chain.len();
+    let pieces = t.size.div_ceil(t.piece.max(1)).max(1) as usize;
+    let piece = t.piece as f64;
+    let cap = |x: Option<u64>| x.map(|v| v as f64).unwrap_or(f64::INFINITY);
+    let rate = |from: usize, to: usize| -> f64 {
+        let (a, b) = (&members[from], &members[to]);
+        let mut r = (t.link as f64).min(cap(t.upload_limit));
+        if a.rack != b.rack || a.dc != b.dc {
+            r = r.min(cap(t.uplink));
+        }
+        if a.dc != b.dc {
+            r = r.min(cap(t.interconnect));
+        }
+        r.max(1.0)
+    };
+    let start = crate::estimate::START_SECONDS;
+    let bound = t.size as f64 / t.link as f64;
+
+    // Failures: which hosts, and when (spread over the transfer without failures).
+    let mut rng = Rng(t.seed.max(1));
+    let span = start + bound + n as f64 * piece / t.link as f64;
+    let mut fail_at = vec![f64::INFINITY; n];
+    let failures = ((t.hosts as f64) * t.fail).round() as usize;
+    let mut failed = 0;
+    while failed < failures.min(t.hosts) {
+        let p = 1 + (rng.next() * t.hosts as f64) as usize % t.hosts;
+        if fail_at[p].is_infinite() {
+            fail_at[p] = rng.next() * span;
+            failed += 1;
+        }
+    }
+
+    // done[p][i]: when chain position p has piece i (the origin has all at 0).
+    let mut done: Vec<Vec<f64>> = vec![vec![0.0; pieces]];
+    let mut feeder_bytes: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+    let piece_bytes = |i: usize| {
+        if i + 1 == pieces {
+            t.size - t.piece * (pieces as u64 - 1)
+        } else {
+            t.piece
+        }
+    };
+    for p in 1..n {
+        let mut mine = vec![f64::INFINITY; pieces];
+        let mut prev = start;
+        for i in 0..pieces {
+            // The nearest live feeder for this piece: the predecessor, or, once it
+            // failed (and DETECT passed), the next one up the chain.
+            let mut f = p - 1;
+            let mut avail = done[f][i];
+            let mut earliest = 0.0f64;
+            while avail > fail_at[f] && f > 0 {
+                earliest = earliest.max(fail_at[f] + DETECT);
+                f -= 1;
+                avail = done[f][i];
+            }
+            let at =
+                prev.max(avail).max(earliest) + piece_bytes(i) as f64 / rate(chain[f], chain[p]);
+            if at > fail_at[p] {
+                break; // this host fails before it has the piece
+            }
+            mine[i] = at;
+            prev = at;
+            *feeder_bytes.entry((f, p)).or_default() += piece_bytes(i);
+        }
+        done.push(mine);
+    }
+
+    let mut finish: Vec<f64> = (1..n)
+        .filter(|&p| fail_at[p].is_infinite())
+        .map(|p| done[p][pieces - 1])
+        .collect();
+    finish.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| -> f64 {
+        if finish.is_empty() {
+            return 0.0;
+        }
+        let i = ((q * finish.len() as f64).ceil() as usize).clamp(1, finish.len()) - 1;
+        finish[i]
+    };
+    let mut percentiles = BTreeMap::new();
+    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+        percentiles.insert(name.to_string(), pct(q));
+    }
+    let mut interconnect_in: BTreeMap<String, u64> = BTreeMap::new();
+    let mut uplink: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut origin_up = 0;
+    for (&(f, p), &bytes) in &feeder_bytes {
+        let (a, b) = (&members[chain[f]], &members[chain[p]]);
+        if f == 0 {
+            origin_up += bytes;
+        }
+        if a.dc != b.dc {
+            *interconnect_in.entry(b.dc.clone()).or_default() += bytes;
+        }
+        if a.rack != b.rack || a.dc != b.dc {
+            uplink.entry(format!("{}/{}", a.dc, a.rack)).or_default().1 += bytes;
+            uplink.entry(format!("{}/{}", b.dc, b.rack)).or_default().0 += bytes;
+        }
+    }
+    let busiest = uplink
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("/origin"))
+        .map(|(_, v)| v)
+        .max_by_key(|(i, o)| (*i).max(*o))
+        .unwrap_or((0, 0));
+    Outcome {
+        topology: t.clone(),
+        bound_seconds: bound,
+        percentiles,
+        failed_hosts: failed,
+        origin_upload_bytes: origin_up,
+        interconnect_in_bytes: interconnect_in,
+        busiest_uplink_bytes: busiest,
+    }
+}
+
+/// The text report.
+pub fn render(o: &Outcome) -> String {
+    let t = &o.topology;
+    let mut s = String::new();
+    let rate = |b: u64| Rate(b).to_string();
+    let _ = writeln!(
+        s,
+        "Simulated pipeline: {} hosts in {} datacenters x {} racks, {} in {} pieces",
+        t.hosts,
+        t.datacenters,
+        t.racks,
+        ByteSize(t.size),
+        ByteSize(t.piece)
+    );
+    let _ = writeln!(
+        s,
+        "  links      host {}, rack uplink {}, interconnect {}{}",
+        rate(t.link),
+        t.uplink.map(rate).unwrap_or_else(|| "unlimited".into()),
+        t.interconnect
+            .map(rate)
+            .unwrap_or_else(|| "unlimited".into()),
+        t.upload_limit
+            .map(|u| format!(", upload_limit {}", rate(u)))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        s,
+        "  failures   {} host(s) fail during the transfer (seed {})",
+        o.failed_hosts, t.seed
+    );
+    let _ = writeln!(s, "  bound      S/C = {:.1}s", o.bound_seconds);
+    let _ = write!(s, "  finished  ");
+    for (k, v) in &o.percentiles {
+        let _ = write!(s, " {k} {v:.1}s ({:.2} x S/C)", v / o.bound_seconds);
+    }
+    let _ = writeln!(s);
+    let copies = |b: u64| b as f64 / t.size as f64;
+    let _ = writeln!(
+        s,
+        "  origin     uploads {} ({:.2} copies)",
+        ByteSize(o.origin_upload_bytes),
+        copies(o.origin_upload_bytes)
+    );
+    for (dc, b) in &o.interconnect_in_bytes {
+        let _ = writeln!(
+            s,
+            "  into {dc:<6} {} over its interconnect ({:.2} copies)",
+            ByteSize(*b),
+            copies(*b)
+        );
+    }
+    let (i, out) = o.busiest_uplink_bytes;
+    let _ = writeln!(
+        s,
+        "  uplinks    the busiest rack uplink carries {} in, {} out",
+        ByteSize(i),
+        ByteSize(out)
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(hosts: usize, fail: f64) -> Topology {
+        Topology {
+            hosts,
+            datacenters: 2,
+            racks: 2,
+            size: 512 << 20,
+            piece: 1 << 20,
+            link: 50_000_000,
+            uplink: None,
+            interconnect: None,
+            upload_limit: None,
+            fail,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn a_healthy_pipeline_finishes_near_the_bound_with_one_copy_per_boundary() {
+        let o = run(&topo(16, 0.0));
+        let bound = (512u64 << 20) as f64 / 50e6;
+        let max = o.percentiles["max"];
+        // Start-up + S/C + one piece per hop after the first.
+        let want = crate::estimate::START_SECONDS + bound + 15.0 * (1 << 20) as f64 / 50e6;
+        assert!((max - want).abs() < 0.01, "{max} vs {want}");
+        assert_eq!(o.origin_upload_bytes, 512 << 20);
+        assert_eq!(o.interconnect_in_bytes.get("dc2"), Some(&(512 << 20)));
+        assert_eq!(o.interconnect_in_bytes.len(), 1);
+    }
+
+    #[test]
+    fn failures_cost_time_not_completeness() {
+        let healthy = run(&topo(64, 0.0));
+        let o = run(&topo(64, 0.1));
+        assert_eq!(o.failed_hosts, 6);
+        assert!(o.percentiles["max"] >= healthy.percentiles["max"]);
+        assert!(o.percentiles["max"].is_finite());
+        // The same seed, the same answer.
+        assert_eq!(run(&topo(64, 0.1)).percentiles, o.percentiles);
+    }
+
+    #[test]
+    fn a_slow_interconnect_paces_the_whole_chain() {
+        let mut t = topo(8, 0.0);
+        t.interconnect = Some(10_000_000);
+        let o = run(&t);
+        assert!(o.percentiles["max"] > (512u64 << 20) as f64 / 10e6);
+    }
+}
