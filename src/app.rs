@@ -411,7 +411,22 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("reading {}", t.display()))?;
         hashes.push(m.info_hash());
     }
-    let hosts: Vec<usize> = (0..inv.hosts.len()).collect();
+    let mut hosts: Vec<usize> = Vec::new();
+    for name in &a.hosts {
+        match inv.hosts.iter().position(|h| &h.name == name) {
+            Some(h) => hosts.push(h),
+            None => {
+                return Err(
+                    Error::Usage(format!("--host `{name}` is not a host of the inventory")).into(),
+                );
+            }
+        }
+    }
+    if a.hosts.is_empty() {
+        hosts = (0..inv.hosts.len()).collect();
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
     let controller_ip = (!listen.ip().is_unspecified()).then(|| listen.ip());
     let roster = crate::tracker::roster(&inv, &hosts, controller_ip);
     let settings = crate::tracker::Settings { sharing, interval };

@@ -224,6 +224,10 @@ pub struct TrackerArgs {
     /// Re-announce interval told to clients
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     pub interval: String,
+    /// Only these inventory hosts take part (repeatable; default: every host). A chain
+    /// member that never announces holds up its successor until it is skipped.
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
     /// Stop when stdin reaches end of file (started over SSH by the controller: the run ends, or the connection drops)
     #[arg(long)]
     pub until_stdin_closes: bool,

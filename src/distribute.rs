@@ -385,10 +385,17 @@ async fn orchestrate<T: Transport>(
         }
     }
 
-    // 4. Tracker and origin seeder.
+    // 4. Tracker and origin seeder. The roster holds the hosts that will fetch, and
+    // only them: a member that never announces (the origin host itself, a host that
+    // failed to connect) would hold up its successor in the chain.
+    let mut members: Vec<usize> = ready_hosts.iter().map(|r| r.host).collect();
+    members.sort_unstable();
     let side = match (origin_host, origin_conn) {
         (Some(b), Some(conn)) => {
-            remote_origin(config, b, conn, agent, &torrent, &version, &cancel).await?
+            remote_origin(
+                config, b, conn, agent, &torrent, &version, &members, &cancel,
+            )
+            .await?
         }
         _ => {
             let ip = match opts.advertise {
@@ -401,7 +408,7 @@ async fn orchestrate<T: Transport>(
                     ),
                 },
             };
-            local_origin(config, hosts, &m, ip, &cancel).await?
+            local_origin(config, &members, &m, ip, &cancel).await?
         }
     };
     let announce = |host: &str| format!("{}?host={host}", side.announce);
@@ -684,6 +691,7 @@ async fn remote_origin<C: Connection>(
     agent: &(dyn Fn(usize) -> String + Sync),
     torrent: &[u8],
     version: &str,
+    members: &[usize],
     cancel: &CancellationToken,
 ) -> anyhow::Result<OriginSide> {
     let inv = &config.inventory;
@@ -710,7 +718,7 @@ async fn remote_origin<C: Connection>(
             .with_context(|| format!("resolving the origin host {name} ({})", host.address))?,
     };
     let q = |a: &str| shell_quote(a);
-    let tracker_cmd = format!(
+    let mut tracker_cmd = format!(
         "{} --json -i {} tracker --listen {} --torrent {} --sharing {} --until-stdin-closes",
         q(&exe),
         q(&inv_file),
@@ -721,6 +729,10 @@ async fn remote_origin<C: Connection>(
             crate::swarm::Sharing::Mesh => "mesh",
         }
     );
+    for &h in members {
+        tracker_cmd.push_str(" --host ");
+        tracker_cmd.push_str(&q(&inv.hosts[h].name));
+    }
     let side_cancel = cancel.child_token();
     let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
     let tracker_conn = conn.clone();

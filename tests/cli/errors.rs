@@ -278,3 +278,21 @@ fn rollout_commands_refuse_what_they_cannot_do() {
         .stderr("error: invalid configuration: 1 problem found\n  pb.yml: missing key `artifact`\n")
         .run();
 }
+
+#[test]
+fn a_tracker_for_hosts_the_inventory_lacks_is_refused() {
+    let made = Test::new()
+        .file(
+            "inv.yml",
+            "datacenters: {east: {racks: {r1: {hosts: {a: ~, b: ~}}}}}\n",
+        )
+        .file("art/f", "x")
+        .args(["torrent", "create", "art", "-o", "art.torrent"])
+        .run();
+    Test::new_in(made.dir)
+        .args(["-i", "inv.yml", "tracker", "--torrent", "art.torrent"])
+        .args(["--host", "a", "--host", "c"])
+        .status(2)
+        .stderr("error: --host `c` is not a host of the inventory\n")
+        .run();
+}
