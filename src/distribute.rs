@@ -684,6 +684,7 @@ async fn remote_metainfo<C: Connection>(
 
 /// Starts `rookery tracker` and `rookery agent seed` on origin host `b`. Both stop
 /// when the side is cancelled: a signal, and their stdin closing.
+#[allow(clippy::too_many_arguments)]
 async fn remote_origin<C: Connection>(
     config: &Config,
     b: usize,
