@@ -9,7 +9,7 @@
 #
 #   bench/sharing.sh [SIZE_MIB=256] [CAP_MIB_PER_S=50]
 #
-# No root needed. The shaped, namespaced benchmark with tc is bench/swarm.sh (issue 7).
+# No root needed. The shaped, namespaced benchmark with tc is bench/swarm.sh.
 set -euo pipefail
 size=${1:-256}
 cap=${2:-50}

@@ -416,9 +416,10 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
         match inv.hosts.iter().position(|h| &h.name == name) {
             Some(h) => hosts.push(h),
             None => {
-                return Err(
-                    Error::Usage(format!("--host `{name}` is not a host of the inventory")).into(),
-                );
+                return Err(Error::Usage(format!(
+                    "--host `{name}` is not a host of the inventory"
+                ))
+                .into());
             }
         }
     }

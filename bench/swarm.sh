@@ -1,0 +1,668 @@
+#!/usr/bin/env bash
+# The shaped benchmark: one artifact to N hosts in network namespaces, sent by
+# rookery, scp, an rsync tree and aria2c. Results: docs/benchmarks.md.
+#
+# NEEDS ROOT (network namespaces, veth, bridges, tc, sshd, tmpfs). Touches no existing
+# interface: everything lives in namespaces named rkb-* and in 10.77.0.0/16 inside them.
+#
+# The cluster: a switch namespace (rkb-sw) with one bridge per datacenter (br-east,
+# br-west) joined by one unshaped veth pair (the interconnect, ic-east <-> ic-west);
+# an origin namespace (rkb-o, host `build`, DC east, 10.77.1.1) and one namespace per
+# host (rkb-hK; hosts 1..ceil(N/2) in east at 10.77.1.(10+K), the rest in west at
+# 10.77.2.(10+K); two racks per DC), each with one veth to its DC's bridge, shaped
+# with `tc tbf` at C on both ends (host end = upload, bridge end = download); a
+# controller namespace (rkb-ctl, 10.77.0.2, unshaped, on the east bridge) runs
+# `rookery distribute` and a standalone ZooKeeper on 10.77.0.2 (distribute records
+# staged versions in the store; `coordination: local` is refused with ssh hosts).
+# Every host and the origin run their own sshd on port 22 of their address. The
+# artifact is one file of S MiB of random bytes. Everything (namespaces, veths,
+# bridges, sshd, ZooKeeper, agents, the tmpfs and the work directory under /tmp) is
+# removed on exit, also on error or SIGTERM. The defaults take about 20 minutes on
+# 2 cores. The script first runs `cargo build --release --bin rookery`.
+#
+# Methods, in this order, each timed from its start to the last host holding a
+# complete copy:
+#   rookery  `rookery distribute` (transport ssh, `origin: build`, pipeline sharing,
+#            adaptive seeding), the controller in its own namespace; a 1 MiB
+#            warm-up run first bootstraps the binary on every host so that the
+#            measured run does not carry 23 MB per host
+#   rookery-c  the same with `origin: controller` and the controller itself in the
+#            origin namespace (the origin host is then not a member of the chain;
+#            with `origin: build` the tracker that rookery starts on the origin host
+#            lists every inventory host, `build` included, and `build` never
+#            announces: see docs/benchmarks.md)
+#   scp      scp from the origin to every host at once
+#   rsync    the Murder-era tree: origin -> the first host of each DC (in parallel),
+#            then that host -> the rest of its DC (in parallel); rsync over ssh
+#   aria2c   Debian's aria2c: a seeder in the origin namespace, a leecher per host
+#            (--seed-time=0), rookery's metainfo and rookery's standalone tracker
+#            (which gives non-rookery clients its mesh peer list)
+# After each method every copy's sha256 is compared with the source (not timed); a
+# mismatch or a missing copy stops the benchmark with an error.
+#
+# Usage (as root, from anywhere):
+#   bench/swarm.sh [--hosts N]... [--size MIB] [--rate MBIT] [--methods LIST]
+#                  [--tmpfs auto|yes|no]
+#   --hosts N    number of hosts (origin not counted); may be repeated; default 8 and
+#                16 (env SWARM_HOSTS, space-separated)
+#   --size MIB   artifact size in MiB, default 512 (env SWARM_SIZE)
+#   --rate MBIT  link rate C in Mbit/s (10^6 bit/s) for every host and the origin,
+#                default 400 (env SWARM_RATE)
+#   --methods L  comma list of rookery,rookery-c,scp,rsync,aria2c (default: all; env
+#                SWARM_METHODS)
+#   --tmpfs M    keep the hosts' files in a tmpfs (auto: when RAM allows; default)
+#                so that the disk is not what is measured
+#   SWARM_KEEP_LOGS=DIR  copy the reports and logs (rookery's agent logs included)
+#                there before cleaning up
+#   SWARM_DISTRIBUTION='KEY: VALUE;...'  extra `distribution:` settings for rookery's
+#                playbook, e.g. 'upload_limit: 45MiB/s;download_limit: 45MiB/s'
+#
+# Prints one row per (N, method): the slowest host's time, its ratio to the physical
+# bound S/C, the origin's upload (tx bytes of its veth, in copies of S), the bytes
+# that crossed the interconnect (both directions, in copies of S), and the peak RSS
+# of one host process (rookery: `rookery agent fetch`; aria2c: the leechers; sampled
+# with ps every 200 ms; "-" for scp and rsync), and how busy the machine's CPUs were
+# during the method (from /proc/stat; near 100% means the box, not the links, is
+# the bound). Then the targets and which were met:
+#   slowest <= 1.2 x S/C; origin upload <= 1.2 x S; cross-DC <= 1.1 x S per remote DC
+#   (one remote DC here); agent peak RSS < 64 MiB; rookery >= 10x faster than scp at
+#   N = 16.
+# Exit status: 0 when every method delivered verified copies everywhere (targets
+# missed do not fail the run), 1 otherwise.
+set -euo pipefail
+
+PROG=bench/swarm.sh
+here=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$here/target/release/rookery
+SSHD=/usr/sbin/sshd
+P=rkb # prefix of every namespace
+
+die() {
+    printf '%s: error: %s\n' "$PROG" "$*" >&2
+    exit 1
+}
+say() { printf '%s\n' "$*"; }
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# --- arguments ---------------------------------------------------------------------
+
+read -r -a HOSTS <<<"${SWARM_HOSTS:-}"
+SIZE=${SWARM_SIZE:-512}
+RATE=${SWARM_RATE:-400}
+METHODS=${SWARM_METHODS:-rookery,rookery-c,scp,rsync,aria2c}
+TMPFS=auto
+given_hosts=()
+while (($#)); do
+    case $1 in
+    --hosts) given_hosts+=("${2:?--hosts needs a number}"); shift 2 ;;
+    --size) SIZE=${2:?--size needs MiB}; shift 2 ;;
+    --rate) RATE=${2:?--rate needs Mbit/s}; shift 2 ;;
+    --methods) METHODS=${2:?--methods needs a list}; shift 2 ;;
+    --tmpfs) TMPFS=${2:?--tmpfs needs auto, yes or no}; shift 2 ;;
+    -h | --help)
+        awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+        exit 0
+        ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+((${#given_hosts[@]})) && HOSTS=("${given_hosts[@]}")
+((${#HOSTS[@]})) || HOSTS=(8 16)
+for n in "${HOSTS[@]}"; do
+    [[ $n =~ ^[0-9]+$ ]] && ((n >= 2 && n <= 200)) || die "--hosts must be 2..200, not '$n'"
+done
+[[ $SIZE =~ ^[0-9]+$ ]] && ((SIZE >= 1)) || die "--size must be a whole number of MiB"
+[[ $RATE =~ ^[0-9]+$ ]] && ((RATE >= 1)) || die "--rate must be a whole number of Mbit/s"
+IFS=, read -r -a METHOD_LIST <<<"$METHODS"
+for m in "${METHOD_LIST[@]}"; do
+    case $m in rookery | rookery-c | scp | rsync | aria2c) ;; *) die "unknown method '$m'" ;; esac
+done
+case $TMPFS in auto | yes | no) ;; *) die "--tmpfs must be auto, yes or no" ;; esac
+
+(($(id -u) == 0)) || die "needs root (network namespaces, tc, sshd); run it with sudo"
+for tool in ip tc ssh scp ssh-keygen rsync aria2c java sha256sum python3 setsid; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install iproute2 openssh-client openssh-server rsync aria2 zookeeper python3)"
+done
+[[ -x $SSHD ]] || die "$SSHD not found (apt-get install openssh-server)"
+[[ -f /usr/share/java/zookeeper.jar ]] || die "ZooKeeper not found (apt-get install zookeeper)"
+if ip netns list | grep -q "^$P-"; then
+    die "namespaces $P-* already exist (another run, or a killed one: ip netns del each)"
+fi
+
+log "building rookery (cargo build --release --bin rookery)"
+(cd "$here" && cargo build --release --quiet --bin rookery) || die "cargo build failed"
+
+# --- work directory and cleanup ----------------------------------------------------
+
+W=$(mktemp -d /tmp/rookery-swarm.XXXXXX)
+chmod 755 "$W"
+MOUNTED=0
+SAMPLER=""
+keep_logs() {
+    [[ -n ${SWARM_KEEP_LOGS:-} ]] || return 0
+    mkdir -p "$SWARM_KEEP_LOGS"
+    cp "$W"/*.json "$W"/*.log "$W"/*.err "$W"/*.yml "$SWARM_KEEP_LOGS"/ 2>/dev/null || true
+    [[ -d $D/hosts ]] || return 0
+    find "$D/hosts" -name '*.log' -path '*/.rookery/*' | while read -r f; do
+        cp "$f" "$SWARM_KEEP_LOGS/$(echo "${f#"$D"/hosts/}" | tr / _)"
+    done || true
+}
+cleanup() {
+    local rc=$? ns pids
+    trap - EXIT INT TERM
+    set +e
+    [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null || true
+    keep_logs
+    for ns in $(ip netns list 2>/dev/null | awk -v p="^$P-" '$1 ~ p { print $1 }'); do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [[ -n $pids ]] && kill -TERM $pids 2>/dev/null || true
+    done
+    sleep 0.5
+    for ns in $(ip netns list 2>/dev/null | awk -v p="^$P-" '$1 ~ p { print $1 }'); do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    if ((MOUNTED)); then umount "$W/data" 2>/dev/null || umount -l "$W/data" || true; fi
+    rm -rf "$W"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Room for the source, one method's copies for the largest N, and the binaries.
+maxn=0
+for n in "${HOSTS[@]}"; do ((n > maxn)) && maxn=$n; done
+need_mib=$(((maxn + 2) * SIZE + 64 * (maxn + 2) + 512))
+avail_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+mkdir -p "$W/data"
+if [[ $TMPFS == yes ]] || { [[ $TMPFS == auto ]] && ((avail_mib > need_mib + 4096)); }; then
+    mount -t tmpfs -o "size=${need_mib}m,mode=755" tmpfs "$W/data"
+    MOUNTED=1
+    STORAGE="tmpfs (${need_mib} MiB)"
+else
+    STORAGE="disk under $W"
+fi
+D=$W/data
+log "work directory $W, files on $STORAGE"
+
+# The artifact, and a small one for the warm-up run that bootstraps the agents.
+mkdir -p "$D/src" "$D/warm" "$W/tmp"
+head -c "$((SIZE << 20))" /dev/urandom >"$D/src/blob"
+head -c 1048576 /dev/urandom >"$D/warm/warm.bin"
+SUM=$(sha256sum "$D/src/blob" | cut -d' ' -f1)
+ssh-keygen -q -t ed25519 -N '' -C rookery-swarm -f "$W/id_ed25519"
+mkdir -p /run/sshd && chmod 755 /run/sshd
+
+# --- the cluster -------------------------------------------------------------------
+
+# Fills NAMES, NS, ADDR, DC, RACK for N hosts: index 0 is the origin.
+layout() {
+    local n=$1 k i east
+    east=$(((n + 1) / 2))
+    NAMES=(build) NS=("$P-o") ADDR=(10.77.1.1) DC=(east) RACK=(build)
+    for ((k = 1; k <= n; k++)); do
+        NAMES+=("h$k") NS+=("$P-h$k")
+        if ((k <= east)); then
+            i=$k DC+=(east) ADDR+=("10.77.1.$((10 + k))")
+        else
+            i=$((k - east)) DC+=(west) ADDR+=("10.77.2.$((10 + k))")
+        fi
+        RACK+=("${DC[k]:0:1}$(((i - 1) % 2 + 1))")
+    done
+}
+
+shape() { # NS DEV
+    ip netns exec "$1" tc qdisc add dev "$2" root tbf rate "${RATE}mbit" burst 256kb latency 50ms
+}
+
+# ns_add NS: a namespace with loopback up and IPv6 off (no stray router
+# solicitations or DAD in the counters).
+ns_add() {
+    ip netns add "$1"
+    ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$1" link set lo up
+}
+
+up_cluster() {
+    local n=$1 k ns
+    layout "$n"
+    ns_add "$P-sw"
+    for br in br-east br-west; do
+        ip -n "$P-sw" link add "$br" type bridge
+        ip -n "$P-sw" link set "$br" up
+    done
+    # The interconnect: unshaped, counted.
+    ip -n "$P-sw" link add ic-east type veth peer name ic-west
+    ip -n "$P-sw" link set ic-east master br-east up
+    ip -n "$P-sw" link set ic-west master br-west up
+    # The controller: unshaped, on the east bridge.
+    ns_add "$P-ctl"
+    ip -n "$P-sw" link add v-ctl type veth peer name eth0 netns "$P-ctl"
+    ip -n "$P-sw" link set v-ctl master br-east up
+    ip -n "$P-ctl" addr add 10.77.0.2/16 dev eth0
+    ip -n "$P-ctl" link set eth0 up
+    for ((k = 0; k <= n; k++)); do
+        ns=${NS[k]}
+        ns_add "$ns"
+        ip -n "$P-sw" link add "v-${NAMES[k]}" type veth peer name eth0 netns "$ns"
+        ip -n "$P-sw" link set "v-${NAMES[k]}" master "br-${DC[k]}" up
+        ip -n "$ns" addr add "${ADDR[k]}/16" dev eth0
+        ip -n "$ns" link set eth0 up
+        shape "$ns" eth0              # upload
+        shape "$P-sw" "v-${NAMES[k]}" # download
+    done
+    start_sshds "$n"
+    start_zookeeper
+    write_inventory "$n"
+}
+
+start_sshds() {
+    local n=$1 k hd
+    : >"$W/known_hosts"
+    {
+        say "Host 10.77.*"
+        say "    User root"
+        say "    IdentityFile $W/id_ed25519"
+        say "    IdentitiesOnly yes"
+        say "    UserKnownHostsFile $W/known_hosts"
+        say "    GlobalKnownHostsFile /dev/null"
+        say "    StrictHostKeyChecking yes"
+        say "    BatchMode yes"
+        say "    LogLevel ERROR"
+    } >"$W/ssh_config"
+    for ((k = 0; k <= n; k++)); do
+        hd=$W/sshd/${NAMES[k]}
+        mkdir -p "$hd" "$D/hosts/${NAMES[k]}"
+        [[ -f $hd/key ]] || ssh-keygen -q -t ed25519 -N '' -C "${NAMES[k]}.swarm" -f "$hd/key"
+        cp "$W/id_ed25519.pub" "$hd/authorized_keys"
+        cat >"$hd/sshd_config" <<EOF
+ListenAddress ${ADDR[k]}:22
+HostKey $hd/key
+PidFile $hd/sshd.pid
+AuthorizedKeysFile $hd/authorized_keys
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
+PrintMotd no
+UseDNS no
+MaxStartups 200:30:400
+MaxSessions 50
+EOF
+        printf '%s %s\n' "${ADDR[k]}" "$(cut -d' ' -f1,2 "$hd/key.pub")" >>"$W/known_hosts"
+        ip netns exec "${NS[k]}" "$SSHD" -f "$hd/sshd_config" -E "$hd/sshd.log"
+    done
+    for ((k = 0; k <= n; k++)); do
+        local t=0
+        until ip netns exec "$P-ctl" ssh -F "$W/ssh_config" -o ConnectTimeout=2 "${ADDR[k]}" true 2>/dev/null; do
+            ((++t < 50)) || die "sshd of ${NAMES[k]} (${ADDR[k]}) does not answer; log: $(tail -3 "$W/sshd/${NAMES[k]}/sshd.log")"
+            sleep 0.2
+        done
+    done
+}
+
+ZK_PORT=2181
+start_zookeeper() {
+    local zk=$W/zk cp=/usr/share/java/zookeeper.jar j t=0
+    mkdir -p "$zk/conf" "$zk/data"
+    for j in slf4j-log4j12.jar slf4j-reload4j.jar; do [[ -f /usr/share/java/$j ]] && cp+=:/usr/share/java/$j && break; done
+    for j in log4j-1.2.jar reload4j.jar; do [[ -f /usr/share/java/$j ]] && cp+=:/usr/share/java/$j && break; done
+    cat >"$zk/conf/zoo.cfg" <<EOF
+tickTime=2000
+dataDir=$zk/data
+clientPort=$ZK_PORT
+clientPortAddress=10.77.0.2
+admin.enableServer=false
+4lw.commands.whitelist=ruok
+maxClientCnxns=0
+EOF
+    printf 'log4j.rootLogger=WARN, C\nlog4j.appender.C=org.apache.log4j.ConsoleAppender\nlog4j.appender.C.layout=org.apache.log4j.PatternLayout\n' >"$zk/conf/log4j.properties"
+    ip netns exec "$P-ctl" setsid java -cp "$zk/conf:$cp" org.apache.zookeeper.server.quorum.QuorumPeerMain \
+        "$zk/conf/zoo.cfg" </dev/null >"$zk/zookeeper.log" 2>&1 &
+    # shellcheck disable=SC2016
+    until [[ $(ip netns exec "$P-ctl" timeout 2 bash -c 'exec 3<>/dev/tcp/10.77.0.2/$0 && printf ruok >&3 && cat <&3' "$ZK_PORT" 2>/dev/null) == imok ]]; do
+        ((++t < 150)) || die "ZooKeeper did not start; log: $(tail -5 "$zk/zookeeper.log")"
+        sleep 0.2
+    done
+}
+
+# inventory.yml for rookery (origin: build); ctl.yml (origin: controller, no build
+# host) for rookery-c, whose controller runs in the origin namespace, and for the
+# aria2c run, where the origin namespace is the tracker's "controller" (so that its
+# seeder needs no host= name).
+write_inventory() {
+    local n=$1 k dc rack file
+    for file in inventory ctl; do
+        {
+            say "cluster: swarm"
+            say "transport:"
+            say "  ssh:"
+            say "    known_hosts: $W/known_hosts"
+            say "    command_timeout: 10m"
+            say "coordination:"
+            say "  zookeeper: {connect: \"10.77.0.2:$ZK_PORT\", root: /rookery/swarm}"
+            [[ $file == inventory ]] && say "origin: build"
+            say "defaults:"
+            say "  ssh: {user: root, port: 22, key: $W/id_ed25519}"
+            say "datacenters:"
+            for dc in east west; do
+                say "  $dc:"
+                say "    racks:"
+                for rack in build "${dc:0:1}1" "${dc:0:1}2"; do
+                    [[ $rack == build && $file == ctl ]] && continue
+                    local header=0
+                    for ((k = 0; k <= n; k++)); do
+                        [[ ${DC[k]} == "$dc" && ${RACK[k]} == "$rack" ]] || continue
+                        if ((!header)); then
+                            say "      $rack:"
+                            say "        hosts:"
+                            header=1
+                        fi
+                        if ((k == 0)); then
+                            say "          build: {address: ${ADDR[k]}, root: $D/hosts/build}"
+                        else
+                            say "          ${NAMES[k]}: {address: ${ADDR[k]}, root: $D/hosts/${NAMES[k]}, services: [app]}"
+                        fi
+                    done
+                done
+            done
+        } >"$W/$file.yml"
+    done
+}
+
+down_cluster() {
+    local ns pids
+    keep_logs
+    for ns in $(ip netns list | awk -v p="^$P-" '$1 ~ p { print $1 }'); do
+        pids=$(ip netns pids "$ns" || true)
+        [[ -n $pids ]] && kill -TERM $pids 2>/dev/null || true
+    done
+    sleep 1
+    for ns in $(ip netns list | awk -v p="^$P-" '$1 ~ p { print $1 }'); do
+        pids=$(ip netns pids "$ns" || true)
+        [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
+        ip netns del "$ns"
+    done
+    rm -rf "$D/hosts" "$W/sshd" "$W/zk"
+}
+
+# --- measuring ---------------------------------------------------------------------
+
+origin_tx() { ip netns exec "$P-o" cat /sys/class/net/eth0/statistics/tx_bytes; }
+cross_dc() {
+    ip netns exec "$P-sw" sh -c 'echo $(( $(cat /sys/class/net/ic-east/statistics/tx_bytes) + $(cat /sys/class/net/ic-east/statistics/rx_bytes) ))'
+}
+now() { date +%s.%N; }
+# cpu_ticks: "busy total" jiffies of the whole machine, from /proc/stat.
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+
+# start_sampler PATTERN: every 200 ms, the largest RSS (KiB) among processes whose
+# command line matches PATTERN (an extended regex), appended to $W/rss.
+start_sampler() {
+    : >"$W/rss"
+    (
+        while :; do
+            ps -eo rss=,args= | awk -v re="$1" '$0 ~ re && $2 !~ /^(awk|ps|bash)$/ { if ($1 > m) m = $1 } END { print m + 0 }' >>"$W/rss"
+            sleep 0.2
+        done
+    ) &
+    SAMPLER=$!
+}
+stop_sampler() {
+    kill "$SAMPLER" 2>/dev/null || true
+    wait "$SAMPLER" 2>/dev/null || true
+    SAMPLER=""
+    sort -n "$W/rss" | tail -1
+}
+
+# verify METHOD FILE...: every file exists and has the source's sha256.
+verify() {
+    local method=$1 bad
+    shift
+    bad=$(printf '%s\0' "$@" | xargs -0 -P 2 -n 4 sh -c 'for f; do
+        s=$(sha256sum "$f" 2>/dev/null | cut -d" " -f1); [ "$s" = "$0" ] || echo "$f: ${s:-missing}"
+    done' "$SUM" || true)
+    if [[ -n $bad ]]; then
+        printf '%s\n' "$bad" >&2
+        die "$method: copies missing or corrupt (expected sha256 $SUM)"
+    fi
+}
+
+# wait_gone PATTERN: until no process matching PATTERN runs in our namespaces (60 s).
+wait_gone() {
+    local t=0
+    while pgrep -f "$1" >/dev/null; do
+        ((++t < 300)) || {
+            log "still running after 60 s: $(pgrep -af "$1" | head -3)"
+            return 0
+        }
+        sleep 0.2
+    done
+}
+
+RESULTS=()
+cpu_busy() { # "BUSY0 TOTAL0" "BUSY1 TOTAL1": percent of all cores busy in between
+    local b0 t0 b1 t1
+    read -r b0 t0 <<<"$1"
+    read -r b1 t1 <<<"$2"
+    echo $(((b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))
+}
+# record N METHOD SECONDS ORIGIN_BYTES CROSS_BYTES RSS_KIB|- CPU_PERCENT
+record() {
+    RESULTS+=("$*")
+    python3 - "$SIZE" "$RATE" "$@" <<'PY' >&2
+import sys
+size, rate, n, m, secs, up, cross, rss, cpu = sys.argv[1:]
+s = int(size) << 20
+bound = s * 8 / (int(rate) * 1e6)
+rss = "-" if rss == "-" else f"{int(rss) / 1024:.1f} MiB"
+print(f"  -> {m} N={n}: {float(secs):.1f} s ({float(secs) / bound:.2f} x S/C), origin {int(up) / s:.2f} x S, cross-DC {int(cross) / s:.2f} x S, peak RSS {rss}, CPU {cpu}% busy")
+PY
+}
+
+# --- methods -----------------------------------------------------------------------
+
+playbook() { # FILE SOURCE
+    cat >"$1" <<EOF
+name: swarm
+artifact: {source: $2, destination: /srv/app}
+distribution:
+  seed_mode: adaptive
+  seed_window: 5s
+  seed_window_max: 1m
+$(tr ';' '\n' <<<"${SWARM_DISTRIBUTION:-}" | sed -n 's/^ *\(..*\)$/  \1/p')
+services:
+  app: {start: "true"}
+EOF
+}
+
+# The warm-up: once per cluster, a 1 MiB artifact, so that the measured runs find the
+# rookery binary on every host (the bootstrap uploads 23 MB per host once).
+WARM=0
+warm_up() {
+    ((WARM)) && return 0
+    playbook "$W/warm.yml" "$D/warm"
+    log "rookery: warm-up run (bootstraps the binary on the hosts and the origin)"
+    if ! ip netns exec "$P-ctl" env TMPDIR="$W/tmp" "$BIN" --json -q distribute -i "$W/inventory.yml" "$W/warm.yml" >"$W/warm.json" 2>"$W/warm.err"; then
+        cat "$W/warm.err" "$W/warm.json" >&2
+        die "rookery: the warm-up distribute failed"
+    fi
+    wait_gone "$D/hosts/.*rookery agent (fetch|seed)"
+    WARM=1
+}
+
+# rookery: `origin: build`, the controller in its own namespace (what the inventory
+# docs describe for a build host).
+run_rookery() { rookery_run "$1" rookery "$P-ctl" "$W/inventory.yml"; }
+# rookery-c: `origin: controller`, the controller itself in the origin namespace.
+run_rookery-c() { rookery_run "$1" rookery-c "$P-o" "$W/ctl.yml"; }
+
+rookery_run() { # N METHOD NAMESPACE INVENTORY
+    local n=$1 method=$2 ns=$3 inv=$4 k t0 t1 up0 cx0 up1 cx1 rss version files=() rc=0
+    warm_up
+    playbook "$W/bench.yml" "$D/src"
+    log "$method: measured run (controller in $ns, inventory ${inv##*/})"
+    start_sampler "$D/hosts/.*rookery agent fetch"
+    up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
+    ip netns exec "$ns" env TMPDIR="$W/tmp" "$BIN" --json -q distribute -i "$inv" "$W/bench.yml" >"$W/$method.json" 2>"$W/$method.err" || rc=$?
+    t1=$(now) c1=$(cpu_ticks) up1=$(origin_tx) cx1=$(cross_dc)
+    rss=$(stop_sampler)
+    if ((rc != 0)); then
+        cat "$W/$method.err" >&2
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); [print(h["host"], h.get("error")) for h in r["hosts"] if not h["ok"]]' "$W/$method.json" >&2 || cat "$W/$method.json" >&2
+        die "$method: rookery distribute exited with status $rc"
+    fi
+    version=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$W/$method.json")
+    python3 - "$W/$method.json" <<'PY' >&2
+import json, sys
+r = json.load(open(sys.argv[1]))
+hs = r["hosts"]
+print(f"  rookery report: {r['seconds']:.1f} s in all, slowest agent {max(h['seconds'] for h in hs):.1f} s, "
+      f"origin seeder uploaded {r['origin_uploaded_bytes'] / r['artifact_bytes']:.2f} copies, "
+      f"from origin {sum(h['bytes_from_origin'] for h in hs) / r['artifact_bytes']:.2f}, "
+      f"from peers {sum(h['bytes_from_peers'] for h in hs) / r['artifact_bytes']:.2f} copies")
+PY
+    for ((k = 1; k <= n; k++)); do files+=("$D/hosts/h$k/srv/app/releases/$version/blob"); done
+    verify "$method" "${files[@]}"
+    record "$n" "$method" "$(echo "$t1 - $t0" | bc)" $((up1 - up0)) $((cx1 - cx0)) "$rss" "$(cpu_busy "$c0" "$c1")"
+    wait_gone "$D/hosts/.*rookery agent (fetch|seed)"
+    # The next run of the same artifact must transfer it again.
+    for ((k = 1; k <= n; k++)); do rm -rf "$D/hosts/h$k/srv/app/releases/$version"; done
+}
+
+run_scp() {
+    local n=$1 k t0 t1 up0 cx0 up1 cx1 files=() fail=0 pids=()
+    log "scp: origin -> $n hosts in parallel"
+    for ((k = 1; k <= n; k++)); do mkdir -p "$D/hosts/h$k/scp"; done
+    up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
+    for ((k = 1; k <= n; k++)); do
+        ip netns exec "$P-o" scp -q -F "$W/ssh_config" "$D/src/blob" "${ADDR[k]}:$D/hosts/h$k/scp/blob" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || fail=1; done
+    t1=$(now) c1=$(cpu_ticks) up1=$(origin_tx) cx1=$(cross_dc)
+    ((fail == 0)) || die "scp: a copy failed"
+    for ((k = 1; k <= n; k++)); do files+=("$D/hosts/h$k/scp/blob"); done
+    verify scp "${files[@]}"
+    record "$n" scp "$(echo "$t1 - $t0" | bc)" $((up1 - up0)) $((cx1 - cx0)) - "$(cpu_busy "$c0" "$c1")"
+    for ((k = 1; k <= n; k++)); do rm -rf "$D/hosts/h$k/scp"; done
+}
+
+# One DC's branch of the rsync tree: origin -> FIRST, then FIRST -> REST in parallel.
+rsync_branch() { # FIRST REST...
+    local first=$1 k pids=() fail=0
+    shift
+    ip netns exec "$P-o" rsync -a -e "ssh -F $W/ssh_config" "$D/src/blob" "${ADDR[first]}:$D/hosts/h$first/rsync/" || return 1
+    for k in "$@"; do
+        ip netns exec "${NS[first]}" rsync -a -e "ssh -F $W/ssh_config" "$D/hosts/h$first/rsync/blob" "${ADDR[k]}:$D/hosts/h$k/rsync/" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || fail=1; done
+    return $fail
+}
+
+run_rsync() {
+    local n=$1 k t0 t1 up0 cx0 up1 cx1 files=() east=() west=() fail=0 pe pw
+    log "rsync tree: origin -> first host of each DC -> the rest of its DC"
+    for ((k = 1; k <= n; k++)); do
+        mkdir -p "$D/hosts/h$k/rsync"
+        if [[ ${DC[k]} == east ]]; then east+=("$k"); else west+=("$k"); fi
+    done
+    up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
+    rsync_branch "${east[@]}" &
+    pe=$!
+    rsync_branch "${west[@]}" &
+    pw=$!
+    wait "$pe" || fail=1
+    wait "$pw" || fail=1
+    t1=$(now) c1=$(cpu_ticks) up1=$(origin_tx) cx1=$(cross_dc)
+    ((fail == 0)) || die "rsync: a copy failed"
+    for ((k = 1; k <= n; k++)); do files+=("$D/hosts/h$k/rsync/blob"); done
+    verify rsync "${files[@]}"
+    record "$n" rsync "$(echo "$t1 - $t0" | bc)" $((up1 - up0)) $((cx1 - cx0)) - "$(cpu_busy "$c0" "$c1")"
+    for ((k = 1; k <= n; k++)); do rm -rf "$D/hosts/h$k/rsync"; done
+}
+
+run_aria2c() {
+    local n=$1 k t0 t1 up0 cx0 up1 cx1 rss files=() fail=0 pids=() tracker seeder t=0
+    local common=(--bt-enable-lpd=false --enable-dht=false --enable-dht6=false --enable-peer-exchange=false
+        --listen-port=6881 --summary-interval=0 --console-log-level=warn --file-allocation=falloc
+        --bt-max-peers=55)
+    log "aria2c: seeder in the origin namespace, $n leechers, rookery's tracker"
+    "$BIN" -q torrent create "$D/src" --tracker "http://${ADDR[0]}:6969/announce" -o "$W/aria2.torrent"
+    ip netns exec "$P-o" "$BIN" tracker -q -i "$W/ctl.yml" --torrent "$W/aria2.torrent" \
+        --listen "${ADDR[0]}:6969" --sharing mesh >"$W/tracker.log" 2>&1 &
+    tracker=$!
+    until ip netns exec "$P-o" timeout 1 bash -c "exec 3<>/dev/tcp/${ADDR[0]}/6969" 2>/dev/null; do
+        ((++t < 50)) || die "aria2c: rookery tracker did not listen: $(cat "$W/tracker.log")"
+        sleep 0.1
+    done
+    start_sampler "aria2c .*--seed-time=0 .*$D/hosts/"
+    up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
+    ip netns exec "$P-o" aria2c "${common[@]}" --seed-ratio=0.0 --bt-seed-unverified=true \
+        -d "$D" "$W/aria2.torrent" >"$W/aria2-seeder.log" 2>&1 &
+    seeder=$!
+    for ((k = 1; k <= n; k++)); do
+        mkdir -p "$D/hosts/h$k/aria2c"
+        ip netns exec "${NS[k]}" aria2c "${common[@]}" --seed-time=0 --check-integrity=true \
+            -d "$D/hosts/h$k/aria2c" "$W/aria2.torrent" >"$W/aria2-h$k.log" 2>&1 &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || fail=1; done
+    t1=$(now) c1=$(cpu_ticks) up1=$(origin_tx) cx1=$(cross_dc)
+    rss=$(stop_sampler)
+    kill "$seeder" "$tracker" 2>/dev/null || true
+    wait "$seeder" "$tracker" 2>/dev/null || true
+    if ((fail)); then
+        tail -n 5 "$W"/aria2-h*.log "$W/tracker.log" >&2
+        die "aria2c: a leecher failed"
+    fi
+    for ((k = 1; k <= n; k++)); do files+=("$D/hosts/h$k/aria2c/src/blob"); done
+    verify aria2c "${files[@]}"
+    record "$n" aria2c "$(echo "$t1 - $t0" | bc)" $((up1 - up0)) $((cx1 - cx0)) "$rss" "$(cpu_busy "$c0" "$c1")"
+    for ((k = 1; k <= n; k++)); do rm -rf "$D/hosts/h$k/aria2c"; done
+}
+
+# --- main --------------------------------------------------------------------------
+
+for n in "${HOSTS[@]}"; do
+    log "cluster of $n hosts + origin, links ${RATE} Mbit/s, artifact ${SIZE} MiB"
+    up_cluster "$n"
+    for m in "${METHOD_LIST[@]}"; do "run_$m" "$n"; done
+    down_cluster
+done
+
+python3 - "$SIZE" "$RATE" "$STORAGE" "$(nproc)" "${RESULTS[@]}" <<'PY'
+import sys
+size, rate, storage, cores = sys.argv[1:5]
+rows = [r.split() for r in sys.argv[5:]]
+s = int(size) << 20
+bound = s * 8 / (int(rate) * 1e6)
+print()
+print(f"S = {size} MiB, C = {rate} Mbit/s, S/C = {bound:.1f} s; 2 DCs, origin in DC east; "
+      f"files on {storage}; {cores} cores")
+print(f"{'N':>3} {'method':<9} {'slowest':>8} {'x S/C':>6} {'origin up':>10} {'cross-DC':>9} {'peak RSS':>10} {'CPU':>5}")
+checks = []
+times = {}
+for n, m, secs, up, cross, rss, cpu in rows:
+    secs, up, cross = float(secs), int(up) / s, int(cross) / s
+    times[(n, m)] = secs
+    r = "-" if rss == "-" else f"{int(rss) / 1024:.1f} MiB"
+    print(f"{n:>3} {m:<9} {secs:7.1f}s {secs / bound:6.2f} {up:9.2f}x {cross:8.2f}x {r:>10} {cpu:>4}%")
+    if m.startswith("rookery"):
+        checks.append((n, m, secs / bound <= 1.2, up <= 1.2, cross <= 1.1, rss != "-" and int(rss) < 64 * 1024))
+print()
+print("targets (rookery): slowest <= 1.2 x S/C; origin upload <= 1.2 x S; "
+      "cross-DC <= 1.1 x S (one remote DC); agent peak RSS < 64 MiB; >= 10x faster than scp at N = 16")
+yn = lambda b: "met" if b else "NOT met"
+for n, m, a, b, c, d in checks:
+    line = f"  N={n} {m}: slowest {yn(a)}, origin {yn(b)}, cross-DC {yn(c)}, RSS {yn(d)}"
+    if (n, "scp") in times:
+        sp = times[(n, "scp")] / times[(n, m)]
+        line += f", {sp:.1f}x faster than scp" + (f" ({yn(sp >= 10)})" if n == "16" else "")
+    print(line)
+PY
