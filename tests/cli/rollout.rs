@@ -195,6 +195,18 @@ impl Cluster {
         })
     }
 
+    /// Asserts that every instance started exactly once on `version`; returns the
+    /// starts.
+    fn each_started_once(&self, version: &str) -> BTreeMap<(String, String), usize> {
+        let starts = self.starts_of(version);
+        assert_eq!(starts.len(), total_instances(), "{starts:?}");
+        assert!(
+            starts.values().all(|&n| n == 1),
+            "a host was restarted twice: {starts:?}"
+        );
+        starts
+    }
+
     /// Waits until `n` instances are live in total.
     fn wait_live(&self, n: usize) {
         let until = Instant::now() + Duration::from_secs(30);
@@ -252,6 +264,14 @@ impl Run {
 
     fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+
+    /// The version a `deploy --json` distributed.
+    fn version(&self) -> String {
+        self.json()["distribution"]["version"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// The rollout record of a `deploy --json`.
@@ -332,10 +352,7 @@ fn total_instances() -> usize {
 /// A first deploy on an empty cluster; returns its version.
 fn first_deploy(c: &Cluster) -> String {
     let r = c.deploy().ok();
-    let v = r.json()["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v = r.version();
     c.wait_live(total_instances());
     v
 }
@@ -348,10 +365,7 @@ fn diamond(store: Store) {
     let watcher = Watcher::start(c.location.clone(), v1.clone());
     let r = c.deploy().ok();
     let (min, first_new) = watcher.finish();
-    let v2 = r.json()["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = r.version();
     assert_ne!(v1, v2);
     assert_eq!(r.record()["state"], "done", "{}", r.stdout);
 
@@ -382,9 +396,7 @@ fn diamond(store: Store) {
         }
     }
     // Each instance started exactly once on the new version, and everything runs it.
-    let starts = c.starts_of(&v2);
-    assert_eq!(starts.len(), total_instances(), "{starts:?}");
-    assert!(starts.values().all(|&n| n == 1), "{starts:?}");
+    let starts = c.each_started_once(&v2);
     assert!(c.live().values().all(|v| v == &v2), "{:?}", c.live());
 
     // The same deploy again changes nothing.
@@ -509,17 +521,9 @@ fn kill_and_resume(store: Store) {
 
     let r = c.deploy().ok();
     assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
-    let v2 = r.json()["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = r.version();
     assert_eq!(r.record()["state"], "done");
-    let starts = c.starts_of(&v2);
-    assert_eq!(starts.len(), total_instances(), "{starts:?}");
-    assert!(
-        starts.values().all(|&n| n == 1),
-        "a host was restarted twice: {starts:?}"
-    );
+    c.each_started_once(&v2);
     assert!(c.live().values().all(|v| v == &v2));
     for h in ["h1", "h2", "h3", "h4", "h5", "h6"] {
         let cur = std::fs::read_link(c.path(&format!("hosts/{h}/srv/app/current"))).unwrap();
@@ -598,10 +602,7 @@ fn catch_up(store: Store) {
     c.artifact("v2", None);
     let r = c.deploy();
     assert_eq!(r.code, 4, "{}", r.stderr);
-    let v2 = r.json()["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = r.version();
     assert_eq!(host_states(&r.record(), "a")["h6"], "skipped");
     assert_eq!(host_states(&r.record(), "a")["h5"], "done");
 
@@ -661,10 +662,7 @@ fn a_lost_zookeeper_session_halts_the_rollout_and_the_next_run_finishes_it() {
     // (their new instance could not register during the cut) are switched again.
     let r = c.deploy().ok();
     assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
-    let v2 = r.json()["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = r.version();
     c.wait_live(total_instances());
     assert!(c.live().values().all(|v| v == &v2), "{:?}", c.live());
     // Nobody restarted a finished host: only the batch in flight started twice.
@@ -768,16 +766,8 @@ fn the_first_ctrl_c_finishes_the_batch_in_flight_and_the_next_run_resumes() {
 
     let r = c.deploy().ok();
     assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
-    let v2 = r.json()["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let starts = c.starts_of(&v2);
-    assert_eq!(starts.len(), total_instances(), "{starts:?}");
-    assert!(
-        starts.values().all(|&n| n == 1),
-        "a host was restarted twice: {starts:?}"
-    );
+    let v2 = r.version();
+    c.each_started_once(&v2);
 }
 
 #[test]
@@ -878,10 +868,7 @@ fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
     let c = Cluster::new(Store::Local, false);
     let v1 = first_deploy(&c);
     c.artifact("v2", None);
-    let v2 = c.deploy().ok().json()["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = c.deploy().ok().version();
     assert!(c.live().values().all(|v| v == &v2));
 
     // Only d first: the others stay on v2.
