@@ -231,6 +231,24 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_services();
+        if std::thread::panicking() {
+            // What the hosts' supervisors and agents said: the first thing to read
+            // when a test fails on a busy machine.
+            for h in ["h1", "h2", "h3", "h4", "h5", "h6"] {
+                let dir = self.path(&format!("hosts/{h}/srv/app/.rookery"));
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let path = e.path();
+                    if path.extension().is_some_and(|x| x == "log") {
+                        let text = std::fs::read_to_string(&path).unwrap_or_default();
+                        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                        eprintln!("--- {}", path.display());
+                        for l in tail.iter().rev() {
+                            eprintln!("{l}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
