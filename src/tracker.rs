@@ -464,8 +464,9 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn a_start_up_wait_is_held_until_the_predecessor_announces() {
+    /// A tracker on loopback for the chain origin -> a -> b (all at 127.0.0.1), serving
+    /// until the returned token is cancelled.
+    async fn serve_origin_a_b() -> (std::net::SocketAddr, CancellationToken) {
         let member = |name: &str, origin: bool| Member {
             name: name.into(),
             dc: "dc".into(),
@@ -486,6 +487,12 @@ mod tests {
             let (t, c) = (t.clone(), cancel.clone());
             async move { t.serve(listener, c).await }
         });
+        (addr, cancel)
+    }
+
+    #[tokio::test]
+    async fn a_start_up_wait_is_held_until_the_predecessor_announces() {
+        let (addr, cancel) = serve_origin_a_b().await;
         let begun = Instant::now();
         let b = tokio::spawn(announce_to(addr, "b", 7002));
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -518,26 +525,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_member_that_announces_stopped_is_no_longer_a_feeder() {
-        let member = |name: &str, origin: bool| Member {
-            name: name.into(),
-            dc: "dc".into(),
-            rack: "r".into(),
-            ip: Some("127.0.0.1".parse().unwrap()),
-            origin,
-        };
-        let roster = Roster::new(vec![
-            member("origin", true),
-            member("a", false),
-            member("b", false),
-        ]);
-        let t = Tracker::new(roster, &[[7; 20]], Settings::default());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        tokio::spawn({
-            let (t, c) = (t.clone(), cancel.clone());
-            async move { t.serve(listener, c).await }
-        });
+        let (addr, cancel) = serve_origin_a_b().await;
         announce_to(addr, "origin", 7000).await;
         announce_to(addr, "a", 7001).await;
         let to_a = b"5:peers6:\x7f\x00\x00\x01\x1b\x59e";
