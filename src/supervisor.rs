@@ -194,7 +194,8 @@ pub async fn run(
                     // SAFETY: signalling the service's own process group.
                     unsafe { libc::kill(-(p as i32), libc::SIGTERM) };
                 }
-                let status = match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+                let until = tokio::time::Instant::now() + STOP_GRACE;
+                let status = match tokio::time::timeout_at(until, child.wait()).await {
                     Ok(s) => s?,
                     Err(_) => {
                         if let Some(p) = pid {
@@ -204,6 +205,20 @@ pub async fn run(
                         child.wait().await?
                     }
                 };
+                // The shell may be gone while the service it started still shuts down
+                // (dash does not always exec the last command): the instance is stopped
+                // only when its whole process group is, or a restart would start the
+                // next one beside it.
+                if let Some(p) = pid {
+                    let give_up = until + Duration::from_secs(5);
+                    while group_alive(p) && tokio::time::Instant::now() < give_up {
+                        if tokio::time::Instant::now() > until {
+                            // SAFETY: as above.
+                            unsafe { libc::kill(-(p as i32), libc::SIGKILL) };
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
                 if !ever_healthy {
                     report(false, pid, Some("stopped before it was healthy".into()));
                 }
@@ -302,10 +317,61 @@ fn exit_code(status: &std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
+/// Whether any process of group `pgid` is still running (not a zombie: an orphan's
+/// zombie waits for init, which may reap it late).
+fn group_alive(pgid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the group has members.
+    if unsafe { libc::kill(-(pgid as i32), 0) } != 0 {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true; // no procfs: trust the signal
+    };
+    dir.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // After the command name in parentheses: state, ppid, pgrp.
+        let mut f = stat[stat.rfind(')').map_or(0, |i| i + 1)..].split_whitespace();
+        let state = f.next();
+        let pgrp = f.nth(1);
+        pgrp == Some(pgid.to_string().as_str()) && !matches!(state, Some("Z" | "X"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::local_store::LocalStore;
+
+    #[tokio::test]
+    async fn a_stop_waits_for_the_whole_process_group() {
+        let d = tempfile::tempdir().unwrap();
+        let loc = Location::Local {
+            dir: d.path().join("store"),
+        };
+        // The shell dies at SIGTERM at once; the service it started takes 300 ms to
+        // shut down, like a server finishing its requests.
+        let s = sup(
+            d.path(),
+            "sh -c 'trap \"sleep 0.3; touch stopped; exit 0\" TERM; touch up; while :; do sleep 0.02; done' & wait",
+            Some("test -e up"),
+        );
+        let cancel = CancellationToken::new();
+        let run = run(&loc, "t", &s, Box::new(Buf::default()), cancel.clone());
+        let stop = async {
+            while !d.path().join("up").exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cancel.cancel();
+        };
+        let (_, ()) = tokio::join!(run, stop);
+        assert!(
+            d.path().join("stopped").exists(),
+            "the supervisor returned while the service was still stopping"
+        );
+    }
 
     fn sup(dir: &std::path::Path, cmd: &str, health: Option<&str>) -> Supervise {
         Supervise {
