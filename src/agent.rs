@@ -127,7 +127,7 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
         },
     };
     if a.foreground {
-        let rt = shutdown::runtime()?;
+        let rt = shutdown::engine_runtime()?;
         let ok = rt.block_on(async {
             let cancel = shutdown::install();
             fetch::run(f, Box::new(std::io::stdout()), cancel).await
@@ -153,7 +153,9 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
             log.display()
         ),
         Side::Child(pipe) => {
-            let rt = shutdown::runtime()?;
+            // stderr is the fetch log now: progress and peers, one line a second.
+            shutdown::init_logging_or("rookery=info");
+            let rt = shutdown::engine_runtime()?;
             let ok = rt.block_on(async {
                 let cancel = shutdown::install();
                 fetch::run(f, Box::new(pipe), cancel).await
@@ -172,7 +174,7 @@ pub fn seed(
 ) -> anyhow::Result<Exit> {
     let (torrent, _metainfo, engine) = swarm(a)?;
     let duration = for_.map(|d| duration("--for", d)).transpose()?;
-    let rt = shutdown::runtime()?;
+    let rt = shutdown::engine_runtime()?;
     let uploaded = rt.block_on(async {
         let cancel = shutdown::install();
         if until_stdin_closes {

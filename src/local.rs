@@ -43,8 +43,8 @@ impl Connection for LocalConnection {
         stdout: &mut (dyn FnMut(&str) + Send),
         cancel: &CancellationToken,
     ) -> std::io::Result<Finished> {
-        let mut child = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
             .arg(command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -53,8 +53,19 @@ impl Connection for LocalConnection {
             // Its own process group, like a command on a remote host: a Ctrl-C at the
             // terminal reaches the controller, which decides what stops (a switch in
             // flight finishes), not every command it started.
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        // A no-op hook makes std fork and exec instead of using posix_spawn. glibc's
+        // posix_spawn child resets handlers to the default, joins the new group, then
+        // unblocks signals: a Ctrl-C sent to the terminal's group in between stays
+        // pending and kills the child (seen once: a switch of the batch in flight
+        // "killed by signal INT"). After a plain fork the child still has the
+        // controller's handler until it has left the group, so such a signal is
+        // harmless.
+        // SAFETY: the hook does nothing, so it is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| Ok(()));
+        }
+        let mut child = cmd.spawn()?;
         // Held open like an SSH channel's stdin; closed on cancel.
         let mut stdin = child.stdin.take();
         let mut out = child.stdout.take().expect("piped");

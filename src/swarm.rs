@@ -10,8 +10,9 @@
 //!   predecessor that is not behind it. In-order fetching suits a chain: each host
 //!   forwards piece *i* as soon as it has verified it, every host uploads about one
 //!   copy, and the chain crosses each datacenter boundary once. A dead feeder stops
-//!   announcing and is skipped at the next announce; a slow feeder (under half the
-//!   best rate while its successor has caught up with it) gets a bypass.
+//!   announcing and is skipped at the next announce; a slow feeder (under half its
+//!   upstream's rate while its successor has caught up with it) gets a bypass. The
+//!   agent keeps connections to exactly the feeders named (see `fetch.rs`).
 //! - **mesh** (any other client, e.g. aria2c with rarest-first): same-rack peers
 //!   first, then same-datacenter, then a bounded number of remote ones; a rack or
 //!   datacenter with no complete peer always gets one, so late zones never starve.
@@ -196,6 +197,11 @@ pub struct Status {
     pub waiting_on_me: usize,
     pub complete: usize,
     pub incomplete: usize,
+    /// Pipeline sharing: the addresses the member was last told to fetch from. The
+    /// agent keeps its outgoing connections to exactly these (librqbit only ever adds
+    /// the peers of a tracker answer, so a feeder named once would stay for good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feeders: Option<Vec<SocketAddr>>,
 }
 
 impl Swarm {
@@ -226,6 +232,7 @@ impl Swarm {
         now: Instant,
     ) -> Vec<SocketAddr> {
         self.started.get_or_insert(now);
+        let before = self.peers[me].as_ref().map(|p| p.feeders.clone());
         let rate = match &self.peers[me] {
             Some(p) if seen.left <= p.left => {
                 let dt = now.duration_since(p.last_seen).as_secs_f64();
@@ -264,6 +271,23 @@ impl Swarm {
             .filter_map(|&i| self.peers[i].as_ref().map(|p| p.addr))
             .take(numwant)
             .collect();
+        if before.as_ref() != Some(&feeders) {
+            let names: Vec<&str> = feeders
+                .iter()
+                .map(|&i| roster.members[i].name.as_str())
+                .collect();
+            let t = self
+                .started
+                .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+            tracing::info!(
+                target: "rookery::swarm",
+                "{t:.1}s {} (left {} MiB, {:.1} MiB/s) feeders: [{}]",
+                roster.members[me].name,
+                seen.left >> 20,
+                rate / (1 << 20) as f64,
+                names.join(", ")
+            );
+        }
         if let Some(p) = &mut self.peers[me] {
             p.feeders = feeders;
             p.awaiting = awaiting;
@@ -295,7 +319,9 @@ impl Swarm {
     /// The feeders for `me`, and the predecessor it waits for when the answer is to
     /// wait.
     fn pipeline(&self, roster: &Roster, me: usize, now: Instant) -> (Vec<usize>, Option<usize>) {
-        let my_left = self.peers[me].as_ref().map_or(u64::MAX, |p| p.left);
+        let (my_left, my_rate) = self.peers[me]
+            .as_ref()
+            .map_or((u64::MAX, 0.0), |p| (p.left, p.rate));
         if my_left == 0 {
             return (Vec::new(), None);
         }
@@ -305,33 +331,49 @@ impl Swarm {
         let starting = self
             .started
             .is_some_and(|t| now.duration_since(t) < self.expiry);
-        let predecessors = roster.order[..roster.position[me]].iter().rev().copied();
+        let predecessors: Vec<usize> = roster.order[..roster.position[me]]
+            .iter()
+            .rev()
+            .copied()
+            .collect();
+        // Usable feeders: alive and not behind me (a restarted predecessor is behind
+        // and would hold me back; everyone starts equal, so equal is fine). Its
+        // `left` is as of its last announce, up to an interval old, while mine is
+        // fresh: a feeder one piece ahead looks behind unless its progress since then
+        // is allowed for. Without that slack, hosts of a healthy chain left their
+        // feeders for ones further up, down to the origin, and took pieces twice
+        // (measured: 5 to 10 origin copies for 8 and 16 hosts).
+        let usable = |i: usize| {
+            self.alive(i, now)
+                .filter(|p| p.left <= my_left.saturating_add(Self::staleness(p, my_rate, now)))
+        };
         let mut feeders: Vec<usize> = Vec::new();
-        for i in predecessors {
+        for (k, &i) in predecessors.iter().enumerate() {
             if self.peers[i].is_none() && starting {
                 return (feeders, Some(i));
             }
-            // Usable feeders: alive and not behind me (a restarted predecessor is
-            // behind and would hold me back; everyone starts equal, so equal is fine).
-            // Its `left` is as of its last announce, up to an interval old, while mine
-            // is fresh: a feeder one piece ahead looks behind unless its progress
-            // since then is allowed for. Without that slack, hosts of a healthy chain
-            // left their feeders for ones further up, down to the origin, and took
-            // pieces twice (measured: 5 to 10 origin copies for 8 and 16 hosts).
-            if self
-                .alive(i, now)
-                .is_none_or(|p| p.left > my_left.saturating_add(Self::staleness(p, now)))
-            {
-                continue;
-            }
+            let Some(p) = usable(i) else { continue };
             feeders.push(i);
-            let p = self.alive(i, now).expect("filtered");
             // A feeder that missed its last announce may have exited (a seeder whose
             // window ended: librqbit announces neither `completed` nor `stopped`),
             // complete or not: keep it, but also take the next predecessor rather
             // than wait out `expiry` on a dead address.
-            let overdue = now.duration_since(p.last_seen) > self.overdue;
-            if !overdue && (p.left == 0 || !self.slow(p, my_left, now)) {
+            if now.duration_since(p.last_seen) > self.overdue {
+                continue;
+            }
+            if p.left == 0 {
+                break;
+            }
+            // A slow feeder is one its own upstream outruns: then the next usable
+            // predecessor is added too. Hosts downstream of any feeder run at its
+            // rate, so comparing with the swarm's best rate (the chain's head) made
+            // every host look slow and fetch from the whole chain.
+            let upstream = predecessors[k + 1..].iter().find_map(|&j| usable(j));
+            let reference = match upstream {
+                Some(g) if g.left > 0 => g.rate,
+                _ => self.best_rate(now),
+            };
+            if !Self::slow(p, my_left, reference) {
                 break;
             }
         }
@@ -342,22 +384,35 @@ impl Swarm {
         (feeders, None)
     }
 
-    /// How far a peer may have moved since it last announced: its rate over the time
-    /// since, plus [`CAUGHT_UP_SLACK`] for pieces in flight.
-    fn staleness(p: &Peer, now: Instant) -> u64 {
+    /// How far a peer may have moved since it last announced: the faster of its own
+    /// rate and the asker's (a feeder's rate is unknown until its second announce,
+    /// and whatever the asker received came from somewhere at least as fast) over the
+    /// time since, plus [`CAUGHT_UP_SLACK`] for pieces in flight. Without the asker's
+    /// rate, every host's second announce found its feeder "behind" (still at its
+    /// first, empty announce) and jumped to the origin (measured: 2.6 origin copies
+    /// for 8 hosts).
+    fn staleness(p: &Peer, my_rate: f64, now: Instant) -> u64 {
         let since = now.duration_since(p.last_seen).as_secs_f64();
-        CAUGHT_UP_SLACK.saturating_add((p.rate * since) as u64)
+        // Rates are smoothed over announces while transfers are bursty (20 to 45
+        // MiB/s second to second on a 48 MiB/s link): allow twice the time since,
+        // plus a second, at the faster rate. A restarted predecessor is hundreds of
+        // MiB behind, far outside this.
+        CAUGHT_UP_SLACK.saturating_add((p.rate.max(my_rate) * (2.0 * since + 1.0)) as u64)
     }
 
     /// A feeder is slow when its successor has caught up with it and it runs at under
-    /// half the best rate in the swarm.
-    fn slow(&self, feeder: &Peer, my_left: u64, now: Instant) -> bool {
-        let best = (0..self.peers.len())
+    /// half the `reference` rate (its upstream's).
+    fn slow(feeder: &Peer, my_left: u64, reference: f64) -> bool {
+        my_left <= feeder.left.saturating_add(CAUGHT_UP_SLACK) && feeder.rate < 0.5 * reference
+    }
+
+    /// The best download rate among live incomplete members.
+    fn best_rate(&self, now: Instant) -> f64 {
+        (0..self.peers.len())
             .filter_map(|i| self.alive(i, now))
             .filter(|p| p.left > 0)
             .map(|p| p.rate)
-            .fold(0.0, f64::max);
-        my_left <= feeder.left.saturating_add(CAUGHT_UP_SLACK) && feeder.rate < 0.5 * best
+            .fold(0.0, f64::max)
     }
 
     fn nearest_complete(&self, roster: &Roster, me: usize, now: Instant) -> Option<usize> {
@@ -404,7 +459,7 @@ impl Swarm {
         out
     }
 
-    pub fn status(&self, roster: &Roster, me: usize, now: Instant) -> Status {
+    pub fn status(&self, roster: &Roster, sharing: Sharing, me: usize, now: Instant) -> Status {
         let rack = (&roster.members[me].dc, &roster.members[me].rack);
         let rack_complete = roster
             .members
@@ -426,6 +481,15 @@ impl Swarm {
                 .count(),
             complete: alive.iter().filter(|p| p.left == 0).count(),
             incomplete: alive.iter().filter(|p| p.left > 0).count(),
+            feeders: match (sharing, &self.peers[me]) {
+                (Sharing::Pipeline, Some(p)) => Some(
+                    p.feeders
+                        .iter()
+                        .filter_map(|&i| self.peers[i].as_ref().map(|f| f.addr))
+                        .collect(),
+                ),
+                _ => None,
+            },
         }
     }
 
@@ -749,6 +813,30 @@ mod tests {
     }
 
     #[test]
+    fn status_names_the_feeders_last_given_and_only_for_the_pipeline() {
+        let r = roster(&[("east", "e1", 2)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6));
+        let t = Instant::now();
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
+        s.announce(&r, Sharing::Pipeline, 1, seen(1, S), 50, t);
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
+        let st = s.status(&r, Sharing::Pipeline, 2, t);
+        assert_eq!(st.feeders, Some(vec![addr(1)]));
+        // Host 1 restarts empty behind host 2: the next answer, and so the status,
+        // names the origin instead.
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S / 2), 50, t);
+        s.announce(&r, Sharing::Pipeline, 1, seen(1, S), 50, t);
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S / 2), 50, t);
+        let st = s.status(&r, Sharing::Pipeline, 2, t);
+        assert_eq!(st.feeders, Some(vec![addr(0)]));
+        assert_eq!(s.status(&r, Sharing::Mesh, 2, t).feeders, None);
+        // Not announced yet: nothing to follow.
+        let mut fresh = Swarm::new(&r, Duration::from_secs(6));
+        fresh.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
+        assert_eq!(fresh.status(&r, Sharing::Pipeline, 2, t).feeders, None);
+    }
+
+    #[test]
     fn status_tracks_rack_completion_and_dependants() {
         let r = roster(&[("east", "e1", 2)]);
         let mut s = Swarm::new(&r, Duration::from_secs(6));
@@ -756,11 +844,11 @@ mod tests {
         s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
         s.announce(&r, Sharing::Pipeline, 1, seen(1, 0), 50, t);
         s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
-        let st = s.status(&r, 1, t);
+        let st = s.status(&r, Sharing::Pipeline, 1, t);
         assert!(!st.rack_complete);
         assert_eq!(st.waiting_on_me, 1);
         s.announce(&r, Sharing::Pipeline, 2, seen(2, 0), 50, t);
-        let st = s.status(&r, 1, t);
+        let st = s.status(&r, Sharing::Pipeline, 1, t);
         assert!(st.rack_complete);
         assert_eq!(st.waiting_on_me, 0);
         assert_eq!((st.complete, st.incomplete), (3, 0));

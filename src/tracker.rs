@@ -242,7 +242,7 @@ impl Tracker {
                 let Some(swarm) = swarms.get(&info_hash) else {
                     return fail("unknown info_hash".into());
                 };
-                let status = swarm.status(roster, me, now);
+                let status = swarm.status(roster, self.inner.settings.sharing, me, now);
                 let body = serde_json::to_vec(&status).expect("status serializes");
                 ("application/json", body, None)
             }

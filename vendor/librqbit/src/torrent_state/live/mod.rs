@@ -913,6 +913,57 @@ impl TorrentStateLive {
         }
     }
 
+    // rookery patch: the embedding application chooses whom to fetch from.
+    /// Keeps outgoing connections only to the peers in `keep`: others (live,
+    /// connecting, queued or waiting out a back-off) are disconnected and not retried,
+    /// their in-flight pieces go back to the queue; peers in `keep` that were dropped
+    /// this way or never seen are connected. Incoming connections are left alone.
+    /// Tracker answers only ever add peers, so without this a feeder the tracker
+    /// named once stays connected for the whole download.
+    pub fn retain_outgoing_peers(&self, keep: &[SocketAddr]) {
+        let mut released = false;
+        for mut pe in self.peers.states.iter_mut() {
+            let addr = *pe.key();
+            let Some(out) = pe.value().outgoing_address else {
+                continue;
+            };
+            if keep.contains(&out) {
+                if pe.value().closing {
+                    // Connected again once the dropped connection has closed.
+                    pe.value_mut().wanted = true;
+                } else if let Some(a) = pe.value_mut().reconnect_not_needed_peer(&self.peers) {
+                    let _ = self.peer_queue_tx.send(a);
+                }
+                continue;
+            }
+            pe.value_mut().wanted = false;
+            if matches!(pe.value().get_state(), PeerState::NotNeeded) {
+                continue;
+            }
+            match pe.value_mut().set_not_needed(&self.peers) {
+                PeerState::Connecting(tx) => {
+                    pe.value_mut().closing = true;
+                    let _ = tx.send(WriterRequest::Disconnect(Ok(())));
+                }
+                PeerState::Live(live) => {
+                    pe.value_mut().closing = true;
+                    let mut g = self.lock_write("retain_outgoing_peers");
+                    if let Ok(pieces) = g.get_pieces_mut() {
+                        released |= pieces.release_pieces_owned_by(addr) > 0;
+                    }
+                    let _ = live.tx.send(WriterRequest::Disconnect(Ok(())));
+                }
+                _ => {}
+            }
+        }
+        if released {
+            self.new_pieces_notify.notify_waiters();
+        }
+        for a in keep {
+            let _ = self.add_peer_if_not_seen(*a);
+        }
+    }
+
     pub(crate) fn reconnect_all_not_needed_peers(&self) {
         self.peers
             .states
@@ -1320,6 +1371,16 @@ impl PeerHandler {
             PeerState::NotNeeded => {
                 // Restore it as std::mem::take() replaced it above.
                 pe.value_mut().set_state(PeerState::NotNeeded, peers);
+                // rookery patch: a connection `retain_outgoing_peers` dropped has
+                // closed; connect again if the peer was named again meanwhile.
+                let p = pe.value_mut();
+                p.closing = false;
+                if std::mem::take(&mut p.wanted)
+                    && let Some(a) = p.reconnect_not_needed_peer(peers)
+                {
+                    drop(pe);
+                    let _ = self.state.peer_queue_tx.send(a);
+                }
                 return Ok(());
             }
             s @ PeerState::Queued | s @ PeerState::Dead => {

@@ -30,6 +30,10 @@ pub(crate) struct Peer {
     state: PeerState,
     pub stats: stats::atomic::PeerStats,
     pub outgoing_address: Option<SocketAddr>,
+    // rookery patch: `retain_outgoing_peers` dropped this peer's connection, which has
+    // not finished closing yet (`closing`), and has named it again since (`wanted`).
+    pub closing: bool,
+    pub wanted: bool,
 }
 
 impl Peer {
@@ -49,6 +53,8 @@ impl Peer {
             state,
             stats: Default::default(),
             outgoing_address: None,
+            closing: false,
+            wanted: false,
         }
     }
 
@@ -58,6 +64,8 @@ impl Peer {
             outgoing_address: Some(addr),
             stats: Default::default(),
             state: Default::default(),
+            closing: false,
+            wanted: false,
         }
     }
 
