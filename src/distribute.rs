@@ -421,7 +421,10 @@ async fn orchestrate<T: Transport>(
         let h = r.host;
         let host = &inv.hosts[h];
         let listen = if local {
-            format!("127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST.into())?)
+            // Port 0: the agent's engine binds whatever the kernel gives it and
+            // announces that. A port picked free here could be taken, by some
+            // connection's ephemeral port, before the agent binds it.
+            "127.0.0.1:0".to_string()
         } else {
             match host.address.parse::<IpAddr>() {
                 Ok(a) => SocketAddr::new(a, dist.port).to_string(),

@@ -113,12 +113,11 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
         // librqbit never announces `stopped`: tell the tracker, so hosts fed by this
         // one move on at their next announce instead of waiting it out.
         if let Some(url) = &f.engine.tracker {
-            let _ = crate::tracker::announce_stopped(
-                url,
-                &torrent.info_hash().0,
-                f.engine.listen.port(),
-            )
-            .await;
+            // The port bound, which differs from `--listen` when that asked for 0.
+            let port = session
+                .listen_addr()
+                .map_or(f.engine.listen.port(), |a| a.port());
+            let _ = crate::tracker::announce_stopped(url, &torrent.info_hash().0, port).await;
         }
         session.stop().await;
     }

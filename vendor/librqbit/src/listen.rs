@@ -146,7 +146,11 @@ impl ListenerOptions {
             None
         };
 
-        let announce_port = if let Some(p) = self.announce_port {
+        // rookery patch: `Some(0)` announces the port actually bound (a listener on
+        // port 0 gets one from the kernel, which no caller could know in advance).
+        let announce_port = if self.announce_port == Some(0) {
+            Some(listen_addr.port())
+        } else if let Some(p) = self.announce_port {
             Some(p)
         } else if listen_addr.ip().is_loopback() {
             None
