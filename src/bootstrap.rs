@@ -57,6 +57,24 @@ pub enum Outcome {
     Uploaded,
 }
 
+/// A shell command printing the SHA-256 of the file at `quoted` (shell-quoted), or
+/// nothing when it is missing. The digest is cached beside it in `<path>.sha256`
+/// with the file's size, inode and change time (`stat -c '%s %i %z'`, nanoseconds),
+/// and recomputed when any of these differ: a write, a rename over it or a chmod
+/// changes the change time, which no user can set. Hashing the 23 MB binary on every
+/// host took 0.3 to 0.5 s of each deploy's start on a loaded machine; the cached
+/// answer is one `stat`.
+fn quick_sum_command(quoted: &str) -> String {
+    format!(
+        "p={quoted}; c=\"$p.sha256\"; \
+         st=$(stat -c '%s %i %z' -- \"$p\" 2>/dev/null) || exit 0; \
+         if [ -f \"$c\" ] && [ \"$(sed -n 2p \"$c\")\" = \"$st\" ]; then sed -n 1p \"$c\"; exit 0; fi; \
+         sum=$(sha256sum -- \"$p\" | cut -d ' ' -f 1); \
+         printf '%s\\n%s\\n' \"$sum\" \"$st\" > \"$c\" 2>/dev/null; \
+         echo \"$sum\""
+    )
+}
+
 /// Ensures `path` on the host holds `bin`; uploads it when it does not.
 pub async fn ensure<C: Connection>(
     conn: &C,
@@ -70,7 +88,7 @@ pub async fn ensure<C: Connection>(
     let mut sum = String::new();
     let check = conn
         .exec(
-            &format!("sha256sum -- {quoted} 2>/dev/null || true"),
+            &quick_sum_command(&quoted),
             &mut |line| {
                 if sum.is_empty() {
                     sum = line.split_whitespace().next().unwrap_or("").to_string();
@@ -130,6 +148,25 @@ mod tests {
             Outcome::Uploaded
         );
         assert_eq!(std::fs::read(path).unwrap(), *newer.data);
+        // Checked again: now the digest is cached beside it.
+        assert_eq!(
+            ensure(&c, "h", path, &newer, &cancel).await.unwrap(),
+            Outcome::Present
+        );
+        let cache = std::fs::read_to_string(format!("{path}.sha256")).unwrap();
+        assert_eq!(cache.lines().next(), Some(newer.sha256.as_str()));
+        // A change in place, of the same size, is still seen (the change time moves),
+        // and the right build goes back.
+        std::fs::write(path, b"#!/bin/sh\necho rookery 2\n").unwrap();
+        assert_eq!(
+            ensure(&c, "h", path, &newer, &cancel).await.unwrap(),
+            Outcome::Uploaded
+        );
+        assert_eq!(std::fs::read(path).unwrap(), *newer.data);
+        assert_eq!(
+            ensure(&c, "h", path, &newer, &cancel).await.unwrap(),
+            Outcome::Present
+        );
     }
 
     #[tokio::test]

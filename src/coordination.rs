@@ -181,9 +181,11 @@ pub trait Coordinator: Send + Sync + 'static {
     /// The live instances of `service`.
     fn live(&self, service: &str) -> impl Future<Output = Result<Vec<Instance>>> + Send;
 
-    /// Resolves when the live set of `service` may have changed (a watch; call
-    /// [`live`](Self::live) again after it fires).
-    fn changed(&self, service: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Resolves when the live set of `service` may differ from `since` (what the
+    /// caller last read with [`live`](Self::live)), at once if it already does: a
+    /// change between that read and this call is not lost. Call `live` again after.
+    fn changed(&self, service: &str, since: &[Instance])
+    -> impl Future<Output = Result<()>> + Send;
 
     fn set_staging(
         &self,

@@ -872,6 +872,7 @@ async fn prepare_hosts<C: Connection>(
                     Err(e) => return Err((h, e)),
                 }
             }
+            tracing::debug!(host = %name, "bootstrap checked");
             if let Err(e) = conn.upload(torrent, &torrent_path(h), 0o644).await {
                 return Err((
                     h,
@@ -882,6 +883,7 @@ async fn prepare_hosts<C: Connection>(
                     ),
                 ));
             }
+            tracing::debug!(host = %name, "metainfo uploaded");
             Ok(Ready {
                 host: h,
                 conn,

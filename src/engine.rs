@@ -101,6 +101,19 @@ pub async fn session(
         .with_context(|| format!("starting the BitTorrent engine on {}", opts.listen))
 }
 
+/// Stops `session` at once: pauses its torrents and cancels `token` (the one the
+/// session was started with). librqbit's own `Session::stop` then sleeps a second
+/// ("hopefully will be enough"), which the controller paid at the end of every
+/// distribution for its in-process origin.
+pub async fn stop_now(session: &Session, token: &CancellationToken) {
+    let torrents: Vec<Arc<ManagedTorrent>> =
+        session.with_torrents(|ts| ts.map(|(_, t)| t.clone()).collect());
+    for t in torrents {
+        let _ = session.pause(&t).await;
+    }
+    token.cancel();
+}
+
 /// Adds a torrent whose files live under `folder`; `storage` overrides librqbit's
 /// read-write filesystem storage (the origin serves read-only).
 pub async fn add(

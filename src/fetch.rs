@@ -345,7 +345,8 @@ pub async fn serve(
     cancel: CancellationToken,
     mut on_tick: impl FnMut(u64),
 ) -> anyhow::Result<u64> {
-    let session = engine::session(opts, root, cancel.child_token()).await?;
+    let session_cancel = cancel.child_token();
+    let session = engine::session(opts, root, session_cancel.clone()).await?;
     let handle = engine::add(
         &session,
         opts,
@@ -363,7 +364,7 @@ pub async fn serve(
         }
         let stats = handle.stats();
         if let Some(e) = stats.error {
-            session.stop().await;
+            engine::stop_now(&session, &session_cancel).await;
             anyhow::bail!("serving {} failed: {e}", root.display());
         }
         on_tick(stats.uploaded_bytes);
@@ -372,6 +373,6 @@ pub async fn serve(
         }
     }
     let uploaded = handle.stats().uploaded_bytes;
-    session.stop().await;
+    engine::stop_now(&session, &session_cancel).await;
     Ok(uploaded)
 }

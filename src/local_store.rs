@@ -209,13 +209,12 @@ impl Coordinator for LocalStore {
         self.live_now(service)
     }
 
-    async fn changed(&self, service: &str) -> Result<()> {
-        let before = self.live_now(service)?;
+    async fn changed(&self, service: &str, since: &[Instance]) -> Result<()> {
         loop {
-            tokio::time::sleep(POLL).await;
-            if self.live_now(service)? != before {
+            if self.live_now(service)? != since {
                 return Ok(());
             }
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -350,7 +349,8 @@ mod tests {
         let s = std::sync::Arc::new(LocalStore::open(d.path(), "t").unwrap());
         let a = s.register("api", &inst("a", "v1")).await.unwrap();
         let s2 = s.clone();
-        let w = tokio::spawn(async move { s2.changed("api").await });
+        let seen = s.live("api").await.unwrap();
+        let w = tokio::spawn(async move { s2.changed("api", &seen).await });
         tokio::task::yield_now().await;
         tokio::time::sleep(POLL).await;
         drop(a);

@@ -728,7 +728,7 @@ async fn gate(
             said = true;
         }
         tokio::select! {
-            r = store.changed(&w.name) => r?,
+            r = store.changed(&w.name, &live) => r?,
             _ = tokio::time::sleep_until(until) => {
                 return Err(Stop {
                     state: State::Failed,
@@ -1008,13 +1008,14 @@ async fn settle(
 ) -> Result<(), String> {
     let is_live = |live: &[Instance]| live.iter().any(|i| i.host == host && i.version == version);
     let until = tokio::time::Instant::now() + deadline;
+    let mut live;
     loop {
-        let live = store.live(service).await.map_err(|e| e.to_string())?;
+        live = store.live(service).await.map_err(|e| e.to_string())?;
         if is_live(&live) {
             break;
         }
         tokio::select! {
-            r = store.changed(service) => r.map_err(|e| e.to_string())?,
+            r = store.changed(service, &live) => r.map_err(|e| e.to_string())?,
             _ = tokio::time::sleep_until(until) => {
                 return Err(format!(
                     "{service} {version} is not live on {host} after {}",
@@ -1026,10 +1027,10 @@ async fn settle(
     let healthy_until = tokio::time::Instant::now() + min_healthy;
     loop {
         tokio::select! {
-            r = store.changed(service) => r.map_err(|e| e.to_string())?,
+            r = store.changed(service, &live) => r.map_err(|e| e.to_string())?,
             _ = tokio::time::sleep_until(healthy_until) => return Ok(()),
         }
-        let live = store.live(service).await.map_err(|e| e.to_string())?;
+        live = store.live(service).await.map_err(|e| e.to_string())?;
         if !is_live(&live) {
             return Err(format!(
                 "{service} {version} on {host} was withdrawn (failed health checks or exited) within min_healthy_time {}",

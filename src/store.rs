@@ -188,10 +188,10 @@ impl Coordinator for Store {
         }
     }
 
-    async fn changed(&self, service: &str) -> Result<()> {
+    async fn changed(&self, service: &str, since: &[Instance]) -> Result<()> {
         match self {
-            Store::Local(s) => s.changed(service).await,
-            Store::ZooKeeper(s) => s.changed(service).await,
+            Store::Local(s) => s.changed(service, since).await,
+            Store::ZooKeeper(s) => s.changed(service, since).await,
         }
     }
 

@@ -275,7 +275,7 @@ impl Coordinator for ZkStore {
         Ok(out)
     }
 
-    async fn changed(&self, service: &str) -> Result<()> {
+    async fn changed(&self, service: &str, since: &[Instance]) -> Result<()> {
         self.check_session()?;
         let dir = format!("{}/current/{service}", self.root);
         self.ensure(&dir).await?;
@@ -284,6 +284,13 @@ impl Coordinator for ZkStore {
             .get_and_watch_children(&dir)
             .await
             .map_err(|e| zerr(format!("watching {dir}"), e))?;
+        // The watch is set: a change from now on fires it. One since the caller's
+        // read would not, so compare with that read first (a resumed rollout's gate
+        // once waited out its whole deadline for a registration that had landed
+        // between its read and its watch).
+        if self.live(service).await? != since {
+            return Ok(());
+        }
         let mut states = self.client.state_watcher();
         tokio::select! {
             _ = watcher.changed() => {}

@@ -132,7 +132,8 @@ async fn scenarios<S: Coordinator>(a: &S, b: &S) {
         b.live("api").await.unwrap(),
         vec![inst("h1", "v1"), inst("h2", "v1")]
     );
-    let watch = b.changed("api");
+    let seen = b.live("api").await.unwrap();
+    let watch = b.changed("api", &seen);
     let drop_later = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(e1);
@@ -149,6 +150,16 @@ async fn scenarios<S: Coordinator>(a: &S, b: &S) {
         live = b.live("api").await.unwrap();
     }
     assert_eq!(live, vec![inst("h2", "v1")]);
+
+    // A change between a read and the watch is not lost: the watch compares with
+    // the read and fires at once (with no other change to wake it, a wait for the
+    // next change would hang).
+    let seen = b.live("api").await.unwrap();
+    let _e3 = a.register("api", &inst("h3", "v1")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), b.changed("api", &seen))
+        .await
+        .expect("a change made before the watch was set went unseen")
+        .unwrap();
 
     // Staging and deploy records.
     a.set_staging("api", "h1", "v2").await.unwrap();
