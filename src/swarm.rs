@@ -331,11 +331,8 @@ impl Swarm {
         let starting = self
             .started
             .is_some_and(|t| now.duration_since(t) < self.expiry);
-        let predecessors: Vec<usize> = roster.order[..roster.position[me]]
-            .iter()
-            .rev()
-            .copied()
-            .collect();
+        // Nearest first: walked from the end of the chain's prefix before `me`.
+        let predecessors = &roster.order[..roster.position[me]];
         // Usable feeders: alive and not behind me (a restarted predecessor is behind
         // and would hold me back; everyone starts equal, so equal is fine). Its
         // `left` is as of its last announce, up to an interval old, while mine is
@@ -348,7 +345,8 @@ impl Swarm {
                 .filter(|p| p.left <= my_left.saturating_add(Self::staleness(p, my_rate, now)))
         };
         let mut feeders: Vec<usize> = Vec::new();
-        for (k, &i) in predecessors.iter().enumerate() {
+        for k in (0..predecessors.len()).rev() {
+            let i = predecessors[k];
             if self.peers[i].is_none() && starting {
                 return (feeders, Some(i));
             }
@@ -368,7 +366,7 @@ impl Swarm {
             // predecessor is added too. Hosts downstream of any feeder run at its
             // rate, so comparing with the swarm's best rate (the chain's head) made
             // every host look slow and fetch from the whole chain.
-            let upstream = predecessors[k + 1..].iter().find_map(|&j| usable(j));
+            let upstream = predecessors[..k].iter().rev().find_map(|&j| usable(j));
             let reference = match upstream {
                 Some(g) if g.left > 0 => g.rate,
                 _ => self.best_rate(now),
