@@ -233,12 +233,13 @@ async fn wait(
 }
 
 /// Pipeline sharing: keeps the engine's outgoing connections to exactly the feeders
-/// the tracker last named for this host (`current`, the list applied last, is for the log). Each
-/// tracker answer only adds peers to librqbit, so without this every feeder a host was
-/// ever given stayed connected: the in-order picker spread requests over all of them,
-/// and the hosts that fed several successors split their upload (measured with
-/// bench/swarm.sh: 2.3 origin copies and 3.2 x S/C for 8 hosts). An empty or missing
-/// answer changes nothing, so a tracker hiccup never leaves the host without peers.
+/// the tracker last named for this host (`current`, the list applied last, is for
+/// the log). Each tracker answer only adds peers to librqbit, so without this every
+/// feeder a host was ever given stayed connected: the in-order picker spread requests
+/// over all of them, and the hosts that fed several successors split their upload
+/// (measured with bench/swarm.sh: 2.3 origin copies and 3.2 x S/C for 8 hosts). An
+/// empty or missing answer changes nothing, so a tracker hiccup never leaves the host
+/// without peers.
 async fn follow_feeders(
     url: &str,
     torrent: &librqbit::ManagedTorrent,
