@@ -577,9 +577,10 @@ fn corrupt_peer(info_hash: [u8; 20], pieces: usize) -> (u16, std::thread::JoinHa
 
 #[test]
 fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
-    // 64 pieces: more than one peer's request window (32 pieces), so the origin
-    // cannot reserve them all before the corrupt peer is asked.
-    let swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(4 << 20, 13)).unwrap());
+    // 256 pieces of 64 KiB: more than one peer's request window (512 blocks of
+    // 16 KiB, 128 pieces; see `engine.rs`), so the origin cannot reserve them all
+    // before the corrupt peer is asked.
+    let swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(16 << 20, 13)).unwrap());
     let inspect = run_ok(
         swarm.path(),
         &["--json", "torrent", "inspect", "art.torrent"],
@@ -589,9 +590,9 @@ fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
     let hash: Vec<u8> = (0..20)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
         .collect();
-    let (bad_port, bad) = corrupt_peer(hash.try_into().unwrap(), 64);
+    let (bad_port, bad) = corrupt_peer(hash.try_into().unwrap(), 256);
     // The origin is slowed down, so the corrupt peer gets requests too.
-    let _origin = swarm.origin(&["--upload-limit", "1MiB/s"]);
+    let _origin = swarm.origin(&["--upload-limit", "4MiB/s"]);
     wait_for_port(swarm.origin_port);
     let listen = format!("127.0.0.1:{}", port());
     let out = Command::new(BIN)
@@ -627,7 +628,7 @@ fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
     );
     assert_eq!(
         std::fs::read(swarm.path().join("dest/releases/v1/blob")).unwrap(),
-        noise(4 << 20, 13)
+        noise(16 << 20, 13)
     );
     let served = bad.join().unwrap();
     assert!(served > 0, "the corrupt peer was never asked for anything");
