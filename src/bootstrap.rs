@@ -131,42 +131,32 @@ mod tests {
         let path = dir.path().join("bin/rookery");
         let path = path.to_str().unwrap();
         let bin = Binary::new(b"#!/bin/sh\necho rookery 0\n".to_vec());
-        let c = LocalConnection;
         let cancel = CancellationToken::new();
-        assert_eq!(
-            ensure(&c, "h", path, &bin, &cancel).await.unwrap(),
-            Outcome::Uploaded
-        );
-        assert_eq!(
-            ensure(&c, "h", path, &bin, &cancel).await.unwrap(),
-            Outcome::Present
-        );
+        let check = |bin: &Binary| {
+            let bin = bin.clone();
+            let cancel = cancel.clone();
+            async move {
+                ensure(&LocalConnection, "h", path, &bin, &cancel)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(check(&bin).await, Outcome::Uploaded);
+        assert_eq!(check(&bin).await, Outcome::Present);
         // A different build replaces it.
         let newer = Binary::new(b"#!/bin/sh\necho rookery 1\n".to_vec());
-        assert_eq!(
-            ensure(&c, "h", path, &newer, &cancel).await.unwrap(),
-            Outcome::Uploaded
-        );
+        assert_eq!(check(&newer).await, Outcome::Uploaded);
         assert_eq!(std::fs::read(path).unwrap(), *newer.data);
         // Checked again: now the digest is cached beside it.
-        assert_eq!(
-            ensure(&c, "h", path, &newer, &cancel).await.unwrap(),
-            Outcome::Present
-        );
+        assert_eq!(check(&newer).await, Outcome::Present);
         let cache = std::fs::read_to_string(format!("{path}.sha256")).unwrap();
         assert_eq!(cache.lines().next(), Some(newer.sha256.as_str()));
         // A change in place, of the same size, is still seen (the change time moves),
         // and the right build goes back.
         std::fs::write(path, b"#!/bin/sh\necho rookery 2\n").unwrap();
-        assert_eq!(
-            ensure(&c, "h", path, &newer, &cancel).await.unwrap(),
-            Outcome::Uploaded
-        );
+        assert_eq!(check(&newer).await, Outcome::Uploaded);
         assert_eq!(std::fs::read(path).unwrap(), *newer.data);
-        assert_eq!(
-            ensure(&c, "h", path, &newer, &cancel).await.unwrap(),
-            Outcome::Present
-        );
+        assert_eq!(check(&newer).await, Outcome::Present);
     }
 
     #[tokio::test]

@@ -551,6 +551,15 @@ mod tests {
         SocketAddr::new(format!("10.9.0.{}", i + 1).parse().unwrap(), 6881)
     }
 
+    /// A pipeline swarm (expiry 6 s) in which member `i` has announced `left[i]` at `t`.
+    fn announced(r: &Roster, t: Instant, left: &[u64]) -> Swarm {
+        let mut s = Swarm::new(r, Duration::from_secs(6));
+        for (i, &l) in left.iter().enumerate() {
+            s.announce(r, Sharing::Pipeline, i, seen(i, l), 50, t);
+        }
+        s
+    }
+
     fn seen(i: usize, left: u64) -> Seen {
         Seen {
             addr: addr(i),
@@ -582,11 +591,8 @@ mod tests {
     #[test]
     fn a_feeder_that_announced_a_while_ago_is_not_taken_for_behind() {
         let r = roster(&[("east", "e1", 2)]);
-        let mut s = Swarm::new(&r, Duration::from_secs(6));
         let t = Instant::now();
-        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
-        s.announce(&r, Sharing::Pipeline, 1, seen(1, S), 50, t);
-        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
+        let mut s = announced(&r, t, &[0, S, S]);
         // Host 1 streams at 50 MB/s and announces every 2 s; host 2, one piece behind
         // it, announces 1.9 s after host 1's last announce: its fresh `left` is below
         // host 1's stale one, yet host 1 is ahead and stays its feeder.
@@ -813,11 +819,8 @@ mod tests {
     #[test]
     fn status_names_the_feeders_last_given_and_only_for_the_pipeline() {
         let r = roster(&[("east", "e1", 2)]);
-        let mut s = Swarm::new(&r, Duration::from_secs(6));
         let t = Instant::now();
-        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
-        s.announce(&r, Sharing::Pipeline, 1, seen(1, S), 50, t);
-        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
+        let mut s = announced(&r, t, &[0, S, S]);
         let st = s.status(&r, Sharing::Pipeline, 2, t);
         assert_eq!(st.feeders, Some(vec![addr(1)]));
         // Host 1 restarts empty behind host 2: the next answer, and so the status,
@@ -837,11 +840,8 @@ mod tests {
     #[test]
     fn status_tracks_rack_completion_and_dependants() {
         let r = roster(&[("east", "e1", 2)]);
-        let mut s = Swarm::new(&r, Duration::from_secs(6));
         let t = Instant::now();
-        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
-        s.announce(&r, Sharing::Pipeline, 1, seen(1, 0), 50, t);
-        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
+        let mut s = announced(&r, t, &[0, 0, S]);
         let st = s.status(&r, Sharing::Pipeline, 1, t);
         assert!(!st.rack_complete);
         assert_eq!(st.waiting_on_me, 1);
