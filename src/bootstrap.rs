@@ -8,6 +8,10 @@
 //! at that moment runs the old binary or the new one, never a torn one. After an
 //! upload, `rookery --version` runs on the host: a binary for the wrong architecture
 //! or a `noexec` mount fails here, at the bootstrap stage, not later in the fetch.
+//!
+//! The check can also run as a [`guard`] at the head of the command that needs the
+//! binary (distribute's fetch), so that the usual case, a host that has this build,
+//! costs no round trip of its own.
 
 use std::sync::Arc;
 
@@ -75,6 +79,22 @@ fn quick_sum_command(quoted: &str) -> String {
     )
 }
 
+/// The event a [`guard`] prints, as `{"event":"needs_binary"}`, when it stops.
+pub const NEEDS_BINARY: &str = "needs_binary";
+
+/// A shell snippet for the start of a command that runs the binary at `path`: when
+/// that file is missing or is not `bin`, it prints a [`NEEDS_BINARY`] event and ends
+/// the command (status 0); the caller then [`install`]s and runs it again. A deploy
+/// whose hosts already have this build (all but the first after an upgrade) so makes
+/// one round trip per host instead of a check, then the command.
+pub fn guard(path: &str, bin: &Binary) -> String {
+    format!(
+        "s=$({}); if [ \"$s\" != {} ]; then echo '{{\"event\":\"{NEEDS_BINARY}\"}}'; exit 0; fi",
+        quick_sum_command(&shell_quote(path)),
+        shell_quote(&bin.sha256)
+    )
+}
+
 /// Ensures `path` on the host holds `bin`; uploads it when it does not.
 pub async fn ensure<C: Connection>(
     conn: &C,
@@ -104,6 +124,19 @@ pub async fn ensure<C: Connection>(
     if sum == bin.sha256 {
         return Ok(Outcome::Present);
     }
+    install(conn, host, path, bin, cancel).await
+}
+
+/// Uploads `bin` to `path` on the host (atomically) and checks that it runs there.
+pub async fn install<C: Connection>(
+    conn: &C,
+    host: &str,
+    path: &str,
+    bin: &Binary,
+    cancel: &CancellationToken,
+) -> Result<Outcome, HostError> {
+    let err = |m: String| HostError::new(host, Stage::Bootstrap, m);
+    let quoted = shell_quote(path);
     conn.upload(&bin.data, path, 0o755)
         .await
         .map_err(|e| err(format!("uploading the rookery binary to {path}: {e}")))?;
@@ -157,6 +190,36 @@ mod tests {
         assert_eq!(check(&newer).await, Outcome::Uploaded);
         assert_eq!(std::fs::read(path).unwrap(), *newer.data);
         assert_eq!(check(&newer).await, Outcome::Present);
+    }
+
+    #[tokio::test]
+    async fn the_guard_stops_a_command_until_the_binary_is_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rookery");
+        let path = path.to_str().unwrap();
+        let bin = Binary::new(b"#!/bin/sh\necho ran \"$@\"\n".to_vec());
+        let cancel = CancellationToken::new();
+        let run = || async {
+            let mut out = Vec::new();
+            let command = format!("{}; {} hello", guard(path, &bin), shell_quote(path));
+            let f = LocalConnection
+                .exec(&command, &mut |l| out.push(l.to_string()), &cancel)
+                .await
+                .unwrap();
+            assert!(f.success(), "{}", f.describe());
+            out
+        };
+        assert_eq!(run().await, [r#"{"event":"needs_binary"}"#]);
+        assert_eq!(
+            install(&LocalConnection, "h", path, &bin, &cancel)
+                .await
+                .unwrap(),
+            Outcome::Uploaded
+        );
+        assert_eq!(run().await, ["ran hello"]);
+        // Another build: stopped again.
+        std::fs::write(path, b"#!/bin/sh\necho old\n").unwrap();
+        assert_eq!(run().await, [r#"{"event":"needs_binary"}"#]);
     }
 
     #[tokio::test]

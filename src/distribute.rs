@@ -7,10 +7,14 @@
 //! never from arithmetic on assumptions.
 //!
 //! The same code drives both transports: over SSH, hosts are first all connected
-//! (a changed host key anywhere stops the run before any command runs), then
-//! bootstrapped with the rookery binary and handed the metainfo, `--forks` at a time;
-//! then every host fetches at once, since the swarm needs them together. Progress
-//! comes from the agents' JSON lines as events ([`crate::progress`]).
+//! (a changed host key anywhere stops the run before any command runs) while the
+//! artifact is hashed; then every host fetches at once, since the swarm needs them
+//! together. Each host gets one command: it saves the metainfo sent on its stdin,
+//! checks that the host has this rookery binary, and starts the agent. Only a host
+//! without this build takes a second round trip, to install it (`--forks` at a
+//! time): on a loaded controller the former check, upload and fetch took 2 to 3 s
+//! in all before the first byte moved. Progress comes from the agents' JSON lines
+//! as events ([`crate::progress`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -23,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{self, Binary, Outcome};
 use crate::local::Local;
-use crate::progress::{self, Event, Mode, Progress};
+use crate::progress::{Event, Mode, Progress};
 use crate::ssh::Ssh;
 use crate::template::shell_quote;
-use crate::transport::{Connection, HostError, Stage, Transport};
+use crate::transport::{Connection, Finished, HostError, Stage, Transport};
 
 use crate::config::Config;
 use crate::engine;
@@ -99,17 +103,67 @@ pub fn host_destination(config: &Config, host: usize) -> PathBuf {
 
 /// Builds (or reuses) the metainfo of the artifact; returns it with its version.
 pub fn prepare(config: &Config) -> anyhow::Result<(Metainfo, String, PathBuf)> {
-    let art = &config.playbook.artifact;
-    let opts = metainfo::CreateOptions {
-        piece_size: config.playbook.distribution.piece_size.map(|s| s.0),
-        announce: None,
-        name: None,
-    };
-    let m = metainfo::create(&art.source, &opts)
-        .with_context(|| format!("creating metainfo for {}", art.source.display()))?;
+    let m = create(&config.playbook.artifact.source, &create_options(config))?;
     let bytes = m.to_bytes();
     let (version, file) = keep_metainfo(config, &m, &bytes)?;
     Ok((m, version, file))
+}
+
+fn create_options(config: &Config) -> metainfo::CreateOptions {
+    metainfo::CreateOptions {
+        piece_size: config.playbook.distribution.piece_size.map(|s| s.0),
+        announce: None,
+        name: None,
+    }
+}
+
+fn create(source: &std::path::Path, opts: &metainfo::CreateOptions) -> anyhow::Result<Metainfo> {
+    metainfo::create(source, opts)
+        .with_context(|| format!("creating metainfo for {}", source.display()))
+}
+
+/// [`create`] on a blocking thread, to overlap with connecting to the hosts.
+fn spawn_create(config: &Config) -> tokio::task::JoinHandle<anyhow::Result<Metainfo>> {
+    let source = config.playbook.artifact.source.clone();
+    let opts = create_options(config);
+    tokio::task::spawn_blocking(move || create(&source, &opts))
+}
+
+/// Where host `h` keeps the metainfo of `version`.
+fn torrent_path(config: &Config, h: usize, version: &str) -> String {
+    host_destination(config, h)
+        .join(".rookery")
+        .join(format!("{version}.torrent"))
+        .display()
+        .to_string()
+}
+
+/// What [`fetch_command`] prints when it cannot save the metainfo.
+const METAINFO_FAILED: &str = "metainfo_failed";
+
+/// The one command that starts a host's fetch: it saves the metainfo read on stdin
+/// at `torrent` (atomically: a temporary file, then a rename), then, with
+/// `Some((path, binary))`, stops with a [`bootstrap::NEEDS_BINARY`] event unless
+/// `path` holds that binary, and then runs `argv`.
+fn fetch_command(torrent: &str, check: Option<(String, &Binary)>, argv: &[String]) -> String {
+    let q = |a: &str| shell_quote(a);
+    let (dir, _) = torrent.rsplit_once('/').unwrap_or((".", torrent));
+    let mut s = format!(
+        "t={}; mkdir -p -- {} && cat > \"$t.tmp.$$\" && mv -f -- \"$t.tmp.$$\" \"$t\" \
+         || {{ echo '{{\"event\":\"{METAINFO_FAILED}\"}}'; exit 1; }}; ",
+        q(torrent),
+        q(dir)
+    );
+    if let Some((path, bin)) = check {
+        s.push_str(&bootstrap::guard(&path, bin));
+        s.push_str("; ");
+    }
+    s.push_str("exec");
+    for a in argv {
+        s.push(' ');
+        s.push_str(&q(a));
+    }
+    s
 }
 
 /// The release version of `m`, and a copy of its bytes in the controller's state
@@ -251,13 +305,6 @@ fn host_state_dir(config: &Config, h: usize, agent: &str) -> String {
     }
 }
 
-/// A host that got through connect and bootstrap.
-struct Ready<C> {
-    host: usize,
-    conn: Arc<C>,
-    bootstrap: Option<Outcome>,
-}
-
 /// The tracker and origin seeder, wherever they run.
 struct OriginSide {
     /// `http://ADDR/announce`
@@ -266,6 +313,10 @@ struct OriginSide {
     origin: String,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    /// The tracker, when it runs in this process: hosts whose agent fails are
+    /// withdrawn from it. (A tracker on the origin host instead lets their
+    /// successors wait out the start-up grace, a few seconds.)
+    withdraw: Option<Tracker>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -295,7 +346,9 @@ async fn orchestrate<T: Transport>(
     let mut failed: Vec<(usize, HostError)> = Vec::new();
 
     // 1. Connect to every host first: a changed host key anywhere stops the run
-    //    before any command runs anywhere.
+    //    before any command runs anywhere. Meanwhile, when the controller is the
+    //    origin, hash the artifact (about 0.4 s per GiB).
+    let hashing = origin_host.is_none().then(|| spawn_create(config));
     let connected = connect_all(transport, &reach, opts.forks).await;
     tracing::debug!(elapsed = ?started.elapsed(), "connected");
     let mut conns: Vec<(usize, Arc<T::Connection>)> = Vec::new();
@@ -325,16 +378,21 @@ async fn orchestrate<T: Transport>(
     };
 
     // 2. The metainfo: made here, or on the origin host from its copy of the build.
-    let (m, version) = match (origin_host, &origin_conn) {
-        (Some(b), Some(conn)) => {
+    let (m, version) = match (origin_host, &origin_conn, hashing) {
+        (Some(b), Some(conn), _) => {
             remote_metainfo(config, b, conn.as_ref(), binary.as_ref(), agent, &cancel).await?
+        }
+        (_, _, Some(hashing)) => {
+            let m = hashing.await.context("hashing the artifact panicked")??;
+            let (version, _) = keep_metainfo(config, &m, &m.to_bytes())?;
+            (m, version)
         }
         _ => {
             let (m, version, _) = prepare(config)?;
             (m, version)
         }
     };
-    let torrent = m.to_bytes();
+    let torrent = Arc::new(m.to_bytes());
     tracing::debug!(elapsed = ?started.elapsed(), %version, "metainfo ready");
     let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
     let events = progress.sender();
@@ -346,49 +404,11 @@ async fn orchestrate<T: Transport>(
         });
     }
 
-    // 3. Bootstrap (SSH only) and hand each host the metainfo.
-    let torrent_path = |h: usize| {
-        host_destination(config, h)
-            .join(".rookery")
-            .join(format!("{version}.torrent"))
-            .display()
-            .to_string()
-    };
-    let ready = prepare_hosts(
-        conns,
-        inv,
-        binary.as_ref(),
-        agent,
-        &torrent_path,
-        &torrent,
-        opts.forks,
-        match &inv.transport {
-            inventory::Transport::Ssh(s) => Some(s.command_timeout),
-            inventory::Transport::Local { .. } => None,
-        },
-        &events,
-        &cancel,
-    )
-    .await;
-    let mut ready_hosts: Vec<Ready<T::Connection>> = Vec::new();
-    for r in ready {
-        match r {
-            Ok(r) => ready_hosts.push(r),
-            Err((h, e)) => {
-                events.send(Event::Done {
-                    host: e.host.clone(),
-                    ok: false,
-                    summary: format!("{}: {}", e.stage, e.message),
-                });
-                failed.push((h, e));
-            }
-        }
-    }
-
-    // 4. Tracker and origin seeder. The roster holds the hosts that will fetch, and
+    // 3. Tracker and origin seeder. The roster holds the hosts that will fetch, and
     // only them: a member that never announces (the origin host itself, a host that
-    // failed to connect) would hold up its successor in the chain.
-    let mut members: Vec<usize> = ready_hosts.iter().map(|r| r.host).collect();
+    // failed to connect) would hold up its successor in the chain until the end of
+    // the start-up grace. A host whose agent then fails to start is withdrawn.
+    let mut members: Vec<usize> = conns.iter().map(|(h, _)| *h).collect();
     members.sort_unstable();
     let side = match (origin_host, origin_conn) {
         (Some(b), Some(conn)) => {
@@ -400,9 +420,9 @@ async fn orchestrate<T: Transport>(
         _ => {
             let ip = match opts.advertise {
                 Some(ip) => ip,
-                None => match ready_hosts.iter().find_map(|r| r.conn.local_ip()) {
+                None => match conns.iter().find_map(|(_, c)| c.local_ip()) {
                     Some(ip) => ip,
-                    None if ready_hosts.is_empty() => Ipv4Addr::LOCALHOST.into(),
+                    None if conns.is_empty() => Ipv4Addr::LOCALHOST.into(),
                     None => anyhow::bail!(
                         "no host was reached directly, so the address hosts can reach this machine at is unknown: pass --advertise IP, or make a host of the inventory the origin"
                     ),
@@ -414,11 +434,18 @@ async fn orchestrate<T: Transport>(
     let announce = |host: &str| format!("{}?host={host}", side.announce);
     tracing::debug!(elapsed = ?started.elapsed(), announce = %side.announce, "origin ready");
 
-    // 5. Every ready host fetches at once: the swarm needs them together.
+    // 4. Every host fetches at once: the swarm needs them together. One command per
+    // host carries the metainfo on its stdin, checks the rookery binary (SSH) and
+    // starts the agent; only a host without this build makes a second round trip,
+    // to install it, `--forks` at a time.
     let local = !transport.needs_bootstrap();
+    let installs = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
+    let install_timeout = match &inv.transport {
+        inventory::Transport::Ssh(s) => Some(s.command_timeout),
+        inventory::Transport::Local { .. } => None,
+    };
     let mut jobs = tokio::task::JoinSet::new();
-    for r in ready_hosts {
-        let h = r.host;
+    for (h, conn) in conns {
         let host = &inv.hosts[h];
         let listen = if local {
             // Port 0: the agent's engine binds whatever the kernel gives it and
@@ -435,57 +462,111 @@ async fn orchestrate<T: Transport>(
             config,
             h,
             &agent(h),
-            &torrent_path(h),
+            &torrent_path(config, h, &version),
             &listen,
             &announce(&host.name),
             &side.origin,
             &version,
         );
-        let command: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
-        let command = command.join(" ");
+        let command = fetch_command(
+            &torrent_path(config, h, &version),
+            binary.as_ref().map(|b| (agent(h), b)),
+            &argv,
+        );
         let name = host.name.clone();
         let dc = inv.datacenters[host.dc].name.clone();
         let rack = inv.racks[host.rack].name.clone();
         let cancel = cancel.clone();
         let events = events.clone();
-        let bootstrap = r.bootstrap;
-        let conn = r.conn;
+        let torrent = torrent.clone();
+        let binary = binary.clone();
+        let agent_path = agent(h);
+        let torrent_file = torrent_path(config, h, &version);
+        let installs = installs.clone();
+        let withdraw = side.withdraw.clone();
         jobs.spawn(async move {
-            events.stage(&name, "fetch");
-            let t0 = Instant::now();
-            let mut result: Option<serde_json::Value> = None;
-            let finished = {
-                let events = events.clone();
-                let name = name.clone();
-                let mut on_line = |l: &str| {
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
-                        return;
-                    };
-                    match v["event"].as_str() {
-                        Some("progress") => events.send(Event::Bytes {
-                            host: name.clone(),
-                            bytes: v["bytes"].as_u64().unwrap_or(0),
-                        }),
-                        Some("result") => result = Some(v),
-                        _ => {}
-                    }
-                };
-                conn.exec(&command, &mut on_line, &cancel).await
-            };
             let mut rep = HostReport {
                 host: name.clone(),
                 dc,
                 rack,
                 ok: false,
-                seconds: t0.elapsed().as_secs_f64(),
+                seconds: 0.0,
                 bytes_from_origin: 0,
                 bytes_from_peers: 0,
                 bytes_reused: 0,
-                bootstrap,
+                bootstrap: binary.as_ref().map(|_| Outcome::Present),
                 stage: None,
                 error: None,
             };
+            let t0 = Instant::now();
+            let mut result: Option<serde_json::Value> = None;
+            let mut metainfo_failed;
+            let finished = loop {
+                events.stage(&name, "fetch");
+                let mut needs_binary = false;
+                metainfo_failed = false;
+                let finished = {
+                    let events = events.clone();
+                    let name = name.clone();
+                    let mut on_line = |l: &str| {
+                        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                            return;
+                        };
+                        match v["event"].as_str() {
+                            Some("progress") => events.send(Event::Bytes {
+                                host: name.clone(),
+                                bytes: v["bytes"].as_u64().unwrap_or(0),
+                            }),
+                            Some("result") => result = Some(v),
+                            Some(bootstrap::NEEDS_BINARY) => needs_binary = true,
+                            Some(METAINFO_FAILED) => metainfo_failed = true,
+                            _ => {}
+                        }
+                    };
+                    conn.exec_with_input(&command, Some(&torrent), &mut on_line, &cancel)
+                        .await
+                };
+                let Some(bin) = binary.as_ref().filter(|_| needs_binary) else {
+                    break finished;
+                };
+                if rep.bootstrap == Some(Outcome::Uploaded) {
+                    break Err(std::io::Error::other(format!(
+                        "{agent_path} still differs from this build after its upload"
+                    )));
+                }
+                events.stage(&name, "bootstrap");
+                let permit = installs.acquire().await.expect("never closed");
+                let install = bootstrap::install(conn.as_ref(), &name, &agent_path, bin, &cancel);
+                let installed = match install_timeout {
+                    None => install.await,
+                    Some(t) => tokio::time::timeout(t, install).await.unwrap_or_else(|_| {
+                        Err(HostError::new(
+                            &name,
+                            Stage::Bootstrap,
+                            format!(
+                                "installing the rookery binary took longer than {} (transport.ssh.command_timeout)",
+                                crate::units::format_duration(t)
+                            ),
+                        ))
+                    }),
+                };
+                drop(permit);
+                match installed {
+                    Ok(o) => rep.bootstrap = Some(o),
+                    Err(e) => {
+                        rep.stage = Some(e.stage);
+                        rep.error = Some(format!("{}: {}", e.stage, e.message));
+                        break Ok(Finished::default());
+                    }
+                }
+            };
+            rep.seconds = t0.elapsed().as_secs_f64();
             match (finished, result) {
+                _ if rep.error.is_some() => {}
+                (Ok(f), _) if metainfo_failed => {
+                    rep.stage = Some(Stage::Upload);
+                    rep.error = Some(format!("upload: metainfo to {torrent_file}: {}", f.describe()));
+                }
                 (Err(e), _) => {
                     rep.stage = Some(Stage::Fetch);
                     rep.error = Some(format!("fetch: {e}"));
@@ -511,6 +592,11 @@ async fn orchestrate<T: Transport>(
                         f.describe()
                     ));
                 }
+            }
+            if !rep.ok
+                && let Some(tracker) = &withdraw
+            {
+                tracker.withdraw(&name);
             }
             let summary = match &rep.error {
                 None => format!("in {:.1}s", rep.seconds),
@@ -598,6 +684,7 @@ async fn local_origin(
     let source = config.playbook.artifact.source.clone();
     let torrent = m.to_bytes();
     let c = side_cancel.clone();
+    let withdraw = tracker.clone();
     let task = tokio::spawn(async move {
         let tracker_cancel = CancellationToken::new();
         let t = tracker_cancel.clone();
@@ -612,6 +699,7 @@ async fn local_origin(
         origin: origin_addr.to_string(),
         cancel: side_cancel,
         task,
+        withdraw: Some(withdraw),
     })
 }
 
@@ -830,6 +918,7 @@ async fn remote_origin<C: Connection>(
         origin: ip.to_string(),
         cancel: side_cancel,
         task,
+        withdraw: None,
     })
 }
 
@@ -842,75 +931,6 @@ pub(crate) async fn connect_all<T: Transport>(
     let jobs = hosts.iter().map(|&h| transport.connect(h));
     futures_util::stream::iter(jobs)
         .buffered(forks.max(1))
-        .collect()
-        .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn prepare_hosts<C: Connection>(
-    conns: Vec<(usize, Arc<C>)>,
-    inv: &crate::inventory::Inventory,
-    binary: Option<&Binary>,
-    agent: &(dyn Fn(usize) -> String + Sync),
-    torrent_path: &(dyn Fn(usize) -> String + Sync),
-    torrent: &[u8],
-    forks: usize,
-    timeout: Option<std::time::Duration>,
-    events: &progress::Sender,
-    cancel: &CancellationToken,
-) -> Vec<Result<Ready<C>, (usize, HostError)>> {
-    use futures_util::StreamExt;
-    let jobs = conns.into_iter().map(|(h, conn)| {
-        let name = inv.hosts[h].name.clone();
-        let events = events.clone();
-        let work = async move {
-            let mut outcome = None;
-            if let Some(bin) = binary {
-                events.stage(&name, "bootstrap");
-                match bootstrap::ensure(conn.as_ref(), &name, &agent(h), bin, cancel).await {
-                    Ok(o) => outcome = Some(o),
-                    Err(e) => return Err((h, e)),
-                }
-            }
-            tracing::debug!(host = %name, "bootstrap checked");
-            if let Err(e) = conn.upload(torrent, &torrent_path(h), 0o644).await {
-                return Err((
-                    h,
-                    HostError::new(
-                        &name,
-                        Stage::Upload,
-                        format!("metainfo to {}: {e}", torrent_path(h)),
-                    ),
-                ));
-            }
-            tracing::debug!(host = %name, "metainfo uploaded");
-            Ok(Ready {
-                host: h,
-                conn,
-                bootstrap: outcome,
-            })
-        };
-        async move {
-            match timeout {
-                None => work.await,
-                Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
-                    Err((
-                        h,
-                        HostError::new(
-                            &inv.hosts[h].name,
-                            Stage::Bootstrap,
-                            format!(
-                                "bootstrap and metainfo upload took longer than {} (transport.ssh.command_timeout)",
-                                crate::units::format_duration(t)
-                            ),
-                        ),
-                    ))
-                }),
-            }
-        }
-    });
-    futures_util::stream::iter(jobs)
-        .buffer_unordered(forks.max(1))
         .collect()
         .await
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::transport::{Connection, Finished, HostError, Lines, Tail, Transport};
@@ -37,9 +37,10 @@ impl Transport for Local {
 }
 
 impl Connection for LocalConnection {
-    async fn exec(
+    async fn exec_with_input(
         &self,
         command: &str,
+        input: Option<&[u8]>,
         stdout: &mut (dyn FnMut(&str) + Send),
         cancel: &CancellationToken,
     ) -> std::io::Result<Finished> {
@@ -66,8 +67,20 @@ impl Connection for LocalConnection {
             cmd.pre_exec(|| Ok(()));
         }
         let mut child = cmd.spawn()?;
-        // Held open like an SSH channel's stdin; closed on cancel.
+        // Held open like an SSH channel's stdin, and closed on cancel; or written
+        // with `input` and closed, by a task of its own so that a command that
+        // writes before it reads cannot block on us.
         let mut stdin = child.stdin.take();
+        let writer = input.map(|data| {
+            let data = data.to_vec();
+            let pipe = stdin.take();
+            tokio::spawn(async move {
+                if let Some(mut pipe) = pipe {
+                    // A command that does not read its input gets EPIPE here: fine.
+                    let _ = pipe.write_all(&data).await;
+                }
+            })
+        });
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
         let mut lines = Lines::default();
@@ -94,6 +107,9 @@ impl Connection for LocalConnection {
         }
         lines.finish(stdout);
         drop(stdin);
+        if let Some(w) = writer {
+            w.abort();
+        }
         let status = if terminated {
             match tokio::time::timeout(GRACE, child.wait()).await {
                 Ok(s) => s?,
@@ -196,6 +212,36 @@ mod tests {
         assert_eq!(seen, ["one", "two"]);
         assert_eq!(f.status, Some(3));
         assert_eq!(f.stderr_tail, ["oops"]);
+    }
+
+    #[tokio::test]
+    async fn exec_with_input_feeds_stdin_then_end_of_file() {
+        let c = LocalConnection;
+        let mut seen = Vec::new();
+        // 1 MiB: more than a pipe holds, so the writer and the reader overlap.
+        let input: Vec<u8> = (0..1 << 20).map(|i| b"ab\n"[i % 3]).collect();
+        let f = c
+            .exec_with_input(
+                "wc -c; echo done",
+                Some(&input),
+                &mut |l| seen.push(l.trim().to_string()),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert!(f.success(), "{}", f.describe());
+        assert_eq!(seen, [(1 << 20).to_string().as_str(), "done"]);
+        // A command that never reads its input still ends normally.
+        let f = c
+            .exec_with_input(
+                "exit 0",
+                Some(&input),
+                &mut |_| {},
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert!(f.success());
     }
 
     #[tokio::test]

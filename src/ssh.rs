@@ -594,14 +594,21 @@ fn io(e: impl std::fmt::Display) -> std::io::Error {
 }
 
 impl Connection for SshConnection {
-    async fn exec(
+    async fn exec_with_input(
         &self,
         command: &str,
+        input: Option<&[u8]>,
         stdout: &mut (dyn FnMut(&str) + Send),
         cancel: &CancellationToken,
     ) -> std::io::Result<Finished> {
         let mut ch = self.handle.channel_open_session().await.map_err(io)?;
         ch.exec(true, command).await.map_err(io)?;
+        if let Some(data) = input {
+            // Small (a metainfo), and read at once by the command: this does not wait
+            // on a window that only draining `ch.wait()` would open.
+            ch.data(data).await.map_err(io)?;
+            ch.eof().await.map_err(io)?;
+        }
         let mut lines = Lines::default();
         let mut tail = Tail::default();
         let mut fin = Finished::default();

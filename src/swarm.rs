@@ -295,6 +295,22 @@ impl Swarm {
         addrs
     }
 
+    /// Records that member `me` leaves or will never join (its agent failed to
+    /// start): its successors stop waiting for it at their next announce instead of
+    /// at the end of the start-up grace.
+    pub fn withdraw(&mut self, me: usize, now: Instant) {
+        let p = self.peers[me].get_or_insert_with(|| Peer {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            left: u64::MAX,
+            last_seen: now,
+            rate: 0.0,
+            stopped: true,
+            feeders: Vec::new(),
+            awaiting: None,
+        });
+        p.stopped = true;
+    }
+
     /// Whether `me` was last answered with nobody because the start-up rule makes it
     /// wait for predecessor `p` to announce: `(p, end of the start-up grace)`. The
     /// tracker holds such an answer until `p` announces rather than let `me` come back
@@ -691,6 +707,27 @@ mod tests {
             s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, later),
             vec![addr(2)]
         );
+    }
+
+    #[test]
+    fn a_withdrawn_predecessor_is_not_waited_for() {
+        let r = roster(&[("east", "e1", 2)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(7));
+        let t = Instant::now();
+        s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
+        assert!(
+            s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t)
+                .is_empty()
+        );
+        assert_eq!(s.waiting_for(2).map(|(p, _)| p), Some(1));
+        // Host 1's agent could not be started: host 2 goes to the origin at once,
+        // well within the start-up grace.
+        s.withdraw(1, t);
+        assert_eq!(
+            s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t),
+            vec![addr(0)]
+        );
+        assert!(s.status(&r, Sharing::Pipeline, 2, t).incomplete == 1);
     }
 
     #[test]

@@ -165,6 +165,22 @@ impl Tracker {
         }
     }
 
+    /// Member `name` will not take part in any swarm of this deploy (the controller
+    /// could not start its agent): successors waiting for its first announce are
+    /// answered now. Unknown names are ignored.
+    pub fn withdraw(&self, name: &str) {
+        let Some(me) = self.inner.roster.by_name(name) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
+        for swarm in swarms.values_mut() {
+            swarm.withdraw(me, now);
+        }
+        drop(swarms);
+        self.inner.announced[me].notify_waiters();
+    }
+
     fn has_announced(&self, info_hash: &[u8; 20], member: usize) -> bool {
         let swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
         swarms
@@ -466,7 +482,7 @@ mod tests {
 
     /// A tracker on loopback for the chain origin -> a -> b (all at 127.0.0.1), serving
     /// until the returned token is cancelled.
-    async fn serve_origin_a_b() -> (std::net::SocketAddr, CancellationToken) {
+    async fn serve_origin_a_b() -> (std::net::SocketAddr, CancellationToken, Tracker) {
         let member = |name: &str, origin: bool| Member {
             name: name.into(),
             dc: "dc".into(),
@@ -487,12 +503,12 @@ mod tests {
             let (t, c) = (t.clone(), cancel.clone());
             async move { t.serve(listener, c).await }
         });
-        (addr, cancel)
+        (addr, cancel, t)
     }
 
     #[tokio::test]
     async fn a_start_up_wait_is_held_until_the_predecessor_announces() {
-        let (addr, cancel) = serve_origin_a_b().await;
+        let (addr, cancel, _) = serve_origin_a_b().await;
         let begun = Instant::now();
         let b = tokio::spawn(announce_to(addr, "b", 7002));
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -524,8 +540,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_held_announce_is_answered_when_its_predecessor_is_withdrawn() {
+        let (addr, cancel, tracker) = serve_origin_a_b().await;
+        announce_to(addr, "origin", 7000).await;
+        let b = tokio::spawn(announce_to(addr, "b", 7002));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!b.is_finished(), "b waits for a");
+        // a's agent could not be started: b is sent to the origin at once.
+        tracker.withdraw("a");
+        let body = tokio::time::timeout(Duration::from_secs(1), b)
+            .await
+            .expect("answered before the interval")
+            .unwrap();
+        assert!(
+            body.ends_with(b"5:peers6:\x7f\x00\x00\x01\x1b\x58e"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        cancel.cancel();
+    }
+
+    #[tokio::test]
     async fn a_member_that_announces_stopped_is_no_longer_a_feeder() {
-        let (addr, cancel) = serve_origin_a_b().await;
+        let (addr, cancel, _) = serve_origin_a_b().await;
         announce_to(addr, "origin", 7000).await;
         announce_to(addr, "a", 7001).await;
         let to_a = b"5:peers6:\x7f\x00\x00\x01\x1b\x59e";

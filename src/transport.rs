@@ -187,6 +187,19 @@ pub trait Connection: Send + Sync + 'static {
         command: &str,
         stdout: &mut (dyn FnMut(&str) + Send),
         cancel: &CancellationToken,
+    ) -> impl Future<Output = std::io::Result<Finished>> + Send {
+        self.exec_with_input(command, None, stdout, cancel)
+    }
+
+    /// [`Connection::exec`], except that with `Some(input)` the command reads `input`
+    /// on stdin and then end of file. This carries a small file along with the
+    /// command that uses it: one round trip instead of an SFTP upload's three.
+    fn exec_with_input(
+        &self,
+        command: &str,
+        input: Option<&[u8]>,
+        stdout: &mut (dyn FnMut(&str) + Send),
+        cancel: &CancellationToken,
     ) -> impl Future<Output = std::io::Result<Finished>> + Send;
 
     /// Writes `data` to `path` on the host with `mode`, atomically: a temporary file
