@@ -9,8 +9,12 @@
 //! piece once it has verified it); the slowest host finishes after
 //!
 //! ```text
-//! T = START + S / B + (hosts - 1) * piece / B
+//! T = START + S / H + S / B' + (hosts - 1) * piece / B'
 //! ```
+//!
+//! where `H` is the rate at which the controller hashes the artifact for the
+//! metainfo (before any host can start) and `B' = B x` [`WIRE_EFFICIENCY`]: a link
+//! rate counts Ethernet frames, of which TCP carries 1448 payload bytes in 1514.
 //!
 //! A hop is capped by the sender's upload (its `link`, `upload_limit`), the receiver's
 //! download (its `link`, `download_limit`), the uplinks of both racks when it leaves a
@@ -25,8 +29,25 @@ use crate::config::Config;
 use crate::inventory::Origin;
 use crate::units::Rate;
 
-/// Connecting, bootstrapping and the first announce round, before bytes flow.
-pub const START_SECONDS: f64 = 2.0;
+/// Connecting, one command per host and the first announce round, before bytes
+/// flow (0.5 to 0.9 s for 8 hosts on the shaped benchmark), with room for a larger
+/// fan-out of SSH sessions.
+pub const START_SECONDS: f64 = 1.0;
+
+/// How fast the controller (or the origin host) reads and hashes the artifact for
+/// the metainfo, bytes per second: SHA-1 of 512 MiB from memory took 0.43 s on the
+/// benchmark machine (1.25 GB/s); a disk is often slower.
+pub const HASH_BYTES_PER_SECOND: f64 = 1.0e9;
+
+/// Payload per byte of link rate: 1448 TCP payload bytes (MTU 1500, with TCP
+/// timestamps) per 1514-byte Ethernet frame. BitTorrent's own framing, 13 bytes per
+/// 16 KiB block, is left out.
+pub const WIRE_EFFICIENCY: f64 = 1448.0 / 1514.0;
+
+/// The time before the first byte moves for an artifact of `size` bytes.
+pub fn start_seconds(size: u64) -> f64 {
+    START_SECONDS + size as f64 / HASH_BYTES_PER_SECOND
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Estimate {
@@ -35,7 +56,8 @@ pub struct Estimate {
     pub size_from: &'static str,
     pub piece_bytes: u64,
     pub hosts: usize,
-    /// The slowest hop's rate, bytes per second.
+    /// The slowest hop's payload rate, bytes per second (a link's rate times
+    /// [`WIRE_EFFICIENCY`], or a rate cap).
     pub bottleneck_bytes_per_second: u64,
     /// What caps it, in words (`rack uplink of east/e1`, `upload_limit`, ...).
     pub bottleneck: String,
@@ -49,6 +71,9 @@ pub struct Estimate {
 struct Cap {
     rate: Option<Rate>,
     what: String,
+    /// A rate cap of the playbook, on payload (librqbit's limiter), rather than a
+    /// link, which carries frames.
+    payload: bool,
 }
 
 /// The pipeline estimate for `targets` (inventory host indexes), or `None` when no
@@ -94,10 +119,18 @@ pub fn pipeline(
     let mut cross_dc = 0u64;
     let mut consider = |caps: Vec<Cap>| {
         for c in caps {
-            if let Some(r) = c.rate
-                && bottleneck.as_ref().is_none_or(|(b, _)| r.0 < *b)
+            // Links count frames; the caps count payload (librqbit's limiter).
+            let payload = c.rate.map(|r| {
+                if c.payload {
+                    r.0
+                } else {
+                    (r.0 as f64 * WIRE_EFFICIENCY) as u64
+                }
+            });
+            if let Some(r) = payload
+                && bottleneck.as_ref().is_none_or(|(b, _)| r < *b)
             {
-                bottleneck = Some((r.0, c.what));
+                bottleneck = Some((r, c.what));
             }
         }
     };
@@ -108,10 +141,12 @@ pub fn pipeline(
             Cap {
                 rate: set.download_limit,
                 what: "download_limit".into(),
+                payload: true,
             },
             Cap {
                 rate: to.link,
                 what: format!("link of {}", to.name),
+                payload: false,
             },
         ];
         match prev {
@@ -119,22 +154,26 @@ pub fn pipeline(
             None => caps.push(Cap {
                 rate: set.upload_limit,
                 what: "upload_limit".into(),
+                payload: true,
             }),
             Some(p) => {
                 let from = &inv.hosts[p];
                 caps.push(Cap {
                     rate: set.upload_limit,
                     what: "upload_limit".into(),
+                    payload: true,
                 });
                 caps.push(Cap {
                     rate: from.link,
                     what: format!("link of {}", from.name),
+                    payload: false,
                 });
                 if from.rack != to.rack {
                     for r in [from.rack, to.rack] {
                         caps.push(Cap {
                             rate: inv.racks[r].uplink,
                             what: format!("uplink of rack {}", inv.racks[r].full_name),
+                            payload: false,
                         });
                     }
                 }
@@ -144,6 +183,7 @@ pub fn pipeline(
                         caps.push(Cap {
                             rate: inv.datacenters[d].interconnect,
                             what: format!("interconnect of {}", inv.datacenters[d].name),
+                            payload: false,
                         });
                     }
                 }
@@ -160,7 +200,7 @@ pub fn pipeline(
         .unwrap_or_else(|| crate::metainfo::auto_piece_size(size));
     let b = rate as f64;
     let hops_after_first = chain.len().saturating_sub(1) as f64;
-    let seconds = START_SECONDS + size as f64 / b + hops_after_first * piece as f64 / b;
+    let seconds = start_seconds(size) + size as f64 / b + hops_after_first * piece as f64 / b;
     Some(Estimate {
         artifact_bytes: size,
         size_from,
@@ -236,11 +276,13 @@ datacenters:
         let e = pipeline(&c, &c.target_hosts(), gib, "given").unwrap();
         // east's 1 Gbit/s interconnect is the slowest link the chain uses.
         assert_eq!(e.bottleneck, "interconnect of east");
-        assert_eq!(e.bottleneck_bytes_per_second, 125_000_000);
+        // As payload: 1448 bytes of every 1514 on the wire.
+        let payload = (125_000_000f64 * WIRE_EFFICIENCY) as u64;
+        assert_eq!(e.bottleneck_bytes_per_second, payload);
         assert_eq!(e.cross_dc_bytes, gib);
         assert_eq!(e.hosts, 5);
-        let b = 125_000_000f64;
-        let want = START_SECONDS + gib as f64 / b + 4.0 * (1 << 20) as f64 / b;
+        let b = payload as f64;
+        let want = START_SECONDS + gib as f64 / 1e9 + gib as f64 / b + 4.0 * (1 << 20) as f64 / b;
         assert!((e.seconds - want).abs() < 1e-9, "{} vs {want}", e.seconds);
     }
 

@@ -13,11 +13,13 @@
 //! uplinks when it leaves a rack and both datacenters' interconnects when it leaves a
 //! datacenter. A host that fails at time `t` stops serving; its successor notices after
 //! [`DETECT`] (one missed announce) and takes every later piece from the nearest live
-//! host before it, as the tracker arranges. Start-up (connect, bootstrap, the first
-//! announce) is [`crate::estimate::START_SECONDS`] for every host.
+//! host before it, as the tracker arranges. Start-up is the same as in the plan's
+//! estimate ([`crate::estimate::start_seconds`]: hashing the artifact, connecting,
+//! one command per host, the first announce) for every host, and rates carry the
+//! same TCP/IP overhead ([`crate::estimate::WIRE_EFFICIENCY`]).
 //!
 //! What it leaves out: TCP slow start and per-piece request latency (small at these
-//! piece sizes), disk speed, and other traffic on the links.
+//! piece sizes), disk speed, the hosts' CPU, and other traffic on the links.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -106,18 +108,21 @@ pub fn run(t: &Topology) -> Outcome {
     let pieces = t.size.div_ceil(t.piece.max(1)).max(1) as usize;
     let piece = t.piece as f64;
     let cap = |x: Option<u64>| x.map(|v| v as f64).unwrap_or(f64::INFINITY);
+    // Payload rate of a hop: links carry frames, the upload cap counts payload.
     let rate = |from: usize, to: usize| -> f64 {
         let (a, b) = (&members[from], &members[to]);
-        let mut r = (t.link as f64).min(cap(t.upload_limit));
+        let mut link = t.link as f64;
         if a.rack != b.rack || a.dc != b.dc {
-            r = r.min(cap(t.uplink));
+            link = link.min(cap(t.uplink));
         }
         if a.dc != b.dc {
-            r = r.min(cap(t.interconnect));
+            link = link.min(cap(t.interconnect));
         }
-        r.max(1.0)
+        (link * crate::estimate::WIRE_EFFICIENCY)
+            .min(cap(t.upload_limit))
+            .max(1.0)
     };
-    let start = crate::estimate::START_SECONDS;
+    let start = crate::estimate::start_seconds(t.size);
     let bound = t.size as f64 / t.link as f64;
 
     // Failures: which hosts, and when (spread over the transfer without failures).
@@ -304,10 +309,12 @@ mod tests {
     #[test]
     fn a_healthy_pipeline_finishes_near_the_bound_with_one_copy_per_boundary() {
         let o = run(&topo(16, 0.0));
-        let bound = (512u64 << 20) as f64 / 50e6;
         let max = o.percentiles["max"];
-        // Start-up + S/C + one piece per hop after the first.
-        let want = crate::estimate::START_SECONDS + bound + 15.0 * (1 << 20) as f64 / 50e6;
+        // Start-up + S/C + one piece per hop after the first, at the payload rate.
+        let payload = 50e6 * crate::estimate::WIRE_EFFICIENCY;
+        let want = crate::estimate::start_seconds(512 << 20)
+            + (512u64 << 20) as f64 / payload
+            + 15.0 * (1 << 20) as f64 / payload;
         assert!((max - want).abs() < 0.01, "{max} vs {want}");
         assert_eq!(o.origin_upload_bytes, 512 << 20);
         assert_eq!(o.interconnect_in_bytes.get("dc2"), Some(&(512 << 20)));
