@@ -411,12 +411,7 @@ async fn orchestrate<T: Transport>(
     let mut members: Vec<usize> = conns.iter().map(|(h, _)| *h).collect();
     members.sort_unstable();
     let side = match (origin_host, origin_conn) {
-        (Some(b), Some(conn)) => {
-            remote_origin(
-                config, b, conn, agent, &torrent, &version, &members, &cancel,
-            )
-            .await?
-        }
+        (Some(b), Some(conn)) => remote_origin(config, b, conn, agent, &members, &cancel).await?,
         _ => {
             let ip = match opts.advertise {
                 Some(ip) => ip,
@@ -703,7 +698,22 @@ async fn local_origin(
     })
 }
 
-/// Makes the metainfo on origin host `b` from its copy of the build and reads it back.
+/// Where origin host `b` keeps the inventory and the metainfo for its tracker and
+/// seeder.
+fn origin_files(config: &Config, b: usize, exe: &str) -> (String, String, String) {
+    let dir = host_state_dir(config, b, exe);
+    let torrent = format!("{dir}/artifact.torrent");
+    let inventory = format!("{dir}/inventory.yml");
+    (dir, torrent, inventory)
+}
+
+/// What the metainfo command prints: the metainfo, hex-encoded.
+const METAINFO_EVENT: &str = "metainfo";
+
+/// Makes the metainfo on origin host `b` from its copy of the build and reads it back,
+/// in one command (checking the rookery binary first, and saving the inventory sent on
+/// its stdin for the tracker); a host without this build takes a second round trip
+/// to install it.
 async fn remote_metainfo<C: Connection>(
     config: &Config,
     b: usize,
@@ -720,19 +730,10 @@ async fn remote_metainfo<C: Connection>(
         source.starts_with('/'),
         "`artifact.source` is `{source}`: with `origin: {name}` it is a path on {name} and must be absolute"
     );
-    let exe = match binary {
-        Some(bin) => {
-            let path = agent(b);
-            bootstrap::ensure(conn, name, &path, bin, cancel)
-                .await
-                .context("preparing the origin host")?;
-            path
-        }
-        None => agent(b),
-    };
-    let dir = host_state_dir(config, b, &exe);
-    let file = format!("{dir}/artifact.torrent");
-    let mut cmd = vec![
+    let exe = agent(b);
+    let (dir, file, inv_file) = origin_files(config, b, &exe);
+    let q = |a: &str| shell_quote(a);
+    let mut create = vec![
         exe.clone(),
         "torrent".into(),
         "create".into(),
@@ -741,33 +742,63 @@ async fn remote_metainfo<C: Connection>(
         file.clone(),
     ];
     if let Some(ps) = config.playbook.distribution.piece_size {
-        cmd.push("--piece-size".into());
-        cmd.push(format!("{}B", ps.0));
+        create.push("--piece-size".into());
+        create.push(format!("{}B", ps.0));
     }
+    let guard = binary
+        .map(|bin| format!("{}; ", bootstrap::guard(&exe, bin)))
+        .unwrap_or_default();
     let cmd = format!(
-        "mkdir -p -- {} && {}",
-        shell_quote(&dir),
-        cmd.iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ")
+        "i={inv}; mkdir -p -- {dir} && cat > \"$i.tmp.$$\" && mv -f -- \"$i.tmp.$$\" \"$i\" || exit 1; \
+         {guard}{create} || exit 1; \
+         printf '{{\"event\":\"{METAINFO_EVENT}\",\"hex\":\"'; od -An -v -tx1 -- {file} | tr -d ' \\n'; printf '\"}}\\n'",
+        inv = q(&inv_file),
+        dir = q(&dir),
+        create = create.iter().map(|a| q(a)).collect::<Vec<_>>().join(" "),
+        file = q(&file),
     );
-    let f = conn
-        .exec(&cmd, &mut |_| {}, cancel)
-        .await
-        .map_err(|e| HostError::new(name, Stage::Command, format!("creating the metainfo: {e}")))?;
-    if !f.success() {
-        return Err(HostError::new(
-            name,
-            Stage::Command,
-            format!("creating the metainfo from {source}: {}", f.describe()),
-        )
-        .into());
-    }
-    let bytes = conn
-        .download(&file)
-        .await
-        .map_err(|e| HostError::new(name, Stage::Command, format!("reading {file}: {e}")))?;
+    let inv_text = std::fs::read(&inv.file).with_context(|| format!("reading {}", inv.file))?;
+    let mut installed = false;
+    let bytes = loop {
+        let (mut needs_binary, mut hex) = (false, None);
+        let f = conn
+            .exec_with_input(
+                &cmd,
+                Some(&inv_text),
+                &mut |l| {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
+                        match v["event"].as_str() {
+                            Some(bootstrap::NEEDS_BINARY) => needs_binary = true,
+                            Some(METAINFO_EVENT) => hex = v["hex"].as_str().map(String::from),
+                            _ => {}
+                        }
+                    }
+                },
+                cancel,
+            )
+            .await
+            .map_err(|e| {
+                HostError::new(name, Stage::Command, format!("creating the metainfo: {e}"))
+            })?;
+        if let (true, Some(bin), false) = (needs_binary, binary, installed) {
+            bootstrap::install(conn, name, &exe, bin, cancel)
+                .await
+                .context("preparing the origin host")?;
+            installed = true;
+            continue;
+        }
+        match hex.as_deref().and_then(metainfo::unhex) {
+            Some(bytes) if f.success() => break bytes,
+            _ => {
+                return Err(HostError::new(
+                    name,
+                    Stage::Command,
+                    format!("creating the metainfo from {source}: {}", f.describe()),
+                )
+                .into());
+            }
+        }
+    };
     let m = Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: reading {file}"))?;
     let (version, _) = keep_metainfo(config, &m, &bytes)?;
     Ok((m, version))
@@ -781,8 +812,6 @@ async fn remote_origin<C: Connection>(
     b: usize,
     conn: Arc<C>,
     agent: &(dyn Fn(usize) -> String + Sync),
-    torrent: &[u8],
-    version: &str,
     members: &[usize],
     cancel: &CancellationToken,
 ) -> anyhow::Result<OriginSide> {
@@ -791,15 +820,8 @@ async fn remote_origin<C: Connection>(
     let name = host.name.clone();
     let dist = &config.playbook.distribution;
     let exe = agent(b);
-    let dir = host_state_dir(config, b, &exe);
-    let torrent_file = format!("{dir}/{version}.torrent");
-    let inv_file = format!("{dir}/inventory.yml");
-    let up = |e: std::io::Error| HostError::new(&name, Stage::Upload, e.to_string());
-    conn.upload(torrent, &torrent_file, 0o644)
-        .await
-        .map_err(up)?;
-    let inv_text = std::fs::read(&inv.file).with_context(|| format!("reading {}", inv.file))?;
-    conn.upload(&inv_text, &inv_file, 0o644).await.map_err(up)?;
+    // Both written there by `remote_metainfo`, moments ago.
+    let (_, torrent_file, inv_file) = origin_files(config, b, &exe);
     let ip: IpAddr = match host.address.parse() {
         Ok(ip) => ip,
         Err(_) => tokio::net::lookup_host((host.address.as_str(), 0))
