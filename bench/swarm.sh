@@ -51,9 +51,9 @@
 #   --methods L  comma list of rookery,rookery-c,scp,rsync,aria2c (default: all; env
 #                SWARM_METHODS)
 #   --tmpfs M    keep the hosts' files in a tmpfs (auto: when RAM allows; default)
-#                so that the disk is not what is measured; it is written once
-#                before the methods run (see docs/benchmarks.md: first-touch memory
-#                in a VM)
+#                so that the disk is not what is measured; N + 1 copies' worth of it
+#                is written and freed just before each method, untimed (see
+#                docs/benchmarks.md: first-touch memory in a VM)
 #   SWARM_KEEP_LOGS=DIR  copy the reports and logs (rookery's agent logs included)
 #                there before cleaning up
 #   SWARM_DISTRIBUTION='KEY: VALUE;...'  extra `distribution:` settings for rookery's
@@ -179,18 +179,14 @@ need_mib=$(((maxn + 2) * SIZE + 64 * (maxn + 2) + 512))
 avail_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
 mkdir -p "$W/data"
 if [[ $TMPFS == yes ]] || { [[ $TMPFS == auto ]] && ((avail_mib > need_mib + 4096)); }; then
-    # Written once before anything is measured: in a VM the first write to a guest
-    # page can cost a fault on the host (here, a Firecracker guest: 0.6 GB/s on
-    # first touch against 2.2 GB/s for pages used before), which would be charged
-    # to whichever method runs first and to every host's writes. Real hosts' page
-    # caches sit on memory in use. (Huge pages are worse here: a freed 2 MiB page is
-    # handed back to the host at once, and cold again when next written.)
+    # Memory is written just before each method (touch_memory): in a VM the first
+    # write to a guest page can cost a fault on the host (here, a Firecracker guest:
+    # 0.3 to 0.6 GB/s cold, against 1.4 to 2.2 GB/s for pages used just before).
+    # Real hosts' page caches sit on memory in use. (Huge pages are worse here: a
+    # freed 2 MiB page is handed back to the host at once.)
     mount -t tmpfs -o "size=${need_mib}m,mode=755" tmpfs "$W/data"
-    STORAGE="tmpfs (${need_mib} MiB, pre-touched)"
+    STORAGE="tmpfs (${need_mib} MiB, touched before each method)"
     MOUNTED=1
-    log "pre-touching the tmpfs (${need_mib} MiB)"
-    dd if=/dev/zero of="$W/data/.touch" bs=1M count="$((need_mib - 64))" status=none
-    rm -f "$W/data/.touch"
 else
     STORAGE="disk under $W"
 fi
@@ -456,6 +452,16 @@ wait_gone() {
 }
 
 RESULTS=()
+# Writes and frees as much tmpfs memory as the method is about to fill (N copies),
+# just before it starts: this VM's host takes idle guest memory back within minutes
+# (measured: writing 4 GiB took 14.3 s cold, then 3.1 s right after), and the cost
+# would otherwise land on whichever host process writes first.
+touch_memory() { # N
+    ((MOUNTED)) || return 0
+    dd if=/dev/zero of="$D/.touch" bs=1M count="$(($1 * SIZE + SIZE))" status=none
+    rm -f "$D/.touch"
+}
+
 cpu_busy() { # "BUSY0 TOTAL0" "BUSY1 TOTAL1": percent of all cores busy in between
     local b0 t0 b1 t1
     read -r b0 t0 <<<"$1"
@@ -518,6 +524,7 @@ rookery_run() { # N METHOD NAMESPACE INVENTORY
     playbook "$W/bench.yml" "$D/src"
     log "$method: measured run (controller in $ns, inventory ${inv##*/})"
     start_sampler "$D/hosts/.*rookery agent fetch"
+    touch_memory "$1"
     up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
     ip netns exec "$ns" env TMPDIR="$W/tmp" "$BIN" --json -q distribute -i "$inv" "$W/bench.yml" >"$W/$method.json" 2>"$W/$method.err" || rc=$?
     t1=$(now) c1=$(cpu_ticks) up1=$(origin_tx) cx1=$(cross_dc)
@@ -549,6 +556,7 @@ run_scp() {
     local n=$1 k t0 t1 up0 cx0 up1 cx1 files=() fail=0 pids=()
     log "scp: origin -> $n hosts in parallel"
     for ((k = 1; k <= n; k++)); do mkdir -p "$D/hosts/h$k/scp"; done
+    touch_memory "$1"
     up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
     for ((k = 1; k <= n; k++)); do
         ip netns exec "$P-o" scp -q -F "$W/ssh_config" "$D/src/blob" "${ADDR[k]}:$D/hosts/h$k/scp/blob" &
@@ -583,6 +591,7 @@ run_rsync() {
         mkdir -p "$D/hosts/h$k/rsync"
         if [[ ${DC[k]} == east ]]; then east+=("$k"); else west+=("$k"); fi
     done
+    touch_memory "$1"
     up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
     rsync_branch "${east[@]}" &
     pe=$!
@@ -613,6 +622,7 @@ run_aria2c() {
         sleep 0.1
     done
     start_sampler "aria2c .*--seed-time=0 .*$D/hosts/"
+    touch_memory "$1"
     up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
     ip netns exec "$P-o" aria2c "${common[@]}" --seed-ratio=0.0 --bt-seed-unverified=true \
         -d "$D" "$W/aria2.torrent" >"$W/aria2-seeder.log" 2>&1 &
