@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::{self, Binary, Outcome};
 use crate::local::Local;
-use crate::progress::{Event, Mode, Progress};
+use crate::progress::{self, Event, Mode, Progress};
 use crate::ssh::Ssh;
 use crate::template::shell_quote;
 use crate::transport::{Connection, Finished, HostError, Stage, Transport};
@@ -468,142 +468,23 @@ async fn orchestrate<T: Transport>(
             binary.as_ref().map(|b| (agent(h), b)),
             &argv,
         );
-        let name = host.name.clone();
-        let dc = inv.datacenters[host.dc].name.clone();
-        let rack = inv.racks[host.rack].name.clone();
-        let cancel = cancel.clone();
-        let events = events.clone();
-        let torrent = torrent.clone();
-        let binary = binary.clone();
-        let agent_path = agent(h);
-        let torrent_file = torrent_path(config, h, &version);
-        let installs = installs.clone();
-        let withdraw = side.withdraw.clone();
-        jobs.spawn(async move {
-            let mut rep = HostReport {
-                host: name.clone(),
-                dc,
-                rack,
-                ok: false,
-                seconds: 0.0,
-                bytes_from_origin: 0,
-                bytes_from_peers: 0,
-                bytes_reused: 0,
-                bootstrap: binary.as_ref().map(|_| Outcome::Present),
-                stage: None,
-                error: None,
-            };
-            let t0 = Instant::now();
-            let mut result: Option<serde_json::Value> = None;
-            let mut metainfo_failed;
-            let finished = loop {
-                events.stage(&name, "fetch");
-                let mut needs_binary = false;
-                metainfo_failed = false;
-                let finished = {
-                    let events = events.clone();
-                    let name = name.clone();
-                    let mut on_line = |l: &str| {
-                        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
-                            return;
-                        };
-                        match v["event"].as_str() {
-                            Some("progress") => events.send(Event::Bytes {
-                                host: name.clone(),
-                                bytes: v["bytes"].as_u64().unwrap_or(0),
-                            }),
-                            Some("result") => result = Some(v),
-                            Some(bootstrap::NEEDS_BINARY) => needs_binary = true,
-                            Some(METAINFO_FAILED) => metainfo_failed = true,
-                            _ => {}
-                        }
-                    };
-                    conn.exec_with_input(&command, Some(&torrent), &mut on_line, &cancel)
-                        .await
-                };
-                let Some(bin) = binary.as_ref().filter(|_| needs_binary) else {
-                    break finished;
-                };
-                if rep.bootstrap == Some(Outcome::Uploaded) {
-                    break Err(std::io::Error::other(format!(
-                        "{agent_path} still differs from this build after its upload"
-                    )));
-                }
-                events.stage(&name, "bootstrap");
-                let permit = installs.acquire().await.expect("never closed");
-                let install = bootstrap::install(conn.as_ref(), &name, &agent_path, bin, &cancel);
-                let installed = match install_timeout {
-                    None => install.await,
-                    Some(t) => tokio::time::timeout(t, install).await.unwrap_or_else(|_| {
-                        Err(HostError::new(
-                            &name,
-                            Stage::Bootstrap,
-                            format!(
-                                "installing the rookery binary took longer than {} (transport.ssh.command_timeout)",
-                                crate::units::format_duration(t)
-                            ),
-                        ))
-                    }),
-                };
-                drop(permit);
-                match installed {
-                    Ok(o) => rep.bootstrap = Some(o),
-                    Err(e) => {
-                        rep.stage = Some(e.stage);
-                        rep.error = Some(format!("{}: {}", e.stage, e.message));
-                        break Ok(Finished::default());
-                    }
-                }
-            };
-            rep.seconds = t0.elapsed().as_secs_f64();
-            match (finished, result) {
-                _ if rep.error.is_some() => {}
-                (Ok(f), _) if metainfo_failed => {
-                    rep.stage = Some(Stage::Upload);
-                    rep.error = Some(format!("upload: metainfo to {torrent_file}: {}", f.describe()));
-                }
-                (Err(e), _) => {
-                    rep.stage = Some(Stage::Fetch);
-                    rep.error = Some(format!("fetch: {e}"));
-                }
-                (Ok(f), Some(v)) => {
-                    rep.ok = v["ok"] == true && f.success();
-                    rep.seconds = v["seconds"].as_f64().unwrap_or(rep.seconds);
-                    rep.bytes_from_origin = v["bytes_from_origin"].as_u64().unwrap_or(0);
-                    rep.bytes_from_peers = v["bytes_from_peers"].as_u64().unwrap_or(0);
-                    rep.bytes_reused = v["bytes_reused"].as_u64().unwrap_or(0);
-                    if !rep.ok {
-                        rep.stage = Some(Stage::Fetch);
-                        rep.error = Some(match v["error"].as_str() {
-                            Some(e) => format!("fetch: {e} ({})", f.describe()),
-                            None => format!("fetch: {}", f.describe()),
-                        });
-                    }
-                }
-                (Ok(f), None) => {
-                    rep.stage = Some(Stage::Fetch);
-                    rep.error = Some(format!(
-                        "fetch: the agent reported nothing; {}",
-                        f.describe()
-                    ));
-                }
-            }
-            if !rep.ok
-                && let Some(tracker) = &withdraw
-            {
-                tracker.withdraw(&name);
-            }
-            let summary = match &rep.error {
-                None => format!("in {:.1}s", rep.seconds),
-                Some(e) => e.clone(),
-            };
-            events.send(Event::Done {
-                host: name,
-                ok: rep.ok,
-                summary,
-            });
-            rep
-        });
+        let job = HostJob {
+            name: host.name.clone(),
+            dc: inv.datacenters[host.dc].name.clone(),
+            rack: inv.racks[host.rack].name.clone(),
+            conn,
+            command,
+            torrent: torrent.clone(),
+            torrent_file: torrent_path(config, h, &version),
+            binary: binary.clone(),
+            agent_path: agent(h),
+            installs: installs.clone(),
+            install_timeout,
+            withdraw: side.withdraw.clone(),
+            events: events.clone(),
+            cancel: cancel.clone(),
+        };
+        jobs.spawn(job.run());
     }
     let mut reports = Vec::new();
     while let Some(r) = jobs.join_next().await {
@@ -644,6 +525,177 @@ async fn orchestrate<T: Transport>(
         seconds: started.elapsed().as_secs_f64(),
         hosts: reports,
     })
+}
+
+/// One host's fetch (step 4 of [`orchestrate`]), with everything it needs owned.
+struct HostJob<C> {
+    name: String,
+    dc: String,
+    rack: String,
+    conn: Arc<C>,
+    /// [`fetch_command`] for this host.
+    command: String,
+    torrent: Arc<Vec<u8>>,
+    /// Where the command saves the metainfo on the host.
+    torrent_file: String,
+    /// This build, when hosts need it installed (SSH).
+    binary: Option<Binary>,
+    agent_path: String,
+    /// Installs of the binary in flight at once: `--forks`.
+    installs: Arc<tokio::sync::Semaphore>,
+    install_timeout: Option<std::time::Duration>,
+    withdraw: Option<Tracker>,
+    events: progress::Sender,
+    cancel: CancellationToken,
+}
+
+impl<C: Connection> HostJob<C> {
+    /// Runs the fetch command, installs the binary and runs it again if the host
+    /// lacks this build, and reports.
+    async fn run(self) -> HostReport {
+        let HostJob {
+            name,
+            dc,
+            rack,
+            conn,
+            command,
+            torrent,
+            torrent_file,
+            binary,
+            agent_path,
+            installs,
+            install_timeout,
+            withdraw,
+            events,
+            cancel,
+        } = self;
+        let mut rep = HostReport {
+            host: name.clone(),
+            dc,
+            rack,
+            ok: false,
+            seconds: 0.0,
+            bytes_from_origin: 0,
+            bytes_from_peers: 0,
+            bytes_reused: 0,
+            bootstrap: binary.as_ref().map(|_| Outcome::Present),
+            stage: None,
+            error: None,
+        };
+        let t0 = Instant::now();
+        let mut result: Option<serde_json::Value> = None;
+        let mut metainfo_failed;
+        let finished = loop {
+            events.stage(&name, "fetch");
+            let mut needs_binary = false;
+            metainfo_failed = false;
+            let finished = {
+                let events = events.clone();
+                let name = name.clone();
+                let mut on_line = |l: &str| {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                        return;
+                    };
+                    match v["event"].as_str() {
+                        Some("progress") => events.send(Event::Bytes {
+                            host: name.clone(),
+                            bytes: v["bytes"].as_u64().unwrap_or(0),
+                        }),
+                        Some("result") => result = Some(v),
+                        Some(bootstrap::NEEDS_BINARY) => needs_binary = true,
+                        Some(METAINFO_FAILED) => metainfo_failed = true,
+                        _ => {}
+                    }
+                };
+                conn.exec_with_input(&command, Some(&torrent), &mut on_line, &cancel)
+                    .await
+            };
+            let Some(bin) = binary.as_ref().filter(|_| needs_binary) else {
+                break finished;
+            };
+            if rep.bootstrap == Some(Outcome::Uploaded) {
+                break Err(std::io::Error::other(format!(
+                    "{agent_path} still differs from this build after its upload"
+                )));
+            }
+            events.stage(&name, "bootstrap");
+            let permit = installs.acquire().await.expect("never closed");
+            let install = bootstrap::install(conn.as_ref(), &name, &agent_path, bin, &cancel);
+            let installed = match install_timeout {
+                None => install.await,
+                Some(t) => tokio::time::timeout(t, install).await.unwrap_or_else(|_| {
+                    Err(HostError::new(
+                        &name,
+                        Stage::Bootstrap,
+                        format!(
+                            "installing the rookery binary took longer than {} (transport.ssh.command_timeout)",
+                            crate::units::format_duration(t)
+                        ),
+                    ))
+                }),
+            };
+            drop(permit);
+            match installed {
+                Ok(o) => rep.bootstrap = Some(o),
+                Err(e) => {
+                    rep.stage = Some(e.stage);
+                    rep.error = Some(format!("{}: {}", e.stage, e.message));
+                    break Ok(Finished::default());
+                }
+            }
+        };
+        rep.seconds = t0.elapsed().as_secs_f64();
+        match (finished, result) {
+            _ if rep.error.is_some() => {}
+            (Ok(f), _) if metainfo_failed => {
+                rep.stage = Some(Stage::Upload);
+                rep.error = Some(format!(
+                    "upload: metainfo to {torrent_file}: {}",
+                    f.describe()
+                ));
+            }
+            (Err(e), _) => {
+                rep.stage = Some(Stage::Fetch);
+                rep.error = Some(format!("fetch: {e}"));
+            }
+            (Ok(f), Some(v)) => {
+                rep.ok = v["ok"] == true && f.success();
+                rep.seconds = v["seconds"].as_f64().unwrap_or(rep.seconds);
+                rep.bytes_from_origin = v["bytes_from_origin"].as_u64().unwrap_or(0);
+                rep.bytes_from_peers = v["bytes_from_peers"].as_u64().unwrap_or(0);
+                rep.bytes_reused = v["bytes_reused"].as_u64().unwrap_or(0);
+                if !rep.ok {
+                    rep.stage = Some(Stage::Fetch);
+                    rep.error = Some(match v["error"].as_str() {
+                        Some(e) => format!("fetch: {e} ({})", f.describe()),
+                        None => format!("fetch: {}", f.describe()),
+                    });
+                }
+            }
+            (Ok(f), None) => {
+                rep.stage = Some(Stage::Fetch);
+                rep.error = Some(format!(
+                    "fetch: the agent reported nothing; {}",
+                    f.describe()
+                ));
+            }
+        }
+        if !rep.ok
+            && let Some(tracker) = &withdraw
+        {
+            tracker.withdraw(&name);
+        }
+        let summary = match &rep.error {
+            None => format!("in {:.1}s", rep.seconds),
+            Some(e) => e.clone(),
+        };
+        events.send(Event::Done {
+            host: name,
+            ok: rep.ok,
+            summary,
+        });
+        rep
+    }
 }
 
 /// Tracker and origin seeder in this process, on `ip`.
