@@ -395,6 +395,10 @@ down_cluster() {
         ip netns del "$ns"
     done
     rm -rf "$D/hosts" "$W/sshd" "$W/zk"
+    # The next cluster's hosts are new: they need the binary again before a measured
+    # run. (Forgetting this put 16 binary uploads, 8 of them across the
+    # interconnect, into every N = 16 `rookery` row until commit 1584f7c.)
+    WARM=0
 }
 
 # --- measuring ---------------------------------------------------------------------

@@ -395,10 +395,10 @@ impl Swarm {
             }
             // A bypass never adds a crossing of a datacenter boundary: with a feeder
             // in my datacenter, one upstream across it would send a second share of
-            // the copy over the interconnect (measured: 1.44 and 1.52 copies into
-            // the second datacenter at 16 hosts, from bypasses while the machine was
-            // short of CPU). A dead feeder is still bypassed (above), and the host
-            // that enters the datacenter already fetches across it.
+            // the copy over the interconnect (seen in the agents' logs at 16 hosts
+            // while the benchmark machine was short of CPU). A dead feeder is still
+            // bypassed (above), and the host that enters the datacenter already
+            // fetches across it.
             if let Some((j, _)) = upstream
                 && locality(roster, me, i) < 2
                 && locality(roster, me, j) == 2
