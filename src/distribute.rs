@@ -145,7 +145,7 @@ const METAINFO_FAILED: &str = "metainfo_failed";
 /// at `torrent` (atomically: a temporary file, then a rename), then, with
 /// `Some((path, binary))`, stops with a [`bootstrap::NEEDS_BINARY`] event unless
 /// `path` holds that binary, and then runs `argv`.
-fn fetch_command(torrent: &str, check: Option<(String, &Binary)>, argv: &[String]) -> String {
+fn fetch_command(torrent: &str, check: Option<(&str, &Binary)>, argv: &[String]) -> String {
     let q = |a: &str| shell_quote(a);
     let (dir, _) = torrent.rsplit_once('/').unwrap_or((".", torrent));
     let mut s = format!(
@@ -155,7 +155,7 @@ fn fetch_command(torrent: &str, check: Option<(String, &Binary)>, argv: &[String
         q(dir)
     );
     if let Some((path, bin)) = check {
-        s.push_str(&bootstrap::guard(&path, bin));
+        s.push_str(&bootstrap::guard(path, bin));
         s.push_str("; ");
     }
     s.push_str("exec");
@@ -453,19 +453,21 @@ async fn orchestrate<T: Transport>(
                 Err(_) => format!("0.0.0.0:{}", dist.port),
             }
         };
+        let torrent_file = torrent_path(config, h, &version);
+        let agent_path = agent(h);
         let argv = fetch_argv(
             config,
             h,
-            &agent(h),
-            &torrent_path(config, h, &version),
+            &agent_path,
+            &torrent_file,
             &listen,
             &announce(&host.name),
             &side.origin,
             &version,
         );
         let command = fetch_command(
-            &torrent_path(config, h, &version),
-            binary.as_ref().map(|b| (agent(h), b)),
+            &torrent_file,
+            binary.as_ref().map(|b| (agent_path.as_str(), b)),
             &argv,
         );
         let job = HostJob {
@@ -475,9 +477,9 @@ async fn orchestrate<T: Transport>(
             conn,
             command,
             torrent: torrent.clone(),
-            torrent_file: torrent_path(config, h, &version),
+            torrent_file,
             binary: binary.clone(),
-            agent_path: agent(h),
+            agent_path,
             installs: installs.clone(),
             install_timeout,
             withdraw: side.withdraw.clone(),
