@@ -472,14 +472,21 @@ async fn drive<T: Transport>(
             }
         }
         if transport.needs_bootstrap() && !conns.is_empty() {
+            use futures_util::StreamExt;
             let bin = crate::bootstrap::Binary::current()?;
-            for (&h, c) in &conns {
-                if let Err(e) =
-                    crate::bootstrap::ensure(c.as_ref(), &inv.hosts[h].name, &agent(h), &bin, &cancel)
-                        .await
-                {
-                    return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
-                }
+            // `--forks` at a time: checked one after another, N hosts cost N round
+            // trips before the first restart.
+            let checks = conns.iter().map(|(&h, c)| {
+                let (bin, cancel, path) = (&bin, &cancel, agent(h));
+                let name = &inv.hosts[h].name;
+                async move { crate::bootstrap::ensure(c.as_ref(), name, &path, bin, cancel).await }
+            });
+            let checked: Vec<_> = futures_util::stream::iter(checks)
+                .buffered(opts.forks.max(1))
+                .collect()
+                .await;
+            if let Some(e) = checked.into_iter().find_map(Result::err) {
+                return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
             }
         }
 

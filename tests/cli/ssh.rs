@@ -127,13 +127,19 @@ fn distribute(c: &Cluster, a: &Artifact, extra: &[&str]) -> Run {
 }
 
 fn distribute_env(c: &Cluster, a: &Artifact, extra: &[&str], env: &[(&str, &Path)]) -> Run {
+    let pb = a.playbook();
+    let mut args = vec!["distribute", pb.to_str().unwrap()];
+    args.extend(extra);
+    rookery(c, &args, env)
+}
+
+/// `rookery --json -i INVENTORY ARGS...` against the cluster.
+fn rookery(c: &Cluster, args: &[&str], env: &[(&str, &Path)]) -> Run {
     let out = Command::new(BIN)
         .arg("--json")
-        .arg("distribute")
         .arg("-i")
         .arg(c.inventory())
-        .arg(a.playbook())
-        .args(extra)
+        .args(args)
         .env("HOME", c.path()) // no operator ssh config or agent leaks in
         .env_remove("SSH_AUTH_SOCK")
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -514,4 +520,71 @@ fn an_inventory_host_can_be_the_origin() {
         "{}",
         r.stderr
     );
+}
+
+/// Stops the services a deploy left running on a cluster's hosts (their supervisors
+/// and the `serve` loops), also when the test fails.
+struct Services<'c>(&'c Cluster);
+
+impl Drop for Services<'_> {
+    fn drop(&mut self) {
+        let dir = self.0.path().display().to_string();
+        for pattern in [format!("agent run.*{dir}"), format!("bin/serve {dir}")] {
+            let _ = Command::new("pkill").args(["-f", &pattern]).status();
+        }
+    }
+}
+
+#[test]
+fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
+    let c = Cluster::up(4, "127.0.49");
+    let _services = Services(&c);
+    let a = Artifact::new(1 << 20);
+    // A service that stays up until stopped; its command line names the cluster's
+    // directory, so that the guard above finds it.
+    let serve = a.dir.path().join("art/bin/serve");
+    std::fs::write(&serve, "#!/bin/sh\nwhile :; do sleep 1; done\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&serve, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let start = format!("exec /bin/sh {{release}}/bin/serve {}", c.path().display());
+    let pb = std::fs::read_to_string(a.playbook()).unwrap().replace(
+        "{start: \"true\"}",
+        &format!("{{start: \"{start}\", quorum: 1, min_healthy_time: 300ms}}"),
+    );
+    std::fs::write(a.playbook(), pb).unwrap();
+
+    // Fresh hosts: the distribution installs the binary, the rollout finds it.
+    let r = rookery(&c, &["deploy", a.playbook().to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    // With the playbook, status also asks each host what `current` points to.
+    let s = rookery(&c, &["status", a.playbook().to_str().unwrap()], &[]);
+    assert_eq!(s.code, 0, "{}\n{}", s.stderr, s.json);
+    let version = s.json["last_deploy"]["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no version in {}", s.json))
+        .to_string();
+    // The loopback inventory: store and api on every host, web on the even ones.
+    for (service, hosts) in [("store", 4), ("api", 4), ("web", 2)] {
+        let st = s.json["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == service)
+            .unwrap_or_else(|| panic!("{service} missing: {}", s.json));
+        assert_eq!(st["live"], hosts, "{st}");
+        for h in st["hosts"].as_array().unwrap() {
+            assert_eq!(h["live"], version.as_str(), "{h}");
+            assert_eq!(h["current"], version.as_str(), "{h}");
+        }
+    }
+    for k in 1..=4 {
+        let current = c.root(&format!("h{k}")).join("srv/app/current");
+        assert!(
+            std::fs::read_link(&current)
+                .unwrap()
+                .ends_with(format!("releases/{version}")),
+            "{}",
+            current.display()
+        );
+    }
 }
