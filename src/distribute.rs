@@ -378,17 +378,14 @@ async fn orchestrate<T: Transport>(
     };
 
     // 2. The metainfo: made here, or on the origin host from its copy of the build.
-    let (m, version) = match (origin_host, &origin_conn, hashing) {
-        (Some(b), Some(conn), _) => {
+    let (m, version) = match (origin_host, &origin_conn) {
+        (Some(b), Some(conn)) => {
             remote_metainfo(config, b, conn.as_ref(), binary.as_ref(), agent, &cancel).await?
         }
-        (_, _, Some(hashing)) => {
+        _ => {
+            let hashing = hashing.unwrap_or_else(|| spawn_create(config));
             let m = hashing.await.context("hashing the artifact panicked")??;
             let (version, _) = keep_metainfo(config, &m, &m.to_bytes())?;
-            (m, version)
-        }
-        _ => {
-            let (m, version, _) = prepare(config)?;
             (m, version)
         }
     };
