@@ -35,8 +35,9 @@ use crate::units::Rate;
 pub const START_SECONDS: f64 = 1.0;
 
 /// How fast the controller (or the origin host) reads and hashes the artifact for
-/// the metainfo, bytes per second: SHA-1 of 512 MiB from memory took 0.43 s on the
-/// benchmark machine (1.25 GB/s); a disk is often slower.
+/// the metainfo, bytes per second. Pieces are hashed on every core: 1 GiB from memory
+/// took 0.44 s on the 2-core benchmark machine (2.4 GB/s), 0.75 s on one core. A disk
+/// often reads slower than that, so the model keeps 1 GB/s.
 pub const HASH_BYTES_PER_SECOND: f64 = 1.0e9;
 
 /// Payload per byte of link rate: 1448 TCP payload bytes (MTU 1500, with TCP
