@@ -419,9 +419,11 @@ cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t -
 # took 2 to 5% of the CPU during a run).
 start_sampler() {
     : >"$W/rss"
-    python3 - "$1" "$W/rss" <<'PY' &
+    # The pattern goes in the environment: on the command line it would match itself
+    # (and wait_gone would wait for the sampler).
+    SAMPLE_PATTERN=$1 python3 - "$W/rss" <<'PY' &
 import os, re, sys, time
-pattern, out = re.compile(sys.argv[1]), sys.argv[2]
+pattern, out = re.compile(os.environ["SAMPLE_PATTERN"]), sys.argv[1]
 peak = 0
 while True:
     for pid in filter(str.isdigit, os.listdir("/proc")):

@@ -41,7 +41,7 @@ use crate::record::{self, HostRecord, HostState, Kind, Record, ServiceRecord, St
 use crate::store::{Location, Store};
 use crate::switch::Releases;
 use crate::template::shell_quote;
-use crate::transport::{Connection, Transport};
+use crate::transport::{Connection, HostError, Transport};
 
 /// How a rollout was asked to run.
 #[derive(Debug, Clone)]
@@ -458,17 +458,7 @@ async fn drive<T: Transport>(
                     conns.insert(h, Arc::new(c));
                 }
                 Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
-                Err(e) => {
-                    say.line(format!("{e}"));
-                    for s in &mut rec.services {
-                        if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == inv.hosts[h].name)
-                            && !hr.state.finished()
-                        {
-                            hr.state = HostState::Unreachable;
-                            hr.error = Some(e.to_string());
-                        }
-                    }
-                }
+                Err(e) => unreachable(&mut rec, &inv.hosts[h].name, &e, &say),
             }
         }
         if transport.needs_bootstrap() && !conns.is_empty() {
@@ -479,14 +469,29 @@ async fn drive<T: Transport>(
             let checks = conns.iter().map(|(&h, c)| {
                 let (bin, cancel, path) = (&bin, &cancel, agent(h));
                 let name = &inv.hosts[h].name;
-                async move { crate::bootstrap::ensure(c.as_ref(), name, &path, bin, cancel).await }
+                async move {
+                    let r = crate::bootstrap::ensure(c.as_ref(), name, &path, bin, cancel).await;
+                    (h, r)
+                }
             });
             let checked: Vec<_> = futures_util::stream::iter(checks)
                 .buffered(opts.forks.max(1))
                 .collect()
                 .await;
-            if let Some(e) = checked.into_iter().find_map(Result::err) {
-                return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
+            for (h, r) in checked {
+                match r {
+                    Ok(_) => {}
+                    // Interrupted: nothing has been restarted yet, so stop as before.
+                    Err(e) if cancel.is_cancelled() => {
+                        return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
+                    }
+                    // A host that cannot run the agent is as good as unreachable: the
+                    // others roll, and the quorum gate counts it as not live.
+                    Err(e) => {
+                        conns.remove(&h);
+                        unreachable(&mut rec, &inv.hosts[h].name, &e, &say);
+                    }
+                }
             }
         }
 
@@ -549,6 +554,20 @@ async fn save(store: &Store, rec: &mut Record) -> Result<(), CoordError> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Marks `host` unreachable in every service it has left to switch, with the error
+/// (which names the host and the stage), and says so.
+fn unreachable(rec: &mut Record, host: &str, e: &HostError, say: &Say) {
+    say.line(format!("{e}"));
+    for s in &mut rec.services {
+        if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == host)
+            && !hr.state.finished()
+        {
+            hr.state = HostState::Unreachable;
+            hr.error = Some(e.to_string());
+        }
+    }
+}
+
 async fn roll<C: Connection>(
     store: &Store,
     config: &Config,

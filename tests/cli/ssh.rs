@@ -535,13 +535,10 @@ impl Drop for Services<'_> {
     }
 }
 
-#[test]
-fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
-    let c = Cluster::up(4, "127.0.49");
-    let _services = Services(&c);
+/// An artifact whose services stay up until stopped (quorum 1); their command line
+/// names the cluster's directory, so that [`Services`] finds them.
+fn serving_artifact(c: &Cluster) -> Artifact {
     let a = Artifact::new(1 << 20);
-    // A service that stays up until stopped; its command line names the cluster's
-    // directory, so that the guard above finds it.
     let serve = a.dir.path().join("art/bin/serve");
     std::fs::write(&serve, "#!/bin/sh\nwhile :; do sleep 1; done\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -552,6 +549,14 @@ fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
         &format!("{{start: \"{start}\", quorum: 1, min_healthy_time: 300ms}}"),
     );
     std::fs::write(a.playbook(), pb).unwrap();
+    a
+}
+
+#[test]
+fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
+    let c = Cluster::up(4, "127.0.49");
+    let _services = Services(&c);
+    let a = serving_artifact(&c);
 
     // Fresh hosts: the distribution installs the binary, the rollout finds it.
     let r = rookery(&c, &["deploy", a.playbook().to_str().unwrap()], &[]);
@@ -584,6 +589,51 @@ fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
                 .unwrap()
                 .ends_with(format!("releases/{version}")),
             "{}",
+            current.display()
+        );
+    }
+}
+
+#[test]
+fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
+    let c = Cluster::up(3, "127.0.50");
+    let _services = Services(&c);
+    let a = serving_artifact(&c);
+    let pb = a.playbook();
+    let pb = pb.to_str().unwrap();
+    let r = rookery(&c, &["distribute", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    let version = r.json["version"].as_str().unwrap().to_string();
+    // h2 loses its rookery binary, and a file where its directory was stops the
+    // upload of a new one.
+    let bin = c.root("h2").join(".rookery/bin");
+    std::fs::remove_dir_all(&bin).unwrap();
+    std::fs::write(&bin, "not a directory").unwrap();
+
+    let r = rookery(&c, &["rollout", pb], &[]);
+    assert_eq!(r.code, 4, "exit 4 = some hosts did not switch\n{}\n{}", r.stderr, r.json);
+    assert!(
+        r.stderr.contains("h2: bootstrap: uploading the rookery binary to "),
+        "{}",
+        r.stderr
+    );
+    for service in r.json["services"].as_array().unwrap() {
+        for h in service["hosts"].as_array().unwrap() {
+            if h["host"] == "h2" {
+                assert_eq!(h["state"], "unreachable", "{h}");
+                let err = h["error"].as_str().unwrap();
+                assert!(err.starts_with("h2: bootstrap: "), "{err}");
+            } else {
+                assert_eq!(h["state"], "done", "{h}");
+            }
+        }
+    }
+    for (k, switched) in [(1, true), (2, false), (3, true)] {
+        let current = c.root(&format!("h{k}")).join("srv/app/current");
+        assert_eq!(
+            std::fs::read_link(&current).is_ok_and(|t| t.ends_with(format!("releases/{version}"))),
+            switched,
+            "h{k}: {}",
             current.display()
         );
     }
