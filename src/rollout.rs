@@ -553,7 +553,6 @@ async fn save(store: &Store, rec: &mut Record) -> Result<(), CoordError> {
     store.put_deploy(&rec.id, &rec.to_bytes()).await
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Marks `host` unreachable in every service it has left to switch, with the error
 /// (which names the host and the stage), and says so.
 fn unreachable(rec: &mut Record, host: &str, e: &HostError, say: &Say) {
@@ -568,6 +567,7 @@ fn unreachable(rec: &mut Record, host: &str, e: &HostError, say: &Say) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn roll<C: Connection>(
     store: &Store,
     config: &Config,

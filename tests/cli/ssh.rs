@@ -596,7 +596,7 @@ fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
 
 #[test]
 fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
-    let c = Cluster::up(3, "127.0.50");
+    let c = Cluster::up(4, "127.0.50");
     let _services = Services(&c);
     let a = serving_artifact(&c);
     let pb = a.playbook();
@@ -611,9 +611,14 @@ fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
     std::fs::write(&bin, "not a directory").unwrap();
 
     let r = rookery(&c, &["rollout", pb], &[]);
-    assert_eq!(r.code, 4, "exit 4 = some hosts did not switch\n{}\n{}", r.stderr, r.json);
+    assert_eq!(
+        r.code, 4,
+        "exit 4 = some hosts did not switch\n{}\n{}",
+        r.stderr, r.json
+    );
     assert!(
-        r.stderr.contains("h2: bootstrap: uploading the rookery binary to "),
+        r.stderr
+            .contains("h2: bootstrap: uploading the rookery binary to "),
         "{}",
         r.stderr
     );
@@ -628,7 +633,7 @@ fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
             }
         }
     }
-    for (k, switched) in [(1, true), (2, false), (3, true)] {
+    for (k, switched) in [(1, true), (2, false), (3, true), (4, true)] {
         let current = c.root(&format!("h{k}")).join("srv/app/current");
         assert_eq!(
             std::fs::read_link(&current).is_ok_and(|t| t.ends_with(format!("releases/{version}"))),
