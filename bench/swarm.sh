@@ -56,6 +56,8 @@
 #                docs/benchmarks.md: first-touch memory in a VM)
 #   SWARM_KEEP_LOGS=DIR  copy the reports and logs (rookery's agent logs included)
 #                there before cleaning up
+#   SWARM_TBF_LATENCY=T  the longest a packet may wait in a link's tbf queue,
+#                default 50ms (a deep FIFO: the results in docs/benchmarks.md)
 #   SWARM_DISTRIBUTION='KEY: VALUE;...'  extra `distribution:` settings for rookery's
 #                playbook, e.g. 'upload_limit: 45MiB/s;download_limit: 45MiB/s'
 #
@@ -220,7 +222,7 @@ layout() {
 }
 
 shape() { # NS DEV
-    ip netns exec "$1" tc qdisc add dev "$2" root tbf rate "${RATE}mbit" burst 256kb latency 50ms
+    ip netns exec "$1" tc qdisc add dev "$2" root tbf rate "${RATE}mbit" burst 256kb latency "${SWARM_TBF_LATENCY:-50ms}"
 }
 
 # ns_add NS: a namespace with loopback up and IPv6 off (no stray router
@@ -687,15 +689,15 @@ for n in "${HOSTS[@]}"; do
     down_cluster
 done
 
-python3 - "$SIZE" "$RATE" "$STORAGE" "$(nproc)" "${RESULTS[@]}" <<'PY'
+python3 - "$SIZE" "$RATE" "$STORAGE" "$(nproc)" "${SWARM_TBF_LATENCY:-50ms}" "${RESULTS[@]}" <<'PY'
 import sys
-size, rate, storage, cores = sys.argv[1:5]
-rows = [r.split() for r in sys.argv[5:]]
+size, rate, storage, cores, queue = sys.argv[1:6]
+rows = [r.split() for r in sys.argv[6:]]
 s = int(size) << 20
 bound = s * 8 / (int(rate) * 1e6)
 print()
 print(f"S = {size} MiB, C = {rate} Mbit/s, S/C = {bound:.1f} s; 2 DCs, origin in DC east; "
-      f"files on {storage}; {cores} cores")
+      f"files on {storage}; {cores} cores" + ("" if queue == "50ms" else f"; tbf queue {queue}"))
 print(f"{'N':>3} {'method':<9} {'slowest':>8} {'x S/C':>6} {'origin up':>10} {'cross-DC':>9} {'peak RSS':>10} {'CPU':>5}")
 checks = []
 times = {}
