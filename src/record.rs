@@ -126,6 +126,17 @@ impl Record {
             .find(|h| h.host == host)
     }
 
+    /// How many of `service`'s hosts are failed now (tried, switched back, not yet
+    /// retried successfully): what its failure budget is checked against.
+    pub fn failed(&self, service: &str) -> u32 {
+        self.services
+            .iter()
+            .filter(|s| s.name == service)
+            .flat_map(|s| &s.hosts)
+            .filter(|h| h.state == HostState::Failed)
+            .count() as u32
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("serializable")
     }

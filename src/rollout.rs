@@ -585,17 +585,6 @@ async fn roll<C: Connection>(
         }
         let svc = &config.playbook.services[w.service];
         let nb = w.batches.len();
-        let mut failures = rec
-            .services
-            .iter()
-            .find(|s| s.name == w.name)
-            .map(|s| {
-                s.hosts
-                    .iter()
-                    .filter(|h| h.state == HostState::Failed)
-                    .count() as u32
-            })
-            .unwrap_or(0);
         say.line(format!(
             "{}: {} batch(es), quorum {}, failure budget {}",
             w.name, nb, w.quorum, w.failure_budget
@@ -694,7 +683,6 @@ async fn roll<C: Connection>(
                         ));
                     }
                     Err(f) => {
-                        failures += 1;
                         hr.state = HostState::Failed;
                         hr.from = hr.from.take().or(f.previous.clone());
                         let back = match &f.back {
@@ -708,6 +696,9 @@ async fn roll<C: Connection>(
                 }
             }
             save(store, rec).await?;
+            // Counted from the record, not added up: a host that failed in an earlier
+            // run and was retried in this batch no longer counts once it switched.
+            let failures = rec.failed(&w.name);
             if failures > w.failure_budget {
                 return Err(Stop {
                     state: State::Failed,

@@ -643,3 +643,133 @@ fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
         );
     }
 }
+
+/// Where `service` stands on each host in a deploy's JSON report: host -> state.
+fn states(r: &Run, service: &str) -> std::collections::BTreeMap<String, String> {
+    r.json["rollout"]["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rollout in the report: {}\n{}", r.stderr, r.json))
+        .iter()
+        .find(|s| s["name"] == service)
+        .unwrap_or_else(|| panic!("{service} missing: {}", r.json))["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let state = h["state"].as_str().unwrap().to_string();
+            (h["host"].as_str().unwrap().to_string(), state)
+        })
+        .collect()
+}
+
+/// What `current` points to on each host of the cluster: the release's name.
+fn currents(c: &Cluster, n: usize) -> Vec<String> {
+    (1..=n)
+        .map(|k| {
+            let link = c.root(&format!("h{k}")).join("srv/app/current");
+            let target =
+                std::fs::read_link(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+            target.file_name().unwrap().to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finishes() {
+    let c = Cluster::up(4, "127.0.51");
+    let _services = Services(&c);
+    let a = serving_artifact(&c);
+    // Healthy while the host has no `sick` file, and always for the first release
+    // (it carries a file `first`): the switch back must come up healthy.
+    std::fs::write(a.dir.path().join("art/first"), "").unwrap();
+    let text = std::fs::read_to_string(a.playbook()).unwrap().replace(
+        "min_healthy_time: 300ms}",
+        "min_healthy_time: 300ms, health: \"test -e {release}/first -o ! -e {destination}/sick\", health_deadline: 2s}",
+    );
+    std::fs::write(a.playbook(), text).unwrap();
+    let pb = a.playbook();
+    let pb = pb.to_str().unwrap();
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    let v1 = r.json["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(currents(&c, 4), [v1.as_str(); 4]);
+
+    // The second release fails its health check on every host while `sick` is there.
+    std::fs::remove_file(a.dir.path().join("art/first")).unwrap();
+    std::fs::write(a.dir.path().join("art/second"), "").unwrap();
+    for k in 1..=4 {
+        std::fs::write(c.root(&format!("h{k}")).join("srv/app/sick"), "").unwrap();
+    }
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(
+        r.code, 8,
+        "exit 8 = the deploy stopped\n{}\n{}",
+        r.stderr, r.json
+    );
+    let v2 = r.json["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(v1, v2);
+    let rec = &r.json["rollout"];
+    assert_eq!(rec["state"], "failed", "{rec}");
+    assert!(
+        rec["message"].as_str().unwrap().starts_with(
+            "store: 1 host(s) failed, more than its failure budget of 0; the deploy stopped"
+        ),
+        "{rec}"
+    );
+    let store = states(&r, "store");
+    let failed: Vec<&String> = store
+        .iter()
+        .filter(|(_, s)| *s == "failed")
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(failed.len(), 1, "{store:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "{}: FAILED: store {v2} did not become healthy",
+            failed[0]
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("; switched back to {v1}")),
+        "{}",
+        r.stderr
+    );
+    // No host is left on the second release, and every instance is live on the first.
+    assert_eq!(currents(&c, 4), [v1.as_str(); 4]);
+    let s = rookery(&c, &["status", pb], &[]);
+    assert_eq!(s.code, 0, "{}\n{}", s.stderr, s.json);
+    for (service, hosts) in [("store", 4), ("api", 4), ("web", 2)] {
+        let st = s.json["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == service)
+            .unwrap_or_else(|| panic!("{service} missing: {}", s.json));
+        assert_eq!(st["live"], hosts, "{st}");
+        for h in st["hosts"].as_array().unwrap() {
+            assert_eq!(h["live"], v1.as_str(), "{h}");
+        }
+    }
+
+    // Fixed: the same command resumes the deploy and every host ends on the second.
+    for k in 1..=4 {
+        std::fs::remove_file(c.root(&format!("h{k}")).join("srv/app/sick")).unwrap();
+    }
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    assert!(r.stderr.contains("resuming deploy "), "{}", r.stderr);
+    assert_eq!(r.json["distribution"]["version"], v2.as_str(), "{}", r.json);
+    for service in ["store", "api", "web"] {
+        let st = states(&r, service);
+        assert!(st.values().all(|s| s == "done"), "{service}: {st:?}");
+    }
+    assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
+}
