@@ -126,3 +126,49 @@ impl Test {
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
+
+/// Reads a child's output on a thread: every line is kept, and `wait_for` waits until
+/// a line containing a text has arrived.
+pub struct Lines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Lines {
+    pub fn read(stream: impl std::io::Read + Send + 'static) -> Lines {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = lines.clone();
+        let thread = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        Lines { lines, thread }
+    }
+
+    pub fn wait_for(&self, text: &str) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !self.lines.lock().unwrap().iter().any(|l| l.contains(text)) {
+            assert!(
+                std::time::Instant::now() < until,
+                "no line with {text:?}:\n{}",
+                self.all()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    pub fn all(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn finish(self) -> String {
+        let Lines { lines, thread } = self;
+        thread.join().unwrap();
+        lines.lock().unwrap().join("\n")
+    }
+}

@@ -17,6 +17,7 @@ use rookery::coordination::Coordinator;
 use rookery::store::Location;
 
 use crate::coordination::{Partition, ZooKeeper, rt};
+use crate::helper::Lines;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
 const DEMO: &str = env!("CARGO_BIN_EXE_demo-service");
@@ -687,52 +688,6 @@ fn a_lost_zookeeper_session_halts_the_rollout_and_the_next_run_finishes_it() {
     let twice = c.starts_of(&v2).values().filter(|&&n| n > 1).count();
     assert!(twice <= 2, "{:?}", c.starts_of(&v2));
     drop(link);
-}
-
-/// Reads a child's stderr on a thread: every line is kept, and `seen` reports when a
-/// line containing a text has arrived.
-struct Lines {
-    lines: Arc<std::sync::Mutex<Vec<String>>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Lines {
-    fn read(stream: impl std::io::Read + Send + 'static) -> Lines {
-        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let keep = lines.clone();
-        let thread = std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                keep.lock().unwrap().push(line);
-            }
-        });
-        Lines { lines, thread }
-    }
-
-    fn wait_for(&self, text: &str) {
-        let until = Instant::now() + Duration::from_secs(90);
-        while !self.lines.lock().unwrap().iter().any(|l| l.contains(text)) {
-            assert!(
-                Instant::now() < until,
-                "no line with {text:?}:\n{}",
-                self.all()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn all(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn finish(self) -> String {
-        let Lines { lines, thread } = self;
-        thread.join().unwrap();
-        lines.lock().unwrap().join("\n")
-    }
 }
 
 /// The deploy in its own process group, as a terminal runs it: a Ctrl-C there

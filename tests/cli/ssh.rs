@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::helper::repo;
+use crate::helper::{Lines, repo};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
 const PORT: &str = "2222";
@@ -133,15 +133,21 @@ fn distribute_env(c: &Cluster, a: &Artifact, extra: &[&str], env: &[(&str, &Path
     rookery(c, &args, env)
 }
 
-/// `rookery --json -i INVENTORY ARGS...` against the cluster.
-fn rookery(c: &Cluster, args: &[&str], env: &[(&str, &Path)]) -> Run {
-    let out = Command::new(BIN)
-        .arg("--json")
+/// `rookery --json -i INVENTORY ARGS...` against the cluster, not yet run.
+fn command(c: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--json")
         .arg("-i")
         .arg(c.inventory())
         .args(args)
         .env("HOME", c.path()) // no operator ssh config or agent leaks in
-        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("SSH_AUTH_SOCK");
+    cmd
+}
+
+/// `rookery --json -i INVENTORY ARGS...` against the cluster.
+fn rookery(c: &Cluster, args: &[&str], env: &[(&str, &Path)]) -> Run {
+    let out = command(c, args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
@@ -646,12 +652,26 @@ fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
 
 /// Where `service` stands on each host in a deploy's JSON report: host -> state.
 fn states(r: &Run, service: &str) -> std::collections::BTreeMap<String, String> {
-    r.json["rollout"]["services"]
+    assert!(
+        r.json["rollout"].is_object(),
+        "no rollout in the report: {}\n{}",
+        r.stderr,
+        r.json
+    );
+    states_of(&r.json, service)
+}
+
+/// [`states`] of a deploy's JSON report already read.
+fn states_of(
+    json: &serde_json::Value,
+    service: &str,
+) -> std::collections::BTreeMap<String, String> {
+    json["rollout"]["services"]
         .as_array()
-        .unwrap_or_else(|| panic!("no rollout in the report: {}\n{}", r.stderr, r.json))
+        .unwrap_or_else(|| panic!("no rollout in the report: {json}"))
         .iter()
         .find(|s| s["name"] == service)
-        .unwrap_or_else(|| panic!("{service} missing: {}", r.json))["hosts"]
+        .unwrap_or_else(|| panic!("{service} missing: {json}"))["hosts"]
         .as_array()
         .unwrap()
         .iter()
@@ -772,4 +792,124 @@ fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finis
         assert!(st.values().all(|s| s == "done"), "{service}: {st:?}");
     }
     assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
+}
+
+#[test]
+fn the_first_ctrl_c_over_ssh_finishes_the_batch_in_flight_and_the_next_run_resumes() {
+    let c = Cluster::up(4, "127.0.52");
+    let _services = Services(&c);
+    let a = serving_artifact(&c);
+    let pb = a.playbook();
+    let pb = pb.to_str().unwrap();
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    let v1 = r.json["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    std::fs::write(a.dir.path().join("art/second"), "").unwrap();
+    // In its own process group, as a terminal runs it: Ctrl-C signals the group,
+    // and the SSH sessions' remote commands must finish anyway.
+    use std::os::unix::process::CommandExt;
+    let mut child = command(&c, &["deploy", pb])
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Lines::read(child.stderr.take().unwrap());
+    let stdout = Lines::read(child.stdout.take().unwrap());
+    stderr.wait_for("store: batch 1/4: ");
+    // SAFETY: SIGINT to the process group of a child we started.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let said = stderr.finish();
+    let json: serde_json::Value = serde_json::from_str(&stdout.finish()).unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "{said}\n{json}");
+    let rec = &json["rollout"];
+    assert_eq!(rec["state"], "interrupted", "{rec}");
+    assert!(
+        rec["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted before store batch 2/4"),
+        "{rec}"
+    );
+    let v2 = json["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The batch in flight finished: its one host runs the second release, the others
+    // the first, and every instance is live.
+    let moved = said
+        .lines()
+        .find_map(|l| l.strip_prefix("store: batch 1/4: "))
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_string();
+    assert!(
+        said.contains(&format!("  {moved}: {v1} -> {v2} in ")),
+        "{said}"
+    );
+    let states = states_of(&json, "store");
+    for (host, state) in &states {
+        let want = if *host == moved { "done" } else { "pending" };
+        assert_eq!(state, want, "{states:?}");
+    }
+    let s = rookery(&c, &["status", pb], &[]);
+    let st = &s.json["services"][0];
+    assert_eq!(st["name"], "store", "{}", s.json);
+    assert_eq!(st["live"], 4, "{st}");
+
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    assert!(r.stderr.contains("resuming deploy "), "{}", r.stderr);
+    // The batch that finished in the interrupted run is not restarted again.
+    assert!(r.stderr.contains("store: batch 2/4: "), "{}", r.stderr);
+    assert!(!r.stderr.contains("store: batch 1/4: "), "{}", r.stderr);
+    assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
+}
+
+#[test]
+fn a_rollback_over_ssh_returns_every_host_to_the_previous_release() {
+    let c = Cluster::up(4, "127.0.53");
+    let _services = Services(&c);
+    let a = serving_artifact(&c);
+    let pb = a.playbook();
+    let pb = pb.to_str().unwrap();
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    let v1 = r.json["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(a.dir.path().join("art/second"), "").unwrap();
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    let v2 = r.json["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
+
+    let r = rookery(&c, &["rollback", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    assert_eq!(r.json["kind"], "rollback", "{}", r.json);
+    assert_eq!(r.json["state"], "done", "{}", r.json);
+    assert_eq!(currents(&c, 4), [v1.as_str(); 4]);
+    // Both releases stay on disk: a rollback switches, it does not delete.
+    for k in 1..=4 {
+        let releases = c.root(&format!("h{k}")).join("srv/app/releases");
+        for v in [&v1, &v2] {
+            assert!(releases.join(v).is_dir(), "h{k} lost {v}");
+        }
+    }
+    let s = rookery(&c, &["status", pb], &[]);
+    assert_eq!(s.code, 0, "{}\n{}", s.stderr, s.json);
+    for st in s.json["services"].as_array().unwrap() {
+        for h in st["hosts"].as_array().unwrap() {
+            assert_eq!(h["live"], v1.as_str(), "{h}");
+            assert_eq!(h["current"], v1.as_str(), "{h}");
+        }
+    }
 }
