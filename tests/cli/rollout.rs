@@ -837,6 +837,63 @@ fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
 }
 
 #[test]
+fn a_missing_instance_elsewhere_stops_the_deploy_before_the_batch_and_the_next_run_finishes() {
+    let z = ZooKeeper::start();
+    let c = Cluster::new(Store::Zk(&z.connect), false);
+    let v1 = first_deploy(&c);
+    // h6 goes down: `a` has 5 live instances of 6, quorum 4, and its batches (two
+    // hosts, h6 left out) would leave 3.
+    let h6 = c.path("hosts/h6").display().to_string();
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("agent run.*{h6}")])
+        .status();
+    c.wait_live(total_instances() - 2);
+    c.artifact("v2", None);
+    let deploy = ["--json", "deploy", "pb.yml", "--limit", "!h6"];
+    let r = c.run(&deploy);
+    assert_eq!(r.code, 8, "exit 8 = the deploy stopped\n{}", r.stderr);
+    let rec = r.record();
+    assert_eq!(rec["state"], "failed", "{rec}");
+    let message = rec["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("a: 5 live instance(s), 2 of them in the next batch (")
+            && message.ends_with(
+                "); quorum 4 needs 1 more live elsewhere; gave up after 8s (the service's health_deadline); nothing of this batch was touched"
+            ),
+        "{message}"
+    );
+    // Nothing was touched: every instance that was live still runs v1, on v1.
+    let live = c.live();
+    assert_eq!(live.len(), total_instances() - 2, "{live:?}");
+    assert!(live.values().all(|v| v == &v1), "{live:?}");
+    assert!(host_states(&rec, "a").values().all(|s| s == "pending"));
+    for h in ["h1", "h2", "h3", "h4", "h5"] {
+        let cur = std::fs::read_link(c.path(&format!("hosts/{h}/srv/app/current"))).unwrap();
+        assert_eq!(cur, Path::new("releases").join(&v1), "{h}");
+    }
+
+    // h6 is back: the same command resumes and finishes.
+    let out = Command::new(BIN)
+        .args(["agent", "start", "--destination"])
+        .arg(c.path("hosts/h6/srv/app"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_live(total_instances());
+    let r = c.run(&deploy).ok();
+    assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
+    assert_eq!(r.record()["state"], "done");
+    let v2 = r.version();
+    for ((s, h), v) in &c.live() {
+        assert_eq!(v, if h == "h6" { &v1 } else { &v2 }, "{s} on {h}");
+    }
+}
+
+#[test]
 fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
     let c = Cluster::new(Store::Local, false);
     let v1 = first_deploy(&c);
