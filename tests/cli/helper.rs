@@ -172,3 +172,20 @@ impl Lines {
         lines.lock().unwrap().join("\n")
     }
 }
+
+/// `cmd` in its own process group, as a terminal runs it: a Ctrl-C there signals the
+/// whole group, remote commands run
+/// over SSH included.
+pub fn spawn_in_group(mut cmd: Command) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+pub fn ctrl_c(child: &std::process::Child) {
+    // SAFETY: SIGINT to the process group of a child we started.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+}

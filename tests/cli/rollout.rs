@@ -17,7 +17,7 @@ use rookery::coordination::Coordinator;
 use rookery::store::Location;
 
 use crate::coordination::{Partition, ZooKeeper, rt};
-use crate::helper::Lines;
+use crate::helper::{Lines, ctrl_c, spawn_in_group};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
 const DEMO: &str = env!("CARGO_BIN_EXE_demo-service");
@@ -690,29 +690,12 @@ fn a_lost_zookeeper_session_halts_the_rollout_and_the_next_run_finishes_it() {
     drop(link);
 }
 
-/// The deploy in its own process group, as a terminal runs it: a Ctrl-C there
-/// signals the whole group.
-fn spawn_in_group(c: &Cluster, args: &[&str]) -> Child {
-    use std::os::unix::process::CommandExt;
-    c.command(args)
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn ctrl_c(child: &Child) {
-    // SAFETY: SIGINT to the process group of a child we started.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
-}
-
 #[test]
 fn the_first_ctrl_c_finishes_the_batch_in_flight_and_the_next_run_resumes() {
     let c = Cluster::new(Store::Local, false);
     let v1 = first_deploy(&c);
     c.artifact("v2", None);
-    let mut child = spawn_in_group(&c, &["deploy", "pb.yml"]);
+    let mut child = spawn_in_group(c.command(&["deploy", "pb.yml"]));
     let stderr = Lines::read(child.stderr.take().unwrap());
     let stdout = Lines::read(child.stdout.take().unwrap());
     stderr.wait_for("a: batch 1/");
@@ -748,7 +731,7 @@ fn a_second_ctrl_c_aborts_at_once() {
     let c = Cluster::new(Store::Local, false);
     first_deploy(&c);
     c.artifact("v2", None);
-    let mut child = spawn_in_group(&c, &["deploy", "pb.yml"]);
+    let mut child = spawn_in_group(c.command(&["deploy", "pb.yml"]));
     let stderr = Lines::read(child.stderr.take().unwrap());
     let stdout = Lines::read(child.stdout.take().unwrap());
     stderr.wait_for("a: batch 1/");
