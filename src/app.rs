@@ -127,7 +127,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Agent(AgentCommand::Run(a)) => crate::agent::run_service(a),
         Command::Agent(AgentCommand::Switch(a)) => {
             let o = crate::switch::run(a);
-            println!("{}", serde_json::to_string(&o)?);
+            // The controller may be gone (a second Ctrl-C closed the SSH session):
+            // the switch is done either way, and the exit code still says how it went.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&o)?);
             Ok(if o.ok { Exit::Ok } else { Exit::Failed })
         }
         Command::Agent(AgentCommand::Start(a)) => {
