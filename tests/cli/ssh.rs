@@ -650,6 +650,16 @@ fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
     }
 }
 
+/// Runs `deploy` to the end and returns the version it deployed.
+fn deployed(c: &Cluster, pb: &str) -> String {
+    let r = rookery(c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    r.json["distribution"]["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no version in {}", r.json))
+        .to_string()
+}
+
 /// Where `service` stands on each host in a deploy's JSON report: host -> state.
 fn states(r: &Run, service: &str) -> std::collections::BTreeMap<String, String> {
     assert!(
@@ -709,12 +719,7 @@ fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finis
     std::fs::write(a.playbook(), text).unwrap();
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
-    let r = rookery(&c, &["deploy", pb], &[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
-    let v1 = r.json["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = deployed(&c, pb);
     assert_eq!(currents(&c, 4), [v1.as_str(); 4]);
 
     // The second release fails its health check on every host while `sick` is there.
@@ -801,12 +806,7 @@ fn the_first_ctrl_c_over_ssh_finishes_the_batch_in_flight_and_the_next_run_resum
     let a = serving_artifact(&c);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
-    let r = rookery(&c, &["deploy", pb], &[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
-    let v1 = r.json["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = deployed(&c, pb);
 
     std::fs::write(a.dir.path().join("art/second"), "").unwrap();
     let mut child = spawn_in_group(command(&c, &["deploy", pb]));
@@ -928,19 +928,9 @@ fn a_rollback_over_ssh_returns_every_host_to_the_previous_release() {
     let a = serving_artifact(&c);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
-    let r = rookery(&c, &["deploy", pb], &[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
-    let v1 = r.json["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v1 = deployed(&c, pb);
     std::fs::write(a.dir.path().join("art/second"), "").unwrap();
-    let r = rookery(&c, &["deploy", pb], &[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
-    let v2 = r.json["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = deployed(&c, pb);
     assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
 
     let r = rookery(&c, &["rollback", pb], &[]);
