@@ -868,45 +868,61 @@ fn a_second_ctrl_c_over_ssh_aborts_and_the_hosts_finish_their_switch() {
     let a = serving_artifact(&c);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
-    let r = rookery(&c, &["deploy", pb], &[]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    let v1 = deployed(&c, pb);
 
     std::fs::write(a.dir.path().join("art/second"), "").unwrap();
     let mut child = spawn_in_group(command(&c, &["deploy", pb]));
     let stderr = Lines::read(child.stderr.take().unwrap());
     let stdout = Lines::read(child.stdout.take().unwrap());
     stderr.wait_for("store: batch 1/4: ");
+    let moved = stderr
+        .all()
+        .lines()
+        .find_map(|l| l.strip_prefix("store: batch 1/4: "))
+        .unwrap()
+        .to_string();
     ctrl_c(&child);
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The second Ctrl-C lands in the middle of the host's switch: `current` has moved
+    // (after the old instance stopped), the new one is starting or not yet healthy.
+    let link = c.root(&moved).join("srv/app/current");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_link(&link).is_ok_and(|t| t.ends_with(&v1)) {
+        assert!(
+            std::time::Instant::now() < until,
+            "{moved} never began its switch:\n{}",
+            stderr.all()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     ctrl_c(&child);
     let status = child.wait().unwrap();
     let said = stderr.finish();
     let out = stdout.finish();
     assert_eq!(status.code(), Some(130), "{said}\n{out}");
-    // Aborted, not stopped cleanly: no record of an interrupted deploy was printed.
+    // Aborted, not stopped cleanly: neither the host's result nor a record was printed.
+    assert!(!said.contains(&format!("  {moved}: ")), "{said}\n{out}");
     assert!(!out.contains("interrupted before"), "{said}\n{out}");
     // The SSH sessions went with the controller, but the switch on the host does not
-    // depend on them: every `store` instance comes back live on what `current` says.
-    // (`status` reads the store, then the hosts: a switch between the two reads shows
-    // for a moment as a disagreement, so wait for the settled state.)
+    // depend on them: it ends with the new release live there, and every other
+    // `store` instance live on the old one. (`status` reads the store, then the hosts:
+    // a switch between the two reads shows for a moment as a disagreement, so wait
+    // for the settled state.)
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut seen = Vec::new();
     loop {
         let s = rookery(&c, &["status", pb], &[]);
         let st = s.json["services"][0].clone();
         assert_eq!(st["name"], "store", "{}", s.json);
-        let agree = st["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|h| h["live"] == h["current"]);
+        let settled = st["hosts"].as_array().unwrap().iter().all(|h| {
+            h["live"] == h["current"] && (h["host"] == moved.as_str()) == (h["live"] != v1.as_str())
+        });
         seen.push(st.to_string());
-        if st["live"] == 4 && agree {
+        if st["live"] == 4 && settled {
             break;
         }
         assert!(
             std::time::Instant::now() < until,
-            "store did not come back whole:\n{}",
+            "store did not settle with {moved} on the new release:\n{}",
             seen.join("\n")
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
