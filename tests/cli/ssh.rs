@@ -76,6 +76,28 @@ impl Cluster {
     }
 }
 
+/// A host whose sshd is stopped with SIGSTOP: it accepts TCP connections (the kernel
+/// does) and never answers. SIGCONT when dropped, so the cluster can be taken down.
+struct Frozen(i32);
+
+impl Frozen {
+    fn sshd(c: &Cluster, host: &str) -> Frozen {
+        let pid =
+            std::fs::read_to_string(c.path().join("hosts").join(host).join("sshd.pid")).unwrap();
+        let pid: i32 = pid.trim().parse().unwrap();
+        // SAFETY: kill(2) on a pid the script started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("scripts/loopback-cluster"))
@@ -243,6 +265,34 @@ fn an_unreachable_host_is_named_and_the_others_succeed() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn a_host_that_accepts_but_never_answers_is_named_after_the_connect_timeout() {
+    let c = Cluster::up(3, "127.0.55");
+    let inv = std::fs::read_to_string(c.inventory()).unwrap();
+    let known = inv
+        .lines()
+        .find(|l| l.trim_start().starts_with("known_hosts: "))
+        .unwrap()
+        .to_string();
+    let inv = inv.replacen(&known, &format!("{known}\n    connect_timeout: 2s"), 1);
+    std::fs::write(c.inventory(), inv).unwrap();
+    let _frozen = Frozen::sshd(&c, "h2");
+    let a = Artifact::new(1 << 20);
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 4, "exit 4 = some hosts failed\n{}", r.stderr);
+    let h2 = host(&r, "h2");
+    assert_eq!(h2["ok"], false, "{h2}");
+    assert_eq!(h2["stage"], "connect", "{h2}");
+    let err = h2["error"].as_str().unwrap();
+    assert!(
+        err.ends_with("@127.0.55.3:2222 did not complete the SSH handshake within 2s"),
+        "{err}"
+    );
+    for k in [1, 3] {
+        assert_eq!(host(&r, &format!("h{k}"))["ok"], true, "{}", r.json);
+    }
 }
 
 #[test]
