@@ -754,27 +754,39 @@ fn currents(c: &Cluster, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// [`serving_artifact`] with a health check that passes while the host has no
+/// `sick` file in the destination, and always for the first release (it carries a
+/// file `first`, which [`second_release`] removes): a switch back comes up healthy.
+/// `extra` goes into every service's settings.
+fn sickly_artifact(c: &Cluster, extra: &str) -> Artifact {
+    let a = serving_artifact(c);
+    std::fs::write(a.dir.path().join("art/first"), "").unwrap();
+    let text = std::fs::read_to_string(a.playbook()).unwrap().replace(
+        "min_healthy_time: 300ms}",
+        &format!("min_healthy_time: 300ms, health: \"test -e {{release}}/first -o ! -e {{destination}}/sick\", health_deadline: 2s{extra}}}"),
+    );
+    std::fs::write(a.playbook(), text).unwrap();
+    a
+}
+
+/// Makes the artifact of [`sickly_artifact`] a new release, unhealthy where `sick` is.
+fn second_release(a: &Artifact) {
+    std::fs::remove_file(a.dir.path().join("art/first")).unwrap();
+    std::fs::write(a.dir.path().join("art/second"), "").unwrap();
+}
+
 #[test]
 fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finishes() {
     let c = Cluster::up(4, "127.0.51");
     let _services = Services(&c);
-    let a = serving_artifact(&c);
-    // Healthy while the host has no `sick` file, and always for the first release
-    // (it carries a file `first`): the switch back must come up healthy.
-    std::fs::write(a.dir.path().join("art/first"), "").unwrap();
-    let text = std::fs::read_to_string(a.playbook()).unwrap().replace(
-        "min_healthy_time: 300ms}",
-        "min_healthy_time: 300ms, health: \"test -e {release}/first -o ! -e {destination}/sick\", health_deadline: 2s}",
-    );
-    std::fs::write(a.playbook(), text).unwrap();
+    let a = sickly_artifact(&c, "");
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
     let v1 = deployed(&c, pb);
     assert_eq!(currents(&c, 4), [v1.as_str(); 4]);
 
     // The second release fails its health check on every host while `sick` is there.
-    std::fs::remove_file(a.dir.path().join("art/first")).unwrap();
-    std::fs::write(a.dir.path().join("art/second"), "").unwrap();
+    second_release(&a);
     for k in 1..=4 {
         std::fs::write(c.root(&format!("h{k}")).join("srv/app/sick"), "").unwrap();
     }
@@ -846,6 +858,65 @@ fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finis
         let st = states(&r, service);
         assert!(st.values().all(|s| s == "done"), "{service}: {st:?}");
     }
+    assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
+}
+
+#[test]
+fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_roll() {
+    let c = Cluster::up(4, "127.0.56");
+    let _services = Services(&c);
+    let a = sickly_artifact(&c, ", failure_budget: 1");
+    let pb = a.playbook();
+    let pb = pb.to_str().unwrap();
+    let v1 = deployed(&c, pb);
+    second_release(&a);
+    let sick = c.root("h3").join("srv/app/sick");
+    std::fs::write(&sick, "").unwrap();
+
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(
+        r.code, 4,
+        "exit 4 = some hosts did not switch\n{}\n{}",
+        r.stderr, r.json
+    );
+    let v2 = r.json["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rec = &r.json["rollout"];
+    assert_eq!(rec["state"], "done", "{rec}");
+    // h3 runs store and api (web runs on h2 and h4).
+    assert_eq!(
+        rec["message"],
+        "2 host(s) did not switch (within the failure budget): run `rookery reconcile` once they are fixed",
+        "{rec}"
+    );
+    for service in ["store", "api", "web"] {
+        for (host, state) in states(&r, service) {
+            let want = if host == "h3" { "failed" } else { "done" };
+            assert_eq!(state, want, "{service} on {host}");
+        }
+    }
+    assert!(
+        r.stderr
+            .contains(&format!("h3: FAILED: api {v2} did not become healthy")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(currents(&c, 4), [&v2, &v2, &v1, &v2].map(String::as_str));
+    let s = rookery(&c, &["status", pb], &[]);
+    for st in s.json["services"].as_array().unwrap() {
+        for h in st["hosts"].as_array().unwrap() {
+            let want = if h["host"] == "h3" { &v1 } else { &v2 };
+            assert_eq!(h["live"], want.as_str(), "{h}");
+        }
+    }
+
+    // Fixed: reconcile switches h3 to the version the others run.
+    std::fs::remove_file(&sick).unwrap();
+    let r = rookery(&c, &["reconcile", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    assert_eq!(r.json["kind"], "reconcile", "{}", r.json);
     assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
 }
 
