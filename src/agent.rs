@@ -198,6 +198,9 @@ pub fn seed(
 /// `rookery agent run`: supervise one service instance (see [`crate::supervisor`]).
 pub fn run_service(a: &crate::cli::RunServiceArgs) -> anyhow::Result<Exit> {
     use crate::supervisor::{self, Supervise};
+    // `agent switch` ignores SIGHUP so that it finishes; the service must not
+    // inherit that. SAFETY: no thread has been started yet.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_DFL) };
     let location = crate::store::Location::from_args(&a.store)?;
     let dest = a.release.join("..").join("..");
     let s = Supervise {

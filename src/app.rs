@@ -126,6 +126,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }) => crate::agent::seed(swarm, source, duration.as_deref(), *until_stdin_closes),
         Command::Agent(AgentCommand::Run(a)) => crate::agent::run_service(a),
         Command::Agent(AgentCommand::Switch(a)) => {
+            // A switch, once begun, runs to its end: a hang-up from a closing SSH
+            // session (some servers send one) must not leave the host half-switched.
+            // SAFETY: setting a signal disposition before any thread is started.
+            unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
             let o = crate::switch::run(a);
             // The controller may be gone (a second Ctrl-C closed the SSH session):
             // the switch is done either way, and the exit code still says how it went.

@@ -1090,4 +1090,20 @@ fn a_rollback_over_ssh_returns_every_host_to_the_previous_release() {
             assert_eq!(h["current"], v1.as_str(), "{h}");
         }
     }
+    // `agent switch` ignores SIGHUP to finish whatever happens to its session; the
+    // services it starts must not inherit that.
+    for k in 1..=4 {
+        let run = c
+            .root(&format!("h{k}"))
+            .join("srv/app/.rookery/run/store.json");
+        let run: serde_json::Value = serde_json::from_slice(&std::fs::read(&run).unwrap()).unwrap();
+        let pid = run["service"].as_u64().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let ignored = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        assert_eq!(ignored & 1 << (libc::SIGHUP - 1), 0, "h{k}: {status}");
+    }
 }
