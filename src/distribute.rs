@@ -16,6 +16,7 @@
 //! in all before the first byte moved. Progress comes from the agents' JSON lines
 //! as events ([`crate::progress`]).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -213,25 +214,58 @@ pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<E
     })
 }
 
-/// Distributes the artifact to `hosts` over the inventory's transport.
+/// Distributes the artifact to `hosts` over the inventory's transport, between the
+/// playbook's `before_distribute` and `after_distribute` hooks.
 pub async fn distribute(
     config: &Config,
     hosts: &[usize],
     opts: &Options,
     cancel: CancellationToken,
 ) -> anyhow::Result<Report> {
-    match &config.inventory.transport {
+    let report = match &config.inventory.transport {
         inventory::Transport::Local { .. } => {
             let exe = std::env::current_exe().context("finding the rookery binary")?;
             let agent = move |_: usize| exe.display().to_string();
-            orchestrate(&Local, config, hosts, opts, &agent, cancel).await
+            orchestrate(&Local, config, hosts, opts, &agent, cancel.clone()).await?
         }
         inventory::Transport::Ssh(_) => {
             let ssh = ssh_transport(config, opts.accept_new_host_keys)?;
             let agent = |h: usize| agent_path(config, h);
-            orchestrate(&ssh, config, hosts, opts, &agent, cancel).await
+            orchestrate(&ssh, config, hosts, opts, &agent, cancel.clone()).await?
         }
+    };
+    // Run to its end, failed hosts or not; an interrupted one is not.
+    if !cancel.is_cancelled() {
+        controller_hooks(config, Hook::AfterDistribute, &report.version).await?;
     }
+    Ok(report)
+}
+
+/// The playbook's hooks around distribution.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    BeforeDistribute,
+    AfterDistribute,
+}
+
+/// Runs one kind of the playbook's `hooks` on the controller, in order, with
+/// `{version}` filled in (the host placeholders have no host here and stay empty).
+/// A failing hook stops the command with an error that names it.
+async fn controller_hooks(config: &Config, hook: Hook, version: &str) -> anyhow::Result<()> {
+    let hooks = &config.playbook.hooks;
+    let (list, what) = match hook {
+        Hook::BeforeDistribute => (&hooks.before_distribute, "before_distribute"),
+        Hook::AfterDistribute => (&hooks.after_distribute, "after_distribute"),
+    };
+    let vars = BTreeMap::from([("version", version.to_string())]);
+    crate::rollout::run_hooks(&crate::local::LocalConnection, list, &vars, what)
+        .await
+        .map_err(|e| match hook {
+            Hook::BeforeDistribute => anyhow::anyhow!("{e}; no host was asked to fetch"),
+            Hook::AfterDistribute => anyhow::anyhow!(
+                "{e}; the hosts have the release, but it was not recorded as staged (run the same command again)"
+            ),
+        })
 }
 
 /// Records in the store that each host with a verified copy has the version staged,
@@ -389,6 +423,9 @@ async fn orchestrate<T: Transport>(
             (m, version)
         }
     };
+    // The playbook's `before_distribute` hooks, on this machine: the version is
+    // known, and no host has been asked to fetch anything yet.
+    controller_hooks(config, Hook::BeforeDistribute, &version).await?;
     let torrent = Arc::new(m.to_bytes());
     tracing::debug!(elapsed = ?started.elapsed(), %version, "metainfo ready");
     let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());

@@ -654,7 +654,7 @@ async fn roll<C: Connection>(
                         None => Err(Failure {
                             message: "not connected".into(),
                             previous: None,
-                            back: None,
+                            back: Back::Untouched,
                         }),
                     };
                     (t, r)
@@ -686,9 +686,12 @@ async fn roll<C: Connection>(
                         hr.state = HostState::Failed;
                         hr.from = hr.from.take().or(f.previous.clone());
                         let back = match &f.back {
-                            Some(Ok(v)) => format!("; switched back to {v}"),
-                            Some(Err(e)) => format!("; switching back failed too: {e}"),
-                            None => "; no previous release to switch back to".into(),
+                            Back::Untouched => "; nothing was switched".into(),
+                            Back::Switched(Ok(v)) => format!("; switched back to {v}"),
+                            Back::Switched(Err(e)) => {
+                                format!("; switching back failed too: {e}")
+                            }
+                            Back::Nowhere => "; no previous release to switch back to".into(),
                         };
                         hr.error = Some(format!("{}{back}", f.message));
                         say.line(format!("  {name}: FAILED: {}{back}", f.message));
@@ -774,8 +777,18 @@ struct Restarted {
 struct Failure {
     message: String,
     previous: Option<String>,
-    /// The switch back: the version now running, or why that failed too.
-    back: Option<Result<String, String>>,
+    back: Back,
+}
+
+/// What became of a failed host's previous release.
+enum Back {
+    /// It failed before its switch began (a `before_restart` hook, no connection):
+    /// it runs what it ran.
+    Untouched,
+    /// Switched back: the version now running, or why that failed too.
+    Switched(Result<String, String>),
+    /// It ran nothing else before (or already ran this version).
+    Nowhere,
 }
 
 /// The template placeholders of one host and version.
@@ -897,7 +910,10 @@ async fn switch<C: Connection>(
     }
 }
 
-async fn run_hooks<C: Connection>(
+/// Runs `hooks` in order over `conn` (a host's, or [`crate::local::LocalConnection`]
+/// for the controller's own hooks); the first that fails stops the rest, and the
+/// error names it (`{what} hook `...`: ...`).
+pub(crate) async fn run_hooks<C: Connection>(
     conn: &C,
     hooks: &[crate::template::Template],
     vars: &BTreeMap<&str, String>,
@@ -933,7 +949,7 @@ async fn restart<C: Connection>(
     let fail = |message: String| Failure {
         message,
         previous: None,
-        back: None,
+        back: Back::Untouched,
     };
     run_hooks(conn, &svc.before_restart, &v, "before_restart")
         .await
@@ -973,10 +989,10 @@ async fn restart<C: Connection>(
         }
         Err(message) => {
             let back = match previous.as_deref() {
-                Some(p) if p != t.version => {
-                    Some(switch_back(store, config, service, t.host, p, conn, agent).await)
-                }
-                _ => None,
+                Some(p) if p != t.version => Back::Switched(
+                    switch_back(store, config, service, t.host, p, conn, agent).await,
+                ),
+                _ => Back::Nowhere,
             };
             Err(Failure {
                 message,

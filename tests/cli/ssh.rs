@@ -921,6 +921,107 @@ fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_ro
 }
 
 #[test]
+fn hooks_run_on_the_controller_around_distribution_and_on_each_host_around_its_restart() {
+    let c = Cluster::up(4, "127.0.57");
+    let _services = Services(&c);
+    let a = serving_artifact(&c);
+    let log = c.path().join("controller.log");
+    let pb_text = |before_distribute: &str, before_restart: &str| {
+        format!(
+            r#"name: t
+artifact: {{source: art, destination: /srv/app}}
+distribution: {{seed_window: 6s, piece_size: 64KiB}}
+hooks:
+  before_distribute: "{before_distribute}"
+  after_distribute: ["echo after {{version}} >> {log}"]
+services:
+  store:
+    start: "exec /bin/sh {{release}}/bin/serve {dir}"
+    quorum: 1
+    min_healthy_time: 300ms
+    hooks:
+      before_restart: "{before_restart}"
+      after_restart: ["echo {{host}} after $(readlink {{current}}) >> {{destination}}/hooks.log"]
+  api: {{start: "exec /bin/sh {{release}}/bin/serve {dir}", quorum: 1, min_healthy_time: 300ms}}
+  web: {{start: "exec /bin/sh {{release}}/bin/serve {dir}", quorum: 1, min_healthy_time: 300ms}}
+"#,
+            log = log.display(),
+            dir = c.path().display()
+        )
+    };
+    let before = format!("echo before {{version}} >> {}", log.display());
+    let before_restart = "echo {host} before $(readlink {current}) >> {destination}/hooks.log";
+    std::fs::write(a.playbook(), pb_text(&before, before_restart)).unwrap();
+    let pb = a.playbook();
+    let pb = pb.to_str().unwrap();
+    let v1 = deployed(&c, pb);
+    std::fs::write(a.dir.path().join("art/second"), "").unwrap();
+    let v2 = deployed(&c, pb);
+
+    // On the controller: before and after each distribution, with its version.
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        said,
+        format!("before {v1}\nafter {v1}\nbefore {v2}\nafter {v2}\n"),
+        "{said}"
+    );
+    // On each host of store, around its restart: before it with the old release
+    // current, after it with the new one.
+    for k in 1..=4 {
+        let h = format!("h{k}");
+        let said = std::fs::read_to_string(c.root(&h).join("srv/app/hooks.log")).unwrap();
+        let second: Vec<&str> = said.lines().skip(2).collect();
+        assert_eq!(
+            second,
+            [
+                format!("{h} before releases/{v1}"),
+                format!("{h} after releases/{v2}")
+            ],
+            "{said}"
+        );
+    }
+
+    // A failing `before_distribute` stops the deploy before any host fetches.
+    std::fs::write(a.playbook(), pb_text("exit 3", before_restart)).unwrap();
+    std::fs::write(a.dir.path().join("art/third"), "").unwrap();
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stderr, r.json);
+    assert!(
+        r.stderr.contains(
+            "error: before_distribute hook `exit 3`: exit status 3; no host was asked to fetch"
+        ),
+        "{}",
+        r.stderr
+    );
+    for k in 1..=4 {
+        let releases = c.root(&format!("h{k}")).join("srv/app/releases");
+        assert_eq!(std::fs::read_dir(&releases).unwrap().count(), 2, "h{k}");
+    }
+    assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
+
+    // A failing `before_restart` fails its host before anything is switched there:
+    // it keeps running what it ran, and the deploy stops.
+    std::fs::write(a.playbook(), pb_text(&before, "exit 4")).unwrap();
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 8, "{}\n{}", r.stderr, r.json);
+    let v3 = r.json["distribution"]["version"].as_str().unwrap();
+    let failed = states(&r, "store")
+        .into_iter()
+        .find(|(_, s)| s == "failed")
+        .unwrap_or_else(|| panic!("{}", r.json))
+        .0;
+    assert!(
+        r.stderr.contains(&format!(
+            "  {failed}: FAILED: before_restart hook `exit 4`: exit status 4; nothing was switched"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_ne!(v3, v2);
+    assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
+}
+
+#[test]
 fn the_first_ctrl_c_over_ssh_finishes_the_batch_in_flight_and_the_next_run_resumes() {
     let c = Cluster::up(4, "127.0.52");
     let _services = Services(&c);
