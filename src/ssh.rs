@@ -113,7 +113,7 @@ impl Ssh {
             .map(|h| {
                 resolver.target(
                     &h.name,
-                    &h.address,
+                    &Address::of(h),
                     h.ssh.user.as_deref(),
                     h.ssh.port,
                     h.ssh.key.as_deref(),
@@ -130,6 +130,22 @@ impl Ssh {
     }
 }
 
+/// Where the inventory says a host is, and whether it said so (an `address`) or
+/// only named the host (its address defaults to its name).
+struct Address {
+    text: String,
+    explicit: bool,
+}
+
+impl Address {
+    fn of(h: &crate::inventory::Host) -> Address {
+        Address {
+            text: h.address.clone(),
+            explicit: h.address != h.name,
+        }
+    }
+}
+
 struct Resolver<'a> {
     inv: &'a Inventory,
     config_text: &'a str,
@@ -143,7 +159,7 @@ impl Resolver<'_> {
     fn target(
         &self,
         name: &str,
-        address: &str,
+        address: &Address,
         user: Option<&str>,
         port: Option<u16>,
         key: Option<&str>,
@@ -151,6 +167,7 @@ impl Resolver<'_> {
         depth: usize,
     ) -> anyhow::Result<Target> {
         anyhow::ensure!(depth < 8, "{name}: jump hosts nest more than 8 deep");
+        let (address, explicit) = (address.text.as_str(), address.explicit);
         let cfg = if self.config_text.is_empty() {
             russh_config::Config::default(address)
         } else {
@@ -169,7 +186,12 @@ impl Resolver<'_> {
             .or_else(|| hc.user.clone())
             .unwrap_or_else(current_user);
         let port = port.or(hc.port).unwrap_or(22);
-        let address = hc.hostname.clone().unwrap_or_else(|| address.to_string());
+        // The config's HostName stands in for a name only, as with `ssh NAME`: an
+        // address written in the inventory is where the host is.
+        let address = match &hc.hostname {
+            Some(h) if !explicit => h.clone(),
+            _ => address.to_string(),
+        };
         let identities = match &hc.identity_file {
             Some(files) => files.clone(),
             None => std::env::home_dir()
@@ -229,7 +251,7 @@ impl Resolver<'_> {
             let h = &self.inv.hosts[id];
             let mut t = self.target(
                 spec,
-                &h.address,
+                &Address::of(h),
                 user.or(h.ssh.user.as_deref()),
                 port.or(h.ssh.port),
                 h.ssh.key.as_deref(),
@@ -244,7 +266,11 @@ impl Resolver<'_> {
             }
             Ok(t)
         } else {
-            self.target(spec, host, user, port, None, Some("none"), depth)
+            let address = Address {
+                text: host.to_string(),
+                explicit: false,
+            };
+            self.target(spec, &address, user, port, None, Some("none"), depth)
         }
     }
 }
