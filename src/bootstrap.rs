@@ -128,6 +128,28 @@ pub async fn ensure<C: Connection>(
 }
 
 /// Uploads `bin` to `path` on the host (atomically) and checks that it runs there.
+/// `work` (an [`ensure`] or an [`install`]), given up after `limit` (the inventory's
+/// `transport.ssh.command_timeout`) with an error that names the host and the setting.
+pub async fn within<T>(
+    limit: Option<std::time::Duration>,
+    host: &str,
+    work: impl std::future::Future<Output = Result<T, HostError>>,
+) -> Result<T, HostError> {
+    let Some(limit) = limit else {
+        return work.await;
+    };
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(HostError::new(
+            host,
+            Stage::Bootstrap,
+            format!(
+                "putting the rookery binary in place took longer than {} (transport.ssh.command_timeout)",
+                crate::units::format_duration(limit)
+            ),
+        ))
+    })
+}
+
 pub async fn install<C: Connection>(
     conn: &C,
     host: &str,

@@ -469,10 +469,7 @@ async fn orchestrate<T: Transport>(
     // to install it, `--forks` at a time.
     let local = !transport.needs_bootstrap();
     let installs = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
-    let install_timeout = match &inv.transport {
-        inventory::Transport::Ssh(s) => Some(s.command_timeout),
-        inventory::Transport::Local { .. } => None,
-    };
+    let install_timeout = inv.transport.command_timeout();
     let mut jobs = tokio::task::JoinSet::new();
     for (h, conn) in conns {
         let host = &inv.hosts[h];
@@ -657,19 +654,7 @@ impl<C: Connection> HostJob<C> {
             events.stage(&name, "bootstrap");
             let permit = installs.acquire().await.expect("never closed");
             let install = bootstrap::install(conn.as_ref(), &name, &agent_path, bin, &cancel);
-            let installed = match install_timeout {
-                None => install.await,
-                Some(t) => tokio::time::timeout(t, install).await.unwrap_or_else(|_| {
-                    Err(HostError::new(
-                        &name,
-                        Stage::Bootstrap,
-                        format!(
-                            "installing the rookery binary took longer than {} (transport.ssh.command_timeout)",
-                            crate::units::format_duration(t)
-                        ),
-                    ))
-                }),
-            };
+            let installed = bootstrap::within(install_timeout, &name, install).await;
             drop(permit);
             match installed {
                 Ok(o) => rep.bootstrap = Some(o),
@@ -869,7 +854,8 @@ async fn remote_metainfo<C: Connection>(
                 HostError::new(name, Stage::Command, format!("creating the metainfo: {e}"))
             })?;
         if let (true, Some(bin), false) = (needs_binary, binary, installed) {
-            bootstrap::install(conn, name, &exe, bin, cancel)
+            let install = bootstrap::install(conn, name, &exe, bin, cancel);
+            bootstrap::within(config.inventory.transport.command_timeout(), name, install)
                 .await
                 .context("preparing the origin host")?;
             installed = true;

@@ -40,6 +40,17 @@ pub enum Transport {
     Local { root: PathBuf },
 }
 
+impl Transport {
+    /// How long a bootstrap (the binary's check and upload) may take per host: the
+    /// SSH settings' `command_timeout`; unbounded for local hosts.
+    pub fn command_timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            Transport::Ssh(s) => Some(s.command_timeout),
+            Transport::Local { .. } => None,
+        }
+    }
+}
+
 /// `transport: {ssh: {...}}`: settings for every SSH connection of the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SshSettings {

@@ -470,7 +470,9 @@ async fn drive<T: Transport>(
                 let (bin, cancel, path) = (&bin, &cancel, agent(h));
                 let name = &inv.hosts[h].name;
                 async move {
-                    let r = crate::bootstrap::ensure(c.as_ref(), name, &path, bin, cancel).await;
+                    let ensure = crate::bootstrap::ensure(c.as_ref(), name, &path, bin, cancel);
+                    let limit = inv.transport.command_timeout();
+                    let r = crate::bootstrap::within(limit, name, ensure).await;
                     (h, r)
                 }
             });
