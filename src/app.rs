@@ -22,6 +22,7 @@ use crate::units::ByteSize;
 
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let g = &cli.global;
+    crate::shutdown::set_verbosity(g.verbose);
     match &cli.command {
         Command::Plan(a) => {
             let config = load(g, &a.playbook)?;

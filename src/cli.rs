@@ -45,7 +45,7 @@ pub struct Global {
     /// Print machine-readable JSON on stdout instead of text
     #[arg(long, global = true)]
     pub json: bool,
-    /// More detail (repeat for more)
+    /// Diagnostics on stderr: -v rookery's steps, -vv their details, -vvv the BitTorrent engine's too (ROOKERY_LOG overrides)
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Only errors
@@ -77,7 +77,7 @@ pub struct RunArgs {
 /// How the controller reaches hosts.
 #[derive(Debug, Args, Clone)]
 pub struct RemoteArgs {
-    /// Hosts connected to, bootstrapped or restarted at once (fetches run on every host together)
+    /// Hosts connected to or bootstrapped at once (fetches run on every host together; a batch restarts its hosts together, up to the service's max_parallel)
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub forks: u32,
     /// Record the key of a host not yet in known_hosts (like StrictHostKeyChecking=accept-new); a changed key is still refused

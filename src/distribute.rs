@@ -384,7 +384,7 @@ async fn orchestrate<T: Transport>(
     //    origin, hash the artifact (about 0.4 s per GiB).
     let hashing = origin_host.is_none().then(|| spawn_create(config));
     let connected = connect_all(transport, &reach, opts.forks).await;
-    tracing::debug!(elapsed = ?started.elapsed(), "connected");
+    tracing::info!(elapsed = ?started.elapsed(), "connected");
     let mut conns: Vec<(usize, Arc<T::Connection>)> = Vec::new();
     let mut origin_conn = None;
     for (&h, r) in reach.iter().zip(connected) {
@@ -427,7 +427,7 @@ async fn orchestrate<T: Transport>(
     // known, and no host has been asked to fetch anything yet.
     controller_hooks(config, Hook::BeforeDistribute, &version).await?;
     let torrent = Arc::new(m.to_bytes());
-    tracing::debug!(elapsed = ?started.elapsed(), %version, "metainfo ready");
+    tracing::info!(elapsed = ?started.elapsed(), %version, "metainfo ready");
     let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
     let events = progress.sender();
     for (_, e) in &failed {
@@ -461,7 +461,7 @@ async fn orchestrate<T: Transport>(
         }
     };
     let announce = |host: &str| format!("{}?host={host}", side.announce);
-    tracing::debug!(elapsed = ?started.elapsed(), announce = %side.announce, "origin ready");
+    tracing::info!(elapsed = ?started.elapsed(), announce = %side.announce, "origin ready");
 
     // 4. Every host fetches at once: the swarm needs them together. One command per
     // host carries the metainfo on its stdin, checks the rookery binary (SSH) and
@@ -542,14 +542,14 @@ async fn orchestrate<T: Transport>(
         });
     }
     reports.sort_by(|a, b| a.host.cmp(&b.host));
-    tracing::debug!(elapsed = ?started.elapsed(), "every host reported");
+    tracing::info!(elapsed = ?started.elapsed(), "every host reported");
     side.cancel.cancel();
     let origin_uploaded = side
         .task
         .await
         .context("the origin seeder panicked")?
         .context("the origin seeder failed")?;
-    tracing::debug!(elapsed = ?started.elapsed(), "origin stopped");
+    tracing::info!(elapsed = ?started.elapsed(), "origin stopped");
     Ok(Report {
         version: version.to_string(),
         info_hash: m.info_hash_hex(),

@@ -50,11 +50,31 @@ pub fn cancel_on_stdin_eof(token: CancellationToken) {
     });
 }
 
+/// The diagnostics `-v` asks for, when `ROOKERY_LOG` does not say.
+static VERBOSE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records `-v` (1: rookery's steps; 2: their details; 3 or more: the BitTorrent
+/// engine's too), for [`init_logging`].
+pub fn set_verbosity(level: u8) {
+    let filter = match level {
+        0 => return,
+        1 => "rookery=info",
+        2 => "rookery=debug",
+        _ => "rookery=trace,librqbit=debug",
+    };
+    let _ = VERBOSE.set(filter);
+}
+
 /// Sends diagnostics to stderr when `ROOKERY_LOG` is set (an env-filter such as
-/// `librqbit=debug` or `rookery=info`); silent otherwise.
+/// `librqbit=debug` or `rookery=info`) or `-v` was given; silent otherwise.
 pub fn init_logging() {
-    if let Ok(filter) = std::env::var("ROOKERY_LOG") {
-        init_filter(&filter);
+    match std::env::var("ROOKERY_LOG") {
+        Ok(filter) => init_filter(&filter),
+        Err(_) => {
+            if let Some(filter) = VERBOSE.get() {
+                init_filter(filter);
+            }
+        }
     }
 }
 

@@ -163,7 +163,8 @@ fn command(c: &Cluster, args: &[&str]) -> Command {
         .arg(c.inventory())
         .args(args)
         .env("HOME", c.path()) // no operator ssh config or agent leaks in
-        .env_remove("SSH_AUTH_SOCK");
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("ROOKERY_LOG");
     cmd
 }
 
@@ -425,6 +426,25 @@ fn west_hosts_are_reached_through_a_jump_host() {
         e.starts_with("connect: 127.0.46.2:2222 (jump host h1): "),
         "{e}"
     );
+}
+
+#[test]
+fn an_address_in_the_inventory_wins_over_the_ssh_configs_hostname() {
+    let c = Cluster::up(2, "127.0.58");
+    // A `Host` block that matches h1's address and sends it nowhere: the inventory
+    // wrote that address, so it is where h1 is (HostName is for names only).
+    std::fs::create_dir_all(c.path().join(".ssh")).unwrap();
+    std::fs::write(
+        c.path().join(".ssh/config"),
+        "Host 127.0.58.2\n    HostName 127.0.58.99\n",
+    )
+    .unwrap();
+    let a = Artifact::new(1 << 20);
+    let r = distribute(&c, &a, &["-v"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    assert_eq!(host(&r, "h1")["ok"], true, "{}", r.json);
+    // -v: the controller's steps on stderr, with their times.
+    assert!(r.stderr.contains("metainfo ready"), "{}", r.stderr);
 }
 
 #[test]
