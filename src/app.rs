@@ -26,7 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Plan(a) => {
             let config = load(g, &a.playbook)?;
-            let selected = select(g, &config)?;
+            let selected = select(g, &config.inventory)?;
             let mut p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
             p.estimate = estimate(&config, selected.as_deref(), a.artifact_size.as_deref())?;
             if g.json {
@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Deploy(a) => {
             let config = load(g, &a.playbook)?;
-            let selected = select(g, &config)?;
+            let selected = select(g, &config.inventory)?;
             let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
             crate::deploy::run(
                 &config,
@@ -49,13 +49,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Distribute(a) => {
             let config = load(g, &a.playbook)?;
-            let selected = select(g, &config)?;
+            let selected = select(g, &config.inventory)?;
             let hosts = targets(&config, selected.as_deref());
             crate::distribute::run(&config, &hosts, &distribute_options(g, &a.remote))
         }
         Command::Rollout(a) => {
             let config = load(g, &a.run.playbook)?;
-            let selected = select(g, &config)?;
+            let selected = select(g, &config.inventory)?;
             let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
             let mut opts = rollout_options(g, &a.run.remote, Kind::Rollout);
             opts.version = a.version.clone();
@@ -63,13 +63,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Reconcile(a) => {
             let config = load(g, &a.playbook)?;
-            let selected = select(g, &config)?;
+            let selected = select(g, &config.inventory)?;
             let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
             crate::deploy::reconcile(&config, &p, &rollout_options(g, &a.remote, Kind::Reconcile))
         }
         Command::Rollback(a) => {
             let config = load(g, &a.playbook)?;
-            let selected = select(g, &config)?;
+            let selected = select(g, &config.inventory)?;
             for s in &a.service {
                 if config.playbook.service(s).is_none() {
                     return Err(Error::Usage(format!(
@@ -86,22 +86,25 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Status(a) => {
             let inventory = g.inventory.as_deref().ok_or(Error::NoInventory)?;
+            let config = a.playbook.as_ref().map(|pb| load(g, pb)).transpose()?;
+            let loaded;
+            let inv = match &config {
+                Some(c) => &c.inventory,
+                None => {
+                    loaded = crate::inventory::Inventory::load(inventory).map_err(Error::Config)?;
+                    &loaded
+                }
+            };
+            let hosts = select(g, inv)?
+                .map(|hs| hs.into_iter().map(|h| inv.hosts[h].name.clone()).collect());
             let opts = crate::status::Options {
                 json: g.json,
+                quiet: g.quiet,
+                hosts,
                 forks: a.remote.forks as usize,
                 accept_new_host_keys: a.remote.accept_new_host_keys,
             };
-            match &a.playbook {
-                Some(pb) => {
-                    let config = load(g, pb)?;
-                    crate::status::run(&config.inventory, Some(&config), &opts)
-                }
-                None => {
-                    let inv =
-                        crate::inventory::Inventory::load(inventory).map_err(Error::Config)?;
-                    crate::status::run(&inv, None, &opts)
-                }
-            }
+            crate::status::run(inv, config.as_ref(), &opts)
         }
         Command::Torrent(TorrentCommand::Create {
             dir,
@@ -514,7 +517,10 @@ fn load(g: &Global, playbook: &Path) -> anyhow::Result<Config> {
 }
 
 /// The hosts `--limit` selects, sorted; `None` without `--limit`.
-fn select(g: &Global, config: &Config) -> anyhow::Result<Option<Vec<usize>>> {
+fn select(
+    g: &Global,
+    inventory: &crate::inventory::Inventory,
+) -> anyhow::Result<Option<Vec<usize>>> {
     let Some(limit) = &g.limit else {
         return Ok(None);
     };
@@ -523,7 +529,7 @@ fn select(g: &Global, config: &Config) -> anyhow::Result<Option<Vec<usize>>> {
         reason,
     };
     let pattern = Pattern::parse(limit).map_err(err)?;
-    Ok(Some(pattern.select(&config.inventory).map_err(err)?))
+    Ok(Some(pattern.select(inventory).map_err(err)?))
 }
 
 /// Writes to stdout; a closed pipe (`rookery plan | head`) is not an error.

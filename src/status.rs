@@ -49,6 +49,9 @@ pub struct HostStatus {
 
 pub struct Options {
     pub json: bool,
+    pub quiet: bool,
+    /// `--limit`: only these hosts (by name) are shown and asked; `None`: all.
+    pub hosts: Option<Vec<String>>,
     pub forks: usize,
     pub accept_new_host_keys: bool,
 }
@@ -63,7 +66,7 @@ pub fn run(inv: &Inventory, config: Option<&Config>, opts: &Options) -> anyhow::
     })?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
+    } else if !opts.quiet {
         print!("{}", render(&status));
     }
     Ok(Exit::Ok)
@@ -124,14 +127,21 @@ async fn gather(
                 })
                 .staged = Some(v);
         }
+        if let Some(keep) = &opts.hosts {
+            rows.retain(|h, _| keep.contains(h));
+        }
         services.push(ServiceStatus {
             name,
+            // The service's, whatever `--limit` shows.
             live: live.len(),
             hosts: rows.into_values().collect(),
         });
     }
     if let Some(c) = config {
-        let hosts: Vec<usize> = c.target_hosts();
+        let mut hosts: Vec<usize> = c.target_hosts();
+        if let Some(keep) = &opts.hosts {
+            hosts.retain(|&h| keep.contains(&c.inventory.hosts[h].name));
+        }
         let found = match &c.inventory.transport {
             inventory::Transport::Local { .. } => {
                 let exe = std::env::current_exe()?.display().to_string();

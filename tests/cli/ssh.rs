@@ -1211,6 +1211,21 @@ fn a_rollback_over_ssh_returns_every_host_to_the_previous_release() {
             assert_eq!(h["current"], v1.as_str(), "{h}");
         }
     }
+    // --limit: only h2's rows (and only h2 is asked); the live counts stay the
+    // services'.
+    let s = rookery(&c, &["status", pb, "--limit", "h2"], &[]);
+    assert_eq!(s.code, 0, "{}\n{}", s.stderr, s.json);
+    for (st, live) in s.json["services"].as_array().unwrap().iter().zip([4, 4, 2]) {
+        let hosts: Vec<&str> = st["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["host"].as_str().unwrap())
+            .collect();
+        assert_eq!(hosts, ["h2"], "{st}");
+        assert_eq!(st["live"], live, "{st}");
+        assert_eq!(st["hosts"][0]["current"], v1.as_str(), "{st}");
+    }
     // `agent switch` ignores SIGHUP to finish whatever happens to its session; the
     // services it starts must not inherit that.
     for k in 1..=4 {
