@@ -217,6 +217,35 @@ impl Cluster {
         }
     }
 
+    /// `host` goes down: its supervisors die, and with them its live entries.
+    fn host_down(&self, host: &str) {
+        let dir = self.path(&format!("hosts/{host}")).display().to_string();
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("agent run.*{dir}")])
+            .status();
+    }
+
+    /// `rookery agent start` on `host`, as at boot; its result lines.
+    fn agent_start(&self, host: &str, catch_up: bool) -> Vec<serde_json::Value> {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["agent", "start", "--destination"])
+            .arg(self.path(&format!("hosts/{host}/srv/app")));
+        if catch_up {
+            cmd.arg("--catch-up");
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect()
+    }
+
     fn stop_services(&self) {
         // Every supervisor of this cluster, by its state directory.
         let pattern = self.dir.path().display().to_string();
@@ -610,10 +639,7 @@ fn catch_up(store: Store) {
     let c = Cluster::new(store, true);
     first_deploy(&c);
     // h6 goes down: its services die and its disk is gone from the network.
-    let pattern = c.path("hosts/h6").display().to_string();
-    let _ = Command::new("pkill")
-        .args(["-f", &format!("agent run.*{pattern}")])
-        .status();
+    c.host_down("h6");
     c.wait_live(total_instances() - 2); // a and c
     std::fs::rename(c.path("hosts/h6"), c.path("h6.away")).unwrap();
     std::fs::write(c.path("hosts/h6"), "not a directory").unwrap();
@@ -757,39 +783,14 @@ fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
     c.artifact("v2", None);
     // v2 reaches every host, then h6 goes down before the rollout.
     c.run(&["distribute", "pb.yml"]).ok();
-    let h6 = c.path("hosts/h6").display().to_string();
-    let kill_h6 = || {
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("agent run.*{h6}")])
-            .status();
-    };
-    kill_h6();
+    c.host_down("h6");
     c.wait_live(total_instances() - 2);
     c.run(&["rollout", "pb.yml", "--limit", "!h6"]).ok();
     let v2 = c.live()[&("a".to_string(), "h1".to_string())].clone();
     assert_ne!(v2, v1);
 
     // At boot, without --catch-up: back on the release it last ran.
-    let dest = c.path("hosts/h6/srv/app");
-    let start = |catch_up: bool| {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["agent", "start", "--destination"]).arg(&dest);
-        if catch_up {
-            cmd.arg("--catch-up");
-        }
-        let out = cmd.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect::<Vec<_>>()
-    };
-    let lines = start(false);
+    let lines = c.agent_start("h6", false);
     assert_eq!(lines.len(), 2, "{lines:?}"); // a and c
     assert!(
         lines.iter().all(|l| l["version"] == v1.as_str()),
@@ -799,9 +800,9 @@ fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
     assert_eq!(c.live()[&("a".to_string(), "h6".to_string())], v1);
 
     // Down again; at boot with --catch-up: on the version the others run.
-    kill_h6();
+    c.host_down("h6");
     c.wait_live(total_instances() - 2);
-    let lines = start(true);
+    let lines = c.agent_start("h6", true);
     assert!(
         lines.iter().all(|l| l["version"] == v2.as_str()),
         "{lines:?}"
@@ -815,7 +816,7 @@ fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
     );
     c.wait_live(total_instances());
     assert!(c.live().values().all(|v| v == &v2), "{:?}", c.live());
-    let cur = std::fs::read_link(dest.join("current")).unwrap();
+    let cur = std::fs::read_link(c.path("hosts/h6/srv/app/current")).unwrap();
     assert_eq!(cur, Path::new("releases").join(&v2));
 }
 
@@ -826,10 +827,7 @@ fn a_missing_instance_elsewhere_stops_the_deploy_before_the_batch_and_the_next_r
     let v1 = first_deploy(&c);
     // h6 goes down: `a` has 5 live instances of 6, quorum 4, and its batches (two
     // hosts, h6 left out) would leave 3.
-    let h6 = c.path("hosts/h6").display().to_string();
-    let _ = Command::new("pkill")
-        .args(["-f", &format!("agent run.*{h6}")])
-        .status();
+    c.host_down("h6");
     c.wait_live(total_instances() - 2);
     c.artifact("v2", None);
     let deploy = ["--json", "deploy", "pb.yml", "--limit", "!h6"];
@@ -856,16 +854,7 @@ fn a_missing_instance_elsewhere_stops_the_deploy_before_the_batch_and_the_next_r
     }
 
     // h6 is back: the same command resumes and finishes.
-    let out = Command::new(BIN)
-        .args(["agent", "start", "--destination"])
-        .arg(c.path("hosts/h6/srv/app"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.agent_start("h6", false);
     c.wait_live(total_instances());
     let r = c.run(&deploy).ok();
     assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);

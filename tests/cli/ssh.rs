@@ -57,10 +57,15 @@ impl Cluster {
     }
 
     /// Stops one host's sshd: the host becomes unreachable.
-    fn stop(&self, host: &str) {
+    /// The pid of `host`'s sshd, from the file the script left.
+    fn sshd_pid(&self, host: &str) -> i32 {
         let pid =
             std::fs::read_to_string(self.path().join("hosts").join(host).join("sshd.pid")).unwrap();
-        let pid: i32 = pid.trim().parse().unwrap();
+        pid.trim().parse().unwrap()
+    }
+
+    fn stop(&self, host: &str) {
+        let pid = self.sshd_pid(host);
         // SAFETY: kill(2) on a pid the script started.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         // Wait until the port is closed rather than sleeping.
@@ -82,9 +87,7 @@ struct Frozen(i32);
 
 impl Frozen {
     fn sshd(c: &Cluster, host: &str) -> Frozen {
-        let pid =
-            std::fs::read_to_string(c.path().join("hosts").join(host).join("sshd.pid")).unwrap();
-        let pid: i32 = pid.trim().parse().unwrap();
+        let pid = c.sshd_pid(host);
         // SAFETY: kill(2) on a pid the script started.
         unsafe { libc::kill(pid, libc::SIGSTOP) };
         Frozen(pid)
