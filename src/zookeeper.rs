@@ -25,6 +25,8 @@ use crate::coordination::{CoordError, Coordinator, Holder, Instance, Result};
 
 /// How long a deploy waits for the lock before it reports the holder.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How many times a deploy waits LOCK_WAIT when the holder cannot be named.
+const LOCK_ROUNDS: usize = 3;
 
 pub struct ZkStore {
     client: zk::Client,
@@ -134,8 +136,10 @@ impl ZkStore {
         }
     }
 
-    /// The holder of the lock: the data of the lowest-numbered contender.
-    async fn lock_holder(&self) -> Option<Holder> {
+    /// The holder of the lock: the data of the lowest-numbered contender, skipping
+    /// entries that carry `mine` (the caller's own: the entry of an attempt that gave
+    /// up waiting is deleted in the background and may still be listed).
+    async fn lock_holder(&self, mine: &[u8]) -> Option<Holder> {
         let dir = format!("{}/lock", self.root);
         let mut children = self.client.list_children(&dir).await.ok()?;
         children.sort_by_key(|c| {
@@ -143,9 +147,17 @@ impl ZkStore {
                 .and_then(|(_, seq)| seq.parse::<u64>().ok())
                 .unwrap_or(u64::MAX)
         });
-        let first = children.first()?;
-        let (data, _) = self.client.get_data(&format!("{dir}/{first}")).await.ok()?;
-        serde_json::from_slice(&data).ok()
+        // A contender may leave between the listing and the read (its session
+        // expired, or it gave up waiting): the next one in line is then the holder.
+        for child in children {
+            if let Ok((data, _)) = self.client.get_data(&format!("{dir}/{child}")).await
+                && data != mine
+                && let Ok(holder) = serde_json::from_slice(&data)
+            {
+                return Some(holder);
+            }
+        }
+        None
     }
 }
 
@@ -178,22 +190,36 @@ impl Coordinator for ZkStore {
         self.check_session()?;
         let dir = format!("{}/lock", self.root);
         let data = serde_json::to_vec(holder).expect("serializable");
-        let prefix =
-            zk::LockPrefix::new_curator(&dir, "deploy").map_err(|e| zerr("the deploy lock", e))?;
         let options = zk::LockOptions::new(zk::Acls::anyone_all());
-        match tokio::time::timeout(LOCK_WAIT, self.client.lock(prefix, &data, options)).await {
-            Ok(Ok(lock)) => Ok(lock.into_owned()),
-            Ok(Err(e)) => Err(zerr("taking the deploy lock", e)),
-            Err(_) => Err(CoordError::Locked {
-                cluster: self.cluster.clone(),
-                holder: self.lock_holder().await.unwrap_or(Holder {
-                    who: "unknown".into(),
-                    pid: 0,
-                    since: 0,
-                    deploy: "unknown".into(),
-                }),
-            }),
+        // Give up waiting after LOCK_WAIT and name the holder. When the holder left
+        // in that very moment (nobody is found), the lock is likely free: try again
+        // rather than report a holder nobody can name.
+        for _ in 0..LOCK_ROUNDS {
+            let prefix = zk::LockPrefix::new_curator(&dir, "deploy")
+                .map_err(|e| zerr("the deploy lock", e))?;
+            let attempt = self.client.lock(prefix, &data, options.clone());
+            match tokio::time::timeout(LOCK_WAIT, attempt).await {
+                Ok(Ok(lock)) => return Ok(lock.into_owned()),
+                Ok(Err(e)) => return Err(zerr("taking the deploy lock", e)),
+                Err(_) => {
+                    if let Some(holder) = self.lock_holder(&data).await {
+                        return Err(CoordError::Locked {
+                            cluster: self.cluster.clone(),
+                            holder,
+                        });
+                    }
+                }
+            }
         }
+        Err(CoordError::Locked {
+            cluster: self.cluster.clone(),
+            holder: Holder {
+                who: "unknown".into(),
+                pid: 0,
+                since: 0,
+                deploy: "unknown".into(),
+            },
+        })
     }
 
     async fn register(&self, service: &str, instance: &Instance) -> Result<ZkLive> {
@@ -240,7 +266,7 @@ impl Coordinator for ZkStore {
 
     async fn holder(&self) -> Result<Option<Holder>> {
         self.check_session()?;
-        Ok(self.lock_holder().await)
+        Ok(self.lock_holder(&[]).await)
     }
 
     async fn services(&self) -> Result<Vec<String>> {
