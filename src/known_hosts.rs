@@ -110,6 +110,11 @@ impl KnownHosts {
     }
 
     /// Records a key for the host in the first file (accept-new), as `ssh` does.
+    ///
+    /// Connections to many hosts learn at once, from this process and maybe others:
+    /// the file is held with an exclusive `flock` while it is read and appended to,
+    /// and the line goes out in one write, so lines never interleave and a key
+    /// another connection just recorded is not recorded twice.
     pub fn learn(&self, host: &str, port: u16, key: &PublicKey) -> std::io::Result<PathBuf> {
         let file = self.files.first().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no known_hosts file")
@@ -125,15 +130,27 @@ impl KnownHosts {
         // Drop the comment of the presented key; keep `type base64`.
         let mut parts = openssh.split_whitespace();
         let (alg, b64) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let needs_newline = std::fs::read(file)
-            .map(|b| b.last().is_some_and(|&c| c != b'\n'))
-            .unwrap_or(false);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(file)?;
-        let nl = if needs_newline { "\n" } else { "" };
-        writeln!(f, "{nl}{} {alg} {b64}", lookup_name(host, port))?;
+        // SAFETY: flock on a descriptor this function owns; closing it unlocks.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut text)?;
+        if matches!(self.check(host, port, key), Verdict::Trusted { .. }) {
+            return Ok(file.clone());
+        }
+        let nl = if text.last().is_some_and(|&c| c != b'\n') {
+            "\n"
+        } else {
+            ""
+        };
+        let line = format!("{nl}{} {alg} {b64}\n", lookup_name(host, port));
+        f.write_all(line.as_bytes())?;
         Ok(file.clone())
     }
 
@@ -368,5 +385,43 @@ mod tests {
             kh.algorithms("127.0.0.9", 2200),
             vec![key(ED_A).algorithm()]
         );
+        // Learning it again adds nothing.
+        kh.learn("127.0.0.9", 2200, &key(ED_A)).unwrap();
+        let again = std::fs::read_to_string(d.path().join("known_hosts")).unwrap();
+        assert_eq!(again, text);
+    }
+
+    /// Found by CI: two connections learning at once wrote
+    /// `[h3]:2222[h2]:2222  ssh-ed25519ssh-ed25519 ...`, one write per piece.
+    #[test]
+    fn hosts_learned_at_once_get_a_whole_line_each() {
+        let (d, kh) = file("");
+        let kh = std::sync::Arc::new(kh);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16u16)
+            .map(|i| {
+                let (kh, start) = (kh.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let k = key(if i % 2 == 0 { ED_A } else { ED_B });
+                    kh.learn(&format!("10.0.0.{i}"), 2222, &k).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = std::fs::read_to_string(d.path().join("known_hosts")).unwrap();
+        assert_eq!(text.lines().count(), 16, "{text}");
+        for i in 0..16u16 {
+            let k = key(if i % 2 == 0 { ED_A } else { ED_B });
+            assert!(
+                matches!(
+                    kh.check(&format!("10.0.0.{i}"), 2222, &k),
+                    Verdict::Trusted { .. }
+                ),
+                "10.0.0.{i} was not learned:\n{text}"
+            );
+        }
     }
 }
