@@ -113,9 +113,11 @@ impl KnownHosts {
     ///
     /// Connections to many hosts learn at once, from this process and maybe others:
     /// the file is held with an exclusive `flock` while it is read and appended to,
-    /// and the line goes out in one write, so lines never interleave and a key
-    /// another connection just recorded is not recorded twice.
-    pub fn learn(&self, host: &str, port: u16, key: &PublicKey) -> std::io::Result<PathBuf> {
+    /// and the line goes out in one write, so lines never interleave. The files are
+    /// checked again under the lock: what another connection recorded meanwhile
+    /// decides (the same key is not written twice; another key is `Changed`).
+    /// Returns the verdict that then holds for the key.
+    pub fn learn(&self, host: &str, port: u16, key: &PublicKey) -> std::io::Result<Verdict> {
         let file = self.files.first().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no known_hosts file")
         })?;
@@ -141,8 +143,9 @@ impl KnownHosts {
         }
         let mut text = Vec::new();
         std::io::Read::read_to_end(&mut f, &mut text)?;
-        if matches!(self.check(host, port, key), Verdict::Trusted { .. }) {
-            return Ok(file.clone());
+        let verdict = self.check(host, port, key);
+        if verdict != Verdict::Unknown {
+            return Ok(verdict);
         }
         let nl = if text.last().is_some_and(|&c| c != b'\n') {
             "\n"
@@ -151,7 +154,11 @@ impl KnownHosts {
         };
         let line = format!("{nl}{} {alg} {b64}\n", lookup_name(host, port));
         f.write_all(line.as_bytes())?;
-        Ok(file.clone())
+        let lines = text.iter().filter(|&&c| c == b'\n').count() + 1 + usize::from(!nl.is_empty());
+        Ok(Verdict::Trusted {
+            file: file.clone(),
+            line: lines,
+        })
     }
 
     fn entries(&self, host: &str, port: u16) -> Vec<Entry> {
@@ -371,7 +378,14 @@ mod tests {
     #[test]
     fn learn_appends_a_line_that_is_then_trusted() {
         let (d, kh) = file(&format!("x {ED_B}")); // no final newline
-        kh.learn("127.0.0.9", 2200, &key(ED_A)).unwrap();
+        let learned = kh.learn("127.0.0.9", 2200, &key(ED_A)).unwrap();
+        assert_eq!(
+            learned,
+            Verdict::Trusted {
+                file: d.path().join("known_hosts"),
+                line: 2
+            }
+        );
         let text = std::fs::read_to_string(d.path().join("known_hosts")).unwrap();
         assert!(
             text.ends_with(&format!("\n[127.0.0.9]:2200 {ED_A}\n")),
@@ -385,8 +399,13 @@ mod tests {
             kh.algorithms("127.0.0.9", 2200),
             vec![key(ED_A).algorithm()]
         );
-        // Learning it again adds nothing.
+        // Learning it again adds nothing; another key recorded meanwhile (by another
+        // connection) is a change, not a second line.
         kh.learn("127.0.0.9", 2200, &key(ED_A)).unwrap();
+        assert!(matches!(
+            kh.learn("127.0.0.9", 2200, &key(ED_B)).unwrap(),
+            Verdict::Changed { line: 2, .. }
+        ));
         let again = std::fs::read_to_string(d.path().join("known_hosts")).unwrap();
         assert_eq!(again, text);
     }

@@ -317,7 +317,19 @@ impl client::Handler for Checker {
         };
         let fp = key.fingerprint(Default::default());
         let name = known_hosts::lookup_name(&self.address, self.port);
-        match self.known.check(&self.address, self.port, key) {
+        let mut verdict = self.known.check(&self.address, self.port, key);
+        if verdict == Verdict::Unknown && self.accept_new {
+            // Checked again under the file's lock: another connection may have
+            // recorded this host meanwhile.
+            verdict = match self.known.learn(&self.address, self.port, key) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.refuse(format!("could not record the new host key: {e}"), false);
+                    return Ok(false);
+                }
+            };
+        }
+        match verdict {
             Verdict::Trusted { .. } => Ok(true),
             Verdict::Changed { file, line } => {
                 self.refuse(
@@ -342,15 +354,6 @@ impl client::Handler for Checker {
                     true,
                 );
                 Ok(false)
-            }
-            Verdict::Unknown if self.accept_new => {
-                match self.known.learn(&self.address, self.port, key) {
-                    Ok(_) => Ok(true),
-                    Err(e) => {
-                        self.refuse(format!("could not record the new host key: {e}"), false);
-                        Ok(false)
-                    }
-                }
             }
             Verdict::Unknown => {
                 let files: Vec<String> = self
