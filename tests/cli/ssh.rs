@@ -615,11 +615,17 @@ fn an_inventory_host_can_be_the_origin() {
 
 /// Stops the services a deploy left running on a cluster's hosts (their supervisors
 /// and the `serve` loops), also when the test fails.
-struct Services<'c>(&'c Cluster);
+struct Services(String);
 
-impl Drop for Services<'_> {
+impl Services {
+    fn of(c: &Cluster) -> Services {
+        Services(c.path().display().to_string())
+    }
+}
+
+impl Drop for Services {
     fn drop(&mut self) {
-        let dir = self.0.path().display().to_string();
+        let dir = &self.0;
         for pattern in [format!("agent run.*{dir}"), format!("bin/serve {dir}")] {
             let _ = Command::new("pkill").args(["-f", &pattern]).status();
         }
@@ -646,7 +652,7 @@ fn serving_artifact(c: &Cluster) -> Artifact {
 #[test]
 fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
     let c = Cluster::up(4, "127.0.49");
-    let _services = Services(&c);
+    let _services = Services::of(&c);
     let a = serving_artifact(&c);
 
     // Fresh hosts: the distribution installs the binary, the rollout finds it.
@@ -688,7 +694,7 @@ fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
 #[test]
 fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
     let c = Cluster::up(4, "127.0.50");
-    let _services = Services(&c);
+    let _services = Services::of(&c);
     let a = serving_artifact(&c);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
@@ -813,7 +819,7 @@ fn second_release(a: &Artifact) {
 #[test]
 fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finishes() {
     let c = Cluster::up(4, "127.0.51");
-    let _services = Services(&c);
+    let _services = Services::of(&c);
     let a = sickly_artifact(&c, "");
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
@@ -899,7 +905,7 @@ fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finis
 #[test]
 fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_roll() {
     let c = Cluster::up(4, "127.0.56");
-    let _services = Services(&c);
+    let _services = Services::of(&c);
     let a = sickly_artifact(&c, ", failure_budget: 1");
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
@@ -958,7 +964,7 @@ fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_ro
 #[test]
 fn hooks_run_on_the_controller_around_distribution_and_on_each_host_around_its_restart() {
     let c = Cluster::up(4, "127.0.57");
-    let _services = Services(&c);
+    let _services = Services::of(&c);
     let a = serving_artifact(&c);
     let log = c.path().join("controller.log");
     let pb_text = |before_distribute: &str, before_restart: &str| {
@@ -1057,18 +1063,30 @@ services:
 }
 
 /// A second deploy (the artifact changed), started as a terminal would start it, with
-/// its output read as it comes: returned once its first `store` batch (one host,
-/// `moved`) has begun.
-struct Underway {
+/// its output read as it comes, on a 4-host cluster where the first deploy (`v1`) of
+/// services that stay up went through: returned with the first Ctrl-C sent, once its
+/// first `store` batch (one host, `moved`) has begun. Bind every field when taking
+/// it apart: with `..`, the services would be stopped and the artifact deleted at once.
+struct Interrupted {
     child: std::process::Child,
     stderr: Lines,
     stdout: Lines,
     moved: String,
+    v1: String,
+    pb: String,
+    _services: Services,
+    _artifact: Artifact,
+    c: Cluster,
 }
 
-fn second_deploy_underway(c: &Cluster, a: &Artifact, pb: &str) -> Underway {
+fn interrupted_second_deploy(loopback: &str) -> Interrupted {
+    let c = Cluster::up(4, loopback);
+    let services = Services::of(&c);
+    let a = serving_artifact(&c);
+    let pb = a.playbook().to_str().unwrap().to_string();
+    let v1 = deployed(&c, &pb);
     std::fs::write(a.dir.path().join("art/second"), "").unwrap();
-    let mut child = spawn_in_group(command(c, &["deploy", pb]));
+    let mut child = spawn_in_group(command(&c, &["deploy", &pb]));
     let stderr = Lines::read(child.stderr.take().unwrap());
     let stdout = Lines::read(child.stdout.take().unwrap());
     stderr.wait_for("store: batch 1/4: ");
@@ -1078,29 +1096,34 @@ fn second_deploy_underway(c: &Cluster, a: &Artifact, pb: &str) -> Underway {
         .find_map(|l| l.strip_prefix("store: batch 1/4: "))
         .unwrap()
         .to_string();
-    Underway {
+    ctrl_c(&child);
+    Interrupted {
         child,
         stderr,
         stdout,
         moved,
+        v1,
+        pb,
+        _services: services,
+        _artifact: a,
+        c,
     }
 }
 
 #[test]
 fn the_first_ctrl_c_over_ssh_finishes_the_batch_in_flight_and_the_next_run_resumes() {
-    let c = Cluster::up(4, "127.0.52");
-    let _services = Services(&c);
-    let a = serving_artifact(&c);
-    let pb = a.playbook();
-    let pb = pb.to_str().unwrap();
-    let v1 = deployed(&c, pb);
-    let Underway {
+    let Interrupted {
         mut child,
         stderr,
         stdout,
         moved,
-    } = second_deploy_underway(&c, &a, pb);
-    ctrl_c(&child);
+        v1,
+        pb,
+        c,
+        _services,
+        _artifact,
+    } = interrupted_second_deploy("127.0.52");
+    let pb = pb.as_str();
     let status = child.wait().unwrap();
     let said = stderr.finish();
     let json: serde_json::Value = serde_json::from_str(&stdout.finish()).unwrap_or_default();
@@ -1145,19 +1168,18 @@ fn the_first_ctrl_c_over_ssh_finishes_the_batch_in_flight_and_the_next_run_resum
 
 #[test]
 fn a_second_ctrl_c_over_ssh_aborts_and_the_hosts_finish_their_switch() {
-    let c = Cluster::up(4, "127.0.54");
-    let _services = Services(&c);
-    let a = serving_artifact(&c);
-    let pb = a.playbook();
-    let pb = pb.to_str().unwrap();
-    let v1 = deployed(&c, pb);
-    let Underway {
+    let Interrupted {
         mut child,
         stderr,
         stdout,
         moved,
-    } = second_deploy_underway(&c, &a, pb);
-    ctrl_c(&child);
+        v1,
+        pb,
+        c,
+        _services,
+        _artifact,
+    } = interrupted_second_deploy("127.0.54");
+    let pb = pb.as_str();
     // The second Ctrl-C lands in the middle of the host's switch: `current` has moved
     // (after the old instance stopped), the new one is starting or not yet healthy.
     let link = c.root(&moved).join("srv/app/current");
@@ -1216,7 +1238,7 @@ fn a_second_ctrl_c_over_ssh_aborts_and_the_hosts_finish_their_switch() {
 #[test]
 fn a_rollback_over_ssh_returns_every_host_to_the_previous_release() {
     let c = Cluster::up(4, "127.0.53");
-    let _services = Services(&c);
+    let _services = Services::of(&c);
     let a = serving_artifact(&c);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
