@@ -23,6 +23,9 @@ use crate::units::ByteSize;
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     let g = &cli.global;
     crate::shutdown::set_verbosity(g.verbose);
+    // Sockets (one per peer, one per SSH host) are what need descriptors; the
+    // storages keep a bounded number of files open whatever the limit.
+    crate::storage::raise_open_file_limit();
     match &cli.command {
         Command::Plan(a) => {
             let config = load(g, &a.playbook)?;
@@ -111,12 +114,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             output,
             piece_size,
             tracker,
+            keep_special_bits,
         }) => torrent_create(
             g,
             dir,
             output.as_deref(),
             piece_size.as_deref(),
             tracker.clone(),
+            *keep_special_bits,
         ),
         Command::Torrent(TorrentCommand::Inspect { file }) => torrent_inspect(g, file),
         Command::Tracker(a) => tracker(g, a),
@@ -289,6 +294,7 @@ fn torrent_create(
     output: Option<&Path>,
     piece_size: Option<&str>,
     announce: Option<String>,
+    keep_special_bits: bool,
 ) -> anyhow::Result<Exit> {
     let piece_size = match piece_size {
         Some(text) => {
@@ -308,6 +314,7 @@ fn torrent_create(
         piece_size,
         announce,
         name: None,
+        keep_special_bits,
     };
     let m = metainfo::create(dir, &opts)
         .with_context(|| format!("creating metainfo for {}", dir.display()))?;

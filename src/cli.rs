@@ -202,6 +202,9 @@ pub enum TorrentCommand {
         /// Announce URL of the tracker
         #[arg(long, value_name = "URL")]
         tracker: Option<String>,
+        /// Ship setuid and setgid bits as they are (refused by default)
+        #[arg(long)]
+        keep_special_bits: bool,
     },
     /// Print the contents of a metainfo file
     Inspect {

@@ -115,6 +115,7 @@ fn create_options(config: &Config) -> metainfo::CreateOptions {
         piece_size: config.playbook.distribution.piece_size.map(|s| s.0),
         announce: None,
         name: None,
+        keep_special_bits: config.playbook.artifact.keep_special_bits,
     }
 }
 

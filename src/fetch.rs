@@ -137,6 +137,7 @@ async fn download(
         // Installed by an earlier run: the rename happens only after verification.
         return Ok((PeerBytes::default(), total, None));
     }
+    let began = Instant::now();
     let staging = layout.staging(&f.version);
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     release::prune(&staging, &f.metainfo)
@@ -150,6 +151,7 @@ async fn download(
             )
         })?;
     }
+    tracing::info!(elapsed = ?began.elapsed(), "staging ready");
     let _hot = f
         .page_cache
         .lock_hot_set(layout)
@@ -164,7 +166,9 @@ async fn download(
         Some(storage.boxed_factory()),
     )
     .await?;
+    tracing::info!(elapsed = ?began.elapsed(), "engine started");
     wait(f, &torrent, events, cancel).await?;
+    tracing::info!(elapsed = ?began.elapsed(), "verified");
 
     let live = torrent.live().context("the torrent stopped")?;
     let fetched = live.stats_snapshot().downloaded_and_checked_bytes;
@@ -174,12 +178,13 @@ async fn download(
         release::prune(&staging, &f.metainfo)?;
         // Seeding goes on from the installed release: read-only, so that its
         // programs can be executed (see `SealableFactory`).
-        storage.seal()?;
+        storage.seal();
         release::restore_manifest(&staging, &f.metainfo)?;
         f.page_cache.after_write(&staging, &f.metainfo)?;
         release::install(layout, &f.version)
     })()
     .with_context(|| format!("installing {}", layout.release(&f.version).display()))?;
+    tracing::info!(elapsed = ?began.elapsed(), "installed");
     Ok((counts, reused, Some((session, torrent))))
 }
 

@@ -23,13 +23,15 @@
 //! - [`config`]: the inventory and playbook checked against each other.
 //! - [`metainfo`]: deterministic BitTorrent v1 metainfo and the tree manifest
 //!   (modes, empty files and directories, symlinks).
+//! - [`links`]: symlinks confined by resolution, through chains of links.
 //! - [`plan`]: services in order, cut into quorum-safe, rack-aware batches.
 //! - [`announce`]: the tracker's wire format (HTTP announce in, bencode out).
 //! - [`swarm`]: who may join a swarm and which peers each member is told about
 //!   (the rack-aware pipeline and mesh policies).
 //! - [`tracker`]: the tracker server.
 //! - [`engine`]: the librqbit session as rookery runs it (closed swarm, caps).
-//! - [`storage`]: a read-only librqbit storage for the origin and installed releases.
+//! - [`storage`]: librqbit storages with a bounded number of open files: read-only
+//!   for the origin and installed releases, sealable for a download.
 //! - [`release`]: release directories on a host: staging, reuse, manifest, install.
 //! - [`page_cache`]: dropping, locking and preloading pages around a copy.
 //! - [`fetch`]: `agent fetch` and `agent seed`, the host's side of a distribution.
@@ -80,6 +82,7 @@ pub mod estimate;
 pub mod fetch;
 pub mod inventory;
 pub mod known_hosts;
+pub mod links;
 pub mod local;
 pub mod local_store;
 pub mod metainfo;

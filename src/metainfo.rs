@@ -18,7 +18,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -31,12 +31,18 @@ pub enum MetainfoError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "symlink `{path}` points outside the artifact (to `{target}`); only links within the tree can be shipped"
-    )]
-    LinkOutside { path: String, target: String },
+    #[error(transparent)]
+    Link(#[from] crate::links::Escape),
     #[error("`{0}` is not a regular file, directory or symlink; it cannot be shipped")]
     Special(String),
+    #[error(
+        "`{path}` has the {what} bit set (mode {mode:04o}); set `artifact.special_bits: keep` in the playbook (`--keep-special-bits` for `torrent create`) to ship it to every host as it is, or clear the bit in the build"
+    )]
+    SpecialBits {
+        path: String,
+        mode: u32,
+        what: &'static str,
+    },
     #[error("path `{0}` is not valid UTF-8")]
     NotUtf8(String),
     #[error("the artifact `{0}` holds no bytes to distribute")]
@@ -93,6 +99,18 @@ pub struct Link {
     pub target: String,
 }
 
+impl Manifest {
+    /// Every symlink resolves inside the tree, following the others.
+    fn check_links(&self) -> Result<()> {
+        crate::links::check(
+            self.symlinks
+                .iter()
+                .map(|l| (l.path.as_str(), l.target.as_str())),
+        )?;
+        Ok(())
+    }
+}
+
 /// A whole metainfo file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metainfo {
@@ -134,18 +152,19 @@ fn rel_string(rel: &Path) -> Result<String> {
         .ok_or_else(|| MetainfoError::NotUtf8(rel.to_string_lossy().into_owned()))
 }
 
-fn scan(root: &Path) -> Result<Scan> {
+fn scan(root: &Path, keep_special_bits: bool) -> Result<Scan> {
     let mut scan = Scan {
         files: Vec::new(),
         manifest: Manifest::default(),
     };
-    walk(root, Path::new(""), &mut scan)?;
+    walk(root, Path::new(""), keep_special_bits, &mut scan)?;
+    scan.manifest.check_links()?;
     Ok(scan)
 }
 
 /// Depth-first, entries sorted by name bytes, so the order never depends on the
 /// filesystem.
-fn walk(root: &Path, rel: &Path, scan: &mut Scan) -> Result<()> {
+fn walk(root: &Path, rel: &Path, keep_special_bits: bool, scan: &mut Scan) -> Result<()> {
     let dir = root.join(rel);
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .map_err(io_err(&dir))?
@@ -160,22 +179,26 @@ fn walk(root: &Path, rel: &Path, scan: &mut Scan) -> Result<()> {
         let path = rel_string(&rel_path)?;
         let mode = meta.permissions().mode() & 0o7777;
         let ft = meta.file_type();
+        // setuid and setgid would arrive on every host: only by decision.
+        if !keep_special_bits && !ft.is_symlink() && mode & 0o6000 != 0 {
+            let what = if mode & 0o4000 != 0 {
+                "setuid"
+            } else {
+                "setgid"
+            };
+            return Err(MetainfoError::SpecialBits { path, mode, what });
+        }
         if ft.is_symlink() {
             let target = std::fs::read_link(&abs).map_err(io_err(&abs))?;
             let target_str = rel_string(&target)?;
-            if !link_stays_inside(&rel_path, &target) {
-                return Err(MetainfoError::LinkOutside {
-                    path,
-                    target: target_str,
-                });
-            }
+            // Checked against each other once the whole tree is scanned.
             scan.manifest.symlinks.push(Link {
                 path,
                 target: target_str,
             });
         } else if ft.is_dir() {
             scan.manifest.dirs.push(Entry { path, mode });
-            walk(root, &rel_path, scan)?;
+            walk(root, &rel_path, keep_special_bits, scan)?;
         } else if ft.is_file() {
             if meta.size() == 0 {
                 scan.manifest.empty.push(Entry { path, mode });
@@ -193,27 +216,6 @@ fn walk(root: &Path, rel: &Path, scan: &mut Scan) -> Result<()> {
     Ok(())
 }
 
-/// Whether a link at `link` (relative to the root) with `target` resolves, lexically,
-/// inside the root.
-fn link_stays_inside(link: &Path, target: &Path) -> bool {
-    if target.is_absolute() {
-        return false;
-    }
-    let mut depth: i64 = link.components().count() as i64 - 1;
-    for c in target.components() {
-        match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => return false,
-        }
-        if depth < 0 {
-            return false;
-        }
-    }
-    true
-}
-
 /// Options for [`create`].
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -223,6 +225,9 @@ pub struct CreateOptions {
     /// The torrent's `name` (the top directory clients create); default: the
     /// directory's own name.
     pub name: Option<String>,
+    /// Ship setuid and setgid bits as they are; otherwise a file or directory that
+    /// has one is refused (`artifact.special_bits`).
+    pub keep_special_bits: bool,
 }
 
 /// Scans `root` and hashes its files into metainfo.
@@ -234,7 +239,7 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
             root.display()
         )));
     }
-    let scan = scan(root)?;
+    let scan = scan(root, opts.keep_special_bits)?;
     let total: u64 = scan.files.iter().map(|f| f.2).sum();
     if total == 0 {
         return Err(MetainfoError::Empty(root.to_path_buf()));
@@ -438,15 +443,7 @@ impl Metainfo {
         {
             check_relative(p)?;
         }
-        for l in &m.symlinks {
-            if !link_stays_inside(Path::new(&l.path), Path::new(&l.target)) {
-                return Err(MetainfoError::LinkOutside {
-                    path: l.path.clone(),
-                    target: l.target.clone(),
-                });
-            }
-        }
-        Ok(())
+        m.check_links()
     }
 }
 
@@ -614,11 +611,70 @@ mod tests {
         let err = create(t.path(), &CreateOptions::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "symlink `bin/escape` points outside the artifact (to `../../etc/passwd`); only links within the tree can be shipped"
+            "symlink `bin/escape` (-> `../../etc/passwd`) resolves outside the tree: only links that stay within it can be shipped"
         );
-        assert!(link_stays_inside(Path::new("a/b"), Path::new("../c")));
-        assert!(!link_stays_inside(Path::new("a"), Path::new("../c")));
-        assert!(!link_stays_inside(Path::new("a"), Path::new("/etc")));
+    }
+
+    #[test]
+    fn setuid_and_setgid_are_refused_unless_kept() {
+        let t = tree();
+        let tool = t.path().join("bin/tool");
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let err = create(t.path(), &CreateOptions::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`bin/tool` has the setuid bit set (mode 4755)"),
+            "{err}"
+        );
+        let kept = CreateOptions {
+            keep_special_bits: true,
+            ..Default::default()
+        };
+        let m = create(t.path(), &kept).unwrap();
+        let entry = m
+            .rookery
+            .files
+            .iter()
+            .find(|e| e.path == "bin/tool")
+            .unwrap();
+        assert_eq!(entry.mode, 0o4755);
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            t.path().join("bin"),
+            std::fs::Permissions::from_mode(0o2755),
+        )
+        .unwrap();
+        let err = create(t.path(), &CreateOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("`bin` has the setgid bit"),
+            "{err}"
+        );
+    }
+
+    /// Each link's text stays inside; followed through each other they climb out.
+    #[test]
+    fn a_chain_of_links_that_resolves_outside_is_refused_when_made_and_when_read() {
+        let t = tree();
+        symlink("..", t.path().join("bin/up")).unwrap();
+        let m = create(t.path(), &CreateOptions::default()).unwrap();
+        symlink("up/..", t.path().join("bin/esc")).unwrap();
+        symlink("esc/../..", t.path().join("bin/esc2")).unwrap();
+        let err = create(t.path(), &CreateOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("`bin/esc`"), "{err}");
+        // A metainfo made elsewhere with the same chain is refused by a host.
+        let mut crafted = m.clone();
+        for (path, target) in [("bin/esc", "up/.."), ("bin/esc2", "esc/../..")] {
+            crafted.rookery.symlinks.push(Link {
+                path: path.into(),
+                target: target.into(),
+            });
+        }
+        let err = Metainfo::from_bytes(&crafted.to_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("resolves outside the tree"),
+            "{err}"
+        );
+        Metainfo::from_bytes(&m.to_bytes()).unwrap();
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Artifact {
     pub destination: String,
     pub keep_releases: u32,
     pub version: Version,
+    /// `special_bits: keep`: setuid and setgid bits of the build are shipped as they
+    /// are; by default (`refuse`) a build that has any is refused, naming the file.
+    pub keep_special_bits: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -145,7 +148,13 @@ pub struct Service {
 }
 
 const TOP_KEYS: &[&str] = &["name", "artifact", "distribution", "hooks", "services"];
-const ARTIFACT_KEYS: &[&str] = &["source", "destination", "keep_releases", "version"];
+const ARTIFACT_KEYS: &[&str] = &[
+    "source",
+    "destination",
+    "keep_releases",
+    "version",
+    "special_bits",
+];
 const DISTRIBUTION_KEYS: &[&str] = &[
     "seed_window",
     "seed_mode",
@@ -245,6 +254,7 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Playbook {
                 destination: String::new(),
                 keep_releases: 5,
                 version: Version::ContentHash,
+                keep_special_bits: false,
             }
         }
     };
@@ -336,12 +346,27 @@ fn decode_artifact(d: &mut Decoder, node: &Node, base: &Path) -> Artifact {
         },
         None => Version::ContentHash,
     };
+    let keep_special_bits = match m.get("special_bits") {
+        Some(n) => match d.string(n, "artifact.special_bits").as_deref() {
+            Some("keep") => true,
+            Some("refuse") | None => false,
+            Some(other) => {
+                d.error(
+                    n.pos,
+                    format!("`artifact.special_bits` must be `refuse` or `keep`, found `{other}`"),
+                );
+                false
+            }
+        },
+        None => false,
+    };
     Artifact {
         source,
         source_as_written: written.unwrap_or_default(),
         destination,
         keep_releases,
         version,
+        keep_special_bits,
     }
 }
 

@@ -13,7 +13,7 @@
 //! modes, empty files, empty directories and symlinks, and then renamed into place
 //! in one `rename(2)`.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -109,14 +109,16 @@ pub fn seed_from_previous(staging: &Path, previous: &Path, m: &Metainfo) -> io::
 }
 
 /// Every path the release holds, relative, with all parent directories.
-fn expected_paths(m: &Metainfo) -> BTreeSet<PathBuf> {
-    let mut set = BTreeSet::new();
+fn expected_paths(m: &Metainfo) -> HashSet<PathBuf> {
+    let mut set = HashSet::new();
     let mut add = |p: PathBuf| {
-        let mut cur = PathBuf::new();
-        for c in p.components() {
-            cur.push(c);
-            set.insert(cur.clone());
+        // Parents first, and no further once a parent is known (its own parents are).
+        for parent in p.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()) {
+            if !set.insert(parent.to_path_buf()) {
+                break;
+            }
         }
+        set.insert(p);
     };
     for f in &m.info.files {
         add(f.path.iter().collect());
@@ -145,7 +147,7 @@ pub fn prune(root: &Path, m: &Metainfo) -> io::Result<()> {
     prune_dir(root, Path::new(""), &expected)
 }
 
-fn prune_dir(root: &Path, rel: &Path, expected: &BTreeSet<PathBuf>) -> io::Result<()> {
+fn prune_dir(root: &Path, rel: &Path, expected: &HashSet<PathBuf>) -> io::Result<()> {
     let entries = match fs::read_dir(root.join(rel)) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -84,6 +84,10 @@ pub fn run(a: &SwitchArgs) -> Outcome {
             ),
         );
     }
+    // The links of the release, resolved on disk: nothing made live may lead out.
+    if let Err(e) = crate::links::check_tree(&release) {
+        return fail(previous, format!("release {}: {e}", a.version));
+    }
     let (start_cmd, health) = match (
         render(a, &a.start, &a.version),
         a.health

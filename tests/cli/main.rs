@@ -10,3 +10,4 @@ mod rollout;
 mod ssh;
 mod swarm;
 mod torrent;
+mod trees;

@@ -118,7 +118,7 @@ fn links_leaving_the_tree_are_refused() {
     Test::new_in(out.dir)
         .args(["torrent", "create", "art"])
         .status(1)
-        .stderr("error: creating metainfo for art: symlink `bin/escape` points outside the artifact (to `../../etc/passwd`); only links within the tree can be shipped\n")
+        .stderr("error: creating metainfo for art: symlink `bin/escape` (-> `../../etc/passwd`) resolves outside the tree: only links that stay within it can be shipped\n")
         .run();
 }
 

@@ -233,17 +233,19 @@ impl ChunkTracker {
         hns
     }
 
+    /// rookery patch 7: queued pieces in piece order. Upstream walked the files in
+    /// priority order and each file's pieces (first, last, then the rest), which
+    /// yields a piece once per file it touches and skips every finished file on each
+    /// call: O(files) per request, with thousands of small files per piece range.
+    /// rookery's torrents list files in path order, so piece order is file order,
+    /// and a pipelined host wants its feeder's pieces in order anyway.
     pub(crate) fn iter_queued_pieces<'a>(
         &'a self,
-        file_priorities: &'a FilePriorities,
-        file_infos: &'a FileInfos,
+        _file_priorities: &'a FilePriorities,
+        _file_infos: &'a FileInfos,
     ) -> impl Iterator<Item = ValidPieceIndex> + 'a {
-        file_priorities
-            .iter()
-            .filter_map(|p| Some((*p, file_infos.get(*p)?)))
-            .filter(|(id, f)| self.per_file_bytes[*id] != f.len)
-            .flat_map(|(_id, f)| f.iter_piece_priorities())
-            .filter(|id| self.queue_pieces[*id])
+        self.queue_pieces
+            .iter_ones()
             .filter_map(|id| id.try_into().ok())
             .filter_map(|id| self.lengths.validate_piece_index(id))
     }

@@ -144,15 +144,14 @@ impl PieceTracker {
 
         // Then check naturally ordered queued pieces
         // Note: iter_queued_pieces only returns pieces in queue_pieces (not in-flight)
-        let queued: Vec<_> = self
+        // rookery patch 7: the first queued piece the peer has, found lazily
+        // (upstream collected every queued piece into a Vec on each call).
+        let found = self
             .chunks
             .iter_queued_pieces(req.file_priorities, req.file_infos)
-            .collect();
-
-        for piece in queued {
-            if (req.peer_has_piece)(piece) {
-                return self.reserve_piece(piece, req.peer);
-            }
+            .find(|piece| (req.peer_has_piece)(*piece));
+        if let Some(piece) = found {
+            return self.reserve_piece(piece, req.peer);
         }
 
         // 3. Try steal with 3x threshold (moderately slow peer)

@@ -1,0 +1,216 @@
+//! Build trees as they are in the field: more files than a process may open, links
+//! that only escape when followed through each other, setuid bits.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::swarm::noise;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+
+/// Four local hosts in two datacenters, every one running `app`.
+const INVENTORY: &str = "cluster: t\ntransport: {local: {root: hosts}}\ndatacenters:\n  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n  west: {racks: {w1: {hosts: {w1a: {services: [app]}, w1b: {services: [app]}}}}}\n";
+
+fn playbook(extra_artifact: &str) -> String {
+    format!(
+        "name: t\nartifact: {{source: art, destination: /srv/app{extra_artifact}}}\ndistribution: {{seed_window: 2s}}\nservices:\n  app: {{start: \"true\"}}\n"
+    )
+}
+
+/// `files` files of 1 to 4 KiB in nested directories, a few links and empty parts.
+fn small_files(art: &Path, files: usize) {
+    for i in 0..files {
+        let dir = art.join(format!("lib/d{:02}/e{}", i % 40, i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = 1024 + (i * 977) % 3072;
+        std::fs::write(dir.join(format!("m{i:05}.py")), noise(len, i as u64)).unwrap();
+    }
+    std::fs::create_dir_all(art.join("bin")).unwrap();
+    std::fs::write(art.join("bin/tool"), b"#!/bin/sh\necho tool\n").unwrap();
+    std::fs::set_permissions(art.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("../lib/d01/e1", art.join("bin/lib")).unwrap();
+    symlink("tool", art.join("bin/alias")).unwrap();
+    std::fs::create_dir_all(art.join("var/empty")).unwrap();
+    std::fs::write(art.join("var/zero"), b"").unwrap();
+}
+
+/// Type, mode bits and content (or link target) of every entry under `root`.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (char, u32, Vec<u8>)>) {
+        for e in std::fs::read_dir(root.join(rel)).unwrap() {
+            let e = e.unwrap();
+            let rel = rel.join(e.file_name());
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            let mode = md.permissions().mode() & 0o7777;
+            if md.file_type().is_symlink() {
+                let t = std::fs::read_link(e.path()).unwrap();
+                out.insert(rel, ('l', 0, t.into_os_string().into_encoded_bytes()));
+            } else if md.is_dir() {
+                out.insert(rel.clone(), ('d', mode, Vec::new()));
+                walk(root, &rel, out);
+            } else {
+                out.insert(rel, ('f', mode, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, Path::new(""), &mut out);
+    out
+}
+
+/// Runs `rookery` in `dir` under `sh -c 'ulimit -n LIMIT; exec rookery ...'`: the soft
+/// and the hard limit both, so rookery cannot raise its own.
+fn rookery_with_open_files(dir: &Path, limit: u32, args: &[&str]) -> std::process::Output {
+    Command::new("sh")
+        .current_dir(dir)
+        .arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// More files than the process may open, on the origin and on every host (the agents
+/// inherit the limit): each side keeps a bounded number of files open.
+#[test]
+fn a_tree_of_more_files_than_the_open_file_limit_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("inv.yml"), INVENTORY).unwrap();
+    std::fs::write(d.join("pb.yml"), playbook("")).unwrap();
+    small_files(&d.join("art"), 3000);
+    let out = rookery_with_open_files(d, 256, &["--json", "distribute", "-i", "inv.yml", "pb.yml"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = r["version"].as_str().unwrap();
+    let want = snapshot(&d.join("art"));
+    assert!(want.len() > 3000, "{} entries", want.len());
+    for host in ["e1a", "e1b", "w1a", "w1b"] {
+        let got = snapshot(&d.join(format!("hosts/{host}/srv/app/releases/{version}")));
+        assert_eq!(got.len(), want.len(), "{host}: entry count");
+        for (path, entry) in &want {
+            assert_eq!(got.get(path), Some(entry), "{host}: {}", path.display());
+        }
+    }
+}
+
+/// Each link's text stays inside the tree; followed through each other they climb
+/// out of it. Refused when the metainfo is made, naming the link.
+#[test]
+fn a_chain_of_links_that_climbs_out_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("art");
+    std::fs::create_dir_all(art.join("bin")).unwrap();
+    std::fs::write(art.join("bin/tool"), b"x").unwrap();
+    symlink("..", art.join("bin/up")).unwrap();
+    symlink("up/..", art.join("bin/esc")).unwrap();
+    symlink("esc/../..", art.join("bin/esc2")).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["torrent", "create", "art"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        "error: creating metainfo for art: symlink `bin/esc` (-> `up/..`) resolves outside the tree: only links that stay within it can be shipped\n"
+    );
+    assert!(!dir.path().join("art.torrent").exists());
+}
+
+/// A release that holds such a chain on disk (put there by hand, or by an older
+/// rookery) is never made live: the switch resolves every link first.
+#[test]
+fn a_switch_refuses_a_release_whose_links_lead_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("dest/releases/v2");
+    std::fs::create_dir_all(release.join("bin")).unwrap();
+    symlink("..", release.join("bin/up")).unwrap();
+    symlink("up/../..", release.join("bin/esc")).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "agent",
+            "switch",
+            "--service",
+            "app",
+            "--host",
+            "h",
+            "--version",
+            "v2",
+            "--destination",
+            "dest",
+            "--start",
+            "sleep 60",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("release v2: symlink `bin/esc` (-> `up/../..`) resolves outside the tree"),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path().join("dest/current").exists(),
+        "current was switched"
+    );
+}
+
+/// setuid and setgid are a decision: refused by default, naming the file; kept on
+/// every host with `artifact.special_bits: keep`.
+#[test]
+fn setuid_bits_are_refused_unless_the_playbook_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("inv.yml"), INVENTORY).unwrap();
+    std::fs::write(d.join("pb.yml"), playbook("")).unwrap();
+    std::fs::write(d.join("keep.yml"), playbook(", special_bits: keep")).unwrap();
+    small_files(&d.join("art"), 10);
+    std::fs::set_permissions(
+        d.join("art/bin/tool"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["distribute", "-i", "inv.yml", "pb.yml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "`bin/tool` has the setuid bit set (mode 4755); set `artifact.special_bits: keep`"
+        ),
+        "{stderr}"
+    );
+    assert!(!d.join("hosts").exists() || !d.join("hosts/e1a/srv/app/releases").exists());
+
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["--json", "distribute", "-i", "inv.yml", "keep.yml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = r["version"].as_str().unwrap();
+    for host in ["e1a", "w1b"] {
+        let tool = d.join(format!("hosts/{host}/srv/app/releases/{version}/bin/tool"));
+        let mode = std::fs::metadata(tool).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o4755, "{host}");
+    }
+}
