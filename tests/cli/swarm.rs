@@ -702,3 +702,48 @@ fn distribute_reports_every_host_from_the_engines_counters() {
         assert_eq!(h["bytes_from_origin"], 0, "{h}");
     }
 }
+
+/// Seed 000's point about rsync against scp: a fetch killed half way starts again from
+/// the pieces it had verified, not from byte zero.
+#[test]
+fn a_fetch_killed_half_way_resumes_from_the_pieces_it_verified() {
+    let total: u64 = 16 << 20;
+    let swarm = Swarm::new(|art| {
+        std::fs::write(art.join("blob"), noise(total as usize, 17)).unwrap();
+    });
+    let _origin = swarm.origin(&[]);
+    let mut victim = swarm.fetch("e1a", &["--download-limit", "4MiB/s", "--foreground"]);
+    let staging = swarm.path().join("hosts/e1a/releases/.staging-v1/blob");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Half of the blob on disk (512-byte blocks), then SIGKILL: nothing is cleaned up.
+    while std::fs::metadata(&staging)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+        < total / 2
+    {
+        assert!(Instant::now() < deadline, "the fetch never got half way");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    victim.0.kill().unwrap();
+    let _ = victim.0.wait();
+    assert!(!swarm.path().join("hosts/e1a/releases/v1").exists());
+
+    let (r, ok) = result(&mut swarm.fetch("e1a", &[]));
+    assert!(ok && r["ok"] == true, "{r}");
+    let moved = r["bytes_from_origin"].as_u64().unwrap() + r["bytes_from_peers"].as_u64().unwrap();
+    let reused = r["bytes_reused"].as_u64().unwrap();
+    eprintln!("rerun after the kill: moved {moved}, reused {reused} of {total}");
+    // What was verified before the kill stays; a piece or two in flight may travel again.
+    assert!(
+        reused >= total * 2 / 5,
+        "only {reused} of {total} bytes were kept: {r}"
+    );
+    assert!(
+        moved <= total * 3 / 5,
+        "the rerun moved {moved} of {total} bytes: {r}"
+    );
+    assert_eq!(
+        std::fs::read(swarm.path().join("hosts/e1a/releases/v1/blob")).unwrap(),
+        noise(total as usize, 17)
+    );
+}
