@@ -115,6 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             piece_size,
             tracker,
             keep_special_bits,
+            previous,
         }) => torrent_create(
             g,
             dir,
@@ -122,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             piece_size.as_deref(),
             tracker.clone(),
             *keep_special_bits,
+            previous.as_deref(),
         ),
         Command::Torrent(TorrentCommand::Inspect { file }) => torrent_inspect(g, file),
         Command::Tracker(a) => tracker(g, a),
@@ -295,7 +297,17 @@ fn torrent_create(
     piece_size: Option<&str>,
     announce: Option<String>,
     keep_special_bits: bool,
+    previous: Option<&Path>,
 ) -> anyhow::Result<Exit> {
+    let previous = match previous {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let m = metainfo::Metainfo::from_bytes(&bytes)
+                .with_context(|| format!("refusing {}", p.display()))?;
+            Some(m.rookery)
+        }
+        None => None,
+    };
     let piece_size = match piece_size {
         Some(text) => {
             let size =
@@ -315,6 +327,7 @@ fn torrent_create(
         announce,
         name: None,
         keep_special_bits,
+        previous,
     };
     let m = metainfo::create(dir, &opts)
         .with_context(|| format!("creating metainfo for {}", dir.display()))?;

@@ -205,6 +205,11 @@ pub enum TorrentCommand {
         /// Ship setuid and setgid bits as they are (refused by default)
         #[arg(long)]
         keep_special_bits: bool,
+        /// Metainfo of the release before: files whose content it held keep its
+        /// order and changes go last, so hosts that have it fetch little more than
+        /// the changed bytes
+        #[arg(long, value_name = "FILE")]
+        previous: Option<PathBuf>,
     },
     /// Print the contents of a metainfo file
     Inspect {

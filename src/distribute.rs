@@ -116,6 +116,7 @@ fn create_options(config: &Config) -> metainfo::CreateOptions {
         announce: None,
         name: None,
         keep_special_bits: config.playbook.artifact.keep_special_bits,
+        previous: previous_manifest(config),
     }
 }
 
@@ -179,7 +180,25 @@ fn keep_metainfo(config: &Config, m: &Metainfo, bytes: &[u8]) -> anyhow::Result<
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = dir.join(format!("{version}.torrent"));
     std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+    let last = last_file(config);
+    std::fs::write(&last, &version).with_context(|| format!("writing {}", last.display()))?;
     Ok((version, file))
+}
+
+/// Names the version this playbook's metainfo was last made for.
+fn last_file(config: &Config) -> PathBuf {
+    state_dir(config).join(format!("last-{}", config.playbook.name))
+}
+
+/// The manifest of the metainfo this playbook's last distribution made, if this
+/// machine still has it: the next one is laid out after it (see
+/// `metainfo::create`). Anything missing or unreadable means none.
+fn previous_manifest(config: &Config) -> Option<metainfo::Manifest> {
+    let version = std::fs::read_to_string(last_file(config)).ok()?;
+    crate::inventory::check_name(version.trim()).ok()?;
+    let file = state_dir(config).join(format!("{}.torrent", version.trim()));
+    let bytes = std::fs::read(file).ok()?;
+    Metainfo::from_bytes(&bytes).ok().map(|m| m.rookery)
 }
 
 /// How `rookery distribute` was asked to run.

@@ -143,13 +143,24 @@ async fn download(
     release::prune(&staging, &f.metainfo)
         .with_context(|| format!("cleaning {}", staging.display()))?;
     if let Some(previous) = layout.previous(&f.version) {
-        release::seed_from_previous(&staging, &previous, &f.metainfo).with_context(|| {
-            format!(
-                "reusing files of {} in {}",
-                previous.display(),
-                staging.display()
-            )
-        })?;
+        // Its metainfo, saved beside the logs when it was fetched, if still there.
+        let previous_meta = previous
+            .file_name()
+            .map(|v| {
+                layout
+                    .logs()
+                    .join(format!("{}.torrent", v.to_string_lossy()))
+            })
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| Metainfo::from_bytes(&b).ok());
+        release::seed_from_previous(&staging, &previous, previous_meta.as_ref(), &f.metainfo)
+            .with_context(|| {
+                format!(
+                    "reusing files of {} in {}",
+                    previous.display(),
+                    staging.display()
+                )
+            })?;
     }
     tracing::info!(elapsed = ?began.elapsed(), "staging ready");
     let _hot = f

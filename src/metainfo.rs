@@ -91,6 +91,10 @@ pub struct Manifest {
 pub struct Entry {
     pub path: String,
     pub mode: u32,
+    /// SHA-1 of a file's whole content (files only): how a host finds a file it
+    /// already has under another name, and how the next release is laid out.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Vec::is_empty")]
+    pub sha1: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,15 +201,24 @@ fn walk(root: &Path, rel: &Path, keep_special_bits: bool, scan: &mut Scan) -> Re
                 target: target_str,
             });
         } else if ft.is_dir() {
-            scan.manifest.dirs.push(Entry { path, mode });
+            scan.manifest.dirs.push(Entry {
+                path,
+                mode,
+                sha1: Vec::new(),
+            });
             walk(root, &rel_path, keep_special_bits, scan)?;
         } else if ft.is_file() {
             if meta.size() == 0 {
-                scan.manifest.empty.push(Entry { path, mode });
+                scan.manifest.empty.push(Entry {
+                    path,
+                    mode,
+                    sha1: Vec::new(),
+                });
             } else {
                 scan.manifest.files.push(Entry {
                     path: path.clone(),
                     mode,
+                    sha1: Vec::new(),
                 });
                 scan.files.push((path, abs, meta.size()));
             }
@@ -228,6 +241,9 @@ pub struct CreateOptions {
     /// Ship setuid and setgid bits as they are; otherwise a file or directory that
     /// has one is refused (`artifact.special_bits`).
     pub keep_special_bits: bool,
+    /// The release before this one: files whose content it already had keep its
+    /// order, and the rest go after them (see [`create`]).
+    pub previous: Option<Manifest>,
 }
 
 /// Scans `root` and hashes its files into metainfo.
@@ -239,10 +255,17 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
             root.display()
         )));
     }
-    let scan = scan(root, opts.keep_special_bits)?;
+    let mut scan = scan(root, opts.keep_special_bits)?;
     let total: u64 = scan.files.iter().map(|f| f.2).sum();
     if total == 0 {
         return Err(MetainfoError::Empty(root.to_path_buf()));
+    }
+    let digests = hash_files(&scan.files)?;
+    for (entry, digest) in scan.manifest.files.iter_mut().zip(digests) {
+        entry.sha1 = digest.to_vec();
+    }
+    if let Some(previous) = &opts.previous {
+        order_like(&mut scan, previous);
     }
     let piece_length = opts.piece_size.unwrap_or_else(|| auto_piece_size(total));
     let pieces = hash_pieces(&scan.files, piece_length)?;
@@ -271,6 +294,85 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
         },
         rookery: scan.manifest,
     })
+}
+
+/// SHA-1 of each file's whole content, files hashed in parallel (one per core).
+fn hash_files(files: &[(String, PathBuf, u64)]) -> Result<Vec<[u8; 20]>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new(vec![[0u8; 20]; files.len()]);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(files.len().max(1));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut buf = vec![0u8; 256 << 10];
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((_, abs, _)) = files.get(i) else {
+                            return Ok(());
+                        };
+                        let mut f = File::open(abs).map_err(io_err(abs))?;
+                        let mut h = Sha1::new();
+                        loop {
+                            let n = f.read(&mut buf).map_err(io_err(abs))?;
+                            if n == 0 {
+                                break;
+                            }
+                            h.update(&buf[..n]);
+                        }
+                        out.lock().expect("digests")[i] = h.finalize().into();
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("a hashing thread panicked"))
+    })?;
+    Ok(out.into_inner().expect("digests"))
+}
+
+/// Lays the files out after `previous`: first every file whose content `previous`
+/// held (under any name), in `previous`'s order, then the others by path. A file
+/// that changed, or is new, then sits beside the other changes instead of in the
+/// middle of unchanged neighbours, so the pieces that differ from the last release
+/// hold little but changed bytes; a renamed file keeps its place. Hosts rebuild the
+/// unchanged part from the files they have (`release::seed_from_previous`). With no
+/// change at all the order, and so the info hash, is `previous`'s.
+fn order_like(scan: &mut Scan, previous: &Manifest) {
+    let rank: std::collections::HashMap<&[u8], usize> = previous
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !e.sha1.is_empty())
+        .map(|(i, e)| (e.sha1.as_slice(), i))
+        .rev()
+        .collect();
+    if rank.is_empty() {
+        return;
+    }
+    // Keys: (0, rank in previous) for known content, (1, position by path) for the
+    // rest; the scan is in path order, so a stable sort keeps ties by path.
+    let mut order: Vec<usize> = (0..scan.files.len()).collect();
+    order.sort_by_key(
+        |&i| match rank.get(scan.manifest.files[i].sha1.as_slice()) {
+            Some(&r) => (0, r),
+            None => (1, i),
+        },
+    );
+    let files = std::mem::take(&mut scan.files);
+    let entries = std::mem::take(&mut scan.manifest.files);
+    let mut files: Vec<_> = files.into_iter().map(Some).collect();
+    let mut entries: Vec<_> = entries.into_iter().map(Some).collect();
+    for i in order {
+        scan.files.push(files[i].take().expect("each file once"));
+        scan.manifest
+            .files
+            .push(entries[i].take().expect("each entry once"));
+    }
 }
 
 /// SHA-1 of each piece of the files laid end to end.
@@ -394,11 +496,42 @@ impl Metainfo {
     }
 
     /// A version label derived from the content: the first 12 hex digits of the SHA-1
-    /// of the info dictionary and the manifest, so a mode change is a new version too.
+    /// of every path with its mode and, for files, length and content digest, in path
+    /// order, and the empty files, directories and symlinks. A mode change is a new
+    /// version; the layout in pieces is not (the same tree laid out after different
+    /// previous releases is one version).
     pub fn content_version(&self) -> String {
+        let m = &self.rookery;
+        let mut files: Vec<(&Entry, u64)> = m
+            .files
+            .iter()
+            .zip(&self.info.files)
+            .map(|(e, f)| (e, f.length))
+            .collect();
+        files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
         let mut h = Sha1::new();
-        h.update(serde_bencode::to_bytes(&self.info).expect("info serializes"));
-        h.update(serde_bencode::to_bytes(&self.rookery).expect("manifest serializes"));
+        for (e, len) in files {
+            h.update(format!("f {} {:o} {len} ", e.path, e.mode));
+            if e.sha1.is_empty() {
+                // A metainfo made before files carried digests: name the layout.
+                h.update(self.info_hash());
+            } else {
+                h.update(&e.sha1);
+            }
+            h.update(b"\n");
+        }
+        for (kind, list) in [("d", &m.dirs), ("e", &m.empty)] {
+            let mut list: Vec<&Entry> = list.iter().collect();
+            list.sort_by(|a, b| a.path.cmp(&b.path));
+            for e in list {
+                h.update(format!("{kind} {} {:o}\n", e.path, e.mode));
+            }
+        }
+        let mut links: Vec<&Link> = m.symlinks.iter().collect();
+        links.sort_by(|a, b| a.path.cmp(&b.path));
+        for l in links {
+            h.update(format!("l {} {}\n", l.path, l.target));
+        }
         hex(&h.finalize())[..12].to_string()
     }
 
@@ -525,7 +658,8 @@ mod tests {
             ma.rookery.empty,
             [Entry {
                 path: "zero".into(),
-                mode: ma.rookery.empty[0].mode
+                mode: ma.rookery.empty[0].mode,
+                sha1: Vec::new(),
             }]
         );
         assert_eq!(
@@ -537,7 +671,54 @@ mod tests {
         );
         assert!(ma.rookery.dirs.iter().any(|d| d.path == "empty/dir"));
         assert_eq!(ma.rookery.files[0].mode, 0o755);
+        assert_eq!(
+            ma.rookery.files[1].sha1,
+            Sha1::digest(vec![7u8; 200_000]).to_vec()
+        );
         assert_eq!(Metainfo::from_bytes(&ma.to_bytes()).unwrap(), ma);
+    }
+
+    /// After a previous release, known content keeps its order (renamed or not) and
+    /// changed or new files go last; the version does not depend on the order.
+    #[test]
+    fn a_release_is_laid_out_after_the_previous_one() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for (name, byte) in [("a", 1u8), ("b", 2), ("c", 3), ("d", 4)] {
+            std::fs::write(r.join(name), vec![byte; 1000]).unwrap();
+        }
+        let opts = CreateOptions {
+            name: Some("x".into()),
+            ..Default::default()
+        };
+        let v1 = create(r, &opts).unwrap();
+        // b grows, c is renamed to z, e is new.
+        std::fs::write(r.join("b"), vec![2u8; 1500]).unwrap();
+        std::fs::rename(r.join("c"), r.join("z")).unwrap();
+        std::fs::write(r.join("e"), vec![5u8; 10]).unwrap();
+        let after = CreateOptions {
+            previous: Some(v1.rookery.clone()),
+            ..opts.clone()
+        };
+        let v2 = create(r, &after).unwrap();
+        let order: Vec<String> = v2.info.files.iter().map(|f| f.path.join("/")).collect();
+        assert_eq!(order, ["a", "z", "d", "b", "e"]);
+        let paths: Vec<&str> = v2.rookery.files.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "z", "d", "b", "e"], "manifest in torrent order");
+        let sorted = create(r, &opts).unwrap();
+        assert_ne!(sorted.info_hash(), v2.info_hash());
+        assert_eq!(sorted.content_version(), v2.content_version());
+        assert_ne!(v1.content_version(), v2.content_version());
+        // Nothing changed since: the previous order, so the same info hash.
+        let again = create(
+            r,
+            &CreateOptions {
+                previous: Some(v2.rookery.clone()),
+                ..opts
+            },
+        )
+        .unwrap();
+        assert_eq!(again.info_hash(), v2.info_hash());
     }
 
     fn with_64k_pieces(dir: &Path) -> Metainfo {

@@ -80,30 +80,70 @@ impl Layout {
     }
 }
 
-/// Copies into `staging` every file of the new release that `previous` holds at the
-/// same path with the same length, so the engine's check finds those pieces done and
-/// only changed pieces travel. Copies, not hard links: the engine writes into staged
-/// files, and a link would let it write into a live release. (`std::fs::copy` uses
-/// `copy_file_range`, which clones extents on filesystems that can.)
-/// Returns the bytes copied.
-pub fn seed_from_previous(staging: &Path, previous: &Path, m: &Metainfo) -> io::Result<u64> {
+/// Copies into `staging` what the new release can take from `previous` (an
+/// installed release, `previous_meta` its metainfo if the host still has it), so the
+/// engine's check finds those pieces done and only the rest travels:
+///
+/// 1. a file whose content `previous` held under any name (by the manifest's
+///    digests): a renamed or moved file travels no more;
+/// 2. a file at the same path with the same length (releases without digests);
+/// 3. a file at the same path with another length, cut or extended to the new
+///    length: a file that was appended to keeps its unchanged pieces.
+///
+/// A wrong guess costs only bandwidth: every piece is verified. Copies, not hard
+/// links: the engine writes into staged files, and a link would let it write into a
+/// live release. (`std::fs::copy` uses `copy_file_range`, which clones extents on
+/// filesystems that can.) A file already staged at its length (an interrupted
+/// fetch) is left as it is. Returns the bytes copied.
+pub fn seed_from_previous(
+    staging: &Path,
+    previous: &Path,
+    previous_meta: Option<&Metainfo>,
+    m: &Metainfo,
+) -> io::Result<u64> {
+    let by_digest: std::collections::HashMap<&[u8], &str> = previous_meta
+        .map(|p| {
+            p.rookery
+                .files
+                .iter()
+                .filter(|e| !e.sha1.is_empty())
+                .map(|e| (e.sha1.as_slice(), e.path.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let regular = |p: &Path| fs::symlink_metadata(p).ok().filter(|md| md.is_file());
     let mut copied = 0;
-    for f in &m.info.files {
+    for (i, f) in m.info.files.iter().enumerate() {
         let rel: PathBuf = f.path.iter().collect();
-        let (src, dst) = (previous.join(&rel), staging.join(&rel));
-        let same_len =
-            |p: &Path| fs::symlink_metadata(p).is_ok_and(|md| md.is_file() && md.len() == f.length);
-        if !same_len(&src) || same_len(&dst) {
+        let dst = staging.join(&rel);
+        if regular(&dst).is_some_and(|md| md.len() == f.length) {
             continue;
         }
+        let same_content = m
+            .rookery
+            .files
+            .get(i)
+            .and_then(|e| by_digest.get(e.sha1.as_slice()))
+            .map(|p| previous.join(p))
+            .filter(|p| regular(p).is_some_and(|md| md.len() == f.length));
+        let same_path = previous.join(&rel);
+        let Some(src) = same_content.or_else(|| regular(&same_path).map(|_| same_path)) else {
+            continue;
+        };
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent)?;
         }
         let _ = fs::remove_file(&dst);
-        fs::copy(&src, &dst)?;
+        let len = fs::copy(&src, &dst)?;
         // The engine opens staged files read-write.
         fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))?;
-        copied += f.length;
+        if len != f.length {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&dst)?
+                .set_len(f.length)?;
+        }
+        copied += len.min(f.length);
     }
     Ok(copied)
 }

@@ -214,3 +214,68 @@ fn setuid_bits_are_refused_unless_the_playbook_keeps_them() {
         assert_eq!(mode, 0o4755, "{host}");
     }
 }
+
+/// The next release renames 10% of the files and appends to 1%: each host moves at
+/// most twice the bytes of the files whose content changed (a renamed file's content
+/// did not), and ends with the new tree exactly.
+#[test]
+fn renames_and_appends_move_little_more_than_the_changed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("inv.yml"), INVENTORY).unwrap();
+    std::fs::write(
+        d.join("pb.yml"),
+        "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 2s, piece_size: 16KiB}\nservices:\n  app: {start: \"true\"}\n",
+    )
+    .unwrap();
+    let art = d.join("art");
+    small_files(&art, 1500);
+    let distribute = || {
+        let out = Command::new(BIN)
+            .current_dir(d)
+            .args(["--json", "distribute", "-i", "inv.yml", "pb.yml"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    distribute();
+    // Every 10th file moves to another directory under a new name; every 100th
+    // (offset by 5, so none of those) grows by 8 KiB.
+    let mut changed = 0u64;
+    for i in 0..1500usize {
+        let from = art.join(format!("lib/d{:02}/e{}/m{i:05}.py", i % 40, i % 3));
+        if i % 10 == 0 {
+            let to = art.join(format!(
+                "lib/d{:02}/e{}/renamed-{i}.py",
+                (i + 7) % 40,
+                i % 3
+            ));
+            std::fs::rename(&from, to).unwrap();
+        } else if i % 100 == 5 {
+            let mut bytes = std::fs::read(&from).unwrap();
+            bytes.extend(noise(8 << 10, 1_000_000 + i as u64));
+            std::fs::write(&from, &bytes).unwrap();
+            changed += bytes.len() as u64;
+        }
+    }
+    let r = distribute();
+    let version = r["version"].as_str().unwrap();
+    let want = snapshot(&art);
+    for h in r["hosts"].as_array().unwrap() {
+        let host = h["host"].as_str().unwrap();
+        let moved =
+            h["bytes_from_origin"].as_u64().unwrap() + h["bytes_from_peers"].as_u64().unwrap();
+        eprintln!("{host}: moved {moved} bytes for {changed} bytes of changed files");
+        assert!(
+            moved <= 2 * changed,
+            "{host} moved {moved} bytes for {changed} changed: {h}"
+        );
+        let got = snapshot(&d.join(format!("hosts/{host}/srv/app/releases/{version}")));
+        assert_eq!(got, want, "{host}");
+    }
+}
