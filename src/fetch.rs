@@ -220,7 +220,7 @@ async fn wait(
         }
         let stats = torrent.stats();
         if let Some(e) = stats.error {
-            anyhow::bail!("the engine failed: {e}");
+            anyhow::bail!("the engine failed: {}", one_line(&e));
         }
         log_progress(torrent, stats.progress_bytes, total, &mut last_logged);
         if let Some(url) = &f.engine.tracker {
@@ -246,6 +246,24 @@ async fn wait(
             );
         }
     }
+}
+
+/// librqbit reports a torrent's error as anyhow's `{:?}`: the message, then
+/// "Caused by:" and a numbered line per cause (and a backtrace, if one was captured).
+/// The result line wants the whole chain on one line, as `{:#}` would give it: the
+/// cause at the end is what names the file and the reason.
+fn one_line(debug: &str) -> String {
+    debug
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Stack backtrace:"))
+        .filter(|l| !l.is_empty() && *l != "Caused by:")
+        .map(|l| match l.split_once(": ") {
+            Some((n, rest)) if n.bytes().all(|b| b.is_ascii_digit()) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Pipeline sharing: keeps the engine's outgoing connections to exactly the feeders
@@ -392,4 +410,18 @@ pub async fn serve(
     let uploaded = handle.stats().uploaded_bytes;
     engine::stop_now(&session, &session_cancel).await;
     Ok(uploaded)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_engine_error_chain_becomes_one_line() {
+        let e = anyhow::anyhow!("Is a directory (os error 21)")
+            .context("opening /d/x.py")
+            .context("error writing to file 15");
+        assert_eq!(
+            super::one_line(&format!("{e:?}")),
+            "error writing to file 15: opening /d/x.py: Is a directory (os error 21)"
+        );
+    }
 }

@@ -704,7 +704,11 @@ mod tests {
         let order: Vec<String> = v2.info.files.iter().map(|f| f.path.join("/")).collect();
         assert_eq!(order, ["a", "z", "d", "b", "e"]);
         let paths: Vec<&str> = v2.rookery.files.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["a", "z", "d", "b", "e"], "manifest in torrent order");
+        assert_eq!(
+            paths,
+            ["a", "z", "d", "b", "e"],
+            "manifest in torrent order"
+        );
         let sorted = create(r, &opts).unwrap();
         assert_ne!(sorted.info_hash(), v2.info_hash());
         assert_eq!(sorted.content_version(), v2.content_version());

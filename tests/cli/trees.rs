@@ -279,3 +279,44 @@ fn renames_and_appends_move_little_more_than_the_changed_files() {
         assert_eq!(got, want, "{host}");
     }
 }
+
+/// A host that cannot write one file of the tree fails naming the host and the file;
+/// the other hosts are not held up.
+#[test]
+fn a_file_a_host_cannot_write_is_named_with_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("inv.yml"), INVENTORY).unwrap();
+    std::fs::write(d.join("pb.yml"), playbook(", version: v1")).unwrap();
+    small_files(&d.join("art"), 50);
+    // A directory where the tree has a file: no write can open it (root or not).
+    let blocked = "lib/d07/e1/m00007.py";
+    std::fs::create_dir_all(
+        d.join("hosts/w1a/srv/app/releases/.staging-v1")
+            .join(blocked)
+            .join("x"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["distribute", "-i", "inv.yml", "pb.yml"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    let all = format!("{stdout}\n{stderr}");
+    let line = all
+        .lines()
+        .find(|l| l.contains("w1a") && l.contains(blocked))
+        .unwrap_or_else(|| panic!("no line names w1a and {blocked}:\n{all}"));
+    assert!(line.contains("Is a directory"), "{line}");
+    for host in ["e1a", "e1b", "w1b"] {
+        assert!(
+            d.join(format!("hosts/{host}/srv/app/releases/v1")).is_dir(),
+            "{host} has no release:\n{all}"
+        );
+    }
+}
