@@ -50,6 +50,11 @@
 #                default 400 (env SWARM_RATE)
 #   --methods L  comma list of rookery,rookery-c,scp,rsync,aria2c (default: all; env
 #                SWARM_METHODS)
+#   --tree F     ship a tree of F small files instead of one file (env SWARM_TREE):
+#                S MiB in all, sizes spread from 0.2 to 1.8 times S/F, 100 files per
+#                directory; copies are compared file by file. Only rookery and
+#                rookery-c take a tree. Run once with and once without it, with the
+#                same --size, to compare a tree with the same bytes as one file.
 #   --tmpfs M    keep the hosts' files in a tmpfs (auto: when RAM allows; default)
 #                so that the disk is not what is measured; N + 1 copies' worth of it
 #                is written and freed just before each method, untimed (see
@@ -95,6 +100,7 @@ SIZE=${SWARM_SIZE:-512}
 RATE=${SWARM_RATE:-400}
 METHODS=${SWARM_METHODS:-rookery,rookery-c,scp,rsync,aria2c}
 TMPFS=auto
+TREE=${SWARM_TREE:-0}
 given_hosts=()
 while (($#)); do
     case $1 in
@@ -103,6 +109,7 @@ while (($#)); do
     --rate) RATE=${2:?--rate needs Mbit/s}; shift 2 ;;
     --methods) METHODS=${2:?--methods needs a list}; shift 2 ;;
     --tmpfs) TMPFS=${2:?--tmpfs needs auto, yes or no}; shift 2 ;;
+    --tree) TREE=${2:?--tree needs a number of files}; shift 2 ;;
     -h | --help)
         awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
         exit 0
@@ -122,6 +129,12 @@ for m in "${METHOD_LIST[@]}"; do
     case $m in rookery | rookery-c | scp | rsync | aria2c) ;; *) die "unknown method '$m'" ;; esac
 done
 case $TMPFS in auto | yes | no) ;; *) die "--tmpfs must be auto, yes or no" ;; esac
+[[ $TREE =~ ^[0-9]+$ ]] || die "--tree must be a number of files"
+if ((TREE > 0)); then
+    for m in "${METHOD_LIST[@]}"; do
+        case $m in rookery | rookery-c) ;; *) die "--tree: method '$m' ships one file; use --methods rookery,rookery-c" ;; esac
+    done
+fi
 
 (($(id -u) == 0)) || die "needs root (network namespaces, tc, sshd); run it with sudo"
 for tool in ip tc ssh scp ssh-keygen rsync aria2c java sha256sum python3 setsid; do
@@ -197,9 +210,27 @@ log "work directory $W, files on $STORAGE"
 
 # The artifact, and a small one for the warm-up run that bootstraps the agents.
 mkdir -p "$D/src" "$D/warm" "$W/tmp"
-head -c "$((SIZE << 20))" /dev/urandom >"$D/src/blob"
+if ((TREE > 0)); then
+    python3 - "$D/src" "$SIZE" "$TREE" <<'PY'
+import os, random, sys
+root, size, files = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3])
+rng = random.Random(1)
+mean = size / files
+sizes = [max(1, int(mean * rng.uniform(0.2, 1.8))) for _ in range(files)]
+sizes[-1] = max(1, sizes[-1] + size - sum(sizes))
+for i, n in enumerate(sizes):
+    d = os.path.join(root, f"d{i // 100:04d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:06d}.bin"), "wb") as f:
+        f.write(os.urandom(n))
+PY
+else
+    head -c "$((SIZE << 20))" /dev/urandom >"$D/src/blob"
+fi
 head -c 1048576 /dev/urandom >"$D/warm/warm.bin"
-SUM=$(sha256sum "$D/src/blob" | cut -d' ' -f1)
+# tree_sum DIR: one sha256 over every file's path and sha256, in path order.
+tree_sum() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); }
+if ((TREE > 0)); then SUM=$(tree_sum "$D/src"); else SUM=$(sha256sum "$D/src/blob" | cut -d' ' -f1); fi
 ssh-keygen -q -t ed25519 -N '' -C rookery-swarm -f "$W/id_ed25519"
 mkdir -p /run/sshd && chmod 755 /run/sshd
 
@@ -457,13 +488,20 @@ stop_sampler() {
     echo "${kib:-0}"
 }
 
-# verify METHOD FILE...: every file exists and has the source's sha256.
+# verify METHOD FILE...: every file exists and has the source's sha256 (with --tree:
+# every FILE is a release directory holding the source's tree).
 verify() {
-    local method=$1 bad
+    local method=$1 bad d s
     shift
-    bad=$(printf '%s\0' "$@" | xargs -0 -P 2 -n 4 sh -c 'for f; do
+    if ((TREE > 0)); then
+        bad=$(for d in "$@"; do
+            s=$(tree_sum "$d" 2>/dev/null); [ "$s" = "$SUM" ] || echo "$d: ${s:-missing}"
+        done)
+    else
+        bad=$(printf '%s\0' "$@" | xargs -0 -P 2 -n 4 sh -c 'for f; do
         s=$(sha256sum "$f" 2>/dev/null | cut -d" " -f1); [ "$s" = "$0" ] || echo "$f: ${s:-missing}"
     done' "$SUM" || true)
+    fi
     if [[ -n $bad ]]; then
         printf '%s\n' "$bad" >&2
         die "$method: copies missing or corrupt (expected sha256 $SUM)"
@@ -574,7 +612,9 @@ print(f"  rookery report: {r['seconds']:.1f} s in all, slowest agent {max(h['sec
       f"from origin {sum(h['bytes_from_origin'] for h in hs) / r['artifact_bytes']:.2f}, "
       f"from peers {sum(h['bytes_from_peers'] for h in hs) / r['artifact_bytes']:.2f} copies")
 PY
-    for ((k = 1; k <= n; k++)); do files+=("$D/hosts/h$k/srv/app/releases/$version/blob"); done
+    for ((k = 1; k <= n; k++)); do
+        if ((TREE > 0)); then files+=("$D/hosts/h$k/srv/app/releases/$version"); else files+=("$D/hosts/h$k/srv/app/releases/$version/blob"); fi
+    done
     verify "$method" "${files[@]}"
     # The agents seed on after the command returns: their peak RSS counts until they exit.
     wait_gone "$D/hosts/.*rookery agent (fetch|seed)"
@@ -683,7 +723,7 @@ run_aria2c() {
 # --- main --------------------------------------------------------------------------
 
 for n in "${HOSTS[@]}"; do
-    log "cluster of $n hosts + origin, links ${RATE} Mbit/s, artifact ${SIZE} MiB"
+    log "cluster of $n hosts + origin, links ${RATE} Mbit/s, artifact ${SIZE} MiB$( ((TREE > 0)) && echo " in $TREE files")"
     up_cluster "$n"
     for m in "${METHOD_LIST[@]}"; do "run_$m" "$n"; done
     down_cluster

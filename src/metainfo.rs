@@ -1,9 +1,11 @@
 //! BitTorrent v1 metainfo for an artifact tree, and the manifest of what BitTorrent
 //! cannot carry.
 //!
-//! The same tree always gives the same bytes and the same info hash: paths are sorted,
-//! nothing records a time, and the piece size depends only on the total size. The
-//! torrent is private (no DHT, no PEX outside the tracker's swarm).
+//! The same tree always gives the same bytes and the same info hash: paths are sorted
+//! (or laid out after a given previous release, deterministically), nothing records a
+//! time, and the piece size depends only on the total size. The content version does
+//! not depend on the layout. The torrent is private (no DHT, no PEX outside the
+//! tracker's swarm).
 //!
 //! BitTorrent carries file bytes only. File modes, empty files, empty directories and
 //! symlinks travel in a manifest stored under the top-level `rookery` key of the same
