@@ -424,6 +424,7 @@ async fn drive<T: Transport>(
                     .collect(),
             },
         };
+        extend_scope(&mut rec, &work, inv);
         if let Some(skipped) = skipped {
             for (&h, why) in skipped {
                 for s in &mut rec.services {
@@ -498,7 +499,19 @@ async fn drive<T: Transport>(
         }
 
         let outcome = roll(store, config, &work, &conns, agent, &mut rec, &say, &cancel).await;
+        let left = outside_scope(&rec, &work, inv);
         match outcome {
+            Ok(()) if !left.is_empty() => {
+                // This run's --limit is done, the deploy it resumed is not: never
+                // `done` while recorded hosts are still to switch.
+                rec.state = State::Interrupted;
+                rec.message = Some(format!(
+                    "done within this run's --limit; {} host(s) of deploy {} are still to switch ({}): run the same command without --limit to finish",
+                    left.len(),
+                    rec.id,
+                    left.join(", ")
+                ));
+            }
             Ok(()) => {
                 rec.state = State::Done;
                 let failed = rec
@@ -530,6 +543,77 @@ async fn drive<T: Transport>(
         store.unlock(l).await;
     }
     result
+}
+
+/// Makes a resumed record cover this run's scope too. The record holds the hosts of
+/// the run that began it; a run over more hosts (the same deploy run again without
+/// the stopped run's `--limit`) adds its other hosts as pending, and puts back in the
+/// queue every service with a host of its scope still to switch, so nothing in its
+/// scope is left out.
+fn extend_scope(rec: &mut Record, work: &[Work], inv: &inventory::Inventory) {
+    let mut queue = Vec::new();
+    for w in work {
+        let service = match rec.services.iter().position(|s| s.name == w.name) {
+            Some(i) => &mut rec.services[i],
+            None => {
+                rec.services.push(ServiceRecord {
+                    name: w.name.clone(),
+                    hosts: Vec::new(),
+                });
+                rec.services.last_mut().expect("just pushed")
+            }
+        };
+        let mut left = false;
+        for t in w.batches.iter().flatten() {
+            let name = &inv.hosts[t.host].name;
+            match service.hosts.iter().find(|h| &h.host == name) {
+                Some(h) => left |= !h.state.finished(),
+                None => {
+                    service.hosts.push(HostRecord {
+                        host: name.clone(),
+                        to: t.version.clone(),
+                        from: None,
+                        state: HostState::Pending,
+                        error: None,
+                        seconds: None,
+                    });
+                    left = true;
+                }
+            }
+        }
+        // Also a service an earlier, narrower run took out of the queue once its
+        // own hosts were done.
+        if left || rec.queue.contains(&w.name) {
+            queue.push(w.name.clone());
+        }
+    }
+    // Services of the record this run does not know (another playbook's) stay last.
+    for q in &rec.queue {
+        if !queue.contains(q) && !work.iter().any(|w| &w.name == q) {
+            queue.push(q.clone());
+        }
+    }
+    rec.queue = queue;
+}
+
+/// `service/host` of every recorded host that is not finished and lies outside this
+/// run's scope (its `--limit`).
+fn outside_scope(rec: &Record, work: &[Work], inv: &inventory::Inventory) -> Vec<String> {
+    let in_scope = |service: &str, host: &str| {
+        work.iter().any(|w| {
+            w.name == service
+                && w.batches
+                    .iter()
+                    .flatten()
+                    .any(|t| inv.hosts[t.host].name == host)
+        })
+    };
+    rec.services
+        .iter()
+        .flat_map(|s| s.hosts.iter().map(move |h| (s, h)))
+        .filter(|(s, h)| !h.state.finished() && !in_scope(&s.name, &h.host))
+        .map(|(s, h)| format!("{}/{}", s.name, h.host))
+        .collect()
 }
 
 /// Why a rollout stopped early.

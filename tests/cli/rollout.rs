@@ -921,3 +921,69 @@ fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
         assert_eq!(cur, Path::new("releases").join(&v1));
     }
 }
+
+/// The playbook at a fixed label `version`, and the same with `b`'s health check
+/// always failing (a health check is the playbook's, not the build's).
+fn labelled_playbooks(c: &Cluster, version: &str) -> (String, String) {
+    let pb = std::fs::read_to_string(c.path("pb.yml"))
+        .unwrap()
+        .replace("version: content-hash", &format!("version: {version}"));
+    let broken = pb.replace(
+        "health: \"{release}/bin/check b {destination}/run {version}\"",
+        "health: \"exit 1\"",
+    );
+    assert_ne!(pb, broken, "b's health check was not found");
+    std::fs::write(c.path("pb-label.yml"), &pb).unwrap();
+    std::fs::write(c.path("pb-broken.yml"), &broken).unwrap();
+    ("pb-label.yml".into(), "pb-broken.yml".into())
+}
+
+/// Issue 18's first sequence: a deploy stopped within a `--limit`, then the same
+/// version deployed without it. The second run resumes the record and rolls every
+/// host of its own, wider scope; it never ends `done` with hosts on the old version.
+#[test]
+fn a_deploy_without_the_stopped_runs_limit_finishes_every_host() {
+    let c = Cluster::new(Store::Local, false);
+    first_deploy(&c);
+    let (pb, broken) = labelled_playbooks(&c, "v2");
+    let r = c.run(&["--json", "--limit", "h1,h2", "deploy", &broken]);
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    let r = c.run(&["--json", "deploy", &pb]).ok();
+    let rec = r.record();
+    assert_eq!(rec["state"], "done", "{rec}");
+    let live = c.live();
+    assert_eq!(live.len(), total_instances(), "{live:?}");
+    assert!(live.values().all(|v| v == "v2"), "{live:?}");
+}
+
+/// The other order: a whole deploy stopped, then a `--limit` run of it. The limited
+/// run finishes its hosts but leaves the record not done, naming the hosts left; the
+/// plain run then finishes.
+#[test]
+fn a_limited_run_of_a_stopped_deploy_never_records_it_done() {
+    let c = Cluster::new(Store::Local, false);
+    first_deploy(&c);
+    let (pb, broken) = labelled_playbooks(&c, "v2");
+    let r = c.run(&["--json", "deploy", &broken]);
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    let r = c.run(&["--json", "--limit", "h1", "deploy", &pb]);
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    let rec = r.record();
+    assert_eq!(rec["state"], "interrupted", "{rec}");
+    let message = rec["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("done within this run's --limit;")
+            && message.contains("c/h3")
+            && message.ends_with("run the same command without --limit to finish"),
+        "{message}"
+    );
+    for ((_, host), v) in c.live() {
+        if host == "h1" {
+            assert_eq!(v, "v2");
+        }
+    }
+    c.run(&["--json", "deploy", &pb]).ok();
+    let live = c.live();
+    assert_eq!(live.len(), total_instances(), "{live:?}");
+    assert!(live.values().all(|v| v == "v2"), "{live:?}");
+}
