@@ -60,6 +60,11 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             let config = load(g, &a.run.playbook)?;
             let selected = select(g, &config.inventory)?;
             let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+            // The version names release directories and the deploy record's id.
+            if let Some(v) = &a.version {
+                crate::inventory::check_name(v)
+                    .map_err(|why| Error::Usage(format!("--version `{v}` {why}")))?;
+            }
             let mut opts = rollout_options(g, &a.run.remote, Kind::Rollout);
             opts.version = a.version.clone();
             crate::rollout::run(&config, &p, &opts)
@@ -536,7 +541,8 @@ fn load(g: &Global, playbook: &Path) -> anyhow::Result<Config> {
     Config::load(inventory, playbook).map_err(|d| Error::Config(d).into())
 }
 
-/// The hosts `--limit` selects, sorted; `None` without `--limit`.
+/// The hosts `--limit` selects, sorted; `None` without `--limit`. A limit that
+/// selects no host is a usage error (exit 2), for every command.
 fn select(
     g: &Global,
     inventory: &crate::inventory::Inventory,
@@ -549,7 +555,16 @@ fn select(
         reason,
     };
     let pattern = Pattern::parse(limit).map_err(err)?;
-    Ok(Some(pattern.select(inventory).map_err(err)?))
+    let hosts = pattern.select(inventory).map_err(err)?;
+    // Each term matched something, but `!*` or `a,!a` leave nothing: a run on no
+    // host is a mistyped limit, not a success.
+    if hosts.is_empty() {
+        return Err(err(
+            "selects no host (every term matches, but together they leave none)".into(),
+        )
+        .into());
+    }
+    Ok(Some(hosts))
 }
 
 /// Writes to stdout; a closed pipe (`rookery plan | head`) is not an error.

@@ -224,13 +224,7 @@ impl Inventory {
     /// Reads and validates an inventory file.
     pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            crate::diagnostic::Diagnostic::new(
-                &file,
-                None,
-                format!("cannot read the inventory: {e}"),
-            )
-        })?;
+        let text = yaml::read(path, &file, "inventory")?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Inventory::from_str(&file, &text, &base)
     }

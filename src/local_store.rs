@@ -61,6 +61,11 @@ fn err(what: &Path, e: impl std::fmt::Display) -> CoordError {
 }
 
 impl LocalStore {
+    /// Where the record of deploy `id` is kept, for messages.
+    pub fn deploy_path(&self, id: &str) -> String {
+        self.dir.join("deploys").join(id).display().to_string()
+    }
+
     pub fn open(dir: &Path, cluster: &str) -> Result<LocalStore> {
         for sub in ["current", "staging", "deploys"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| err(&dir.join(sub), e))?;
@@ -253,23 +258,41 @@ impl Coordinator for LocalStore {
 
     async fn put_deploy(&self, id: &str, record: &[u8]) -> Result<()> {
         let path = self.dir.join("deploys").join(id);
+        crate::record::check_id(id).map_err(|why| err(&path, why))?;
         crate::local::write_atomically(&path, record, 0o644).map_err(|e| err(&path, e))?;
         let last = self.dir.join("deploys").join("last");
         crate::local::write_atomically(&last, id.as_bytes(), 0o644).map_err(|e| err(&last, e))
     }
 
+    /// A `deploys/last` that is there but damaged is an error naming the file, never
+    /// "no deploy" and never a path: resume and rollback read it.
     async fn last_deploy(&self) -> Result<Option<(String, Vec<u8>)>> {
         let last = self.dir.join("deploys").join("last");
-        let Ok(id) = std::fs::read_to_string(&last) else {
-            return Ok(None);
+        let bytes = match std::fs::read(&last) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(&last, e)),
         };
+        let id = String::from_utf8_lossy(&bytes).trim().to_string();
+        crate::record::check_id(&id)
+            .map_err(|why| err(&last, format!("corrupt pointer to the last deploy: {why}")))?;
         let path = self.dir.join("deploys").join(&id);
-        let record = std::fs::read(&path).map_err(|e| err(&path, e))?;
+        let record = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => err(
+                &path,
+                format!(
+                    "missing: {} names deploy `{id}`, whose record is gone",
+                    last.display()
+                ),
+            ),
+            _ => err(&path, e),
+        })?;
         Ok(Some((id, record)))
     }
 
     async fn get_deploy(&self, id: &str) -> Result<Option<Vec<u8>>> {
         let path = self.dir.join("deploys").join(id);
+        crate::record::check_id(id).map_err(|why| err(&path, why))?;
         match std::fs::read(&path) {
             Ok(d) => Ok(Some(d)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -377,5 +400,29 @@ mod tests {
             s.last_deploy().await.unwrap(),
             Some(("d2".into(), b"{\"x\":1}".to_vec()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_pointer_to_the_last_deploy_is_named_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path(), "t").unwrap();
+        let last = d.path().join("deploys/last");
+        for junk in [&b""[..], b"\xff\xfe\x00junk", b"../../../etc/passwd"] {
+            std::fs::write(&last, junk).unwrap();
+            let e = s.last_deploy().await.unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "{}: corrupt pointer to the last deploy: ",
+                    last.display()
+                )),
+                "{e}"
+            );
+        }
+        assert!(s.put_deploy("../x", b"{}").await.is_err());
+        assert!(s.get_deploy("../../etc/passwd").await.is_err());
+        // A hand-edited pointer with a newline still names its deploy.
+        s.put_deploy("d1", b"{}").await.unwrap();
+        std::fs::write(&last, "d1\n").unwrap();
+        assert_eq!(s.last_deploy().await.unwrap().unwrap().0, "d1");
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::decode::{Decoder, Map, join, resolve_path};
-use crate::diagnostic::{Diagnostic, Diagnostics, Pos};
+use crate::diagnostic::{Diagnostics, Pos};
 use crate::inventory::check_name;
 use crate::selector::Pattern;
 use crate::template::Template;
@@ -188,8 +188,7 @@ const SERVICE_KEYS: &[&str] = &[
 impl Playbook {
     pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Diagnostic::new(&file, None, format!("cannot read the playbook: {e}")))?;
+        let text = yaml::read(path, &file, "playbook")?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Playbook::from_str(&file, &text, &base)
     }

@@ -145,6 +145,18 @@ impl Record {
         serde_json::from_slice(b).ok()
     }
 
+    /// Parses a record read back from the store, saying what is wrong with one that
+    /// does not parse: a damaged record must be named, never read as "no deploy".
+    pub fn parse(b: &[u8]) -> Result<Record, String> {
+        serde_json::from_slice(b).map_err(|e| {
+            if b.iter().all(u8::is_ascii_whitespace) {
+                "corrupt deploy record: the file is empty".to_string()
+            } else {
+                format!("corrupt deploy record: {e}")
+            }
+        })
+    }
+
     /// Counts of hosts by state, for a one-line summary.
     pub fn counts(&self) -> Vec<(HostState, usize)> {
         let mut out: Vec<(HostState, usize)> = Vec::new();
@@ -156,6 +168,22 @@ impl Record {
         }
         out
     }
+}
+
+/// Checks a deploy id, written or read back (`deploys/last` names the last one):
+/// ids name files and znodes in the store, so anything but a plain name
+/// (`../../etc/passwd`, an empty file, binary junk) is refused, never used as a path.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("empty where a deploy id should be".into());
+    }
+    crate::inventory::check_name(id).map_err(|why| {
+        let shown: String = id.chars().take(64).collect();
+        format!(
+            "`{}` is not a deploy id (a deploy id {why})",
+            shown.escape_default()
+        )
+    })
 }
 
 /// A deploy id: sortable, readable, unique enough per cluster: `20261122T043000-<version>`.
@@ -184,5 +212,34 @@ mod tests {
         assert_eq!(id.len(), "20261122T043000-".len() + 12);
         assert!(id.ends_with("-0123456789ab"), "{id}");
         assert!(id.as_bytes()[8] == b'T', "{id}");
+    }
+
+    #[test]
+    fn ids_read_back_are_plain_names() {
+        check_id(&new_id("0123456789abcdef")).unwrap();
+        assert_eq!(
+            check_id("").unwrap_err(),
+            "empty where a deploy id should be"
+        );
+        for bad in ["", "../../../etc/passwd", "a/b", "..", ".hidden", "x\0y"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_id("../x").unwrap_err(),
+            "`../x` is not a deploy id (a deploy id may only contain letters, digits, `.`, `_` and `-`, and must start with a letter or digit)"
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_says_so() {
+        assert_eq!(
+            Record::parse(b"").unwrap_err(),
+            "corrupt deploy record: the file is empty"
+        );
+        assert!(
+            Record::parse(b"{\"id\": \"x\", \"ki")
+                .unwrap_err()
+                .starts_with("corrupt deploy record: EOF while parsing"),
+        );
     }
 }

@@ -133,6 +133,21 @@ impl Location {
     }
 }
 
+impl Store {
+    /// A deploy record that does not parse, named by where it is kept.
+    fn check_record(&self, id: &str, record: &[u8]) -> Result<()> {
+        crate::record::Record::parse(record)
+            .map(drop)
+            .map_err(|why| {
+                let path = match self {
+                    Store::Local(s) => s.deploy_path(id),
+                    Store::ZooKeeper(s) => s.deploy_path(id),
+                };
+                crate::coordination::CoordError::store(path, why)
+            })
+    }
+}
+
 impl Coordinator for Store {
     type Lock = StoreLock;
     type Live = StoreLive;
@@ -223,18 +238,28 @@ impl Coordinator for Store {
         }
     }
 
+    /// The record is checked here, where status, resume and rollback read it: a
+    /// damaged one is an error naming where it is, never "no deploy".
     async fn last_deploy(&self) -> Result<Option<(String, Vec<u8>)>> {
-        match self {
+        let found = match self {
             Store::Local(s) => s.last_deploy().await,
             Store::ZooKeeper(s) => s.last_deploy().await,
+        }?;
+        if let Some((id, record)) = &found {
+            self.check_record(id, record)?;
         }
+        Ok(found)
     }
 
     async fn get_deploy(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        match self {
+        let found = match self {
             Store::Local(s) => s.get_deploy(id).await,
             Store::ZooKeeper(s) => s.get_deploy(id).await,
+        }?;
+        if let Some(record) = &found {
+            self.check_record(id, record)?;
         }
+        Ok(found)
     }
 
     fn check_session(&self) -> Result<()> {

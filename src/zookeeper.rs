@@ -52,6 +52,11 @@ fn ephemeral() -> zk::CreateOptions<'static> {
 }
 
 impl ZkStore {
+    /// Where the record of deploy `id` is kept, for messages.
+    pub fn deploy_path(&self, id: &str) -> String {
+        format!("{}/deploys/{id}", self.root)
+    }
+
     /// Connects and makes sure the layout exists.
     pub async fn connect(
         connect: &str,
@@ -369,8 +374,9 @@ impl Coordinator for ZkStore {
 
     async fn put_deploy(&self, id: &str, record: &[u8]) -> Result<()> {
         self.check_session()?;
-        self.put(&format!("{}/deploys/{id}", self.root), record)
-            .await?;
+        let path = format!("{}/deploys/{id}", self.root);
+        crate::record::check_id(id).map_err(|why| CoordError::store(path.clone(), why))?;
+        self.put(&path, record).await?;
         self.put(&format!("{}/deploys/last", self.root), id.as_bytes())
             .await
     }
@@ -379,10 +385,17 @@ impl Coordinator for ZkStore {
         self.check_session()?;
         let last = format!("{}/deploys/last", self.root);
         let id = match self.client.get_data(&last).await {
-            Ok((d, _)) => String::from_utf8_lossy(&d).to_string(),
+            Ok((d, _)) => String::from_utf8_lossy(&d).trim().to_string(),
             Err(zk::Error::NoNode) => return Ok(None),
             Err(e) => return Err(zerr(format!("reading {last}"), e)),
         };
+        // Never a path: a damaged pointer is named.
+        crate::record::check_id(&id).map_err(|why| {
+            CoordError::store(
+                last.clone(),
+                format!("corrupt pointer to the last deploy: {why}"),
+            )
+        })?;
         let path = format!("{}/deploys/{id}", self.root);
         let (record, _) = self
             .client
@@ -395,6 +408,7 @@ impl Coordinator for ZkStore {
     async fn get_deploy(&self, id: &str) -> Result<Option<Vec<u8>>> {
         self.check_session()?;
         let path = format!("{}/deploys/{id}", self.root);
+        crate::record::check_id(id).map_err(|why| CoordError::store(path.clone(), why))?;
         match self.client.get_data(&path).await {
             Ok((d, _)) => Ok(Some(d)),
             Err(zk::Error::NoNode) => Ok(None),

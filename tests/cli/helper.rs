@@ -45,6 +45,14 @@ impl Test {
         self
     }
 
+    /// Writes a fixture file of raw bytes (text that is not UTF-8, say).
+    pub fn bytes(self, path: &str, contents: &[u8]) -> Test {
+        let p = self.dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+        self
+    }
+
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Test {
         self.args
             .extend(args.into_iter().map(|s| s.as_ref().to_string()));

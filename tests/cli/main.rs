@@ -5,6 +5,7 @@ mod coordination;
 mod errors;
 mod examples;
 mod helper;
+mod hostile;
 mod plan;
 mod rollout;
 mod ssh;

@@ -1,0 +1,190 @@
+//! Hostile input (issue 18): files and stores that are damaged or crafted get a clear
+//! error with its place and a documented exit code, never a silently shortened file,
+//! a panic, an exhausted memory or a path outside the store.
+
+use crate::helper::{Test, repo};
+
+fn demo(name: &str) -> String {
+    std::fs::read_to_string(repo().join(name)).unwrap()
+}
+
+/// The 1-based line of the first occurrence of `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).unwrap()].matches('\n').count() + 1
+}
+
+fn plan_demo() -> Test {
+    Test::new().args(["plan", "-i", "inv.yml", "pb.yml"])
+}
+
+#[test]
+fn a_nul_byte_does_not_cut_a_file_short() {
+    let pb = demo("playbooks/demo.yml");
+    let line = line_of(&pb, "  web:");
+    plan_demo()
+        .file("inv.yml", &demo("inventory/local.yml"))
+        .file("pb.yml", &pb.replacen("  web:", "\0  web:", 1))
+        .status(3)
+        .stderr(&format!(
+            "error: invalid configuration: 1 problem found\n  pb.yml:{line}:1: a NUL byte (U+0000) is not allowed in a YAML file\n"
+        ))
+        .run();
+    let inv = demo("inventory/local.yml");
+    let line = line_of(&inv, "  west:");
+    plan_demo()
+        .file("inv.yml", &inv.replacen("  west:", "  \0west:", 1))
+        .file("pb.yml", &demo("playbooks/demo.yml"))
+        .status(3)
+        .stderr(&format!(
+            "error: invalid configuration: 1 problem found\n  inv.yml:{line}:3: a NUL byte (U+0000) is not allowed in a YAML file\n"
+        ))
+        .run();
+}
+
+#[test]
+fn a_byte_that_is_not_utf8_is_placed() {
+    let inv = demo("inventory/local.yml");
+    let line = line_of(&inv, "east-3:");
+    let bad = inv
+        .replacen("east-3:", "east-\u{1}3:", 1)
+        .replace('\u{1}', "\u{7f}");
+    let mut bytes = bad.into_bytes();
+    let at = bytes.iter().position(|&b| b == 0x7f).unwrap();
+    bytes[at] = 0xff;
+    plan_demo()
+        .bytes("inv.yml", &bytes)
+        .file("pb.yml", &demo("playbooks/demo.yml"))
+        .status(3)
+        .stderr(&format!(
+            "error: invalid configuration: 1 problem found\n  inv.yml:{line}:16: byte 0xFF is not UTF-8: a YAML file must be UTF-8 text\n"
+        ))
+        .run();
+}
+
+#[test]
+fn an_alias_bomb_is_refused_in_bounded_memory() {
+    let mut bomb = "x0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n".to_string();
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "x{i}: &x{i} [*x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}]\n"
+        ));
+    }
+    plan_demo()
+        .file("inv.yml", &demo("inventory/local.yml"))
+        .file("pb.yml", &format!("{bomb}{}", demo("playbooks/demo.yml")))
+        .status(3)
+        .stderr(
+            "error: invalid configuration: 1 problem found\n  pb.yml:7:10: the document expands to more than 1000000 values (aliases counted at their size): refusing it, an alias bomb would exhaust memory\n",
+        )
+        .run();
+}
+
+const INV: &str = "\
+cluster: test
+datacenters:
+  east:
+    racks:
+      r1:
+        hosts:
+          a: {services: [db]}
+          b: {services: [db]}
+";
+
+const PB: &str =
+    "artifact: {source: build, destination: /srv/app}\nservices:\n  db: {start: ./db}\n";
+
+#[test]
+fn a_limit_that_leaves_no_host_exits_2_for_every_command() {
+    for limit in ["!*", "a,!a", "a,&b"] {
+        for cmd in [
+            &["plan", "pb.yml"][..],
+            &["deploy", "pb.yml"],
+            &["distribute", "pb.yml"],
+            &["rollout", "pb.yml"],
+            &["reconcile", "pb.yml"],
+            &["rollback", "pb.yml"],
+            &["status"],
+        ] {
+            Test::new()
+                .file("inv.yml", INV)
+                .file("pb.yml", PB)
+                .args(["-i", "inv.yml", "--limit", limit])
+                .args(cmd)
+                .status(2)
+                .stderr(&format!(
+                    "error: --limit `{limit}`: selects no host (every term matches, but together they leave none)\n"
+                ))
+                .run();
+        }
+    }
+}
+
+/// The local store of the inventory above, in the test's directory.
+const LAST: &str = ".rookery/coordination/deploys/last";
+
+#[test]
+fn a_damaged_store_is_named_never_read_as_no_deploy() {
+    let status = || {
+        Test::new()
+            .file("inv.yml", INV)
+            .file("pb.yml", PB)
+            .args(["-i", "inv.yml", "status"])
+    };
+    status().stdout_has("Last deploy: none").run();
+    let pointer = "error: .rookery/coordination/deploys/last: corrupt pointer to the last deploy:";
+    status()
+        .file(LAST, "")
+        .status(1)
+        .stderr(&format!("{pointer} empty where a deploy id should be\n"))
+        .run();
+    status()
+        .file(LAST, "../../../etc/passwd")
+        .status(1)
+        .stderr(&format!("{pointer} `../../../etc/passwd` is not a deploy id (a deploy id may only contain letters, digits, `.`, `_` and `-`, and must start with a letter or digit)\n"))
+        .run();
+    status()
+        .bytes(LAST, b"\x89PNG\r\n\x1a\n")
+        .status(1)
+        .stderr_has(pointer)
+        .run();
+    status()
+        .file(LAST, "d1")
+        .file(".rookery/coordination/deploys/d1", "{\"id\": \"d1\", \"ki")
+        .status(1)
+        .stderr("error: .rookery/coordination/deploys/d1: corrupt deploy record: EOF while parsing a string at line 1 column 16\n")
+        .run();
+    status()
+        .file(LAST, "d1")
+        .file(".rookery/coordination/deploys/d1", "")
+        .status(1)
+        .stderr(
+            "error: .rookery/coordination/deploys/d1: corrupt deploy record: the file is empty\n",
+        )
+        .run();
+    status()
+        .file(LAST, "d2")
+        .status(1)
+        .stderr("error: .rookery/coordination/deploys/d2: missing: .rookery/coordination/deploys/last names deploy `d2`, whose record is gone\n")
+        .run();
+    // The commands that resume or roll back read the same record, and refuse the same way.
+    Test::new()
+        .file("inv.yml", INV)
+        .file("pb.yml", PB)
+        .file(LAST, "../../../etc/passwd")
+        .args(["-i", "inv.yml", "rollback", "pb.yml"])
+        .status(1)
+        .stderr_has(pointer)
+        .run();
+}
+
+#[test]
+fn a_version_that_is_not_a_name_is_refused() {
+    Test::new()
+        .file("inv.yml", INV)
+        .file("pb.yml", PB)
+        .args(["-i", "inv.yml", "rollout", "pb.yml", "--version", "../../x"])
+        .status(2)
+        .stderr("error: --version `../../x` may only contain letters, digits, `.`, `_` and `-`, and must start with a letter or digit\n")
+        .run();
+}
