@@ -473,14 +473,24 @@ impl Metainfo {
     /// Parses and checks a metainfo file: piece count, and paths that cannot escape the
     /// destination (no `..`, no absolute or empty components) in files and manifest.
     pub fn from_bytes(bytes: &[u8]) -> Result<Metainfo> {
+        check_nesting(bytes)?;
         let m: Metainfo =
             serde_bencode::from_bytes(bytes).map_err(|e| MetainfoError::Invalid(e.to_string()))?;
         m.check()?;
         Ok(m)
     }
 
+    /// Bytes in the torrent. Saturates rather than wraps: a crafted metainfo whose
+    /// lengths overflow is refused by [`Metainfo::from_bytes`], never summed to junk.
     pub fn total_length(&self) -> u64 {
-        self.info.files.iter().map(|f| f.length).sum()
+        self.checked_total_length().unwrap_or(u64::MAX)
+    }
+
+    fn checked_total_length(&self) -> Option<u64> {
+        self.info
+            .files
+            .iter()
+            .try_fold(0u64, |sum, f| sum.checked_add(f.length))
     }
 
     pub fn piece_count(&self) -> usize {
@@ -540,9 +550,11 @@ impl Metainfo {
     fn check(&self) -> Result<()> {
         let i = &self.info;
         check_component(&i.name)?;
-        if i.piece_length == 0 || !i.piece_length.is_power_of_two() {
+        // Only the sizes rookery makes: the engine's length arithmetic divides by
+        // piece sizes in u32, and 2^32 made `agent fetch` panic.
+        if !valid_piece_size(i.piece_length) {
             return Err(MetainfoError::Invalid(format!(
-                "piece length {} is not a power of two",
+                "piece length {} is outside what rookery uses (a power of two from 16KiB to 64MiB)",
                 i.piece_length
             )));
         }
@@ -551,7 +563,10 @@ impl Metainfo {
                 "`pieces` is not a list of 20-byte hashes".into(),
             ));
         }
-        let expected = self.total_length().div_ceil(i.piece_length);
+        let total = self.checked_total_length().ok_or_else(|| {
+            MetainfoError::Invalid("the file lengths add up to more than 2^64 bytes".into())
+        })?;
+        let expected = total.div_ceil(i.piece_length);
         if self.piece_count() as u64 != expected {
             return Err(MetainfoError::Invalid(format!(
                 "{} piece hashes for {} pieces",
@@ -580,6 +595,55 @@ impl Metainfo {
         }
         m.check_links()
     }
+}
+
+/// Deepest nesting of bencode lists and dictionaries accepted; rookery's own
+/// metainfo nests five deep.
+const MAX_NESTING: usize = 32;
+
+/// Refuses bencode nested deeper than [`MAX_NESTING`] before serde_bencode sees it:
+/// its decoder recurses once per level, even in keys it ignores, so a megabyte of `l`
+/// overflowed the stack. Anything malformed is left to the decoder to name.
+fn check_nesting(bytes: &[u8]) -> Result<()> {
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'l' | b'd' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(MetainfoError::Invalid(format!(
+                        "lists and dictionaries nest deeper than {MAX_NESTING} levels"
+                    )));
+                }
+                i += 1;
+            }
+            b'e' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+                if depth == 0 {
+                    return Ok(());
+                }
+            }
+            b'i' => match bytes[i..].iter().position(|&b| b == b'e') {
+                Some(end) => i += end + 1,
+                None => return Ok(()),
+            },
+            b'0'..=b'9' => {
+                let Some(colon) = bytes[i..].iter().position(|&b| b == b':') else {
+                    return Ok(());
+                };
+                let len = std::str::from_utf8(&bytes[i..i + colon])
+                    .ok()
+                    .and_then(|t| t.parse::<usize>().ok());
+                match len {
+                    Some(len) => i = (i + colon + 1).saturating_add(len),
+                    None => return Ok(()),
+                }
+            }
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 fn check_component(c: &str) -> Result<()> {

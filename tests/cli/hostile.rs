@@ -2,6 +2,8 @@
 //! error with its place and a documented exit code, never a silently shortened file,
 //! a panic, an exhausted memory or a path outside the store.
 
+use rookery::metainfo::Metainfo;
+
 use crate::helper::{Test, repo};
 
 fn demo(name: &str) -> String {
@@ -187,4 +189,85 @@ fn a_version_that_is_not_a_name_is_refused() {
         .status(2)
         .stderr("error: --version `../../x` may only contain letters, digits, `.`, `_` and `-`, and must start with a letter or digit\n")
         .run();
+}
+
+/// A metainfo made by rookery for a small tree, then altered by `craft`.
+fn crafted(dir: &std::path::Path, craft: impl FnOnce(&mut Metainfo)) -> Vec<u8> {
+    let art = dir.join("art");
+    std::fs::create_dir_all(&art).unwrap();
+    std::fs::write(art.join("a"), "a".repeat(100)).unwrap();
+    std::fs::write(art.join("b"), "b".repeat(100)).unwrap();
+    let mut m = rookery::metainfo::create(&art, &Default::default()).unwrap();
+    craft(&mut m);
+    m.to_bytes()
+}
+
+#[test]
+fn a_piece_length_rookery_does_not_use_is_refused_before_the_engine_sees_it() {
+    for (shift, shown) in [
+        (32, "4294967296"),
+        (62, "4611686018427387904"),
+        (13, "8192"),
+    ] {
+        let t = Test::new();
+        let out = t.args(["--version"]).run();
+        let bytes = crafted(out.dir.path(), |m| m.info.piece_length = 1 << shift);
+        std::fs::write(out.dir.path().join("x.torrent"), bytes).unwrap();
+        let refused = format!(
+            "invalid metainfo: piece length {shown} is outside what rookery uses (a power of two from 16KiB to 64MiB)"
+        );
+        let t = Test::new_in(out.dir)
+            .args(["torrent", "inspect", "x.torrent"])
+            .status(1)
+            .stderr(&format!("error: reading x.torrent: {refused}\n"))
+            .run();
+        // The host side refuses it the same way, before anything is written.
+        let t = Test::new_in(t.dir)
+            .args([
+                "agent",
+                "fetch",
+                "--torrent",
+                "x.torrent",
+                "--destination",
+                "dest",
+            ])
+            .args(["--version", "v1", "--host", "h", "--listen", "127.0.0.1:0"])
+            .args(["--tracker", "http://127.0.0.1:9/announce"])
+            .status(1)
+            .stderr_has(&refused)
+            .run();
+        assert!(!t.dir.path().join("dest").exists());
+    }
+}
+
+#[test]
+fn file_lengths_that_overflow_are_refused_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = crafted(dir.path(), |m| {
+        // Bencode integers are i64: three files to pass 2^64.
+        let mut third = m.info.files[1].clone();
+        third.path = vec!["c".into()];
+        third.length = 2;
+        m.info.files[0].length = i64::MAX as u64;
+        m.info.files[1].length = i64::MAX as u64;
+        m.info.files.push(third);
+        m.info.pieces.clear();
+    });
+    let err = Metainfo::from_bytes(&bytes).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid metainfo: the file lengths add up to more than 2^64 bytes"
+    );
+}
+
+#[test]
+fn deeply_nested_bencode_is_refused_without_overflowing_the_stack() {
+    let mut bytes = b"d4:junk".to_vec();
+    bytes.extend(std::iter::repeat_n(b'l', 1_000_000));
+    bytes.extend(std::iter::repeat_n(b'e', 1_000_001));
+    let err = Metainfo::from_bytes(&bytes).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid metainfo: lists and dictionaries nest deeper than 32 levels"
+    );
 }
