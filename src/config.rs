@@ -13,6 +13,25 @@ use crate::diagnostic::{Diagnostic, Diagnostics, suggestion};
 use crate::inventory::Inventory;
 use crate::playbook::Playbook;
 
+/// Which parts of two files with problems of their own the checks across them may
+/// rely on. Dependencies and cycles rest on the playbook's names, which are always
+/// kept; placement rests on the inventory and on each service's settings.
+struct Trust {
+    /// The inventory had no problem but unknown keys.
+    inventory: bool,
+    /// Services whose own settings had a problem.
+    damaged_services: Vec<String>,
+}
+
+impl Trust {
+    fn all() -> Trust {
+        Trust {
+            inventory: true,
+            damaged_services: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub inventory: Inventory,
@@ -45,30 +64,50 @@ impl Placement {
 
 impl Config {
     pub fn load(inventory: &Path, playbook: &Path) -> Result<Config, Diagnostics> {
-        let inv = Inventory::load(inventory);
-        let pb = Playbook::load(playbook);
-        match (inv, pb) {
-            (Ok(inv), Ok(pb)) => Config::new(inv, pb),
-            (inv, pb) => {
-                let mut all = Diagnostics::default();
-                if let Err(d) = inv {
-                    all.extend(d);
-                }
-                if let Err(d) = pb {
-                    all.extend(d);
-                }
-                Err(all)
-            }
+        let inv = Inventory::load_partial(inventory);
+        let pb = Playbook::load_partial(playbook);
+        let mut all = Diagnostics::default();
+        all.extend(inv.problems);
+        all.extend(pb.problems);
+        let (Some(inventory), Some(playbook)) = (inv.value, pb.value) else {
+            return Err(all.sorted());
+        };
+        if all.is_empty() {
+            return Config::new(inventory, playbook);
         }
+        // Both files have problems of their own, but they parsed: check across them
+        // what those problems cannot have falsified, so that everything is reported
+        // at once (a typo in the inventory must not hide a cycle in the playbook).
+        let trust = Trust {
+            inventory: !inv.damaged,
+            damaged_services: pb.damaged_services,
+        };
+        if let Err(cross) = Config::check(inventory, playbook, &trust) {
+            all.extend(cross);
+        }
+        Err(all.sorted())
     }
 
     /// Cross-checks an inventory and a playbook that are each valid on their own.
     pub fn new(inventory: Inventory, playbook: Playbook) -> Result<Config, Diagnostics> {
+        Config::check(inventory, playbook, &Trust::all())
+    }
+
+    /// The checks across the two files, leaving out those that problems of the files
+    /// themselves may have falsified (see [`Trust`]).
+    fn check(
+        inventory: Inventory,
+        playbook: Playbook,
+        trust: &Trust,
+    ) -> Result<Config, Diagnostics> {
         let mut problems = Diagnostics::default();
         let file = playbook.file.clone();
         let names: Vec<&str> = playbook.services.iter().map(|s| s.name.as_str()).collect();
         let mut services = Vec::with_capacity(playbook.services.len());
         for svc in &playbook.services {
+            // Where a service runs, and so its quorum and canaries, rests on the whole
+            // inventory and on the service's own settings.
+            let placed = trust.inventory && !trust.damaged_services.contains(&svc.name);
             let mut hosts: Vec<usize> = (0..inventory.hosts.len())
                 .filter(|&h| inventory.hosts[h].services.contains(&svc.name))
                 .collect();
@@ -76,6 +115,7 @@ impl Config {
             for (pattern, pos) in &svc.hosts {
                 match pattern.select(&inventory) {
                     Ok(hs) => hosts.extend(hs),
+                    Err(_) if !placed => pattern_failed = true,
                     Err(e) => {
                         pattern_failed = true;
                         problems.push(Diagnostic::new(
@@ -89,7 +129,7 @@ impl Config {
             hosts.sort_unstable();
             hosts.dedup();
             let n = hosts.len();
-            if n == 0 && !pattern_failed {
+            if n == 0 && !pattern_failed && placed {
                 problems.push(Diagnostic::new(
                     &file,
                     Some(svc.pos),
@@ -99,7 +139,7 @@ impl Config {
             let quorum = match svc.quorum {
                 Some((amount, pos)) => {
                     let q = amount.of(n);
-                    if n > 0 && q as usize >= n {
+                    if placed && n > 0 && q as usize >= n {
                         problems.push(Diagnostic::new(
                             &file,
                             Some(pos),
@@ -117,7 +157,7 @@ impl Config {
                 None => 0,
             };
             let (canary, canary_pos) = svc.canary;
-            if n > 0 && canary as usize > n {
+            if placed && n > 0 && canary as usize > n {
                 problems.push(Diagnostic::new(
                     &file,
                     Some(canary_pos),

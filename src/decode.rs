@@ -15,6 +15,42 @@ use crate::yaml::{Node, Value};
 pub struct Decoder {
     file: String,
     problems: Diagnostics,
+    /// Problems that may have left the model wrong (a value dropped or defaulted);
+    /// unknown keys do not count: the model is as if they were absent.
+    damage: usize,
+}
+
+/// A file decoded as far as it goes, so that the checks across files can still run
+/// and every problem is reported at once: the model (none when the YAML itself does
+/// not parse), its problems, and where those problems may have falsified it.
+#[derive(Debug)]
+pub struct Partial<T> {
+    pub value: Option<T>,
+    pub problems: Diagnostics,
+    /// Some problem other than an unknown key: the model may lack a value.
+    pub damaged: bool,
+    /// Playbook services whose own settings had such a problem.
+    pub damaged_services: Vec<String>,
+}
+
+impl<T> Partial<T> {
+    /// A file that could not be read or parsed: its problems and no model.
+    pub fn failed(problems: impl Into<Diagnostics>) -> Self {
+        Partial {
+            value: None,
+            problems: problems.into(),
+            damaged: true,
+            damaged_services: Vec::new(),
+        }
+    }
+
+    /// The model when the file has no problem at all.
+    pub fn into_result(self) -> Result<T, Diagnostics> {
+        match self.value {
+            Some(v) if self.problems.is_empty() => Ok(v),
+            _ => Err(self.problems.sorted()),
+        }
+    }
 }
 
 /// The entries of a mapping whose keys were checked against a schema.
@@ -89,7 +125,13 @@ impl Decoder {
         Decoder {
             file: file.to_string(),
             problems: Diagnostics::default(),
+            damage: 0,
         }
+    }
+
+    /// How many problems so far may have left the model wrong.
+    pub fn damage(&self) -> usize {
+        self.damage
     }
 
     pub fn file(&self) -> &str {
@@ -97,12 +139,14 @@ impl Decoder {
     }
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.damage += 1;
         self.problems
             .push(Diagnostic::new(&self.file, Some(pos), message));
     }
 
     /// A problem of the file as a whole, such as a missing top-level key.
     pub fn file_error(&mut self, message: impl Into<String>) {
+        self.damage += 1;
         self.problems
             .push(Diagnostic::new(&self.file, None, message));
     }
@@ -121,7 +165,12 @@ impl Decoder {
                 kept.push((key, value));
             } else {
                 let hint = suggestion(key, allowed.iter().copied());
-                self.error(pos, format!("unknown key `{key}` {}{hint}", place(path)));
+                // Not damage: the model is as if the key were absent.
+                self.problems.push(Diagnostic::new(
+                    &self.file,
+                    Some(pos),
+                    format!("unknown key `{key}` {}{hint}", place(path)),
+                ));
             }
         }
         Map {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::decode::{Decoder, Map, join, resolve_path};
+use crate::decode::{Decoder, Map, Partial, join, resolve_path};
 use crate::diagnostic::{Diagnostics, Pos};
 use crate::selector::{Pattern, Universe};
 use crate::units::Rate;
@@ -223,22 +223,40 @@ pub fn check_name(name: &str) -> Result<(), String> {
 impl Inventory {
     /// Reads and validates an inventory file.
     pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
+        Inventory::load_partial(path).into_result()
+    }
+
+    /// Reads an inventory file as far as it goes, problems and all.
+    pub fn load_partial(path: &Path) -> Partial<Inventory> {
         let file = path.display().to_string();
-        let text = yaml::read(path, &file, "inventory")?;
-        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Inventory::from_str(&file, &text, &base)
+        match yaml::read(path, &file, "inventory") {
+            Ok(text) => {
+                let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                Inventory::parse(&file, &text, &base)
+            }
+            Err(d) => Partial::failed(d),
+        }
     }
 
     /// Parses inventory text; relative paths are taken from `base`.
     pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Inventory, Diagnostics> {
-        let root = yaml::parse(file, text)?;
+        Inventory::parse(file, text, base).into_result()
+    }
+
+    /// Parses inventory text as far as it goes, problems and all.
+    pub fn parse(file: &str, text: &str, base: &Path) -> Partial<Inventory> {
+        let root = match yaml::parse(file, text) {
+            Ok(root) => root,
+            Err(d) => return Partial::failed(d),
+        };
         let mut d = Decoder::new(file);
         let inv = decode(&mut d, &root, file, base);
-        let problems = d.finish();
-        if problems.is_empty() {
-            Ok(inv)
-        } else {
-            Err(problems.sorted())
+        let damaged = d.damage() > 0;
+        Partial {
+            value: Some(inv),
+            problems: d.finish(),
+            damaged,
+            damaged_services: Vec::new(),
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::decode::{Decoder, Map, join, resolve_path};
+use crate::decode::{Decoder, Map, Partial, join, resolve_path};
 use crate::diagnostic::{Diagnostics, Pos};
 use crate::inventory::check_name;
 use crate::selector::Pattern;
@@ -187,21 +187,40 @@ const SERVICE_KEYS: &[&str] = &[
 
 impl Playbook {
     pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
+        Playbook::load_partial(path).into_result()
+    }
+
+    /// Reads a playbook as far as it goes, problems and all.
+    pub fn load_partial(path: &Path) -> Partial<Playbook> {
         let file = path.display().to_string();
-        let text = yaml::read(path, &file, "playbook")?;
-        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        Playbook::from_str(&file, &text, &base)
+        match yaml::read(path, &file, "playbook") {
+            Ok(text) => {
+                let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                Playbook::parse(&file, &text, &base)
+            }
+            Err(d) => Partial::failed(d),
+        }
     }
 
     pub fn from_str(file: &str, text: &str, base: &Path) -> Result<Playbook, Diagnostics> {
-        let root = yaml::parse(file, text)?;
+        Playbook::parse(file, text, base).into_result()
+    }
+
+    /// Parses playbook text as far as it goes, problems and all.
+    pub fn parse(file: &str, text: &str, base: &Path) -> Partial<Playbook> {
+        let root = match yaml::parse(file, text) {
+            Ok(root) => root,
+            Err(d) => return Partial::failed(d),
+        };
         let mut d = Decoder::new(file);
-        let pb = decode(&mut d, &root, file, base);
-        let problems = d.finish();
-        if problems.is_empty() {
-            Ok(pb)
-        } else {
-            Err(problems.sorted())
+        let mut damaged_services = Vec::new();
+        let pb = decode(&mut d, &root, file, base, &mut damaged_services);
+        let damaged = d.damage() > 0;
+        Partial {
+            value: Some(pb),
+            problems: d.finish(),
+            damaged,
+            damaged_services,
         }
     }
 
@@ -210,7 +229,14 @@ impl Playbook {
     }
 }
 
-fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Playbook {
+/// `damaged_services` gets the names of services whose own settings had a problem.
+fn decode(
+    d: &mut Decoder,
+    root: &Node,
+    file: &str,
+    base: &Path,
+    damaged_services: &mut Vec<String>,
+) -> Playbook {
     let top = d.map(root, "", TOP_KEYS);
     if matches!(root.value, Value::Null) {
         d.error(
@@ -272,7 +298,11 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Playbook {
     match top.get("services") {
         Some(n) => {
             for (name, pos, node) in d.named_entries(n, "services") {
+                let before = d.damage();
                 services.push(decode_service(d, name, pos, node));
+                if d.damage() > before {
+                    damaged_services.push(name.to_string());
+                }
             }
         }
         None if !matches!(root.value, Value::Null) => d.file_error("missing key `services`"),

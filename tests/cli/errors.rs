@@ -77,10 +77,13 @@ fn unknown_references_are_named() {
             &format!("{PB}  web: {{start: ./web, hosts: [group:edgy], depends_on: [apy]}}\n"),
         )
         .status(3)
+        // The playbook's own references come too; where `web` runs is not judged
+        // against an inventory that has problems of its own.
         .stderr(
-            "error: invalid configuration: 2 problems found
+            "error: invalid configuration: 3 problems found
   inv.yml:13:13: group `edge`: `rack:r9` matches no host
   inv.yml:14:9: `origin` names unknown host `buildd`; use `controller` or a host of the inventory
+  pb.yml:5:57: service `web` depends on unknown service `apy` (did you mean `api`?)
 ",
         )
         .run();

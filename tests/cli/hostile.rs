@@ -271,3 +271,57 @@ fn deeply_nested_bencode_is_refused_without_overflowing_the_stack() {
         "invalid metainfo: lists and dictionaries nest deeper than 32 levels"
     );
 }
+
+/// The README's "Bad input" block: the command line, then what it prints.
+fn readme_bad_input() -> (Vec<String>, String) {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Bad input").unwrap()..];
+    let block = &section[section.find("```text\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let (command, output) = block.split_once('\n').unwrap();
+    let args = command
+        .strip_prefix("$ rookery ")
+        .unwrap()
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    (args, output.to_string())
+}
+
+#[test]
+fn the_readme_bad_input_example_is_what_rookery_prints() {
+    let (args, output) = readme_bad_input();
+    let fixtures = repo().join("tests/fixtures/bad-input");
+    let read = |p: &str| std::fs::read_to_string(fixtures.join(p)).unwrap();
+    Test::new()
+        .file("inventory/prod.yml", &read("inventory/prod.yml"))
+        .file("playbooks/api.yml", &read("playbooks/api.yml"))
+        .args(args)
+        .status(3)
+        .stderr(&output)
+        .run();
+}
+
+#[test]
+fn a_bad_duration_does_not_hide_the_cycle_and_quorum_of_the_same_file() {
+    let pb = demo("playbooks/demo.yml")
+        .replace("seed_window: 5s", "seed_window: 5 s")
+        .replace("depends_on: [store]", "depends_on: [store, web]")
+        .replace("quorum: 3    ", "quorum: 4    ");
+    let at = |needle: &str, col: usize| format!("pb.yml:{}:{col}", line_of(&pb, needle));
+    plan_demo()
+        .file("inv.yml", &demo("inventory/local.yml"))
+        .file("pb.yml", &pb)
+        .status(3)
+        .stderr(&format!(
+            "error: invalid configuration: 3 problems found
+  {}: `distribution.seed_window`: `5 s` is not a duration (expected e.g. `30s`, `5m`, `1h30m`, `500ms`)
+  {}: dependency cycle: api -> web -> api
+  {}: quorum of service `web` is 4 but it runs on 4 hosts: no host could ever restart (quorum must be below the host count)
+",
+            at("seed_window:", 16),
+            at("depends_on: [store, web]", 18),
+            at("# of 4 hosts: one at a time", 13),
+        ))
+        .run();
+}
