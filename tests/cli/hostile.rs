@@ -325,3 +325,142 @@ fn a_bad_duration_does_not_hide_the_cycle_and_quorum_of_the_same_file() {
         ))
         .run();
 }
+
+/// The property harness: valid inputs, mutated (bytes flipped, inserted, deleted,
+/// slices repeated), fed to the three parsers that read what others write. None may
+/// panic, and under nextest (one process per test) the address space is capped, so a
+/// parser that balloons fails the test instead of the machine.
+mod harness {
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    use rookery::announce::parse_request;
+    use rookery::inventory::Inventory;
+    use rookery::metainfo::Metainfo;
+    use rookery::playbook::Playbook;
+
+    /// Address space for one harness test: far above what the parsers need.
+    const MEMORY_CAP: u64 = 2 << 30;
+
+    fn cap_memory() {
+        if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test") {
+            let limit = libc::rlimit {
+                rlim_cur: MEMORY_CAP,
+                rlim_max: MEMORY_CAP,
+            };
+            // SAFETY: setrlimit on this process, with a valid struct.
+            unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Flip(usize, u8),
+        Insert(usize, u8),
+        Delete(usize, usize),
+        Repeat(usize, usize, usize),
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        let special = prop_oneof![
+            any::<u8>(),
+            Just(0u8),
+            Just(0xff),
+            Just(b'&'),
+            Just(b'*'),
+            Just(b'['),
+            Just(b'l'),
+            Just(b'e'),
+            Just(b':'),
+            Just(b'%'),
+            Just(b'\n'),
+        ];
+        let edit = prop_oneof![
+            (any::<usize>(), special.clone()).prop_map(|(at, b)| Edit::Flip(at, b)),
+            (any::<usize>(), special).prop_map(|(at, b)| Edit::Insert(at, b)),
+            (any::<usize>(), 1usize..64).prop_map(|(at, n)| Edit::Delete(at, n)),
+            (any::<usize>(), 1usize..64, 2usize..50)
+                .prop_map(|(at, n, times)| Edit::Repeat(at, n, times)),
+        ];
+        proptest::collection::vec(edit, 1..8)
+    }
+
+    fn mutate(seed: &[u8], edits: &[Edit]) -> Vec<u8> {
+        let mut b = seed.to_vec();
+        for e in edits {
+            let len = b.len().max(1);
+            match *e {
+                Edit::Flip(at, x) if !b.is_empty() => b[at % len] = x,
+                Edit::Flip(..) => {}
+                Edit::Insert(at, x) => b.insert(at % (b.len() + 1), x),
+                Edit::Delete(at, n) => {
+                    let at = at % len;
+                    b.drain(at.min(b.len())..(at + n).min(b.len()));
+                }
+                Edit::Repeat(at, n, times) => {
+                    let at = at % len;
+                    let piece = b[at.min(b.len())..(at + n).min(b.len())].to_vec();
+                    for _ in 0..times {
+                        b.splice(at.min(b.len())..at.min(b.len()), piece.iter().copied());
+                    }
+                }
+            }
+        }
+        b
+    }
+
+    fn seed(path: &str) -> Vec<u8> {
+        std::fs::read(crate::helper::repo().join(path)).unwrap()
+    }
+
+    fn torrent() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let art = dir.path().join("art");
+        std::fs::create_dir_all(art.join("bin")).unwrap();
+        std::fs::write(art.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        std::fs::write(art.join("data"), "x".repeat(200_000)).unwrap();
+        std::fs::write(art.join("empty"), "").unwrap();
+        std::os::unix::fs::symlink("bin/tool", art.join("link")).unwrap();
+        rookery::metainfo::create(&art, &Default::default())
+            .unwrap()
+            .to_bytes()
+    }
+
+    fn yaml(file: &str, bytes: Vec<u8>) {
+        if let Ok(text) = rookery::yaml::text_of(file, bytes) {
+            let _ = Inventory::parse(file, &text, Path::new("/"));
+            let _ = Playbook::parse(file, &text, Path::new("/"));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn mutated_inventories_and_playbooks(edits in edits()) {
+            cap_memory();
+            yaml("inv.yml", mutate(&seed("inventory/local.yml"), &edits));
+            yaml("pb.yml", mutate(&seed("playbooks/demo.yml"), &edits));
+            yaml("pb.yml", mutate(&seed("tests/fixtures/bad-input/playbooks/api.yml"), &edits));
+        }
+
+        #[test]
+        fn mutated_metainfo(edits in edits()) {
+            cap_memory();
+            thread_local!(static SEED: Vec<u8> = torrent());
+            let bytes = SEED.with(|s| mutate(s, &edits));
+            if let Ok(m) = Metainfo::from_bytes(&bytes) {
+                let _ = (m.total_length(), m.piece_count(), m.content_version(), m.info_hash());
+            }
+        }
+
+        #[test]
+        fn mutated_announces(edits in edits()) {
+            cap_memory();
+            let head = b"GET /announce?info_hash=%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB&peer_id=-RK0001-abcdefghijkl&port=6881&uploaded=0&downloaded=10&left=90&event=started&compact=1&numwant=50&host=web-1 HTTP/1.1\r\nHost: t\r\n\r\n";
+            let _ = parse_request(&mutate(head, &edits));
+            let status = b"GET /status?info_hash=%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB%AB&host=web-1 HTTP/1.1\r\n\r\n";
+            let _ = parse_request(&mutate(status, &edits));
+        }
+    }
+}
