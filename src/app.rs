@@ -70,10 +70,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             crate::rollout::run(&config, &p, &opts)
         }
         Command::Reconcile(a) => {
-            let config = load(g, &a.playbook)?;
+            let config = load(g, &a.run.playbook)?;
             let selected = select(g, &config.inventory)?;
             let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
-            crate::deploy::reconcile(&config, &p, &rollout_options(g, &a.remote, Kind::Reconcile))
+            let opts = rollout_options(g, &a.run.remote, Kind::Reconcile);
+            if a.dry_run {
+                return crate::rollout::preview(&config, &p, &opts);
+            }
+            crate::deploy::reconcile(&config, &p, &opts)
         }
         Command::Rollback(a) => {
             let config = load(g, &a.playbook)?;
@@ -90,6 +94,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
             let mut opts = rollout_options(g, &a.remote, Kind::Rollback);
             opts.services = a.service.clone();
+            if a.dry_run {
+                return crate::rollout::preview(&config, &p, &opts);
+            }
             crate::rollout::run(&config, &p, &opts)
         }
         Command::Status(a) => {

@@ -106,7 +106,7 @@ pub enum Command {
     /// Return services to their previous release, keeping quorum
     Rollback(RollbackArgs),
     /// Bring hosts that missed a deploy to the version most of their service runs
-    Reconcile(RunArgs),
+    Reconcile(ReconcileArgs),
     /// Create or inspect BitTorrent metainfo
     #[command(subcommand)]
     Torrent(TorrentCommand),
@@ -177,12 +177,24 @@ pub struct SimulateArgs {
 }
 
 #[derive(Debug, Args, Clone)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Print the host moves it would make, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args, Clone)]
 pub struct RollbackArgs {
     #[arg(value_name = "PLAYBOOK")]
     pub playbook: PathBuf,
     /// Only this service (repeatable; default: all services of the playbook)
     #[arg(long, value_name = "NAME")]
     pub service: Vec<String>,
+    /// Print the host moves it would make, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }

@@ -152,15 +152,19 @@ pub fn reconcile(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result
     let (record, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
         let store = rollout::open_store(config).await?;
-        // Hosts behind their service's most popular version, by version.
+        // Hosts behind the version reconcile brings their service to, by version
+        // (never one live on the newest deployed version: see `rollout::work`).
+        let newest = rollout::newest_deployed(&store, &config.playbook.name).await?;
+        let newest = newest.as_ref().map(|(_, v)| v.as_str());
         let mut behind: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for sp in &plan.services {
             let live = store.live(&sp.name).await?;
-            let Some(popular) = rollout::most_popular(&live) else {
+            let Some(popular) = rollout::reconcile_target(&live, newest) else {
                 continue;
             };
             for name in sp.batches.iter().flat_map(|b| &b.hosts) {
-                if !live.iter().any(|i| &i.host == name && i.version == popular) {
+                let on = |v: &str| live.iter().any(|i| &i.host == name && i.version == v);
+                if !on(&popular) && !newest.is_some_and(on) {
                     let h = config
                         .inventory
                         .hosts

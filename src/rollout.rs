@@ -240,6 +240,7 @@ async fn work(
     plan: &Plan,
     opts: &Options,
     last: Option<&Record>,
+    newest: Option<&(String, String)>,
 ) -> anyhow::Result<(String, Vec<Work>)> {
     let inv = &config.inventory;
     let index = |name: &str| inv.hosts.iter().position(|h| h.name == name);
@@ -249,8 +250,8 @@ async fn work(
             Some(v) => v.clone(),
             None => staged_version(store, plan).await?,
         },
-        Kind::Rollback => "previous".to_string(),
-        Kind::Reconcile => "most popular".to_string(),
+        // Named from the targets below.
+        Kind::Rollback | Kind::Reconcile => String::new(),
     };
     for sp in &plan.services {
         if opts.kind == Kind::Rollback
@@ -265,11 +266,13 @@ async fn work(
             .iter()
             .position(|s| s.name == sp.name)
             .expect("planned services exist");
-        let popular = if opts.kind == Kind::Reconcile {
-            most_popular(&store.live(&sp.name).await?)
+        let live = if opts.kind == Kind::Reconcile {
+            store.live(&sp.name).await?
         } else {
-            None
+            Vec::new()
         };
+        let newest = newest.map(|(_, v)| v.as_str());
+        let popular = reconcile_target(&live, newest);
         let mut batches = Vec::new();
         for b in &sp.batches {
             let mut targets = Vec::new();
@@ -280,6 +283,16 @@ async fn work(
                     Kind::Rollback => last
                         .and_then(|r| r.host(&sp.name, name))
                         .and_then(|r| r.from.clone()),
+                    // Never backward: a host live on the newest deployed version
+                    // stays there, whatever most hosts run.
+                    Kind::Reconcile
+                        if newest.is_some_and(|n| {
+                            popular.as_deref() != Some(n)
+                                && live.iter().any(|i| &i.host == name && i.version == n)
+                        }) =>
+                    {
+                        None
+                    }
                     Kind::Reconcile => popular.clone(),
                 };
                 if let Some(version) = v {
@@ -301,41 +314,40 @@ async fn work(
     if opts.kind == Kind::Rollback {
         out.reverse();
     }
+    // A rollback or reconcile names the versions it moves hosts to, never a word.
+    let version = match opts.kind {
+        Kind::Rollback | Kind::Reconcile => {
+            let mut to: Vec<&str> = out
+                .iter()
+                .flat_map(|w| w.batches.iter().flatten())
+                .map(|t| t.version.as_str())
+                .collect();
+            to.sort_unstable();
+            to.dedup();
+            if to.is_empty() {
+                "none".to_string()
+            } else {
+                to.join(",")
+            }
+        }
+        Kind::Deploy | Kind::Rollout => version,
+    };
     Ok((version, out))
 }
 
-/// The version most live instances run (ties: the lexically greatest, so the
-/// answer is stable).
-pub fn most_popular(live: &[Instance]) -> Option<String> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for i in live {
-        *counts.entry(&i.version).or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .max_by_key(|(v, n)| (*n, *v))
-        .map(|(v, _)| v.to_string())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn drive<T: Transport>(
-    transport: &T,
+/// What a run starts from: the last record; for a rollback, the deploy whose `from`
+/// versions it returns to (after another rollback, a partial one say, the deploy that
+/// one rolled back); for a reconcile, the newest deployed version.
+#[allow(clippy::type_complexity)]
+async fn bases(
     store: &Store,
     config: &Config,
-    plan: &Plan,
     opts: &Options,
-    agent: &(dyn Fn(usize) -> String + Sync),
-    skipped: Option<&BTreeMap<usize, String>>,
-    cancel: CancellationToken,
-) -> anyhow::Result<Record> {
-    let inv = &config.inventory;
-    let say = Say(!opts.quiet);
+) -> anyhow::Result<(Option<Record>, Option<Record>, Option<(String, String)>)> {
     let last = store
         .last_deploy()
         .await?
         .and_then(|(_, b)| Record::from_bytes(&b));
-    // A rollback returns to the `from` of the last deploy; after another rollback
-    // (a partial one, say), to the `from` of the deploy that one rolled back.
     let base = match &last {
         Some(r) if r.kind == Kind::Rollback => match &r.base {
             Some(id) => store
@@ -352,7 +364,148 @@ async fn drive<T: Transport>(
         )
         .into());
     }
-    let (version, work) = work(store, config, plan, opts, base.as_ref()).await?;
+    let newest = match opts.kind {
+        Kind::Reconcile => newest_deployed(store, &config.playbook.name).await?,
+        _ => None,
+    };
+    Ok((last, base, newest))
+}
+
+/// One host move a reconcile or a rollback would make.
+#[derive(Debug, serde::Serialize)]
+pub struct Move {
+    pub service: String,
+    pub host: String,
+    /// The version live there now (`None`: not live).
+    pub from: Option<String>,
+    pub to: String,
+}
+
+/// `--dry-run` of `reconcile` and `rollback`: the host moves the same command would
+/// make now, in the order it would make them, and nothing else (no lock, no
+/// distribution, no switch).
+pub fn preview(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<Exit> {
+    let rt = crate::shutdown::runtime()?;
+    let moves = rt.block_on(async {
+        let store = open_store(config).await?;
+        let (_, base, newest) = bases(&store, config, opts).await?;
+        let (_, work) = work(&store, config, plan, opts, base.as_ref(), newest.as_ref()).await?;
+        let mut moves = Vec::new();
+        for w in &work {
+            let live = store.live(&w.name).await?;
+            for t in w.batches.iter().flatten() {
+                let host = &config.inventory.hosts[t.host].name;
+                let from = live
+                    .iter()
+                    .find(|i| &i.host == host)
+                    .map(|i| i.version.clone());
+                if from.as_deref() != Some(t.version.as_str()) {
+                    moves.push(Move {
+                        service: w.name.clone(),
+                        host: host.clone(),
+                        from,
+                        to: t.version.clone(),
+                    });
+                }
+            }
+        }
+        anyhow::Ok(moves)
+    })?;
+    let what = match opts.kind {
+        Kind::Rollback => "rollback",
+        _ => "reconcile",
+    };
+    if opts.json {
+        let v = serde_json::json!({"schema": 1, "command": what, "dry_run": true, "moves": moves});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !opts.quiet {
+        if moves.is_empty() {
+            println!("{what} would move no host");
+        } else {
+            println!("{what} would move {} host(s):", moves.len());
+            for m in &moves {
+                println!(
+                    "  {} {}: {} -> {}",
+                    m.service,
+                    m.host,
+                    m.from.as_deref().unwrap_or("(none)"),
+                    m.to
+                );
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// The id and version of the newest deploy (or rollout) of this playbook, from the
+/// last record: a reconcile's record names the deploy it followed (`base`); after a
+/// rollback there is none (the rollback chose the older releases on purpose).
+pub async fn newest_deployed(
+    store: &Store,
+    playbook: &str,
+) -> anyhow::Result<Option<(String, String)>> {
+    let Some(mut rec) = store
+        .last_deploy()
+        .await?
+        .and_then(|(_, b)| Record::from_bytes(&b))
+    else {
+        return Ok(None);
+    };
+    if rec.kind == Kind::Reconcile {
+        let Some(base) = rec.base.clone() else {
+            return Ok(None);
+        };
+        match store
+            .get_deploy(&base)
+            .await?
+            .and_then(|b| Record::from_bytes(&b))
+        {
+            Some(r) => rec = r,
+            None => return Ok(None),
+        }
+    }
+    Ok(
+        (matches!(rec.kind, Kind::Deploy | Kind::Rollout) && rec.playbook == playbook)
+            .then_some((rec.id, rec.version)),
+    )
+}
+
+/// The version `reconcile` brings a service's other hosts to: the one most live
+/// instances run; a tie goes to the newest deployed version, else to the lexically
+/// greatest (so the answer is stable). Hosts live on the newest deployed version are
+/// never moved from it (see [`work`]).
+pub fn reconcile_target(live: &[Instance], newest: Option<&str>) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in live {
+        *counts.entry(&i.version).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(v, n)| (*n, Some(*v) == newest, *v))
+        .map(|(v, _)| v.to_string())
+}
+
+/// The version most live instances run (ties: the lexically greatest, so the
+/// answer is stable).
+pub fn most_popular(live: &[Instance]) -> Option<String> {
+    reconcile_target(live, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<T: Transport>(
+    transport: &T,
+    store: &Store,
+    config: &Config,
+    plan: &Plan,
+    opts: &Options,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    skipped: Option<&BTreeMap<usize, String>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Record> {
+    let inv = &config.inventory;
+    let say = Say(!opts.quiet);
+    let (last, base, newest) = bases(store, config, opts).await?;
+    let (version, work) = work(store, config, plan, opts, base.as_ref(), newest.as_ref()).await?;
     let same_kind = |k: Kind| match opts.kind {
         Kind::Deploy | Kind::Rollout => matches!(k, Kind::Deploy | Kind::Rollout),
         other => k == other,
@@ -361,12 +514,15 @@ async fn drive<T: Transport>(
         r.state != State::Done
             && same_kind(r.kind)
             && r.playbook == config.playbook.name
-            && (r.version == version || opts.kind == Kind::Rollback)
+            && (r.version == version || matches!(opts.kind, Kind::Rollback | Kind::Reconcile))
     });
-    let id = resume
-        .as_ref()
-        .map(|r| r.id.clone())
-        .unwrap_or_else(|| record::new_id(&version));
+    let id = resume.as_ref().map(|r| r.id.clone()).unwrap_or_else(|| {
+        record::new_id(match opts.kind {
+            Kind::Rollback => "rollback",
+            Kind::Reconcile => "reconcile",
+            Kind::Deploy | Kind::Rollout => &version,
+        })
+    });
     let lock = if opts.lock_held {
         None
     } else {
@@ -401,6 +557,7 @@ async fn drive<T: Transport>(
                 queue: work.iter().map(|w| w.name.clone()).collect(),
                 base: match opts.kind {
                     Kind::Rollback => base.as_ref().map(|b| b.id.clone()),
+                    Kind::Reconcile => newest.as_ref().map(|(id, _)| id.clone()),
                     _ => None,
                 },
                 services: work
@@ -1279,6 +1436,16 @@ mod tests {
             version: v.into(),
             release: String::new(),
         }
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_newest_deployed_version() {
+        let tie = [i("a", "v1"), i("b", "v1"), i("c", "v0"), i("d", "v0")];
+        assert_eq!(reconcile_target(&tie, Some("v0")).as_deref(), Some("v0"));
+        assert_eq!(reconcile_target(&tie, None).as_deref(), Some("v1"));
+        // A majority still wins over the newest.
+        let most = [i("a", "v1"), i("b", "v1"), i("c", "v0")];
+        assert_eq!(reconcile_target(&most, Some("v0")).as_deref(), Some("v1"));
     }
 
     #[test]

@@ -987,3 +987,47 @@ fn a_limited_run_of_a_stopped_deploy_never_records_it_done() {
     assert_eq!(live.len(), total_instances(), "{live:?}");
     assert!(live.values().all(|v| v == "v2"), "{live:?}");
 }
+
+/// Issue 18's second sequence: a deploy limited to one datacenter, then `reconcile`.
+/// The tie (half the hosts on each version) goes to the newest deployed version, and
+/// no host is ever moved back from it; `--dry-run` prints exactly those moves first.
+#[test]
+fn reconcile_never_moves_a_host_back_from_the_newest_deploy() {
+    let c = Cluster::new(Store::Local, false);
+    let v1 = first_deploy(&c);
+    c.artifact("v2", None);
+    let v2 = c
+        .run(&["--json", "--limit", "dc:east", "deploy", "pb.yml"])
+        .ok()
+        .version();
+    let before = c.live();
+    let preview = c
+        .run(&["--json", "reconcile", "--dry-run", "pb.yml"])
+        .ok()
+        .json();
+    let moves = preview["moves"].as_array().unwrap();
+    let mut expected: Vec<(String, String)> = before
+        .iter()
+        .filter(|(_, v)| **v == v1)
+        .map(|((s, h), _)| (s.clone(), h.clone()))
+        .collect();
+    let mut got: Vec<(String, String)> = moves
+        .iter()
+        .map(|m| {
+            assert_eq!(m["from"], v1.as_str(), "{m}");
+            assert_eq!(m["to"], v2.as_str(), "{m}");
+            (
+                m["service"].as_str().unwrap().into(),
+                m["host"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "{preview}");
+    assert_eq!(c.live(), before, "the dry run changed something");
+    c.run(&["--json", "reconcile", "pb.yml"]).ok();
+    let live = c.live();
+    assert_eq!(live.len(), total_instances(), "{live:?}");
+    assert!(live.values().all(|v| *v == v2), "{live:?}");
+}
