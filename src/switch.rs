@@ -101,9 +101,21 @@ pub fn run(a: &SwitchArgs) -> Outcome {
     };
     let run_file = run_dir.join(format!("{}.json", a.service));
     let running = RunFile::read(&run_file).filter(|r| supervisor_alive(r, &a.service));
-    // What this service ran: its live supervisor's release, else what `current`
-    // says (another service on this host may have switched it already).
-    let previous = running.as_ref().map(|r| r.version.clone()).or(previous);
+    // What this service ran: its live supervisor's release, else the release its
+    // last switch here saved. `current` is the host's, not the service's: on a first
+    // deploy another service may have switched it to the target already, and a
+    // service that never ran here has no previous release. Only a host switched by
+    // a rookery that saved nothing falls back to it.
+    let saved = fs::read(spec_path(&layout, &a.service))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<SwitchArgs>(&b).ok())
+        .map(|spec| spec.version);
+    let legacy = !layout.logs().join("services").is_dir();
+    let previous = running
+        .as_ref()
+        .map(|r| r.version.clone())
+        .or(saved)
+        .or(previous.filter(|_| legacy));
     if let Some(r) = &running
         && r.version == a.version
     {

@@ -1031,3 +1031,24 @@ fn reconcile_never_moves_a_host_back_from_the_newest_deploy() {
     assert_eq!(live.len(), total_instances(), "{live:?}");
     assert!(live.values().all(|v| *v == v2), "{live:?}");
 }
+
+/// On a first deploy no service ran before, whatever another service on the same host
+/// did to `current` first: the record (and the summary line) says `(none) -> <v>`,
+/// not `<v> -> <v>`.
+#[test]
+fn a_first_deploy_records_no_previous_release_for_any_service() {
+    let c = Cluster::new(Store::Local, true);
+    let r = c.deploy().ok();
+    let rec = r.record();
+    for s in rec["services"].as_array().unwrap() {
+        for h in s["hosts"].as_array().unwrap() {
+            assert_eq!(h["state"], "done", "{h}");
+            assert!(h["from"].is_null(), "{}: {h}", s["name"]);
+        }
+    }
+    assert!(
+        !r.stderr.contains(&format!("{0} -> {0}", r.version())),
+        "{}",
+        r.stderr
+    );
+}
