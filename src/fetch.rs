@@ -102,6 +102,8 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
             seeding
         }
         Err(e) => {
+            // The log says why too: it is what an operator opens on the host.
+            tracing::error!("the fetch failed: {e:#}");
             report.error = Some(format!("{e:#}"));
             None
         }
@@ -139,7 +141,56 @@ async fn download(
     }
     let began = Instant::now();
     let staging = layout.staging(&f.version);
+    let fresh = !staging.exists();
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let started = start(f, layout, &staging, cancel).await;
+    if started.is_err() && fresh {
+        // Refused before the engine wrote anything: leave nothing behind. A staging
+        // directory that holds downloaded pieces is kept for the next fetch.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let (storage, session, torrent, _hot) = started?;
+    tracing::info!(elapsed = ?began.elapsed(), "engine started");
+    wait(f, &torrent, events, cancel).await?;
+    tracing::info!(elapsed = ?began.elapsed(), "verified");
+
+    let live = torrent.live().context("the torrent stopped")?;
+    let fetched = live.stats_snapshot().downloaded_and_checked_bytes;
+    let counts = engine::peer_bytes(&torrent, f.origin);
+    let reused = total.saturating_sub(fetched);
+    (|| {
+        release::prune(&staging, &f.metainfo)?;
+        // Seeding goes on from the installed release: read-only, so that its
+        // programs can be executed (see `SealableFactory`).
+        storage.seal();
+        release::restore_manifest(&staging, &f.metainfo)?;
+        f.page_cache.after_write(&staging, &f.metainfo)?;
+        release::install(layout, &f.version)
+    })()
+    .with_context(|| format!("installing {}", layout.release(&f.version).display()))?;
+    tracing::info!(elapsed = ?began.elapsed(), "installed");
+    Ok((counts, reused, Some((session, torrent))))
+}
+
+/// The engine on the staging directory, and the current release's hot set, locked
+/// in memory until the download is over.
+type Started = (
+    crate::storage::SealableFactory,
+    Arc<librqbit::Session>,
+    Arc<librqbit::ManagedTorrent>,
+    Option<crate::page_cache::HotSet>,
+);
+
+/// Readies the staging directory (cleaned, seeded from the previous release) and
+/// starts the engine on it.
+async fn start(
+    f: &Fetch,
+    layout: &Layout,
+    staging: &Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Started> {
+    let began = Instant::now();
+    let staging = staging.to_path_buf();
     release::prune(&staging, &f.metainfo)
         .with_context(|| format!("cleaning {}", staging.display()))?;
     if let Some(previous) = layout.previous(&f.version) {
@@ -163,7 +214,7 @@ async fn download(
             })?;
     }
     tracing::info!(elapsed = ?began.elapsed(), "staging ready");
-    let _hot = f
+    let hot = f
         .page_cache
         .lock_hot_set(layout)
         .context("locking the hot set of the current release")?;
@@ -177,26 +228,7 @@ async fn download(
         Some(storage.boxed_factory()),
     )
     .await?;
-    tracing::info!(elapsed = ?began.elapsed(), "engine started");
-    wait(f, &torrent, events, cancel).await?;
-    tracing::info!(elapsed = ?began.elapsed(), "verified");
-
-    let live = torrent.live().context("the torrent stopped")?;
-    let fetched = live.stats_snapshot().downloaded_and_checked_bytes;
-    let counts = engine::peer_bytes(&torrent, f.origin);
-    let reused = total.saturating_sub(fetched);
-    (|| {
-        release::prune(&staging, &f.metainfo)?;
-        // Seeding goes on from the installed release: read-only, so that its
-        // programs can be executed (see `SealableFactory`).
-        storage.seal();
-        release::restore_manifest(&staging, &f.metainfo)?;
-        f.page_cache.after_write(&staging, &f.metainfo)?;
-        release::install(layout, &f.version)
-    })()
-    .with_context(|| format!("installing {}", layout.release(&f.version).display()))?;
-    tracing::info!(elapsed = ?began.elapsed(), "installed");
-    Ok((counts, reused, Some((session, torrent))))
+    Ok((storage, session, torrent, hot))
 }
 
 /// Waits for a complete, verified copy, reporting progress every second.

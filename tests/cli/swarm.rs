@@ -134,9 +134,10 @@ impl Swarm {
             &dest,
             "--origin",
             &origin,
-            "--stall-timeout",
-            "60s",
         ];
+        if !extra.contains(&"--stall-timeout") {
+            args.extend_from_slice(&["--stall-timeout", "60s"]);
+        }
         if !extra.contains(&"--seed-window") {
             args.extend_from_slice(&["--seed-window", "3s"]);
         }
@@ -745,5 +746,29 @@ fn a_fetch_killed_half_way_resumes_from_the_pieces_it_verified() {
     assert_eq!(
         std::fs::read(swarm.path().join("hosts/e1a/releases/v1/blob")).unwrap(),
         noise(total as usize, 17)
+    );
+}
+
+/// A fetch that fails says why in its log on the host, not only in the result line
+/// the controller reads.
+#[test]
+fn a_failed_fetch_logs_why_on_the_host() {
+    let swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(1 << 20, 8)).unwrap());
+    // No origin: nothing can arrive.
+    let mut agent = swarm.fetch("e1a", &["--stall-timeout", "2s"]);
+    let (r, ok) = result(&mut agent);
+    assert!(!ok && r["ok"] == false, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no progress for 2s"),
+        "{r}"
+    );
+    let log =
+        std::fs::read_to_string(swarm.path().join("hosts/e1a/.rookery/fetch-v1.log")).unwrap();
+    assert!(
+        log.contains("the fetch failed: no progress for 2s"),
+        "{log}"
     );
 }
