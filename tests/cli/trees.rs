@@ -60,6 +60,21 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
     out
 }
 
+/// `rookery --json distribute` of `playbook` in `dir`, which must succeed; its report.
+fn distribute(dir: &Path, playbook: &str) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(["--json", "distribute", "-i", "inv.yml", playbook])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Runs `rookery` in `dir` under `sh -c 'ulimit -n LIMIT; exec rookery ...'`: the soft
 /// and the hard limit both, so rookery cannot raise its own.
 fn rookery_with_open_files(dir: &Path, limit: u32, args: &[&str]) -> std::process::Output {
@@ -196,17 +211,7 @@ fn setuid_bits_are_refused_unless_the_playbook_keeps_them() {
     );
     assert!(!d.join("hosts").exists() || !d.join("hosts/e1a/srv/app/releases").exists());
 
-    let out = Command::new(BIN)
-        .current_dir(d)
-        .args(["--json", "distribute", "-i", "inv.yml", "keep.yml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = distribute(d, "keep.yml");
     let version = r["version"].as_str().unwrap();
     for host in ["e1a", "w1b"] {
         let tool = d.join(format!("hosts/{host}/srv/app/releases/{version}/bin/tool"));
@@ -230,20 +235,7 @@ fn renames_and_appends_move_little_more_than_the_changed_files() {
     .unwrap();
     let art = d.join("art");
     small_files(&art, 1500);
-    let distribute = || {
-        let out = Command::new(BIN)
-            .current_dir(d)
-            .args(["--json", "distribute", "-i", "inv.yml", "pb.yml"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    distribute();
+    distribute(d, "pb.yml");
     // Every 10th file moves to another directory under a new name; every 100th
     // (offset by 5, so none of those) grows by 8 KiB.
     let mut changed = 0u64;
@@ -263,7 +255,7 @@ fn renames_and_appends_move_little_more_than_the_changed_files() {
             changed += bytes.len() as u64;
         }
     }
-    let r = distribute();
+    let r = distribute(d, "pb.yml");
     let version = r["version"].as_str().unwrap();
     let want = snapshot(&art);
     for h in r["hosts"].as_array().unwrap() {
