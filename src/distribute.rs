@@ -1119,35 +1119,75 @@ fn fetch_argv(
 }
 
 pub fn render(r: &Report) -> String {
-    let mb = |b: u64| b as f64 / 1e6;
+    // MiB, as the progress bars say.
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let mut s = format!(
-        "version {} ({} MB), origin uploaded {:.1} MB = {:.2} copies, {:.1}s\n",
+        "version {} ({} MiB), origin uploaded {:.1} MiB = {:.2} copies, {:.1}s\n",
         r.version,
-        mb(r.artifact_bytes).round(),
-        mb(r.origin_uploaded_bytes),
+        mib(r.artifact_bytes).round(),
+        mib(r.origin_uploaded_bytes),
         r.origin_uploaded_bytes as f64 / r.artifact_bytes.max(1) as f64,
         r.seconds
     );
     s.push_str(&format!(
         "{:<16} {:<8} {:<8} {:<7} {:>7} {:>8} {:>11} {:>11}\n",
-        "HOST", "DC", "RACK", "RESULT", "TIME", "MB/s", "FROM PEERS", "REUSED"
+        "HOST", "DC", "RACK", "RESULT", "TIME", "MiB/s", "FROM PEERS", "REUSED"
     ));
     for h in &r.hosts {
         let fetched = h.bytes_from_origin + h.bytes_from_peers;
         s.push_str(&format!(
-            "{:<16} {:<8} {:<8} {:<7} {:>6.1}s {:>8.1} {:>9.1}MB {:>9.1}MB\n",
+            "{:<16} {:<8} {:<8} {:<7} {:>6.1}s {:>8.1} {:>8.1}MiB {:>8.1}MiB\n",
             h.host,
             h.dc,
             h.rack,
             if h.ok { "ok" } else { "FAILED" },
             h.seconds,
-            mb(fetched) / h.seconds.max(0.001),
-            mb(h.bytes_from_peers),
-            mb(h.bytes_reused),
+            mib(fetched) / h.seconds.max(0.001),
+            mib(h.bytes_from_peers),
+            mib(h.bytes_reused),
         ));
         if let Some(e) = &h.error {
             s.push_str(&format!("  {}: {e}\n", h.host));
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summary speaks MiB, as the progress bars do (issue 18: bars said MiB,
+    /// the summary MB).
+    #[test]
+    fn the_summary_counts_in_mib_like_the_bars() {
+        let r = Report {
+            version: "v1".into(),
+            info_hash: String::new(),
+            artifact_bytes: 300 << 20,
+            origin_uploaded_bytes: 300 << 20,
+            seconds: 3.0,
+            hosts: vec![HostReport {
+                host: "east-1".into(),
+                dc: "east".into(),
+                rack: "e1".into(),
+                ok: true,
+                seconds: 2.0,
+                bytes_from_origin: 100 << 20,
+                bytes_from_peers: 200 << 20,
+                bytes_reused: 0,
+                bootstrap: None,
+                stage: None,
+                error: None,
+            }],
+        };
+        let text = render(&r);
+        assert!(
+            text.starts_with("version v1 (300 MiB), origin uploaded 300.0 MiB = 1.00 copies"),
+            "{text}"
+        );
+        assert!(text.contains("MiB/s"), "{text}");
+        assert!(text.contains("  150.0    200.0MiB      0.0MiB"), "{text}");
+        assert!(!text.contains("MB"), "{text}");
+    }
 }

@@ -104,8 +104,9 @@ impl Progress {
     }
 }
 
-fn mb(b: u64) -> f64 {
-    b as f64 / 1e6
+/// MiB, the unit the progress bars use too.
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
 }
 
 async fn lines(mut rx: mpsc::UnboundedReceiver<Event>, hosts: &[String], per_host: u64) {
@@ -135,10 +136,10 @@ async fn lines(mut rx: mpsc::UnboundedReceiver<Event>, hosts: &[String], per_hos
                 let sum: u64 = have.values().sum();
                 if done < hosts.len() {
                     eprintln!(
-                        "progress: {done}/{} hosts done, {:.0} of {:.0} MB",
+                        "progress: {done}/{} hosts done, {:.0} of {:.0} MiB",
                         hosts.len(),
-                        mb(sum),
-                        mb(total)
+                        mib(sum),
+                        mib(total)
                     );
                 }
             }
