@@ -179,16 +179,39 @@ async fn gather(
             }
         }
     }
+    let lock = store.holder().await?;
     let last_deploy = store
         .last_deploy()
         .await?
-        .and_then(|(_, b)| Record::from_bytes(&b));
+        .and_then(|(_, b)| Record::from_bytes(&b))
+        .map(|r| left_by_a_dead_run(r, lock.as_ref()));
     Ok(Status {
         cluster: inv.cluster.clone(),
-        lock: store.holder().await?,
+        lock,
         last_deploy,
         services,
     })
+}
+
+/// A record still `running` while nobody holds the deploy lock was left by a run that
+/// died (every run holds the lock while it works, and a dead run's lock goes with
+/// its session): shown as `interrupted`, saying whose run it was and when it last
+/// wrote, not as running. The stored record is not changed; the next run resumes it.
+fn left_by_a_dead_run(mut r: Record, lock: Option<&Holder>) -> Record {
+    if r.state == crate::record::State::Running && lock.is_none() {
+        r.state = crate::record::State::Interrupted;
+        let left = format!(
+            "left by {} pid {}, which no longer holds the deploy lock (last written {}): run the same command to resume",
+            r.who,
+            r.pid,
+            crate::coordination::format_utc(r.updated)
+        );
+        r.message = Some(match r.message.take() {
+            Some(m) => format!("{left}; {m}"),
+            None => left,
+        });
+    }
+    r
 }
 
 async fn releases<T: Transport>(

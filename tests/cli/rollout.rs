@@ -567,6 +567,25 @@ fn kill_and_resume(store: Store) {
     child.kill().unwrap();
     child.wait().unwrap();
 
+    // Once the dead run's lock is gone (at once with the local store, when its
+    // session expires with ZooKeeper), `status` says who left the deploy, not that
+    // it runs.
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let s = c.run(&["--json", "status"]).ok().json();
+        if s["lock"].is_null() {
+            break s;
+        }
+        assert!(Instant::now() < until, "the dead run's lock stayed: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let last = &status["last_deploy"];
+    assert_eq!(last["state"], "interrupted", "{last}");
+    assert!(
+        last["message"].as_str().unwrap().starts_with("left by "),
+        "{last}"
+    );
+
     let r = c.deploy().ok();
     assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
     let v2 = r.version();
