@@ -904,10 +904,19 @@ async fn roll<C: Connection>(
                 }
             });
             let results = futures_util::future::join_all(jobs).await;
+            let mut unknown = Vec::new();
             for (t, r) in results {
                 let name = &inv.hosts[t.host].name;
                 let hr = rec.host_mut(&w.name, name).expect("recorded");
                 match r {
+                    // The store, not the host: left mid-switch (`restarting`) for the
+                    // next run to ask again, never counted as a failure.
+                    Err(f) if matches!(f.back, Back::Store) => {
+                        hr.from = hr.from.take().or(f.previous.clone());
+                        hr.error = Some(f.message.clone());
+                        say.line(format!("  {name}: unknown: {}", f.message));
+                        unknown.push(name.clone());
+                    }
                     Ok(ok) => {
                         hr.state = HostState::Done;
                         hr.from = hr.from.take().or(ok.previous.clone());
@@ -935,11 +944,25 @@ async fn roll<C: Connection>(
                                 format!("; switching back failed too: {e}")
                             }
                             Back::Nowhere => "; no previous release to switch back to".into(),
+                            Back::Store => unreachable!("matched above"),
                         };
                         hr.error = Some(format!("{}{back}", f.message));
                         say.line(format!("  {name}: FAILED: {}{back}", f.message));
                     }
                 }
+            }
+            if !unknown.is_empty() {
+                // The session is gone: the record cannot be written, and nothing more
+                // may restart. The saved record has these hosts `restarting`.
+                return Err(Stop {
+                    state: State::Halted,
+                    message: format!(
+                        "the coordination session was lost during {} batch {}/{nb}; {} switched but could not be confirmed and stay mid-switch in the record: run the same command to resume",
+                        w.name,
+                        bi + 1,
+                        unknown.join(", ")
+                    ),
+                });
             }
             save(store, rec).await?;
             // Counted from the record, not added up: a host that failed in an earlier
@@ -1032,6 +1055,9 @@ enum Back {
     Switched(Result<String, String>),
     /// It ran nothing else before (or already ran this version).
     Nowhere,
+    /// Not known: the coordination session was lost after its switch, so the host
+    /// stays mid-switch in the record and the rollout halts.
+    Store,
 }
 
 /// The template placeholders of one host and version.
@@ -1205,17 +1231,30 @@ async fn restart<C: Connection>(
     };
     let result = match error {
         Some(e) => Err(e),
-        None => {
-            settle(
-                store,
-                &svc.name,
-                &host,
-                &t.version,
-                svc.health_deadline,
-                svc.min_healthy_time,
-            )
-            .await
-        }
+        None => match settle(
+            store,
+            &svc.name,
+            &host,
+            &t.version,
+            svc.health_deadline,
+            svc.min_healthy_time,
+        )
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(Unsettled::Host(e)) => Err(e),
+            // Not the host's doing: no switch back, no failure charged to it. The
+            // record keeps it mid-switch; the next run asks it again.
+            Err(Unsettled::Store(e)) => {
+                return Err(Failure {
+                    message: format!(
+                        "its switch finished, but whether it came up could not be read: {e}"
+                    ),
+                    previous,
+                    back: Back::Store,
+                });
+            }
+        },
     };
     let result = match result {
         Ok(()) => run_hooks(conn, &svc.after_restart, &v, "after_restart").await,
@@ -1268,7 +1307,11 @@ async fn switch_back<C: Connection>(
         svc.health_deadline,
         Duration::ZERO,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        Unsettled::Host(e) => e,
+        Unsettled::Store(e) => e.to_string(),
+    })?;
     Ok(previous.to_string())
 }
 
@@ -1281,37 +1324,90 @@ async fn settle(
     version: &str,
     deadline: Duration,
     min_healthy: Duration,
-) -> Result<(), String> {
+) -> Result<(), Unsettled> {
     let is_live = |live: &[Instance]| live.iter().any(|i| i.host == host && i.version == version);
-    let until = tokio::time::Instant::now() + deadline;
+    // The host's deadlines run only while the store answers: time spent holding for
+    // the store is added back, so a slow coordination server is never a slow host.
+    let mut until = tokio::time::Instant::now() + deadline;
     let mut live;
     loop {
-        live = store.live(service).await.map_err(|e| e.to_string())?;
+        let (l, held) = read_live(store, service).await?;
+        live = l;
+        until += held;
         if is_live(&live) {
             break;
         }
         tokio::select! {
-            r = store.changed(service, &live) => r.map_err(|e| e.to_string())?,
+            r = store.changed(service, &live) => until += hold_after(store, r).await?,
             _ = tokio::time::sleep_until(until) => {
-                return Err(format!(
+                return Err(Unsettled::Host(format!(
                     "{service} {version} is not live on {host} after {}",
                     crate::units::format_duration(deadline)
-                ));
+                )));
             }
         }
     }
-    let healthy_until = tokio::time::Instant::now() + min_healthy;
+    let mut healthy_until = tokio::time::Instant::now() + min_healthy;
     loop {
         tokio::select! {
-            r = store.changed(service, &live) => r.map_err(|e| e.to_string())?,
+            r = store.changed(service, &live) => healthy_until += hold_after(store, r).await?,
             _ = tokio::time::sleep_until(healthy_until) => return Ok(()),
         }
-        live = store.live(service).await.map_err(|e| e.to_string())?;
+        let (l, held) = read_live(store, service).await?;
+        live = l;
+        healthy_until += held;
         if !is_live(&live) {
-            return Err(format!(
+            return Err(Unsettled::Host(format!(
                 "{service} {version} on {host} was withdrawn (failed health checks or exited) within min_healthy_time {}",
                 crate::units::format_duration(min_healthy)
-            ));
+            )));
+        }
+    }
+}
+
+/// Why a host did not settle: its own doing, or the store's.
+enum Unsettled {
+    /// The host's instance did not become or stay live: the host failed.
+    Host(String),
+    /// The coordination session was lost: nothing can be said of the host.
+    Store(CoordError),
+}
+
+/// How long the store is waited for between tries while it does not answer.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// Reads the live instances of `service`, holding while the store does not answer
+/// (a server that is slow or gone: the client moves to another one of the ensemble
+/// within the session) until it does or the session is lost. Returns them and the
+/// time spent holding.
+async fn read_live(store: &Store, service: &str) -> Result<(Vec<Instance>, Duration), Unsettled> {
+    let began = tokio::time::Instant::now();
+    loop {
+        match store.live(service).await {
+            Ok(live) => return Ok((live, began.elapsed())),
+            Err(CoordError::SessionLost) => return Err(Unsettled::Store(CoordError::SessionLost)),
+            Err(e) => {
+                tracing::warn!(
+                    "reading {service}'s live instances: {e}; holding until the store answers"
+                );
+                store.check_session().map_err(Unsettled::Store)?;
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+        }
+    }
+}
+
+/// After a watch returned `r`: nothing held when it fired; on a store error, a pause
+/// before the caller reads again (the time to add back), or the lost session.
+async fn hold_after(store: &Store, r: Result<(), CoordError>) -> Result<Duration, Unsettled> {
+    match r {
+        Ok(()) => Ok(Duration::ZERO),
+        Err(CoordError::SessionLost) => Err(Unsettled::Store(CoordError::SessionLost)),
+        Err(e) => {
+            tracing::warn!("watching the live instances: {e}; holding until the store answers");
+            store.check_session().map_err(Unsettled::Store)?;
+            tokio::time::sleep(STORE_RETRY).await;
+            Ok(STORE_RETRY)
         }
     }
 }

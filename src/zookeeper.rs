@@ -58,6 +58,11 @@ impl ZkStore {
     }
 
     /// Connects and makes sure the layout exists.
+    ///
+    /// A server that stops answering (frozen, partitioned) is given up after a third
+    /// of the session timeout; the client then moves to another server of the
+    /// connect string with the same session, and its ephemeral nodes stay. A fixed 5 s
+    /// took half of the default 10 s session, and a second frozen try expired it.
     pub async fn connect(
         connect: &str,
         root: &str,
@@ -66,7 +71,7 @@ impl ZkStore {
     ) -> Result<ZkStore> {
         let client = zk::Client::connector()
             .with_session_timeout(session_timeout)
-            .with_connection_timeout(Duration::from_secs(5))
+            .with_connection_timeout(connection_timeout(session_timeout))
             .connect(connect)
             .await
             .map_err(|e| CoordError::store(format!("connecting to ZooKeeper at {connect}"), e))?;
@@ -423,4 +428,11 @@ impl Coordinator for ZkStore {
             Ok(())
         }
     }
+}
+
+/// How long a connection may stay silent before the client moves to another server:
+/// a third of the session timeout (at least half a second), so that two servers can
+/// be tried before the session expires.
+fn connection_timeout(session_timeout: Duration) -> Duration {
+    (session_timeout / 3).max(Duration::from_millis(500))
 }
