@@ -793,7 +793,19 @@ impl From<CoordError> for Stop {
 
 async fn save(store: &Store, rec: &mut Record) -> Result<(), CoordError> {
     rec.updated = crate::coordination::now();
-    store.put_deploy(&rec.id, &rec.to_bytes()).await
+    let bytes = rec.to_bytes();
+    let began = tokio::time::Instant::now();
+    loop {
+        match store.put_deploy(&rec.id, &bytes).await {
+            // Held like a read (see `read_live`): a slow server is no reason to stop.
+            Err(e @ CoordError::Store { .. }) if began.elapsed() < STORE_HOLD_MAX => {
+                tracing::warn!("writing the deploy record: {e}; holding until the store answers");
+                store.check_session()?;
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Marks `host` unreachable in every service it has left to switch, with the error
@@ -993,10 +1005,12 @@ async fn gate(
     say: &Say,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
-    let until = tokio::time::Instant::now() + deadline;
+    let mut until = tokio::time::Instant::now() + deadline;
     let mut said = false;
     loop {
-        let live = store.live(&w.name).await?;
+        // Held while the store does not answer, that time added back to the deadline.
+        let (live, held) = read_live(store, &w.name).await?;
+        until += held;
         let total = live.len() as u32;
         let going = live.iter().filter(|i| batch.contains(&i.host)).count() as u32;
         if going == 0 || total - going >= w.quorum {
@@ -1014,7 +1028,7 @@ async fn gate(
             said = true;
         }
         tokio::select! {
-            r = store.changed(&w.name, &live) => r?,
+            r = store.changed(&w.name, &live) => until += hold_after(store, r).await?,
             _ = tokio::time::sleep_until(until) => {
                 return Err(Stop {
                     state: State::Failed,
@@ -1365,6 +1379,18 @@ async fn settle(
     }
 }
 
+impl From<Unsettled> for Stop {
+    fn from(u: Unsettled) -> Stop {
+        match u {
+            Unsettled::Store(e) => Stop::from(e),
+            Unsettled::Host(message) => Stop {
+                state: State::Failed,
+                message,
+            },
+        }
+    }
+}
+
 /// Why a host did not settle: its own doing, or the store's.
 enum Unsettled {
     /// The host's instance did not become or stay live: the host failed.
@@ -1376,6 +1402,11 @@ enum Unsettled {
 /// How long the store is waited for between tries while it does not answer.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
+/// The longest a rollout holds for a store that keeps failing while its session
+/// lives (ZooKeeper's session ends a real outage sooner; this bounds errors that
+/// do not go away, such as a local store's full disk).
+const STORE_HOLD_MAX: Duration = Duration::from_secs(120);
+
 /// Reads the live instances of `service`, holding while the store does not answer
 /// (a server that is slow or gone: the client moves to another one of the ensemble
 /// within the session) until it does or the session is lost. Returns them and the
@@ -1386,6 +1417,7 @@ async fn read_live(store: &Store, service: &str) -> Result<(Vec<Instance>, Durat
         match store.live(service).await {
             Ok(live) => return Ok((live, began.elapsed())),
             Err(CoordError::SessionLost) => return Err(Unsettled::Store(CoordError::SessionLost)),
+            Err(e) if began.elapsed() >= STORE_HOLD_MAX => return Err(Unsettled::Store(e)),
             Err(e) => {
                 tracing::warn!(
                     "reading {service}'s live instances: {e}; holding until the store answers"
