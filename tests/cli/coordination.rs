@@ -16,8 +16,24 @@ pub struct ZooKeeper {
     _dir: tempfile::TempDir,
 }
 
+/// A port picked free can be taken by another test before the server binds it: the
+/// server then exits with "Address already in use" and is started again on another.
+const START_TRIES: usize = 3;
+
 impl ZooKeeper {
     pub fn start() -> ZooKeeper {
+        let mut last = String::new();
+        for _ in 0..START_TRIES {
+            match ZooKeeper::try_start() {
+                Ok(zk) => return zk,
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => panic!("ZooKeeper did not start within 30 s:\n{log}"),
+            }
+        }
+        panic!("ZooKeeper found no free port in {START_TRIES} tries:\n{last}");
+    }
+
+    fn try_start() -> Result<ZooKeeper, String> {
         let jar = Path::new("/usr/share/java/zookeeper.jar");
         assert!(
             jar.exists(),
@@ -61,7 +77,7 @@ impl ZooKeeper {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("java (installed with zookeeper)");
-        let zk = ZooKeeper {
+        let mut zk = ZooKeeper {
             child,
             connect: format!("127.0.0.1:{port}"),
             _dir: dir,
@@ -78,13 +94,15 @@ impl ZooKeeper {
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
                 if answer == "imok" {
-                    return zk;
+                    return Ok(zk);
                 }
+            }
+            if zk.child.try_wait().is_ok_and(|s| s.is_some()) {
+                break; // exited: the log says why
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let log = std::fs::read_to_string(zk._dir.path().join("zk.log")).unwrap_or_default();
-        panic!("ZooKeeper did not start within 30 s:\n{log}");
+        Err(std::fs::read_to_string(zk._dir.path().join("zk.log")).unwrap_or_default())
     }
 }
 
@@ -92,163 +110,6 @@ impl Drop for ZooKeeper {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A three-server ZooKeeper ensemble on 127.0.0.1, each server its own JVM, stopped
-/// when dropped. `freeze` and `thaw` stop and continue one server (SIGSTOP/SIGCONT):
-/// a server that is slow or hung, not gone.
-pub struct Ensemble {
-    servers: Vec<(Child, u16)>,
-    pub connect: String,
-    dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A four-letter command's answer (`ruok`, `srvr`), or "" when the server does not
-/// answer within a second.
-fn four_letters(port: u16, cmd: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = s.write_all(cmd.as_bytes());
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer
-}
-
-impl Ensemble {
-    pub fn start() -> Ensemble {
-        let jar = Path::new("/usr/share/java/zookeeper.jar");
-        assert!(
-            jar.exists(),
-            "ZooKeeper is not installed: apt-get install zookeeper (scripts/test installs it)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16, u16)> = (0..3)
-            .map(|_| (free_port(), free_port(), free_port()))
-            .collect();
-        let peers: String = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer, election))| {
-                format!("server.{}=127.0.0.1:{peer}:{election}\n", i + 1)
-            })
-            .collect();
-        let mut servers = Vec::new();
-        for (i, (client, _, _)) in ports.iter().enumerate() {
-            let home = dir.path().join(format!("s{}", i + 1));
-            let data = home.join("data");
-            std::fs::create_dir_all(&data).unwrap();
-            std::fs::write(data.join("myid"), format!("{}\n", i + 1)).unwrap();
-            std::fs::write(
-                home.join("zoo.cfg"),
-                format!(
-                    "tickTime=500\ninitLimit=10\nsyncLimit=4\nminSessionTimeout=1000\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\nmaxClientCnxns=0\n{peers}",
-                    data.display()
-                ),
-            )
-            .unwrap();
-            std::fs::write(
-                home.join("log4j.properties"),
-                "log4j.rootLogger=WARN, C\nlog4j.appender.C=org.apache.log4j.ConsoleAppender\nlog4j.appender.C.layout=org.apache.log4j.PatternLayout\n",
-            )
-            .unwrap();
-            let cp = format!(
-                "{}:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar",
-                home.display()
-            );
-            let log = std::fs::File::create(home.join("zk.log")).unwrap();
-            let child = Command::new("java")
-                .args([
-                    "-Xmx128m",
-                    "-cp",
-                    &cp,
-                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
-                ])
-                .arg(home.join("zoo.cfg"))
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("java (installed with zookeeper)");
-            servers.push((child, *client));
-        }
-        let connect = ports
-            .iter()
-            .map(|(c, _, _)| format!("127.0.0.1:{c}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let e = Ensemble {
-            servers,
-            connect,
-            dir,
-        };
-        // Ready when every server serves as leader or follower.
-        for _ in 0..600 {
-            if e.servers
-                .iter()
-                .all(|(_, port)| four_letters(*port, "srvr").contains("Mode: "))
-            {
-                return e;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let logs: String = (1..=3)
-            .map(|i| {
-                std::fs::read_to_string(e.dir.path().join(format!("s{i}/zk.log")))
-                    .unwrap_or_default()
-            })
-            .collect();
-        panic!("the ensemble did not form within 60 s:\n{logs}");
-    }
-
-    /// The server (index) that process `pid` has its ZooKeeper connection to.
-    pub fn server_of(&self, pid: u32) -> Option<usize> {
-        let out = Command::new("ss").args(["-tnpH"]).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let me = format!("pid={pid},");
-        text.lines().filter(|l| l.contains(&me)).find_map(|l| {
-            let peer = l.split_whitespace().nth(4)?;
-            let port: u16 = peer.rsplit(':').next()?.parse().ok()?;
-            self.servers.iter().position(|(_, p)| *p == port)
-        })
-    }
-
-    fn signal(&self, server: usize, sig: &str) {
-        let pid = self.servers[server].0.id().to_string();
-        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
-        assert!(ok.success(), "kill {sig} {pid}");
-    }
-
-    /// Stops server `i` (SIGSTOP): connected clients hear nothing from it.
-    pub fn freeze(&self, i: usize) {
-        self.signal(i, "-STOP");
-    }
-
-    pub fn thaw(&self, i: usize) {
-        self.signal(i, "-CONT");
-    }
-}
-
-impl Drop for Ensemble {
-    fn drop(&mut self) {
-        for (child, _) in &mut self.servers {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

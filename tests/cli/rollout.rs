@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rookery::coordination::Coordinator;
 use rookery::store::Location;
 
-use crate::coordination::{Ensemble, Partition, ZooKeeper, rt};
+use crate::coordination::{Partition, ZooKeeper, rt};
 use crate::helper::{Lines, ctrl_c, spawn_in_group};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
@@ -1073,80 +1073,4 @@ fn a_first_deploy_records_no_previous_release_for_any_service() {
         "{}",
         r.stderr
     );
-}
-
-/// Issue 25: a ZooKeeper server that hangs (SIGSTOP for 6 s, more than half of the
-/// 10 s session timeout) under a deploy, first the controller's, then a supervisor's,
-/// costs nothing: the clients move to another server of the ensemble with their
-/// sessions, the deploy finishes with exit 0, no instance starts twice, and no
-/// service is ever seen below its quorum.
-#[test]
-fn a_frozen_zookeeper_server_costs_the_deploy_nothing() {
-    let e = Ensemble::start();
-    let c = Cluster::new(Store::Zk(&e.connect), false);
-    // The default session timeout, as in the field: a server is given up after a
-    // third of it.
-    let inv = std::fs::read_to_string(c.path("inv.yml")).unwrap();
-    std::fs::write(
-        c.path("inv.yml"),
-        inv.replace("session_timeout: 5s", "session_timeout: 10s"),
-    )
-    .unwrap();
-    let v1 = first_deploy(&c);
-    c.artifact("v2", None);
-    let watcher = Watcher::start(c.location.clone(), v1.clone());
-    let child = c.spawn(&["--json", "deploy", "pb.yml"]);
-    let pid = child.id();
-    // Under way: two instances of `a` started on the new version.
-    let until = Instant::now() + Duration::from_secs(60);
-    while c
-        .starts()
-        .iter()
-        .filter(|(s, _, v)| s == "a" && *v != v1)
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < until, "the rollout did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let server = e
-        .server_of(pid)
-        .expect("the deploy has a connection to the ensemble");
-    e.freeze(server);
-    std::thread::sleep(Duration::from_millis(6000));
-    e.thaw(server);
-    // A supervisor that has been switched already: `a` on h1 (the first batch).
-    let pattern = format!(
-        "agent run --detach --service a --host h1 .*{}",
-        c.dir.path().display()
-    );
-    let out = Command::new("pgrep")
-        .args(["-f", &pattern])
-        .output()
-        .unwrap();
-    let supervisor: u32 = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("a's supervisor on h1");
-    if let Some(server) = e.server_of(supervisor) {
-        e.freeze(server);
-        std::thread::sleep(Duration::from_millis(6000));
-        e.thaw(server);
-    }
-    let out = child.wait_with_output().unwrap();
-    let r = Run::from(out, &["--json", "deploy", "pb.yml"]).ok();
-    let v2 = r.version();
-    assert_eq!(r.record()["state"], "done");
-    c.each_started_once(&v2);
-    let (min, _) = watcher.finish();
-    for (s, _, quorum) in SERVICES {
-        assert!(
-            min[*s] >= *quorum as usize,
-            "{s} was seen with {} live, below its quorum {quorum}",
-            min[*s]
-        );
-    }
-    c.wait_live(total_instances());
-    assert!(c.live().values().all(|v| *v == v2), "{:?}", c.live());
 }
