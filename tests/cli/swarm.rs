@@ -230,7 +230,7 @@ fn result(p: &mut Proc) -> (serde_json::Value, bool) {
 }
 
 /// Path -> (kind, mode, bytes or link target), for comparing trees exactly.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
     let mut out = BTreeMap::new();
     fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (char, u32, Vec<u8>)>) {
         for e in std::fs::read_dir(root.join(rel)).unwrap() {

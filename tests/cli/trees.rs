@@ -1,12 +1,11 @@
 //! Build trees as they are in the field: more files than a process may open, links
 //! that only escape when followed through each other, setuid bits.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::swarm::noise;
+use crate::swarm::{noise, snapshot};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
 
@@ -34,30 +33,6 @@ fn small_files(art: &Path, files: usize) {
     symlink("tool", art.join("bin/alias")).unwrap();
     std::fs::create_dir_all(art.join("var/empty")).unwrap();
     std::fs::write(art.join("var/zero"), b"").unwrap();
-}
-
-/// Type, mode bits and content (or link target) of every entry under `root`.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
-    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (char, u32, Vec<u8>)>) {
-        for e in std::fs::read_dir(root.join(rel)).unwrap() {
-            let e = e.unwrap();
-            let rel = rel.join(e.file_name());
-            let md = std::fs::symlink_metadata(e.path()).unwrap();
-            let mode = md.permissions().mode() & 0o7777;
-            if md.file_type().is_symlink() {
-                let t = std::fs::read_link(e.path()).unwrap();
-                out.insert(rel, ('l', 0, t.into_os_string().into_encoded_bytes()));
-            } else if md.is_dir() {
-                out.insert(rel.clone(), ('d', mode, Vec::new()));
-                walk(root, &rel, out);
-            } else {
-                out.insert(rel, ('f', mode, std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, Path::new(""), &mut out);
-    out
 }
 
 /// `rookery --json distribute` of `playbook` in `dir`, which must succeed; its report.
