@@ -521,14 +521,18 @@ impl Metainfo {
             .map(|(e, f)| (e, f.length))
             .collect();
         files.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        // A metainfo made before files carried digests (or by another tool): its
+        // layout names the content. Hashed once, not once per file.
+        let layout = files
+            .iter()
+            .any(|(e, _)| e.sha1.is_empty())
+            .then(|| self.info_hash());
         let mut h = Sha1::new();
         for (e, len) in files {
             h.update(format!("f {} {:o} {len} ", e.path, e.mode));
-            if e.sha1.is_empty() {
-                // A metainfo made before files carried digests: name the layout.
-                h.update(self.info_hash());
-            } else {
-                h.update(&e.sha1);
+            match (&layout, e.sha1.is_empty()) {
+                (Some(layout), true) => h.update(layout),
+                _ => h.update(&e.sha1),
             }
             h.update(b"\n");
         }
