@@ -162,7 +162,7 @@ fn spawn(dir: &Path, args: &[&str]) -> Proc {
     )
 }
 
-fn run_ok(dir: &Path, args: &[&str]) -> String {
+pub fn run_ok(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(args)
         .current_dir(dir)

@@ -5,7 +5,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
-use crate::swarm::{noise, snapshot};
+use crate::swarm::{noise, run_ok, snapshot};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
 
@@ -37,17 +37,18 @@ fn small_files(art: &Path, files: usize) {
 
 /// `rookery --json distribute` of `playbook` in `dir`, which must succeed; its report.
 fn distribute(dir: &Path, playbook: &str) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .current_dir(dir)
-        .args(["--json", "distribute", "-i", "inv.yml", playbook])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out = run_ok(dir, &["--json", "distribute", "-i", "inv.yml", playbook]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// A directory with the four-host inventory, `pb.yml` (the default playbook with
+/// `extra_artifact` added to its artifact) and `files` small files in `art/`.
+fn cluster(extra_artifact: &str, files: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inv.yml"), INVENTORY).unwrap();
+    std::fs::write(dir.path().join("pb.yml"), playbook(extra_artifact)).unwrap();
+    small_files(&dir.path().join("art"), files);
+    dir
 }
 
 /// Runs `rookery` in `dir` under `sh -c 'ulimit -n LIMIT; exec rookery ...'`: the soft
@@ -67,11 +68,8 @@ fn rookery_with_open_files(dir: &Path, limit: u32, args: &[&str]) -> std::proces
 /// inherit the limit): each side keeps a bounded number of files open.
 #[test]
 fn a_tree_of_more_files_than_the_open_file_limit_arrives_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = cluster("", 3000);
     let d = dir.path();
-    std::fs::write(d.join("inv.yml"), INVENTORY).unwrap();
-    std::fs::write(d.join("pb.yml"), playbook("")).unwrap();
-    small_files(&d.join("art"), 3000);
     let out = rookery_with_open_files(d, 256, &["--json", "distribute", "-i", "inv.yml", "pb.yml"]);
     assert!(
         out.status.success(),
@@ -160,12 +158,9 @@ fn a_switch_refuses_a_release_whose_links_lead_out() {
 /// every host with `artifact.special_bits: keep`.
 #[test]
 fn setuid_bits_are_refused_unless_the_playbook_keeps_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = cluster("", 10);
     let d = dir.path();
-    std::fs::write(d.join("inv.yml"), INVENTORY).unwrap();
-    std::fs::write(d.join("pb.yml"), playbook("")).unwrap();
     std::fs::write(d.join("keep.yml"), playbook(", special_bits: keep")).unwrap();
-    small_files(&d.join("art"), 10);
     std::fs::set_permissions(
         d.join("art/bin/tool"),
         std::fs::Permissions::from_mode(0o4755),
@@ -251,11 +246,8 @@ fn renames_and_appends_move_little_more_than_the_changed_files() {
 /// the other hosts are not held up.
 #[test]
 fn a_file_a_host_cannot_write_is_named_with_the_host() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = cluster(", version: v1", 50);
     let d = dir.path();
-    std::fs::write(d.join("inv.yml"), INVENTORY).unwrap();
-    std::fs::write(d.join("pb.yml"), playbook(", version: v1")).unwrap();
-    small_files(&d.join("art"), 50);
     // A directory where the tree has a file: no write can open it (root or not).
     let blocked = "lib/d07/e1/m00007.py";
     std::fs::create_dir_all(
