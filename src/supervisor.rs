@@ -92,6 +92,44 @@ struct Event<'a> {
     pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// On success: what is not done yet (a registration the store has not taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// Writes the one `result` line, then drops the output (a detached supervisor's
+/// parent returns when it reads it).
+struct Reporter<'a> {
+    out: Option<Box<dyn Write + Send>>,
+    s: &'a Supervise,
+}
+
+impl Reporter<'_> {
+    fn result(&mut self, ok: bool, pid: Option<u32>, error: Option<String>) {
+        self.send(ok, pid, error, None);
+    }
+
+    /// Healthy, but not registered yet.
+    fn pending(&mut self, pid: Option<u32>, note: String) {
+        self.send(true, pid, None, Some(note));
+    }
+
+    fn send(&mut self, ok: bool, pid: Option<u32>, error: Option<String>, note: Option<String>) {
+        if let Some(mut w) = self.out.take() {
+            let e = Event {
+                event: "result",
+                ok,
+                service: &self.s.service,
+                host: &self.s.host,
+                version: &self.s.version,
+                pid,
+                error,
+                note,
+            };
+            let _ = writeln!(w, "{}", serde_json::to_string(&e).expect("serializable"));
+            let _ = w.flush();
+        }
+    }
 }
 
 /// Runs the service until it exits or `cancel` fires; returns its exit status.
@@ -104,22 +142,7 @@ pub async fn run(
     out: Box<dyn Write + Send>,
     cancel: CancellationToken,
 ) -> anyhow::Result<i32> {
-    let mut out = Some(out);
-    let mut report = |ok: bool, pid: Option<u32>, error: Option<String>| {
-        if let Some(mut w) = out.take() {
-            let e = Event {
-                event: "result",
-                ok,
-                service: &s.service,
-                host: &s.host,
-                version: &s.version,
-                pid,
-                error,
-            };
-            let _ = writeln!(w, "{}", serde_json::to_string(&e).expect("serializable"));
-            let _ = w.flush();
-        }
-    };
+    let mut report = Reporter { out: Some(out), s };
     let mut cmd = if s.command.len() == 1 {
         let mut c = tokio::process::Command::new("/bin/sh");
         c.arg("-c").arg(&s.command[0]);
@@ -140,7 +163,7 @@ pub async fn run(
         Ok(c) => c,
         Err(e) => {
             let msg = format!("starting `{}`: {e}", s.command.join(" "));
-            report(false, None, Some(msg.clone()));
+            report.result(false, None, Some(msg.clone()));
             anyhow::bail!(msg);
         }
     };
@@ -164,7 +187,10 @@ pub async fn run(
         version: s.version.clone(),
         release: s.release.display().to_string(),
     };
-    let mut store: Store = location.open(cluster).await?;
+    // The store is opened beside the service, not before it: a server that does
+    // not answer (frozen, or an ensemble without quorum) delays the registration,
+    // never the start, and is tried again at each check.
+    let mut store: Option<Store> = open(location, cluster).await;
     let mut live: Option<StoreLive> = None;
     let mut ever_healthy = false;
     let mut failures = 0u32;
@@ -175,20 +201,20 @@ pub async fn run(
     loop {
         tokio::select! {
             status = child.wait() => {
-                if let Some(l) = live.take() {
-                    store.withdraw(l).await;
+                if let (Some(l), Some(st)) = (live.take(), &store) {
+                    st.withdraw(l).await;
                 }
                 let status = status?;
                 let code = exit_code(&status);
                 if !ever_healthy {
-                    report(false, pid, Some(format!("the service exited with {status} before it was healthy")));
+                    report.result(false, pid, Some(format!("the service exited with {status} before it was healthy")));
                 }
                 eprintln!("rookery: {} on {} exited with {status}", s.service, s.host);
                 return Ok(code);
             }
             _ = cancel.cancelled() => {
-                if let Some(l) = live.take() {
-                    store.withdraw(l).await;
+                if let (Some(l), Some(st)) = (live.take(), &store) {
+                    st.withdraw(l).await;
                 }
                 if let Some(p) = pid {
                     // SAFETY: signalling the service's own process group.
@@ -220,7 +246,7 @@ pub async fn run(
                     }
                 }
                 if !ever_healthy {
-                    report(false, pid, Some("stopped before it was healthy".into()));
+                    report.result(false, pid, Some("stopped before it was healthy".into()));
                 }
                 return Ok(exit_code(&status));
             }
@@ -233,28 +259,39 @@ pub async fn run(
                 };
                 if healthy {
                     failures = 0;
+                    if live.is_none() && store.is_none() {
+                        store = open(location, cluster).await;
+                    }
                     if live.is_none() {
-                        match store.register(&s.service, &instance).await {
+                        let registered = match &store {
+                            Some(st) => st.register(&s.service, &instance).await,
+                            None => Err(crate::coordination::CoordError::store(
+                                "opening the coordination store",
+                                "no answer",
+                            )),
+                        };
+                        match registered {
                             Ok(l) => {
                                 live = Some(l);
                                 if !ever_healthy {
                                     ever_healthy = true;
-                                    report(true, pid, None);
+                                    report.result(true, pid, None);
                                 } else {
                                     eprintln!("rookery: {} on {} is live again", s.service, s.host);
                                 }
                             }
                             Err(e) => {
                                 // Unregistered is not live: retry at the next check
-                                // (after a reconnect, below); the health deadline
-                                // still applies to a first registration.
+                                // (after a reconnect, below). The service is healthy,
+                                // so a store that does not take the entry is not this
+                                // host's failure: past the health deadline the start
+                                // is reported done with the registration pending, and
+                                // the controller's own read of the store (which holds
+                                // while the store does not answer) decides.
                                 eprintln!("rookery: registering {} on {}: {e}", s.service, s.host);
                                 if !ever_healthy && started.elapsed() > s.health_deadline {
-                                    report(false, pid, Some(format!(
-                                        "could not register within {}: {e}",
-                                        crate::units::format_duration(s.health_deadline)
-                                    )));
-                                    cancel.cancel();
+                                    ever_healthy = true;
+                                    report.pending(pid, format!("healthy; its registration is pending: {e}"));
                                 }
                             }
                         }
@@ -262,34 +299,49 @@ pub async fn run(
                 } else {
                     failures += 1;
                     if live.is_some() && failures >= UNHEALTHY_AFTER {
-                        if let Some(l) = live.take() {
-                            store.withdraw(l).await;
+                        if let (Some(l), Some(st)) = (live.take(), &store) {
+                            st.withdraw(l).await;
                         }
                         eprintln!("rookery: {} on {} failed {failures} health checks; withdrawn", s.service, s.host);
                     }
                     if !ever_healthy && started.elapsed() > s.health_deadline {
-                        report(false, pid, Some(format!(
+                        report.result(false, pid, Some(format!(
                             "not healthy within {}",
                             crate::units::format_duration(s.health_deadline)
                         )));
                         cancel.cancel();
                     }
                 }
-                if let Err(e) = store.check_session() {
+                if let Some(Err(e)) = store.as_ref().map(|st| st.check_session()) {
                     // The entry went with the session. Open a new one; the next
                     // healthy check registers the instance again.
                     eprintln!("rookery: {e}; reconnecting");
                     live = None;
-                    match tokio::time::timeout(CHECK_TIMEOUT, location.open(cluster)).await {
-                        Ok(Ok(fresh)) => {
-                            store = fresh;
-                            eprintln!("rookery: reconnected to the coordination store");
-                        }
-                        Ok(Err(e)) => eprintln!("rookery: reconnecting: {e}"),
-                        Err(_) => eprintln!("rookery: reconnecting: timed out"),
+                    store = open(location, cluster).await;
+                    if store.is_some() {
+                        eprintln!("rookery: reconnected to the coordination store");
                     }
                 }
             }
+        }
+    }
+}
+
+/// Opens the coordination store, or says why not and gives none (tried again at the
+/// next check).
+async fn open(location: &Location, cluster: &str) -> Option<Store> {
+    match tokio::time::timeout(CHECK_TIMEOUT, location.open(cluster)).await {
+        Ok(Ok(store)) => Some(store),
+        Ok(Err(e)) => {
+            eprintln!("rookery: opening the coordination store: {e:#}");
+            None
+        }
+        Err(_) => {
+            eprintln!(
+                "rookery: opening the coordination store: no answer within {}",
+                crate::units::format_duration(CHECK_TIMEOUT)
+            );
+            None
         }
     }
 }

@@ -53,6 +53,10 @@ pub struct Outcome {
     pub previous: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// On success: what the supervisor has not done yet (its registration, when the
+    /// coordination store did not answer it in time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 pub fn run(a: &SwitchArgs) -> Outcome {
@@ -64,6 +68,7 @@ pub fn run(a: &SwitchArgs) -> Outcome {
         action: "failed",
         previous,
         error: Some(e),
+        note: None,
     };
     let run_dir = layout.logs().join("run");
     if let Err(e) = fs::create_dir_all(&run_dir) {
@@ -131,6 +136,7 @@ pub fn run(a: &SwitchArgs) -> Outcome {
             action: "already",
             previous,
             error: None,
+            note: None,
         };
     }
     if let Some(r) = &running {
@@ -156,12 +162,13 @@ pub fn run(a: &SwitchArgs) -> Outcome {
         save(&layout, a);
     }
     match started {
-        Ok(()) => Outcome {
+        Ok(note) => Outcome {
             event: "switch",
             ok: true,
             action: "restarted",
             previous,
             error: None,
+            note,
         },
         Err(e) => fail(previous, e),
     }
@@ -474,7 +481,7 @@ fn start(
     health: Option<&str>,
     release: &Path,
     run_file: &Path,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("finding rookery: {e}"))?;
     let log = a
         .destination
@@ -503,15 +510,17 @@ fn start(
         .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("starting the supervisor: {e}"))?;
+    // The result line says why (or what is pending); the log has the rest.
+    let field = |name: &str| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v[name].as_str().map(str::to_string))
+    };
     if out.status.success() {
-        return Ok(());
+        return Ok(field("note"));
     }
-    // The result line says why; the log has the rest.
-    let reason = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "the supervisor failed".into());
+    let reason = field("error").unwrap_or_else(|| "the supervisor failed".into());
     Err(format!(
         "{} {} did not become healthy: {reason} (log: {})",
         a.service,

@@ -69,19 +69,37 @@ impl ZkStore {
         cluster: &str,
         session_timeout: Duration,
     ) -> Result<ZkStore> {
-        let client = zk::Client::connector()
-            .with_session_timeout(session_timeout)
-            .with_connection_timeout(connection_timeout(session_timeout))
-            .connect(connect)
-            .await
-            .map_err(|e| CoordError::store(format!("connecting to ZooKeeper at {connect}"), e))?;
-        for sub in ["current", "staging", "deploys", "lock"] {
-            let path = format!("{root}/{sub}");
-            match client.mkdir(&path, &persistent()).await {
-                Ok(()) | Err(zk::Error::NodeExists) => {}
-                Err(e) => return Err(zerr(format!("creating {path}"), e)),
+        // A server that accepts the connection but never answers the handshake (a
+        // frozen process: the kernel still accepts) would hold the first try for the
+        // whole session timeout. Each try is bounded like a silent connection, and the
+        // next one starts from another server (the client shuffles the list).
+        let per_try = connection_timeout(session_timeout);
+        let give_up = tokio::time::Instant::now() + session_timeout * 2;
+        let client = loop {
+            let attempt = zk::Client::connector()
+                .with_session_timeout(session_timeout)
+                .with_connection_timeout(per_try)
+                .connect(connect);
+            let e = match tokio::time::timeout(per_try, attempt).await {
+                Ok(Ok(client)) => match make_layout(&client, root, give_up).await {
+                    Ok(()) => break client,
+                    Err(e) => e,
+                },
+                Ok(Err(e)) => CoordError::store(format!("connecting to ZooKeeper at {connect}"), e),
+                Err(_) => CoordError::store(
+                    format!("connecting to ZooKeeper at {connect}"),
+                    format!(
+                        "no answer within {}",
+                        crate::units::format_duration(per_try)
+                    ),
+                ),
+            };
+            if tokio::time::Instant::now() >= give_up {
+                return Err(e);
             }
-        }
+            tracing::debug!("{e}; trying again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let lost = Arc::new(AtomicBool::new(false));
         let mut states = client.state_watcher();
         let flag = lost.clone();
@@ -252,6 +270,16 @@ impl Coordinator for ZkStore {
                 Err(zk::Error::NodeExists) if tokio::time::Instant::now() < deadline => {
                     match self.client.check_and_watch_stat(&path).await {
                         Ok((None, _)) => continue,
+                        // Ours: a create whose answer was lost when the client moved to
+                        // another server (the server had made it). Not a stranger's.
+                        Ok((Some(stat), _))
+                            if stat.ephemeral_owner == self.client.session_id().0 =>
+                        {
+                            return Ok(ZkLive {
+                                client: self.client.clone(),
+                                path,
+                            });
+                        }
                         Ok((Some(_), w)) => {
                             let _ = tokio::time::timeout_at(deadline, w.changed()).await;
                         }
@@ -433,6 +461,27 @@ impl Coordinator for ZkStore {
 /// How long a connection may stay silent before the client moves to another server:
 /// a third of the session timeout (at least half a second), so that two servers can
 /// be tried before the session expires.
+/// Creates the layout under `root`, trying again while the server does not answer
+/// (the client moves to another one) until `give_up`.
+async fn make_layout(client: &zk::Client, root: &str, give_up: tokio::time::Instant) -> Result<()> {
+    for sub in ["current", "staging", "deploys", "lock"] {
+        let path = format!("{root}/{sub}");
+        loop {
+            match client.mkdir(&path, &persistent()).await {
+                Ok(()) | Err(zk::Error::NodeExists) => break,
+                Err(e @ (zk::Error::ConnectionLoss | zk::Error::Timeout))
+                    if tokio::time::Instant::now() < give_up =>
+                {
+                    tracing::debug!("creating {path}: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(zerr(format!("creating {path}"), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn connection_timeout(session_timeout: Duration) -> Duration {
     (session_timeout / 3).max(Duration::from_millis(500))
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rookery::coordination::Coordinator;
 use rookery::store::Location;
 
-use crate::coordination::{Partition, ZooKeeper, rt};
+use crate::coordination::{Ensemble, Partition, ZooKeeper, rt};
 use crate::helper::{Lines, ctrl_c, spawn_in_group};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
@@ -1073,4 +1073,151 @@ fn a_first_deploy_records_no_previous_release_for_any_service() {
         "{}",
         r.stderr
     );
+}
+
+/// Waits until the deploy is under way: two instances of `a` started on a version
+/// other than `old`.
+fn wait_rolling(c: &Cluster, old: &str) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while c
+        .starts()
+        .iter()
+        .filter(|(s, _, v)| s == "a" && v != old)
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < until, "the rollout did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cluster on a three-server ensemble, with the default session timeout of the
+/// field (10 s: a silent server is given up after a third of it).
+fn on_ensemble(e: &Ensemble) -> Cluster {
+    let c = Cluster::new(Store::Zk(&e.connect), false);
+    let inv = std::fs::read_to_string(c.path("inv.yml")).unwrap();
+    std::fs::write(
+        c.path("inv.yml"),
+        inv.replace("session_timeout: 5s", "session_timeout: 10s"),
+    )
+    .unwrap();
+    c
+}
+
+/// Issue 25: a ZooKeeper server that hangs (SIGSTOP for 6 s, more than a third of the
+/// 10 s session timeout) under a deploy, first the controller's, then a supervisor's,
+/// costs nothing: the clients move to another server of the ensemble with their
+/// sessions, the deploy finishes with exit 0, no instance starts twice, and no
+/// service is ever seen below its quorum.
+#[test]
+fn a_frozen_zookeeper_server_costs_the_deploy_nothing() {
+    let e = Ensemble::start();
+    let c = on_ensemble(&e);
+    let v1 = first_deploy(&c);
+    c.artifact("v2", None);
+    let watcher = Watcher::start(c.location.clone(), v1.clone());
+    let child = c.spawn(&["--json", "deploy", "pb.yml"]);
+    let pid = child.id();
+    wait_rolling(&c, &v1);
+    let server = e
+        .server_of(pid)
+        .expect("the deploy has a connection to the ensemble");
+    e.freeze(server);
+    std::thread::sleep(Duration::from_millis(6000));
+    e.thaw(server);
+    // A supervisor that has been switched already: `a` on h1 (the first batch).
+    let pattern = format!(
+        "agent run --detach --service a --host h1 .*{}",
+        c.dir.path().display()
+    );
+    let out = Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap();
+    let supervisor: u32 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a's supervisor on h1");
+    // Its connection may be moving (it was on the server just thawed): wait for it.
+    let until = Instant::now() + Duration::from_secs(10);
+    let server = loop {
+        if let Some(s) = e.server_of(supervisor) {
+            break s;
+        }
+        assert!(
+            Instant::now() < until,
+            "the supervisor has no connection to the ensemble"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    e.freeze(server);
+    std::thread::sleep(Duration::from_millis(6000));
+    e.thaw(server);
+    let out = child.wait_with_output().unwrap();
+    let r = Run::from(out, &["--json", "deploy", "pb.yml"]).ok();
+    let v2 = r.version();
+    assert_eq!(r.record()["state"], "done");
+    c.each_started_once(&v2);
+    let (min, _) = watcher.finish();
+    for (s, _, quorum) in SERVICES {
+        assert!(
+            min[*s] >= *quorum as usize,
+            "{s} was seen with {} live, below its quorum {quorum}",
+            min[*s]
+        );
+    }
+    c.wait_live(total_instances());
+    assert!(c.live().values().all(|v| *v == v2), "{:?}", c.live());
+}
+
+/// Issue 25: two servers of three killed under a deploy (the ensemble has no quorum)
+/// halt it safely: exit 8, the session named as the cause, no host charged with a
+/// failure and no restart begun after the loss. With the servers back, the next run
+/// resumes and finishes without starting any instance a second time.
+#[test]
+fn an_ensemble_without_quorum_halts_the_deploy_and_the_next_run_finishes_it() {
+    let mut e = Ensemble::start();
+    let c = on_ensemble(&e);
+    let v1 = first_deploy(&c);
+    c.artifact("v2", None);
+    let child = c.spawn(&["--json", "deploy", "pb.yml"]);
+    let pid = child.id();
+    wait_rolling(&c, &v1);
+    let server = e
+        .server_of(pid)
+        .expect("the deploy has a connection to the ensemble");
+    let other = (server + 1) % 3;
+    e.kill(server);
+    e.kill(other);
+    let out = child.wait_with_output().unwrap();
+    let starts_at_halt = c.starts().len();
+    let r = Run::from(out, &["--json", "deploy (no quorum)"]);
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    let record = r.record();
+    assert!(
+        record["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the coordination session was lost")),
+        "{}",
+        r.stdout
+    );
+    // Nothing was charged to a host: no host of any service is `failed`.
+    for (s, _, _) in SERVICES {
+        let states = host_states(&record, s);
+        assert!(states.values().all(|st| st != "failed"), "{s}: {states:?}");
+    }
+    // Nothing started after the halt, while the ensemble stays without quorum.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.starts().len(), starts_at_halt, "{:?}", c.starts());
+
+    e.restart(server);
+    e.restart(other);
+    let r = c.deploy().ok();
+    assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
+    assert_eq!(r.record()["state"], "done");
+    let v2 = r.version();
+    c.each_started_once(&v2);
+    c.wait_live(total_instances());
+    assert!(c.live().values().all(|v| *v == v2), "{:?}", c.live());
 }
