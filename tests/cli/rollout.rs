@@ -1155,6 +1155,10 @@ fn a_frozen_zookeeper_server_costs_the_deploy_nothing() {
     std::thread::sleep(Duration::from_millis(6000));
     e.thaw(server);
     let out = child.wait_with_output().unwrap();
+    // The supervisor kept its session (it moved to another server): it never had to
+    // open a new one, so its live entry never went.
+    let log = std::fs::read_to_string(c.path("hosts/h1/srv/app/.rookery/a.log")).unwrap();
+    assert!(!log.contains("reconnecting"), "{log}");
     let r = Run::from(out, &["--json", "deploy", "pb.yml"]).ok();
     let v2 = r.version();
     assert_eq!(r.record()["state"], "done");
