@@ -28,6 +28,9 @@
 //! - [`announce`]: the tracker's wire format (HTTP announce in, bencode out).
 //! - [`swarm`]: who may join a swarm and which peers each member is told about
 //!   (the rack-aware pipeline and mesh policies).
+//! - [`stripes`]: striped, interior-node-disjoint distribution trees with rack and
+//!   datacenter locality, and their re-link after failures (pure policy; neither
+//!   the simulator nor the tracker runs it yet).
 //! - [`tracker`]: the tracker server.
 //! - [`engine`]: the librqbit session as rookery runs it (closed swarm, caps).
 //! - [`storage`]: librqbit storages with a bounded number of open files: read-only
@@ -101,6 +104,7 @@ pub mod ssh;
 pub mod status;
 pub mod storage;
 pub mod store;
+pub mod stripes;
 pub mod supervisor;
 pub mod swarm;
 pub mod switch;
