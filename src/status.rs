@@ -41,6 +41,11 @@ pub struct HostStatus {
     pub staged: Option<String>,
     /// What `current` points to (with a playbook).
     pub current: Option<String>,
+    /// The release `agent start` starts this service on at boot (with a playbook).
+    pub on_boot: Option<String>,
+    /// Live on one release, set to start another at boot: a reboot would change what
+    /// runs (shown with `(!)`).
+    pub boot_differs: bool,
     /// Installed releases, oldest first (with a playbook).
     pub releases: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +177,9 @@ async fn gather(
                     Some(Ok(r)) => {
                         row.current = r.current.clone();
                         row.releases = r.releases.clone();
+                        row.on_boot = r.on_boot.get(&s.name).cloned();
+                        row.boot_differs =
+                            matches!((&row.live, &row.on_boot), (Some(l), Some(b)) if l != b);
                     }
                     Some(Err(e)) => row.error = Some(e.clone()),
                     None => {}
@@ -277,15 +285,20 @@ pub fn render(s: &Status) -> String {
     for svc in &s.services {
         out.push_str(&format!("\n{} ({} live)\n", svc.name, svc.live));
         out.push_str(&format!(
-            "  {:<16} {:<18} {:<18} {:<18} {}\n",
-            "HOST", "LIVE", "STAGED", "CURRENT", "RELEASES"
+            "  {:<16} {:<18} {:<18} {:<18} {:<18} {}\n",
+            "HOST", "LIVE", "STAGED", "ON BOOT", "CURRENT", "RELEASES"
         ));
         for h in &svc.hosts {
             out.push_str(&format!(
-                "  {:<16} {:<18} {:<18} {:<18} {}{}\n",
+                "  {:<16} {:<18} {:<18} {:<18} {:<18} {}{}\n",
                 h.host,
                 short(&h.live),
                 short(&h.staged),
+                if h.boot_differs {
+                    format!("{} (!)", short(&h.on_boot))
+                } else {
+                    short(&h.on_boot)
+                },
                 short(&h.current),
                 h.releases.join(" "),
                 h.error

@@ -535,6 +535,10 @@ pub struct Releases {
     pub current: Option<String>,
     /// Installed releases, oldest first.
     pub releases: Vec<String>,
+    /// The release each service switched here starts at boot (`agent start`): its
+    /// last successful switch's. (Absent from older agents' answers.)
+    #[serde(default)]
+    pub on_boot: BTreeMap<String, String>,
 }
 
 pub fn releases(destination: &Path) -> Releases {
@@ -553,9 +557,18 @@ pub fn releases(destination: &Path) -> Releases {
         })
         .collect();
     found.sort();
+    let on_boot = fs::read_dir(layout.logs().join("services"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice::<SwitchArgs>(&fs::read(e.path()).ok()?).ok())
+        .map(|spec| (spec.service, spec.version))
+        .collect();
     Releases {
         current: current_version(&layout),
         releases: found.into_iter().map(|(_, n)| n).collect(),
+        on_boot,
     }
 }
 

@@ -217,12 +217,21 @@ impl Cluster {
         }
     }
 
-    /// `host` goes down: its supervisors die, and with them its live entries.
+    /// `host` goes down: its supervisors die, and with them its live entries. Returns
+    /// once they are gone (a supervisor stopping its service is still running).
     fn host_down(&self, host: &str) {
         let dir = self.path(&format!("hosts/{host}")).display().to_string();
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("agent run.*{dir}")])
-            .status();
+        let pattern = format!("agent run.*{dir}/");
+        let _ = Command::new("pkill").args(["-f", &pattern]).status();
+        let until = Instant::now() + Duration::from_secs(30);
+        while Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+        {
+            assert!(Instant::now() < until, "{host}'s supervisors did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `rookery agent start` on `host`, as at boot; its result lines.
@@ -904,6 +913,46 @@ fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
     for ((s, h), v) in &live {
         assert_eq!(v, if s == "d" { &v1 } else { &v2 }, "{s} on {h}");
     }
+    // ... and at boot too: each service starts where it runs (its own release, not
+    // the host-wide `current` link the rollback moved), and status agrees.
+    let status = c.run(&["--json", "status", "pb.yml"]).ok().json();
+    for svc in status["services"].as_array().unwrap() {
+        let want = if svc["name"] == "d" { &v1 } else { &v2 };
+        for h in svc["hosts"].as_array().unwrap() {
+            assert_eq!(h["on_boot"], want.as_str(), "{svc}");
+            assert_eq!(h["boot_differs"], false, "{svc}");
+        }
+    }
+    c.host_down("h1"); // a, b and d run there
+    c.wait_live(total_instances() - 3);
+    let started = c.agent_start("h1", false);
+    let versions: BTreeMap<&str, &str> = started
+        .iter()
+        .map(|l| {
+            (
+                l["service"].as_str().unwrap(),
+                l["version"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        BTreeMap::from([("a", v2.as_str()), ("b", v2.as_str()), ("d", v1.as_str())]),
+        "{started:?}"
+    );
+    c.wait_live(total_instances());
+    for ((s, h), v) in &c.live() {
+        assert_eq!(v, if s == "d" { &v1 } else { &v2 }, "{s} on {h}");
+    }
+    // A host set to start another release at boot than the one live is flagged.
+    let spec = c.path("hosts/h3/srv/app/.rookery/services/d.json");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace(&v1, &v2)).unwrap();
+    let r = c.run(&["status", "pb.yml"]).ok();
+    let flagged: Vec<&str> = r.stdout.lines().filter(|l| l.contains("(!)")).collect();
+    assert_eq!(flagged.len(), 1, "{}", r.stdout);
+    assert!(flagged[0].trim_start().starts_with("h3 "), "{}", r.stdout);
+    std::fs::write(&spec, text).unwrap();
 
     // Then everything, watched: dependents go back before what they depend on.
     let watcher = Watcher::start(c.location.clone(), v2.clone());
