@@ -231,6 +231,10 @@ async fn start(
     Ok((storage, session, torrent, hot))
 }
 
+/// A fetch gives up when its tracker has been silent this long and nothing arrived
+/// meanwhile: the controller (and the deploy) that started it is gone.
+pub const TRACKER_GONE: Duration = Duration::from_secs(15);
+
 /// Waits for a complete, verified copy, reporting progress every second.
 async fn wait(
     f: &Fetch,
@@ -242,6 +246,7 @@ async fn wait(
     let mut last_progress = (0u64, Instant::now());
     let mut last_logged = (0u64, Instant::now());
     let mut feeders: Vec<SocketAddr> = Vec::new();
+    let mut tracker_heard = Instant::now();
     let mut done = std::pin::pin!(torrent.wait_until_completed());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -256,7 +261,22 @@ async fn wait(
         }
         log_progress(torrent, stats.progress_bytes, total, &mut last_logged);
         if let Some(url) = &f.engine.tracker {
-            follow_feeders(url, torrent, &f.host, &mut feeders).await;
+            if follow_feeders(url, torrent, &f.host, &mut feeders).await {
+                tracker_heard = Instant::now();
+            } else if tracker_heard.elapsed() > TRACKER_GONE
+                && last_progress.1.elapsed() > TRACKER_GONE
+            {
+                // The tracker lives in the controller that started this fetch (or is
+                // the deploy's own); silent, with nothing arriving, the deploy is gone.
+                // Waiting out the stall timeout would only keep retrying dead peers.
+                anyhow::bail!(
+                    "the tracker {} has not answered for {} and no piece arrived meanwhile (at {} of {} bytes): the deploy that started this fetch is gone; the partial copy stays staged for the next run",
+                    url,
+                    crate::units::format_duration(TRACKER_GONE),
+                    stats.progress_bytes,
+                    total
+                );
+            }
         }
         emit(
             events,
@@ -305,27 +325,27 @@ fn one_line(debug: &str) -> String {
 /// over all of them, and the hosts that fed several successors split their upload
 /// (measured with bench/swarm.sh: 2.3 origin copies and 3.2 x S/C for 8 hosts). An
 /// empty or missing answer changes nothing, so a tracker hiccup never leaves the host
-/// without peers.
+/// without peers. Returns whether the tracker answered.
 async fn follow_feeders(
     url: &str,
     torrent: &librqbit::ManagedTorrent,
     host: &str,
     current: &mut Vec<SocketAddr>,
-) {
+) -> bool {
     let hash = torrent.info_hash().0;
     let asked = tokio::time::timeout(
         Duration::from_millis(800),
         crate::tracker::status(url, &hash, host),
     );
     let Ok(Ok(status)) = asked.await else {
-        return;
+        return false;
     };
     let Some(mut feeders) = status.feeders.filter(|f| !f.is_empty()) else {
-        return;
+        return true;
     };
     feeders.sort();
     let Some(live) = torrent.live() else {
-        return;
+        return true;
     };
     // Applied every time, not only on a change: librqbit may have added a feeder of
     // an answer that came and went between two calls.
@@ -334,6 +354,7 @@ async fn follow_feeders(
         tracing::info!("feeders now {feeders:?} (were {current:?})");
         *current = feeders;
     }
+    true
 }
 
 /// One line per tick in the agent's log: progress, rate, and what each peer has sent

@@ -772,3 +772,51 @@ fn a_failed_fetch_logs_why_on_the_host() {
         "{log}"
     );
 }
+
+/// Issue 18 item 11: the controller dies mid-transfer (its tracker and origin with
+/// it) and the SSH session drops the foreground half of `agent fetch`. The detached
+/// half must not retry dead peers until its stall timeout (10 minutes here): it
+/// gives up once the tracker has been silent with nothing arriving, says so in its
+/// log, and keeps the partial copy staged for the next run.
+#[test]
+fn a_fetch_whose_deploy_is_gone_gives_up_instead_of_retrying_dead_peers() {
+    let mut swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(24 << 20, 5)).unwrap());
+    let mut origin = swarm.origin(&["--upload-limit", "2MiB/s"]);
+    let mut parent = swarm.fetch("e1a", &["--stall-timeout", "10m"]);
+    let staging = swarm.path().join("hosts/e1a/releases/.staging-v1/blob");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&staging).map(|m| m.blocks()).unwrap_or(0) < 64 {
+        assert!(
+            Instant::now() < deadline,
+            "the fetch never started receiving"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The controller goes: tracker, origin, and the foreground half of the fetch.
+    let _ = swarm._tracker.0.kill();
+    let _ = origin.0.kill();
+    let _ = parent.0.kill();
+    let _ = parent.0.wait();
+    let pattern = "agent fetch .*--destination hosts/e1a";
+    let alive = || {
+        Command::new("pgrep")
+            .args(["-f", pattern])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while alive() {
+        assert!(
+            Instant::now() < deadline,
+            "the detached fetch still runs 90 s after its deploy went"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(swarm.path().join("hosts/e1a/.rookery/fetch-v1.log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("has not answered for 15s and no piece arrived meanwhile"),
+        "{log}"
+    );
+    assert!(staging.exists(), "the partial copy was not kept");
+}
