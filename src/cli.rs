@@ -459,6 +459,14 @@ pub struct SwitchArgs {
     pub health: HealthArgs,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Switching back: run the version with the commands and health check its own
+    /// last successful switch on this host used (kept under `.rookery/services/`),
+    /// not the given ones, which belong to the release being left (a broken health
+    /// check of a new playbook must not fail the way back); the given ones serve
+    /// only when none was kept
+    #[arg(long)]
+    #[serde(default, skip_serializing)]
+    pub restore: bool,
 }
 
 /// `rookery agent start`: start the services a host ran, after a reboot.

@@ -1310,7 +1310,9 @@ async fn switch_back<C: Connection>(
     agent: &(dyn Fn(usize) -> String + Sync),
 ) -> Result<String, String> {
     let svc = &config.playbook.services[service];
-    let command = switch_command(config, service, h, previous, &agent(h))?;
+    // With the commands the host last ran `previous` with, not this playbook's: its
+    // health check may be what failed.
+    let command = switch_command(config, service, h, previous, &agent(h))? + " --restore";
     switch(conn, &command).await.map_err(|(e, _)| e)?;
     let host = &config.inventory.hosts[h].name;
     settle(

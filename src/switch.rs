@@ -61,6 +61,17 @@ pub struct Outcome {
 
 pub fn run(a: &SwitchArgs) -> Outcome {
     let layout = Layout::new(&a.destination);
+    let kept;
+    let a = match a
+        .restore
+        .then(|| kept_spec(&layout, &a.service, &a.version))
+    {
+        Some(Some(spec)) => {
+            kept = spec;
+            &kept
+        }
+        _ => a,
+    };
     let previous = current_version(&layout);
     let fail = |previous: Option<String>, e: String| Outcome {
         event: "switch",
@@ -207,8 +218,38 @@ fn spec_path(layout: &Layout, service: &str) -> PathBuf {
 
 /// Keeps the arguments of a successful switch (best effort: a host that cannot
 /// write them still runs the service; `agent start` then does not know it).
+/// Where the spec a service ran before its last switch to another version is kept
+/// (for a switch back; not read at boot).
+fn previous_spec_path(layout: &Layout, service: &str) -> PathBuf {
+    layout
+        .logs()
+        .join("services")
+        .join("previous")
+        .join(format!("{service}.json"))
+}
+
+/// The spec last used on this host to run `service` at `version`: the current one or
+/// the one before it.
+fn kept_spec(layout: &Layout, service: &str, version: &str) -> Option<SwitchArgs> {
+    [
+        spec_path(layout, service),
+        previous_spec_path(layout, service),
+    ]
+    .iter()
+    .filter_map(|p| serde_json::from_slice::<SwitchArgs>(&fs::read(p).ok()?).ok())
+    .find(|spec| spec.version == version && spec.service == service)
+}
+
 fn save(layout: &Layout, a: &SwitchArgs) {
     let path = spec_path(layout, &a.service);
+    // The spec being replaced by another version's is what a switch back needs.
+    if let Ok(old) = fs::read(&path)
+        && serde_json::from_slice::<SwitchArgs>(&old).is_ok_and(|o| o.version != a.version)
+    {
+        let previous = previous_spec_path(layout, &a.service);
+        let _ = fs::create_dir_all(previous.parent().expect("has a parent"));
+        let _ = fs::write(&previous, old);
+    }
     let tmp = path.with_extension("json.tmp");
     let ok = fs::create_dir_all(path.parent().expect("has a parent")).is_ok()
         && serde_json::to_vec_pretty(a)

@@ -743,7 +743,11 @@ fn a_lost_zookeeper_session_halts_the_rollout_and_the_next_run_finishes_it() {
     for (s, _, _) in SERVICES {
         for (h, state) in host_states(&halted, s) {
             if state == "done" {
-                assert_eq!(live[&(s.to_string(), h.clone())], v2, "{s} on {h}: {halted}");
+                assert_eq!(
+                    live[&(s.to_string(), h.clone())],
+                    v2,
+                    "{s} on {h}: {halted}"
+                );
             }
         }
     }
@@ -1021,6 +1025,38 @@ fn labelled_playbooks(c: &Cluster, version: &str) -> (String, String) {
     std::fs::write(c.path("pb-label.yml"), &pb).unwrap();
     std::fs::write(c.path("pb-broken.yml"), &broken).unwrap();
     ("pb-label.yml".into(), "pb-broken.yml".into())
+}
+
+/// A switch back runs the release it returns to with the commands that host last ran
+/// it with, not the new playbook's: here the new playbook's health check of `b` is
+/// what is broken (`exit 1`), and it must not fail the way back too.
+#[test]
+fn a_switch_back_uses_the_health_check_the_old_release_ran_with() {
+    let c = Cluster::new(Store::Local, false);
+    let v1 = first_deploy(&c);
+    let (_, broken) = labelled_playbooks(&c, "v2");
+    let r = c.run(&["--json", "deploy", &broken]);
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    let rec = r.record();
+    let failed: Vec<&serde_json::Value> = rec["services"][1]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{rec}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("; switched back to {v1}")),
+        "{rec}"
+    );
+    let live = c.live();
+    assert_eq!(live.len(), total_instances(), "{live:?}");
+    for ((s, h), v) in &live {
+        assert_eq!(v, if s == "a" { "v2" } else { v1.as_str() }, "{s} on {h}");
+    }
 }
 
 /// Issue 18's first sequence: a deploy stopped within a `--limit`, then the same
