@@ -31,6 +31,8 @@
 #            with `origin: build` the tracker that rookery starts on the origin host
 #            lists every inventory host, `build` included, and `build` never
 #            announces: see docs/benchmarks.md)
+#   rookery-s  rookery-c with `sharing: stripes` (striped trees, one feeder per
+#            stripe, default 8 stripes; SWARM_DISTRIBUTION may add `stripes: K`)
 #   scp      scp from the origin to every host at once
 #   rsync    the Murder-era tree: origin -> the first host of each DC (in parallel),
 #            then that host -> the rest of its DC (in parallel); rsync over ssh
@@ -48,7 +50,8 @@
 #   --size MIB   artifact size in MiB, default 512 (env SWARM_SIZE)
 #   --rate MBIT  link rate C in Mbit/s (10^6 bit/s) for every host and the origin,
 #                default 400 (env SWARM_RATE)
-#   --methods L  comma list of rookery,rookery-c,scp,rsync,aria2c (default: all; env
+#   --methods L  comma list of rookery,rookery-c,rookery-s,scp,rsync,aria2c (default:
+#                rookery,rookery-c,scp,rsync,aria2c; env
 #                SWARM_METHODS)
 #   --tree F     ship a tree of F small files instead of one file (env SWARM_TREE):
 #                S MiB in all, sizes spread from 0.2 to 1.8 times S/F, 100 files per
@@ -126,13 +129,13 @@ done
 [[ $RATE =~ ^[0-9]+$ ]] && ((RATE >= 1)) || die "--rate must be a whole number of Mbit/s"
 IFS=, read -r -a METHOD_LIST <<<"$METHODS"
 for m in "${METHOD_LIST[@]}"; do
-    case $m in rookery | rookery-c | scp | rsync | aria2c) ;; *) die "unknown method '$m'" ;; esac
+    case $m in rookery | rookery-c | rookery-s | scp | rsync | aria2c) ;; *) die "unknown method '$m'" ;; esac
 done
 case $TMPFS in auto | yes | no) ;; *) die "--tmpfs must be auto, yes or no" ;; esac
 [[ $TREE =~ ^[0-9]+$ ]] || die "--tree must be a number of files"
 if ((TREE > 0)); then
     for m in "${METHOD_LIST[@]}"; do
-        case $m in rookery | rookery-c) ;; *) die "--tree: method '$m' ships one file; use --methods rookery,rookery-c" ;; esac
+        case $m in rookery | rookery-c | rookery-s) ;; *) die "--tree: method '$m' ships one file; use --methods rookery,rookery-c,rookery-s" ;; esac
     done
 fi
 
@@ -586,6 +589,8 @@ warm_up() {
 run_rookery() { rookery_run "$1" rookery "$P-ctl" "$W/inventory.yml"; }
 # rookery-c: `origin: controller`, the controller itself in the origin namespace.
 run_rookery-c() { rookery_run "$1" rookery-c "$P-o" "$W/ctl.yml"; }
+# rookery-s: rookery-c with striped trees instead of the chain.
+run_rookery-s() { SWARM_DISTRIBUTION="sharing: stripes;${SWARM_DISTRIBUTION:-}" rookery_run "$1" rookery-s "$P-o" "$W/ctl.yml"; }
 
 rookery_run() { # N METHOD NAMESPACE INVENTORY
     local n=$1 method=$2 ns=$3 inv=$4 k t0 t1 up0 cx0 up1 cx1 rss version files=() rc=0

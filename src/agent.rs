@@ -85,6 +85,20 @@ fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> 
             .iter()
             .map(|p| addr("--peer", p))
             .collect::<anyhow::Result<_>>()?,
+        stripes: match a.stripes {
+            None => None,
+            Some(k @ crate::stripes::MIN_STRIPES..=crate::stripes::MAX_STRIPES) => Some(k as u32),
+            Some(k) => {
+                return Err(usage(
+                    "--stripes",
+                    format!(
+                        "{k}: from {} to {}",
+                        crate::stripes::MIN_STRIPES,
+                        crate::stripes::MAX_STRIPES
+                    ),
+                ));
+            }
+        },
     };
     Ok((torrent, metainfo, opts))
 }

@@ -441,8 +441,12 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
     let sharing = match a.sharing.as_str() {
         "pipeline" => crate::swarm::Sharing::Pipeline,
         "mesh" => crate::swarm::Sharing::Mesh,
+        "stripes" => crate::swarm::Sharing::Stripes,
         other => {
-            return Err(Error::Usage(format!("--sharing: `{other}`: use pipeline or mesh")).into());
+            return Err(Error::Usage(format!(
+                "--sharing: `{other}`: use pipeline, stripes or mesh"
+            ))
+            .into());
         }
     };
     let interval = crate::units::parse_duration(&a.interval)
@@ -473,7 +477,11 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
     hosts.dedup();
     let controller_ip = (!listen.ip().is_unspecified()).then(|| listen.ip());
     let roster = crate::tracker::roster(&inv, &hosts, controller_ip);
-    let settings = crate::tracker::Settings { sharing, interval };
+    let settings = crate::tracker::Settings {
+        sharing,
+        interval,
+        stripes: a.stripes,
+    };
     let rt = crate::shutdown::runtime()?;
     rt.block_on(async {
         let cancel = crate::shutdown::install();
@@ -503,6 +511,7 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
             );
         }
         crate::tracker::Tracker::new(roster, &hashes, settings)
+            .map_err(|e| Error::Usage(format!("--stripes: {e}")))?
             .serve(listener, cancel)
             .await;
         anyhow::Ok(())

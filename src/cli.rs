@@ -238,9 +238,13 @@ pub struct TrackerArgs {
     /// Metainfo files whose swarms the tracker serves (at least one)
     #[arg(long = "torrent", value_name = "FILE", required = true)]
     pub torrents: Vec<PathBuf>,
-    /// Peer lists for rookery agents: `pipeline` (chain) or `mesh`
+    /// Peer lists for rookery agents: `pipeline` (chain), `stripes` (striped trees) or
+    /// `mesh`
     #[arg(long, value_name = "MODE", default_value = "pipeline")]
     pub sharing: String,
+    /// Stripes of `--sharing stripes` (5 to 64)
+    #[arg(long, value_name = "N", default_value_t = crate::stripes::DEFAULT_STRIPES)]
+    pub stripes: usize,
     /// Re-announce interval told to clients
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     pub interval: String,
@@ -280,6 +284,10 @@ pub struct SwarmArgs {
     /// Download cap (`50MiB/s`, `400Mbit/s`, `unlimited`)
     #[arg(long, value_name = "RATE", default_value = "unlimited")]
     pub download_limit: String,
+    /// Striped fetching over N stripes: each peer is asked only for the stripes the
+    /// tracker names it for (none until it does)
+    #[arg(long, value_name = "N")]
+    pub stripes: Option<usize>,
 }
 
 #[derive(Debug, Args, Clone)]

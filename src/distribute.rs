@@ -16,7 +16,7 @@
 //! in all before the first byte moved. Progress comes from the agents' JSON lines
 //! as events ([`crate::progress`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +62,15 @@ pub struct HostReport {
     pub bytes_from_origin: u64,
     pub bytes_from_peers: u64,
     pub bytes_reused: u64,
+    /// Who fed this host: bytes from each peer, by host name (`origin` for the origin,
+    /// an address for a peer that is neither), from the agent's own counters.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fed_by: BTreeMap<String, u64>,
+    /// The agent's listen address and its per-address counters, named into `fed_by`.
+    #[serde(skip)]
+    pub listen: Option<String>,
+    #[serde(skip)]
+    pub fetched_from: BTreeMap<String, u64>,
     /// What the bootstrap did (SSH transport only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<Outcome>,
@@ -556,12 +565,16 @@ async fn orchestrate<T: Transport>(
             bytes_from_origin: 0,
             bytes_from_peers: 0,
             bytes_reused: 0,
+            fed_by: BTreeMap::new(),
+            listen: None,
+            fetched_from: BTreeMap::new(),
             bootstrap: None,
             stage: Some(e.stage),
             error: Some(format!("{}: {}", e.stage, e.message)),
         });
     }
     reports.sort_by(|a, b| a.host.cmp(&b.host));
+    name_feeders(&mut reports, &side.origin);
     tracing::info!(elapsed = ?started.elapsed(), "every host reported");
     side.cancel.cancel();
     let origin_uploaded = side
@@ -578,6 +591,23 @@ async fn orchestrate<T: Transport>(
         seconds: started.elapsed().as_secs_f64(),
         hosts: reports,
     })
+}
+
+/// Names each host's feeders: the agents report bytes per peer address, and every
+/// agent reports the address it listened on.
+fn name_feeders(reports: &mut [HostReport], origin: &str) {
+    let mut names: HashMap<String, String> = reports
+        .iter()
+        .filter_map(|r| Some((r.listen.clone()?, r.host.clone())))
+        .collect();
+    names.insert(origin.to_string(), "origin".into());
+    for r in reports.iter_mut() {
+        r.fed_by = r
+            .fetched_from
+            .iter()
+            .map(|(a, b)| (names.get(a).cloned().unwrap_or_else(|| a.clone()), *b))
+            .collect();
+    }
 }
 
 /// One host's fetch (step 4 of [`orchestrate`]), with everything it needs owned.
@@ -631,6 +661,9 @@ impl<C: Connection> HostJob<C> {
             bytes_from_origin: 0,
             bytes_from_peers: 0,
             bytes_reused: 0,
+            fed_by: BTreeMap::new(),
+            listen: None,
+            fetched_from: BTreeMap::new(),
             bootstrap: binary.as_ref().map(|_| Outcome::Present),
             stage: None,
             error: None,
@@ -705,6 +738,13 @@ impl<C: Connection> HostJob<C> {
                 rep.bytes_from_origin = v["bytes_from_origin"].as_u64().unwrap_or(0);
                 rep.bytes_from_peers = v["bytes_from_peers"].as_u64().unwrap_or(0);
                 rep.bytes_reused = v["bytes_reused"].as_u64().unwrap_or(0);
+                rep.listen = v["listen"].as_str().map(str::to_string);
+                if let Some(m) = v["fetched_from"].as_object() {
+                    rep.fetched_from = m
+                        .iter()
+                        .filter_map(|(a, b)| Some((a.clone(), b.as_u64()?)))
+                        .collect();
+                }
                 if !rep.ok {
                     rep.stage = Some(Stage::Fetch);
                     rep.error = Some(match v["error"].as_str() {
@@ -755,9 +795,11 @@ async fn local_origin(
     let roster = tracker::roster(&config.inventory, hosts, Some(ip));
     let settings = Settings {
         sharing: dist.sharing,
+        stripes: dist.stripes,
         ..Settings::default()
     };
-    let tracker = Tracker::new(roster, &[m.info_hash()], settings);
+    let tracker = Tracker::new(roster, &[m.info_hash()], settings)
+        .context("arranging the distribution trees")?;
     let side_cancel = cancel.child_token();
     let announce = format!("http://{tracker_addr}/announce");
     let origin_addr = SocketAddr::new(ip, free_port(ip)?);
@@ -768,6 +810,7 @@ async fn local_origin(
         download_limit: None,
         tracker: Some(format!("{announce}?host={}", tracker::CONTROLLER)),
         peers: Vec::new(),
+        stripes: None,
     };
     let source = config.playbook.artifact.source.clone();
     let torrent = m.to_bytes();
@@ -927,7 +970,7 @@ async fn remote_origin<C: Connection>(
     };
     let q = |a: &str| shell_quote(a);
     let mut tracker_cmd = format!(
-        "{} --json -i {} tracker --listen {} --torrent {} --sharing {} --until-stdin-closes",
+        "{} --json -i {} tracker --listen {} --torrent {} --sharing {} --stripes {} --until-stdin-closes",
         q(&exe),
         q(&inv_file),
         q(&SocketAddr::new(ip, 0).to_string()),
@@ -935,7 +978,9 @@ async fn remote_origin<C: Connection>(
         match dist.sharing {
             crate::swarm::Sharing::Pipeline => "pipeline",
             crate::swarm::Sharing::Mesh => "mesh",
-        }
+            crate::swarm::Sharing::Stripes => "stripes",
+        },
+        dist.stripes
     );
     for &h in members {
         tracker_cmd.push_str(" --host ");
@@ -1097,6 +1142,10 @@ fn fetch_argv(
         "--stall-timeout".into(),
         crate::units::format_duration(dist.stall_timeout),
     ];
+    if dist.sharing == crate::swarm::Sharing::Stripes {
+        argv.push("--stripes".into());
+        argv.push(dist.stripes.to_string());
+    }
     for (flag, rate) in [
         ("--upload-limit", dist.upload_limit),
         ("--download-limit", dist.download_limit),
@@ -1176,6 +1225,9 @@ mod tests {
                 bytes_from_origin: 100 << 20,
                 bytes_from_peers: 200 << 20,
                 bytes_reused: 0,
+                fed_by: BTreeMap::new(),
+                listen: None,
+                fetched_from: BTreeMap::new(),
                 bootstrap: None,
                 stage: None,
                 error: None,

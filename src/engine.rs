@@ -36,6 +36,9 @@ pub struct Options {
     pub tracker: Option<String>,
     /// Peers to connect to without a tracker.
     pub peers: Vec<SocketAddr>,
+    /// Striped fetching over this many stripes: no peer is asked for anything until
+    /// the tracker names its stripes (see `fetch.rs`).
+    pub stripes: Option<u32>,
 }
 
 /// Block requests (16 KiB each) kept outstanding per peer: 8 MiB in flight. librqbit's
@@ -131,6 +134,7 @@ pub async fn add(
         peer_limit: Some(opts.max_peers as usize),
         trackers: opts.tracker.clone().map(|t| vec![t]),
         storage_factory: storage,
+        stripes: opts.stripes,
         ..AddTorrentOptions::default()
     };
     session
@@ -222,6 +226,7 @@ mod tests {
             download_limit: None,
             tracker: None,
             peers,
+            stripes: None,
         }
     }
 

@@ -58,6 +58,10 @@ pub struct Report {
     pub bytes_from_origin: u64,
     pub bytes_from_peers: u64,
     pub bytes_reused: u64,
+    /// The address this agent listened on (what other agents' `fetched_from` name).
+    pub listen: String,
+    /// Bytes fetched from each peer address: who fed this host.
+    pub fetched_from: std::collections::BTreeMap<String, u64>,
     /// The release was already installed; nothing was fetched.
     pub already_present: bool,
     /// The process that keeps seeding after this line (gone after the window).
@@ -88,6 +92,7 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
         path: layout.release(&f.version).display().to_string(),
         bytes: f.metainfo.total_length(),
         seeder_pid: std::process::id(),
+        listen: f.engine.listen.to_string(),
         ..Report::default()
     };
     let outcome = download(&f, &layout, &mut events, &cancel).await;
@@ -99,6 +104,16 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
             report.bytes_from_origin = counts.from_origin;
             report.bytes_from_peers = counts.from_peers;
             report.bytes_reused = reused;
+            if let Some((session, torrent)) = &seeding {
+                if let Some(port) = session.announce_port() {
+                    report.listen = SocketAddr::new(f.engine.listen.ip(), port).to_string();
+                }
+                report.fetched_from = engine::peer_counters(torrent)
+                    .into_iter()
+                    .filter(|p| p.fetched > 0)
+                    .map(|p| (p.addr, p.fetched))
+                    .collect();
+            }
             seeding
         }
         Err(e) => {
@@ -347,6 +362,14 @@ async fn follow_feeders(
     let Some(live) = torrent.live() else {
         return true;
     };
+    // Striped sharing: each feeder is asked only for the stripes it was named for,
+    // so it uploads what it forwards and nothing else it happens to hold.
+    live.set_stripes(
+        status
+            .stripes
+            .as_ref()
+            .map(|per_stripe| stripe_masks(per_stripe)),
+    );
     // Applied every time, not only on a change: librqbit may have added a feeder of
     // an answer that came and went between two calls.
     live.retain_outgoing_peers(&feeders);
@@ -355,6 +378,20 @@ async fn follow_feeders(
         *current = feeders;
     }
     true
+}
+
+/// The engine's per-peer stripe masks from the tracker's feeder of each stripe.
+fn stripe_masks(per_stripe: &[Option<SocketAddr>]) -> librqbit::Stripes {
+    let mut by_peer = std::collections::HashMap::new();
+    for (s, feeder) in per_stripe.iter().enumerate().take(64) {
+        if let Some(a) = feeder {
+            *by_peer.entry(*a).or_insert(0u64) |= 1u64 << s;
+        }
+    }
+    librqbit::Stripes {
+        count: per_stripe.len().min(64) as u32,
+        by_peer,
+    }
 }
 
 /// One line per tick in the agent's log: progress, rate, and what each peer has sent
@@ -393,32 +430,44 @@ fn log_progress(
 /// Keeps serving the release for the seed window, then returns.
 async fn seed(f: &Fetch, torrent: &librqbit::ManagedTorrent, cancel: &CancellationToken) {
     let started = Instant::now();
-    let tracker = f.engine.tracker.clone();
-    match (f.seed_mode, tracker) {
-        (SeedMode::Adaptive, Some(url)) => {
-            let hash = torrent.info_hash().0;
-            loop {
+    let hash = torrent.info_hash().0;
+    loop {
+        // Polled every second whatever the mode: the poll is also how the tracker
+        // knows this seeder is alive (striped trees re-link the children of a parent
+        // silent for two seconds).
+        let polled = match &f.engine.tracker {
+            Some(url) => Some(
+                tokio::time::timeout(
+                    Duration::from_millis(800),
+                    crate::tracker::status(url, &hash, &f.host),
+                )
+                .await,
+            ),
+            None => None,
+        };
+        match (f.seed_mode, polled) {
+            (SeedMode::Adaptive, Some(polled)) => {
                 if started.elapsed() >= f.seed_window_max {
                     return;
                 }
-                match crate::tracker::status(&url, &hash, &f.host).await {
-                    Ok(s) if s.rack_complete && s.waiting_on_me == 0 => return,
-                    Ok(_) => {}
+                match polled {
+                    Ok(Ok(s)) if s.rack_complete && s.waiting_on_me == 0 => return,
+                    Ok(Ok(_)) => {}
                     // No tracker (the deploy is over): fall back to the fixed window.
-                    Err(_) if started.elapsed() >= f.seed_window => return,
-                    Err(_) => {}
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ if started.elapsed() >= f.seed_window => return,
+                    _ => {}
                 }
             }
+            _ if started.elapsed() >= f.seed_window => return,
+            _ => {}
         }
-        _ => {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(f.seed_window) => {}
-            }
+        let pause = match (f.seed_mode, &f.engine.tracker) {
+            (SeedMode::Adaptive, Some(_)) => Duration::from_secs(1),
+            _ => Duration::from_secs(1).min(f.seed_window.saturating_sub(started.elapsed())),
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
         }
     }
 }

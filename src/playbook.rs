@@ -75,8 +75,11 @@ pub struct Distribution {
     pub download_limit: Option<Rate>,
     /// `None` = chosen from the artifact size.
     pub piece_size: Option<ByteSize>,
-    /// How the tracker arranges rookery agents (`pipeline`) or any client (`mesh`).
+    /// How the tracker arranges rookery agents (`pipeline`, `stripes`) or any client
+    /// (`mesh`).
     pub sharing: crate::swarm::Sharing,
+    /// Stripes of `sharing: stripes`.
+    pub stripes: usize,
     /// BitTorrent listen port on hosts (local hosts get consecutive ports from it).
     pub port: u16,
     /// An agent that receives nothing for this long gives up.
@@ -164,6 +167,7 @@ const DISTRIBUTION_KEYS: &[&str] = &[
     "download_limit",
     "piece_size",
     "sharing",
+    "stripes",
     "port",
     "stall_timeout",
     "page_cache",
@@ -409,6 +413,7 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
         download_limit: Some(Rate(300_000_000)),
         piece_size: None,
         sharing: crate::swarm::Sharing::Pipeline,
+        stripes: crate::stripes::DEFAULT_STRIPES,
         port: 6881,
         stall_timeout: Duration::from_secs(300),
         page_cache: crate::page_cache::Policy::default(),
@@ -479,9 +484,25 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
         match d.string(n, "distribution.sharing").as_deref() {
             Some("pipeline") => dist.sharing = crate::swarm::Sharing::Pipeline,
             Some("mesh") => dist.sharing = crate::swarm::Sharing::Mesh,
+            Some("stripes") => dist.sharing = crate::swarm::Sharing::Stripes,
             Some(other) => d.error(
                 n.pos,
-                format!("`distribution.sharing` must be `pipeline` or `mesh`, found `{other}`"),
+                format!(
+                    "`distribution.sharing` must be `pipeline`, `stripes` or `mesh`, found `{other}`"
+                ),
+            ),
+            None => {}
+        }
+    }
+    if let Some(n) = m.get("stripes") {
+        use crate::stripes::{MAX_STRIPES, MIN_STRIPES};
+        match d.u32(n, "distribution.stripes") {
+            Some(k) if (MIN_STRIPES..=MAX_STRIPES).contains(&(k as usize)) => {
+                dist.stripes = k as usize
+            }
+            Some(k) => d.error(
+                n.pos,
+                format!("`distribution.stripes` must be {MIN_STRIPES}..={MAX_STRIPES}, found {k}"),
             ),
             None => {}
         }

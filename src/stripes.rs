@@ -781,6 +781,43 @@ impl Trees {
     }
 
     /// Live members of `from`'s subtree, `from` first.
+    /// Takes back a member given up as gone whose agent turned out alive (a poll that
+    /// came late) or came back: a leaf in every stripe, under the node a re-link
+    /// would pick (its datacenter first). Its former children stay where they were
+    /// re-linked. Returns whether it was dead.
+    pub fn revive(&mut self, member: usize) -> Result<bool, StripeError> {
+        let n = self.pos.len();
+        if member >= n {
+            return Err(StripeError::UnknownMember(member));
+        }
+        if !self.dead[member] {
+            return Ok(false);
+        }
+        self.dead[member] = false;
+        self.used[member] = 0;
+        for s in 0..self.k {
+            let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+            for m in 0..n {
+                let p = self.parent[s][m];
+                if p != NONE && m != member {
+                    children[p].push(m);
+                }
+            }
+            let mut attached = vec![false; n];
+            self.mark(s, self.root, &children, &mut attached);
+            attached[member] = false;
+            let to = self
+                .relink_parent(s, member, &attached, &children, true)
+                .or_else(|| self.relink_parent(s, member, &attached, &children, false))
+                .unwrap_or_else(|| {
+                    self.overdraft += 1;
+                    self.nearest_attached(s, member, &attached)
+                });
+            self.attach(s, member, to);
+        }
+        Ok(true)
+    }
+
     fn subtree(&self, from: usize, children: &[Vec<usize>]) -> Vec<usize> {
         let mut out = vec![from];
         let mut i = 0;
@@ -1221,6 +1258,35 @@ mod tests {
         let failed = fail_some(&t, r.members().len(), 0.01, 0);
         t.relink(&failed).unwrap();
         check(&r, &t, true).unwrap();
+    }
+
+    #[test]
+    fn a_revived_member_is_a_leaf_again_in_every_stripe_within_budget() {
+        let r = roster(&[vec![6, 6], vec![6]], false);
+        let mut t = Trees::build(&r, 5).unwrap();
+        let n = r.members().len();
+        // A forwarding host, given up as gone, then heard from again.
+        let victim = (1..n).find(|&m| t.slots_used(m) > 0).unwrap();
+        t.relink(&[victim]).unwrap();
+        assert!(t.is_dead(victim));
+        assert!(t.feeders(victim).iter().all(Option::is_none));
+        assert!(t.revive(victim).unwrap());
+        assert!(!t.is_dead(victim));
+        assert_eq!(
+            t.slots_used(victim),
+            0,
+            "it forwards nothing until re-linked to"
+        );
+        for s in 0..5 {
+            let p = t.parent(s, victim).expect("a parent in every stripe");
+            assert!(!t.is_dead(p));
+            assert_eq!(t.depth(s, victim), t.depth(s, p) + 1);
+        }
+        assert_eq!(t.overdraft(), 0);
+        check(&r, &t, true).unwrap();
+        // Twice is nothing; unknown members are refused.
+        assert!(!t.revive(victim).unwrap());
+        assert_eq!(t.revive(n), Err(StripeError::UnknownMember(n)));
     }
 
     #[test]

@@ -23,10 +23,16 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::stripes::{StripeError, Trees};
+
 /// Peer-id prefix of rookery's agents and origin (Azureus style).
 pub const PEER_ID_PREFIX: &[u8; 8] = b"-RK0100-";
 /// Remote (other datacenter) peers in a mesh answer, unless needed against starvation.
 const MESH_REMOTE_MAX: usize = 4;
+/// Striped sharing: a parent not heard from for this long is gone. Agents poll the
+/// tracker every second while they fetch and announce every interval after, so two
+/// seconds is two missed polls.
+pub const STRIPE_SILENT_AFTER: Duration = Duration::from_secs(2);
 /// A successor within this many bytes of its feeder has caught up with it.
 const CAUGHT_UP_SLACK: u64 = 8 << 20;
 
@@ -36,6 +42,8 @@ pub enum Sharing {
     #[default]
     Pipeline,
     Mesh,
+    /// Striped trees ([`crate::stripes`]): one feeder per stripe.
+    Stripes,
 }
 
 /// One machine that may join: a host of the inventory or the origin.
@@ -164,6 +172,9 @@ struct Peer {
     feeders: Vec<usize>,
     /// The predecessor whose first announce this one was last told to wait for.
     awaiting: Option<usize>,
+    /// Last heard from (an announce or a status poll): liveness for striped trees,
+    /// kept apart from `last_seen`, which the rate is computed over.
+    heard: Instant,
 }
 
 /// Everyone's latest announce for one info hash.
@@ -177,6 +188,11 @@ pub struct Swarm {
     /// A feeder that has not announced for this long (one missed announce) may be
     /// gone: its successor is also given the next predecessor.
     overdue: Duration,
+    /// Striped sharing: the trees, re-linked around members found gone.
+    trees: Option<Trees>,
+    /// Striped sharing: a parent not heard from (announce or status poll, which
+    /// agents send every second) for this long is gone, and its children re-linked.
+    silent_after: Duration,
 }
 
 /// A member's announce, as the policy needs it.
@@ -202,6 +218,11 @@ pub struct Status {
     /// the peers of a tracker answer, so a feeder named once would stay for good).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feeders: Option<Vec<SocketAddr>>,
+    /// Striped sharing: the feeder of each stripe, indexed by stripe (`None` while
+    /// that feeder has not announced yet). The agent fetches stripe `s` (pieces `i`
+    /// with `i % len == s`) from `stripes[s]` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripes: Option<Vec<Option<SocketAddr>>>,
 }
 
 impl Swarm {
@@ -211,6 +232,21 @@ impl Swarm {
             started: None,
             expiry,
             overdue: expiry,
+            trees: None,
+            silent_after: STRIPE_SILENT_AFTER,
+        }
+    }
+
+    /// Striped sharing over `k` stripes: the trees for everyone in `roster`.
+    pub fn with_stripes(mut self, roster: &Roster, k: usize) -> Result<Swarm, StripeError> {
+        self.trees = Some(Trees::build(roster, k)?);
+        Ok(self)
+    }
+
+    /// Records that `me` was heard from (a status poll): alive, for striped trees.
+    pub fn touch(&mut self, me: usize, now: Instant) {
+        if let Some(p) = &mut self.peers[me] {
+            p.heard = now;
         }
     }
 
@@ -257,14 +293,18 @@ impl Swarm {
             stopped: seen.stopped,
             feeders: Vec::new(),
             awaiting: None,
+            heard: now,
         });
         if seen.stopped {
             return Vec::new();
         }
-        let (feeders, awaiting) = if sharing == Sharing::Pipeline && seen.rookery {
-            self.pipeline(roster, me, now)
-        } else {
-            (self.mesh(roster, me, numwant, now), None)
+        let (feeders, awaiting) = match sharing {
+            Sharing::Pipeline if seen.rookery => self.pipeline(roster, me, now),
+            Sharing::Stripes if seen.rookery && self.trees.is_some() => {
+                let (feeders, _, awaiting) = self.striped(roster, me, now);
+                (feeders, awaiting)
+            }
+            _ => (self.mesh(roster, me, numwant, now), None),
         };
         let addrs = feeders
             .iter()
@@ -307,6 +347,7 @@ impl Swarm {
             stopped: true,
             feeders: Vec::new(),
             awaiting: None,
+            heard: now,
         });
         p.stopped = true;
     }
@@ -413,6 +454,99 @@ impl Swarm {
         (feeders, None)
     }
 
+    /// Striped sharing: `me`'s feeder of each stripe (`None` while that parent has not
+    /// announced yet), the distinct feeders, and the parent it waits for at start-up.
+    /// Parents found gone (stopped, withdrawn, silent for `silent_after`, or never
+    /// seen once the start-up grace is over) are re-linked around first, so an
+    /// orphan learns its new feeder at its next poll.
+    fn striped(
+        &mut self,
+        roster: &Roster,
+        me: usize,
+        now: Instant,
+    ) -> (Vec<usize>, Vec<Option<usize>>, Option<usize>) {
+        let my_left = self.peers[me].as_ref().map_or(u64::MAX, |p| p.left);
+        let Some(trees) = &self.trees else {
+            return (Vec::new(), Vec::new(), None);
+        };
+        if my_left == 0 {
+            return (Vec::new(), Vec::new(), None);
+        }
+        if trees.is_dead(me) {
+            // Given up as gone, yet here (a late poll, a restarted agent): a leaf again.
+            let trees = self.trees.as_mut().expect("checked above");
+            if let Err(e) = trees.revive(me) {
+                tracing::warn!(target: "rookery::swarm", "taking back {}: {e}", roster.members[me].name);
+            }
+        }
+        let trees = self.trees.as_ref().expect("checked above");
+        // Before anyone's first announce (a member's first poll can come first), the
+        // start-up grace has not even begun.
+        let starting = self
+            .started
+            .is_none_or(|t| now.duration_since(t) < self.expiry);
+        let root = trees.root();
+        let gone = |p: usize| match &self.peers[p] {
+            Some(peer) => peer.stopped || now.duration_since(peer.heard) > self.silent_after,
+            None => !starting,
+        };
+        // A new parent may be gone too (never seen either): a few rounds, each
+        // failing at least one more member.
+        for _ in 0..8 {
+            let trees = self.trees.as_ref().expect("checked above");
+            let mut failed: Vec<usize> = trees
+                .feeders(me)
+                .into_iter()
+                .flatten()
+                .filter(|&p| p != root && gone(p))
+                .collect();
+            failed.sort_unstable();
+            failed.dedup();
+            if failed.is_empty() {
+                break;
+            }
+            let trees = self.trees.as_mut().expect("checked above");
+            match trees.relink(&failed) {
+                Ok(edges) => {
+                    let names: Vec<&str> = failed
+                        .iter()
+                        .map(|&f| roster.members[f].name.as_str())
+                        .collect();
+                    tracing::info!(
+                        target: "rookery::swarm",
+                        "gone: [{}]; {} subtree(s) re-linked",
+                        names.join(", "),
+                        edges.len()
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(target: "rookery::swarm", "re-linking: {e}");
+                    break;
+                }
+            }
+        }
+        let trees = self.trees.as_ref().expect("checked above");
+        let mut awaiting = None;
+        let per_stripe: Vec<Option<usize>> = trees
+            .feeders(me)
+            .into_iter()
+            .map(|p| {
+                let p = p?;
+                match &self.peers[p] {
+                    Some(peer) if !peer.stopped => Some(p),
+                    _ => {
+                        awaiting.get_or_insert(p);
+                        None
+                    }
+                }
+            })
+            .collect();
+        let mut feeders: Vec<usize> = per_stripe.iter().flatten().copied().collect();
+        feeders.sort_unstable();
+        feeders.dedup();
+        (feeders, per_stripe, awaiting)
+    }
+
     /// How far a peer may have moved since it last announced: the faster of its own
     /// rate and the asker's (a feeder's rate is unknown until its second announce,
     /// and whatever the asker received came from somewhere at least as fast) over the
@@ -511,7 +645,7 @@ impl Swarm {
             complete: alive.iter().filter(|p| p.left == 0).count(),
             incomplete: alive.iter().filter(|p| p.left > 0).count(),
             feeders: match (sharing, &self.peers[me]) {
-                (Sharing::Pipeline, Some(p)) => Some(
+                (Sharing::Pipeline | Sharing::Stripes, Some(p)) => Some(
                     p.feeders
                         .iter()
                         .filter_map(|&i| self.peers[i].as_ref().map(|f| f.addr))
@@ -519,7 +653,31 @@ impl Swarm {
                 ),
                 _ => None,
             },
+            stripes: None,
         }
+    }
+
+    /// [`Swarm::status`] for a member that polls: it is heard from, and with striped
+    /// sharing its feeders are worked out afresh (re-linked around any gone parent),
+    /// so an orphan learns its new feeder within a poll.
+    pub fn poll(&mut self, roster: &Roster, sharing: Sharing, me: usize, now: Instant) -> Status {
+        self.touch(me, now);
+        // A member that has not announced yet gets its stripes too: its engine asks
+        // nobody for anything until it knows them.
+        if sharing != Sharing::Stripes || self.trees.is_none() {
+            return self.status(roster, sharing, me, now);
+        }
+        let (feeders, per_stripe, awaiting) = self.striped(roster, me, now);
+        if let Some(p) = &mut self.peers[me] {
+            p.feeders = feeders;
+            p.awaiting = awaiting;
+        }
+        let addr = |i: usize| self.peers[i].as_ref().map(|f| f.addr);
+        let mut status = self.status(roster, sharing, me, now);
+        if !per_stripe.is_empty() {
+            status.stripes = Some(per_stripe.iter().map(|p| p.and_then(addr)).collect());
+        }
+        status
     }
 
     /// `(complete, incomplete)` among live members, for announce answers.
@@ -601,6 +759,145 @@ mod tests {
     }
 
     const S: u64 = 1 << 30;
+
+    /// A striped swarm (k = 5) over two datacenters of 12 hosts, everyone announced at `t`.
+    fn striped(t: Instant) -> (Roster, Swarm) {
+        let r = roster(&[("east", "e1", 6), ("east", "e2", 6), ("west", "w1", 12)]);
+        let mut s = Swarm::new(&r, Duration::from_secs(6))
+            .with_stripes(&r, 5)
+            .unwrap();
+        s.announce(&r, Sharing::Stripes, 0, seen(0, 0), 50, t);
+        for i in 1..r.members().len() {
+            s.announce(&r, Sharing::Stripes, i, seen(i, S), 50, t);
+        }
+        (r, s)
+    }
+
+    #[test]
+    fn striped_sharing_names_each_stripes_parent() {
+        let t = Instant::now();
+        let (r, mut s) = striped(t);
+        let trees = Trees::build(&r, 5).unwrap();
+        for i in 1..r.members().len() {
+            let st = s.poll(&r, Sharing::Stripes, i, t);
+            let want: Vec<Option<SocketAddr>> =
+                trees.feeders(i).into_iter().map(|p| p.map(addr)).collect();
+            assert_eq!(st.stripes.as_ref(), Some(&want), "member {i}");
+            assert!(
+                want.iter().all(Option::is_some),
+                "member {i} lacks a stripe"
+            );
+            let mut distinct: Vec<SocketAddr> = want.into_iter().flatten().collect();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(st.feeders, Some(distinct), "member {i}");
+        }
+        // Other sharing modes say nothing of stripes.
+        assert_eq!(s.poll(&r, Sharing::Pipeline, 3, t).stripes, None);
+    }
+
+    #[test]
+    fn a_silent_parent_is_re_linked_around_at_the_next_poll() {
+        let t = Instant::now();
+        let (r, mut s) = striped(t);
+        // A host that feeds others in some stripe.
+        let trees = Trees::build(&r, 5).unwrap();
+        let n = r.members().len();
+        let (parent, child) = (1..n)
+            .find_map(|c| {
+                trees
+                    .feeders(c)
+                    .into_iter()
+                    .flatten()
+                    .find(|&p| p != 0)
+                    .map(|p| (p, c))
+            })
+            .expect("some host forwards");
+        // Everyone but `parent` keeps polling; after 2.5 s it is gone.
+        let later = t + Duration::from_millis(2500);
+        for i in (1..n).filter(|&i| i != parent) {
+            s.touch(i, later);
+        }
+        s.touch(0, later);
+        let st = s.poll(&r, Sharing::Stripes, child, later);
+        let stripes = st.stripes.expect("striped");
+        assert!(stripes.iter().all(Option::is_some), "{stripes:?}");
+        assert!(
+            !stripes.contains(&Some(addr(parent))),
+            "still fed by the gone {parent}: {stripes:?}"
+        );
+        // Heard from within the limit: nothing changes.
+        let (r2, mut s2) = striped(t);
+        let soon = t + Duration::from_millis(1500);
+        let st = s2.poll(&r2, Sharing::Stripes, child, soon);
+        assert!(st.stripes.unwrap().contains(&Some(addr(parent))));
+    }
+
+    #[test]
+    fn a_poll_before_anyone_announced_gives_nobody_up() {
+        let r = roster(&[("east", "e1", 6), ("west", "w1", 6)]);
+        let trees = Trees::build(&r, 5).unwrap();
+        let t = Instant::now();
+        let mut s = Swarm::new(&r, Duration::from_secs(6))
+            .with_stripes(&r, 5)
+            .unwrap();
+        // Every host polls before the first announce of anyone (agents poll at once).
+        for i in 1..r.members().len() {
+            let st = s.poll(&r, Sharing::Stripes, i, t);
+            assert!(st.stripes.unwrap().iter().all(Option::is_none));
+        }
+        s.announce(&r, Sharing::Stripes, 0, seen(0, 0), 50, t);
+        for i in 1..r.members().len() {
+            s.announce(&r, Sharing::Stripes, i, seen(i, S), 50, t);
+        }
+        for i in 1..r.members().len() {
+            let want: Vec<Option<SocketAddr>> =
+                trees.feeders(i).into_iter().map(|p| p.map(addr)).collect();
+            assert_eq!(
+                s.poll(&r, Sharing::Stripes, i, t).stripes,
+                Some(want),
+                "member {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stripe_whose_parent_has_not_announced_waits_at_start_up() {
+        let r = roster(&[("east", "e1", 6), ("west", "w1", 6)]);
+        let trees = Trees::build(&r, 5).unwrap();
+        let t = Instant::now();
+        let mut s = Swarm::new(&r, Duration::from_secs(6))
+            .with_stripes(&r, 5)
+            .unwrap();
+        s.announce(&r, Sharing::Stripes, 0, seen(0, 0), 50, t);
+        // A host whose parents include a host other than the origin.
+        let n = r.members().len();
+        let (child, parent) = (1..n)
+            .find_map(|c| {
+                trees
+                    .feeders(c)
+                    .into_iter()
+                    .flatten()
+                    .find(|&p| p != 0)
+                    .map(|p| (c, p))
+            })
+            .unwrap();
+        s.announce(&r, Sharing::Stripes, child, seen(child, S), 50, t);
+        let st = s.poll(&r, Sharing::Stripes, child, t);
+        let stripes = st.stripes.unwrap();
+        for (k, p) in trees.feeders(child).into_iter().enumerate() {
+            let want = (p == Some(0)).then(|| addr(0));
+            assert_eq!(
+                stripes[k], want,
+                "stripe {k} (parent {p:?}, waiting for {parent})"
+            );
+        }
+        // After the start-up grace, a parent never seen is gone and re-linked around.
+        let late = t + Duration::from_secs(7);
+        s.touch(0, late);
+        let st = s.poll(&r, Sharing::Stripes, child, late);
+        assert!(st.stripes.unwrap().iter().all(Option::is_some));
+    }
 
     #[test]
     fn pipeline_chains_hosts_behind_the_origin() {

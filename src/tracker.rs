@@ -40,6 +40,8 @@ pub struct Settings {
     /// Re-announce interval told to clients. Short, because the pipeline reroutes
     /// around a dead feeder at the next announce.
     pub interval: Duration,
+    /// Stripes of [`Sharing::Stripes`].
+    pub stripes: usize,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
         Settings {
             sharing: Sharing::Pipeline,
             interval: Duration::from_secs(2),
+            stripes: crate::stripes::DEFAULT_STRIPES,
         }
     }
 }
@@ -75,18 +78,28 @@ struct Hold {
 }
 
 impl Tracker {
-    pub fn new(roster: Roster, info_hashes: &[[u8; 20]], settings: Settings) -> Tracker {
+    /// Fails only for striped sharing whose trees cannot be built (a stripe count out
+    /// of range, a roster without an origin).
+    pub fn new(
+        roster: Roster,
+        info_hashes: &[[u8; 20]],
+        settings: Settings,
+    ) -> Result<Tracker, crate::stripes::StripeError> {
         // Three missed announces and a member is gone.
         let expiry = settings.interval * 3 + Duration::from_secs(1);
         // One missed announce and a feeder may be gone: its successor also gets the
         // next predecessor.
         let overdue = settings.interval * 3 / 2;
-        let swarms = info_hashes
-            .iter()
-            .map(|h| (*h, Swarm::new(&roster, expiry).with_overdue(overdue)))
-            .collect();
+        let mut swarms = HashMap::new();
+        for h in info_hashes {
+            let mut swarm = Swarm::new(&roster, expiry).with_overdue(overdue);
+            if settings.sharing == Sharing::Stripes {
+                swarm = swarm.with_stripes(&roster, settings.stripes)?;
+            }
+            swarms.insert(*h, swarm);
+        }
         let announced = roster.members().iter().map(|_| Notify::new()).collect();
-        Tracker {
+        Ok(Tracker {
             inner: Arc::new(Inner {
                 roster,
                 settings,
@@ -94,7 +107,7 @@ impl Tracker {
                 announced,
                 held: Arc::new(Semaphore::new(MAX_HELD)),
             }),
-        }
+        })
     }
 
     pub fn roster(&self) -> &Roster {
@@ -255,10 +268,10 @@ impl Tracker {
                     Ok(id) => id,
                     Err(reason) => return fail(reason),
                 };
-                let Some(swarm) = swarms.get(&info_hash) else {
+                let Some(swarm) = swarms.get_mut(&info_hash) else {
                     return fail("unknown info_hash".into());
                 };
-                let status = swarm.status(roster, self.inner.settings.sharing, me, now);
+                let status = swarm.poll(roster, self.inner.settings.sharing, me, now);
                 let body = serde_json::to_vec(&status).expect("status serializes");
                 ("application/json", body, None)
             }
@@ -438,7 +451,7 @@ mod tests {
             member("origin", "10.0.0.1", true),
             member("a", "10.0.0.2", false),
         ]);
-        Tracker::new(roster, &[[7; 20]], Settings::default())
+        Tracker::new(roster, &[[7; 20]], Settings::default()).unwrap()
     }
 
     fn get(t: &Tracker, from: &str, target: &str) -> Vec<u8> {
@@ -495,7 +508,7 @@ mod tests {
             member("a", false),
             member("b", false),
         ]);
-        let t = Tracker::new(roster, &[[7; 20]], Settings::default());
+        let t = Tracker::new(roster, &[[7; 20]], Settings::default()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();

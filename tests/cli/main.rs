@@ -9,6 +9,7 @@ mod hostile;
 mod plan;
 mod rollout;
 mod ssh;
+mod stripes;
 mod swarm;
 mod torrent;
 mod trees;

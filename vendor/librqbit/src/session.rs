@@ -290,6 +290,11 @@ pub struct AddTorrentOptions {
     /// Max concurrent connected peers.
     pub peer_limit: Option<usize>,
 
+    /// rookery patch 8: striped fetching from the start: no peer is asked for any
+    /// piece until `TorrentStateLive::set_stripes` names its stripes.
+    #[serde(default)]
+    pub stripes: Option<u32>,
+
     /// This is used to restore the session from serialized state.
     pub preferred_id: Option<usize>,
 
@@ -1369,6 +1374,7 @@ impl Session {
                     ratelimits: opts.ratelimits,
                     initial_peers: opts.initial_peers.clone().unwrap_or_default(),
                     peer_limit: opts.peer_limit.or(self.peer_limit),
+                    stripes: opts.stripes,
                     #[cfg(feature = "disable-upload")]
                     _disable_upload: self._disable_upload,
                 },

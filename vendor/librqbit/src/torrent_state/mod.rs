@@ -118,6 +118,8 @@ pub(crate) struct ManagedTorrentOptions {
     pub ratelimits: LimitsConfig,
     pub initial_peers: Vec<SocketAddr>,
     pub peer_limit: Option<usize>,
+    // rookery patch 8: see `AddTorrentOptions::stripes`.
+    pub stripes: Option<u32>,
     #[cfg(feature = "disable-upload")]
     pub _disable_upload: bool,
 }

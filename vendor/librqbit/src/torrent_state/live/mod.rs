@@ -45,7 +45,7 @@ pub mod stats;
 
 use std::{
     borrow::Cow,
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     sync::{
@@ -214,6 +214,28 @@ pub struct TorrentStateLive {
         ChunkInfo,
     )>,
     ratelimits: Limits,
+
+    // rookery patch 8: striped fetching (see `set_stripes`).
+    stripes: RwLock<Option<Stripes>>,
+}
+
+/// rookery patch 8: which pieces each peer may be asked for. Piece `i` belongs to
+/// stripe `i % count`; a peer is asked only for the stripes in its mask, and a peer
+/// not named is asked for nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Stripes {
+    pub count: u32,
+    pub by_peer: HashMap<SocketAddr, u64>,
+}
+
+impl Stripes {
+    fn allows(&self, peer: SocketAddr, piece: u32) -> bool {
+        self.count == 0
+            || self
+                .by_peer
+                .get(&peer)
+                .is_some_and(|mask| mask & (1u64 << (piece % self.count).min(63)) != 0)
+    }
 }
 
 impl TorrentStateLive {
@@ -299,6 +321,10 @@ impl TorrentStateLive {
                 .collect(),
             ratelimit_upload_tx,
             ratelimits,
+            stripes: RwLock::new(paused.shared.options.stripes.map(|count| Stripes {
+                count,
+                by_peer: HashMap::new(),
+            })),
         });
 
         state.spawn(
@@ -912,6 +938,15 @@ impl TorrentStateLive {
         }
     }
 
+    // rookery patch 8: the embedding application assigns stripes to peers.
+    /// Restricts which pieces each peer is asked for (`None`: any piece from any
+    /// peer, upstream's behaviour). Pieces in flight from a peer that may no longer
+    /// serve them finish; requesters are woken to pick again.
+    pub fn set_stripes(&self, stripes: Option<Stripes>) {
+        *self.stripes.write() = stripes;
+        self.new_pieces_notify.notify_waiters();
+    }
+
     // rookery patch: the embedding application chooses whom to fetch from.
     /// Keeps outgoing connections only to the peers in `keep`: others (live,
     /// connecting, queued or waiting out a back-off) are disconnected and not retried,
@@ -1506,6 +1541,12 @@ impl PeerHandler {
                 let mut g = self.state.lock_write("acquire_next_piece");
 
                 let bf = &live.bitfield;
+                // rookery patch 8: only the stripes this peer was assigned.
+                let stripes = self.state.stripes.read().clone();
+                let peer_addr = self.addr;
+                let allowed = |p: ValidPieceIndex| {
+                    stripes.as_ref().is_none_or(|s| s.allows(peer_addr, p.get()))
+                };
                 // Extract references to disjoint fields
                 let TorrentStateLocked {
                     pieces,
@@ -1519,7 +1560,9 @@ impl PeerHandler {
                     priority_pieces: self.state.streams.iter_next_pieces(&self.state.lengths),
                     file_priorities,
                     file_infos: &self.state.metadata.file_infos,
-                    peer_has_piece: |p| bf.get(p.get() as usize).map(|v| *v) == Some(true),
+                    peer_has_piece: |p| {
+                        bf.get(p.get() as usize).map(|v| *v) == Some(true) && allowed(p)
+                    },
                     can_steal: |p| {
                         self.state.per_piece_locks[p.get_usize()]
                             .try_write()

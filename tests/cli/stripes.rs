@@ -1,0 +1,216 @@
+//! Striped distribution between real agents: the shape the tracker chose is the shape
+//! the bytes took, and a host killed mid-transfer costs only a re-link.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rookery::stripes::Trees;
+
+use crate::swarm::{noise, snapshot};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+const STRIPES: usize = 5;
+
+/// Twelve local hosts: east (racks e1, e2) and west (w1), four to a rack.
+fn inventory() -> String {
+    let rack = |r: &str| {
+        let hosts: Vec<String> = (1..=4)
+            .map(|i| format!("{r}h{i}: {{services: [app]}}"))
+            .collect();
+        format!("{r}: {{hosts: {{{}}}}}", hosts.join(", "))
+    };
+    format!(
+        "cluster: t\ntransport: {{local: {{root: hosts}}}}\ndatacenters:\n  east: {{racks: {{{}, {}}}}}\n  west: {{racks: {{{}}}}}\n",
+        rack("e1"),
+        rack("e2"),
+        rack("w1")
+    )
+}
+
+fn playbook(extra: &str) -> String {
+    format!(
+        "name: t\nartifact: {{source: art, destination: /srv/app}}\ndistribution: {{sharing: stripes, stripes: {STRIPES}, seed_window: 3s{extra}}}\nservices:\n  app: {{start: \"true\"}}\n"
+    )
+}
+
+fn cluster(size: usize, extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inv.yml"), inventory()).unwrap();
+    std::fs::write(dir.path().join("pb.yml"), playbook(extra)).unwrap();
+    std::fs::create_dir_all(dir.path().join("art")).unwrap();
+    std::fs::write(dir.path().join("art/blob"), noise(size, 21)).unwrap();
+    dir
+}
+
+/// The feeders (by host name, the origin as `origin`) the tracker's trees give each
+/// host, built by the library from the same inventory as the run.
+fn planned_feeders(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let inv = rookery::inventory::Inventory::load(&dir.join("inv.yml")).unwrap();
+    let hosts: Vec<usize> = (0..inv.hosts.len()).collect();
+    let roster = rookery::tracker::roster(&inv, &hosts, Some([127, 0, 0, 1].into()));
+    let trees = Trees::build(&roster, STRIPES).unwrap();
+    let name = |m: usize| {
+        let member = &roster.members()[m];
+        if member.origin {
+            "origin".to_string()
+        } else {
+            member.name.clone()
+        }
+    };
+    (0..roster.members().len())
+        .filter(|&m| !roster.members()[m].origin)
+        .map(|m| {
+            let feeders = trees.feeders(m).into_iter().flatten().map(name).collect();
+            (name(m), feeders)
+        })
+        .collect()
+}
+
+fn fed_by(host: &serde_json::Value) -> BTreeMap<String, u64> {
+    host["fed_by"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every host verified its copy, and each took its bytes from exactly the feeders its
+/// trees name: one per stripe, several per host (not a chain), the origin among them
+/// only where the trees say so. Upload stays within budget: the origin sends about
+/// one copy, no host more than 1.2.
+#[test]
+fn striped_trees_are_the_shape_the_bytes_take() {
+    let size = 12 << 20;
+    let dir = cluster(size, "");
+    let d = dir.path();
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["--json", "distribute", "-i", "inv.yml", "pb.yml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let planned = planned_feeders(d);
+    let hosts = r["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 12);
+    let version = r["version"].as_str().unwrap();
+    let mut uploaded: BTreeMap<String, u64> = BTreeMap::new();
+    for h in hosts {
+        let name = h["host"].as_str().unwrap();
+        assert_eq!(h["ok"], true, "{h}");
+        assert_eq!(
+            snapshot(&d.join(format!("hosts/{name}/srv/app/releases/{version}"))),
+            snapshot(&d.join("art")),
+            "{name}'s copy"
+        );
+        let fed = fed_by(h);
+        let from: BTreeSet<String> = fed.keys().cloned().collect();
+        assert_eq!(from, planned[name], "{name} was fed by {fed:?}");
+        assert!(from.len() >= 2, "{name} has a single feeder: {fed:?}");
+        for (f, b) in fed {
+            *uploaded.entry(f).or_default() += b;
+        }
+    }
+    let copies = |b: u64| b as f64 / size as f64;
+    let origin = copies(uploaded.remove("origin").unwrap_or(0));
+    assert!(origin <= 1.1, "the origin sent {origin:.2} copies");
+    for (host, b) in uploaded {
+        assert!(copies(b) <= 1.25, "{host} sent {:.2} copies", copies(b));
+    }
+}
+
+/// A host that forwards in some stripe is killed while the others fetch: every other
+/// host still verifies its copy, from the feeders the tracker re-linked it to.
+#[test]
+fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
+    let size = 24 << 20;
+    let dir = cluster(size, ", download_limit: 3MiB/s");
+    let d = dir.path();
+    let planned = planned_feeders(d);
+    // A host that feeds another host (not only the origin does).
+    let victim = planned
+        .values()
+        .flatten()
+        .find(|f| *f != "origin")
+        .cloned()
+        .expect("some host forwards");
+    let orphans: Vec<&String> = planned
+        .iter()
+        .filter(|(_, f)| f.contains(&victim))
+        .map(|(h, _)| h)
+        .collect();
+    let child = Command::new(BIN)
+        .current_dir(d)
+        .args(["--json", "distribute", "-i", "inv.yml", "pb.yml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the victim's agent a third of the way into its transfer.
+    let staged = d.join(format!("hosts/{victim}/srv/app/releases"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let have: u64 = std::fs::read_dir(&staged)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+            .filter_map(|e| std::fs::metadata(e.path().join("blob")).ok())
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .sum();
+        if have >= size as u64 / 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{victim} never got a third");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-f", &format!("agent fetch .*--host {victim} ")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no agent of {victim} to kill");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    let version = r["version"].as_str().unwrap();
+    for h in r["hosts"].as_array().unwrap() {
+        let name = h["host"].as_str().unwrap();
+        if name == victim {
+            assert_eq!(h["ok"], false, "{h}");
+            continue;
+        }
+        assert_eq!(h["ok"], true, "{h}");
+        assert_eq!(
+            snapshot(&d.join(format!("hosts/{name}/srv/app/releases/{version}"))),
+            snapshot(&d.join("art")),
+            "{name}'s copy"
+        );
+        if orphans.contains(&&name.to_string()) {
+            // Fed by the victim until it died, and by someone else after.
+            let fed = fed_by(h);
+            let others: u64 = fed
+                .iter()
+                .filter(|(f, _)| **f != victim)
+                .map(|(_, b)| b)
+                .sum();
+            assert!(others > 0, "{name}: {fed:?}");
+        }
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
