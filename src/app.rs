@@ -236,7 +236,39 @@ fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
         Some(p) => size("--piece-size", p)?,
         None => metainfo::auto_piece_size(total),
     };
+    use crate::simulate::Shape;
+    let shape = match a.topology.as_str() {
+        "chain" => Shape::Chain,
+        "stripes" => Shape::Stripes,
+        other => {
+            return Err(
+                Error::Usage(format!("--topology: `{other}`: use chain or stripes")).into(),
+            );
+        }
+    };
+    if !(crate::stripes::MIN_STRIPES..=crate::stripes::MAX_STRIPES).contains(&a.stripes) {
+        return Err(Error::Usage(format!(
+            "--stripes must be from {} to {}, found {}",
+            crate::stripes::MIN_STRIPES,
+            crate::stripes::MAX_STRIPES,
+            a.stripes
+        ))
+        .into());
+    }
+    let detect = match (a.detect, shape) {
+        (Some(d), _) if d.is_finite() && d >= 0.0 => d,
+        (Some(d), _) => {
+            return Err(
+                Error::Usage(format!("--detect must be 0 or more seconds, found {d}")).into(),
+            );
+        }
+        (None, Shape::Chain) => crate::simulate::DETECT,
+        (None, Shape::Stripes) => crate::simulate::DETECT_STRIPES,
+    };
     let t = crate::simulate::Topology {
+        shape,
+        stripes: a.stripes,
+        detect,
         hosts: a.hosts,
         datacenters: a.datacenters,
         racks: a.racks,

@@ -174,6 +174,16 @@ pub struct SimulateArgs {
     pub fail: f64,
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
+    /// How the tracker arranges hosts: `chain` (sharing: pipeline) or `stripes`
+    #[arg(long, value_name = "SHAPE", default_value = "chain")]
+    pub topology: String,
+    /// Stripes of `--topology stripes`
+    #[arg(long, value_name = "N", default_value_t = crate::stripes::DEFAULT_STRIPES)]
+    pub stripes: usize,
+    /// Seconds from a host's failure until those it fed are re-linked (default: 3
+    /// for either shape, what the tracker's timings give)
+    #[arg(long, value_name = "SECONDS")]
+    pub detect: Option<f64>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -26,16 +26,36 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::stripes::Trees;
 use crate::swarm::{Member, Roster};
 use crate::units::{ByteSize, Rate};
 
-/// How long a successor takes to notice its feeder is gone (the tracker's first
-/// missed announce).
+/// How long a successor takes to notice its feeder is gone in the chain (the
+/// tracker's first missed announce).
 pub const DETECT: f64 = 3.0;
+/// The same for striped trees: a parent silent for
+/// [`crate::swarm::STRIPE_SILENT_AFTER`] (2 s) is re-linked around at its children's
+/// next poll (every second).
+pub const DETECT_STRIPES: f64 = 3.0;
+
+/// How the tracker arranges the hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// The pipeline: one chain behind the origin (`sharing: pipeline`).
+    Chain,
+    /// Striped trees, [`crate::stripes::Trees`] (`sharing: stripes`).
+    Stripes,
+}
 
 /// A generated topology and what to send over it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Topology {
+    pub shape: Shape,
+    /// Stripes of [`Shape::Stripes`].
+    pub stripes: usize,
+    /// Seconds from a host's failure until those it fed are re-linked.
+    pub detect: f64,
     pub hosts: usize,
     pub datacenters: usize,
     /// Racks per datacenter.
@@ -65,6 +85,10 @@ pub struct Outcome {
     pub interconnect_in_bytes: BTreeMap<String, u64>,
     /// The busiest rack uplink, in bytes each way (in, out).
     pub busiest_uplink_bytes: (u64, u64),
+    /// The most any host (not the origin) uploaded, in copies of the artifact.
+    pub max_host_upload_copies: f64,
+    /// Hops from the origin to the deepest host (over every stripe).
+    pub max_depth: usize,
 }
 
 /// A small deterministic generator (xorshift), so a seed gives the same failures.
@@ -139,9 +163,6 @@ pub fn run(t: &Topology) -> Outcome {
         }
     }
 
-    // done[p][i]: when chain position p has piece i (the origin has all at 0).
-    let mut done: Vec<Vec<f64>> = vec![vec![0.0; pieces]];
-    let mut feeder_bytes: BTreeMap<(usize, usize), u64> = BTreeMap::new();
     let piece_bytes = |i: usize| {
         if i + 1 == pieces {
             t.size - t.piece * (pieces as u64 - 1)
@@ -149,36 +170,34 @@ pub fn run(t: &Topology) -> Outcome {
             t.piece
         }
     };
-    for p in 1..n {
-        let mut mine = vec![f64::INFINITY; pieces];
-        let mut prev = start;
-        for i in 0..pieces {
-            // The nearest live feeder for this piece: the predecessor, or, once it
-            // failed (and DETECT passed), the next one up the chain.
-            let mut f = p - 1;
-            let mut avail = done[f][i];
-            let mut earliest = 0.0f64;
-            while avail > fail_at[f] && f > 0 {
-                earliest = earliest.max(fail_at[f] + DETECT);
-                f -= 1;
-                avail = done[f][i];
-            }
-            let at =
-                prev.max(avail).max(earliest) + piece_bytes(i) as f64 / rate(chain[f], chain[p]);
-            if at > fail_at[p] {
-                break; // this host fails before it has the piece
-            }
-            mine[i] = at;
-            prev = at;
-            *feeder_bytes.entry((f, p)).or_default() += piece_bytes(i);
+    // Per member id: when it has the whole artifact (None: it failed); bytes per
+    // (sender, receiver) member ids; the deepest host's hops.
+    let (finished, bytes, max_depth) = match t.shape {
+        Shape::Chain => {
+            let (finished, bytes) = chain_run(
+                &chain,
+                pieces,
+                start,
+                &fail_at_member(&chain, &fail_at),
+                &piece_bytes,
+                &|a, b| rate(a, b),
+                t.detect,
+            );
+            (finished, bytes, n - 1)
         }
-        done.push(mine);
-    }
+        Shape::Stripes => stripes_run(
+            &roster,
+            t.stripes,
+            pieces,
+            start,
+            &fail_at_member(&chain, &fail_at),
+            &piece_bytes,
+            &|a, b| rate(a, b),
+            t.detect,
+        ),
+    };
 
-    let mut finish: Vec<f64> = (1..n)
-        .filter(|&p| fail_at[p].is_infinite())
-        .map(|p| done[p][pieces - 1])
-        .collect();
+    let mut finish: Vec<f64> = finished.iter().skip(1).flatten().copied().collect();
     finish.sort_by(|a, b| a.total_cmp(b));
     let pct = |q: f64| -> f64 {
         if finish.is_empty() {
@@ -194,10 +213,13 @@ pub fn run(t: &Topology) -> Outcome {
     let mut interconnect_in: BTreeMap<String, u64> = BTreeMap::new();
     let mut uplink: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut origin_up = 0;
-    for (&(f, p), &bytes) in &feeder_bytes {
-        let (a, b) = (&members[chain[f]], &members[chain[p]]);
-        if f == 0 {
+    let mut sent: BTreeMap<usize, u64> = BTreeMap::new();
+    for (&(f, p), &bytes) in &bytes {
+        let (a, b) = (&members[f], &members[p]);
+        if a.origin {
             origin_up += bytes;
+        } else {
+            *sent.entry(f).or_default() += bytes;
         }
         if a.dc != b.dc {
             *interconnect_in.entry(b.dc.clone()).or_default() += bytes;
@@ -221,7 +243,225 @@ pub fn run(t: &Topology) -> Outcome {
         origin_upload_bytes: origin_up,
         interconnect_in_bytes: interconnect_in,
         busiest_uplink_bytes: busiest,
+        max_host_upload_copies: sent.values().copied().max().unwrap_or(0) as f64
+            / t.size.max(1) as f64,
+        max_depth,
     }
+}
+
+/// `fail_at` by chain position, as by member id.
+fn fail_at_member(chain: &[usize], fail_at: &[f64]) -> Vec<f64> {
+    let mut out = vec![f64::INFINITY; chain.len()];
+    for (p, &m) in chain.iter().enumerate() {
+        out[m] = fail_at[p];
+    }
+    out
+}
+
+type Finished = Vec<Option<f64>>;
+type Bytes = BTreeMap<(usize, usize), u64>;
+
+/// The chain: position p gets piece i from p - 1 once it has it, one piece after
+/// another; a failed feeder is skipped after `detect`.
+fn chain_run(
+    chain: &[usize],
+    pieces: usize,
+    start: f64,
+    fail_at: &[f64],
+    piece_bytes: &dyn Fn(usize) -> u64,
+    rate: &dyn Fn(usize, usize) -> f64,
+    detect: f64,
+) -> (Finished, Bytes) {
+    let n = chain.len();
+    // done[p][i]: when chain position p has piece i (the origin has all at 0).
+    let mut done: Vec<Vec<f64>> = vec![vec![0.0; pieces]];
+    let mut bytes: Bytes = BTreeMap::new();
+    let mut finished = vec![None; n];
+    finished[chain[0]] = Some(0.0);
+    for p in 1..n {
+        let mut mine = vec![f64::INFINITY; pieces];
+        let mut prev = start;
+        let me = chain[p];
+        for i in 0..pieces {
+            // The nearest live feeder for this piece: the predecessor, or, once it
+            // failed (and `detect` passed), the next one up the chain.
+            let mut f = p - 1;
+            let mut avail = done[f][i];
+            let mut earliest = 0.0f64;
+            while avail > fail_at[chain[f]] && f > 0 {
+                earliest = earliest.max(fail_at[chain[f]] + detect);
+                f -= 1;
+                avail = done[f][i];
+            }
+            let at = prev.max(avail).max(earliest) + piece_bytes(i) as f64 / rate(chain[f], me);
+            if at > fail_at[me] {
+                break; // this host fails before it has the piece
+            }
+            mine[i] = at;
+            prev = at;
+            *bytes.entry((chain[f], me)).or_default() += piece_bytes(i);
+        }
+        if fail_at[me].is_infinite() {
+            finished[me] = Some(mine[pieces - 1]);
+        }
+        done.push(mine);
+    }
+    (finished, bytes)
+}
+
+/// Striped trees, as the tracker builds them ([`Trees`]): member m gets the pieces
+/// of stripe s (i % k == s) from its parent in s, in order, at its share of the hop:
+/// the parent's upload split among its children, m's download among its k parents.
+/// Failures are re-linked by the tracker's own [`Trees::relink`], in the order they
+/// happen; an orphan takes its later pieces from its new parent from `detect` after
+/// the failure.
+#[allow(clippy::too_many_arguments)]
+fn stripes_run(
+    roster: &Roster,
+    k: usize,
+    pieces: usize,
+    start: f64,
+    fail_at: &[f64],
+    piece_bytes: &dyn Fn(usize) -> u64,
+    rate: &dyn Fn(usize, usize) -> f64,
+    detect: f64,
+) -> (Finished, Bytes, usize) {
+    let n = roster.members().len();
+    let mut trees = Trees::build(roster, k).expect("a generated roster has an origin");
+    let root = trees.root();
+    let children = |t: &Trees, m: usize| t.slots_used(m).max(1) as f64;
+    // Who feeds (s, m) from when: the tree as built, then each re-link.
+    let mut timeline: Vec<Vec<Vec<(f64, usize, f64)>>> = (0..k)
+        .map(|s| {
+            (0..n)
+                .map(|m| match trees.parent(s, m) {
+                    Some(p) => vec![(0.0, p, children(&trees, p))],
+                    None => Vec::new(),
+                })
+                .collect()
+        })
+        .collect();
+    let mut failing: Vec<usize> = (0..n).filter(|&m| fail_at[m].is_finite()).collect();
+    failing.sort_by(|&a, &b| fail_at[a].total_cmp(&fail_at[b]));
+    for &f in &failing {
+        let Ok(edges) = trees.relink(&[f]) else {
+            continue;
+        };
+        for e in edges {
+            let c = children(&trees, e.to);
+            timeline[e.stripe][e.member].push((fail_at[f] + detect, e.to, c));
+        }
+    }
+    let max_depth = trees.max_depth() as usize;
+    // done[s][m][j]: when m has the j-th piece of stripe s; computed parents first.
+    let mut done: Vec<Vec<Option<Vec<f64>>>> = vec![vec![None; n]; k];
+    let mut bytes: Bytes = BTreeMap::new();
+    for s in 0..k {
+        let count = if s < pieces {
+            (pieces - s).div_ceil(k)
+        } else {
+            0
+        };
+        done[s][root] = Some(vec![0.0; count]);
+        for m in 0..n {
+            stripe_of(
+                s,
+                m,
+                k,
+                count,
+                start,
+                fail_at,
+                piece_bytes,
+                rate,
+                &timeline,
+                &mut done,
+                &mut bytes,
+            );
+        }
+    }
+    let finished = (0..n)
+        .map(|m| {
+            if fail_at[m].is_finite() {
+                return None;
+            }
+            (0..k)
+                .filter_map(|s| done[s][m].as_ref().and_then(|d| d.last().copied()))
+                .reduce(f64::max)
+                .or(Some(0.0))
+        })
+        .collect();
+    (finished, bytes, max_depth)
+}
+
+/// Fills `done[s][m]`, its feeders' first (depth-first up the tree).
+#[allow(clippy::too_many_arguments)]
+fn stripe_of(
+    s: usize,
+    m: usize,
+    k: usize,
+    count: usize,
+    start: f64,
+    fail_at: &[f64],
+    piece_bytes: &dyn Fn(usize) -> u64,
+    rate: &dyn Fn(usize, usize) -> f64,
+    timeline: &[Vec<Vec<(f64, usize, f64)>>],
+    done: &mut [Vec<Option<Vec<f64>>>],
+    bytes: &mut Bytes,
+) {
+    if done[s][m].is_some() {
+        return;
+    }
+    // In progress: a parent that (through re-links) hangs below m cannot have been
+    // its source; seen as having nothing.
+    done[s][m] = Some(Vec::new());
+    let line = &timeline[s][m];
+    for &(_, p, _) in line {
+        stripe_of(
+            s,
+            p,
+            k,
+            count,
+            start,
+            fail_at,
+            piece_bytes,
+            rate,
+            timeline,
+            done,
+            bytes,
+        );
+    }
+    let mut mine = Vec::with_capacity(count);
+    let mut prev = start;
+    for j in 0..count {
+        let i = s + j * k;
+        // The feeder in charge when this piece is asked for; one that fails before
+        // it has the piece hands over at the next re-link.
+        let mut at = f64::INFINITY;
+        let mut from = None;
+        for (e, &(since, p, shared)) in line.iter().enumerate() {
+            let until = line.get(e + 1).map_or(f64::INFINITY, |x| x.0);
+            let avail = done[s][p]
+                .as_ref()
+                .and_then(|d| d.get(j).copied())
+                .unwrap_or(f64::INFINITY);
+            if avail > fail_at[p] || until <= prev.max(since) {
+                continue;
+            }
+            let hop = rate(p, m) / shared.max(k as f64);
+            let t = prev.max(avail).max(since) + piece_bytes(i) as f64 / hop;
+            at = t;
+            from = Some(p);
+            break;
+        }
+        let Some(p) = from else { break };
+        if at > fail_at[m] {
+            break;
+        }
+        mine.push(at);
+        prev = at;
+        *bytes.entry((p, m)).or_default() += piece_bytes(i);
+    }
+    done[s][m] = Some(mine);
 }
 
 /// The text report.
@@ -231,7 +471,11 @@ pub fn render(o: &Outcome) -> String {
     let rate = |b: u64| Rate(b).to_string();
     let _ = writeln!(
         s,
-        "Simulated pipeline: {} hosts in {} datacenters x {} racks, {} in {} pieces",
+        "Simulated {}: {} hosts in {} datacenters x {} racks, {} in {} pieces",
+        match t.shape {
+            Shape::Chain => "pipeline (one chain)".to_string(),
+            Shape::Stripes => format!("striped trees ({} stripes)", t.stripes),
+        },
         t.hosts,
         t.datacenters,
         t.racks,
@@ -252,8 +496,8 @@ pub fn render(o: &Outcome) -> String {
     );
     let _ = writeln!(
         s,
-        "  failures   {} host(s) fail during the transfer (seed {})",
-        o.failed_hosts, t.seed
+        "  failures   {} host(s) fail during the transfer (seed {}), re-linked after {:.1}s",
+        o.failed_hosts, t.seed, t.detect
     );
     let _ = writeln!(s, "  bound      S/C = {:.1}s", o.bound_seconds);
     let _ = write!(s, "  finished  ");
@@ -276,6 +520,11 @@ pub fn render(o: &Outcome) -> String {
             copies(*b)
         );
     }
+    let _ = writeln!(
+        s,
+        "  hosts      the busiest uploads {:.2} copies; the deepest is {} hops from the origin",
+        o.max_host_upload_copies, o.max_depth
+    );
     let (i, out) = o.busiest_uplink_bytes;
     let _ = writeln!(
         s,
@@ -292,6 +541,9 @@ mod tests {
 
     fn topo(hosts: usize, fail: f64) -> Topology {
         Topology {
+            shape: Shape::Chain,
+            stripes: 8,
+            detect: DETECT,
             hosts,
             datacenters: 2,
             racks: 2,
@@ -330,6 +582,46 @@ mod tests {
         assert!(o.percentiles["max"].is_finite());
         // The same seed, the same answer.
         assert_eq!(run(&topo(64, 0.1)).percentiles, o.percentiles);
+    }
+
+    #[test]
+    fn striped_trees_grow_with_log_n_where_the_chain_grows_with_n() {
+        let mut chain = topo(400, 0.0);
+        chain.racks = 8;
+        let mut striped = chain.clone();
+        striped.shape = Shape::Stripes;
+        let (c, s) = (run(&chain), run(&striped));
+        assert_eq!(c.max_depth, 400);
+        assert!(s.max_depth <= 12, "depth {}", s.max_depth);
+        // The chain pays a piece per hop; the trees a few (slower) hops.
+        assert!(
+            s.percentiles["max"] < c.percentiles["max"],
+            "{s:?} vs {c:?}"
+        );
+        // Every host gets the whole artifact: the bytes into hosts add up.
+        assert_eq!(s.origin_upload_bytes, 512 << 20);
+        assert!(
+            s.max_host_upload_copies <= 1.2 + 1e-9,
+            "{}",
+            s.max_host_upload_copies
+        );
+        assert!(s.interconnect_in_bytes["dc2"] <= (512u64 << 20) * 11 / 10);
+    }
+
+    #[test]
+    fn striped_trees_survive_failures_through_the_trackers_re_link() {
+        let mut t = topo(200, 0.05);
+        t.shape = Shape::Stripes;
+        let o = run(&t);
+        assert_eq!(o.failed_hosts, 10);
+        assert!(o.percentiles["max"].is_finite(), "{o:?}");
+        let healthy = run(&Topology {
+            fail: 0.0,
+            ..t.clone()
+        });
+        assert!(o.percentiles["max"] >= healthy.percentiles["max"]);
+        // No survivor starved: the percentiles are over every surviving host.
+        assert_eq!(run(&t).percentiles, o.percentiles);
     }
 
     #[test]

@@ -167,11 +167,51 @@ fn simulate_reports_percentiles_and_refuses_nonsense() {
             "--fail",
             "0.02",
         ])
-        .stdout_has("Simulated pipeline: 300 hosts in 3 datacenters x 5 racks, 1 GiB")
-        .stdout_has("failures   6 host(s) fail during the transfer (seed 1)")
+        .stdout_has("Simulated pipeline (one chain): 300 hosts in 3 datacenters x 5 racks, 1 GiB")
+        .stdout_has("failures   6 host(s) fail during the transfer (seed 1), re-linked after 3.0s")
         .stdout_has("origin     uploads 1 GiB (1.00 copies)")
+        .stdout_has("the deepest is 300 hops from the origin")
         .run();
     assert!(out.stdout.contains(" p99 "), "{}", out.stdout);
+    // The tracker's striped trees, same fleet: shallow, within the upload budget.
+    let out = Test::new()
+        .args([
+            "simulate",
+            "--hosts",
+            "300",
+            "--datacenters",
+            "3",
+            "--racks",
+            "5",
+        ])
+        .args([
+            "--size",
+            "1GiB",
+            "--link",
+            "1Gbit/s",
+            "--topology",
+            "stripes",
+        ])
+        .stdout_has("Simulated striped trees (8 stripes): 300 hosts in 3 datacenters x 5 racks")
+        .run();
+    let depth: usize = out
+        .stdout
+        .split("the deepest is ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(depth < 20, "{}", out.stdout);
+    Test::new()
+        .args(["simulate", "--topology", "tree"])
+        .status(2)
+        .stderr("error: --topology: `tree`: use chain or stripes\n")
+        .run();
+    Test::new()
+        .args(["simulate", "--topology", "stripes", "--stripes", "2"])
+        .status(2)
+        .stderr("error: --stripes must be from 5 to 64, found 2\n")
+        .run();
     let json = Test::new()
         .args(["--json", "simulate", "--hosts", "20", "--size", "64MiB"])
         .run();
