@@ -259,6 +259,8 @@ fn fail_at_member(chain: &[usize], fail_at: &[f64]) -> Vec<f64> {
 }
 
 type Finished = Vec<Option<f64>>;
+/// `[stripe][member]`: from when, which parent, and how many children it feeds.
+type Timeline = Vec<Vec<Vec<(f64, usize, f64)>>>;
 type Bytes = BTreeMap<(usize, usize), u64>;
 
 /// The chain: position p gets piece i from p - 1 once it has it, one piece after
@@ -331,7 +333,7 @@ fn stripes_run(
     let root = trees.root();
     let children = |t: &Trees, m: usize| t.slots_used(m).max(1) as f64;
     // Who feeds (s, m) from when: the tree as built, then each re-link.
-    let mut timeline: Vec<Vec<Vec<(f64, usize, f64)>>> = (0..k)
+    let mut timeline: Timeline = (0..k)
         .map(|s| {
             (0..n)
                 .map(|m| match trees.parent(s, m) {
@@ -404,7 +406,7 @@ fn stripe_of(
     fail_at: &[f64],
     piece_bytes: &dyn Fn(usize) -> u64,
     rate: &dyn Fn(usize, usize) -> f64,
-    timeline: &[Vec<Vec<(f64, usize, f64)>>],
+    timeline: &Timeline,
     done: &mut [Vec<Option<Vec<f64>>>],
     bytes: &mut Bytes,
 ) {
