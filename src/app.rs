@@ -372,6 +372,7 @@ fn torrent_create(
         name: None,
         keep_special_bits,
         previous,
+        reuse: None,
     };
     let m = metainfo::create(dir, &opts)
         .with_context(|| format!("creating metainfo for {}", dir.display()))?;

@@ -113,9 +113,9 @@ pub fn host_destination(config: &Config, host: usize) -> PathBuf {
 
 /// Builds (or reuses) the metainfo of the artifact; returns it with its version.
 pub fn prepare(config: &Config) -> anyhow::Result<(Metainfo, String, PathBuf)> {
-    let m = create(&config.playbook.artifact.source, &create_options(config))?;
+    let (m, stats) = create(&config.playbook.artifact.source, &create_options(config))?;
     let bytes = m.to_bytes();
-    let (version, file) = keep_metainfo(config, &m, &bytes)?;
+    let (version, file) = keep_metainfo(config, &m, &bytes, Some(&stats))?;
     Ok((m, version, file))
 }
 
@@ -126,16 +126,31 @@ fn create_options(config: &Config) -> metainfo::CreateOptions {
         name: None,
         keep_special_bits: config.playbook.artifact.keep_special_bits,
         previous: previous_manifest(config),
+        reuse: previous_hashed(config),
     }
 }
 
-fn create(source: &std::path::Path, opts: &metainfo::CreateOptions) -> anyhow::Result<Metainfo> {
-    metainfo::create(source, opts)
-        .with_context(|| format!("creating metainfo for {}", source.display()))
+fn create(
+    source: &std::path::Path,
+    opts: &metainfo::CreateOptions,
+) -> anyhow::Result<(Metainfo, metainfo::Stats)> {
+    let began = Instant::now();
+    let (m, stats, work) = metainfo::create_with_stats(source, opts)
+        .with_context(|| format!("creating metainfo for {}", source.display()))?;
+    tracing::info!(
+        elapsed = ?began.elapsed(),
+        file_bytes_read = work.file_bytes_read,
+        piece_bytes_read = work.piece_bytes_read,
+        piece_bytes_reused = work.piece_bytes_reused,
+        "hashed the artifact"
+    );
+    Ok((m, stats))
 }
 
 /// [`create`] on a blocking thread, to overlap with connecting to the hosts.
-fn spawn_create(config: &Config) -> tokio::task::JoinHandle<anyhow::Result<Metainfo>> {
+fn spawn_create(
+    config: &Config,
+) -> tokio::task::JoinHandle<anyhow::Result<(Metainfo, metainfo::Stats)>> {
     let source = config.playbook.artifact.source.clone();
     let opts = create_options(config);
     tokio::task::spawn_blocking(move || create(&source, &opts))
@@ -179,8 +194,14 @@ fn fetch_command(torrent: &str, check: Option<(&str, &Binary)>, argv: &[String])
 }
 
 /// The release version of `m`, and a copy of its bytes in the controller's state
-/// directory (`<version>.torrent`).
-fn keep_metainfo(config: &Config, m: &Metainfo, bytes: &[u8]) -> anyhow::Result<(String, PathBuf)> {
+/// directory (`<version>.torrent`), with the stats of the files hashed here
+/// (`<version>.stats.json`, for the next release to reuse their hashes).
+fn keep_metainfo(
+    config: &Config,
+    m: &Metainfo,
+    bytes: &[u8],
+    stats: Option<&metainfo::Stats>,
+) -> anyhow::Result<(String, PathBuf)> {
     let version = match &config.playbook.artifact.version {
         Version::ContentHash => m.content_version(),
         Version::Label(l) => l.clone(),
@@ -189,6 +210,18 @@ fn keep_metainfo(config: &Config, m: &Metainfo, bytes: &[u8]) -> anyhow::Result<
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = dir.join(format!("{version}.torrent"));
     std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+    let stats_path = stats_file(config, &version);
+    match stats {
+        Some(stats) => {
+            let text = serde_json::to_vec(stats).expect("stats serialize");
+            crate::local::write_atomically(&stats_path, &text, 0o600)
+                .with_context(|| format!("writing {}", stats_path.display()))?;
+        }
+        // Hashed elsewhere (on the origin host): nothing here to compare with.
+        None => {
+            let _ = std::fs::remove_file(&stats_path);
+        }
+    }
     let last = last_file(config);
     std::fs::write(&last, &version).with_context(|| format!("writing {}", last.display()))?;
     Ok((version, file))
@@ -203,11 +236,31 @@ fn last_file(config: &Config) -> PathBuf {
 /// machine still has it: the next one is laid out after it (see
 /// `metainfo::create`). Anything missing or unreadable means none.
 fn previous_manifest(config: &Config) -> Option<metainfo::Manifest> {
+    previous_metainfo(config).map(|m| m.rookery)
+}
+
+fn previous_metainfo(config: &Config) -> Option<Metainfo> {
     let version = std::fs::read_to_string(last_file(config)).ok()?;
     crate::inventory::check_name(version.trim()).ok()?;
     let file = state_dir(config).join(format!("{}.torrent", version.trim()));
     let bytes = std::fs::read(file).ok()?;
-    Metainfo::from_bytes(&bytes).ok().map(|m| m.rookery)
+    Metainfo::from_bytes(&bytes).ok()
+}
+
+/// Where the stats of the files hashed for `version` are kept (beside its metainfo).
+fn stats_file(config: &Config, version: &str) -> PathBuf {
+    state_dir(config).join(format!("{version}.stats.json"))
+}
+
+/// The last distribution's metainfo and the stats of the files it hashed, if this
+/// machine still has both: unchanged files are not read again (see
+/// `metainfo::CreateOptions::reuse`).
+fn previous_hashed(config: &Config) -> Option<metainfo::Hashed> {
+    let metainfo = previous_metainfo(config)?;
+    let version = std::fs::read_to_string(last_file(config)).ok()?;
+    let text = std::fs::read(stats_file(config, version.trim())).ok()?;
+    let stats = serde_json::from_slice(&text).ok()?;
+    Some(metainfo::Hashed { metainfo, stats })
 }
 
 /// How `rookery distribute` was asked to run.
@@ -447,8 +500,8 @@ async fn orchestrate<T: Transport>(
         }
         _ => {
             let hashing = hashing.unwrap_or_else(|| spawn_create(config));
-            let m = hashing.await.context("hashing the artifact panicked")??;
-            let (version, _) = keep_metainfo(config, &m, &m.to_bytes())?;
+            let (m, stats) = hashing.await.context("hashing the artifact panicked")??;
+            let (version, _) = keep_metainfo(config, &m, &m.to_bytes(), Some(&stats))?;
             (m, version)
         }
     };
@@ -500,6 +553,12 @@ async fn orchestrate<T: Transport>(
     let installs = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
     let install_timeout = inv.transport.command_timeout();
     let mut jobs = tokio::task::JoinSet::new();
+    // Feeders first: with hundreds of hosts the commands go out over seconds, and a
+    // host started before its feeder waits for it.
+    let mut conns = conns;
+    if let Some(tracker) = &side.withdraw {
+        conns.sort_by_cached_key(|(h, _)| tracker.start_rank(&inv.hosts[*h].name));
+    }
     for (h, conn) in conns {
         let host = &inv.hosts[h];
         let listen = if local {
@@ -937,7 +996,7 @@ async fn remote_metainfo<C: Connection>(
         }
     };
     let m = Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: reading {file}"))?;
-    let (version, _) = keep_metainfo(config, &m, &bytes)?;
+    let (version, _) = keep_metainfo(config, &m, &bytes, None)?;
     Ok((m, version))
 }
 

@@ -263,20 +263,32 @@ async fn wait(
     let mut feeders: Vec<SocketAddr> = Vec::new();
     let mut tracker_heard = Instant::now();
     let mut done = std::pin::pin!(torrent.wait_until_completed());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Every second: progress, the stall check, the tracker's feeders. While some
+    // stripe still waits for its feeder to announce, the tracker is asked every
+    // 200 ms instead: each level of a tree would otherwise add up to a second to the
+    // start of everything below it.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut ticks = 0u64;
+    let mut waiting = false;
     loop {
         tokio::select! {
             r = &mut done => return r.context("the engine failed"),
             _ = cancel.cancelled() => anyhow::bail!("interrupted"),
             _ = tick.tick() => {}
         }
+        let second = ticks.is_multiple_of(5);
+        ticks += 1;
+        if !second && !waiting {
+            continue;
+        }
         let stats = torrent.stats();
         if let Some(e) = stats.error {
             anyhow::bail!("the engine failed: {}", one_line(&e));
         }
-        log_progress(torrent, stats.progress_bytes, total, &mut last_logged);
         if let Some(url) = &f.engine.tracker {
-            if follow_feeders(url, torrent, &f.host, &mut feeders).await {
+            let followed = follow_feeders(url, torrent, &f.host, &mut feeders).await;
+            waiting = followed.waiting;
+            if followed.answered {
                 tracker_heard = Instant::now();
             } else if tracker_heard.elapsed() > TRACKER_GONE
                 && last_progress.1.elapsed() > TRACKER_GONE
@@ -293,6 +305,10 @@ async fn wait(
                 );
             }
         }
+        if !second {
+            continue;
+        }
+        log_progress(torrent, stats.progress_bytes, total, &mut last_logged);
         emit(
             events,
             &serde_json::json!({
@@ -340,27 +356,38 @@ fn one_line(debug: &str) -> String {
 /// over all of them, and the hosts that fed several successors split their upload
 /// (measured with bench/swarm.sh: 2.3 origin copies and 3.2 x S/C for 8 hosts). An
 /// empty or missing answer changes nothing, so a tracker hiccup never leaves the host
-/// without peers. Returns whether the tracker answered.
+/// without peers.
 async fn follow_feeders(
     url: &str,
     torrent: &librqbit::ManagedTorrent,
     host: &str,
     current: &mut Vec<SocketAddr>,
-) -> bool {
+) -> Followed {
     let hash = torrent.info_hash().0;
     let asked = tokio::time::timeout(
         Duration::from_millis(800),
         crate::tracker::status(url, &hash, host),
     );
     let Ok(Ok(status)) = asked.await else {
-        return false;
+        return Followed {
+            answered: false,
+            waiting: false,
+        };
+    };
+    let waiting = status
+        .stripes
+        .as_ref()
+        .is_some_and(|s| s.iter().any(Option::is_none));
+    let answered = Followed {
+        answered: true,
+        waiting,
     };
     let Some(mut feeders) = status.feeders.filter(|f| !f.is_empty()) else {
-        return true;
+        return answered;
     };
     feeders.sort();
     let Some(live) = torrent.live() else {
-        return true;
+        return answered;
     };
     // Striped sharing: each feeder is asked only for the stripes it was named for,
     // so it uploads what it forwards and nothing else it happens to hold.
@@ -377,7 +404,14 @@ async fn follow_feeders(
         tracing::info!("feeders now {feeders:?} (were {current:?})");
         *current = feeders;
     }
-    true
+    answered
+}
+
+/// What a poll of the tracker gave.
+struct Followed {
+    answered: bool,
+    /// Striped sharing: some stripe's feeder has not announced yet.
+    waiting: bool,
 }
 
 /// The engine's per-peer stripe masks from the tracker's feeder of each stripe.

@@ -143,6 +143,55 @@ pub fn valid_piece_size(n: u64) -> bool {
 struct Scan {
     files: Vec<(String, PathBuf, u64)>,
     manifest: Manifest,
+    /// What each file of `files` looked like when scanned, by path.
+    stats: Stats,
+}
+
+/// What a file looked like when it was hashed. A file that looks the same at the next
+/// release (same size, modification and change times, inode and device) is taken to
+/// hold the same bytes, and its hashes are reused: writing a file changes its change
+/// time, which no unprivileged tool sets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl FileStat {
+    fn of(meta: &std::fs::Metadata) -> FileStat {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FileStat {
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+/// [`FileStat`] of every file of a release, by path.
+pub type Stats = std::collections::BTreeMap<String, FileStat>;
+
+/// The release before this one as it was hashed: its metainfo and its files' stats.
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    pub metainfo: Metainfo,
+    pub stats: Stats,
+}
+
+/// What [`create_with_stats`] read, and what it took from the previous release.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashWork {
+    /// Bytes read to hash whole files (their digests).
+    pub file_bytes_read: u64,
+    /// Bytes read to hash pieces.
+    pub piece_bytes_read: u64,
+    /// Bytes whose piece hashes were the previous release's.
+    pub piece_bytes_reused: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MetainfoError + '_ {
@@ -162,6 +211,7 @@ fn scan(root: &Path, keep_special_bits: bool) -> Result<Scan> {
     let mut scan = Scan {
         files: Vec::new(),
         manifest: Manifest::default(),
+        stats: Stats::new(),
     };
     walk(root, Path::new(""), keep_special_bits, &mut scan)?;
     scan.manifest.check_links()?;
@@ -222,6 +272,7 @@ fn walk(root: &Path, rel: &Path, keep_special_bits: bool, scan: &mut Scan) -> Re
                     mode,
                     sha1: Vec::new(),
                 });
+                scan.stats.insert(path.clone(), FileStat::of(&meta));
                 scan.files.push((path, abs, meta.size()));
             }
         } else {
@@ -246,10 +297,20 @@ pub struct CreateOptions {
     /// The release before this one: files whose content it already had keep its
     /// order, and the rest go after them (see [`create`]).
     pub previous: Option<Manifest>,
+    /// The release before this one as it was hashed: the digests of files that look
+    /// unchanged, and the hashes of pieces made only of such files at the same
+    /// offsets, are taken from it instead of read again.
+    pub reuse: Option<Hashed>,
 }
 
 /// Scans `root` and hashes its files into metainfo.
 pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
+    create_with_stats(root, opts).map(|(m, _, _)| m)
+}
+
+/// [`create`], with the stats of the files hashed (for the next release's
+/// [`CreateOptions::reuse`]) and what was read.
+pub fn create_with_stats(root: &Path, opts: &CreateOptions) -> Result<(Metainfo, Stats, HashWork)> {
     let meta = std::fs::metadata(root).map_err(io_err(root))?;
     if !meta.is_dir() {
         return Err(MetainfoError::Invalid(format!(
@@ -262,15 +323,54 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
     if total == 0 {
         return Err(MetainfoError::Empty(root.to_path_buf()));
     }
-    let digests = hash_files(&scan.files)?;
-    for (entry, digest) in scan.manifest.files.iter_mut().zip(digests) {
-        entry.sha1 = digest.to_vec();
+    let mut work = HashWork::default();
+    // Files that look as they did when the previous release was hashed.
+    let reuse = opts.reuse.as_ref();
+    let unchanged: std::collections::HashSet<String> = match reuse {
+        Some(prev) => scan
+            .stats
+            .iter()
+            .filter(|(path, st)| prev.stats.get(*path) == Some(st))
+            .map(|(path, _)| path.clone())
+            .collect(),
+        None => Default::default(),
+    };
+    let known: std::collections::HashMap<&str, &[u8]> = reuse
+        .map(|prev| {
+            prev.metainfo
+                .rookery
+                .files
+                .iter()
+                .filter(|e| e.sha1.len() == 20 && unchanged.contains(&e.path))
+                .map(|e| (e.path.as_str(), e.sha1.as_slice()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let to_hash: Vec<usize> = (0..scan.files.len())
+        .filter(|&i| !known.contains_key(scan.files[i].0.as_str()))
+        .collect();
+    let subset: Vec<(String, PathBuf, u64)> =
+        to_hash.iter().map(|&i| scan.files[i].clone()).collect();
+    work.file_bytes_read = subset.iter().map(|f| f.2).sum();
+    let digests = hash_files(&subset)?;
+    for (&i, digest) in to_hash.iter().zip(digests) {
+        scan.manifest.files[i].sha1 = digest.to_vec();
     }
+    for (i, entry) in scan.manifest.files.iter_mut().enumerate() {
+        if let Some(d) = known.get(scan.files[i].0.as_str()) {
+            entry.sha1 = d.to_vec();
+        }
+    }
+    drop(known);
     if let Some(previous) = &opts.previous {
         order_like(&mut scan, previous);
     }
     let piece_length = opts.piece_size.unwrap_or_else(|| auto_piece_size(total));
-    let pieces = hash_pieces(&scan.files, piece_length)?;
+    let reused = match reuse {
+        Some(prev) => reusable_pieces(&scan.files, piece_length, &prev.metainfo, &unchanged),
+        None => Vec::new(),
+    };
+    let pieces = hash_pieces(&scan.files, piece_length, &reused, &mut work)?;
     let name = opts.name.clone().unwrap_or_else(|| {
         root.canonicalize()
             .ok()
@@ -285,7 +385,7 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
             path: path.split('/').map(str::to_string).collect(),
         })
         .collect();
-    Ok(Metainfo {
+    let m = Metainfo {
         announce: opts.announce.clone(),
         info: Info {
             files,
@@ -295,7 +395,64 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
             private: 1,
         },
         rookery: scan.manifest,
-    })
+    };
+    Ok((m, scan.stats, work))
+}
+
+/// For each piece of `files` laid end to end: the previous release's hash of it,
+/// when the piece is made only of unchanged files at the offsets they had there (so
+/// its bytes are the same), else `None`.
+fn reusable_pieces(
+    files: &[(String, PathBuf, u64)],
+    piece_length: u64,
+    prev: &Metainfo,
+    unchanged: &std::collections::HashSet<String>,
+) -> Vec<Option<[u8; 20]>> {
+    let total: u64 = files.iter().map(|f| f.2).sum();
+    let count = total.div_ceil(piece_length.max(1)) as usize;
+    let mut out = vec![None; count];
+    if prev.info.piece_length != piece_length {
+        return out;
+    }
+    let prev_total = prev.total_length();
+    let mut prev_offset: std::collections::HashMap<String, u64> = Default::default();
+    let mut at = 0u64;
+    for f in &prev.info.files {
+        prev_offset.insert(f.path.join("/"), at);
+        at = at.saturating_add(f.length);
+    }
+    // Each file's offset here, and whether it is where it was and unchanged.
+    let mut same = Vec::with_capacity(files.len());
+    let mut starts = Vec::with_capacity(files.len());
+    let mut at = 0u64;
+    for (path, _, len) in files {
+        starts.push(at);
+        same.push(unchanged.contains(path) && prev_offset.get(path) == Some(&at));
+        at += len;
+    }
+    let mut f = 0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        let a = i as u64 * piece_length;
+        let b = (a + piece_length).min(total);
+        if b != (a + piece_length).min(prev_total) || i >= prev.piece_count() {
+            continue;
+        }
+        while f < files.len() && starts[f] + files[f].2 <= a {
+            f += 1;
+        }
+        let mut g = f;
+        let mut ok = true;
+        while g < files.len() && starts[g] < b {
+            ok &= same[g];
+            g += 1;
+        }
+        if ok {
+            let mut h = [0u8; 20];
+            h.copy_from_slice(&prev.info.pieces[i * 20..i * 20 + 20]);
+            *slot = Some(h);
+        }
+    }
+    out
 }
 
 /// SHA-1 of each file's whole content, files hashed in parallel (one per core).
@@ -383,7 +540,12 @@ fn order_like(scan: &mut Scan, previous: &Manifest) {
 /// pieces to a hasher per core, so hashing a large artifact is bound by the disk or by
 /// all the cores, not by one: 10 GiB took 10.7 s on one core. At most two pieces per
 /// hasher, and about 256 MiB in all, are in memory.
-fn hash_pieces(files: &[(String, PathBuf, u64)], piece_length: u64) -> Result<Vec<u8>> {
+fn hash_pieces(
+    files: &[(String, PathBuf, u64)],
+    piece_length: u64,
+    reused: &[Option<[u8; 20]>],
+    work: &mut HashWork,
+) -> Result<Vec<u8>> {
     let total: u64 = files.iter().map(|f| f.2).sum();
     let count = total.div_ceil(piece_length) as usize;
     let hashers = std::thread::available_parallelism()
@@ -424,34 +586,73 @@ fn hash_pieces(files: &[(String, PathBuf, u64)], piece_length: u64) -> Result<Ve
         };
         let mut buf = piece(&empty_rx);
         let mut index = 0;
+        // Pieces taken from the previous release are not read: their bytes are
+        // skipped (a seek within a file, or files not opened at all).
+        let reuse_of = |i: usize| reused.get(i).copied().flatten();
+        let mut skipping = reuse_of(0).is_some();
         for (_, abs, len) in files {
-            let f = File::open(abs).map_err(io_err(abs))?;
-            let mut f = f.take(*len);
-            loop {
-                let want = piece_length - buf.len() as u64;
-                let got = (&mut f)
-                    .take(want)
-                    .read_to_end(&mut buf)
-                    .map_err(io_err(abs))?;
+            let mut left = *len;
+            let mut f: Option<File> = None;
+            while left > 0 {
+                let want = (piece_length - buf.len() as u64).min(left);
+                if skipping {
+                    // Skip to the end of this piece (or of this file).
+                    let skip = piece_length - buf.len() as u64;
+                    let skip = skip.min(left);
+                    if let Some(file) = f.as_mut() {
+                        use std::io::Seek;
+                        file.seek(io::SeekFrom::Current(skip as i64))
+                            .map_err(io_err(abs))?;
+                    }
+                    // A placeholder length keeps the piece boundary arithmetic.
+                    buf.resize(buf.len() + skip as usize, 0);
+                    left -= skip;
+                    work.piece_bytes_reused += skip;
+                } else {
+                    if f.is_none() {
+                        use std::io::Seek;
+                        let mut file = File::open(abs).map_err(io_err(abs))?;
+                        file.seek(io::SeekFrom::Start(*len - left))
+                            .map_err(io_err(abs))?;
+                        f = Some(file);
+                    }
+                    let file = f.as_mut().expect("opened above");
+                    let got = file
+                        .by_ref()
+                        .take(want)
+                        .read_to_end(&mut buf)
+                        .map_err(io_err(abs))? as u64;
+                    if got < want {
+                        return Err(MetainfoError::Io {
+                            path: abs.clone(),
+                            source: io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the file shrank while it was being hashed",
+                            ),
+                        });
+                    }
+                    left -= got;
+                    work.piece_bytes_read += got;
+                }
                 if buf.len() as u64 == piece_length {
-                    full_tx
-                        .send((index, std::mem::replace(&mut buf, piece(&empty_rx))))
-                        .expect("hashers run");
+                    if skipping {
+                        let h = reuse_of(index).expect("skipped only reused pieces");
+                        pieces[index * 20..index * 20 + 20].copy_from_slice(&h);
+                        buf.clear();
+                    } else {
+                        full_tx
+                            .send((index, std::mem::replace(&mut buf, piece(&empty_rx))))
+                            .expect("hashers run");
+                    }
                     index += 1;
-                }
-                if got == 0 {
-                    break;
+                    skipping = reuse_of(index).is_some();
                 }
             }
-            if f.limit() > 0 {
-                return Err(MetainfoError::Io {
-                    path: abs.clone(),
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file shrank while it was being hashed",
-                    ),
-                });
-            }
+        }
+        if skipping && !buf.is_empty() {
+            let h = reuse_of(index).expect("skipped only reused pieces");
+            pieces[index * 20..index * 20 + 20].copy_from_slice(&h);
+            buf.clear();
         }
         if !buf.is_empty() {
             full_tx.send((index, buf)).expect("hashers run");
@@ -793,6 +994,105 @@ mod tests {
         )
         .unwrap();
         assert_eq!(again.info_hash(), v2.info_hash());
+    }
+
+    /// A release whose hashes reuse the previous one's equals one hashed from
+    /// scratch, and reads only what changed: a new file; then a file appended to and
+    /// one rewritten in place with its modification time put back (its change time
+    /// moves, so it is read again).
+    #[test]
+    fn unchanged_files_are_not_read_again_and_the_result_is_the_same() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for (name, len, byte) in [
+            ("a", 300_000, 1u8),
+            ("b", 200_000, 2),
+            ("c", 500_000, 3),
+            ("d", 70_000, 4),
+        ] {
+            std::fs::write(r.join(name), vec![byte; len]).unwrap();
+        }
+        let opts = CreateOptions {
+            name: Some("x".into()),
+            piece_size: Some(65_536),
+            ..Default::default()
+        };
+        let next = |prev: &Metainfo, stats: Stats| CreateOptions {
+            previous: Some(prev.rookery.clone()),
+            reuse: Some(Hashed {
+                metainfo: prev.clone(),
+                stats,
+            }),
+            ..opts.clone()
+        };
+        let from_scratch = |prev: &Metainfo| {
+            create(
+                r,
+                &CreateOptions {
+                    previous: Some(prev.rookery.clone()),
+                    ..opts.clone()
+                },
+            )
+            .unwrap()
+        };
+        let (v1, stats, work) = create_with_stats(r, &opts).unwrap();
+        assert_eq!(work.piece_bytes_reused, 0);
+        assert_eq!(work.file_bytes_read, 1_070_000);
+
+        // A new file only: a to d are where they were, so every piece made only of
+        // them is reused (16 whole pieces); the one they share with e is read.
+        std::fs::write(r.join("e"), vec![5u8; 10_000]).unwrap();
+        let (v2, stats, work) = create_with_stats(r, &next(&v1, stats)).unwrap();
+        assert_eq!(v2.to_bytes(), from_scratch(&v1).to_bytes());
+        assert_eq!(work.file_bytes_read, 10_000);
+        assert_eq!(work.piece_bytes_reused, 16 * 65_536);
+        assert_eq!(
+            work.piece_bytes_read + work.piece_bytes_reused,
+            v2.total_length()
+        );
+
+        // b grows, d is rewritten in place with its mtime put back.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(r.join("b"))
+            .unwrap()
+            .write_all(&[9u8; 1000])
+            .unwrap();
+        let d_mtime = std::fs::metadata(r.join("d")).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(r.join("d"), vec![7u8; 70_000]).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(r.join("d"))
+            .unwrap()
+            .set_modified(d_mtime)
+            .unwrap();
+        let again = next(&v2, stats);
+        let (v3, _, work) = create_with_stats(r, &again).unwrap();
+        assert_eq!(v3.to_bytes(), from_scratch(&v2).to_bytes());
+        // Digests read: b and d only (d's content changed, though its mtime did not).
+        assert_eq!(work.file_bytes_read, 201_000 + 70_000);
+        // a kept its place (4 whole pieces); c moved up behind it (b left the
+        // prefix of known content), so its pieces are read.
+        assert_eq!(work.piece_bytes_reused, 4 * 65_536);
+
+        // Another piece size: nothing to reuse, the same answer as from scratch.
+        let other = CreateOptions {
+            piece_size: Some(32_768),
+            ..again.clone()
+        };
+        let (v4, _, work) = create_with_stats(r, &other).unwrap();
+        assert_eq!(work.piece_bytes_reused, 0);
+        let fresh = create(
+            r,
+            &CreateOptions {
+                reuse: None,
+                ..other
+            },
+        )
+        .unwrap();
+        assert_eq!(v4.to_bytes(), fresh.to_bytes());
     }
 
     fn with_64k_pieces(dir: &Path) -> Metainfo {

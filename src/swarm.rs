@@ -243,6 +243,18 @@ impl Swarm {
         Ok(self)
     }
 
+    /// How early member `me` should be started for its feeders to be up before it:
+    /// its depth in the shallowest stripe (striped trees), else its chain position.
+    pub fn start_rank(&self, roster: &Roster, me: usize) -> usize {
+        match &self.trees {
+            Some(t) => (0..t.stripes())
+                .map(|s| t.depth(s, me) as usize)
+                .min()
+                .unwrap_or(0),
+            None => roster.position[me],
+        }
+    }
+
     /// Records that `me` was heard from (a status poll): alive, for striped trees.
     pub fn touch(&mut self, me: usize, now: Instant) {
         if let Some(p) = &mut self.peers[me] {

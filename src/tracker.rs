@@ -178,6 +178,20 @@ impl Tracker {
         }
     }
 
+    /// The order to start hosts in, earliest first, so that feeders come up before
+    /// those they feed (a member's depth in its shallowest stripe, or its position in
+    /// the chain). Unknown names go last.
+    pub fn start_rank(&self, name: &str) -> usize {
+        let Some(me) = self.inner.roster.by_name(name) else {
+            return usize::MAX;
+        };
+        let swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
+        swarms
+            .values()
+            .next()
+            .map_or(usize::MAX, |s| s.start_rank(&self.inner.roster, me))
+    }
+
     /// Member `name` will not take part in any swarm of this deploy (the controller
     /// could not start its agent): successors waiting for its first announce are
     /// answered now. Unknown names are ignored.
