@@ -231,6 +231,13 @@ fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
         ))
         .into());
     }
+    if !(0.0..=1.0).contains(&a.unchanged) {
+        return Err(Error::Usage(format!(
+            "--unchanged must be a fraction from 0 to 1, found {}",
+            a.unchanged
+        ))
+        .into());
+    }
     let total = size("--size", &a.size)?;
     let piece = match &a.piece_size {
         Some(p) => size("--piece-size", p)?,
@@ -291,6 +298,7 @@ fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
             .map(|r| rate("--upload-limit", r))
             .transpose()?,
         fail: a.fail,
+        unchanged: a.unchanged,
         seed: a.seed,
     };
     let o = crate::simulate::run(&t);

@@ -172,6 +172,10 @@ pub struct SimulateArgs {
     /// Fraction of hosts that fail during the transfer (0.01 = 1%)
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub fail: f64,
+    /// Fraction of the artifact in files unchanged since the last release (their
+    /// hashes are reused, not read again)
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub unchanged: f64,
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
     /// How the tracker arranges hosts: `chain` (sharing: pipeline) or `stripes`

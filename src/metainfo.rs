@@ -363,7 +363,18 @@ pub fn create_with_stats(root: &Path, opts: &CreateOptions) -> Result<(Metainfo,
     }
     drop(known);
     if let Some(previous) = &opts.previous {
-        order_like(&mut scan, previous);
+        // With the previous metainfo at hand, a file changed in place (same path,
+        // same size) keeps its slot too, so the files after it keep their offsets
+        // and their pieces' hashes can be reused.
+        let sizes: Option<std::collections::HashMap<String, u64>> = reuse.map(|prev| {
+            prev.metainfo
+                .info
+                .files
+                .iter()
+                .map(|f| (f.path.join("/"), f.length))
+                .collect()
+        });
+        order_like(&mut scan, previous, sizes.as_ref());
     }
     let piece_length = opts.piece_size.unwrap_or_else(|| auto_piece_size(total));
     let reused = match reuse {
@@ -501,7 +512,11 @@ fn hash_files(files: &[(String, PathBuf, u64)]) -> Result<Vec<[u8; 20]>> {
 /// hold little but changed bytes; a renamed file keeps its place. Hosts rebuild the
 /// unchanged part from the files they have (`release::seed_from_previous`). With no
 /// change at all the order, and so the info hash, is `previous`'s.
-fn order_like(scan: &mut Scan, previous: &Manifest) {
+fn order_like(
+    scan: &mut Scan,
+    previous: &Manifest,
+    sizes: Option<&std::collections::HashMap<String, u64>>,
+) {
     let rank: std::collections::HashMap<&[u8], usize> = previous
         .files
         .iter()
@@ -513,13 +528,31 @@ fn order_like(scan: &mut Scan, previous: &Manifest) {
     if rank.is_empty() {
         return;
     }
+    // A path of the previous release, where the file there had the size it has now.
+    let by_path: std::collections::HashMap<&str, usize> = match sizes {
+        Some(_) => previous
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path.as_str(), i))
+            .collect(),
+        None => Default::default(),
+    };
+    let same_slot = |i: usize| {
+        let (path, _, len) = &scan.files[i];
+        let r = *by_path.get(path.as_str())?;
+        (sizes?.get(path) == Some(len)).then_some(r)
+    };
     // Keys: (0, rank in previous) for known content, (1, position by path) for the
     // rest; the scan is in path order, so a stable sort keeps ties by path.
     let mut order: Vec<usize> = (0..scan.files.len()).collect();
     order.sort_by_key(
         |&i| match rank.get(scan.manifest.files[i].sha1.as_slice()) {
             Some(&r) => (0, r),
-            None => (1, i),
+            None => match same_slot(i) {
+                Some(r) => (0, r),
+                None => (1, i),
+            },
         },
     );
     let files = std::mem::take(&mut scan.files);
@@ -1026,11 +1059,16 @@ mod tests {
             }),
             ..opts.clone()
         };
+        // The same layout, every byte read: no file's stats to trust.
         let from_scratch = |prev: &Metainfo| {
             create(
                 r,
                 &CreateOptions {
                     previous: Some(prev.rookery.clone()),
+                    reuse: Some(Hashed {
+                        metainfo: prev.clone(),
+                        stats: Stats::new(),
+                    }),
                     ..opts.clone()
                 },
             )
@@ -1073,9 +1111,12 @@ mod tests {
         assert_eq!(v3.to_bytes(), from_scratch(&v2).to_bytes());
         // Digests read: b and d only (d's content changed, though its mtime did not).
         assert_eq!(work.file_bytes_read, 201_000 + 70_000);
-        // a kept its place (4 whole pieces); c moved up behind it (b left the
-        // prefix of known content), so its pieces are read.
+        // a kept its place (4 whole pieces); b grew, so it went to the end and c
+        // moved up behind a: c's pieces are read. d, changed in place at its size,
+        // keeps its slot after c.
         assert_eq!(work.piece_bytes_reused, 4 * 65_536);
+        let order: Vec<String> = v3.info.files.iter().map(|f| f.path.join("/")).collect();
+        assert_eq!(order, ["a", "c", "d", "e", "b"]);
 
         // Another piece size: nothing to reuse, the same answer as from scratch.
         let other = CreateOptions {
@@ -1087,12 +1128,24 @@ mod tests {
         let fresh = create(
             r,
             &CreateOptions {
-                reuse: None,
+                reuse: Some(Hashed {
+                    metainfo: v2.clone(),
+                    stats: Stats::new(),
+                }),
                 ..other
             },
         )
         .unwrap();
         assert_eq!(v4.to_bytes(), fresh.to_bytes());
+        // In place at the same size, everything after keeps its offset.
+        let (v5, stats, _) = create_with_stats(r, &next(&v2, Stats::new())).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(r.join("a"), vec![8u8; 300_000]).unwrap();
+        let (v6, _, work) = create_with_stats(r, &next(&v5, stats)).unwrap();
+        assert_eq!(v6.to_bytes(), from_scratch(&v5).to_bytes());
+        assert_eq!(work.file_bytes_read, 300_000);
+        // Only the pieces holding a's bytes (0 to 300,000: 5 pieces) are read.
+        assert_eq!(work.piece_bytes_read, 5 * 65_536);
     }
 
     fn with_64k_pieces(dir: &Path) -> Metainfo {

@@ -69,6 +69,10 @@ pub struct Topology {
     pub upload_limit: Option<u64>,
     /// Fraction of hosts that fail during the transfer.
     pub fail: f64,
+    /// Fraction of the artifact in files unchanged since the last release, whose
+    /// hashes the controller reuses instead of reading them (see
+    /// `metainfo::CreateOptions::reuse`).
+    pub unchanged: f64,
     pub seed: u64,
 }
 
@@ -85,6 +89,9 @@ pub struct Outcome {
     pub interconnect_in_bytes: BTreeMap<String, u64>,
     /// The busiest rack uplink, in bytes each way (in, out).
     pub busiest_uplink_bytes: (u64, u64),
+    /// Seconds before the first byte moves (hashing what changed, connecting, the
+    /// agents' start).
+    pub start_seconds: f64,
     /// The most any host (not the origin) uploaded, in copies of the artifact.
     pub max_host_upload_copies: f64,
     /// Hops from the origin to the deepest host (over every stripe).
@@ -146,7 +153,8 @@ pub fn run(t: &Topology) -> Outcome {
             .min(cap(t.upload_limit))
             .max(1.0)
     };
-    let start = crate::estimate::start_seconds(t.size);
+    // Hashing reads only what changed since the last release.
+    let start = crate::estimate::start_seconds((t.size as f64 * (1.0 - t.unchanged)) as u64);
     let bound = t.size as f64 / t.link as f64;
 
     // Failures: which hosts, and when (spread over the transfer without failures).
@@ -243,6 +251,7 @@ pub fn run(t: &Topology) -> Outcome {
         origin_upload_bytes: origin_up,
         interconnect_in_bytes: interconnect_in,
         busiest_uplink_bytes: busiest,
+        start_seconds: start,
         max_host_upload_copies: sent.values().copied().max().unwrap_or(0) as f64
             / t.size.max(1) as f64,
         max_depth,
@@ -502,6 +511,12 @@ pub fn render(o: &Outcome) -> String {
         o.failed_hosts, t.seed, t.detect
     );
     let _ = writeln!(s, "  bound      S/C = {:.1}s", o.bound_seconds);
+    let _ = writeln!(
+        s,
+        "  start      {:.1}s before the first byte (hashing {:.0}% of the artifact)",
+        o.start_seconds,
+        (1.0 - t.unchanged) * 100.0
+    );
     let _ = write!(s, "  finished  ");
     for (k, v) in &o.percentiles {
         let _ = write!(s, " {k} {v:.1}s ({:.2} x S/C)", v / o.bound_seconds);
@@ -556,6 +571,7 @@ mod tests {
             interconnect: None,
             upload_limit: None,
             fail,
+            unchanged: 0.0,
             seed: 7,
         }
     }
