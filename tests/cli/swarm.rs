@@ -820,3 +820,50 @@ fn a_fetch_whose_deploy_is_gone_gives_up_instead_of_retrying_dead_peers() {
     );
     assert!(staging.exists(), "the partial copy was not kept");
 }
+
+/// Issue 18 item 11: a fetch refused after its staging directory was made (here the
+/// engine cannot bind its listen address) leaves no staging directory behind, and
+/// its log on the host says why.
+#[test]
+fn a_fetch_refused_at_start_leaves_no_staging_and_logs_why() {
+    let swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(1 << 20, 4)).unwrap());
+    // 192.0.2.1 (TEST-NET-1) is no address of this machine: binding it fails, and
+    // nothing is sent anywhere.
+    let out = Command::new(BIN)
+        .current_dir(swarm.path())
+        .args([
+            "agent",
+            "fetch",
+            "--torrent",
+            "art.torrent",
+            "--host",
+            "e1a",
+        ])
+        .args([
+            "--listen",
+            "192.0.2.1:0",
+            "--tracker",
+            &swarm.announce("e1a"),
+        ])
+        .args(["--destination", "hosts/e1a", "--version", "v1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let result = String::from_utf8_lossy(&out.stdout);
+    assert!(result.contains("\"ok\":false"), "{result}");
+    let releases = swarm.path().join("hosts/e1a/releases");
+    let left: Vec<String> = std::fs::read_dir(&releases)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let log = std::fs::read_to_string(swarm.path().join("hosts/e1a/.rookery/fetch-v1.log"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("the fetch failed: starting the BitTorrent engine on 192.0.2.1:0"),
+        "{log}"
+    );
+}
