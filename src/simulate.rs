@@ -367,6 +367,14 @@ fn stripes_run(
     // done[s][m][j]: when m has the j-th piece of stripe s; computed parents first.
     let mut done: Vec<Vec<Option<Vec<f64>>>> = vec![vec![None; n]; k];
     let mut bytes: Bytes = BTreeMap::new();
+    let sim = StripeSim {
+        k,
+        start,
+        fail_at,
+        piece_bytes,
+        rate,
+        timeline: &timeline,
+    };
     for s in 0..k {
         let count = if s < pieces {
             (pieces - s).div_ceil(k)
@@ -375,19 +383,7 @@ fn stripes_run(
         };
         done[s][root] = Some(vec![0.0; count]);
         for m in 0..n {
-            stripe_of(
-                s,
-                m,
-                k,
-                count,
-                start,
-                fail_at,
-                piece_bytes,
-                rate,
-                &timeline,
-                &mut done,
-                &mut bytes,
-            );
+            stripe_of(&sim, s, m, count, &mut done, &mut bytes);
         }
     }
     let finished = (0..n)
@@ -404,18 +400,22 @@ fn stripes_run(
     (finished, bytes, max_depth)
 }
 
-/// Fills `done[s][m]`, its feeders' first (depth-first up the tree).
-#[allow(clippy::too_many_arguments)]
+/// What every stripe of one simulation shares.
+struct StripeSim<'a> {
+    k: usize,
+    start: f64,
+    fail_at: &'a [f64],
+    piece_bytes: &'a dyn Fn(usize) -> u64,
+    rate: &'a dyn Fn(usize, usize) -> f64,
+    timeline: &'a Timeline,
+}
+
+/// Fills `done[s][m]` (`count` pieces), its feeders' first (depth-first up the tree).
 fn stripe_of(
+    sim: &StripeSim,
     s: usize,
     m: usize,
-    k: usize,
     count: usize,
-    start: f64,
-    fail_at: &[f64],
-    piece_bytes: &dyn Fn(usize) -> u64,
-    rate: &dyn Fn(usize, usize) -> f64,
-    timeline: &Timeline,
     done: &mut [Vec<Option<Vec<f64>>>],
     bytes: &mut Bytes,
 ) {
@@ -425,26 +425,14 @@ fn stripe_of(
     // In progress: a parent that (through re-links) hangs below m cannot have been
     // its source; seen as having nothing.
     done[s][m] = Some(Vec::new());
-    let line = &timeline[s][m];
+    let line = &sim.timeline[s][m];
     for &(_, p, _) in line {
-        stripe_of(
-            s,
-            p,
-            k,
-            count,
-            start,
-            fail_at,
-            piece_bytes,
-            rate,
-            timeline,
-            done,
-            bytes,
-        );
+        stripe_of(sim, s, p, count, done, bytes);
     }
     let mut mine = Vec::with_capacity(count);
-    let mut prev = start;
+    let mut prev = sim.start;
     for j in 0..count {
-        let i = s + j * k;
+        let i = s + j * sim.k;
         // The feeder in charge when this piece is asked for; one that fails before
         // it has the piece hands over at the next re-link.
         let mut at = f64::INFINITY;
@@ -455,22 +443,22 @@ fn stripe_of(
                 .as_ref()
                 .and_then(|d| d.get(j).copied())
                 .unwrap_or(f64::INFINITY);
-            if avail > fail_at[p] || until <= prev.max(since) {
+            if avail > sim.fail_at[p] || until <= prev.max(since) {
                 continue;
             }
-            let hop = rate(p, m) / shared.max(k as f64);
-            let t = prev.max(avail).max(since) + piece_bytes(i) as f64 / hop;
+            let hop = (sim.rate)(p, m) / shared.max(sim.k as f64);
+            let t = prev.max(avail).max(since) + (sim.piece_bytes)(i) as f64 / hop;
             at = t;
             from = Some(p);
             break;
         }
         let Some(p) = from else { break };
-        if at > fail_at[m] {
+        if at > sim.fail_at[m] {
             break;
         }
         mine.push(at);
         prev = at;
-        *bytes.entry((p, m)).or_default() += piece_bytes(i);
+        *bytes.entry((p, m)).or_default() += (sim.piece_bytes)(i);
     }
     done[s][m] = Some(mine);
 }
