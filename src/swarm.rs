@@ -17,7 +17,7 @@
 //!   first, then same-datacenter, then a bounded number of remote ones; a rack or
 //!   datacenter with no complete peer always gets one, so late zones never starve.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,10 @@ pub struct Roster {
     /// Position of each member in `order`.
     position: Vec<usize>,
     by_name: HashMap<String, usize>,
+    /// Each member's rack (an index into `rack_hosts`).
+    rack_of: Vec<usize>,
+    /// The hosts (not origins) of each rack: `rack_complete` looks at these only.
+    rack_hosts: Vec<Vec<usize>>,
 }
 
 impl Roster {
@@ -104,11 +108,23 @@ impl Roster {
             .enumerate()
             .map(|(i, m)| (m.name.clone(), i))
             .collect();
+        let rack_of: Vec<usize> = members
+            .iter()
+            .map(|m| rack_rank[&(m.dc.as_str(), m.rack.as_str())])
+            .collect();
+        let mut rack_hosts = vec![Vec::new(); rack_rank.len()];
+        for (i, m) in members.iter().enumerate() {
+            if !m.origin {
+                rack_hosts[rack_of[i]].push(i);
+            }
+        }
         Roster {
             members,
             order,
             position,
             by_name,
+            rack_of,
+            rack_hosts,
         }
     }
 
@@ -193,6 +209,14 @@ pub struct Swarm {
     /// Striped sharing: a parent not heard from (announce or status poll, which
     /// agents send every second) for this long is gone, and its children re-linked.
     silent_after: Duration,
+    /// Members not stopped, by `(last_seen, id)`, complete and not: the live counts
+    /// of every answer without a walk over all members (at 5,000 hosts that walk,
+    /// on every status poll and announce under the tracker's one lock, was most of
+    /// its time). Kept by [`Swarm::unindex`] and [`Swarm::index`].
+    seen_complete: BTreeSet<(Instant, usize)>,
+    seen_incomplete: BTreeSet<(Instant, usize)>,
+    /// For each member, the members whose `feeders` name it ([`Swarm::set_feeders`]).
+    dependants: Vec<Vec<usize>>,
 }
 
 /// A member's announce, as the policy needs it.
@@ -234,7 +258,63 @@ impl Swarm {
             overdue: expiry,
             trees: None,
             silent_after: STRIPE_SILENT_AFTER,
+            seen_complete: BTreeSet::new(),
+            seen_incomplete: BTreeSet::new(),
+            dependants: vec![Vec::new(); roster.members.len()],
         }
+    }
+
+    /// Takes `me`'s record out of the live-count index, before it changes.
+    fn unindex(&mut self, me: usize) {
+        if let Some(p) = &self.peers[me]
+            && !p.stopped
+        {
+            let set = if p.left == 0 {
+                &mut self.seen_complete
+            } else {
+                &mut self.seen_incomplete
+            };
+            set.remove(&(p.last_seen, me));
+        }
+    }
+
+    /// Puts `me`'s record (back) into the live-count index.
+    fn index(&mut self, me: usize) {
+        if let Some(p) = &self.peers[me]
+            && !p.stopped
+        {
+            let set = if p.left == 0 {
+                &mut self.seen_complete
+            } else {
+                &mut self.seen_incomplete
+            };
+            set.insert((p.last_seen, me));
+        }
+    }
+
+    /// Sets `me`'s feeders, keeping `dependants` in step.
+    fn set_feeders(&mut self, me: usize, feeders: Vec<usize>) {
+        let Some(p) = &mut self.peers[me] else {
+            return;
+        };
+        let old = std::mem::replace(&mut p.feeders, feeders);
+        for f in old {
+            self.dependants[f].retain(|&d| d != me);
+        }
+        for &f in &p.feeders {
+            if !self.dependants[f].contains(&me) {
+                self.dependants[f].push(me);
+            }
+        }
+    }
+
+    /// Members of `set` alive at `now`: all but those last seen over `expiry` ago
+    /// (the same test as [`Swarm::alive`]; the stopped are not in the index).
+    fn live(&self, set: &BTreeSet<(Instant, usize)>, now: Instant) -> usize {
+        let expired = now
+            .checked_sub(self.expiry)
+            .map_or(0, |cutoff| set.range(..(cutoff, 0)).count());
+        set.len() - expired
     }
 
     /// Striped sharing over `k` stripes: the trees for everyone in `roster`.
@@ -297,6 +377,8 @@ impl Swarm {
             }
             _ => 0.0,
         };
+        self.unindex(me);
+        self.set_feeders(me, Vec::new());
         self.peers[me] = Some(Peer {
             addr: seen.addr,
             left: seen.left,
@@ -307,6 +389,7 @@ impl Swarm {
             awaiting: None,
             heard: now,
         });
+        self.index(me);
         if seen.stopped {
             return Vec::new();
         }
@@ -340,8 +423,8 @@ impl Swarm {
                 names.join(", ")
             );
         }
+        self.set_feeders(me, feeders);
         if let Some(p) = &mut self.peers[me] {
-            p.feeders = feeders;
             p.awaiting = awaiting;
         }
         addrs
@@ -351,6 +434,7 @@ impl Swarm {
     /// start): its successors stop waiting for it at their next announce instead of
     /// at the end of the start-up grace.
     pub fn withdraw(&mut self, me: usize, now: Instant) {
+        self.unindex(me);
         let p = self.peers[me].get_or_insert_with(|| Peer {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             left: u64::MAX,
@@ -635,27 +719,22 @@ impl Swarm {
     }
 
     pub fn status(&self, roster: &Roster, sharing: Sharing, me: usize, now: Instant) -> Status {
-        let rack = (&roster.members[me].dc, &roster.members[me].rack);
-        let rack_complete = roster
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| !m.origin && (&m.dc, &m.rack) == rack)
-            .all(|(i, _)| match &self.peers[i] {
-                Some(p) => p.left == 0 || self.alive(i, now).is_none(),
-                None => false,
-            });
-        let alive: Vec<&Peer> = (0..self.peers.len())
-            .filter_map(|i| self.alive(i, now))
-            .collect();
+        let rack_complete =
+            roster.rack_hosts[roster.rack_of[me]]
+                .iter()
+                .all(|&i| match &self.peers[i] {
+                    Some(p) => p.left == 0 || self.alive(i, now).is_none(),
+                    None => false,
+                });
+        let (complete, incomplete) = self.counts(now);
         Status {
             rack_complete,
-            waiting_on_me: alive
+            waiting_on_me: self.dependants[me]
                 .iter()
-                .filter(|p| p.left > 0 && p.feeders.contains(&me))
+                .filter(|&&d| self.alive(d, now).is_some_and(|p| p.left > 0))
                 .count(),
-            complete: alive.iter().filter(|p| p.left == 0).count(),
-            incomplete: alive.iter().filter(|p| p.left > 0).count(),
+            complete: complete as usize,
+            incomplete: incomplete as usize,
             feeders: match (sharing, &self.peers[me]) {
                 (Sharing::Pipeline | Sharing::Stripes, Some(p)) => Some(
                     p.feeders
@@ -680,8 +759,8 @@ impl Swarm {
             return self.status(roster, sharing, me, now);
         }
         let (feeders, per_stripe, awaiting) = self.striped(roster, me, now);
+        self.set_feeders(me, feeders);
         if let Some(p) = &mut self.peers[me] {
-            p.feeders = feeders;
             p.awaiting = awaiting;
         }
         let addr = |i: usize| self.peers[i].as_ref().map(|f| f.addr);
@@ -694,12 +773,9 @@ impl Swarm {
 
     /// `(complete, incomplete)` among live members, for announce answers.
     pub fn counts(&self, now: Instant) -> (u32, u32) {
-        let alive = (0..self.peers.len()).filter_map(|i| self.alive(i, now));
-        alive.fold(
-            (0, 0),
-            |(c, i), p| {
-                if p.left == 0 { (c + 1, i) } else { (c, i + 1) }
-            },
+        (
+            self.live(&self.seen_complete, now) as u32,
+            self.live(&self.seen_incomplete, now) as u32,
         )
     }
 }
@@ -772,6 +848,20 @@ mod tests {
 
     const S: u64 = 1 << 30;
 
+    /// A host (not the origin) that feeds another in some stripe: `(parent, child)`.
+    fn forwarding_pair(trees: &Trees, n: usize) -> (usize, usize) {
+        (1..n)
+            .find_map(|c| {
+                trees
+                    .feeders(c)
+                    .into_iter()
+                    .flatten()
+                    .find(|&p| p != 0)
+                    .map(|p| (p, c))
+            })
+            .expect("some host forwards")
+    }
+
     /// A striped swarm (k = 5) over two datacenters of 12 hosts, everyone announced at `t`.
     fn striped(t: Instant) -> (Roster, Swarm) {
         let r = roster(&[("east", "e1", 6), ("east", "e2", 6), ("west", "w1", 12)]);
@@ -815,16 +905,7 @@ mod tests {
         // A host that feeds others in some stripe.
         let trees = Trees::build(&r, 5).unwrap();
         let n = r.members().len();
-        let (parent, child) = (1..n)
-            .find_map(|c| {
-                trees
-                    .feeders(c)
-                    .into_iter()
-                    .flatten()
-                    .find(|&p| p != 0)
-                    .map(|p| (p, c))
-            })
-            .expect("some host forwards");
+        let (parent, child) = forwarding_pair(&trees, n);
         // Everyone but `parent` keeps polling; after 2.5 s it is gone.
         let later = t + Duration::from_millis(2500);
         for i in (1..n).filter(|&i| i != parent) {
@@ -884,16 +965,7 @@ mod tests {
         s.announce(&r, Sharing::Stripes, 0, seen(0, 0), 50, t);
         // A host whose parents include a host other than the origin.
         let n = r.members().len();
-        let (child, parent) = (1..n)
-            .find_map(|c| {
-                trees
-                    .feeders(c)
-                    .into_iter()
-                    .flatten()
-                    .find(|&p| p != 0)
-                    .map(|p| (c, p))
-            })
-            .unwrap();
+        let (parent, child) = forwarding_pair(&trees, n);
         s.announce(&r, Sharing::Stripes, child, seen(child, S), 50, t);
         let st = s.poll(&r, Sharing::Stripes, child, t);
         let stripes = st.stripes.unwrap();
@@ -1251,6 +1323,100 @@ mod tests {
         assert!(st.rack_complete);
         assert_eq!(st.waiting_on_me, 0);
         assert_eq!((st.complete, st.incomplete), (3, 0));
+    }
+
+    /// [`Swarm::status`]'s counts as they were worked out before the index: a walk
+    /// over every member.
+    fn walked(s: &Swarm, r: &Roster, me: usize, now: Instant) -> (bool, usize, usize, usize) {
+        let m = &r.members[me];
+        let rack_complete = r
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.origin && (&o.dc, &o.rack) == (&m.dc, &m.rack))
+            .all(|(i, _)| match &s.peers[i] {
+                Some(p) => p.left == 0 || s.alive(i, now).is_none(),
+                None => false,
+            });
+        let alive: Vec<&Peer> = (0..s.peers.len()).filter_map(|i| s.alive(i, now)).collect();
+        (
+            rack_complete,
+            alive
+                .iter()
+                .filter(|p| p.left > 0 && p.feeders.contains(&me))
+                .count(),
+            alive.iter().filter(|p| p.left == 0).count(),
+            alive.iter().filter(|p| p.left > 0).count(),
+        )
+    }
+
+    #[test]
+    fn indexed_counts_match_a_walk_over_every_member() {
+        let r = roster(&[("east", "e1", 5), ("east", "e2", 4), ("west", "w1", 6)]);
+        let n = r.members().len();
+        for (sharing, seed) in [
+            (Sharing::Pipeline, 1u64),
+            (Sharing::Stripes, 2),
+            (Sharing::Mesh, 3),
+            (Sharing::Pipeline, 4),
+            (Sharing::Stripes, 5),
+        ] {
+            let mut rng = seed;
+            let mut next = move |m: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % m
+            };
+            let mut s = Swarm::new(&r, Duration::from_secs(7)).with_overdue(Duration::from_secs(3));
+            if sharing == Sharing::Stripes {
+                s = s.with_stripes(&r, 5).unwrap();
+            }
+            let t0 = Instant::now();
+            let mut t = t0;
+            for step in 0..3000 {
+                // Mostly forward in time, sometimes far (members expire), sometimes back.
+                t = match next(20) {
+                    0 => t + Duration::from_secs(8),
+                    1 => t.checked_sub(Duration::from_millis(700)).unwrap_or(t),
+                    _ => t + Duration::from_millis(next(400)),
+                };
+                let me = next(n as u64) as usize;
+                match next(10) {
+                    0 => s.withdraw(me, t),
+                    1..=3 => {
+                        s.poll(&r, sharing, me, t);
+                    }
+                    k => {
+                        let left = [0, S / 2, S][next(3) as usize];
+                        let seen = Seen {
+                            stopped: k == 9 && next(3) == 0,
+                            rookery: next(8) != 0,
+                            ..seen(me, if me == 0 { 0 } else { left })
+                        };
+                        s.announce(&r, sharing, me, seen, 50, t);
+                    }
+                }
+                let at = t + Duration::from_millis(next(9000));
+                for who in 0..n {
+                    let st = s.status(&r, sharing, who, at);
+                    let got = (
+                        st.rack_complete,
+                        st.waiting_on_me,
+                        st.complete,
+                        st.incomplete,
+                    );
+                    assert_eq!(
+                        got,
+                        walked(&s, &r, who, at),
+                        "{sharing:?} step {step} member {who}"
+                    );
+                }
+                let (c, i) = s.counts(at);
+                let (_, _, wc, wi) = walked(&s, &r, 0, at);
+                assert_eq!((c as usize, i as usize), (wc, wi), "step {step}");
+            }
+        }
     }
 
     #[test]
