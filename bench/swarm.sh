@@ -58,6 +58,9 @@
 #                directory; copies are compared file by file. Only rookery and
 #                rookery-c take a tree. Run once with and once without it, with the
 #                same --size, to compare a tree with the same bytes as one file.
+#   --kill H     rookery methods only: kill host hH's agent (SIGKILL) once a third of
+#                the artifact is in its staging copy; the figure is then the slowest
+#                surviving host, the victim is left out of the check (env SWARM_KILL)
 #   --tmpfs M    keep the hosts' files in a tmpfs (auto: when RAM allows; default)
 #                so that the disk is not what is measured; N + 1 copies' worth of it
 #                is written and freed just before each method, untimed (see
@@ -104,6 +107,7 @@ RATE=${SWARM_RATE:-400}
 METHODS=${SWARM_METHODS:-rookery,rookery-c,scp,rsync,aria2c}
 TMPFS=auto
 TREE=${SWARM_TREE:-0}
+KILL=${SWARM_KILL:-0}
 given_hosts=()
 while (($#)); do
     case $1 in
@@ -113,6 +117,7 @@ while (($#)); do
     --methods) METHODS=${2:?--methods needs a list}; shift 2 ;;
     --tmpfs) TMPFS=${2:?--tmpfs needs auto, yes or no}; shift 2 ;;
     --tree) TREE=${2:?--tree needs a number of files}; shift 2 ;;
+    --kill) KILL=${2:?--kill needs a host number}; shift 2 ;;
     -h | --help)
         awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
         exit 0
@@ -126,6 +131,8 @@ for n in "${HOSTS[@]}"; do
     [[ $n =~ ^[0-9]+$ ]] && ((n >= 2 && n <= 200)) || die "--hosts must be 2..200, not '$n'"
 done
 [[ $SIZE =~ ^[0-9]+$ ]] && ((SIZE >= 1)) || die "--size must be a whole number of MiB"
+[[ $KILL =~ ^[0-9]+$ ]] || die "--kill must be a host number"
+((KILL == 0 || TREE == 0)) || die "--kill watches one file's transfer; not with --tree"
 [[ $RATE =~ ^[0-9]+$ ]] && ((RATE >= 1)) || die "--rate must be a whole number of Mbit/s"
 IFS=, read -r -a METHOD_LIST <<<"$METHODS"
 for m in "${METHOD_LIST[@]}"; do
@@ -600,8 +607,27 @@ rookery_run() { # N METHOD NAMESPACE INVENTORY
     start_sampler "$D/hosts/.*rookery agent fetch"
     touch_memory "$1"
     up0=$(origin_tx) cx0=$(cross_dc) c0=$(cpu_ticks) t0=$(now)
+    local killer=
+    if ((KILL > 0)); then
+        # A third of the artifact in the victim's staging copy, then SIGKILL.
+        (
+            staged="$D/hosts/h$KILL/srv/app/releases"
+            until (($(du -s --block-size=1 "$staged"/.staging-*/blob 2>/dev/null | awk '{s+=$1} END {print s+0}') >= SIZE * 1048576 / 3)); do
+                sleep 0.05
+            done
+            pkill -KILL -f "rookery agent fetch .*--host h$KILL " || true
+            log "$method: killed h$KILL's agent at a third of its transfer ($(echo "$(now) - $t0" | bc) s in)"
+        ) &
+        killer=$!
+    fi
     ip netns exec "$ns" env TMPDIR="$W/tmp" "$BIN" --json -q distribute -i "$inv" "$W/bench.yml" >"$W/$method.json" 2>"$W/$method.err" || rc=$?
     t1=$(now) c1=$(cpu_ticks) up1=$(origin_tx) cx1=$(cross_dc)
+    [[ -n $killer ]] && { kill "$killer" 2>/dev/null || true; wait "$killer" 2>/dev/null || true; }
+    # With a host killed on purpose, exit 4 (some hosts failed) is the expected end,
+    # as long as the victim is the only host that failed.
+    if ((KILL > 0 && rc == 4)) && python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); bad=[h["host"] for h in r["hosts"] if not h["ok"]]; sys.exit(0 if bad == ["h" + sys.argv[2]] else 1)' "$W/$method.json" "$KILL"; then
+        rc=0
+    fi
     if ((rc != 0)); then
         cat "$W/$method.err" >&2
         python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); [print(h["host"], h.get("error")) for h in r["hosts"] if not h["ok"]]' "$W/$method.json" >&2 || cat "$W/$method.json" >&2
@@ -612,12 +638,13 @@ rookery_run() { # N METHOD NAMESPACE INVENTORY
 import json, sys
 r = json.load(open(sys.argv[1]))
 hs = r["hosts"]
-print(f"  rookery report: {r['seconds']:.1f} s in all, slowest agent {max(h['seconds'] for h in hs):.1f} s, "
+print(f"  rookery report: {r['seconds']:.1f} s in all, slowest agent {max(h['seconds'] for h in hs if h['ok']):.1f} s, "
       f"origin seeder uploaded {r['origin_uploaded_bytes'] / r['artifact_bytes']:.2f} copies, "
       f"from origin {sum(h['bytes_from_origin'] for h in hs) / r['artifact_bytes']:.2f}, "
       f"from peers {sum(h['bytes_from_peers'] for h in hs) / r['artifact_bytes']:.2f} copies")
 PY
     for ((k = 1; k <= n; k++)); do
+        ((k == KILL)) && continue
         if ((TREE > 0)); then files+=("$D/hosts/h$k/srv/app/releases/$version"); else files+=("$D/hosts/h$k/srv/app/releases/$version/blob"); fi
     done
     verify "$method" "${files[@]}"
@@ -626,7 +653,7 @@ PY
     rss=$(stop_sampler)
     record "$n" "$method" "$(echo "$t1 - $t0" | bc)" $((up1 - up0)) $((cx1 - cx0)) "$rss" "$(cpu_busy "$c0" "$c1")"
     # The next run of the same artifact must transfer it again.
-    for ((k = 1; k <= n; k++)); do rm -rf "$D/hosts/h$k/srv/app/releases/$version"; done
+    for ((k = 1; k <= n; k++)); do rm -rf "$D/hosts/h$k/srv/app/releases/$version" "$D/hosts/h$k/srv/app/releases"/.staging-*; done
 }
 
 run_scp() {
