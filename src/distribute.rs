@@ -120,13 +120,15 @@ pub fn prepare(config: &Config) -> anyhow::Result<(Metainfo, String, PathBuf)> {
 }
 
 fn create_options(config: &Config) -> metainfo::CreateOptions {
+    // Read once: its manifest lays the new release out, its hashes may be reused.
+    let previous = previous_metainfo(config);
     metainfo::CreateOptions {
         piece_size: config.playbook.distribution.piece_size.map(|s| s.0),
         announce: None,
         name: None,
         keep_special_bits: config.playbook.artifact.keep_special_bits,
-        previous: previous_manifest(config),
-        reuse: previous_hashed(config),
+        previous: previous.as_ref().map(|m| m.rookery.clone()),
+        reuse: previous.and_then(|m| previous_hashed(config, m)),
     }
 }
 
@@ -232,13 +234,9 @@ fn last_file(config: &Config) -> PathBuf {
     state_dir(config).join(format!("last-{}", config.playbook.name))
 }
 
-/// The manifest of the metainfo this playbook's last distribution made, if this
-/// machine still has it: the next one is laid out after it (see
-/// `metainfo::create`). Anything missing or unreadable means none.
-fn previous_manifest(config: &Config) -> Option<metainfo::Manifest> {
-    previous_metainfo(config).map(|m| m.rookery)
-}
-
+/// The metainfo this playbook's last distribution made, if this machine still has
+/// it: the next one is laid out after it (see `metainfo::create`). Anything missing
+/// or unreadable means none.
 fn previous_metainfo(config: &Config) -> Option<Metainfo> {
     let version = std::fs::read_to_string(last_file(config)).ok()?;
     crate::inventory::check_name(version.trim()).ok()?;
@@ -252,11 +250,10 @@ fn stats_file(config: &Config, version: &str) -> PathBuf {
     state_dir(config).join(format!("{version}.stats.json"))
 }
 
-/// The last distribution's metainfo and the stats of the files it hashed, if this
-/// machine still has both: unchanged files are not read again (see
+/// The last distribution's metainfo with the stats of the files it hashed, if this
+/// machine still has them: unchanged files are not read again (see
 /// `metainfo::CreateOptions::reuse`).
-fn previous_hashed(config: &Config) -> Option<metainfo::Hashed> {
-    let metainfo = previous_metainfo(config)?;
+fn previous_hashed(config: &Config, metainfo: Metainfo) -> Option<metainfo::Hashed> {
     let version = std::fs::read_to_string(last_file(config)).ok()?;
     let text = std::fs::read(stats_file(config, version.trim())).ok()?;
     let stats = serde_json::from_slice(&text).ok()?;

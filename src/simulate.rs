@@ -180,29 +180,21 @@ pub fn run(t: &Topology) -> Outcome {
     };
     // Per member id: when it has the whole artifact (None: it failed); bytes per
     // (sender, receiver) member ids; the deepest host's hops.
+    let fail_at = fail_at_member(&chain, &fail_at);
+    let transfer = Transfer {
+        pieces,
+        start,
+        fail_at: &fail_at,
+        piece_bytes: &piece_bytes,
+        rate: &rate,
+        detect: t.detect,
+    };
     let (finished, bytes, max_depth) = match t.shape {
         Shape::Chain => {
-            let (finished, bytes) = chain_run(
-                &chain,
-                pieces,
-                start,
-                &fail_at_member(&chain, &fail_at),
-                &piece_bytes,
-                &|a, b| rate(a, b),
-                t.detect,
-            );
+            let (finished, bytes) = chain_run(&chain, &transfer);
             (finished, bytes, n - 1)
         }
-        Shape::Stripes => stripes_run(
-            &roster,
-            t.stripes,
-            pieces,
-            start,
-            &fail_at_member(&chain, &fail_at),
-            &piece_bytes,
-            &|a, b| rate(a, b),
-            t.detect,
-        ),
+        Shape::Stripes => stripes_run(&roster, t.stripes, &transfer),
     };
 
     let mut finish: Vec<f64> = finished.iter().skip(1).flatten().copied().collect();
@@ -272,17 +264,31 @@ type Finished = Vec<Option<f64>>;
 type Timeline = Vec<Vec<Vec<(f64, usize, f64)>>>;
 type Bytes = BTreeMap<(usize, usize), u64>;
 
+/// What either shape moves, and over what: the same for the chain and the trees.
+struct Transfer<'a> {
+    pieces: usize,
+    /// When every host may ask for its first piece.
+    start: f64,
+    /// When each member fails, by member id (infinite: never).
+    fail_at: &'a [f64],
+    piece_bytes: &'a dyn Fn(usize) -> u64,
+    /// A hop's whole payload rate, from member to member.
+    rate: &'a dyn Fn(usize, usize) -> f64,
+    /// From a failure until those fed by the failed host are re-linked.
+    detect: f64,
+}
+
 /// The chain: position p gets piece i from p - 1 once it has it, one piece after
 /// another; a failed feeder is skipped after `detect`.
-fn chain_run(
-    chain: &[usize],
-    pieces: usize,
-    start: f64,
-    fail_at: &[f64],
-    piece_bytes: &dyn Fn(usize) -> u64,
-    rate: &dyn Fn(usize, usize) -> f64,
-    detect: f64,
-) -> (Finished, Bytes) {
+fn chain_run(chain: &[usize], tr: &Transfer) -> (Finished, Bytes) {
+    let Transfer {
+        pieces,
+        start,
+        fail_at,
+        piece_bytes,
+        rate,
+        detect,
+    } = *tr;
     let n = chain.len();
     // done[p][i]: when chain position p has piece i (the origin has all at 0).
     let mut done: Vec<Vec<f64>> = vec![vec![0.0; pieces]];
@@ -326,17 +332,8 @@ fn chain_run(
 /// Failures are re-linked by the tracker's own [`Trees::relink`], in the order they
 /// happen; an orphan takes its later pieces from its new parent from `detect` after
 /// the failure.
-#[allow(clippy::too_many_arguments)]
-fn stripes_run(
-    roster: &Roster,
-    k: usize,
-    pieces: usize,
-    start: f64,
-    fail_at: &[f64],
-    piece_bytes: &dyn Fn(usize) -> u64,
-    rate: &dyn Fn(usize, usize) -> f64,
-    detect: f64,
-) -> (Finished, Bytes, usize) {
+fn stripes_run(roster: &Roster, k: usize, tr: &Transfer) -> (Finished, Bytes, usize) {
+    let (pieces, fail_at) = (tr.pieces, tr.fail_at);
     let n = roster.members().len();
     let mut trees = Trees::build(roster, k).expect("a generated roster has an origin");
     let root = trees.root();
@@ -360,7 +357,7 @@ fn stripes_run(
         };
         for e in edges {
             let c = children(&trees, e.to);
-            timeline[e.stripe][e.member].push((fail_at[f] + detect, e.to, c));
+            timeline[e.stripe][e.member].push((fail_at[f] + tr.detect, e.to, c));
         }
     }
     let max_depth = trees.max_depth() as usize;
@@ -368,11 +365,8 @@ fn stripes_run(
     let mut done: Vec<Vec<Option<Vec<f64>>>> = vec![vec![None; n]; k];
     let mut bytes: Bytes = BTreeMap::new();
     let sim = StripeSim {
+        tr,
         k,
-        start,
-        fail_at,
-        piece_bytes,
-        rate,
         timeline: &timeline,
     };
     for s in 0..k {
@@ -402,11 +396,8 @@ fn stripes_run(
 
 /// What every stripe of one simulation shares.
 struct StripeSim<'a> {
+    tr: &'a Transfer<'a>,
     k: usize,
-    start: f64,
-    fail_at: &'a [f64],
-    piece_bytes: &'a dyn Fn(usize) -> u64,
-    rate: &'a dyn Fn(usize, usize) -> f64,
     timeline: &'a Timeline,
 }
 
@@ -429,36 +420,38 @@ fn stripe_of(
     for &(_, p, _) in line {
         stripe_of(sim, s, p, count, done, bytes);
     }
+    let tr = sim.tr;
     let mut mine = Vec::with_capacity(count);
-    let mut prev = sim.start;
+    let mut prev = tr.start;
     for j in 0..count {
         let i = s + j * sim.k;
         // The feeder in charge when this piece is asked for; one that fails before
         // it has the piece hands over at the next re-link.
-        let mut at = f64::INFINITY;
-        let mut from = None;
-        for (e, &(since, p, shared)) in line.iter().enumerate() {
-            let until = line.get(e + 1).map_or(f64::INFINITY, |x| x.0);
-            let avail = done[s][p]
-                .as_ref()
-                .and_then(|d| d.get(j).copied())
-                .unwrap_or(f64::INFINITY);
-            if avail > sim.fail_at[p] || until <= prev.max(since) {
-                continue;
-            }
-            let hop = (sim.rate)(p, m) / shared.max(sim.k as f64);
-            let t = prev.max(avail).max(since) + (sim.piece_bytes)(i) as f64 / hop;
-            at = t;
-            from = Some(p);
-            break;
-        }
-        let Some(p) = from else { break };
-        if at > sim.fail_at[m] {
+        let found = line
+            .iter()
+            .enumerate()
+            .find_map(|(e, &(since, p, shared))| {
+                let until = line.get(e + 1).map_or(f64::INFINITY, |x| x.0);
+                let avail = done[s][p]
+                    .as_ref()
+                    .and_then(|d| d.get(j).copied())
+                    .unwrap_or(f64::INFINITY);
+                if avail > tr.fail_at[p] || until <= prev.max(since) {
+                    return None;
+                }
+                let hop = (tr.rate)(p, m) / shared.max(sim.k as f64);
+                Some((
+                    prev.max(avail).max(since) + (tr.piece_bytes)(i) as f64 / hop,
+                    p,
+                ))
+            });
+        let Some((at, p)) = found else { break };
+        if at > tr.fail_at[m] {
             break;
         }
         mine.push(at);
         prev = at;
-        *bytes.entry((p, m)).or_default() += (sim.piece_bytes)(i);
+        *bytes.entry((p, m)).or_default() += (tr.piece_bytes)(i);
     }
     done[s][m] = Some(mine);
 }

@@ -266,29 +266,29 @@ impl Swarm {
 
     /// Takes `me`'s record out of the live-count index, before it changes.
     fn unindex(&mut self, me: usize) {
-        if let Some(p) = &self.peers[me]
-            && !p.stopped
-        {
-            let set = if p.left == 0 {
-                &mut self.seen_complete
-            } else {
-                &mut self.seen_incomplete
-            };
-            set.remove(&(p.last_seen, me));
-        }
+        self.reindex(me, false);
     }
 
     /// Puts `me`'s record (back) into the live-count index.
     fn index(&mut self, me: usize) {
+        self.reindex(me, true);
+    }
+
+    fn reindex(&mut self, me: usize, present: bool) {
         if let Some(p) = &self.peers[me]
             && !p.stopped
         {
+            let key = (p.last_seen, me);
             let set = if p.left == 0 {
                 &mut self.seen_complete
             } else {
                 &mut self.seen_incomplete
             };
-            set.insert((p.last_seen, me));
+            if present {
+                set.insert(key);
+            } else {
+                set.remove(&key);
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rookery::stripes::Trees;
 
-use crate::swarm::{noise, snapshot};
+use crate::swarm::{noise, run_ok, snapshot};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
 const STRIPES: usize = 5;
@@ -88,18 +88,8 @@ fn striped_trees_are_the_shape_the_bytes_take() {
     let size = 12 << 20;
     let dir = cluster(size, "");
     let d = dir.path();
-    let out = Command::new(BIN)
-        .current_dir(d)
-        .args(["--json", "distribute", "-i", "inv.yml", "pb.yml"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let out = run_ok(d, &["--json", "distribute", "-i", "inv.yml", "pb.yml"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     let planned = planned_feeders(d);
     let hosts = r["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 12);

@@ -229,12 +229,9 @@ pub struct Stripes {
 }
 
 impl Stripes {
-    fn allows(&self, peer: SocketAddr, piece: u32) -> bool {
-        self.count == 0
-            || self
-                .by_peer
-                .get(&peer)
-                .is_some_and(|mask| mask & (1u64 << (piece % self.count).min(63)) != 0)
+    /// `(count, mask)` of `peer`: the stripes it may be asked for.
+    fn of(&self, peer: SocketAddr) -> (u32, u64) {
+        (self.count, self.by_peer.get(&peer).copied().unwrap_or(0))
     }
 }
 
@@ -1542,10 +1539,10 @@ impl PeerHandler {
 
                 let bf = &live.bitfield;
                 // rookery patch 8: only the stripes this peer was assigned.
-                let stripes = self.state.stripes.read().clone();
-                let peer_addr = self.addr;
-                let allowed = |p: ValidPieceIndex| {
-                    stripes.as_ref().is_none_or(|s| s.allows(peer_addr, p.get()))
+                let mask = self.state.stripes.read().as_ref().map(|s| s.of(self.addr));
+                let allowed = |p: ValidPieceIndex| match mask {
+                    None | Some((0, _)) => true,
+                    Some((count, bits)) => bits & (1u64 << (p.get() % count).min(63)) != 0,
                 };
                 // Extract references to disjoint fields
                 let TorrentStateLocked {
