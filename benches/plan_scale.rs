@@ -11,9 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rookery::config::Config;
-use rookery::inventory::Inventory;
+use rookery::config::inventory::Inventory;
+use rookery::config::playbook::Playbook;
 use rookery::plan::plan;
-use rookery::playbook::Playbook;
 
 const DCS: usize = 5;
 const RACKS: usize = 20;

@@ -33,9 +33,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rookery::announce::percent_encode;
-use rookery::inventory::Inventory;
-use rookery::swarm::{Status, Swarm};
+use rookery::config::inventory::Inventory;
+use rookery::distribution::announce::percent_encode;
+use rookery::distribution::swarm::{Status, Swarm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -421,7 +421,7 @@ fn report(samples: &[&Sample], window: Duration) -> Report {
 /// One run against a fresh tracker; panics if any request failed or a fetching host
 /// was left without a feeder.
 fn run(dir: &Path, inv: &Inventory, sharing: &str, size: &Size) {
-    let roster = rookery::tracker::roster(
+    let roster = rookery::distribution::tracker::roster(
         inv,
         &(0..inv.hosts.len()).collect::<Vec<_>>(),
         Some(std::net::Ipv4Addr::LOCALHOST.into()),
@@ -430,7 +430,7 @@ fn run(dir: &Path, inv: &Inventory, sharing: &str, size: &Size) {
     let mut swarm = Swarm::new(&roster, Duration::from_secs(7));
     if sharing == "stripes" {
         swarm = swarm
-            .with_stripes(&roster, rookery::stripes::DEFAULT_STRIPES)
+            .with_stripes(&roster, rookery::distribution::stripes::DEFAULT_STRIPES)
             .expect("trees");
     }
     let mut order: Vec<usize> = roster.order().to_vec();
@@ -457,7 +457,7 @@ fn run(dir: &Path, inv: &Inventory, sharing: &str, size: &Size) {
     let transfer = size.run / 2;
     let sh = Arc::new(Shared {
         addr,
-        info_hash: rookery::metainfo::Metainfo::from_bytes(
+        info_hash: rookery::torrent::metainfo::Metainfo::from_bytes(
             &std::fs::read(dir.join("art.torrent")).expect("metainfo"),
         )
         .expect("metainfo parses")

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use crate::diagnostic::Diagnostics;
+use crate::config::diagnostic::Diagnostics;
 
 /// Documented exit statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = rookery::cli::Cli::parse();
-    match rookery::app::run(cli) {
+    match rookery::command::app::run(cli) {
         Ok(exit) => exit.into(),
         Err(err) => {
             eprintln!("error: {err:#}");

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use rookery::coordination::local_store::LocalStore;
+use rookery::coordination::zookeeper::ZkStore;
 use rookery::coordination::{CoordError, Coordinator, Holder, Instance};
-use rookery::local_store::LocalStore;
-use rookery::zookeeper::ZkStore;
 
 /// A standalone ZooKeeper on 127.0.0.1 and a free port, stopped when dropped.
 pub struct ZooKeeper {

@@ -67,16 +67,20 @@ fn docs_examples_are_valid() {
             rest = &body[end + 4..];
             let name = path.file_name().unwrap().to_string_lossy();
             if block.starts_with("# inventory example") {
-                rookery::inventory::Inventory::from_str(&name, block, std::path::Path::new("/"))
-                    .unwrap_or_else(|e| {
-                        panic!("inventory example in {name} is invalid: {e}\n{block}")
-                    });
+                rookery::config::inventory::Inventory::from_str(
+                    &name,
+                    block,
+                    std::path::Path::new("/"),
+                )
+                .unwrap_or_else(|e| panic!("inventory example in {name} is invalid: {e}\n{block}"));
                 checked += 1;
             } else if block.starts_with("# playbook example") {
-                rookery::playbook::Playbook::from_str(&name, block, std::path::Path::new("/"))
-                    .unwrap_or_else(|e| {
-                        panic!("playbook example in {name} is invalid: {e}\n{block}")
-                    });
+                rookery::config::playbook::Playbook::from_str(
+                    &name,
+                    block,
+                    std::path::Path::new("/"),
+                )
+                .unwrap_or_else(|e| panic!("playbook example in {name} is invalid: {e}\n{block}"));
                 checked += 1;
             }
         }

@@ -2,7 +2,7 @@
 //! error with its place and a documented exit code, never a silently shortened file,
 //! a panic, an exhausted memory or a path outside the store.
 
-use rookery::metainfo::Metainfo;
+use rookery::torrent::metainfo::Metainfo;
 
 use crate::helper::{Test, repo};
 
@@ -197,7 +197,7 @@ fn crafted(dir: &std::path::Path, craft: impl FnOnce(&mut Metainfo)) -> Vec<u8> 
     std::fs::create_dir_all(&art).unwrap();
     std::fs::write(art.join("a"), "a".repeat(100)).unwrap();
     std::fs::write(art.join("b"), "b".repeat(100)).unwrap();
-    let mut m = rookery::metainfo::create(&art, &Default::default()).unwrap();
+    let mut m = rookery::torrent::metainfo::create(&art, &Default::default()).unwrap();
     craft(&mut m);
     m.to_bytes()
 }
@@ -334,10 +334,10 @@ mod harness {
     use proptest::prelude::*;
     use std::path::Path;
 
-    use rookery::announce::parse_request;
-    use rookery::inventory::Inventory;
-    use rookery::metainfo::Metainfo;
-    use rookery::playbook::Playbook;
+    use rookery::config::inventory::Inventory;
+    use rookery::config::playbook::Playbook;
+    use rookery::distribution::announce::parse_request;
+    use rookery::torrent::metainfo::Metainfo;
 
     /// Address space for one harness test: far above what the parsers need.
     const MEMORY_CAP: u64 = 2 << 30;
@@ -421,13 +421,13 @@ mod harness {
         std::fs::write(art.join("data"), "x".repeat(200_000)).unwrap();
         std::fs::write(art.join("empty"), "").unwrap();
         std::os::unix::fs::symlink("bin/tool", art.join("link")).unwrap();
-        rookery::metainfo::create(&art, &Default::default())
+        rookery::torrent::metainfo::create(&art, &Default::default())
             .unwrap()
             .to_bytes()
     }
 
     fn yaml(file: &str, bytes: Vec<u8>) {
-        if let Ok(text) = rookery::yaml::text_of(file, bytes) {
+        if let Ok(text) = rookery::config::yaml::text_of(file, bytes) {
             let _ = Inventory::parse(file, &text, Path::new("/"));
             let _ = Playbook::parse(file, &text, Path::new("/"));
         }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rookery::coordination::Coordinator;
-use rookery::store::Location;
+use rookery::coordination::store::Location;
 
 use crate::coordination::{Ensemble, Partition, ZooKeeper, rt};
 use crate::helper::{Lines, ctrl_c, spawn_in_group};

@@ -1,0 +1,565 @@
+//! `rookery agent fetch`: one host's side of a distribution.
+//!
+//! Download the release into a staging directory (starting from the previous release
+//! so only changed pieces travel), let librqbit verify every piece, restore the
+//! manifest, rename into `releases/<version>`, and report one JSON result line. Then
+//! keep seeding for the seed window, which `daemon.rs` runs in the background so the
+//! SSH command returns as soon as the copy is verified.
+//!
+//! Output is JSON lines on the event channel: `progress` lines while downloading and
+//! exactly one `result` line, whose `ok` is true only for a complete, verified,
+//! installed copy.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::release::{self, Layout};
+use crate::config::playbook::SeedMode;
+use crate::torrent::engine::{self, PeerBytes};
+use crate::torrent::metainfo::Metainfo;
+use crate::torrent::storage::ReadOnlyFactory;
+
+/// Everything `agent fetch` is told.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    pub torrent: Vec<u8>,
+    pub metainfo: Metainfo,
+    pub destination: PathBuf,
+    pub version: String,
+    pub host: String,
+    pub engine: engine::Options,
+    /// The origin's address, to tell its bytes from other hosts' (port 0: any port).
+    pub origin: Option<SocketAddr>,
+    pub seed_window: Duration,
+    pub seed_mode: SeedMode,
+    pub seed_window_max: Duration,
+    /// Give up when no byte arrives for this long.
+    pub stall_timeout: Duration,
+    pub page_cache: crate::agent::page_cache::Policy,
+}
+
+/// The one result line.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub event: &'static str,
+    pub host: String,
+    pub ok: bool,
+    pub version: String,
+    pub path: String,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub bytes_from_origin: u64,
+    pub bytes_from_peers: u64,
+    pub bytes_reused: u64,
+    /// The address this agent listened on (what other agents' `fetched_from` name).
+    pub listen: String,
+    /// Bytes fetched from each peer address: who fed this host.
+    pub fetched_from: std::collections::BTreeMap<String, u64>,
+    /// The release was already installed; nothing was fetched.
+    pub already_present: bool,
+    /// The process that keeps seeding after this line (gone after the window).
+    pub seeder_pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where events go: stdout, or the pipe to the foreground half of a daemonized agent.
+pub type Events = Box<dyn Write + Send>;
+
+fn emit(out: &mut Events, value: &impl Serialize) {
+    // The reader may be gone (SSH session closed); the copy goes on regardless.
+    let _ = serde_json::to_writer(&mut *out, value);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Runs the fetch, reports, drops `events` (so the foreground half can exit), then
+/// seeds. Returns whether the copy is installed.
+pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> bool {
+    let started = Instant::now();
+    let layout = Layout::new(&f.destination);
+    let mut report = Report {
+        event: "result",
+        host: f.host.clone(),
+        version: f.version.clone(),
+        path: layout.release(&f.version).display().to_string(),
+        bytes: f.metainfo.total_length(),
+        seeder_pid: std::process::id(),
+        listen: f.engine.listen.to_string(),
+        ..Report::default()
+    };
+    let outcome = download(&f, &layout, &mut events, &cancel).await;
+    report.seconds = started.elapsed().as_secs_f64();
+    let seeding = match outcome {
+        Ok((counts, reused, seeding)) => {
+            report.ok = true;
+            report.already_present = seeding.is_none();
+            report.bytes_from_origin = counts.from_origin;
+            report.bytes_from_peers = counts.from_peers;
+            report.bytes_reused = reused;
+            if let Some((session, torrent)) = &seeding {
+                if let Some(port) = session.announce_port() {
+                    report.listen = SocketAddr::new(f.engine.listen.ip(), port).to_string();
+                }
+                report.fetched_from = engine::peer_counters(torrent)
+                    .into_iter()
+                    .filter(|p| p.fetched > 0)
+                    .map(|p| (p.addr, p.fetched))
+                    .collect();
+            }
+            seeding
+        }
+        Err(e) => {
+            // The log says why too: it is what an operator opens on the host.
+            tracing::error!("the fetch failed: {e:#}");
+            report.error = Some(format!("{e:#}"));
+            None
+        }
+    };
+    emit(&mut events, &report);
+    drop(events);
+    if let Some((session, torrent)) = seeding {
+        seed(&f, &torrent, &cancel).await;
+        // librqbit never announces `stopped`: tell the tracker, so hosts fed by this
+        // one move on at their next announce instead of waiting it out.
+        if let Some(url) = &f.engine.tracker {
+            // The port bound, which differs from `--listen` when that asked for 0.
+            let port = session
+                .listen_addr()
+                .map_or(f.engine.listen.port(), |a| a.port());
+            let _ =
+                crate::distribution::tracker::announce_stopped(url, &torrent.info_hash().0, port)
+                    .await;
+        }
+        session.stop().await;
+    }
+    report.ok
+}
+
+type Seeding = (Arc<librqbit::Session>, Arc<librqbit::ManagedTorrent>);
+
+async fn download(
+    f: &Fetch,
+    layout: &Layout,
+    events: &mut Events,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(PeerBytes, u64, Option<Seeding>)> {
+    let total = f.metainfo.total_length();
+    if layout.release(&f.version).is_dir() {
+        // Installed by an earlier run: the rename happens only after verification.
+        return Ok((PeerBytes::default(), total, None));
+    }
+    let began = Instant::now();
+    let staging = layout.staging(&f.version);
+    let fresh = !staging.exists();
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let started = start(f, layout, &staging, cancel).await;
+    if started.is_err() && fresh {
+        // Refused before the engine wrote anything: leave nothing behind. A staging
+        // directory that holds downloaded pieces is kept for the next fetch.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let (storage, session, torrent, _hot) = started?;
+    tracing::info!(elapsed = ?began.elapsed(), "engine started");
+    wait(f, &torrent, events, cancel).await?;
+    tracing::info!(elapsed = ?began.elapsed(), "verified");
+
+    let live = torrent.live().context("the torrent stopped")?;
+    let fetched = live.stats_snapshot().downloaded_and_checked_bytes;
+    let counts = engine::peer_bytes(&torrent, f.origin);
+    let reused = total.saturating_sub(fetched);
+    (|| {
+        release::prune(&staging, &f.metainfo)?;
+        // Seeding goes on from the installed release: read-only, so that its
+        // programs can be executed (see `SealableFactory`).
+        storage.seal();
+        release::restore_manifest(&staging, &f.metainfo)?;
+        f.page_cache.after_write(&staging, &f.metainfo)?;
+        release::install(layout, &f.version)
+    })()
+    .with_context(|| format!("installing {}", layout.release(&f.version).display()))?;
+    tracing::info!(elapsed = ?began.elapsed(), "installed");
+    Ok((counts, reused, Some((session, torrent))))
+}
+
+/// The engine on the staging directory, and the current release's hot set, locked
+/// in memory until the download is over.
+type Started = (
+    crate::torrent::storage::SealableFactory,
+    Arc<librqbit::Session>,
+    Arc<librqbit::ManagedTorrent>,
+    Option<crate::agent::page_cache::HotSet>,
+);
+
+/// Readies the staging directory (cleaned, seeded from the previous release) and
+/// starts the engine on it.
+async fn start(
+    f: &Fetch,
+    layout: &Layout,
+    staging: &Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Started> {
+    let began = Instant::now();
+    let staging = staging.to_path_buf();
+    release::prune(&staging, &f.metainfo)
+        .with_context(|| format!("cleaning {}", staging.display()))?;
+    if let Some(previous) = layout.previous(&f.version) {
+        // Its metainfo, saved beside the logs when it was fetched, if still there.
+        let previous_meta = previous
+            .file_name()
+            .map(|v| {
+                layout
+                    .logs()
+                    .join(format!("{}.torrent", v.to_string_lossy()))
+            })
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| Metainfo::from_bytes(&b).ok());
+        release::seed_from_previous(&staging, &previous, previous_meta.as_ref(), &f.metainfo)
+            .with_context(|| {
+                format!(
+                    "reusing files of {} in {}",
+                    previous.display(),
+                    staging.display()
+                )
+            })?;
+    }
+    tracing::info!(elapsed = ?began.elapsed(), "staging ready");
+    let hot = f
+        .page_cache
+        .lock_hot_set(layout)
+        .context("locking the hot set of the current release")?;
+    let session = engine::session(&f.engine, &staging, cancel.child_token()).await?;
+    let storage = crate::torrent::storage::SealableFactory::new(&staging);
+    let torrent = engine::add(
+        &session,
+        &f.engine,
+        &f.torrent,
+        &staging,
+        Some(storage.boxed_factory()),
+    )
+    .await?;
+    Ok((storage, session, torrent, hot))
+}
+
+/// A fetch gives up when its tracker has been silent this long and nothing arrived
+/// meanwhile: the controller (and the deploy) that started it is gone.
+pub const TRACKER_GONE: Duration = Duration::from_secs(15);
+
+/// Waits for a complete, verified copy, reporting progress every second.
+async fn wait(
+    f: &Fetch,
+    torrent: &librqbit::ManagedTorrent,
+    events: &mut Events,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let total = f.metainfo.total_length();
+    let mut last_progress = (0u64, Instant::now());
+    let mut last_logged = (0u64, Instant::now());
+    let mut feeders: Vec<SocketAddr> = Vec::new();
+    let mut tracker_heard = Instant::now();
+    let mut done = std::pin::pin!(torrent.wait_until_completed());
+    // Every second: progress, the stall check, the tracker's feeders. While some
+    // stripe still waits for its feeder to announce, the tracker is asked every
+    // 200 ms instead: each level of a tree would otherwise add up to a second to the
+    // start of everything below it.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut ticks = 0u64;
+    let mut waiting = false;
+    loop {
+        tokio::select! {
+            r = &mut done => return r.context("the engine failed"),
+            _ = cancel.cancelled() => anyhow::bail!("interrupted"),
+            _ = tick.tick() => {}
+        }
+        let second = ticks.is_multiple_of(5);
+        ticks += 1;
+        if !second && !waiting {
+            continue;
+        }
+        let stats = torrent.stats();
+        if let Some(e) = stats.error {
+            anyhow::bail!("the engine failed: {}", one_line(&e));
+        }
+        if let Some(url) = &f.engine.tracker {
+            let followed = follow_feeders(url, torrent, &f.host, &mut feeders).await;
+            waiting = followed.waiting;
+            if followed.answered {
+                tracker_heard = Instant::now();
+            } else if tracker_heard.elapsed() > TRACKER_GONE
+                && last_progress.1.elapsed() > TRACKER_GONE
+            {
+                // The tracker lives in the controller that started this fetch (or is
+                // the deploy's own); silent, with nothing arriving, the deploy is gone.
+                // Waiting out the stall timeout would only keep retrying dead peers.
+                anyhow::bail!(
+                    "the tracker {} has not answered for {} and no piece arrived meanwhile (at {} of {} bytes): the deploy that started this fetch is gone; the partial copy stays staged for the next run",
+                    url,
+                    crate::config::units::format_duration(TRACKER_GONE),
+                    stats.progress_bytes,
+                    total
+                );
+            }
+        }
+        if !second {
+            continue;
+        }
+        log_progress(torrent, stats.progress_bytes, total, &mut last_logged);
+        emit(
+            events,
+            &serde_json::json!({
+                "event": "progress",
+                "host": f.host,
+                "bytes": stats.progress_bytes,
+                "total": total,
+            }),
+        );
+        if stats.progress_bytes > last_progress.0 {
+            last_progress = (stats.progress_bytes, Instant::now());
+        } else if last_progress.1.elapsed() > f.stall_timeout {
+            anyhow::bail!(
+                "no progress for {} at {} of {} bytes; no peer could send the missing pieces",
+                crate::config::units::format_duration(f.stall_timeout),
+                stats.progress_bytes,
+                total
+            );
+        }
+    }
+}
+
+/// librqbit reports a torrent's error as anyhow's `{:?}`: the message, then
+/// "Caused by:" and a numbered line per cause (and a backtrace, if one was captured).
+/// The result line wants the whole chain on one line, as `{:#}` would give it: the
+/// cause at the end is what names the file and the reason.
+fn one_line(debug: &str) -> String {
+    debug
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Stack backtrace:"))
+        .filter(|l| !l.is_empty() && *l != "Caused by:")
+        .map(|l| match l.split_once(": ") {
+            Some((n, rest)) if n.bytes().all(|b| b.is_ascii_digit()) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Pipeline sharing: keeps the engine's outgoing connections to exactly the feeders
+/// the tracker last named for this host (`current`, the list applied last, is for
+/// the log). Each tracker answer only adds peers to librqbit, so without this every
+/// feeder a host was ever given stayed connected: the in-order picker spread requests
+/// over all of them, and the hosts that fed several successors split their upload
+/// (measured with bench/swarm.sh: 2.3 origin copies and 3.2 x S/C for 8 hosts). An
+/// empty or missing answer changes nothing, so a tracker hiccup never leaves the host
+/// without peers.
+async fn follow_feeders(
+    url: &str,
+    torrent: &librqbit::ManagedTorrent,
+    host: &str,
+    current: &mut Vec<SocketAddr>,
+) -> Followed {
+    let hash = torrent.info_hash().0;
+    let asked = tokio::time::timeout(
+        Duration::from_millis(800),
+        crate::distribution::tracker::status(url, &hash, host),
+    );
+    let Ok(Ok(status)) = asked.await else {
+        return Followed {
+            answered: false,
+            waiting: false,
+        };
+    };
+    let waiting = status
+        .stripes
+        .as_ref()
+        .is_some_and(|s| s.iter().any(Option::is_none));
+    let answered = Followed {
+        answered: true,
+        waiting,
+    };
+    let Some(mut feeders) = status.feeders.filter(|f| !f.is_empty()) else {
+        return answered;
+    };
+    feeders.sort();
+    let Some(live) = torrent.live() else {
+        return answered;
+    };
+    // Striped sharing: each feeder is asked only for the stripes it was named for,
+    // so it uploads what it forwards and nothing else it happens to hold.
+    live.set_stripes(
+        status
+            .stripes
+            .as_ref()
+            .map(|per_stripe| stripe_masks(per_stripe)),
+    );
+    // Applied every time, not only on a change: librqbit may have added a feeder of
+    // an answer that came and went between two calls.
+    live.retain_outgoing_peers(&feeders);
+    if feeders != *current {
+        tracing::info!("feeders now {feeders:?} (were {current:?})");
+        *current = feeders;
+    }
+    answered
+}
+
+/// What a poll of the tracker gave.
+struct Followed {
+    answered: bool,
+    /// Striped sharing: some stripe's feeder has not announced yet.
+    waiting: bool,
+}
+
+/// The engine's per-peer stripe masks from the tracker's feeder of each stripe.
+fn stripe_masks(per_stripe: &[Option<SocketAddr>]) -> librqbit::Stripes {
+    let mut by_peer = std::collections::HashMap::new();
+    for (s, feeder) in per_stripe.iter().enumerate().take(64) {
+        if let Some(a) = feeder {
+            *by_peer.entry(*a).or_insert(0u64) |= 1u64 << s;
+        }
+    }
+    librqbit::Stripes {
+        count: per_stripe.len().min(64) as u32,
+        by_peer,
+    }
+}
+
+/// One line per tick in the agent's log: progress, rate, and what each peer has sent
+/// and taken so far (`addr state fetched/uploaded MiB`), to see who fed whom.
+fn log_progress(
+    torrent: &librqbit::ManagedTorrent,
+    bytes: u64,
+    total: u64,
+    last: &mut (u64, Instant),
+) {
+    let dt = last.1.elapsed().as_secs_f64().max(1e-3);
+    let rate = bytes.saturating_sub(last.0) as f64 / dt;
+    *last = (bytes, Instant::now());
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let peers: Vec<String> = engine::peer_counters(torrent)
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {:.0}/{:.0}",
+                p.addr,
+                p.state,
+                mib(p.fetched),
+                mib(p.uploaded)
+            )
+        })
+        .collect();
+    tracing::info!(
+        "{:.0}/{:.0} MiB at {:.1} MiB/s; peers (fetched/uploaded MiB): {}",
+        mib(bytes),
+        mib(total),
+        rate / (1 << 20) as f64,
+        peers.join(", ")
+    );
+}
+
+/// Keeps serving the release for the seed window, then returns.
+async fn seed(f: &Fetch, torrent: &librqbit::ManagedTorrent, cancel: &CancellationToken) {
+    let started = Instant::now();
+    let hash = torrent.info_hash().0;
+    loop {
+        // Polled every second whatever the mode: the poll is also how the tracker
+        // knows this seeder is alive (striped trees re-link the children of a parent
+        // silent for two seconds).
+        let polled = match &f.engine.tracker {
+            Some(url) => Some(
+                tokio::time::timeout(
+                    Duration::from_millis(800),
+                    crate::distribution::tracker::status(url, &hash, &f.host),
+                )
+                .await,
+            ),
+            None => None,
+        };
+        match (f.seed_mode, polled) {
+            (SeedMode::Adaptive, Some(polled)) => {
+                if started.elapsed() >= f.seed_window_max {
+                    return;
+                }
+                match polled {
+                    Ok(Ok(s)) if s.rack_complete && s.waiting_on_me == 0 => return,
+                    Ok(Ok(_)) => {}
+                    // No tracker (the deploy is over): fall back to the fixed window.
+                    _ if started.elapsed() >= f.seed_window => return,
+                    _ => {}
+                }
+            }
+            _ if started.elapsed() >= f.seed_window => return,
+            _ => {}
+        }
+        let pause = match (f.seed_mode, &f.engine.tracker) {
+            (SeedMode::Adaptive, Some(_)) => Duration::from_secs(1),
+            _ => Duration::from_secs(1).min(f.seed_window.saturating_sub(started.elapsed())),
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
+        }
+    }
+}
+
+/// `rookery agent seed`: serve a tree read-only (the origin), until cancelled or for
+/// `duration`. Returns the bytes uploaded, from librqbit's counters.
+pub async fn serve(
+    torrent: &[u8],
+    root: &Path,
+    opts: &engine::Options,
+    duration: Option<Duration>,
+    cancel: CancellationToken,
+    mut on_tick: impl FnMut(u64),
+) -> anyhow::Result<u64> {
+    let session_cancel = cancel.child_token();
+    let session = engine::session(opts, root, session_cancel.clone()).await?;
+    let handle = engine::add(
+        &session,
+        opts,
+        torrent,
+        root,
+        Some(ReadOnlyFactory::boxed_factory(root)),
+    )
+    .await?;
+    let deadline = duration.map(|d| Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let stats = handle.stats();
+        if let Some(e) = stats.error {
+            engine::stop_now(&session, &session_cancel).await;
+            anyhow::bail!("serving {} failed: {e}", root.display());
+        }
+        on_tick(stats.uploaded_bytes);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    let uploaded = handle.stats().uploaded_bytes;
+    engine::stop_now(&session, &session_cancel).await;
+    Ok(uploaded)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_engine_error_chain_becomes_one_line() {
+        let e = anyhow::anyhow!("Is a directory (os error 21)")
+            .context("opening /d/x.py")
+            .context("error writing to file 15");
+        assert_eq!(
+            super::one_line(&format!("{e:?}")),
+            "error writing to file 15: opening /d/x.py: Is a directory (os error 21)"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! The distribution-time estimate that `rookery plan` prints, from the link speeds in
+//! the inventory (`link` per host, `uplink` per rack, `interconnect` per datacenter)
+//! and the playbook's rate caps.
+//!
+//! It models the tracker's pipeline (docs/distribution.md): the origin, then the hosts
+//! ordered by datacenter (the origin's first), rack and inventory order, each fed by
+//! the one before it. All hops stream at once, so the chain moves at its slowest hop's
+//! rate `B`; each hop after the first adds one piece of latency (a host forwards a
+//! piece once it has verified it); the slowest host finishes after
+//!
+//! ```text
+//! T = START + S / H + S / B' + (hosts - 1) * piece / B'
+//! ```
+//!
+//! where `H` is the rate at which the controller hashes the artifact for the
+//! metainfo (before any host can start) and `B' = B x` [`WIRE_EFFICIENCY`]: a link
+//! rate counts Ethernet frames, of which TCP carries 1448 payload bytes in 1514.
+//!
+//! A hop is capped by the sender's upload (its `link`, `upload_limit`), the receiver's
+//! download (its `link`, `download_limit`), the uplinks of both racks when it leaves a
+//! rack, and the interconnects of both datacenters when it leaves a datacenter. The
+//! chain enters and leaves each rack and datacenter once, so no link carries more
+//! than one copy each way. Cross-datacenter bytes are one copy per datacenter boundary
+//! the chain crosses.
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::config::inventory::Origin;
+use crate::config::units::Rate;
+
+/// Connecting, one command per host and the first announce round, before bytes
+/// flow (0.5 to 0.9 s for 8 hosts on the shaped benchmark), with room for a larger
+/// fan-out of SSH sessions.
+pub const START_SECONDS: f64 = 1.0;
+
+/// How fast the controller (or the origin host) reads and hashes the artifact for
+/// the metainfo, bytes per second. Pieces are hashed on every core: 1 GiB from memory
+/// took 0.44 s on the 2-core benchmark machine (2.4 GB/s), 0.75 s on one core. A disk
+/// often reads slower than that, so the model keeps 1 GB/s.
+pub const HASH_BYTES_PER_SECOND: f64 = 1.0e9;
+
+/// Payload per byte of link rate: 1448 TCP payload bytes (MTU 1500, with TCP
+/// timestamps) per 1514-byte Ethernet frame. BitTorrent's own framing, 13 bytes per
+/// 16 KiB block, is left out.
+pub const WIRE_EFFICIENCY: f64 = 1448.0 / 1514.0;
+
+/// The time before the first byte moves for an artifact of `size` bytes.
+pub fn start_seconds(size: u64) -> f64 {
+    START_SECONDS + size as f64 / HASH_BYTES_PER_SECOND
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    pub artifact_bytes: u64,
+    /// Where the size came from: `measured` (the source directory) or `given`.
+    pub size_from: &'static str,
+    pub piece_bytes: u64,
+    pub hosts: usize,
+    /// The slowest hop's payload rate, bytes per second (a link's rate times
+    /// [`WIRE_EFFICIENCY`], or a rate cap).
+    pub bottleneck_bytes_per_second: u64,
+    /// What caps it, in words (`rack uplink of east/e1`, `upload_limit`, ...).
+    pub bottleneck: String,
+    /// The slowest host's time.
+    pub seconds: f64,
+    pub cross_dc_bytes: u64,
+    pub origin_upload_bytes: u64,
+}
+
+/// One candidate cap of a hop.
+struct Cap {
+    rate: Option<Rate>,
+    what: String,
+    /// A rate cap of the playbook, on payload (librqbit's limiter), rather than a
+    /// link, which carries frames.
+    payload: bool,
+}
+
+/// The pipeline estimate for `targets` (inventory host indexes), or `None` when no
+/// hop has any cap (no link speeds and no rate limits: nothing to estimate from).
+pub fn pipeline(
+    config: &Config,
+    targets: &[usize],
+    size: u64,
+    size_from: &'static str,
+) -> Option<Estimate> {
+    let inv = &config.inventory;
+    let set = &config.playbook.distribution;
+    if targets.is_empty() {
+        return None;
+    }
+    let origin = match inv.origin {
+        Origin::Host(h) => Some(h),
+        Origin::Controller => None,
+    };
+    // The tracker's order: origin's datacenter first, then first appearance.
+    let mut dc_rank: Vec<usize> = Vec::new();
+    if let Some(o) = origin {
+        dc_rank.push(inv.hosts[o].dc);
+    }
+    let mut rack_rank: Vec<usize> = Vec::new();
+    for &h in targets {
+        let host = &inv.hosts[h];
+        if !dc_rank.contains(&host.dc) {
+            dc_rank.push(host.dc);
+        }
+        if !rack_rank.contains(&host.rack) {
+            rack_rank.push(host.rack);
+        }
+    }
+    let rank = |v: &[usize], x: usize| v.iter().position(|&y| y == x).unwrap_or(usize::MAX);
+    let mut chain: Vec<usize> = targets.to_vec();
+    chain.sort_by_key(|&h| {
+        let host = &inv.hosts[h];
+        (rank(&dc_rank, host.dc), rank(&rack_rank, host.rack), h)
+    });
+
+    let mut bottleneck: Option<(u64, String)> = None;
+    let mut cross_dc = 0u64;
+    let mut consider = |caps: Vec<Cap>| {
+        for c in caps {
+            // Links count frames; the caps count payload (librqbit's limiter).
+            let payload = c.rate.map(|r| {
+                if c.payload {
+                    r.0
+                } else {
+                    (r.0 as f64 * WIRE_EFFICIENCY) as u64
+                }
+            });
+            if let Some(r) = payload
+                && bottleneck.as_ref().is_none_or(|(b, _)| r < *b)
+            {
+                bottleneck = Some((r, c.what));
+            }
+        }
+    };
+    let mut prev: Option<usize> = origin;
+    for &h in &chain {
+        let to = &inv.hosts[h];
+        let mut caps = vec![
+            Cap {
+                rate: set.download_limit,
+                what: "download_limit".into(),
+                payload: true,
+            },
+            Cap {
+                rate: to.link,
+                what: format!("link of {}", to.name),
+                payload: false,
+            },
+        ];
+        match prev {
+            // The controller: its own link is not in the inventory.
+            None => caps.push(Cap {
+                rate: set.upload_limit,
+                what: "upload_limit".into(),
+                payload: true,
+            }),
+            Some(p) => {
+                let from = &inv.hosts[p];
+                caps.push(Cap {
+                    rate: set.upload_limit,
+                    what: "upload_limit".into(),
+                    payload: true,
+                });
+                caps.push(Cap {
+                    rate: from.link,
+                    what: format!("link of {}", from.name),
+                    payload: false,
+                });
+                if from.rack != to.rack {
+                    for r in [from.rack, to.rack] {
+                        caps.push(Cap {
+                            rate: inv.racks[r].uplink,
+                            what: format!("uplink of rack {}", inv.racks[r].full_name),
+                            payload: false,
+                        });
+                    }
+                }
+                if from.dc != to.dc {
+                    cross_dc += size;
+                    for d in [from.dc, to.dc] {
+                        caps.push(Cap {
+                            rate: inv.datacenters[d].interconnect,
+                            what: format!("interconnect of {}", inv.datacenters[d].name),
+                            payload: false,
+                        });
+                    }
+                }
+            }
+        }
+        consider(caps);
+        prev = Some(h);
+    }
+    let (rate, what) = bottleneck?;
+    let rate = rate.max(1);
+    let piece = set
+        .piece_size
+        .map(|p| p.0)
+        .unwrap_or_else(|| crate::torrent::metainfo::auto_piece_size(size));
+    let b = rate as f64;
+    let hops_after_first = chain.len().saturating_sub(1) as f64;
+    let seconds = start_seconds(size) + size as f64 / b + hops_after_first * piece as f64 / b;
+    Some(Estimate {
+        artifact_bytes: size,
+        size_from,
+        piece_bytes: piece,
+        hosts: chain.len(),
+        bottleneck_bytes_per_second: rate,
+        bottleneck: what,
+        seconds,
+        cross_dc_bytes: cross_dc,
+        origin_upload_bytes: size,
+    })
+}
+
+/// The total size of the regular files under `dir`, following no symlinks.
+pub fn tree_size(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let t = entry.file_type()?;
+            if t.is_dir() {
+                stack.push(entry.path());
+            } else if t.is_file() {
+                total += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::inventory::Inventory;
+    use crate::config::playbook::Playbook;
+    use std::path::Path;
+
+    fn config(inv: &str, limits: &str) -> Config {
+        let inv = Inventory::from_str("inv.yml", inv, Path::new("/")).unwrap();
+        let pb = Playbook::from_str(
+            "pb.yml",
+            &format!(
+                "artifact: {{source: b, destination: /srv}}\ndistribution: {{{limits}, piece_size: 1MiB}}\nservices:\n  s: {{start: x}}\n"
+            ),
+            Path::new("/"),
+        )
+        .unwrap();
+        Config::new(inv, pb).unwrap()
+    }
+
+    const TWO_DCS: &str = "
+defaults: {link: 10Gbit/s, services: [s]}
+datacenters:
+  east:
+    interconnect: 1Gbit/s
+    racks:
+      e1: {uplink: 40Gbit/s, hosts: {a: ~, b: ~}}
+      e2: {uplink: 4Gbit/s, hosts: {c: ~}}
+  west:
+    interconnect: 2Gbit/s
+    racks:
+      w1: {hosts: {d: ~, e: {link: 2Gbit/s}}}
+";
+
+    #[test]
+    fn the_slowest_hop_sets_the_pace_and_each_dc_boundary_costs_one_copy() {
+        let c = config(
+            TWO_DCS,
+            "upload_limit: unlimited, download_limit: unlimited",
+        );
+        let gib = 1 << 30;
+        let e = pipeline(&c, &c.target_hosts(), gib, "given").unwrap();
+        // east's 1 Gbit/s interconnect is the slowest link the chain uses.
+        assert_eq!(e.bottleneck, "interconnect of east");
+        // As payload: 1448 bytes of every 1514 on the wire.
+        let payload = (125_000_000f64 * WIRE_EFFICIENCY) as u64;
+        assert_eq!(e.bottleneck_bytes_per_second, payload);
+        assert_eq!(e.cross_dc_bytes, gib);
+        assert_eq!(e.hosts, 5);
+        let b = payload as f64;
+        let want = START_SECONDS + gib as f64 / 1e9 + gib as f64 / b + 4.0 * (1 << 20) as f64 / b;
+        assert!((e.seconds - want).abs() < 1e-9, "{} vs {want}", e.seconds);
+    }
+
+    #[test]
+    fn caps_and_host_links_count_and_nothing_known_means_no_estimate() {
+        let c = config(TWO_DCS, "upload_limit: 50MB/s, download_limit: unlimited");
+        let e = pipeline(&c, &c.target_hosts(), 1000, "given").unwrap();
+        assert_eq!(e.bottleneck, "upload_limit");
+        assert_eq!(e.bottleneck_bytes_per_second, 50_000_000);
+        // Only the hosts of one rack: its hosts' links and the caps.
+        let c = config(
+            TWO_DCS,
+            "upload_limit: unlimited, download_limit: unlimited",
+        );
+        let e = pipeline(&c, &[3, 4], 1000, "given").unwrap();
+        assert_eq!(e.bottleneck, "link of e");
+        assert_eq!(e.cross_dc_bytes, 0);
+        let bare = "datacenters: {x: {racks: {r: {hosts: {a: {services: [s]}}}}}}";
+        let c = config(bare, "upload_limit: unlimited, download_limit: unlimited");
+        assert!(pipeline(&c, &c.target_hosts(), 1000, "given").is_none());
+    }
+}

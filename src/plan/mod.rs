@@ -1,0 +1,500 @@
+//! The plan an operator reviews before anything runs: services in dependency order,
+//! each cut into batches of hosts that keep its quorum, and the distribution side.
+//!
+//! Planning is a pure function of a [`Config`] and the selected hosts, so it is tested
+//! directly (and with random inventories) and `rookery plan` shows exactly what
+//! `rookery deploy` will do.
+//!
+//! Batching rules for one service with `n` hosts and quorum `q`:
+//! - at most `n - q` hosts down at once (hosts outside `--limit` stay live and count);
+//! - at most `max_parallel` hosts per batch;
+//! - at most `rack_budget` racks per batch;
+//! - a batch takes hosts round-robin from the racks with the most hosts left, so
+//!   batches spread over racks and no rack is left for last;
+//! - the first `canary` hosts form the first batches, one rack each where possible.
+
+pub mod estimate;
+pub mod render;
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::config::inventory::Transport;
+use crate::config::playbook::{Artifact, Distribution, Version};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub playbook: String,
+    pub limit: Option<String>,
+    pub transport: Transport,
+    pub distribution: DistributionPlan,
+    /// In rollout order.
+    pub services: Vec<ServicePlan>,
+    /// The distribution estimate (`rookery plan` only; see [`crate::plan::estimate`]).
+    pub estimate: Option<crate::plan::estimate::Estimate>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DistributionPlan {
+    pub origin: String,
+    pub artifact: Artifact,
+    pub settings: Distribution,
+    pub hosts: usize,
+    pub datacenters: Vec<DcPlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DcPlan {
+    pub name: String,
+    pub hosts: usize,
+    pub racks: Vec<RackPlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RackPlan {
+    pub name: String,
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServicePlan {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    /// All hosts of the service, selected or not.
+    pub hosts: usize,
+    /// Hosts this run restarts.
+    pub selected: usize,
+    pub quorum: u32,
+    pub max_down: u32,
+    pub max_parallel: u32,
+    pub rack_budget: Option<u32>,
+    pub canary: u32,
+    pub failure_budget: u32,
+    pub batches: Vec<Batch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Batch {
+    pub canary: bool,
+    pub hosts: Vec<String>,
+    /// `dc/rack` of the batch's hosts, in first-seen order.
+    pub racks: Vec<String>,
+}
+
+/// A batch as host ids, before names are attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdBatch {
+    pub canary: bool,
+    pub hosts: Vec<usize>,
+}
+
+/// Plans a deploy of `config` restricted to `selected` hosts (`None`: all hosts).
+pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) -> Plan {
+    let inv = &config.inventory;
+    let pb = &config.playbook;
+    let in_limit = |h: &usize| selected.is_none_or(|s| s.binary_search(h).is_ok());
+
+    let mut services = Vec::with_capacity(config.order.len());
+    for &si in &config.order {
+        let svc = &pb.services[si];
+        let placement = &config.services[si];
+        let mut by_rack: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &h in placement.hosts.iter().filter(|h| in_limit(h)) {
+            let rack = inv.hosts[h].rack;
+            match by_rack.iter_mut().find(|(r, _)| *r == rack) {
+                Some((_, hs)) => hs.push(h),
+                None => by_rack.push((rack, vec![h])),
+            }
+        }
+        // Interleave datacenters (e1, w1, e2, w2, ...) so that ties between racks
+        // spread a batch over datacenters before racks of one datacenter.
+        by_rack.sort_by_key(|(r, _)| {
+            let dc = &inv.datacenters[inv.racks[*r].dc];
+            (dc.racks.iter().position(|x| x == r), inv.racks[*r].dc)
+        });
+        let selected_count: usize = by_rack.iter().map(|(_, h)| h.len()).sum();
+        let size = svc.max_parallel.min(placement.max_down().max(1)) as usize;
+        let racks: Vec<Vec<usize>> = by_rack.into_iter().map(|(_, h)| h).collect();
+        let id_batches = batches(
+            &racks,
+            size,
+            svc.rack_budget.map(|b| b as usize),
+            svc.canary.0 as usize,
+        );
+        let batches = id_batches
+            .into_iter()
+            .map(|b| {
+                let mut rack_names: Vec<String> = Vec::new();
+                for &h in &b.hosts {
+                    let name = &inv.rack_of(h).full_name;
+                    if !rack_names.contains(name) {
+                        rack_names.push(name.clone());
+                    }
+                }
+                Batch {
+                    canary: b.canary,
+                    hosts: b.hosts.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
+                    racks: rack_names,
+                }
+            })
+            .collect();
+        services.push(ServicePlan {
+            name: svc.name.clone(),
+            depends_on: placement
+                .depends_on
+                .iter()
+                .map(|&d| pb.services[d].name.clone())
+                .collect(),
+            hosts: placement.hosts.len(),
+            selected: selected_count,
+            quorum: placement.quorum,
+            max_down: placement.max_down(),
+            max_parallel: svc.max_parallel,
+            rack_budget: svc.rack_budget,
+            canary: svc.canary.0,
+            failure_budget: placement.failure_budget,
+            batches,
+        });
+    }
+
+    let targets: Vec<usize> = config
+        .target_hosts()
+        .into_iter()
+        .filter(|h| in_limit(h))
+        .collect();
+    let mut datacenters = Vec::new();
+    for dc in &inv.datacenters {
+        let mut racks = Vec::new();
+        for &r in &dc.racks {
+            let hosts: Vec<String> = inv.racks[r]
+                .hosts
+                .iter()
+                .filter(|h| targets.binary_search(h).is_ok())
+                .map(|&h| inv.hosts[h].name.clone())
+                .collect();
+            if !hosts.is_empty() {
+                racks.push(RackPlan {
+                    name: inv.racks[r].name.clone(),
+                    hosts,
+                });
+            }
+        }
+        let hosts = racks.iter().map(|r| r.hosts.len()).sum();
+        if hosts > 0 {
+            datacenters.push(DcPlan {
+                name: dc.name.clone(),
+                hosts,
+                racks,
+            });
+        }
+    }
+
+    Plan {
+        cluster: inv.cluster.clone(),
+        playbook: pb.name.clone(),
+        limit: limit.map(str::to_string),
+        transport: inv.transport.clone(),
+        distribution: DistributionPlan {
+            origin: inv.origin_name(),
+            artifact: pb.artifact.clone(),
+            settings: pb.distribution.clone(),
+            hosts: targets.len(),
+            datacenters,
+        },
+        services,
+        estimate: None,
+    }
+}
+
+/// Cuts one service's hosts (grouped by rack) into batches of at most `size` hosts
+/// spanning at most `rack_budget` racks; the first `canary` hosts go first.
+pub fn batches(
+    racks: &[Vec<usize>],
+    size: usize,
+    rack_budget: Option<usize>,
+    canary: usize,
+) -> Vec<IdBatch> {
+    let size = size.max(1);
+    let mut queues: Vec<VecDeque<usize>> =
+        racks.iter().map(|r| r.iter().copied().collect()).collect();
+    let mut out = Vec::new();
+
+    // Canaries: one host per rack in turn, so a bad rack-specific setup shows early.
+    let mut canaries: Vec<VecDeque<usize>> = vec![VecDeque::new(); queues.len()];
+    let mut picked = 0;
+    while picked < canary && queues.iter().any(|q| !q.is_empty()) {
+        for (q, c) in queues.iter_mut().zip(canaries.iter_mut()) {
+            if picked == canary {
+                break;
+            }
+            if let Some(h) = q.pop_front() {
+                c.push_back(h);
+                picked += 1;
+            }
+        }
+    }
+    while let Some(hosts) = next_batch(&mut canaries, size, rack_budget) {
+        out.push(IdBatch {
+            canary: true,
+            hosts,
+        });
+    }
+    while let Some(hosts) = next_batch(&mut queues, size, rack_budget) {
+        out.push(IdBatch {
+            canary: false,
+            hosts,
+        });
+    }
+    out
+}
+
+fn next_batch(
+    queues: &mut [VecDeque<usize>],
+    size: usize,
+    rack_budget: Option<usize>,
+) -> Option<Vec<usize>> {
+    let mut order: Vec<usize> = (0..queues.len())
+        .filter(|&r| !queues[r].is_empty())
+        .collect();
+    if order.is_empty() {
+        return None;
+    }
+    // Fullest racks first; ties keep inventory order (sort is stable).
+    order.sort_by_key(|&r| std::cmp::Reverse(queues[r].len()));
+    order.truncate(rack_budget.unwrap_or(usize::MAX).max(1));
+    let mut batch = Vec::with_capacity(size);
+    while batch.len() < size {
+        let mut took = false;
+        for &r in &order {
+            if batch.len() == size {
+                break;
+            }
+            if let Some(h) = queues[r].pop_front() {
+                batch.push(h);
+                took = true;
+            }
+        }
+        if !took {
+            break;
+        }
+    }
+    Some(batch)
+}
+
+impl Plan {
+    /// The version label shown in plans: the fixed label, or a note that the content
+    /// hash is computed when the artifact is read.
+    pub fn version_label(&self) -> String {
+        match &self.distribution.artifact.version {
+            Version::Label(l) => l.clone(),
+            Version::ContentHash => "<content hash>".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    use crate::config::inventory::Inventory;
+    use crate::config::playbook::Playbook;
+
+    #[test]
+    fn batches_spread_over_racks() {
+        let racks = vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]];
+        let b = batches(&racks, 3, None, 0);
+        let hosts: Vec<Vec<usize>> = b.iter().map(|b| b.hosts.clone()).collect();
+        assert_eq!(hosts, [vec![0, 3, 6], vec![1, 4, 2], vec![5]]);
+    }
+
+    #[test]
+    fn rack_budget_keeps_a_batch_in_few_racks() {
+        let racks = vec![vec![0, 1], vec![2, 3, 4]];
+        let hosts: Vec<Vec<usize>> = batches(&racks, 4, Some(1), 0)
+            .into_iter()
+            .map(|b| b.hosts)
+            .collect();
+        assert_eq!(hosts, [vec![2, 3, 4], vec![0, 1]]);
+    }
+
+    #[test]
+    fn canaries_go_first_from_different_racks() {
+        let racks = vec![vec![0, 1], vec![2, 3]];
+        let b = batches(&racks, 1, None, 2);
+        assert_eq!(
+            b[0],
+            IdBatch {
+                canary: true,
+                hosts: vec![0]
+            }
+        );
+        assert_eq!(
+            b[1],
+            IdBatch {
+                canary: true,
+                hosts: vec![2]
+            }
+        );
+        assert!(!b[2].canary);
+        assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn plan_respects_limit_and_quorum() {
+        let inv = Inventory::from_str(
+            "inv.yml",
+            "datacenters:\n  east:\n    racks:\n      r1: {services: [api], hosts: {a: ~, b: ~}}\n      r2: {services: [api], hosts: {c: ~, d: ~}}\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let pb = Playbook::from_str("pb.yml", "artifact: {source: b, destination: /srv}\nservices:\n  api: {start: x, quorum: 2, max_parallel: 5}\n", Path::new("/")).unwrap();
+        let config = Config::new(inv, pb).unwrap();
+        let all = plan(&config, None, None);
+        let api = &all.services[0];
+        assert_eq!((api.quorum, api.max_down), (2, 2));
+        assert_eq!(
+            api.batches
+                .iter()
+                .map(|b| b.hosts.clone())
+                .collect::<Vec<_>>(),
+            [vec!["a", "c"], vec!["b", "d"]]
+        );
+        assert_eq!(api.batches[0].racks, ["east/r1", "east/r2"]);
+        let limited = plan(&config, Some(&[0, 1]), Some("east/r1"));
+        assert_eq!(limited.services[0].selected, 2);
+        assert_eq!(limited.distribution.hosts, 2);
+        assert_eq!(
+            limited.services[0].batches.len(),
+            1,
+            "two down of four keeps quorum 2"
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A random topology and playbook, written as YAML and loaded through the real
+        /// loaders: (racks per DC, hosts per rack), and per service (host picks, quorum
+        /// seed, max_parallel, rack budget, canaries, dependencies on earlier services).
+        /// (host picks, quorum seed, max_parallel, rack budget, canaries, depends on)
+        type Svc = (Vec<bool>, u32, u32, Option<u32>, u32, Vec<bool>);
+
+        #[derive(Debug, Clone)]
+        struct World {
+            dcs: Vec<Vec<usize>>,
+            services: Vec<Svc>,
+            limit: Vec<bool>,
+        }
+
+        fn world() -> impl Strategy<Value = World> {
+            let dcs = prop::collection::vec(prop::collection::vec(1usize..5, 1..4), 1..4);
+            (dcs, 1usize..6)
+                .prop_flat_map(|(dcs, nsvc)| {
+                    let nhosts: usize = dcs.iter().flatten().sum();
+                    let svc = (
+                        prop::collection::vec(any::<bool>(), nhosts),
+                        0u32..100,
+                        1u32..5,
+                        prop::option::of(1u32..4),
+                        0u32..3,
+                        prop::collection::vec(prop::bool::weighted(0.3), nsvc),
+                    );
+                    (
+                        Just(dcs),
+                        prop::collection::vec(svc, nsvc),
+                        prop::collection::vec(prop::bool::weighted(0.7), nhosts),
+                    )
+                })
+                .prop_map(|(dcs, services, limit)| World {
+                    dcs,
+                    services,
+                    limit,
+                })
+        }
+
+        fn build(w: &World) -> Option<(Config, Vec<usize>)> {
+            let mut inv = String::from("datacenters:\n");
+            let mut names = Vec::new();
+            for (d, racks) in w.dcs.iter().enumerate() {
+                inv.push_str(&format!("  dc{d}:\n    racks:\n"));
+                for (r, &n) in racks.iter().enumerate() {
+                    inv.push_str(&format!("      r{r}:\n        hosts:\n"));
+                    for h in 0..n {
+                        let name = format!("h{d}-{r}-{h}");
+                        inv.push_str(&format!("          {name}: ~\n"));
+                        names.push(name);
+                    }
+                }
+            }
+            let mut pb = String::from("artifact: {source: b, destination: /srv}\nservices:\n");
+            for (i, (picks, qseed, mp, budget, canary, deps)) in w.services.iter().enumerate() {
+                let hosts: Vec<&str> = names
+                    .iter()
+                    .zip(picks)
+                    .filter(|(_, p)| **p)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if hosts.is_empty() {
+                    return None;
+                }
+                let n = hosts.len() as u32;
+                let quorum = qseed % n; // always below the host count
+                let deps: Vec<String> = (0..i)
+                    .filter(|&j| deps[j])
+                    .map(|j| format!("s{j}"))
+                    .collect();
+                pb.push_str(&format!(
+                    "  s{i}: {{start: x, hosts: [{}], quorum: {quorum}, max_parallel: {mp}, canary: {}, depends_on: [{}]{}}}\n",
+                    hosts.join(", "),
+                    canary.min(&n),
+                    deps.join(", "),
+                    budget.map(|b| format!(", rack_budget: {b}")).unwrap_or_default()
+                ));
+            }
+            let inv =
+                Inventory::from_str("inv.yml", &inv, Path::new("/")).expect("valid inventory");
+            let pb = Playbook::from_str("pb.yml", &pb, Path::new("/")).expect("valid playbook");
+            let config = Config::new(inv, pb).expect("valid config");
+            let selected = (0..names.len()).filter(|&h| w.limit[h]).collect();
+            Some((config, selected))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn no_batch_breaks_quorum_and_dependencies_come_first(w in world()) {
+                let Some((config, selected)) = build(&w) else { return Ok(()) };
+                let p = plan(&config, Some(&selected), Some("random"));
+                let pos = |name: &str| p.services.iter().position(|s| s.name == name).unwrap();
+                for (i, svc) in p.services.iter().enumerate() {
+                    for dep in &svc.depends_on {
+                        prop_assert!(pos(dep) < i, "{} planned before its dependency {}", svc.name, dep);
+                    }
+                    let mut seen: Vec<&String> = Vec::new();
+                    for b in &svc.batches {
+                        prop_assert!(!b.hosts.is_empty());
+                        let live = svc.hosts - b.hosts.len();
+                        prop_assert!(live as u32 >= svc.quorum, "{}: batch {:?} leaves {} live, quorum {}", svc.name, b.hosts, live, svc.quorum);
+                        prop_assert!(b.hosts.len() as u32 <= svc.max_parallel);
+                        if let Some(budget) = svc.rack_budget {
+                            prop_assert!(b.racks.len() as u32 <= budget);
+                        }
+                        seen.extend(&b.hosts);
+                    }
+                    prop_assert_eq!(seen.len(), svc.selected, "every selected host restarts exactly once");
+                    seen.sort();
+                    seen.dedup();
+                    prop_assert_eq!(seen.len(), svc.selected);
+                    let canaries = svc.batches.iter().take_while(|b| b.canary).map(|b| b.hosts.len()).sum::<usize>();
+                    prop_assert_eq!(canaries, (svc.canary as usize).min(svc.selected));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Text for humans: the plan as an operator reads it before saying yes.
+//!
+//! JSON output is the serde form of the same structs; this file is only the text view.
+
+use std::fmt::Write;
+
+use crate::config::inventory::Transport;
+use crate::config::playbook::SeedMode;
+use crate::config::units::format_duration;
+use crate::plan::Plan;
+
+pub fn plan(p: &Plan) -> String {
+    let mut s = String::new();
+    let d = &p.distribution;
+    let transport = match p.transport {
+        Transport::Ssh(_) => "ssh",
+        Transport::Local { .. } => "local",
+    };
+    let _ = writeln!(
+        s,
+        "Plan: playbook `{}` on cluster `{}` ({} transport)",
+        p.playbook, p.cluster, transport
+    );
+    if let Some(limit) = &p.limit {
+        let _ = writeln!(s, "Limit: {limit}");
+    }
+
+    let _ = writeln!(s, "\nDistribution");
+    let _ = writeln!(
+        s,
+        "  artifact   {} -> {}/releases/{}",
+        d.artifact.source.display(),
+        d.artifact.destination,
+        p.version_label()
+    );
+    let _ = writeln!(s, "  origin     {}", d.origin);
+    let set = &d.settings;
+    let seed = match set.seed_mode {
+        SeedMode::Fixed => format!("seed {}", format_duration(set.seed_window)),
+        SeedMode::Adaptive => {
+            format!(
+                "seed {} adaptive (up to {})",
+                format_duration(set.seed_window),
+                format_duration(set.seed_window_max)
+            )
+        }
+    };
+    let cap = |r: Option<crate::config::units::Rate>| {
+        r.map(|r| r.to_string())
+            .unwrap_or_else(|| "unlimited".into())
+    };
+    let piece = set
+        .piece_size
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "auto".into());
+    let _ = writeln!(
+        s,
+        "  settings   {seed}, {} peers max, upload {}, download {}, piece size {piece}, keep {} releases",
+        set.max_peers,
+        cap(set.upload_limit),
+        cap(set.download_limit),
+        d.artifact.keep_releases
+    );
+    let racks: usize = d.datacenters.iter().map(|dc| dc.racks.len()).sum();
+    let _ = writeln!(
+        s,
+        "  hosts      {} in {} datacenter{}, {racks} rack{}",
+        d.hosts,
+        d.datacenters.len(),
+        plural(d.datacenters.len()),
+        plural(racks)
+    );
+    for dc in &d.datacenters {
+        let racks: Vec<String> = dc
+            .racks
+            .iter()
+            .map(|r| format!("{} ({})", r.name, r.hosts.len()))
+            .collect();
+        let _ = writeln!(
+            s,
+            "    {:<10} {} host{}: {}",
+            dc.name,
+            dc.hosts,
+            plural(dc.hosts),
+            racks.join(", ")
+        );
+    }
+    if let Some(e) = &p.estimate {
+        let size = crate::config::units::ByteSize(e.artifact_bytes);
+        let _ = writeln!(
+            s,
+            "  estimate   {} for the slowest host: {size} ({}) through a pipeline of {} host{} at {} (limited by {}), {} pieces",
+            format_duration(std::time::Duration::from_secs_f64(e.seconds.ceil())),
+            e.size_from,
+            e.hosts,
+            plural(e.hosts),
+            crate::config::units::Rate(e.bottleneck_bytes_per_second),
+            e.bottleneck,
+            crate::config::units::ByteSize(e.piece_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "             origin uploads {}, {} cross datacenters",
+            size,
+            crate::config::units::ByteSize(e.cross_dc_bytes)
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "\nRollout: {} service{} in dependency order",
+        p.services.len(),
+        plural(p.services.len())
+    );
+    for (i, svc) in p.services.iter().enumerate() {
+        let after = if svc.depends_on.is_empty() {
+            String::new()
+        } else {
+            format!(" (after {})", svc.depends_on.join(", "))
+        };
+        let selected = if svc.selected == svc.hosts {
+            format!("{} host{}", svc.hosts, plural(svc.hosts))
+        } else {
+            format!("{} of {} hosts", svc.selected, svc.hosts)
+        };
+        let budget = svc
+            .rack_budget
+            .map(|b| format!("{b} rack{} at a time", plural(b as usize)))
+            .unwrap_or_else(|| "any racks".into());
+        let _ = writeln!(
+            s,
+            "  {}. {}{after}: {selected}, quorum {} ({} down at most), max_parallel {}, {budget}, {} canar{}, failure budget {}",
+            i + 1,
+            svc.name,
+            svc.quorum,
+            svc.max_down,
+            svc.max_parallel,
+            svc.canary,
+            if svc.canary == 1 { "y" } else { "ies" },
+            svc.failure_budget
+        );
+        if svc.batches.is_empty() {
+            let _ = writeln!(s, "     (no host selected)");
+        }
+        for (b, batch) in svc.batches.iter().enumerate() {
+            let tag = if batch.canary { "canary" } else { "" };
+            let _ = writeln!(
+                s,
+                "     batch {:<3} {tag:<6}  {}  [{}]",
+                b + 1,
+                batch.hosts.join(", "),
+                batch.racks.join(", ")
+            );
+        }
+    }
+    s
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}

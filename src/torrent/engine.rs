@@ -1,0 +1,318 @@
+//! The BitTorrent engine as rookery runs it: one librqbit session per process, with
+//! everything that reaches beyond the deploy's own swarm turned off.
+//!
+//! DHT, local service discovery, UPnP, uTP and PEX (the torrents are private) are off;
+//! peers come only from rookery's tracker or from `--peer`. The session listens on
+//! one chosen address (librqbit listens on nothing unless told), keeps a bounded
+//! number of peers and obeys the playbook's rate caps. The peer-connection timeouts
+//! are tuned for the pipeline: a host waiting for its feeder to verify the next
+//! piece is idle, not dead, so keep-alives are frequent and the read timeout long.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use librqbit::{
+    AddTorrent, AddTorrentOptions, ConnectionOptions, ListenerMode, ListenerOptions,
+    ManagedTorrent, PeerConnectionOptions, Session, SessionOptions, generate_peer_id,
+    limits::LimitsConfig, storage::BoxStorageFactory,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::distribution::swarm::PEER_ID_PREFIX;
+
+/// How one process takes part in a swarm.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub max_peers: u32,
+    /// Bytes per second; `None` = unlimited.
+    pub upload_limit: Option<u64>,
+    pub download_limit: Option<u64>,
+    /// Announce URL (with `host=NAME`), if any.
+    pub tracker: Option<String>,
+    /// Peers to connect to without a tracker.
+    pub peers: Vec<SocketAddr>,
+    /// Striped fetching over this many stripes: no peer is asked for anything until
+    /// the tracker names its stripes (see `fetch.rs`).
+    pub stripes: Option<u32>,
+}
+
+/// Block requests (16 KiB each) kept outstanding per peer: 8 MiB in flight. librqbit's
+/// default of 128 (2 MiB) caps one connection at 2 MiB per round trip, and on a
+/// shaped link whose queue holds 50 ms each way (a host's requests wait behind the
+/// data it uploads to its successor) that was 13 to 20 MiB/s on a 48 MiB/s link
+/// (bench/swarm.sh). librqbit announces no `reqq`, so peers accept this window.
+const REQUEST_WINDOW: usize = 512;
+
+fn peer_options() -> PeerConnectionOptions {
+    PeerConnectionOptions {
+        connect_timeout: Some(Duration::from_secs(5)),
+        read_write_timeout: Some(Duration::from_secs(60)),
+        keep_alive_interval: Some(Duration::from_secs(5)),
+        max_request_window: Some(REQUEST_WINDOW),
+    }
+}
+
+fn limit(bps: Option<u64>) -> Option<NonZeroU32> {
+    bps.and_then(|b| NonZeroU32::new(b.min(u32::MAX as u64) as u32))
+}
+
+/// Starts a session listening on `opts.listen`; `output` is where torrents go unless
+/// a storage factory says otherwise.
+pub async fn session(
+    opts: &Options,
+    output: &Path,
+    cancel: CancellationToken,
+) -> anyhow::Result<Arc<Session>> {
+    let session_opts = SessionOptions {
+        dht: None,
+        disable_trackers: false,
+        fastresume: false,
+        persistence: None,
+        peer_id: Some(generate_peer_id(PEER_ID_PREFIX)),
+        listen: Some(ListenerOptions {
+            mode: ListenerMode::TcpOnly,
+            listen_addr: opts.listen,
+            enable_upnp_port_forwarding: false,
+            // librqbit announces no port for a loopback listener unless told.
+            announce_port: Some(opts.listen.port()),
+            ipv4_only: opts.listen.is_ipv4(),
+            ..ListenerOptions::default()
+        }),
+        connect: Some(ConnectionOptions {
+            proxy_url: None,
+            enable_tcp: true,
+            peer_opts: Some(peer_options()),
+        }),
+        cancellation_token: Some(cancel),
+        ratelimits: LimitsConfig {
+            upload_bps: limit(opts.upload_limit),
+            download_bps: limit(opts.download_limit),
+        },
+        peer_limit: Some(opts.max_peers as usize),
+        disable_local_service_discovery: true,
+        ipv4_only: opts.listen.is_ipv4(),
+        client_name_and_version: Some(format!("rookery {}", env!("CARGO_PKG_VERSION"))),
+        ..SessionOptions::default()
+    };
+    Session::new_with_opts(output.to_path_buf(), session_opts)
+        .await
+        .with_context(|| format!("starting the BitTorrent engine on {}", opts.listen))
+}
+
+/// Stops `session` at once: pauses its torrents and cancels `token` (the one the
+/// session was started with). librqbit's own `Session::stop` then sleeps a second
+/// ("hopefully will be enough"), which the controller paid at the end of every
+/// distribution for its in-process origin.
+pub async fn stop_now(session: &Session, token: &CancellationToken) {
+    let torrents: Vec<Arc<ManagedTorrent>> =
+        session.with_torrents(|ts| ts.map(|(_, t)| t.clone()).collect());
+    for t in torrents {
+        let _ = session.pause(&t).await;
+    }
+    token.cancel();
+}
+
+/// Adds a torrent whose files live under `folder`; `storage` overrides librqbit's
+/// read-write filesystem storage (the origin serves read-only).
+pub async fn add(
+    session: &Arc<Session>,
+    opts: &Options,
+    torrent: &[u8],
+    folder: &Path,
+    storage: Option<BoxStorageFactory>,
+) -> anyhow::Result<Arc<ManagedTorrent>> {
+    let add = AddTorrentOptions {
+        overwrite: true,
+        output_folder: Some(folder.to_string_lossy().into_owned()),
+        peer_opts: Some(peer_options()),
+        initial_peers: (!opts.peers.is_empty()).then(|| opts.peers.clone()),
+        peer_limit: Some(opts.max_peers as usize),
+        trackers: opts.tracker.clone().map(|t| vec![t]),
+        storage_factory: storage,
+        stripes: opts.stripes,
+        ..AddTorrentOptions::default()
+    };
+    session
+        .add_torrent(AddTorrent::from_bytes(torrent.to_vec()), Some(add))
+        .await
+        .context("adding the torrent to the engine")?
+        .into_handle()
+        .context("the engine did not start the torrent")
+}
+
+/// Byte counts from librqbit's own per-peer counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerBytes {
+    pub from_origin: u64,
+    pub from_peers: u64,
+    pub uploaded: u64,
+}
+
+/// One peer's counters, as librqbit keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCounters {
+    pub addr: String,
+    /// librqbit's connection state (`live`, `connecting`, `dead`, ...).
+    pub state: String,
+    pub fetched: u64,
+    pub uploaded: u64,
+}
+
+/// The counters of every peer this torrent has talked to, live or gone.
+pub fn peer_counters(torrent: &ManagedTorrent) -> Vec<PeerCounters> {
+    let Some(live) = torrent.live() else {
+        return Vec::new();
+    };
+    // librqbit does not export the filter type by path, only by serde.
+    let filter = serde_json::from_value(serde_json::json!({"state": "all"}))
+        .expect("peer stats filter deserializes");
+    let snapshot =
+        serde_json::to_value(live.per_peer_stats_snapshot(filter)).expect("peer stats serialize");
+    let Some(peers) = snapshot["peers"].as_object() else {
+        return Vec::new();
+    };
+    peers
+        .iter()
+        .map(|(addr, stats)| PeerCounters {
+            addr: addr.clone(),
+            state: stats["state"].as_str().unwrap_or("?").to_string(),
+            fetched: stats["counters"]["fetched_bytes"].as_u64().unwrap_or(0),
+            uploaded: stats["counters"]["uploaded_bytes"].as_u64().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// Sums the counters of every peer this torrent has talked to, live or gone;
+/// bytes from peers at `origin` (any port, when the port is 0) count as origin bytes.
+pub fn peer_bytes(torrent: &ManagedTorrent, origin: Option<SocketAddr>) -> PeerBytes {
+    let mut out = PeerBytes::default();
+    for p in peer_counters(torrent) {
+        out.uploaded += p.uploaded;
+        let is_origin = match (origin, p.addr.parse::<SocketAddr>()) {
+            (Some(o), Ok(a)) => a == o || (o.port() == 0 && a.ip() == o.ip()),
+            _ => false,
+        };
+        if is_origin {
+            out.from_origin += p.fetched;
+        } else {
+            out.from_peers += p.fetched;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::torrent::storage::ReadOnlyFactory;
+
+    fn free_addr() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn options(listen: SocketAddr, peers: Vec<SocketAddr>, upload: Option<u64>) -> Options {
+        Options {
+            listen,
+            max_peers: 8,
+            upload_limit: upload,
+            download_limit: None,
+            tracker: None,
+            peers,
+            stripes: None,
+        }
+    }
+
+    fn state_of(t: &ManagedTorrent, peer: SocketAddr) -> Option<String> {
+        peer_counters(t)
+            .into_iter()
+            .find(|p| p.addr == peer.to_string())
+            .map(|p| p.state)
+    }
+
+    async fn until(t: &ManagedTorrent, what: &str, mut ok: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting until {what}: {:?}", peer_counters(t));
+    }
+
+    /// The agent's side of "follow the tracker": a peer left out of
+    /// `retain_outgoing_peers` (vendored librqbit, patch 4) is disconnected and stays
+    /// so; named again, it is connected again.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_peer_left_out_of_retain_is_dropped_and_named_again_is_reconnected() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let blob: Vec<u8> = (0..16u32 << 20).map(|i| (i * 7 + i / 4099) as u8).collect();
+        std::fs::write(src.join("blob"), &blob).unwrap();
+        let meta = crate::torrent::metainfo::create(
+            &src,
+            &crate::torrent::metainfo::CreateOptions {
+                piece_size: Some(256 << 10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let torrent = meta.to_bytes();
+        let cancel = CancellationToken::new();
+        let mut seeders = Vec::new();
+        for _ in 0..2 {
+            // Slowed down so that the download outlasts every step below.
+            let o = options(free_addr(), Vec::new(), Some(512 << 10));
+            let s = session(&o, &src, cancel.child_token()).await.unwrap();
+            add(
+                &s,
+                &o,
+                &torrent,
+                &src,
+                Some(ReadOnlyFactory::boxed_factory(&src)),
+            )
+            .await
+            .unwrap();
+            seeders.push((o.listen, s));
+        }
+        let (a, b) = (seeders[0].0, seeders[1].0);
+        let o = options(free_addr(), vec![a, b], None);
+        let out = dir.path().join("out");
+        let s = session(&o, &out, cancel.child_token()).await.unwrap();
+        let t = add(&s, &o, &torrent, &out, None).await.unwrap();
+        until(&t, "both seeders are live", || {
+            state_of(&t, a).as_deref() == Some("live") && state_of(&t, b).as_deref() == Some("live")
+        })
+        .await;
+
+        t.live().unwrap().retain_outgoing_peers(&[a]);
+        until(&t, "b is dropped", || {
+            state_of(&t, b).as_deref() == Some("not needed")
+        })
+        .await;
+        assert_eq!(state_of(&t, a).as_deref(), Some("live"));
+
+        t.live().unwrap().retain_outgoing_peers(&[a, b]);
+        until(&t, "b is live again", || {
+            state_of(&t, b).as_deref() == Some("live")
+        })
+        .await;
+        assert!(
+            t.stats().progress_bytes < meta.total_length(),
+            "the download finished before the test did: make it slower"
+        );
+        cancel.cancel();
+        s.stop().await;
+        for (_, s) in seeders {
+            s.stop().await;
+        }
+    }
+}
