@@ -49,6 +49,7 @@ pub mod config;
 pub mod coordination;
 pub mod distribution;
 pub mod error;
+pub mod os;
 pub mod plan;
 pub mod progress;
 pub mod rollout;

@@ -180,7 +180,7 @@ pub async fn run(
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        crate::transport::local::write_atomically(path, &serde_json::to_vec(&r)?, 0o644)?;
+        crate::os::write_atomically(path, &serde_json::to_vec(&r)?, 0o644)?;
     }
     let instance = Instance {
         host: s.host.clone(),

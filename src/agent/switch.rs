@@ -39,6 +39,7 @@ use crate::agent::supervisor::{RunFile, STOP_GRACE};
 use crate::cli::{StartArgs, SwitchArgs};
 use crate::config::template::{PLACEHOLDERS, Template};
 use crate::coordination::store::Location;
+use crate::os::alive;
 
 /// How long a switch waits for another switch of the same service to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(120);
@@ -371,7 +372,7 @@ fn popular_elsewhere(spec: &SwitchArgs) -> Result<Option<String>, String> {
             .into_iter()
             .filter(|i| i.host != spec.host)
             .collect();
-        Ok(crate::rollout::most_popular(&live))
+        Ok(crate::coordination::most_popular(&live))
     })
 }
 
@@ -402,25 +403,6 @@ fn lock(path: &Path) -> Result<File, String> {
             ));
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether process `pid` exists and has not exited. A detached supervisor's parent
-/// is init, which may reap it late (a second later in some containers): its zombie
-/// still answers signal 0, so the state in `/proc` decides.
-pub fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if pid == 0 || unsafe { libc::kill(pid as i32, 0) } != 0 {
-        return false;
-    }
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => !matches!(
-            stat.rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next()),
-            Some("Z" | "X")
-        ),
-        Err(_) => true, // no procfs: trust the signal
     }
 }
 
@@ -642,22 +624,6 @@ pub fn prune(destination: &Path, keep: u32, previous: Option<&str>) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_exited_process_not_yet_reaped_is_not_alive() {
-        let mut child = Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        // Exited, not waited for: a zombie that still answers signal 0.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while alive(pid) {
-            assert!(Instant::now() < deadline, "a zombie counted as alive");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // SAFETY: signal 0 to our own unreaped child.
-        assert_eq!(unsafe { libc::kill(pid as i32, 0) }, 0, "reaped too early");
-        child.wait().unwrap();
-        assert!(alive(std::process::id()));
-    }
 
     #[test]
     fn current_switches_atomically_and_prune_keeps_current_and_previous() {

@@ -51,7 +51,7 @@ pub fn run(
     let rt = crate::shutdown::runtime()?;
     let (report, record, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
-        let store = rollout::open_store(config).await?;
+        let store = crate::coordination::store::open_store(&config.inventory).await?;
         let say = |m: &str| {
             if !opts.quiet {
                 eprintln!("{m}");
@@ -151,7 +151,7 @@ pub fn reconcile(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result
     let rt = crate::shutdown::runtime()?;
     let (record, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
-        let store = rollout::open_store(config).await?;
+        let store = crate::coordination::store::open_store(&config.inventory).await?;
         // Hosts behind the version reconcile brings their service to, by version
         // (never one live on the newest deployed version: see `rollout::work`).
         let newest = rollout::newest_deployed(&store, &config.playbook.name).await?;
@@ -159,7 +159,7 @@ pub fn reconcile(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result
         let mut behind: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for sp in &plan.services {
             let live = store.live(&sp.name).await?;
-            let Some(popular) = rollout::reconcile_target(&live, newest) else {
+            let Some(popular) = crate::coordination::reconcile_target(&live, newest) else {
                 continue;
             };
             for name in sp.batches.iter().flat_map(|b| &b.hosts) {

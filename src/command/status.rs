@@ -12,12 +12,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::config::inventory::{self, Inventory};
+use crate::config::inventory::Inventory;
 use crate::coordination::record::Record;
 use crate::coordination::store::Store;
 use crate::coordination::{Coordinator, Holder};
 use crate::error::Exit;
-use crate::transport::Transport;
+use crate::transport::{Chosen, Transport};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -149,31 +149,8 @@ async fn gather(
         if let Some(keep) = &opts.hosts {
             hosts.retain(|&h| keep.contains(&c.inventory.hosts[h].name));
         }
-        let found = match &c.inventory.transport {
-            inventory::Transport::Local { .. } => {
-                let exe = std::env::current_exe()?.display().to_string();
-                releases(
-                    &crate::transport::local::Local,
-                    c,
-                    &hosts,
-                    &|_| exe.clone(),
-                    opts.forks,
-                )
-                .await
-            }
-            inventory::Transport::Ssh(_) => {
-                let ssh =
-                    crate::distribution::distribute::ssh_transport(c, opts.accept_new_host_keys)?;
-                releases(
-                    &ssh,
-                    c,
-                    &hosts,
-                    &|h| crate::distribution::distribute::agent_path(c, h),
-                    opts.forks,
-                )
-                .await
-            }
-        };
+        let transport = Chosen::of(&c.inventory, opts.accept_new_host_keys)?;
+        let found = releases(&transport, c, &hosts, opts.forks).await;
         for s in &mut services {
             for row in &mut s.hosts {
                 match found.get(&row.host) {
@@ -229,10 +206,9 @@ async fn releases<T: Transport>(
     transport: &T,
     config: &Config,
     hosts: &[usize],
-    agent: &(dyn Fn(usize) -> String + Sync),
     forks: usize,
 ) -> BTreeMap<String, Result<crate::agent::switch::Releases, String>> {
-    let conns = crate::distribution::distribute::connect_all(transport, hosts, forks).await;
+    let conns = crate::transport::connect_all(transport, hosts, forks).await;
     let mut out = BTreeMap::new();
     let mut jobs = Vec::new();
     for (&h, c) in hosts.iter().zip(conns) {
@@ -240,7 +216,7 @@ async fn releases<T: Transport>(
         match c {
             Ok(c) => {
                 let c = Arc::new(c);
-                let agent = agent(h);
+                let agent = transport.agent_path(h);
                 jobs.push(async move {
                     let r = crate::rollout::releases(config, c.as_ref(), h, &agent).await;
                     (name, r)

@@ -72,6 +72,15 @@ impl Placement {
 }
 
 impl Config {
+    /// The directory a local host's `destination` maps to.
+    pub fn host_destination(&self, host: usize) -> std::path::PathBuf {
+        let dest = self.playbook.artifact.destination.trim_start_matches('/');
+        match &self.inventory.hosts[host].root {
+            Some(root) => root.join(dest),
+            None => std::path::PathBuf::from("/").join(dest),
+        }
+    }
+
     pub fn load(inventory: &Path, playbook: &Path) -> Result<Config, Diagnostics> {
         let inv = Inventory::load_partial(inventory);
         let pb = Playbook::load_partial(playbook);

@@ -225,8 +225,7 @@ impl Coordinator for LocalStore {
 
     async fn set_staging(&self, service: &str, host: &str, version: &str) -> Result<()> {
         let path = self.dir.join("staging").join(service).join(host);
-        crate::transport::local::write_atomically(&path, version.as_bytes(), 0o644)
-            .map_err(|e| err(&path, e))
+        crate::os::write_atomically(&path, version.as_bytes(), 0o644).map_err(|e| err(&path, e))
     }
 
     async fn clear_staging(&self, service: &str, host: &str) -> Result<()> {
@@ -260,11 +259,9 @@ impl Coordinator for LocalStore {
     async fn put_deploy(&self, id: &str, record: &[u8]) -> Result<()> {
         let path = self.dir.join("deploys").join(id);
         crate::coordination::record::check_id(id).map_err(|why| err(&path, why))?;
-        crate::transport::local::write_atomically(&path, record, 0o644)
-            .map_err(|e| err(&path, e))?;
+        crate::os::write_atomically(&path, record, 0o644).map_err(|e| err(&path, e))?;
         let last = self.dir.join("deploys").join("last");
-        crate::transport::local::write_atomically(&last, id.as_bytes(), 0o644)
-            .map_err(|e| err(&last, e))
+        crate::os::write_atomically(&last, id.as_bytes(), 0o644).map_err(|e| err(&last, e))
     }
 
     /// A `deploys/last` that is there but damaged is an error naming the file, never

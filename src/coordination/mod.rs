@@ -217,6 +217,27 @@ pub trait Coordinator: Send + Sync + 'static {
     fn check_session(&self) -> Result<()>;
 }
 
+/// The version `reconcile` brings a service's other hosts to: the one most live
+/// instances run; a tie goes to the newest deployed version, else to the lexically
+/// greatest (so the answer is stable). Hosts live on the newest deployed version are
+/// never moved from it (the rollout's choice of work).
+pub fn reconcile_target(live: &[Instance], newest: Option<&str>) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for i in live {
+        *counts.entry(&i.version).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(v, n)| (*n, Some(*v) == newest, *v))
+        .map(|(v, _)| v.to_string())
+}
+
+/// The version most live instances run (ties: the lexically greatest, so the
+/// answer is stable).
+pub fn most_popular(live: &[Instance]) -> Option<String> {
+    reconcile_target(live, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +247,32 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(1_795_315_800), "2026-11-22 02:50:00 UTC");
         assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
+
+    fn i(host: &str, v: &str) -> Instance {
+        Instance {
+            host: host.into(),
+            version: v.into(),
+            release: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_newest_deployed_version() {
+        let tie = [i("a", "v1"), i("b", "v1"), i("c", "v0"), i("d", "v0")];
+        assert_eq!(reconcile_target(&tie, Some("v0")).as_deref(), Some("v0"));
+        assert_eq!(reconcile_target(&tie, None).as_deref(), Some("v1"));
+        // A majority still wins over the newest.
+        let most = [i("a", "v1"), i("b", "v1"), i("c", "v0")];
+        assert_eq!(reconcile_target(&most, Some("v0")).as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn the_most_popular_version_wins_and_ties_are_stable() {
+        assert_eq!(most_popular(&[]), None);
+        let live = [i("a", "v1"), i("b", "v2"), i("c", "v2")];
+        assert_eq!(most_popular(&live).as_deref(), Some("v2"));
+        let tie = [i("a", "v1"), i("b", "v2")];
+        assert_eq!(most_popular(&tie).as_deref(), Some("v2"));
     }
 }

@@ -269,3 +269,12 @@ impl Coordinator for Store {
         }
     }
 }
+/// Opens the inventory's coordination store.
+pub async fn open_store(inv: &Inventory) -> anyhow::Result<Store> {
+    anyhow::Context::with_context(Location::of(inv).open(&inv.cluster).await, || {
+        format!(
+            "opening the coordination store of cluster `{}`",
+            inv.cluster
+        )
+    })
+}

@@ -29,9 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::template::shell_quote;
 use crate::progress::{self, Event, Mode, Progress};
 use crate::transport::bootstrap::{self, Binary, Outcome};
-use crate::transport::local::Local;
-use crate::transport::ssh::Ssh;
-use crate::transport::{Connection, Finished, HostError, Stage, Transport};
+use crate::transport::{Chosen, Connection, Finished, HostError, Stage, Transport};
 
 use crate::config::Config;
 use crate::config::inventory::{self, Origin};
@@ -102,15 +100,6 @@ fn current_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// The directory a local host's `destination` maps to.
-pub fn host_destination(config: &Config, host: usize) -> PathBuf {
-    let dest = config.playbook.artifact.destination.trim_start_matches('/');
-    match &config.inventory.hosts[host].root {
-        Some(root) => root.join(dest),
-        None => PathBuf::from("/").join(dest),
-    }
-}
-
 /// Builds (or reuses) the metainfo of the artifact; returns it with its version.
 pub fn prepare(config: &Config) -> anyhow::Result<(Metainfo, String, PathBuf)> {
     let (m, stats) = create(&config.playbook.artifact.source, &create_options(config))?;
@@ -160,7 +149,8 @@ fn spawn_create(
 
 /// Where host `h` keeps the metainfo of `version`.
 fn torrent_path(config: &Config, h: usize, version: &str) -> String {
-    host_destination(config, h)
+    config
+        .host_destination(h)
         .join(".rookery")
         .join(format!("{version}.torrent"))
         .display()
@@ -216,7 +206,7 @@ fn keep_metainfo(
     match stats {
         Some(stats) => {
             let text = serde_json::to_vec(stats).expect("stats serialize");
-            crate::transport::local::write_atomically(&stats_path, &text, 0o600)
+            crate::os::write_atomically(&stats_path, &text, 0o600)
                 .with_context(|| format!("writing {}", stats_path.display()))?;
         }
         // Hashed elsewhere (on the origin host): nothing here to compare with.
@@ -274,7 +264,7 @@ pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<E
     let rt = crate::shutdown::runtime()?;
     let (report, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
-        let store = crate::rollout::open_store(config).await?;
+        let store = crate::coordination::store::open_store(&config.inventory).await?;
         let report = distribute(config, hosts, opts, cancel.clone()).await?;
         stage(config, &store, &report).await?;
         anyhow::Ok((report, cancel.is_cancelled()))
@@ -301,18 +291,8 @@ pub async fn distribute(
     opts: &Options,
     cancel: CancellationToken,
 ) -> anyhow::Result<Report> {
-    let report = match &config.inventory.transport {
-        inventory::Transport::Local { .. } => {
-            let exe = std::env::current_exe().context("finding the rookery binary")?;
-            let agent = move |_: usize| exe.display().to_string();
-            orchestrate(&Local, config, hosts, opts, &agent, cancel.clone()).await?
-        }
-        inventory::Transport::Ssh(_) => {
-            let ssh = ssh_transport(config, opts.accept_new_host_keys)?;
-            let agent = |h: usize| agent_path(config, h);
-            orchestrate(&ssh, config, hosts, opts, &agent, cancel.clone()).await?
-        }
-    };
+    let transport = Chosen::of(&config.inventory, opts.accept_new_host_keys)?;
+    let report = orchestrate(&transport, config, hosts, opts, cancel.clone()).await?;
     // Run to its end, failed hosts or not; an interrupted one is not.
     if !cancel.is_cancelled() {
         controller_hooks(config, Hook::AfterDistribute, &report.version).await?;
@@ -337,7 +317,7 @@ async fn controller_hooks(config: &Config, hook: Hook, version: &str) -> anyhow:
         Hook::AfterDistribute => (&hooks.after_distribute, "after_distribute"),
     };
     let vars = BTreeMap::from([("version", version.to_string())]);
-    crate::rollout::run_hooks(&crate::transport::local::LocalConnection, list, &vars, what)
+    crate::transport::run_hooks(&crate::transport::local::LocalConnection, list, &vars, what)
         .await
         .map_err(|e| match hook {
             Hook::BeforeDistribute => anyhow::anyhow!("{e}; no host was asked to fetch"),
@@ -367,37 +347,6 @@ pub async fn stage(
         }
     }
     Ok(())
-}
-
-/// The SSH transport as the inventory configures it.
-pub fn ssh_transport(config: &Config, accept_new_host_keys: bool) -> anyhow::Result<Ssh> {
-    let inventory::Transport::Ssh(s) = &config.inventory.transport else {
-        anyhow::bail!("the inventory's transport is not ssh");
-    };
-    Ssh::new(
-        &config.inventory,
-        &crate::transport::ssh::Options {
-            known_hosts: s.known_hosts.clone(),
-            config: s.config.clone(),
-            accept_new: accept_new_host_keys,
-            connect_timeout: s.connect_timeout,
-        },
-    )
-}
-
-/// Where the rookery binary lives on host `h`: under its `root`, at
-/// `transport.ssh.agent_path`.
-pub fn agent_path(config: &Config, h: usize) -> String {
-    let inventory::Transport::Ssh(s) = &config.inventory.transport else {
-        return String::new();
-    };
-    match &config.inventory.hosts[h].root {
-        Some(root) => root
-            .join(s.agent_path.trim_start_matches('/'))
-            .display()
-            .to_string(),
-        None => s.agent_path.clone(),
-    }
 }
 
 /// A directory of rookery's own on host `h`: beside the agent binary over SSH, under
@@ -438,9 +387,9 @@ async fn orchestrate<T: Transport>(
     config: &Config,
     hosts: &[usize],
     opts: &Options,
-    agent: &(dyn Fn(usize) -> String + Sync),
     cancel: CancellationToken,
 ) -> anyhow::Result<Report> {
+    let agent = &|h: usize| transport.agent_path(h);
     let started = Instant::now();
     let inv = &config.inventory;
     let dist = &config.playbook.distribution;
@@ -462,7 +411,7 @@ async fn orchestrate<T: Transport>(
     //    before any command runs anywhere. Meanwhile, when the controller is the
     //    origin, hash the artifact (about 0.4 s per GiB).
     let hashing = origin_host.is_none().then(|| spawn_create(config));
-    let connected = connect_all(transport, &reach, opts.forks).await;
+    let connected = crate::transport::connect_all(transport, &reach, opts.forks).await;
     tracing::info!(elapsed = ?started.elapsed(), "connected");
     let mut conns: Vec<(usize, Arc<T::Connection>)> = Vec::new();
     let mut origin_conn = None;
@@ -1139,19 +1088,6 @@ async fn remote_origin<C: Connection>(
     })
 }
 
-pub(crate) async fn connect_all<T: Transport>(
-    transport: &T,
-    hosts: &[usize],
-    forks: usize,
-) -> Vec<Result<T::Connection, HostError>> {
-    use futures_util::StreamExt;
-    let jobs = hosts.iter().map(|&h| transport.connect(h));
-    futures_util::stream::iter(jobs)
-        .buffered(forks.max(1))
-        .collect()
-        .await
-}
-
 /// The `rookery agent fetch` command line for host `h`.
 #[allow(clippy::too_many_arguments)]
 fn fetch_argv(
@@ -1181,7 +1117,7 @@ fn fetch_argv(
         "--origin".into(),
         origin.to_string(),
         "--destination".into(),
-        host_destination(config, h).display().to_string(),
+        config.host_destination(h).display().to_string(),
         "--version".into(),
         version.to_string(),
         "--max-peers".into(),

@@ -13,6 +13,7 @@
 
 pub mod announce;
 pub mod distribute;
+pub mod roster;
 pub mod simulate;
 pub mod stripes;
 pub mod swarm;

@@ -1,6 +1,6 @@
 //! `rookery simulate`: distribution over a generated topology, too large to build
 //! (thousands of hosts, several datacenters), with the tracker's own pipeline order
-//! ([`crate::distribution::swarm::Roster`]) and its failure handling.
+//! ([`crate::distribution::roster::Roster`]) and its failure handling.
 //!
 //! The model is piece-level and deterministic for a seed. Host *k* of the chain gets
 //! piece *i* from its feeder once the feeder has it, one piece after another:
@@ -27,8 +27,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::units::{ByteSize, Rate};
+use crate::distribution::roster::{Member, Roster};
 use crate::distribution::stripes::Trees;
-use crate::distribution::swarm::{Member, Roster};
 
 /// How long a successor takes to notice its feeder is gone in the chain (the
 /// tracker's first missed announce).

@@ -67,7 +67,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::distribution::swarm::Roster;
+use crate::distribution::roster::Roster;
 
 /// The stripe count `rookery simulate` uses unless told otherwise (see
 /// docs/distribution.md, "Striped trees", for why 8).
@@ -1008,7 +1008,7 @@ impl Trees {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distribution::swarm::Member;
+    use crate::distribution::roster::Member;
     use proptest::prelude::*;
 
     /// A roster from racks per datacenter (`dcs[d][r]` hosts in rack r of dc d); the

@@ -24,7 +24,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::distribution::announce::{self, Request};
-use crate::distribution::swarm::{PEER_ID_PREFIX, Roster, Seen, Sharing, Swarm};
+use crate::distribution::roster::Roster;
+use crate::distribution::swarm::{PEER_ID_PREFIX, Seen, Sharing, Swarm};
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 512;
@@ -302,7 +303,7 @@ pub fn roster(
     controller_ip: Option<std::net::IpAddr>,
 ) -> Roster {
     use crate::config::inventory::{Origin, Transport};
-    use crate::distribution::swarm::Member;
+    use crate::distribution::roster::Member;
     let member = |h: usize, origin: bool| {
         let host = &inv.hosts[h];
         Member {
@@ -451,7 +452,7 @@ async fn respond(stream: &mut TcpStream, kind: &str, body: &[u8]) -> std::io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distribution::swarm::Member;
+    use crate::distribution::roster::Member;
 
     fn tracker() -> Tracker {
         let member = |name: &str, ip: &str, origin: bool| Member {

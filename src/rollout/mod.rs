@@ -29,7 +29,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::switch::Releases;
@@ -40,10 +39,10 @@ use crate::coordination::record::{
     self, HostRecord, HostState, Kind, Record, ServiceRecord, State,
 };
 use crate::coordination::store::{Location, Store};
-use crate::coordination::{CoordError, Coordinator, Holder, Instance};
+use crate::coordination::{CoordError, Coordinator, Holder, Instance, reconcile_target};
 use crate::error::{Error, Exit};
 use crate::plan::Plan;
-use crate::transport::{Connection, HostError, Transport};
+use crate::transport::{Chosen, Connection, HostError, Transport};
 
 /// How a rollout was asked to run.
 #[derive(Debug, Clone)]
@@ -97,22 +96,11 @@ pub fn run(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<Exit>
     let rt = crate::shutdown::runtime()?;
     let (record, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
-        let store = open_store(config).await?;
+        let store = crate::coordination::store::open_store(&config.inventory).await?;
         let r = with_transport(config, &store, plan, opts, None, cancel.clone()).await?;
         anyhow::Ok((r, cancel.is_cancelled()))
     })?;
     finish(&record, opts, cancelled)
-}
-
-/// Opens the inventory's coordination store.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let inv = &config.inventory;
-    Location::of(inv).open(&inv.cluster).await.with_context(|| {
-        format!(
-            "opening the coordination store of cluster `{}`",
-            inv.cluster
-        )
-    })
 }
 
 /// Prints the record and maps it to the exit status.
@@ -148,29 +136,8 @@ pub async fn with_transport(
     skipped: Option<&BTreeMap<usize, String>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Record> {
-    match &config.inventory.transport {
-        inventory::Transport::Local { .. } => {
-            let exe = std::env::current_exe().context("finding the rookery binary")?;
-            let agent = move |_: usize| exe.display().to_string();
-            drive(
-                &crate::transport::local::Local,
-                store,
-                config,
-                plan,
-                opts,
-                &agent,
-                skipped,
-                cancel,
-            )
-            .await
-        }
-        inventory::Transport::Ssh(_) => {
-            let ssh =
-                crate::distribution::distribute::ssh_transport(config, opts.accept_new_host_keys)?;
-            let agent = |h: usize| crate::distribution::distribute::agent_path(config, h);
-            drive(&ssh, store, config, plan, opts, &agent, skipped, cancel).await
-        }
-    }
+    let transport = Chosen::of(&config.inventory, opts.accept_new_host_keys)?;
+    drive(&transport, store, config, plan, opts, skipped, cancel).await
 }
 
 /// Takes the deploy lock. A holder that is a dead process of this same machine is
@@ -192,7 +159,7 @@ pub async fn take_lock(
             Err(CoordError::Locked { holder, .. })
                 if holder.who == me.who
                     && holder.pid != me.pid
-                    && !crate::agent::switch::alive(holder.pid)
+                    && !crate::os::alive(holder.pid)
                     && Instant::now() < until =>
             {
                 if !said {
@@ -390,7 +357,7 @@ pub struct Move {
 pub fn preview(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<Exit> {
     let rt = crate::shutdown::runtime()?;
     let moves = rt.block_on(async {
-        let store = open_store(config).await?;
+        let store = crate::coordination::store::open_store(&config.inventory).await?;
         let (_, base, newest) = bases(&store, config, opts).await?;
         let (_, work) = work(&store, config, plan, opts, base.as_ref(), newest.as_ref()).await?;
         let mut moves = Vec::new();
@@ -473,27 +440,6 @@ pub async fn newest_deployed(
     )
 }
 
-/// The version `reconcile` brings a service's other hosts to: the one most live
-/// instances run; a tie goes to the newest deployed version, else to the lexically
-/// greatest (so the answer is stable). Hosts live on the newest deployed version are
-/// never moved from it (see [`work`]).
-pub fn reconcile_target(live: &[Instance], newest: Option<&str>) -> Option<String> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for i in live {
-        *counts.entry(&i.version).or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .max_by_key(|(v, n)| (*n, Some(*v) == newest, *v))
-        .map(|(v, _)| v.to_string())
-}
-
-/// The version most live instances run (ties: the lexically greatest, so the
-/// answer is stable).
-pub fn most_popular(live: &[Instance]) -> Option<String> {
-    reconcile_target(live, None)
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn drive<T: Transport>(
     transport: &T,
@@ -501,10 +447,10 @@ async fn drive<T: Transport>(
     config: &Config,
     plan: &Plan,
     opts: &Options,
-    agent: &(dyn Fn(usize) -> String + Sync),
     skipped: Option<&BTreeMap<usize, String>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Record> {
+    let agent = &|h: usize| transport.agent_path(h);
     let inv = &config.inventory;
     let say = Say(!opts.quiet);
     let (last, base, newest) = bases(store, config, opts).await?;
@@ -611,7 +557,7 @@ async fn drive<T: Transport>(
                 }
             }
         }
-        let connected = crate::distribution::distribute::connect_all(transport, &hosts, opts.forks).await;
+        let connected = crate::transport::connect_all(transport, &hosts, opts.forks).await;
         let mut conns: BTreeMap<usize, Arc<T::Connection>> = BTreeMap::new();
         for (&h, c) in hosts.iter().zip(connected) {
             match c {
@@ -1102,7 +1048,7 @@ fn vars(
 
 /// The artifact's destination on host `h`, absolute.
 fn destination(config: &Config, h: usize) -> String {
-    let d = crate::distribution::distribute::host_destination(config, h);
+    let d = config.host_destination(h);
     std::path::absolute(&d).unwrap_or(d).display().to_string()
 }
 
@@ -1196,29 +1142,6 @@ async fn switch<C: Connection>(
     }
 }
 
-/// Runs `hooks` in order over `conn` (a host's, or [`crate::transport::local::LocalConnection`]
-/// for the controller's own hooks); the first that fails stops the rest, and the
-/// error names it (`{what} hook `...`: ...`).
-pub(crate) async fn run_hooks<C: Connection>(
-    conn: &C,
-    hooks: &[crate::config::template::Template],
-    vars: &BTreeMap<&str, String>,
-    what: &str,
-) -> Result<(), String> {
-    let never = CancellationToken::new();
-    for hook in hooks {
-        let cmd = hook.render(vars);
-        let f = conn
-            .exec(&cmd, &mut |_| {}, &never)
-            .await
-            .map_err(|e| format!("{what} hook `{}`: {e}", hook.as_str()))?;
-        if !f.success() {
-            return Err(format!("{what} hook `{}`: {}", hook.as_str(), f.describe()));
-        }
-    }
-    Ok(())
-}
-
 /// One host of one service to `t.version`, or back to where it was.
 async fn restart<C: Connection>(
     store: &Store,
@@ -1237,7 +1160,7 @@ async fn restart<C: Connection>(
         previous: None,
         back: Back::Untouched,
     };
-    run_hooks(conn, &svc.before_restart, &v, "before_restart")
+    crate::transport::run_hooks(conn, &svc.before_restart, &v, "before_restart")
         .await
         .map_err(fail)?;
     let command =
@@ -1274,7 +1197,7 @@ async fn restart<C: Connection>(
         },
     };
     let result = match result {
-        Ok(()) => run_hooks(conn, &svc.after_restart, &v, "after_restart").await,
+        Ok(()) => crate::transport::run_hooks(conn, &svc.after_restart, &v, "after_restart").await,
         Err(e) => Err(e),
     };
     match result {
@@ -1557,36 +1480,4 @@ pub fn render(r: &Record) -> String {
         s.push_str(&format!("{m}\n"));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn i(host: &str, v: &str) -> Instance {
-        Instance {
-            host: host.into(),
-            version: v.into(),
-            release: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_tie_goes_to_the_newest_deployed_version() {
-        let tie = [i("a", "v1"), i("b", "v1"), i("c", "v0"), i("d", "v0")];
-        assert_eq!(reconcile_target(&tie, Some("v0")).as_deref(), Some("v0"));
-        assert_eq!(reconcile_target(&tie, None).as_deref(), Some("v1"));
-        // A majority still wins over the newest.
-        let most = [i("a", "v1"), i("b", "v1"), i("c", "v0")];
-        assert_eq!(reconcile_target(&most, Some("v0")).as_deref(), Some("v1"));
-    }
-
-    #[test]
-    fn the_most_popular_version_wins_and_ties_are_stable() {
-        assert_eq!(most_popular(&[]), None);
-        let live = [i("a", "v1"), i("b", "v2"), i("c", "v2")];
-        assert_eq!(most_popular(&live).as_deref(), Some("v2"));
-        let tie = [i("a", "v1"), i("b", "v2")];
-        assert_eq!(most_popular(&tie).as_deref(), Some("v2"));
-    }
 }

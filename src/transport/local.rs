@@ -4,7 +4,6 @@
 //! It runs exactly the command lines the SSH transport sends, through the same
 //! trait, so the embedded demo exercises the real code path; only the wire differs.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Stdio;
@@ -13,13 +12,28 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::os::write_atomically;
 use crate::transport::{Connection, Finished, HostError, Lines, Tail, Transport};
 
 /// How long a cancelled command gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Default)]
-pub struct Local;
+/// Local "hosts": each one's agent is this very binary.
+#[derive(Debug, Clone)]
+pub struct Local {
+    agent: String,
+}
+
+impl Local {
+    /// The local transport, whose hosts run the binary that is running now.
+    pub fn this_binary() -> anyhow::Result<Local> {
+        let exe = std::env::current_exe()
+            .map_err(|e| anyhow::anyhow!("finding the rookery binary: {e}"))?;
+        Ok(Local {
+            agent: exe.display().to_string(),
+        })
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct LocalConnection;
@@ -33,6 +47,10 @@ impl Transport for Local {
 
     fn needs_bootstrap(&self) -> bool {
         false
+    }
+
+    fn agent_path(&self, _host: usize) -> String {
+        self.agent.clone()
     }
 }
 
@@ -169,28 +187,6 @@ pub fn signal_name(sig: i32) -> String {
         _ => return sig.to_string(),
     }
     .to_string()
-}
-
-/// Writes a temporary file beside `path`, sets its mode, then renames it into place.
-pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        std::fs::create_dir_all(dir)?;
-    }
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

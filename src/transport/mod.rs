@@ -10,9 +10,12 @@
 //! "web-3: connect: ..." rather than "connection refused".
 
 pub mod bootstrap;
+mod chosen;
 pub mod known_hosts;
 pub mod local;
 pub mod ssh;
+
+pub use chosen::{Chosen, ChosenConnection};
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -179,6 +182,9 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Whether hosts need the rookery binary uploaded (they are other machines).
     fn needs_bootstrap(&self) -> bool;
+
+    /// Where the rookery binary is, or is put, on inventory host `host`.
+    fn agent_path(&self, host: usize) -> String;
 }
 
 /// One open connection to one host.
@@ -221,6 +227,43 @@ pub trait Connection: Send + Sync + 'static {
 
     /// This machine's address as seen by the host, when the connection is direct.
     fn local_ip(&self) -> Option<IpAddr>;
+}
+
+/// Connects to `hosts`, at most `forks` at a time; one result per host, in order.
+pub async fn connect_all<T: Transport>(
+    transport: &T,
+    hosts: &[usize],
+    forks: usize,
+) -> Vec<Result<T::Connection, HostError>> {
+    use futures_util::StreamExt;
+    let jobs = hosts.iter().map(|&h| transport.connect(h));
+    futures_util::stream::iter(jobs)
+        .buffered(forks.max(1))
+        .collect()
+        .await
+}
+
+/// Runs `hooks` in order over `conn` (a host's, or [`crate::transport::local::LocalConnection`]
+/// for the controller's own hooks); the first that fails stops the rest, and the
+/// error names it (`{what} hook `...`: ...`).
+pub async fn run_hooks<C: Connection>(
+    conn: &C,
+    hooks: &[crate::config::template::Template],
+    vars: &std::collections::BTreeMap<&str, String>,
+    what: &str,
+) -> Result<(), String> {
+    let never = CancellationToken::new();
+    for hook in hooks {
+        let cmd = hook.render(vars);
+        let f = conn
+            .exec(&cmd, &mut |_| {}, &never)
+            .await
+            .map_err(|e| format!("{what} hook `{}`: {e}", hook.as_str()))?;
+        if !f.success() {
+            return Err(format!("{what} hook `{}`: {}", hook.as_str(), f.describe()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

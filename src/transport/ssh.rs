@@ -70,6 +70,8 @@ pub struct Target {
 /// The SSH transport for one inventory.
 pub struct Ssh {
     targets: Vec<Target>,
+    /// Where the rookery binary goes on each host.
+    agents: Vec<String>,
     accept_new: bool,
     connect_timeout: Duration,
 }
@@ -122,8 +124,10 @@ impl Ssh {
                 )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let agents = (0..inv.hosts.len()).map(|h| agent_path(inv, h)).collect();
         Ok(Ssh {
             targets,
+            agents,
             accept_new: opts.accept_new,
             connect_timeout: opts.connect_timeout,
         })
@@ -427,6 +431,25 @@ impl Transport for Ssh {
 
     fn needs_bootstrap(&self) -> bool {
         true
+    }
+
+    fn agent_path(&self, host: usize) -> String {
+        self.agents[host].clone()
+    }
+}
+
+/// Where the rookery binary lives on host `h`: under its `root`, at
+/// `transport.ssh.agent_path`.
+fn agent_path(inv: &Inventory, h: usize) -> String {
+    let crate::config::inventory::Transport::Ssh(s) = &inv.transport else {
+        return String::new();
+    };
+    match &inv.hosts[h].root {
+        Some(root) => root
+            .join(s.agent_path.trim_start_matches('/'))
+            .display()
+            .to_string(),
+        None => s.agent_path.clone(),
     }
 }
 
