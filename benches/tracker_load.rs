@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rookery::config::inventory::Inventory;
-use rookery::distribution::announce::percent_encode;
-use rookery::distribution::swarm::{Status, Swarm};
+use rookery::tracker::announce::percent_encode;
+use rookery::tracker::swarm::{Status, Swarm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -421,7 +421,7 @@ fn report(samples: &[&Sample], window: Duration) -> Report {
 /// One run against a fresh tracker; panics if any request failed or a fetching host
 /// was left without a feeder.
 fn run(dir: &Path, inv: &Inventory, sharing: &str, size: &Size) {
-    let roster = rookery::distribution::tracker::roster(
+    let roster = rookery::tracker::server::roster(
         inv,
         &(0..inv.hosts.len()).collect::<Vec<_>>(),
         Some(std::net::Ipv4Addr::LOCALHOST.into()),
@@ -430,7 +430,7 @@ fn run(dir: &Path, inv: &Inventory, sharing: &str, size: &Size) {
     let mut swarm = Swarm::new(&roster, Duration::from_secs(7));
     if sharing == "stripes" {
         swarm = swarm
-            .with_stripes(&roster, rookery::distribution::stripes::DEFAULT_STRIPES)
+            .with_stripes(&roster, rookery::config::playbook::DEFAULT_STRIPES)
             .expect("trees");
     }
     let mut order: Vec<usize> = roster.order().to_vec();

@@ -182,7 +182,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "SHAPE", default_value = "chain")]
     pub topology: String,
     /// Stripes of `--topology stripes`
-    #[arg(long, value_name = "N", default_value_t = crate::distribution::stripes::DEFAULT_STRIPES)]
+    #[arg(long, value_name = "N", default_value_t = crate::config::playbook::DEFAULT_STRIPES)]
     pub stripes: usize,
     /// Seconds from a host's failure until those it fed are re-linked (default: 3
     /// for either shape, what the tracker's timings give)
@@ -257,7 +257,7 @@ pub struct TrackerArgs {
     #[arg(long, value_name = "MODE", default_value = "pipeline")]
     pub sharing: String,
     /// Stripes of `--sharing stripes` (5 to 64)
-    #[arg(long, value_name = "N", default_value_t = crate::distribution::stripes::DEFAULT_STRIPES)]
+    #[arg(long, value_name = "N", default_value_t = crate::config::playbook::DEFAULT_STRIPES)]
     pub stripes: usize,
     /// Re-announce interval told to clients
     #[arg(long, value_name = "DURATION", default_value = "2s")]

@@ -8,17 +8,25 @@
 //! configuration, makes a plan, then acts on hosts through a transport and on the
 //! cluster's shared state through the coordination store.
 //!
-//! ```text
-//!            command  ──────────────►  plan
-//!          ╱    │    ╲                   │
-//!  distribution │   rollout              │
-//!      │   ╲    │    ╱   │               │
-//!      │   transport   coordination      │
-//!      │        │    ╱                   │
-//!    torrent   config  ◄─────────────────┘
+//! Each folder uses only those listed after it (none uses one before it):
 //!
-//!  agent (host side): torrent, coordination, config; nothing of the controller's
+//! ```text
+//! command       every folder below: one module per subcommand
+//! distribution  agent (the origin seeder), tracker, transport, coordination, torrent
+//! rollout       agent (its answers), plan, transport, coordination
+//! agent         tracker (the wire), coordination, torrent, config
+//! tracker       plan (the model's constants), config, torrent
+//! plan          config, torrent
+//! transport     config
+//! coordination  config
+//! config        torrent (valid piece sizes)
+//! torrent       nothing
 //! ```
+//!
+//! The host agent (`agent/`) depends on the tracker's wire, the torrent layer, the
+//! coordination store and the configuration types, never on the controller's
+//! `distribution/` or `rollout/`; the controller reads the agent's answers (`Releases`)
+//! and reuses its seeder for a controller origin.
 //!
 //! - [`config`]: YAML with positions, typed decoding that reports every problem at once,
 //!   the inventory and the playbook, and the validated pair of both (`Config`).
@@ -26,8 +34,10 @@
 //!   the distribution time it predicts; the plan as text.
 //! - [`torrent`]: metainfo of a release tree, confined symlinks, storages with bounded
 //!   open files, the librqbit session.
-//! - [`distribution`]: who feeds whom (chain, mesh, striped trees), the tracker, the
-//!   simulator, and `rookery distribute`.
+//! - [`tracker`]: who feeds whom (the roster, the chain and mesh, striped trees), the
+//!   tracker's wire, server and client, and the simulator over the same policies.
+//! - [`distribution`]: `rookery distribute`: metainfo, tracker and origin, an agent per
+//!   host over the transport, progress and the report.
 //! - [`transport`]: how the controller reaches a host (one trait; SSH or subprocesses),
 //!   host key trust, putting the rookery binary on a host.
 //! - [`coordination`]: the cluster's shared state (one trait; ZooKeeper or a directory):
@@ -39,8 +49,9 @@
 //! - [`command`]: the subcommands, built from the validated configuration.
 //!
 //! Beside them: [`cli`] (the command line as typed), [`error`] (the library error type
-//! and the documented exit codes), [`shutdown`] (the cancellation tree and the runtime)
-//! and [`progress`] (job events to bars, plain lines, or nothing).
+//! and the documented exit codes), [`shutdown`] (the cancellation tree and the runtime),
+//! [`progress`] (job events to bars, plain lines, or nothing) and [`os`] (process
+//! liveness and atomic file writes).
 
 pub mod agent;
 pub mod cli;
@@ -55,4 +66,5 @@ pub mod progress;
 pub mod rollout;
 pub mod shutdown;
 pub mod torrent;
+pub mod tracker;
 pub mod transport;

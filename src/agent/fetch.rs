@@ -20,6 +20,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::page_cache::Care;
 use crate::agent::release::{self, Layout};
 use crate::config::playbook::SeedMode;
 use crate::torrent::engine::{self, PeerBytes};
@@ -42,7 +43,7 @@ pub struct Fetch {
     pub seed_window_max: Duration,
     /// Give up when no byte arrives for this long.
     pub stall_timeout: Duration,
-    pub page_cache: crate::agent::page_cache::Policy,
+    pub page_cache: crate::config::playbook::PageCache,
 }
 
 /// The one result line.
@@ -135,8 +136,7 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
                 .listen_addr()
                 .map_or(f.engine.listen.port(), |a| a.port());
             let _ =
-                crate::distribution::tracker::announce_stopped(url, &torrent.info_hash().0, port)
-                    .await;
+                crate::tracker::client::announce_stopped(url, &torrent.info_hash().0, port).await;
         }
         session.stop().await;
     }
@@ -368,7 +368,7 @@ async fn follow_feeders(
     let hash = torrent.info_hash().0;
     let asked = tokio::time::timeout(
         Duration::from_millis(800),
-        crate::distribution::tracker::status(url, &hash, host),
+        crate::tracker::client::status(url, &hash, host),
     );
     let Ok(Ok(status)) = asked.await else {
         return Followed {
@@ -475,7 +475,7 @@ async fn seed(f: &Fetch, torrent: &librqbit::ManagedTorrent, cancel: &Cancellati
             Some(url) => Some(
                 tokio::time::timeout(
                     Duration::from_millis(800),
-                    crate::distribution::tracker::status(url, &hash, &f.host),
+                    crate::tracker::client::status(url, &hash, &f.host),
                 )
                 .await,
             ),

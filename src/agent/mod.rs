@@ -94,16 +94,15 @@ fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> 
         stripes: match a.stripes {
             None => None,
             Some(
-                k @ crate::distribution::stripes::MIN_STRIPES
-                    ..=crate::distribution::stripes::MAX_STRIPES,
+                k @ crate::config::playbook::MIN_STRIPES..=crate::config::playbook::MAX_STRIPES,
             ) => Some(k as u32),
             Some(k) => {
                 return Err(usage(
                     "--stripes",
                     format!(
                         "{k}: from {} to {}",
-                        crate::distribution::stripes::MIN_STRIPES,
-                        crate::distribution::stripes::MAX_STRIPES
+                        crate::config::playbook::MIN_STRIPES,
+                        crate::config::playbook::MAX_STRIPES
                     ),
                 ));
             }
@@ -155,7 +154,7 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
         },
         seed_window_max: duration("--seed-window-max", &a.seed_window_max)?,
         stall_timeout: duration("--stall-timeout", &a.stall_timeout)?,
-        page_cache: page_cache::Policy {
+        page_cache: crate::config::playbook::PageCache {
             drop_after_write: a.drop_after_write,
             lock_current: a.lock_current.clone(),
             preload: a.preload,

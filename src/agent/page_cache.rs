@@ -16,17 +16,9 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::agent::release::Layout;
+use crate::config::playbook::PageCache;
 use crate::torrent::metainfo::Metainfo;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Policy {
-    pub drop_after_write: bool,
-    pub lock_current: Vec<String>,
-    pub preload: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PageCacheError {
@@ -69,9 +61,17 @@ impl Drop for HotSet {
     }
 }
 
-impl Policy {
+/// The page-cache care a host gives a copy, as the playbook sets it.
+pub trait Care {
     /// Locks the matching files of the current release; `None` when nothing to lock.
-    pub fn lock_hot_set(&self, layout: &Layout) -> Result<Option<HotSet>, PageCacheError> {
+    fn lock_hot_set(&self, layout: &Layout) -> Result<Option<HotSet>, PageCacheError>;
+    /// Drops the new release's pages, or reads them in, once it is written.
+    fn after_write(&self, root: &Path, m: &Metainfo) -> io::Result<()>;
+}
+
+impl Care for PageCache {
+    /// Locks the matching files of the current release; `None` when nothing to lock.
+    fn lock_hot_set(&self, layout: &Layout) -> Result<Option<HotSet>, PageCacheError> {
         if self.lock_current.is_empty() {
             return Ok(None);
         }
@@ -114,7 +114,7 @@ impl Policy {
     }
 
     /// Applied to the verified release before it is installed.
-    pub fn after_write(&self, root: &Path, m: &Metainfo) -> io::Result<()> {
+    fn after_write(&self, root: &Path, m: &Metainfo) -> io::Result<()> {
         if self.drop_after_write {
             for f in &m.info.files {
                 drop_pages(&root.join(f.path.iter().collect::<PathBuf>()))?;

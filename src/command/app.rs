@@ -244,7 +244,7 @@ fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
         Some(p) => size("--piece-size", p)?,
         None => metainfo::auto_piece_size(total),
     };
-    use crate::distribution::simulate::Shape;
+    use crate::tracker::simulate::Shape;
     let shape = match a.topology.as_str() {
         "chain" => Shape::Chain,
         "stripes" => Shape::Stripes,
@@ -254,13 +254,13 @@ fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
             );
         }
     };
-    if !(crate::distribution::stripes::MIN_STRIPES..=crate::distribution::stripes::MAX_STRIPES)
+    if !(crate::config::playbook::MIN_STRIPES..=crate::config::playbook::MAX_STRIPES)
         .contains(&a.stripes)
     {
         return Err(Error::Usage(format!(
             "--stripes must be from {} to {}, found {}",
-            crate::distribution::stripes::MIN_STRIPES,
-            crate::distribution::stripes::MAX_STRIPES,
+            crate::config::playbook::MIN_STRIPES,
+            crate::config::playbook::MAX_STRIPES,
             a.stripes
         ))
         .into());
@@ -272,10 +272,10 @@ fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
                 Error::Usage(format!("--detect must be 0 or more seconds, found {d}")).into(),
             );
         }
-        (None, Shape::Chain) => crate::distribution::simulate::DETECT,
-        (None, Shape::Stripes) => crate::distribution::simulate::DETECT_STRIPES,
+        (None, Shape::Chain) => crate::tracker::simulate::DETECT,
+        (None, Shape::Stripes) => crate::tracker::simulate::DETECT_STRIPES,
     };
-    let t = crate::distribution::simulate::Topology {
+    let t = crate::tracker::simulate::Topology {
         shape,
         stripes: a.stripes,
         detect,
@@ -304,11 +304,11 @@ fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
         unchanged: a.unchanged,
         seed: a.seed,
     };
-    let o = crate::distribution::simulate::run(&t);
+    let o = crate::tracker::simulate::run(&t);
     if g.json {
         print(&format!("{}\n", serde_json::to_string_pretty(&o)?))?;
     } else {
-        print(&crate::distribution::simulate::render(&o))?;
+        print(&crate::tracker::simulate::render(&o))?;
     }
     Ok(Exit::Ok)
 }
@@ -483,9 +483,9 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
         ))
     })?;
     let sharing = match a.sharing.as_str() {
-        "pipeline" => crate::distribution::swarm::Sharing::Pipeline,
-        "mesh" => crate::distribution::swarm::Sharing::Mesh,
-        "stripes" => crate::distribution::swarm::Sharing::Stripes,
+        "pipeline" => crate::config::playbook::Sharing::Pipeline,
+        "mesh" => crate::config::playbook::Sharing::Mesh,
+        "stripes" => crate::config::playbook::Sharing::Stripes,
         other => {
             return Err(Error::Usage(format!(
                 "--sharing: `{other}`: use pipeline, stripes or mesh"
@@ -520,8 +520,8 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
     hosts.sort_unstable();
     hosts.dedup();
     let controller_ip = (!listen.ip().is_unspecified()).then(|| listen.ip());
-    let roster = crate::distribution::tracker::roster(&inv, &hosts, controller_ip);
-    let settings = crate::distribution::tracker::Settings {
+    let roster = crate::tracker::server::roster(&inv, &hosts, controller_ip);
+    let settings = crate::tracker::server::Settings {
         sharing,
         interval,
         stripes: a.stripes,
@@ -554,7 +554,7 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
                 roster.members().len()
             );
         }
-        crate::distribution::tracker::Tracker::new(roster, &hashes, settings)
+        crate::tracker::server::Tracker::new(roster, &hashes, settings)
             .map_err(|e| Error::Usage(format!("--stripes: {e}")))?
             .serve(listener, cancel)
             .await;

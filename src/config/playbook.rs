@@ -20,6 +20,34 @@ use crate::config::template::Template;
 use crate::config::units::{ByteSize, Rate};
 use crate::config::yaml::{self, Node, Value};
 
+/// The stripe count `rookery simulate` uses unless told otherwise (see
+/// docs/distribution.md, "Striped trees", for why 8).
+pub const DEFAULT_STRIPES: usize = 8;
+/// Fewer than 5 stripes leave no spare slot (floor(1.2 k) = k): a failed host's
+/// orphans would have nowhere to go within the budgets; more than 64 makes slots (1/k copy) and each
+/// hop's rate (C/k) too small to be worth the connections.
+pub const MIN_STRIPES: usize = 5;
+pub const MAX_STRIPES: usize = 64;
+
+/// How the tracker arranges who feeds whom (`distribution.sharing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    #[default]
+    Pipeline,
+    Mesh,
+    /// Striped trees (`tracker::stripes`): one feeder per stripe.
+    Stripes,
+}
+
+/// What a host does with the page cache around a copy (`distribution.page_cache`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PageCache {
+    pub drop_after_write: bool,
+    pub lock_current: Vec<String>,
+    pub preload: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Playbook {
     pub file: String,
@@ -77,7 +105,7 @@ pub struct Distribution {
     pub piece_size: Option<ByteSize>,
     /// How the tracker arranges rookery agents (`pipeline`, `stripes`) or any client
     /// (`mesh`).
-    pub sharing: crate::distribution::swarm::Sharing,
+    pub sharing: Sharing,
     /// Stripes of `sharing: stripes`.
     pub stripes: usize,
     /// BitTorrent listen port on hosts (local hosts get consecutive ports from it).
@@ -85,7 +113,7 @@ pub struct Distribution {
     /// An agent that receives nothing for this long gives up.
     #[serde(with = "crate::config::units::serde_duration")]
     pub stall_timeout: Duration,
-    pub page_cache: crate::agent::page_cache::Policy,
+    pub page_cache: PageCache,
 }
 
 /// Commands run on the controller around the distribution phase.
@@ -412,11 +440,11 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
         upload_limit: Some(Rate(200_000_000)),
         download_limit: Some(Rate(300_000_000)),
         piece_size: None,
-        sharing: crate::distribution::swarm::Sharing::Pipeline,
-        stripes: crate::distribution::stripes::DEFAULT_STRIPES,
+        sharing: Sharing::Pipeline,
+        stripes: DEFAULT_STRIPES,
         port: 6881,
         stall_timeout: Duration::from_secs(300),
-        page_cache: crate::agent::page_cache::Policy::default(),
+        page_cache: PageCache::default(),
     };
     let Some(node) = node else { return dist };
     let m = d.map(node, "distribution", DISTRIBUTION_KEYS);
@@ -482,9 +510,9 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
     }
     if let Some(n) = m.get("sharing") {
         match d.string(n, "distribution.sharing").as_deref() {
-            Some("pipeline") => dist.sharing = crate::distribution::swarm::Sharing::Pipeline,
-            Some("mesh") => dist.sharing = crate::distribution::swarm::Sharing::Mesh,
-            Some("stripes") => dist.sharing = crate::distribution::swarm::Sharing::Stripes,
+            Some("pipeline") => dist.sharing = Sharing::Pipeline,
+            Some("mesh") => dist.sharing = Sharing::Mesh,
+            Some("stripes") => dist.sharing = Sharing::Stripes,
             Some(other) => d.error(
                 n.pos,
                 format!(
@@ -495,7 +523,6 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
         }
     }
     if let Some(n) = m.get("stripes") {
-        use crate::distribution::stripes::{MAX_STRIPES, MIN_STRIPES};
         match d.u32(n, "distribution.stripes") {
             Some(k) if (MIN_STRIPES..=MAX_STRIPES).contains(&(k as usize)) => {
                 dist.stripes = k as usize

@@ -34,10 +34,10 @@ use crate::transport::{Chosen, Connection, Finished, HostError, Stage, Transport
 use crate::config::Config;
 use crate::config::inventory::{self, Origin};
 use crate::config::playbook::{SeedMode, Version};
-use crate::distribution::tracker::{self, Settings, Tracker};
 use crate::error::{Error, Exit};
 use crate::torrent::engine;
 use crate::torrent::metainfo::{self, Metainfo};
+use crate::tracker::server::{self as tracker, Settings, Tracker};
 
 /// What `--json` prints.
 #[derive(Debug, Serialize)]
@@ -981,9 +981,9 @@ async fn remote_origin<C: Connection>(
         q(&SocketAddr::new(ip, 0).to_string()),
         q(&torrent_file),
         match dist.sharing {
-            crate::distribution::swarm::Sharing::Pipeline => "pipeline",
-            crate::distribution::swarm::Sharing::Mesh => "mesh",
-            crate::distribution::swarm::Sharing::Stripes => "stripes",
+            crate::config::playbook::Sharing::Pipeline => "pipeline",
+            crate::config::playbook::Sharing::Mesh => "mesh",
+            crate::config::playbook::Sharing::Stripes => "stripes",
         },
         dist.stripes
     );
@@ -1134,7 +1134,7 @@ fn fetch_argv(
         "--stall-timeout".into(),
         crate::config::units::format_duration(dist.stall_timeout),
     ];
-    if dist.sharing == crate::distribution::swarm::Sharing::Stripes {
+    if dist.sharing == crate::config::playbook::Sharing::Stripes {
         argv.push("--stripes".into());
         argv.push(dist.stripes.to_string());
     }

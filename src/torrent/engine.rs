@@ -22,7 +22,8 @@ use librqbit::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::distribution::swarm::PEER_ID_PREFIX;
+/// Peer-id prefix of rookery's agents and origin (Azureus style).
+pub const PEER_ID_PREFIX: &[u8; 8] = b"-RK0100-";
 
 /// How one process takes part in a swarm.
 #[derive(Debug, Clone)]

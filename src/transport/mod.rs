@@ -1,6 +1,6 @@
 //! How the controller reaches a host: one small trait, two implementations.
 //!
-//! [`ssh`](crate::transport::ssh) drives real hosts; [`local`](crate::transport::local) runs the same
+//! [`ssh`] drives real hosts; [`local`] runs the same
 //! commands as subprocesses on this machine for the embedded default. Everything above
 //! this module (bootstrap, distribute, rollout) is written once against
 //! [`Transport`] and [`Connection`], like colmena's `Host`.

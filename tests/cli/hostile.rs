@@ -336,8 +336,8 @@ mod harness {
 
     use rookery::config::inventory::Inventory;
     use rookery::config::playbook::Playbook;
-    use rookery::distribution::announce::parse_request;
     use rookery::torrent::metainfo::Metainfo;
+    use rookery::tracker::announce::parse_request;
 
     /// Address space for one harness test: far above what the parsers need.
     const MEMORY_CAP: u64 = 2 << 30;

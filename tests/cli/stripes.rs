@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rookery::distribution::stripes::Trees;
+use rookery::tracker::stripes::Trees;
 
 use crate::swarm::{noise, run_ok, snapshot};
 
@@ -49,7 +49,7 @@ fn cluster(size: usize, extra: &str) -> tempfile::TempDir {
 fn planned_feeders(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let inv = rookery::config::inventory::Inventory::load(&dir.join("inv.yml")).unwrap();
     let hosts: Vec<usize> = (0..inv.hosts.len()).collect();
-    let roster = rookery::distribution::tracker::roster(&inv, &hosts, Some([127, 0, 0, 1].into()));
+    let roster = rookery::tracker::server::roster(&inv, &hosts, Some([127, 0, 0, 1].into()));
     let trees = Trees::build(&roster, STRIPES).unwrap();
     let name = |m: usize| {
         let member = &roster.members()[m];

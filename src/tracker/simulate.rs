@@ -1,6 +1,6 @@
 //! `rookery simulate`: distribution over a generated topology, too large to build
 //! (thousands of hosts, several datacenters), with the tracker's own pipeline order
-//! ([`crate::distribution::roster::Roster`]) and its failure handling.
+//! ([`crate::tracker::roster::Roster`]) and its failure handling.
 //!
 //! The model is piece-level and deterministic for a seed. Host *k* of the chain gets
 //! piece *i* from its feeder once the feeder has it, one piece after another:
@@ -27,14 +27,14 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::units::{ByteSize, Rate};
-use crate::distribution::roster::{Member, Roster};
-use crate::distribution::stripes::Trees;
+use crate::tracker::roster::{Member, Roster};
+use crate::tracker::stripes::Trees;
 
 /// How long a successor takes to notice its feeder is gone in the chain (the
 /// tracker's first missed announce).
 pub const DETECT: f64 = 3.0;
 /// The same for striped trees: a parent silent for
-/// [`crate::distribution::swarm::STRIPE_SILENT_AFTER`] (2 s) is re-linked around at its children's
+/// [`crate::tracker::swarm::STRIPE_SILENT_AFTER`] (2 s) is re-linked around at its children's
 /// next poll (every second).
 pub const DETECT_STRIPES: f64 = 3.0;
 
@@ -44,7 +44,7 @@ pub const DETECT_STRIPES: f64 = 3.0;
 pub enum Shape {
     /// The pipeline: one chain behind the origin (`sharing: pipeline`).
     Chain,
-    /// Striped trees, [`crate::distribution::stripes::Trees`] (`sharing: stripes`).
+    /// Striped trees, [`crate::tracker::stripes::Trees`] (`sharing: stripes`).
     Stripes,
 }
 

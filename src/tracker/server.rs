@@ -23,14 +23,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::distribution::announce::{self, Request};
-use crate::distribution::roster::Roster;
-use crate::distribution::swarm::{PEER_ID_PREFIX, Seen, Sharing, Swarm};
+use crate::config::playbook::Sharing;
+use crate::torrent::engine::PEER_ID_PREFIX;
+use crate::tracker::announce::{self, Request};
+use crate::tracker::roster::Roster;
+use crate::tracker::swarm::{Seen, Swarm};
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 512;
 /// A client that has not sent its request head by then is dropped.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Announces held open at once (waiting for a predecessor); beyond this they are
 /// answered at once, so held ones never take every connection slot.
 const MAX_HELD: usize = MAX_CONNECTIONS / 2;
@@ -50,7 +52,7 @@ impl Default for Settings {
         Settings {
             sharing: Sharing::Pipeline,
             interval: Duration::from_secs(2),
-            stripes: crate::distribution::stripes::DEFAULT_STRIPES,
+            stripes: crate::config::playbook::DEFAULT_STRIPES,
         }
     }
 }
@@ -85,7 +87,7 @@ impl Tracker {
         roster: Roster,
         info_hashes: &[[u8; 20]],
         settings: Settings,
-    ) -> Result<Tracker, crate::distribution::stripes::StripeError> {
+    ) -> Result<Tracker, crate::tracker::stripes::StripeError> {
         // Three missed announces and a member is gone.
         let expiry = settings.interval * 3 + Duration::from_secs(1);
         // One missed announce and a feeder may be gone: its successor also gets the
@@ -303,7 +305,7 @@ pub fn roster(
     controller_ip: Option<std::net::IpAddr>,
 ) -> Roster {
     use crate::config::inventory::{Origin, Transport};
-    use crate::distribution::roster::Member;
+    use crate::tracker::roster::Member;
     let member = |h: usize, origin: bool| {
         let host = &inv.hosts[h];
         Member {
@@ -347,79 +349,6 @@ pub fn origin_name(host: &str) -> String {
     format!("origin:{host}")
 }
 
-/// Asks the tracker behind `announce_url` (`http://HOST:PORT/announce?...`) how the
-/// swarm is doing for `host`: the agent's one call besides librqbit's announces.
-pub async fn status(
-    announce_url: &str,
-    info_hash: &[u8; 20],
-    host: &str,
-) -> anyhow::Result<crate::distribution::swarm::Status> {
-    use anyhow::Context;
-    let target = format!(
-        "/status?info_hash={}&host={}",
-        announce::percent_encode(info_hash),
-        announce::percent_encode(host.as_bytes())
-    );
-    let body = get(announce_url, &target).await?;
-    serde_json::from_slice(&body)
-        .with_context(|| format!("the tracker answered: {}", String::from_utf8_lossy(&body)))
-}
-
-/// Tells the tracker behind `announce_url` (the agent's announce URL, with its
-/// `host=NAME`) that this member leaves the swarm: its successors are moved on at
-/// their next announce. librqbit never announces `stopped` (nor `completed`), so a
-/// seeder that exits without this stays the feeder of its successor until it is
-/// overdue. `port` is the member's listening port.
-pub async fn announce_stopped(
-    announce_url: &str,
-    info_hash: &[u8; 20],
-    port: u16,
-) -> anyhow::Result<()> {
-    let query = format!(
-        "info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0&left=0&event=stopped",
-        announce::percent_encode(info_hash),
-        announce::percent_encode(&librqbit::generate_peer_id(PEER_ID_PREFIX).0),
-    );
-    let rest = announce_url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("the tracker URL must start with http://"))?;
-    let path_and_query = &rest[rest.find('/').unwrap_or(rest.len())..];
-    let target = match path_and_query.split_once('?') {
-        Some((path, q)) => format!("{path}?{q}&{query}"),
-        None => format!("{path_and_query}?{query}"),
-    };
-    let body = get(announce_url, &target).await?;
-    if body.starts_with(b"d14:failure reason") {
-        anyhow::bail!("the tracker refused: {}", String::from_utf8_lossy(&body));
-    }
-    Ok(())
-}
-
-/// `GET target` from the server of `announce_url`; the response body.
-async fn get(announce_url: &str, target: &str) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
-    let rest = announce_url
-        .strip_prefix("http://")
-        .context("the tracker URL must start with http://")?;
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    let mut stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(authority))
-        .await
-        .context("connecting to the tracker timed out")??;
-    let request =
-        format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(READ_TIMEOUT, stream.read_to_end(&mut response))
-        .await
-        .context("the tracker did not answer in time")??;
-    let body = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| response[i + 4..].to_vec())
-        .context("malformed answer from the tracker")?;
-    Ok(body)
-}
-
 /// Reads up to the blank line ending the head; `None` if it exceeds the limit.
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::with_capacity(1024);
@@ -452,7 +381,8 @@ async fn respond(stream: &mut TcpStream, kind: &str, body: &[u8]) -> std::io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distribution::roster::Member;
+    use crate::tracker::client::{announce_stopped, status};
+    use crate::tracker::roster::Member;
 
     fn tracker() -> Tracker {
         let member = |name: &str, ip: &str, origin: bool| Member {

@@ -1,5 +1,5 @@
 //! Striped distribution trees (SplitStream style) with rack and datacenter locality:
-//! the topology meant to replace the single chain of [`crate::distribution::swarm`] at fleet scale.
+//! the topology meant to replace the single chain of [`crate::tracker::swarm`] at fleet scale.
 //!
 //! A chain gives every host one copy up and one copy down, but the last host is N hops
 //! behind the origin. Here the content is cut into `k` **stripes** (piece *i* belongs
@@ -62,21 +62,13 @@
 //!   (5 to 10) are clear of it.
 //!
 //! This is pure policy (no clock, no sockets), used by the tracker
-//! ([`crate::distribution::swarm`], `sharing: stripes`) and meant for the simulator. Both passes keep candidate parents in ordered sets per rack,
+//! ([`crate::tracker::swarm`], `sharing: stripes`) and meant for the simulator. Both passes keep candidate parents in ordered sets per rack,
 //! datacenter and stripe, so building trees for 10,000 hosts takes milliseconds.
 
 use std::collections::BTreeSet;
 
-use crate::distribution::roster::Roster;
-
-/// The stripe count `rookery simulate` uses unless told otherwise (see
-/// docs/distribution.md, "Striped trees", for why 8).
-pub const DEFAULT_STRIPES: usize = 8;
-/// Fewer than 5 stripes leave no spare slot (floor(1.2 k) = k): a failed host's
-/// orphans would have nowhere to go within the budgets; more than 64 makes slots (1/k copy) and each
-/// hop's rate (C/k) too small to be worth the connections.
-pub const MIN_STRIPES: usize = 5;
-pub const MAX_STRIPES: usize = 64;
+use crate::config::playbook::{MAX_STRIPES, MIN_STRIPES};
+use crate::tracker::roster::Roster;
 
 /// No parent (the origin, a failed host, or not attached yet).
 const NONE: usize = usize::MAX;
@@ -1008,7 +1000,8 @@ impl Trees {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distribution::roster::Member;
+    use crate::config::playbook::DEFAULT_STRIPES;
+    use crate::tracker::roster::Member;
     use proptest::prelude::*;
 
     /// A roster from racks per datacenter (`dcs[d][r]` hosts in rack r of dc d); the

@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::distribution::roster::{Roster, locality};
-use crate::distribution::stripes::{StripeError, Trees};
+use crate::config::playbook::Sharing;
+use crate::tracker::roster::{Roster, locality};
+use crate::tracker::stripes::{StripeError, Trees};
 
-/// Peer-id prefix of rookery's agents and origin (Azureus style).
-pub const PEER_ID_PREFIX: &[u8; 8] = b"-RK0100-";
 /// Remote (other datacenter) peers in a mesh answer, unless needed against starvation.
 const MESH_REMOTE_MAX: usize = 4;
 /// Striped sharing: a parent not heard from for this long is gone. Agents poll the
@@ -36,16 +35,6 @@ const MESH_REMOTE_MAX: usize = 4;
 pub const STRIPE_SILENT_AFTER: Duration = Duration::from_secs(2);
 /// A successor within this many bytes of its feeder has caught up with it.
 const CAUGHT_UP_SLACK: u64 = 8 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Sharing {
-    #[default]
-    Pipeline,
-    Mesh,
-    /// Striped trees ([`crate::distribution::stripes`]): one feeder per stripe.
-    Stripes,
-}
 
 /// What the tracker knows of one member of one swarm.
 #[derive(Debug, Clone)]
@@ -287,7 +276,7 @@ impl Swarm {
                 .started
                 .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
             tracing::info!(
-                target: "rookery::distribution::swarm",
+                target: "rookery::tracker::swarm",
                 "{t:.1}s {} (left {} MiB, {:.1} MiB/s) feeders: [{}]",
                 roster.members[me].name,
                 seen.left >> 20,
@@ -444,7 +433,7 @@ impl Swarm {
             // Given up as gone, yet here (a late poll, a restarted agent): a leaf again.
             let trees = self.trees.as_mut().expect("checked above");
             if let Err(e) = trees.revive(me) {
-                tracing::warn!(target: "rookery::distribution::swarm", "taking back {}: {e}", roster.members[me].name);
+                tracing::warn!(target: "rookery::tracker::swarm", "taking back {}: {e}", roster.members[me].name);
             }
         }
         let trees = self.trees.as_ref().expect("checked above");
@@ -481,14 +470,14 @@ impl Swarm {
                         .map(|&f| roster.members[f].name.as_str())
                         .collect();
                     tracing::info!(
-                        target: "rookery::distribution::swarm",
+                        target: "rookery::tracker::swarm",
                         "gone: [{}]; {} subtree(s) re-linked",
                         names.join(", "),
                         edges.len()
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(target: "rookery::distribution::swarm", "re-linking: {e}");
+                    tracing::warn!(target: "rookery::tracker::swarm", "re-linking: {e}");
                     break;
                 }
             }
@@ -655,7 +644,7 @@ impl Swarm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::distribution::roster::Member;
+    use crate::tracker::roster::Member;
     use std::net::IpAddr;
 
     /// origin (controller) + hosts named `dc-rack-n`.
