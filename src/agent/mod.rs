@@ -5,44 +5,71 @@ pub mod daemon;
 pub mod fetch;
 pub mod page_cache;
 pub mod release;
+pub mod request;
 pub mod supervisor;
 pub mod switch;
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use anyhow::Context;
 
 use crate::agent::daemon::Side;
 use crate::agent::fetch::Fetch;
-use crate::cli::{FetchArgs, SwarmArgs};
-use crate::config::playbook::SeedMode;
-use crate::config::units::{Rate, parse_duration};
+use crate::agent::request::{AgentCommand, FetchArgs, RunServiceArgs, SeedArgs, SwarmArgs};
+use crate::config::playbook::Distribution;
 use crate::error::{Error, Exit};
 use crate::shutdown;
 use crate::torrent::engine;
 use crate::torrent::metainfo::Metainfo;
 
+/// Runs one `rookery agent` command.
+pub fn run(command: &AgentCommand) -> anyhow::Result<Exit> {
+    match command {
+        AgentCommand::Fetch(a) => fetch(a),
+        AgentCommand::Seed(a) => seed(a),
+        AgentCommand::Run(a) => run_service(a),
+        AgentCommand::Switch(a) => {
+            // A switch, once begun, runs to its end: a hang-up from a closing SSH
+            // session (some servers send one) must not leave the host half-switched.
+            // SAFETY: setting a signal disposition before any thread is started.
+            unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+            let o = crate::agent::switch::run(a);
+            // The controller may be gone (a second Ctrl-C closed the SSH session):
+            // the switch is done either way, and the exit code still says how it went.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&o)?);
+            Ok(if o.ok { Exit::Ok } else { Exit::Failed })
+        }
+        AgentCommand::Start(a) => {
+            let started = crate::agent::switch::start_all(a).map_err(Error::Usage)?;
+            for s in &started {
+                println!("{}", serde_json::to_string(s)?);
+            }
+            Ok(if started.iter().all(|s| s.ok) {
+                Exit::Ok
+            } else {
+                Exit::Failed
+            })
+        }
+        AgentCommand::Releases(a) => {
+            let r = crate::agent::switch::releases(&a.destination);
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(Exit::Ok)
+        }
+        AgentCommand::Prune(a) => {
+            let removed =
+                crate::agent::switch::prune(&a.destination, a.keep, a.previous.as_deref());
+            println!(
+                "{}",
+                serde_json::json!({"event": "pruned", "removed": removed})
+            );
+            Ok(Exit::Ok)
+        }
+    }
+}
+
 fn usage(flag: &str, e: impl std::fmt::Display) -> anyhow::Error {
     Error::Usage(format!("{flag}: {e}")).into()
-}
-
-fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
-    parse_duration(text).map_err(|e| usage(flag, e))
-}
-
-fn rate(flag: &str, text: &str) -> anyhow::Result<Option<u64>> {
-    if text == "unlimited" {
-        return Ok(None);
-    }
-    Rate::parse(text)
-        .map(|r| Some(r.0))
-        .map_err(|e| usage(flag, e))
-}
-
-fn addr(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
-    text.parse()
-        .map_err(|_| usage(flag, format!("`{text}` is not an IP:PORT address")))
 }
 
 /// How many ports past `--listen` an agent tries when the port is taken (a seeder
@@ -76,37 +103,29 @@ fn free_listen(want: SocketAddr) -> anyhow::Result<SocketAddr> {
 
 /// Reads and checks the metainfo, and the engine options, before anything is written.
 fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> {
+    use crate::config::playbook::{MAX_STRIPES, MIN_STRIPES};
     let torrent =
         std::fs::read(&a.torrent).with_context(|| format!("reading {}", a.torrent.display()))?;
     let metainfo = Metainfo::from_bytes(&torrent)
         .with_context(|| format!("refusing {}", a.torrent.display()))?;
+    let stripes = match a.stripes {
+        None => None,
+        Some(k @ MIN_STRIPES..=MAX_STRIPES) => Some(k as u32),
+        Some(k) => {
+            return Err(usage(
+                "--stripes",
+                format!("{k}: from {MIN_STRIPES} to {MAX_STRIPES}"),
+            ));
+        }
+    };
     let opts = engine::Options {
-        listen: free_listen(addr("--listen", &a.listen)?)?,
-        max_peers: a.max_peers.max(1),
-        upload_limit: rate("--upload-limit", &a.upload_limit)?,
-        download_limit: rate("--download-limit", &a.download_limit)?,
+        listen: free_listen(a.listen())?,
+        max_peers: a.max_peers().max(1),
+        upload_limit: a.upload_limit.map(|r| r.0),
+        download_limit: a.download_limit.map(|r| r.0),
         tracker: a.tracker.clone(),
-        peers: a
-            .peers
-            .iter()
-            .map(|p| addr("--peer", p))
-            .collect::<anyhow::Result<_>>()?,
-        stripes: match a.stripes {
-            None => None,
-            Some(
-                k @ crate::config::playbook::MIN_STRIPES..=crate::config::playbook::MAX_STRIPES,
-            ) => Some(k as u32),
-            Some(k) => {
-                return Err(usage(
-                    "--stripes",
-                    format!(
-                        "{k}: from {} to {}",
-                        crate::config::playbook::MIN_STRIPES,
-                        crate::config::playbook::MAX_STRIPES
-                    ),
-                ));
-            }
-        },
+        peers: a.peers.clone(),
+        stripes,
     };
     Ok((torrent, metainfo, opts))
 }
@@ -125,14 +144,8 @@ fn lib_backtraces_off() {
 pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
     lib_backtraces_off();
     let (torrent, metainfo, engine) = swarm(&a.swarm)?;
-    let origin = match &a.origin {
-        None => None,
-        Some(text) => Some(match text.parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, 0),
-            Err(_) => addr("--origin", text)?,
-        }),
-    };
     crate::config::inventory::check_name(&a.version).map_err(|e| usage("--version", e))?;
+    let defaults = Distribution::default();
     let f = Fetch {
         torrent,
         metainfo,
@@ -140,25 +153,12 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
         version: a.version.clone(),
         host: a.swarm.host.clone(),
         engine,
-        origin,
-        seed_window: duration("--seed-window", &a.seed_window)?,
-        seed_mode: match a.seed_mode.as_str() {
-            "fixed" => SeedMode::Fixed,
-            "adaptive" => SeedMode::Adaptive,
-            other => {
-                return Err(usage(
-                    "--seed-mode",
-                    format!("`{other}`: use fixed or adaptive"),
-                ));
-            }
-        },
-        seed_window_max: duration("--seed-window-max", &a.seed_window_max)?,
-        stall_timeout: duration("--stall-timeout", &a.stall_timeout)?,
-        page_cache: crate::config::playbook::PageCache {
-            drop_after_write: a.drop_after_write,
-            lock_current: a.lock_current.clone(),
-            preload: a.preload,
-        },
+        origin: a.origin,
+        seed_window: a.seed_window.unwrap_or(defaults.seed_window),
+        seed_mode: a.seed_mode.unwrap_or(defaults.seed_mode),
+        seed_window_max: a.seed_window_max.unwrap_or(defaults.seed_window_max),
+        stall_timeout: a.stall_timeout.unwrap_or(defaults.stall_timeout),
+        page_cache: a.page_cache(),
     };
     if a.foreground {
         let rt = shutdown::engine_runtime()?;
@@ -200,14 +200,9 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
     }
 }
 
-pub fn seed(
-    a: &SwarmArgs,
-    source: &std::path::Path,
-    for_: Option<&str>,
-    until_stdin_closes: bool,
-) -> anyhow::Result<Exit> {
-    let (torrent, _metainfo, engine) = swarm(a)?;
-    let duration = for_.map(|d| duration("--for", d)).transpose()?;
+pub fn seed(a: &SeedArgs) -> anyhow::Result<Exit> {
+    let (torrent, _metainfo, engine) = swarm(&a.swarm)?;
+    let (source, duration, until_stdin_closes) = (&a.source, a.duration, a.until_stdin_closes);
     let rt = shutdown::engine_runtime()?;
     let uploaded = rt.block_on(async {
         let cancel = shutdown::install();
@@ -230,7 +225,7 @@ pub fn seed(
 }
 
 /// `rookery agent run`: supervise one service instance (see [`crate::agent::supervisor`]).
-pub fn run_service(a: &crate::cli::RunServiceArgs) -> anyhow::Result<Exit> {
+pub fn run_service(a: &RunServiceArgs) -> anyhow::Result<Exit> {
     use crate::agent::supervisor::{self, Supervise};
     // `agent switch` ignores SIGHUP so that it finishes; the service must not
     // inherit that. SAFETY: no thread has been started yet.
@@ -244,8 +239,10 @@ pub fn run_service(a: &crate::cli::RunServiceArgs) -> anyhow::Result<Exit> {
         release: a.release.clone(),
         command: a.command.clone(),
         health: a.health.health.clone(),
-        interval: duration("--health-interval", &a.health.health_interval)?,
-        health_deadline: duration("--health-deadline", &a.health.health_deadline)?,
+        interval: crate::config::units::parse_duration(&a.health.health_interval)
+            .map_err(|e| usage("--health-interval", e))?,
+        health_deadline: crate::config::units::parse_duration(&a.health.health_deadline)
+            .map_err(|e| usage("--health-deadline", e))?,
         run_file: Some(a.run_file.clone().unwrap_or_else(|| {
             dest.join(".rookery")
                 .join("run")

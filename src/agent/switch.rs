@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::agent::release::Layout;
+use crate::agent::request::{HealthArgs, Request, RunServiceArgs, StartArgs, SwitchArgs};
 use crate::agent::supervisor::{RunFile, STOP_GRACE};
-use crate::cli::{StartArgs, SwitchArgs};
 use crate::config::template::{PLACEHOLDERS, Template};
 use crate::coordination::store::Location;
 use crate::os::alive;
@@ -510,24 +510,26 @@ fn start(
         .destination
         .join(".rookery")
         .join(format!("{}.log", a.service));
-    let mut cmd = Command::new(exe);
-    cmd.args(["agent", "run", "--detach", "--service", &a.service])
-        .args(["--host", &a.host, "--version", &a.version])
-        .arg("--release")
-        .arg(release)
-        .arg("--log")
-        .arg(&log)
-        .arg("--run-file")
-        .arg(run_file)
-        .args(["--health-interval", &a.health.health_interval])
-        .args(["--health-deadline", &a.health.health_deadline]);
-    if let Some(h) = health {
-        cmd.args(["--health", h]);
-    }
     // The same store, as the flags this switch was given name it.
     let store = Location::from_args(&a.store).map_err(|e| format!("{e:#}"))?;
-    cmd.args(store.args(&a.store.cluster));
-    cmd.arg("--").arg(command);
+    let run = RunServiceArgs {
+        service: a.service.clone(),
+        host: a.host.clone(),
+        version: a.version.clone(),
+        release: release.to_path_buf(),
+        health: HealthArgs {
+            health: health.map(str::to_string),
+            ..a.health.clone()
+        },
+        detach: true,
+        log: Some(log.clone()),
+        run_file: Some(run_file.to_path_buf()),
+        store: store.store_args(&a.store.cluster),
+        command: vec![command.to_string()],
+    };
+    let argv = run.argv(&exe.display().to_string());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     let out = cmd
         .stdin(Stdio::null())
         .stderr(Stdio::null())

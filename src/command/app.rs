@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::{AgentCommand, Cli, Command, Global, RemoteArgs, TorrentCommand, TrackerArgs};
+use crate::cli::{Cli, Command, Global, RemoteArgs, TorrentCommand, TrackerArgs};
 use crate::config::Config;
 use crate::config::selector::Pattern;
 use crate::config::units::ByteSize;
@@ -141,54 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Torrent(TorrentCommand::Inspect { file }) => torrent_inspect(g, file),
         Command::Tracker(a) => tracker(g, a),
         Command::Simulate(a) => simulate(g, a),
-        Command::Agent(AgentCommand::Fetch(a)) => crate::agent::fetch(a),
-        Command::Agent(AgentCommand::Seed {
-            swarm,
-            source,
-            duration,
-            until_stdin_closes,
-        }) => crate::agent::seed(swarm, source, duration.as_deref(), *until_stdin_closes),
-        Command::Agent(AgentCommand::Run(a)) => crate::agent::run_service(a),
-        Command::Agent(AgentCommand::Switch(a)) => {
-            // A switch, once begun, runs to its end: a hang-up from a closing SSH
-            // session (some servers send one) must not leave the host half-switched.
-            // SAFETY: setting a signal disposition before any thread is started.
-            unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
-            let o = crate::agent::switch::run(a);
-            // The controller may be gone (a second Ctrl-C closed the SSH session):
-            // the switch is done either way, and the exit code still says how it went.
-            use std::io::Write;
-            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(&o)?);
-            Ok(if o.ok { Exit::Ok } else { Exit::Failed })
-        }
-        Command::Agent(AgentCommand::Start(a)) => {
-            let started = crate::agent::switch::start_all(a).map_err(Error::Usage)?;
-            for s in &started {
-                println!("{}", serde_json::to_string(s)?);
-            }
-            Ok(if started.iter().all(|s| s.ok) {
-                Exit::Ok
-            } else {
-                Exit::Failed
-            })
-        }
-        Command::Agent(AgentCommand::Releases { destination }) => {
-            let r = crate::agent::switch::releases(destination);
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(Exit::Ok)
-        }
-        Command::Agent(AgentCommand::Prune {
-            destination,
-            keep,
-            previous,
-        }) => {
-            let removed = crate::agent::switch::prune(destination, *keep, previous.as_deref());
-            println!(
-                "{}",
-                serde_json::json!({"event": "pruned", "removed": removed})
-            );
-            Ok(Exit::Ok)
-        }
+        Command::Agent(a) => crate::agent::run(a),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "rookery", &mut out);

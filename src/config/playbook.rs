@@ -116,6 +116,27 @@ pub struct Distribution {
     pub page_cache: PageCache,
 }
 
+/// The defaults of `distribution:`, documented in docs/playbook.md; the host agent
+/// falls back on the same values for a flag an operator leaves out.
+impl Default for Distribution {
+    fn default() -> Distribution {
+        Distribution {
+            seed_window: Duration::from_secs(30),
+            seed_mode: SeedMode::Fixed,
+            seed_window_max: Duration::from_secs(300),
+            max_peers: 64,
+            upload_limit: Some(Rate(200_000_000)),
+            download_limit: Some(Rate(300_000_000)),
+            piece_size: None,
+            sharing: Sharing::Pipeline,
+            stripes: DEFAULT_STRIPES,
+            port: 6881,
+            stall_timeout: Duration::from_secs(300),
+            page_cache: PageCache::default(),
+        }
+    }
+}
+
 /// Commands run on the controller around the distribution phase.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Hooks {
@@ -432,20 +453,7 @@ fn decode_artifact(d: &mut Decoder, node: &Node, base: &Path) -> Artifact {
 }
 
 fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
-    let mut dist = Distribution {
-        seed_window: Duration::from_secs(30),
-        seed_mode: SeedMode::Fixed,
-        seed_window_max: Duration::from_secs(300),
-        max_peers: 64,
-        upload_limit: Some(Rate(200_000_000)),
-        download_limit: Some(Rate(300_000_000)),
-        piece_size: None,
-        sharing: Sharing::Pipeline,
-        stripes: DEFAULT_STRIPES,
-        port: 6881,
-        stall_timeout: Duration::from_secs(300),
-        page_cache: PageCache::default(),
-    };
+    let mut dist = Distribution::default();
     let Some(node) = node else { return dist };
     let m = d.map(node, "distribution", DISTRIBUTION_KEYS);
     if let Some(n) = m.get("seed_window") {

@@ -7,11 +7,33 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::StoreArgs;
 use crate::config::inventory::{Coordination, Inventory};
 use crate::coordination::local_store::{Held, LocalStore};
 use crate::coordination::zookeeper::{ZkLive, ZkStore};
 use crate::coordination::{Coordinator, Holder, Instance, Result};
+
+/// Which coordination store a host-side command opens.
+#[derive(Debug, clap::Args, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoreArgs {
+    /// Cluster name (for messages)
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub cluster: String,
+    /// The local coordination store (a directory on this machine)
+    #[arg(long, value_name = "DIR", conflicts_with = "zookeeper")]
+    pub local_store: Option<PathBuf>,
+    /// ZooKeeper connect string
+    #[arg(long, value_name = "HOSTS", requires = "zk_root")]
+    pub zookeeper: Option<String>,
+    /// The cluster's root znode
+    #[arg(long, value_name = "PATH")]
+    pub zk_root: Option<String>,
+    #[arg(long, value_name = "DURATION", default_value = StoreArgs::DEFAULT_SESSION_TIMEOUT)]
+    pub session_timeout: String,
+}
+
+impl StoreArgs {
+    const DEFAULT_SESSION_TIMEOUT: &str = "10s";
+}
 
 pub enum Store {
     Local(LocalStore),
@@ -74,29 +96,27 @@ impl Location {
     }
 
     /// The agent flags that open this store on a host.
-    pub fn args(&self, cluster: &str) -> Vec<String> {
-        let mut v = vec!["--cluster".to_string(), cluster.to_string()];
+    pub fn store_args(&self, cluster: &str) -> StoreArgs {
+        let mut a = StoreArgs {
+            cluster: cluster.to_string(),
+            local_store: None,
+            zookeeper: None,
+            zk_root: None,
+            session_timeout: StoreArgs::DEFAULT_SESSION_TIMEOUT.to_string(),
+        };
         match self {
-            Location::Local { dir } => {
-                v.push("--local-store".into());
-                v.push(dir.display().to_string());
-            }
+            Location::Local { dir } => a.local_store = Some(dir.clone()),
             Location::ZooKeeper {
                 connect,
                 root,
                 session_timeout,
             } => {
-                v.extend([
-                    "--zookeeper".into(),
-                    connect.clone(),
-                    "--zk-root".into(),
-                    root.clone(),
-                    "--session-timeout".into(),
-                    crate::config::units::format_duration(*session_timeout),
-                ]);
+                a.zookeeper = Some(connect.clone());
+                a.zk_root = Some(root.clone());
+                a.session_timeout = crate::config::units::format_duration(*session_timeout);
             }
         }
-        v
+        a
     }
 
     /// The same location with a local directory made absolute, for host-side

@@ -26,6 +26,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::request::{FetchArgs, Request, SeedArgs, SwarmArgs};
 use crate::config::template::shell_quote;
 use crate::progress::{self, Event, Mode, Progress};
 use crate::transport::bootstrap::{self, Binary, Outcome};
@@ -33,7 +34,7 @@ use crate::transport::{Chosen, Connection, Finished, HostError, Stage, Transport
 
 use crate::config::Config;
 use crate::config::inventory::{self, Origin};
-use crate::config::playbook::{SeedMode, Version};
+use crate::config::playbook::Version;
 use crate::error::{Error, Exit};
 use crate::torrent::engine;
 use crate::torrent::metainfo::{self, Metainfo};
@@ -511,25 +512,22 @@ async fn orchestrate<T: Transport>(
             // Port 0: the agent's engine binds whatever the kernel gives it and
             // announces that. A port picked free here could be taken, by some
             // connection's ephemeral port, before the agent binds it.
-            "127.0.0.1:0".to_string()
+            SocketAddr::from(([127, 0, 0, 1], 0))
         } else {
             match host.address.parse::<IpAddr>() {
-                Ok(a) => SocketAddr::new(a, dist.port).to_string(),
-                Err(_) => format!("0.0.0.0:{}", dist.port),
+                Ok(a) => SocketAddr::new(a, dist.port),
+                Err(_) => SocketAddr::from(([0, 0, 0, 0], dist.port)),
             }
         };
         let torrent_file = torrent_path(config, h, &version);
         let agent_path = agent(h);
-        let argv = fetch_argv(
-            config,
-            h,
-            &agent_path,
-            &torrent_file,
-            &listen,
-            &announce(&host.name),
-            &side.origin,
-            &version,
-        );
+        let at = Where {
+            torrent: &torrent_file,
+            listen,
+            tracker: announce(&host.name),
+            origin: &side.origin,
+        };
+        let argv = fetch_request(config, h, &at, &version)?.argv(&agent_path);
         let command = fetch_command(
             &torrent_file,
             binary.as_ref().map(|b| (agent_path.as_str(), b)),
@@ -1033,29 +1031,23 @@ async fn remote_origin<C: Connection>(
             .into());
         }
     };
-    let mut seed = vec![
-        exe.clone(),
-        "agent".into(),
-        "seed".into(),
-        "--torrent".into(),
-        torrent_file.clone(),
-        "--host".into(),
-        tracker::origin_name(&name),
-        "--listen".into(),
-        SocketAddr::new(ip, dist.port).to_string(),
-        "--tracker".into(),
-        format!("{announce}?host={}", tracker::origin_name(&name)),
-        "--max-peers".into(),
-        dist.max_peers.to_string(),
-        "--source".into(),
-        config.playbook.artifact.source_as_written.clone(),
-        "--until-stdin-closes".into(),
-    ];
-    if let Some(r) = dist.upload_limit {
-        seed.push("--upload-limit".into());
-        seed.push(format!("{}B/s", r.0));
-    }
-    let seed_cmd = seed.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
+    let seed = SeedArgs {
+        swarm: SwarmArgs {
+            torrent: torrent_file.clone().into(),
+            host: tracker::origin_name(&name),
+            listen: Some(SocketAddr::new(ip, dist.port)),
+            tracker: Some(format!("{announce}?host={}", tracker::origin_name(&name))),
+            peers: Vec::new(),
+            max_peers: Some(dist.max_peers),
+            upload_limit: dist.upload_limit,
+            download_limit: None,
+            stripes: None,
+        },
+        source: config.playbook.artifact.source_as_written.clone().into(),
+        duration: None,
+        until_stdin_closes: true,
+    };
+    let seed_cmd = seed.command_line(&exe);
     let sc = side_cancel.clone();
     let seed_name = name.clone();
     let task = tokio::spawn(async move {
@@ -1088,75 +1080,52 @@ async fn remote_origin<C: Connection>(
     })
 }
 
-/// The `rookery agent fetch` command line for host `h`.
-#[allow(clippy::too_many_arguments)]
-fn fetch_argv(
+/// What host `h` is asked to fetch, and how.
+fn fetch_request(
     config: &Config,
     h: usize,
-    agent: &str,
-    torrent: &str,
-    listen: &str,
-    tracker: &str,
-    origin: &str,
+    at: &Where,
     version: &str,
-) -> Vec<String> {
+) -> anyhow::Result<FetchArgs> {
     let dist = &config.playbook.distribution;
-    let host = &config.inventory.hosts[h];
-    let mut argv: Vec<String> = vec![
-        agent.into(),
-        "agent".into(),
-        "fetch".into(),
-        "--torrent".into(),
-        torrent.into(),
-        "--host".into(),
-        host.name.clone(),
-        "--listen".into(),
-        listen.into(),
-        "--tracker".into(),
-        tracker.into(),
-        "--origin".into(),
-        origin.to_string(),
-        "--destination".into(),
-        config.host_destination(h).display().to_string(),
-        "--version".into(),
-        version.to_string(),
-        "--max-peers".into(),
-        dist.max_peers.to_string(),
-        "--seed-window".into(),
-        crate::config::units::format_duration(dist.seed_window),
-        "--seed-mode".into(),
-        match dist.seed_mode {
-            SeedMode::Fixed => "fixed".into(),
-            SeedMode::Adaptive => "adaptive".into(),
+    let stripes = dist.sharing == crate::config::playbook::Sharing::Stripes;
+    let origin = match at.origin.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, 0),
+        Err(_) => at.origin.parse().context("the origin's address")?,
+    };
+    let fetch = FetchArgs {
+        swarm: SwarmArgs {
+            torrent: at.torrent.into(),
+            host: config.inventory.hosts[h].name.clone(),
+            listen: Some(at.listen),
+            tracker: Some(at.tracker.clone()),
+            peers: Vec::new(),
+            max_peers: Some(dist.max_peers),
+            upload_limit: dist.upload_limit,
+            download_limit: dist.download_limit,
+            stripes: stripes.then_some(dist.stripes),
         },
-        "--seed-window-max".into(),
-        crate::config::units::format_duration(dist.seed_window_max),
-        "--stall-timeout".into(),
-        crate::config::units::format_duration(dist.stall_timeout),
-    ];
-    if dist.sharing == crate::config::playbook::Sharing::Stripes {
-        argv.push("--stripes".into());
-        argv.push(dist.stripes.to_string());
-    }
-    for (flag, rate) in [
-        ("--upload-limit", dist.upload_limit),
-        ("--download-limit", dist.download_limit),
-    ] {
-        argv.push(flag.into());
-        argv.push(rate.map_or("unlimited".into(), |r| format!("{}B/s", r.0)));
-    }
-    let pc = &dist.page_cache;
-    if pc.drop_after_write {
-        argv.push("--drop-after-write".into());
-    }
-    if pc.preload {
-        argv.push("--preload".into());
-    }
-    for g in &pc.lock_current {
-        argv.push("--lock-current".into());
-        argv.push(g.clone());
-    }
-    argv
+        destination: config.host_destination(h),
+        version: version.to_string(),
+        origin: Some(origin),
+        seed_window: Some(dist.seed_window),
+        seed_mode: Some(dist.seed_mode),
+        seed_window_max: Some(dist.seed_window_max),
+        stall_timeout: Some(dist.stall_timeout),
+        drop_after_write: false,
+        lock_current: Vec::new(),
+        preload: false,
+        foreground: false,
+    };
+    Ok(fetch.with_page_cache(&dist.page_cache))
+}
+
+/// Where a host's agent finds its swarm.
+struct Where<'a> {
+    torrent: &'a str,
+    listen: SocketAddr,
+    tracker: String,
+    origin: &'a str,
 }
 
 pub fn render(r: &Report) -> String {

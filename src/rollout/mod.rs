@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::request::{HealthArgs, PruneArgs, ReleasesArgs, Request, SwitchArgs};
 use crate::agent::switch::Releases;
 use crate::config::Config;
 use crate::config::inventory;
-use crate::config::template::shell_quote;
 use crate::coordination::record::{
     self, HostRecord, HostState, Kind, Record, ServiceRecord, State,
 };
@@ -1068,45 +1068,28 @@ fn switch_command(
         .start
         .as_ref()
         .ok_or_else(|| format!("service `{}` has no start command", svc.name))?;
-    let mut argv: Vec<String> = vec![
-        agent.to_string(),
-        "agent".into(),
-        "switch".into(),
-        "--service".into(),
-        svc.name.clone(),
-        "--host".into(),
-        config.inventory.hosts[h].name.clone(),
-        "--version".into(),
-        version.to_string(),
-        "--destination".into(),
-        v["destination"].clone(),
-        "--start".into(),
-        start.as_str().to_string(),
-        "--health-deadline".into(),
-        crate::config::units::format_duration(svc.health_deadline),
-    ];
-    for key in ["host", "address", "dc", "rack", "service"] {
-        argv.push("--var".into());
-        argv.push(format!("{key}={}", v[key]));
-    }
-    if let Some(h) = &svc.health {
-        argv.push("--health".into());
-        argv.push(h.as_str().to_string());
-    }
-    if let Some(stop) = &svc.stop {
-        argv.push("--stop".into());
-        argv.push(stop.as_str().to_string());
-    }
-    argv.extend(
-        Location::of(&config.inventory)
+    let switch = SwitchArgs {
+        service: svc.name.clone(),
+        host: config.inventory.hosts[h].name.clone(),
+        version: version.to_string(),
+        destination: v["destination"].clone().into(),
+        stop: svc.stop.as_ref().map(|t| t.as_str().to_string()),
+        start: start.as_str().to_string(),
+        vars: ["host", "address", "dc", "rack", "service"]
+            .iter()
+            .map(|key| format!("{key}={}", v[*key]))
+            .collect(),
+        health: HealthArgs {
+            health: svc.health.as_ref().map(|t| t.as_str().to_string()),
+            health_interval: HealthArgs::DEFAULT_INTERVAL.to_string(),
+            health_deadline: crate::config::units::format_duration(svc.health_deadline),
+        },
+        store: Location::of(&config.inventory)
             .absolute()
-            .args(&config.inventory.cluster),
-    );
-    Ok(argv
-        .iter()
-        .map(|a| shell_quote(a))
-        .collect::<Vec<_>>()
-        .join(" "))
+            .store_args(&config.inventory.cluster),
+        restore: false,
+    };
+    Ok(switch.command_line(agent))
 }
 
 /// Runs `agent switch`; returns `(previous, already)`.
@@ -1390,21 +1373,13 @@ async fn prune<C: Connection>(
             .flat_map(|s| &s.hosts)
             .find(|r| &r.host == name && r.from.is_some())
             .and_then(|r| r.from.clone());
-        let mut argv = vec![
-            agent(h),
-            "agent".into(),
-            "prune".into(),
-            "--destination".into(),
-            destination(config, h),
-            "--keep".into(),
-            keep.to_string(),
-        ];
-        if let Some(f) = from {
-            argv.push("--previous".into());
-            argv.push(f);
-        }
-        let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
-        match conn.exec(&cmd.join(" "), &mut |_| {}, &never).await {
+        let prune = PruneArgs {
+            destination: destination(config, h).into(),
+            keep,
+            previous: from,
+        };
+        let cmd = prune.command_line(&agent(h));
+        match conn.exec(&cmd, &mut |_| {}, &never).await {
             Ok(f) if f.success() => {}
             Ok(f) => say.line(format!("{name}: pruning old releases: {}", f.describe())),
             Err(e) => say.line(format!("{name}: pruning old releases: {e}")),
@@ -1419,18 +1394,14 @@ pub async fn releases<C: Connection>(
     h: usize,
     agent: &str,
 ) -> Result<Releases, String> {
-    let argv = [
-        agent.to_string(),
-        "agent".into(),
-        "releases".into(),
-        "--destination".into(),
-        destination(config, h),
-    ];
-    let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+    let cmd = ReleasesArgs {
+        destination: destination(config, h).into(),
+    }
+    .command_line(agent);
     let mut out = String::new();
     let never = CancellationToken::new();
     let f = conn
-        .exec(&cmd.join(" "), &mut |l| out.push_str(l), &never)
+        .exec(&cmd, &mut |l| out.push_str(l), &never)
         .await
         .map_err(|e| e.to_string())?;
     if !f.success() {

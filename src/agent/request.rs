@@ -1,0 +1,513 @@
+//! What the controller asks of a host's agent, as types: one struct per `rookery
+//! agent` subcommand, read by clap on the host and written by [`to_args`] on the
+//! controller. The controller fills a struct and encodes it once; nothing builds an
+//! argument list by hand, and a flag added to a struct reaches the wire by itself.
+//!
+//! The flags stay readable on the host (`ps` shows `agent fetch ... --host web-3`),
+//! so operators can find and run an agent by hand. A setting an operator leaves out
+//! takes the playbook's default ([`Distribution::default`]): defaults live there only.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::config::playbook::{Distribution, PageCache, SeedMode};
+use crate::config::units::{Rate, format_duration, parse_duration};
+
+/// `rookery agent ...`: the host-side commands.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Fetch a release over BitTorrent, verify it, install it, then seed for a while
+    Fetch(FetchArgs),
+    /// Serve a directory read-only to the swarm (the origin)
+    Seed(SeedArgs),
+    /// Run a service under supervision and register it as live while healthy
+    Run(RunServiceArgs),
+    /// Stop a service, point `current` at a release, start it there (idempotent)
+    Switch(SwitchArgs),
+    /// Start the services this host ran (at boot), optionally catching up
+    Start(StartArgs),
+    /// List the releases of a destination and what `current` points to (JSON)
+    Releases(ReleasesArgs),
+    /// Remove old releases, keeping the newest N and never the current or previous
+    Prune(PruneArgs),
+}
+
+/// A request the controller sends: its subcommand name and its flags.
+pub trait Request: Serialize {
+    /// The `rookery agent` subcommand that reads it.
+    const COMMAND: &'static str;
+
+    /// The whole command line: `AGENT agent COMMAND --flag value ...`.
+    fn argv(&self, agent: &str) -> Vec<String> {
+        let mut argv = vec![agent.to_string(), "agent".into(), Self::COMMAND.into()];
+        argv.extend(to_args(self));
+        argv
+    }
+
+    /// [`Request::argv`] as one POSIX shell command line, every word quoted.
+    fn command_line(&self, agent: &str) -> String {
+        let words: Vec<String> = self
+            .argv(agent)
+            .iter()
+            .map(|a| crate::config::template::shell_quote(a))
+            .collect();
+        words.join(" ")
+    }
+}
+
+/// How an agent takes part in the swarm.
+#[derive(Debug, Args, Clone, PartialEq, Serialize)]
+pub struct SwarmArgs {
+    /// Metainfo file of the release
+    #[arg(long, value_name = "FILE")]
+    pub torrent: PathBuf,
+    /// This host's inventory name (reports, and `host=` on announces)
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// Address the BitTorrent engine listens on [default: 0.0.0.0 and the playbook's default port]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Announce URL of rookery's tracker
+    #[arg(long, value_name = "URL")]
+    pub tracker: Option<String>,
+    /// A peer to connect to without a tracker (repeatable)
+    #[arg(long = "peer", alias = "peers", value_name = "ADDR")]
+    pub peers: Vec<SocketAddr>,
+    /// Peer connections at most [default: the playbook's `max_peers`]
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<u32>,
+    /// Upload cap (`50MiB/s`, `400Mbit/s`) [default: none]
+    #[arg(long, value_name = "RATE", value_parser = Rate::parse)]
+    #[serde(serialize_with = "rate_flag")]
+    pub upload_limit: Option<Rate>,
+    /// Download cap (`50MiB/s`, `400Mbit/s`) [default: none]
+    #[arg(long, value_name = "RATE", value_parser = Rate::parse)]
+    #[serde(serialize_with = "rate_flag")]
+    pub download_limit: Option<Rate>,
+    /// Striped fetching over N stripes: each peer is asked only for the stripes the
+    /// tracker names it for (none until it does)
+    #[arg(long, value_name = "N")]
+    pub stripes: Option<usize>,
+}
+
+impl SwarmArgs {
+    /// The address to listen on, the playbook's default port when not given.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            SocketAddr::new(IpAddr::from([0, 0, 0, 0]), Distribution::default().port)
+        })
+    }
+
+    pub fn max_peers(&self) -> u32 {
+        self.max_peers
+            .unwrap_or_else(|| Distribution::default().max_peers)
+    }
+}
+
+/// `rookery agent fetch`: one host's copy of a release.
+#[derive(Debug, Args, Clone, PartialEq, Serialize)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+    /// Destination root (`releases/<version>` goes under it)
+    #[arg(long, value_name = "DIR")]
+    pub destination: PathBuf,
+    /// Release version (directory name under `releases/`)
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// The origin's address, to count its bytes apart (`IP` or `IP:PORT`)
+    #[arg(long, value_name = "ADDR", value_parser = origin_addr)]
+    pub origin: Option<SocketAddr>,
+    /// Keep seeding this long after the copy is verified [default: the playbook's `seed_window`]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(serialize_with = "duration_flag")]
+    pub seed_window: Option<Duration>,
+    /// `fixed`, or `adaptive` (stop once the rack has the copy, extend while peers need it) [default: the playbook's `seed_mode`]
+    #[arg(long, value_name = "MODE", value_parser = seed_mode)]
+    pub seed_mode: Option<SeedMode>,
+    /// Longest seeding in adaptive mode [default: the playbook's `seed_window_max`]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(serialize_with = "duration_flag")]
+    pub seed_window_max: Option<Duration>,
+    /// Give up when nothing arrives for this long [default: the playbook's `stall_timeout`]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(serialize_with = "duration_flag")]
+    pub stall_timeout: Option<Duration>,
+    /// Drop the new release's pages from the page cache once verified
+    #[arg(long)]
+    pub drop_after_write: bool,
+    /// mlock files of the current release matching this glob while fetching (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub lock_current: Vec<String>,
+    /// Read the new release into the page cache once installed
+    #[arg(long)]
+    pub preload: bool,
+    /// Stay attached: seed in this process instead of forking into the background
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+impl Request for FetchArgs {
+    const COMMAND: &'static str = "fetch";
+}
+
+impl FetchArgs {
+    /// The page-cache care asked for.
+    pub fn page_cache(&self) -> PageCache {
+        PageCache {
+            drop_after_write: self.drop_after_write,
+            lock_current: self.lock_current.clone(),
+            preload: self.preload,
+        }
+    }
+
+    /// Sets the flags of the playbook's page-cache care.
+    pub fn with_page_cache(mut self, pc: &PageCache) -> FetchArgs {
+        self.drop_after_write = pc.drop_after_write;
+        self.lock_current = pc.lock_current.clone();
+        self.preload = pc.preload;
+        self
+    }
+}
+
+/// `rookery agent seed`: the origin, serving a tree read-only.
+#[derive(Debug, Args, Clone, PartialEq, Serialize)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+    /// The tree the metainfo was made from
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+    /// Stop after this long (default: until interrupted)
+    #[arg(long = "for", alias = "duration", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(serialize_with = "duration_flag")]
+    pub duration: Option<Duration>,
+    /// Stop when stdin reaches end of file (started over SSH by the controller)
+    #[arg(long)]
+    pub until_stdin_closes: bool,
+}
+
+impl Request for SeedArgs {
+    const COMMAND: &'static str = "seed";
+}
+
+/// `rookery agent releases`.
+#[derive(Debug, Args, Clone, PartialEq, Serialize)]
+pub struct ReleasesArgs {
+    #[arg(long, value_name = "DIR")]
+    pub destination: PathBuf,
+}
+
+impl Request for ReleasesArgs {
+    const COMMAND: &'static str = "releases";
+}
+
+/// `rookery agent prune`.
+#[derive(Debug, Args, Clone, PartialEq, Serialize)]
+pub struct PruneArgs {
+    #[arg(long, value_name = "DIR")]
+    pub destination: PathBuf,
+    #[arg(long, value_name = "N")]
+    pub keep: u32,
+    /// The release `current` pointed to before the deploy (kept)
+    #[arg(long, value_name = "VERSION")]
+    pub previous: Option<String>,
+}
+
+impl Request for PruneArgs {
+    const COMMAND: &'static str = "prune";
+}
+
+/// `rookery agent run`: one service instance under supervision.
+#[derive(Debug, Args, Clone, PartialEq, Serialize)]
+pub struct RunServiceArgs {
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// This host's inventory name
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// The release version the instance runs
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// The release directory (working directory of the service)
+    #[arg(long, value_name = "DIR")]
+    pub release: PathBuf,
+    #[command(flatten)]
+    pub health: HealthArgs,
+    /// Return once the instance is healthy and registered; supervise in the background
+    #[arg(long)]
+    pub detach: bool,
+    /// Log file of a detached supervisor
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Where the supervisor records its pid (default: `<release>/../../.rookery/run/<service>.json`)
+    #[arg(long, value_name = "FILE")]
+    pub run_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: crate::coordination::store::StoreArgs,
+    /// The service command: one shell command line, or a program and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    #[serde(skip)]
+    pub command: Vec<String>,
+}
+
+impl Request for RunServiceArgs {
+    const COMMAND: &'static str = "run";
+
+    /// The flags, then `--` and the service command, which clap takes as given.
+    fn argv(&self, agent: &str) -> Vec<String> {
+        let mut argv = vec![agent.to_string(), "agent".into(), Self::COMMAND.into()];
+        argv.extend(to_args(self));
+        argv.push("--".into());
+        argv.extend(self.command.iter().cloned());
+        argv
+    }
+}
+
+/// How a supervisor checks its service.
+#[derive(Debug, Args, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HealthArgs {
+    /// Health check, a shell command line; none: live as soon as started
+    #[arg(long, value_name = "CMD")]
+    pub health: Option<String>,
+    #[arg(long, value_name = "DURATION", default_value = HealthArgs::DEFAULT_INTERVAL)]
+    pub health_interval: String,
+    /// Fail (and stop the service) if it is not healthy this long after it started
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub health_deadline: String,
+}
+
+/// `rookery agent switch`: make one service on this host run one release.
+///
+/// `--start`, `--stop` and `--health` are the playbook's templates, filled in here:
+/// `{version}`, `{release}`, `{current}` and `{destination}` by the switch (`--stop`
+/// for the release that runs now), the others from `--var`. The switch keeps its
+/// arguments in `<destination>/.rookery/services/<service>.json`, so that `agent
+/// start` can start the service again after a reboot, on any release.
+#[derive(Debug, Args, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SwitchArgs {
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// This host's inventory name
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// The release to run (a directory under `<destination>/releases/`)
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// The artifact's destination root on this host
+    #[arg(long, value_name = "DIR")]
+    pub destination: PathBuf,
+    /// Graceful stop command for the running instance (a shell command line)
+    #[arg(long, value_name = "CMD")]
+    pub stop: Option<String>,
+    /// The start command (a shell command line run in the release directory)
+    #[arg(long, value_name = "CMD")]
+    pub start: String,
+    /// A placeholder's value, such as `host=web-1` or `rack=east/r1` (repeatable)
+    #[arg(long = "var", alias = "vars", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    #[command(flatten)]
+    pub health: HealthArgs,
+    #[command(flatten)]
+    pub store: crate::coordination::store::StoreArgs,
+    /// Switching back: run the version with the commands and health check its own
+    /// last successful switch on this host used (kept under `.rookery/services/`),
+    /// not the given ones, which belong to the release being left (a broken health
+    /// check of a new playbook must not fail the way back); the given ones serve
+    /// only when none was kept
+    #[arg(long)]
+    #[serde(default, skip_serializing)]
+    pub restore: bool,
+}
+
+/// `rookery agent start`: start the services a host ran, after a reboot.
+#[derive(Debug, Args, Clone)]
+pub struct StartArgs {
+    /// The artifact's destination root on this host
+    #[arg(long, value_name = "DIR")]
+    pub destination: PathBuf,
+    /// Only these services (default: every service switched on this host)
+    #[arg(long, value_name = "NAME")]
+    pub service: Vec<String>,
+    /// Start the version most live instances of the service run elsewhere, when its
+    /// release is on this host (seed 001's catch-up), instead of the last one switched to
+    #[arg(long)]
+    pub catch_up: bool,
+}
+
+impl HealthArgs {
+    /// How often a supervisor runs the health check (the playbook does not set it).
+    pub const DEFAULT_INTERVAL: &str = "1s";
+}
+
+impl Request for SwitchArgs {
+    const COMMAND: &'static str = "switch";
+}
+
+/// `--origin`: an address, or an IP alone (any port).
+fn origin_addr(text: &str) -> Result<SocketAddr, String> {
+    match text.parse::<IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, 0)),
+        Err(_) => text
+            .parse()
+            .map_err(|_| format!("`{text}` is neither an IP nor an IP:PORT address")),
+    }
+}
+
+fn seed_mode(text: &str) -> Result<SeedMode, String> {
+    match text {
+        "fixed" => Ok(SeedMode::Fixed),
+        "adaptive" => Ok(SeedMode::Adaptive),
+        other => Err(format!("`{other}`: use fixed or adaptive")),
+    }
+}
+
+fn duration_flag<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+fn rate_flag<S: serde::Serializer>(r: &Option<Rate>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Some(r) => s.serialize_str(&format!("{}B/s", r.0)),
+        None => s.serialize_none(),
+    }
+}
+
+/// The flags that clap reads back into `value`: each field `snake_name` becomes
+/// `--snake-name VALUE`; `true` a bare flag; `false` and `None` nothing; a list one
+/// flag per item; a nested struct (clap's `flatten`) its own fields.
+pub fn to_args<T: Serialize + ?Sized>(value: &T) -> Vec<String> {
+    let mut out = Vec::new();
+    let v = serde_json::to_value(value).expect("requests serialize to JSON");
+    flags(&v, &mut out);
+    out
+}
+
+fn flags(v: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    let Value::Object(fields) = v else {
+        return;
+    };
+    for (name, value) in fields {
+        let flag = format!("--{}", name.replace('_', "-"));
+        let one = |item: &Value, out: &mut Vec<String>| match item {
+            Value::Null | Value::Bool(false) => {}
+            Value::Bool(true) => out.push(flag.clone()),
+            Value::String(s) => out.extend([flag.clone(), s.clone()]),
+            Value::Number(n) => out.extend([flag.clone(), n.to_string()]),
+            Value::Object(_) => flags(item, out),
+            Value::Array(_) => unreachable!("lists of lists are not flags"),
+        };
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    one(item, out);
+                }
+            }
+            _ => one(value, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    }
+
+    fn parse(argv: Vec<String>) -> AgentCommand {
+        // argv[0] is the agent path, argv[1] `agent`: clap takes the binary name.
+        Agent::try_parse_from(&argv[1..])
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+            .command
+    }
+
+    fn swarm() -> SwarmArgs {
+        SwarmArgs {
+            torrent: "/srv/app/.rookery/v1.torrent".into(),
+            host: "web-3".into(),
+            listen: Some("10.0.0.3:6881".parse().unwrap()),
+            tracker: Some("http://10.0.0.1:7000/announce?host=web-3".into()),
+            peers: vec!["10.0.0.4:6881".parse().unwrap()],
+            max_peers: Some(16),
+            upload_limit: Some(Rate(2_500_000)),
+            download_limit: None,
+            stripes: Some(8),
+        }
+    }
+
+    #[test]
+    fn a_fetch_request_reads_back_as_it_was_written() {
+        let fetch = FetchArgs {
+            swarm: swarm(),
+            destination: "/srv/app dir".into(),
+            version: "v1".into(),
+            origin: Some("10.0.0.1:0".parse().unwrap()),
+            seed_window: Some(Duration::from_secs(90)),
+            seed_mode: Some(SeedMode::Adaptive),
+            seed_window_max: Some(Duration::from_secs(300)),
+            stall_timeout: None,
+            drop_after_write: true,
+            lock_current: vec!["bin/*".into(), "lib/*.so".into()],
+            preload: false,
+            foreground: false,
+        };
+        let argv = fetch.argv("/opt/rookery");
+        assert_eq!(argv[..3], ["/opt/rookery", "agent", "fetch"]);
+        assert!(argv.windows(2).any(|w| w == ["--host", "web-3"]));
+        match parse(argv) {
+            AgentCommand::Fetch(back) => assert_eq!(back, fetch),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_seed_request_reads_back_as_it_was_written() {
+        let seed = SeedArgs {
+            swarm: swarm(),
+            source: "build/out".into(),
+            duration: Some(Duration::from_millis(1500)),
+            until_stdin_closes: true,
+        };
+        match parse(seed.argv("rookery")) {
+            AgentCommand::Seed(back) => assert_eq!(back, seed),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_prune_request_reads_back_as_it_was_written() {
+        let prune = PruneArgs {
+            destination: "/srv/app".into(),
+            keep: 3,
+            previous: Some("v0".into()),
+        };
+        match parse(prune.argv("rookery")) {
+            AgentCommand::Prune(back) => assert_eq!(back, prune),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_quotes_every_word() {
+        let r = ReleasesArgs {
+            destination: "/srv/it's here".into(),
+        };
+        assert_eq!(
+            r.command_line("/opt/rookery"),
+            "/opt/rookery agent releases --destination '/srv/it'\\''s here'"
+        );
+    }
+}

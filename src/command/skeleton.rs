@@ -1,0 +1,54 @@
+//! The skeleton of every subcommand that acts on the cluster, written once: the
+//! runtime, the cancellation tree (the first Ctrl-C stops cleanly, the second
+//! forces), the coordination store the inventory names, the command's own work, its
+//! document printed as JSON or as text, and the exit status the document maps to.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::inventory::Inventory;
+use crate::coordination::store::{Store, open_store};
+use crate::error::Exit;
+
+/// What a command leaves for the operator: one document.
+pub trait Outcome: serde::Serialize {
+    /// The document as text for an operator.
+    fn render(&self) -> String;
+    /// The exit status it maps to; `cancelled` when Ctrl-C stopped the work.
+    fn exit(&self, cancelled: bool) -> Exit;
+}
+
+/// How the document is printed: `--json`, `--quiet`, or text.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Output {
+    pub fn print<T: Outcome>(&self, doc: &T) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(doc)?);
+        } else if !self.quiet {
+            print!("{}", doc.render());
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work` with the inventory's store and the cancellation tree, prints what
+/// it returns, and maps it to the exit status.
+pub fn run<T: Outcome>(
+    inv: &Inventory,
+    output: Output,
+    work: impl AsyncFnOnce(&Store, CancellationToken) -> anyhow::Result<T>,
+) -> anyhow::Result<Exit> {
+    let rt = crate::shutdown::runtime()?;
+    let (doc, cancelled) = rt.block_on(async {
+        let cancel = crate::shutdown::install();
+        let store = open_store(inv).await?;
+        let doc = work(&store, cancel.clone()).await?;
+        anyhow::Ok((doc, cancel.is_cancelled()))
+    })?;
+    output.print(&doc)?;
+    Ok(doc.exit(cancelled))
+}
