@@ -54,7 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             let config = load(g, &a.playbook)?;
             let selected = select(g, &config.inventory)?;
             let hosts = targets(&config, selected.as_deref());
-            crate::distribution::distribute::run(&config, &hosts, &distribute_options(g, &a.remote))
+            crate::command::distribute::run(&config, &hosts, &distribute_options(g, &a.remote))
         }
         Command::Rollout(a) => {
             let config = load(g, &a.run.playbook)?;
@@ -67,7 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             }
             let mut opts = rollout_options(g, &a.run.remote, Kind::Rollout);
             opts.version = a.version.clone();
-            crate::rollout::run(&config, &p, &opts)
+            crate::command::rollout::run(&config, &p, &opts)
         }
         Command::Reconcile(a) => {
             let config = load(g, &a.run.playbook)?;
@@ -75,7 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
             let opts = rollout_options(g, &a.run.remote, Kind::Reconcile);
             if a.dry_run {
-                return crate::rollout::preview(&config, &p, &opts);
+                return crate::command::rollout::preview(&config, &p, &opts);
             }
             crate::command::deploy::reconcile(&config, &p, &opts)
         }
@@ -95,9 +95,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             let mut opts = rollout_options(g, &a.remote, Kind::Rollback);
             opts.services = a.service.clone();
             if a.dry_run {
-                return crate::rollout::preview(&config, &p, &opts);
+                return crate::command::rollout::preview(&config, &p, &opts);
             }
-            crate::rollout::run(&config, &p, &opts)
+            crate::command::rollout::run(&config, &p, &opts)
         }
         Command::Status(a) => {
             let inventory = g.inventory.as_deref().ok_or(Error::NoInventory)?;

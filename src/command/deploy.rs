@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::command::rollout::output;
+use crate::command::skeleton::{self, Outcome};
 use crate::config::Config;
 use crate::coordination::Coordinator;
 use crate::coordination::record::Record;
@@ -21,10 +23,32 @@ use crate::error::Exit;
 use crate::plan::Plan;
 use crate::rollout::{self, Options};
 
+/// `deploy --json`: the distribution's report and the rollout's record.
 #[derive(Serialize)]
-struct DeployReport<'a> {
-    distribution: &'a Report,
-    rollout: Option<&'a Record>,
+struct DeployReport {
+    distribution: Report,
+    rollout: Option<Record>,
+}
+
+impl Outcome for DeployReport {
+    /// The distribution's report went to stderr as it ended; this is the rollout's.
+    fn render(&self) -> String {
+        self.rollout
+            .as_ref()
+            .map(Outcome::render)
+            .unwrap_or_default()
+    }
+
+    fn exit(&self, cancelled: bool) -> Exit {
+        match &self.rollout {
+            Some(r) => worse(
+                r.exit(cancelled),
+                self.distribution.hosts.iter().all(|h| h.ok),
+            ),
+            None if cancelled => Exit::Interrupted,
+            None => Exit::HostsFailed,
+        }
+    }
 }
 
 fn distribute_options(opts: &Options) -> distribute::Options {
@@ -48,26 +72,29 @@ pub fn run(
         .into_iter()
         .filter(|h| selected.is_none_or(|s| s.binary_search(h).is_ok()))
         .collect();
-    let rt = crate::shutdown::runtime()?;
-    let (report, record, cancelled) = rt.block_on(async {
-        let cancel = crate::shutdown::install();
-        let store = crate::coordination::store::open_store(&config.inventory).await?;
+    skeleton::run(&config.inventory, output(opts), async |store, cancel| {
         let say = |m: &str| {
             if !opts.quiet {
                 eprintln!("{m}");
             }
         };
-        let lock = rollout::take_lock(&store, config, "(distributing)", say).await?;
+        let lock = rollout::take_lock(store, config, "(distributing)", say).await?;
         let result = async {
             let report =
                 distribute::distribute(config, &hosts, &distribute_options(opts), cancel.clone())
                     .await?;
-            distribute::stage(config, &store, &report).await?;
+            distribute::stage(config, store, &report).await?;
             if !opts.json && !opts.quiet {
                 eprint!("{}", distribute::render(&report));
             }
             if cancel.is_cancelled() || report.hosts.iter().all(|h| !h.ok) {
-                return anyhow::Ok((report, None, cancel.is_cancelled()));
+                if !opts.json && !opts.quiet && !cancel.is_cancelled() {
+                    eprintln!("no host has the release; nothing was restarted");
+                }
+                return anyhow::Ok(DeployReport {
+                    distribution: report,
+                    rollout: None,
+                });
             }
             let skipped: BTreeMap<usize, String> = report
                 .hosts
@@ -92,50 +119,17 @@ pub fn run(
             o.version = Some(report.version.clone());
             o.lock_held = true;
             let record =
-                rollout::with_transport(config, &store, plan, &o, Some(&skipped), cancel.clone())
+                rollout::with_transport(config, store, plan, &o, Some(&skipped), cancel.clone())
                     .await?;
-            Ok((report, Some(record), cancel.is_cancelled()))
+            Ok(DeployReport {
+                distribution: report,
+                rollout: Some(record),
+            })
         }
         .await;
         store.unlock(lock).await;
         result
-    })?;
-    let distributed_all = report.hosts.iter().all(|h| h.ok);
-    match &record {
-        Some(r) => {
-            if opts.json {
-                let both = DeployReport {
-                    distribution: &report,
-                    rollout: Some(r),
-                };
-                println!("{}", serde_json::to_string_pretty(&both)?);
-                let mut quiet = opts.clone();
-                quiet.json = false;
-                quiet.quiet = true;
-                let exit = rollout::finish(r, &quiet, cancelled)?;
-                Ok(worse(exit, distributed_all))
-            } else {
-                let exit = rollout::finish(r, opts, cancelled)?;
-                Ok(worse(exit, distributed_all))
-            }
-        }
-        None => {
-            if opts.json {
-                let both = DeployReport {
-                    distribution: &report,
-                    rollout: None,
-                };
-                println!("{}", serde_json::to_string_pretty(&both)?);
-            } else if !opts.quiet && !cancelled {
-                eprintln!("no host has the release; nothing was restarted");
-            }
-            Ok(if cancelled {
-                Exit::Interrupted
-            } else {
-                Exit::HostsFailed
-            })
-        }
-    }
+    })
 }
 
 /// A rollout that succeeded still reports hosts the distribution missed.
@@ -148,13 +142,10 @@ fn worse(exit: Exit, distributed_all: bool) -> Exit {
 }
 
 pub fn reconcile(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<Exit> {
-    let rt = crate::shutdown::runtime()?;
-    let (record, cancelled) = rt.block_on(async {
-        let cancel = crate::shutdown::install();
-        let store = crate::coordination::store::open_store(&config.inventory).await?;
+    skeleton::run(&config.inventory, output(opts), async |store, cancel| {
         // Hosts behind the version reconcile brings their service to, by version
         // (never one live on the newest deployed version: see `rollout::work`).
-        let newest = rollout::newest_deployed(&store, &config.playbook.name).await?;
+        let newest = rollout::newest_deployed(store, &config.playbook.name).await?;
         let newest = newest.as_ref().map(|(_, v)| v.as_str());
         let mut behind: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for sp in &plan.services {
@@ -203,12 +194,9 @@ pub fn reconcile(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result
                     cancel.clone(),
                 )
                 .await?;
-                distribute::stage(config, &store, &report).await?;
+                distribute::stage(config, store, &report).await?;
             }
         }
-        let record =
-            rollout::with_transport(config, &store, plan, opts, None, cancel.clone()).await?;
-        anyhow::Ok((record, cancel.is_cancelled()))
-    })?;
-    rollout::finish(&record, opts, cancelled)
+        rollout::with_transport(config, store, plan, opts, None, cancel).await
+    })
 }

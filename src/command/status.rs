@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::command::skeleton::{self, Outcome, Output};
 use crate::config::Config;
 use crate::config::inventory::Inventory;
 use crate::coordination::record::Record;
@@ -64,19 +65,24 @@ pub struct Options {
 /// `config` when a playbook was given (then hosts are asked for their releases),
 /// else only the inventory and the store.
 pub fn run(inv: &Inventory, config: Option<&Config>, opts: &Options) -> anyhow::Result<Exit> {
-    let rt = crate::shutdown::runtime()?;
-    let status = rt.block_on(async {
-        let store = crate::coordination::store::Location::of(inv)
-            .open(&inv.cluster)
-            .await?;
-        gather(inv, config, &store, opts).await
-    })?;
-    if opts.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else if !opts.quiet {
-        print!("{}", render(&status));
+    let output = Output {
+        json: opts.json,
+        quiet: opts.quiet,
+    };
+    skeleton::run(inv, output, async |store, _| {
+        gather(inv, config, store, opts).await
+    })
+}
+
+impl Outcome for Status {
+    fn render(&self) -> String {
+        render(self)
     }
-    Ok(Exit::Ok)
+
+    /// `status` reads; what it finds is not its failure.
+    fn exit(&self, _cancelled: bool) -> Exit {
+        Exit::Ok
+    }
 }
 
 async fn gather(

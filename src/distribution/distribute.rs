@@ -35,7 +35,7 @@ use crate::transport::{Chosen, Connection, Finished, HostError, Stage, Transport
 use crate::config::Config;
 use crate::config::inventory::{self, Origin};
 use crate::config::playbook::Version;
-use crate::error::{Error, Exit};
+use crate::error::Error;
 use crate::torrent::engine;
 use crate::torrent::metainfo::{self, Metainfo};
 use crate::tracker::server::{self as tracker, Settings, Tracker};
@@ -259,29 +259,6 @@ pub struct Options {
     pub forks: usize,
     pub accept_new_host_keys: bool,
     pub advertise: Option<IpAddr>,
-}
-
-pub fn run(config: &Config, hosts: &[usize], opts: &Options) -> anyhow::Result<Exit> {
-    let rt = crate::shutdown::runtime()?;
-    let (report, cancelled) = rt.block_on(async {
-        let cancel = crate::shutdown::install();
-        let store = crate::coordination::store::open_store(&config.inventory).await?;
-        let report = distribute(config, hosts, opts, cancel.clone()).await?;
-        stage(config, &store, &report).await?;
-        anyhow::Ok((report, cancel.is_cancelled()))
-    })?;
-    if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if !opts.quiet {
-        print!("{}", render(&report));
-    }
-    Ok(if cancelled {
-        Exit::Interrupted
-    } else if report.hosts.iter().all(|h| h.ok) {
-        Exit::Ok
-    } else {
-        Exit::HostsFailed
-    })
 }
 
 /// Distributes the artifact to `hosts` over the inventory's transport, between the

@@ -40,7 +40,7 @@ use crate::coordination::record::{
 };
 use crate::coordination::store::{Location, Store};
 use crate::coordination::{CoordError, Coordinator, Holder, Instance, reconcile_target};
-use crate::error::{Error, Exit};
+use crate::error::Error;
 use crate::plan::Plan;
 use crate::transport::{Chosen, Connection, HostError, Transport};
 
@@ -89,41 +89,6 @@ impl Say {
             eprintln!("{}", text.as_ref());
         }
     }
-}
-
-/// `rookery rollout`, `rollback` and `reconcile`: the whole command.
-pub fn run(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<Exit> {
-    let rt = crate::shutdown::runtime()?;
-    let (record, cancelled) = rt.block_on(async {
-        let cancel = crate::shutdown::install();
-        let store = crate::coordination::store::open_store(&config.inventory).await?;
-        let r = with_transport(config, &store, plan, opts, None, cancel.clone()).await?;
-        anyhow::Ok((r, cancel.is_cancelled()))
-    })?;
-    finish(&record, opts, cancelled)
-}
-
-/// Prints the record and maps it to the exit status.
-pub fn finish(record: &Record, opts: &Options, cancelled: bool) -> anyhow::Result<Exit> {
-    if opts.json {
-        println!("{}", serde_json::to_string_pretty(record)?);
-    } else if !opts.quiet {
-        print!("{}", render(record));
-    }
-    Ok(match record.state {
-        State::Done
-            if record
-                .services
-                .iter()
-                .flat_map(|s| &s.hosts)
-                .all(|h| h.state.finished()) =>
-        {
-            Exit::Ok
-        }
-        State::Done => Exit::HostsFailed,
-        State::Interrupted if cancelled => Exit::Interrupted,
-        State::Interrupted | State::Failed | State::Halted | State::Running => Exit::Stopped,
-    })
 }
 
 /// Runs the rollout over the inventory's transport. `skipped` are hosts a deploy's
@@ -351,60 +316,36 @@ pub struct Move {
     pub to: String,
 }
 
-/// `--dry-run` of `reconcile` and `rollback`: the host moves the same command would
-/// make now, in the order it would make them, and nothing else (no lock, no
-/// distribution, no switch).
-pub fn preview(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<Exit> {
-    let rt = crate::shutdown::runtime()?;
-    let moves = rt.block_on(async {
-        let store = crate::coordination::store::open_store(&config.inventory).await?;
-        let (_, base, newest) = bases(&store, config, opts).await?;
-        let (_, work) = work(&store, config, plan, opts, base.as_ref(), newest.as_ref()).await?;
-        let mut moves = Vec::new();
-        for w in &work {
-            let live = store.live(&w.name).await?;
-            for t in w.batches.iter().flatten() {
-                let host = &config.inventory.hosts[t.host].name;
-                let from = live
-                    .iter()
-                    .find(|i| &i.host == host)
-                    .map(|i| i.version.clone());
-                if from.as_deref() != Some(t.version.as_str()) {
-                    moves.push(Move {
-                        service: w.name.clone(),
-                        host: host.clone(),
-                        from,
-                        to: t.version.clone(),
-                    });
-                }
-            }
-        }
-        anyhow::Ok(moves)
-    })?;
-    let what = match opts.kind {
-        Kind::Rollback => "rollback",
-        _ => "reconcile",
-    };
-    if opts.json {
-        let v = serde_json::json!({"schema": 1, "command": what, "dry_run": true, "moves": moves});
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if !opts.quiet {
-        if moves.is_empty() {
-            println!("{what} would move no host");
-        } else {
-            println!("{what} would move {} host(s):", moves.len());
-            for m in &moves {
-                println!(
-                    "  {} {}: {} -> {}",
-                    m.service,
-                    m.host,
-                    m.from.as_deref().unwrap_or("(none)"),
-                    m.to
-                );
+/// The host moves `reconcile` or `rollback` would make now, in the order it would
+/// make them (their `--dry-run`): nothing is locked, distributed or switched.
+pub async fn moves(
+    store: &Store,
+    config: &Config,
+    plan: &Plan,
+    opts: &Options,
+) -> anyhow::Result<Vec<Move>> {
+    let (_, base, newest) = bases(store, config, opts).await?;
+    let (_, work) = work(store, config, plan, opts, base.as_ref(), newest.as_ref()).await?;
+    let mut moves = Vec::new();
+    for w in &work {
+        let live = store.live(&w.name).await?;
+        for t in w.batches.iter().flatten() {
+            let host = &config.inventory.hosts[t.host].name;
+            let from = live
+                .iter()
+                .find(|i| &i.host == host)
+                .map(|i| i.version.clone());
+            if from.as_deref() != Some(t.version.as_str()) {
+                moves.push(Move {
+                    service: w.name.clone(),
+                    host: host.clone(),
+                    from,
+                    to: t.version.clone(),
+                });
             }
         }
     }
-    Ok(Exit::Ok)
+    Ok(moves)
 }
 
 /// The id and version of the newest deploy (or rollout) of this playbook, from the
