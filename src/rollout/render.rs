@@ -1,0 +1,46 @@
+//! The deploy record as text for an operator.
+
+use super::*;
+
+/// The record as an operator reads it.
+pub fn render(r: &Record) -> String {
+    let kind = match r.kind {
+        Kind::Deploy => "Deploy",
+        Kind::Rollout => "Rollout",
+        Kind::Rollback => "Rollback",
+        Kind::Reconcile => "Reconcile",
+    };
+    let state = match r.state {
+        State::Done => "done",
+        State::Running => "running",
+        State::Failed => "stopped",
+        State::Interrupted => "interrupted",
+        State::Halted => "halted (coordination session lost)",
+    };
+    let mut s = format!(
+        "{kind} {} of playbook `{}` to {}: {state}\n",
+        r.id, r.playbook, r.version
+    );
+    for svc in &r.services {
+        s.push_str(&format!("  {}\n", svc.name));
+        for h in &svc.hosts {
+            let state = format!("{:?}", h.state).to_lowercase();
+            s.push_str(&format!(
+                "    {:<16} {:<12} {} -> {}{}{}\n",
+                h.host,
+                state,
+                h.from.as_deref().unwrap_or("-"),
+                h.to,
+                h.seconds.map(|t| format!("  {t:.1}s")).unwrap_or_default(),
+                h.error
+                    .as_deref()
+                    .map(|e| format!("  {e}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    if let Some(m) = &r.message {
+        s.push_str(&format!("{m}\n"));
+    }
+    s
+}
