@@ -524,8 +524,8 @@ fn targets(config: &Config, selected: Option<&[usize]>) -> Vec<usize> {
         .collect()
 }
 
-fn distribute_options(g: &Global, r: &RemoteArgs) -> crate::distribution::distribute::Options {
-    crate::distribution::distribute::Options {
+fn distribute_options(g: &Global, r: &RemoteArgs) -> crate::distribution::Options {
+    crate::distribution::Options {
         json: g.json,
         quiet: g.quiet,
         forks: r.forks as usize,

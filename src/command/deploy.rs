@@ -18,7 +18,7 @@ use crate::command::skeleton::{self, Outcome};
 use crate::config::Config;
 use crate::coordination::Coordinator;
 use crate::coordination::record::Record;
-use crate::distribution::distribute::{self, Report};
+use crate::distribution::{self as distribute, Report};
 use crate::error::Exit;
 use crate::plan::Plan;
 use crate::rollout::{self, Options};

@@ -3,7 +3,7 @@
 
 use crate::command::skeleton::{self, Outcome, Output};
 use crate::config::Config;
-use crate::distribution::distribute::{self, Options, Report};
+use crate::distribution::{self as distribute, Options, Report};
 use crate::error::Exit;
 
 impl Outcome for Report {

@@ -1,0 +1,289 @@
+//! The agents: one command per host (save the metainfo, check the binary, start
+//! `agent fetch`), a second round trip only to install rookery, each agent's JSON
+//! lines read as progress and its result as the host's report.
+
+use super::*;
+
+/// What [`fetch_command`] prints when it cannot save the metainfo.
+pub(super) const METAINFO_FAILED: &str = "metainfo_failed";
+
+/// The one command that starts a host's fetch: it saves the metainfo read on stdin
+/// at `torrent` (atomically: a temporary file, then a rename), then, with
+/// `Some((path, binary))`, stops with a [`bootstrap::NEEDS_BINARY`] event unless
+/// `path` holds that binary, and then runs `argv`.
+pub(super) fn fetch_command(
+    torrent: &str,
+    check: Option<(&str, &Binary)>,
+    argv: &[String],
+) -> String {
+    let q = |a: &str| shell_quote(a);
+    let (dir, _) = torrent.rsplit_once('/').unwrap_or((".", torrent));
+    let mut s = format!(
+        "t={}; mkdir -p -- {} && cat > \"$t.tmp.$$\" && mv -f -- \"$t.tmp.$$\" \"$t\" \
+         || {{ echo '{{\"event\":\"{METAINFO_FAILED}\"}}'; exit 1; }}; ",
+        q(torrent),
+        q(dir)
+    );
+    if let Some((path, bin)) = check {
+        s.push_str(&bootstrap::guard(path, bin));
+        s.push_str("; ");
+    }
+    s.push_str("exec");
+    for a in argv {
+        s.push(' ');
+        s.push_str(&q(a));
+    }
+    s
+}
+
+/// A directory of rookery's own on host `h`: beside the agent binary over SSH, under
+/// the host's root (which the inventory always sets) on the local transport.
+pub(super) fn host_state_dir(config: &Config, h: usize, agent: &str) -> String {
+    match &config.inventory.transport {
+        inventory::Transport::Ssh(_) => match agent.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/../origin"),
+            None => ".rookery/origin".to_string(),
+        },
+        inventory::Transport::Local { .. } => config.inventory.hosts[h]
+            .root
+            .clone()
+            .unwrap_or_default()
+            .join(".rookery/origin")
+            .display()
+            .to_string(),
+    }
+}
+
+/// Names each host's feeders: the agents report bytes per peer address, and every
+/// agent reports the address it listened on.
+pub(super) fn name_feeders(reports: &mut [HostReport], origin: &str) {
+    let mut names: HashMap<String, String> = reports
+        .iter()
+        .filter_map(|r| Some((r.listen.clone()?, r.host.clone())))
+        .collect();
+    names.insert(origin.to_string(), "origin".into());
+    for r in reports.iter_mut() {
+        r.fed_by = r
+            .fetched_from
+            .iter()
+            .map(|(a, b)| (names.get(a).cloned().unwrap_or_else(|| a.clone()), *b))
+            .collect();
+    }
+}
+
+/// One host's fetch (step 4 of [`orchestrate`]), with everything it needs owned.
+pub(super) struct HostJob<C> {
+    pub(super) name: String,
+    pub(super) dc: String,
+    pub(super) rack: String,
+    pub(super) conn: Arc<C>,
+    /// [`fetch_command`] for this host.
+    pub(super) command: String,
+    pub(super) torrent: Arc<Vec<u8>>,
+    /// Where the command saves the metainfo on the host.
+    pub(super) torrent_file: String,
+    /// This build, when hosts need it installed (SSH).
+    pub(super) binary: Option<Binary>,
+    pub(super) agent_path: String,
+    /// Installs of the binary in flight at once: `--forks`.
+    pub(super) installs: Arc<tokio::sync::Semaphore>,
+    pub(super) install_timeout: Option<std::time::Duration>,
+    pub(super) withdraw: Option<Tracker>,
+    pub(super) events: progress::Sender,
+    pub(super) cancel: CancellationToken,
+}
+
+impl<C: Connection> HostJob<C> {
+    /// Runs the fetch command, installs the binary and runs it again if the host
+    /// lacks this build, and reports.
+    pub(super) async fn run(self) -> HostReport {
+        let HostJob {
+            name,
+            dc,
+            rack,
+            conn,
+            command,
+            torrent,
+            torrent_file,
+            binary,
+            agent_path,
+            installs,
+            install_timeout,
+            withdraw,
+            events,
+            cancel,
+        } = self;
+        let mut rep = HostReport {
+            host: name.clone(),
+            dc,
+            rack,
+            ok: false,
+            seconds: 0.0,
+            bytes_from_origin: 0,
+            bytes_from_peers: 0,
+            bytes_reused: 0,
+            fed_by: BTreeMap::new(),
+            listen: None,
+            fetched_from: BTreeMap::new(),
+            bootstrap: binary.as_ref().map(|_| Outcome::Present),
+            stage: None,
+            error: None,
+        };
+        let t0 = Instant::now();
+        let mut result: Option<serde_json::Value> = None;
+        let mut metainfo_failed;
+        let finished = loop {
+            events.stage(&name, "fetch");
+            let mut needs_binary = false;
+            metainfo_failed = false;
+            let finished = {
+                let events = events.clone();
+                let name = name.clone();
+                let mut on_line = |l: &str| {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                        return;
+                    };
+                    match v["event"].as_str() {
+                        Some("progress") => events.send(Event::Bytes {
+                            host: name.clone(),
+                            bytes: v["bytes"].as_u64().unwrap_or(0),
+                        }),
+                        Some("result") => result = Some(v),
+                        Some(bootstrap::NEEDS_BINARY) => needs_binary = true,
+                        Some(METAINFO_FAILED) => metainfo_failed = true,
+                        _ => {}
+                    }
+                };
+                conn.exec_with_input(&command, Some(&torrent), &mut on_line, &cancel)
+                    .await
+            };
+            let Some(bin) = binary.as_ref().filter(|_| needs_binary) else {
+                break finished;
+            };
+            if rep.bootstrap == Some(Outcome::Uploaded) {
+                break Err(std::io::Error::other(format!(
+                    "{agent_path} still differs from this build after its upload"
+                )));
+            }
+            events.stage(&name, "bootstrap");
+            let permit = installs.acquire().await.expect("never closed");
+            let install = bootstrap::install(conn.as_ref(), &name, &agent_path, bin, &cancel);
+            let installed = bootstrap::within(install_timeout, &name, install).await;
+            drop(permit);
+            match installed {
+                Ok(o) => rep.bootstrap = Some(o),
+                Err(e) => {
+                    rep.stage = Some(e.stage);
+                    rep.error = Some(format!("{}: {}", e.stage, e.message));
+                    break Ok(Finished::default());
+                }
+            }
+        };
+        rep.seconds = t0.elapsed().as_secs_f64();
+        match (finished, result) {
+            _ if rep.error.is_some() => {}
+            (Ok(f), _) if metainfo_failed => {
+                rep.stage = Some(Stage::Upload);
+                rep.error = Some(format!(
+                    "upload: metainfo to {torrent_file}: {}",
+                    f.describe()
+                ));
+            }
+            (Err(e), _) => {
+                rep.stage = Some(Stage::Fetch);
+                rep.error = Some(format!("fetch: {e}"));
+            }
+            (Ok(f), Some(v)) => {
+                rep.ok = v["ok"] == true && f.success();
+                rep.seconds = v["seconds"].as_f64().unwrap_or(rep.seconds);
+                rep.bytes_from_origin = v["bytes_from_origin"].as_u64().unwrap_or(0);
+                rep.bytes_from_peers = v["bytes_from_peers"].as_u64().unwrap_or(0);
+                rep.bytes_reused = v["bytes_reused"].as_u64().unwrap_or(0);
+                rep.listen = v["listen"].as_str().map(str::to_string);
+                if let Some(m) = v["fetched_from"].as_object() {
+                    rep.fetched_from = m
+                        .iter()
+                        .filter_map(|(a, b)| Some((a.clone(), b.as_u64()?)))
+                        .collect();
+                }
+                if !rep.ok {
+                    rep.stage = Some(Stage::Fetch);
+                    rep.error = Some(match v["error"].as_str() {
+                        Some(e) => format!("fetch: {e} ({})", f.describe()),
+                        None => format!("fetch: {}", f.describe()),
+                    });
+                }
+            }
+            (Ok(f), None) => {
+                rep.stage = Some(Stage::Fetch);
+                rep.error = Some(format!(
+                    "fetch: the agent reported nothing; {}",
+                    f.describe()
+                ));
+            }
+        }
+        if !rep.ok
+            && let Some(tracker) = &withdraw
+        {
+            tracker.withdraw(&name);
+        }
+        let summary = match &rep.error {
+            None => format!("in {:.1}s", rep.seconds),
+            Some(e) => e.clone(),
+        };
+        events.send(Event::Done {
+            host: name,
+            ok: rep.ok,
+            summary,
+        });
+        rep
+    }
+}
+
+/// What host `h` is asked to fetch, and how.
+pub(super) fn fetch_request(
+    config: &Config,
+    h: usize,
+    at: &Where,
+    version: &str,
+) -> anyhow::Result<FetchArgs> {
+    let dist = &config.playbook.distribution;
+    let stripes = dist.sharing == crate::config::playbook::Sharing::Stripes;
+    let origin = match at.origin.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, 0),
+        Err(_) => at.origin.parse().context("the origin's address")?,
+    };
+    let fetch = FetchArgs {
+        swarm: SwarmArgs {
+            torrent: at.torrent.into(),
+            host: config.inventory.hosts[h].name.clone(),
+            listen: Some(at.listen),
+            tracker: Some(at.tracker.clone()),
+            peers: Vec::new(),
+            max_peers: Some(dist.max_peers),
+            upload_limit: dist.upload_limit,
+            download_limit: dist.download_limit,
+            stripes: stripes.then_some(dist.stripes),
+        },
+        destination: config.host_destination(h),
+        version: version.to_string(),
+        origin: Some(origin),
+        seed_window: Some(dist.seed_window),
+        seed_mode: Some(dist.seed_mode),
+        seed_window_max: Some(dist.seed_window_max),
+        stall_timeout: Some(dist.stall_timeout),
+        drop_after_write: false,
+        lock_current: Vec::new(),
+        preload: false,
+        foreground: false,
+    };
+    Ok(fetch.with_page_cache(&dist.page_cache))
+}
+
+/// Where a host's agent finds its swarm.
+pub(super) struct Where<'a> {
+    pub(super) torrent: &'a str,
+    pub(super) listen: SocketAddr,
+    pub(super) tracker: String,
+    pub(super) origin: &'a str,
+}

@@ -1,0 +1,320 @@
+//! The origin: the tracker and the seeder in this process, or on an inventory host
+//! (`origin: HOST`) started over its connection, with the metainfo made there.
+
+use super::*;
+
+pub(super) fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// The tracker and origin seeder, wherever they run.
+pub(super) struct OriginSide {
+    /// `http://ADDR/announce`
+    pub(super) announce: String,
+    /// The origin's address, to tell its bytes from the hosts'.
+    pub(super) origin: String,
+    pub(super) cancel: CancellationToken,
+    pub(super) task: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    /// The tracker, when it runs in this process: hosts whose agent fails are
+    /// withdrawn from it. (A tracker on the origin host instead lets their
+    /// successors wait out the start-up grace, a few seconds.)
+    pub(super) withdraw: Option<Tracker>,
+}
+
+/// Tracker and origin seeder in this process, on `ip`.
+pub(super) async fn local_origin(
+    config: &Config,
+    hosts: &[usize],
+    m: &Metainfo,
+    ip: IpAddr,
+    cancel: &CancellationToken,
+) -> anyhow::Result<OriginSide> {
+    let dist = &config.playbook.distribution;
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .with_context(|| format!("starting the tracker on {ip}"))?;
+    let tracker_addr = listener.local_addr()?;
+    let roster = tracker::roster(&config.inventory, hosts, Some(ip));
+    let settings = Settings {
+        sharing: dist.sharing,
+        stripes: dist.stripes,
+        ..Settings::default()
+    };
+    let tracker = Tracker::new(roster, &[m.info_hash()], settings)
+        .context("arranging the distribution trees")?;
+    let side_cancel = cancel.child_token();
+    let announce = format!("http://{tracker_addr}/announce");
+    let origin_addr = SocketAddr::new(ip, free_port(ip)?);
+    let origin_opts = engine::Options {
+        listen: origin_addr,
+        max_peers: dist.max_peers,
+        upload_limit: dist.upload_limit.map(|r| r.0),
+        download_limit: None,
+        tracker: Some(format!("{announce}?host={}", tracker::CONTROLLER)),
+        peers: Vec::new(),
+        stripes: None,
+    };
+    let source = config.playbook.artifact.source.clone();
+    let torrent = m.to_bytes();
+    let c = side_cancel.clone();
+    let withdraw = tracker.clone();
+    let task = tokio::spawn(async move {
+        let tracker_cancel = CancellationToken::new();
+        let t = tracker_cancel.clone();
+        let tracker_task = tokio::spawn(async move { tracker.serve(listener, t).await });
+        let up = crate::agent::fetch::serve(&torrent, &source, &origin_opts, None, c, |_| {}).await;
+        tracker_cancel.cancel();
+        let _ = tracker_task.await;
+        up
+    });
+    Ok(OriginSide {
+        announce,
+        origin: origin_addr.to_string(),
+        cancel: side_cancel,
+        task,
+        withdraw: Some(withdraw),
+    })
+}
+
+/// Where origin host `b` keeps the inventory and the metainfo for its tracker and
+/// seeder.
+pub(super) fn origin_files(config: &Config, b: usize, exe: &str) -> (String, String, String) {
+    let dir = host_state_dir(config, b, exe);
+    let torrent = format!("{dir}/artifact.torrent");
+    let inventory = format!("{dir}/inventory.yml");
+    (dir, torrent, inventory)
+}
+
+/// What the metainfo command prints: the metainfo, hex-encoded.
+pub(super) const METAINFO_EVENT: &str = "metainfo";
+
+/// Makes the metainfo on origin host `b` from its copy of the build and reads it back,
+/// in one command (checking the rookery binary first, and saving the inventory sent on
+/// its stdin for the tracker); a host without this build takes a second round trip
+/// to install it.
+pub(super) async fn remote_metainfo<C: Connection>(
+    config: &Config,
+    b: usize,
+    conn: &C,
+    binary: Option<&Binary>,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Metainfo, String)> {
+    let inv = &config.inventory;
+    let name = &inv.hosts[b].name;
+    let art = &config.playbook.artifact;
+    let source = &art.source_as_written;
+    anyhow::ensure!(
+        source.starts_with('/'),
+        "`artifact.source` is `{source}`: with `origin: {name}` it is a path on {name} and must be absolute"
+    );
+    let exe = agent(b);
+    let (dir, file, inv_file) = origin_files(config, b, &exe);
+    let q = |a: &str| shell_quote(a);
+    let mut create = vec![
+        exe.clone(),
+        "torrent".into(),
+        "create".into(),
+        source.clone(),
+        "-o".into(),
+        file.clone(),
+    ];
+    if let Some(ps) = config.playbook.distribution.piece_size {
+        create.push("--piece-size".into());
+        create.push(format!("{}B", ps.0));
+    }
+    let guard = binary
+        .map(|bin| format!("{}; ", bootstrap::guard(&exe, bin)))
+        .unwrap_or_default();
+    let cmd = format!(
+        "i={inv}; mkdir -p -- {dir} && cat > \"$i.tmp.$$\" && mv -f -- \"$i.tmp.$$\" \"$i\" || exit 1; \
+         {guard}{create} || exit 1; \
+         printf '{{\"event\":\"{METAINFO_EVENT}\",\"hex\":\"'; od -An -v -tx1 -- {file} | tr -d ' \\n'; printf '\"}}\\n'",
+        inv = q(&inv_file),
+        dir = q(&dir),
+        create = create.iter().map(|a| q(a)).collect::<Vec<_>>().join(" "),
+        file = q(&file),
+    );
+    let inv_text = std::fs::read(&inv.file).with_context(|| format!("reading {}", inv.file))?;
+    let mut installed = false;
+    let bytes = loop {
+        let (mut needs_binary, mut hex) = (false, None);
+        let f = conn
+            .exec_with_input(
+                &cmd,
+                Some(&inv_text),
+                &mut |l| {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
+                        match v["event"].as_str() {
+                            Some(bootstrap::NEEDS_BINARY) => needs_binary = true,
+                            Some(METAINFO_EVENT) => hex = v["hex"].as_str().map(String::from),
+                            _ => {}
+                        }
+                    }
+                },
+                cancel,
+            )
+            .await
+            .map_err(|e| {
+                HostError::new(name, Stage::Command, format!("creating the metainfo: {e}"))
+            })?;
+        if let (true, Some(bin), false) = (needs_binary, binary, installed) {
+            let install = bootstrap::install(conn, name, &exe, bin, cancel);
+            bootstrap::within(config.inventory.transport.command_timeout(), name, install)
+                .await
+                .context("preparing the origin host")?;
+            installed = true;
+            continue;
+        }
+        match hex.as_deref().and_then(metainfo::unhex) {
+            Some(bytes) if f.success() => break bytes,
+            _ => {
+                return Err(HostError::new(
+                    name,
+                    Stage::Command,
+                    format!("creating the metainfo from {source}: {}", f.describe()),
+                )
+                .into());
+            }
+        }
+    };
+    let m = Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: reading {file}"))?;
+    let (version, _) = keep_metainfo(config, &m, &bytes, None)?;
+    Ok((m, version))
+}
+
+/// Starts `rookery tracker` and `rookery agent seed` on origin host `b`. Both stop
+/// when the side is cancelled: a signal, and their stdin closing.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn remote_origin<C: Connection>(
+    config: &Config,
+    b: usize,
+    conn: Arc<C>,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    members: &[usize],
+    cancel: &CancellationToken,
+) -> anyhow::Result<OriginSide> {
+    let inv = &config.inventory;
+    let host = &inv.hosts[b];
+    let name = host.name.clone();
+    let dist = &config.playbook.distribution;
+    let exe = agent(b);
+    // Both written there by `remote_metainfo`, moments ago.
+    let (_, torrent_file, inv_file) = origin_files(config, b, &exe);
+    let ip: IpAddr = match host.address.parse() {
+        Ok(ip) => ip,
+        Err(_) => tokio::net::lookup_host((host.address.as_str(), 0))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip())
+            .with_context(|| format!("resolving the origin host {name} ({})", host.address))?,
+    };
+    let q = |a: &str| shell_quote(a);
+    let mut tracker_cmd = format!(
+        "{} --json -i {} tracker --listen {} --torrent {} --sharing {} --stripes {} --until-stdin-closes",
+        q(&exe),
+        q(&inv_file),
+        q(&SocketAddr::new(ip, 0).to_string()),
+        q(&torrent_file),
+        match dist.sharing {
+            crate::config::playbook::Sharing::Pipeline => "pipeline",
+            crate::config::playbook::Sharing::Mesh => "mesh",
+            crate::config::playbook::Sharing::Stripes => "stripes",
+        },
+        dist.stripes
+    );
+    for &h in members {
+        tracker_cmd.push_str(" --host ");
+        tracker_cmd.push_str(&q(&inv.hosts[h].name));
+    }
+    let side_cancel = cancel.child_token();
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
+    let tracker_conn = conn.clone();
+    let tracker_cancel = CancellationToken::new();
+    let tc = tracker_cancel.clone();
+    let tracker_name = name.clone();
+    let tracker_task = tokio::spawn(async move {
+        let mut url_tx = Some(url_tx);
+        let mut on_line = |l: &str| {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                && v["event"] == "listening"
+                && let (Some(tx), Some(u)) = (url_tx.take(), v["announce"].as_str())
+            {
+                let _ = tx.send(u.to_string());
+            }
+        };
+        let r = tracker_conn.exec(&tracker_cmd, &mut on_line, &tc).await;
+        match r {
+            Ok(f) if f.success() || tc.is_cancelled() => Ok(()),
+            Ok(f) => Err(anyhow::anyhow!(
+                "{tracker_name}: the tracker stopped: {}",
+                f.describe()
+            )),
+            Err(e) => Err(anyhow::anyhow!("{tracker_name}: the tracker: {e}")),
+        }
+    });
+    let announce = match tokio::time::timeout(std::time::Duration::from_secs(30), url_rx).await {
+        Ok(Ok(u)) => u,
+        _ => {
+            tracker_cancel.cancel();
+            let why = match tracker_task.await {
+                Ok(Err(e)) => format!("{e:#}"),
+                _ => "it did not say where it listens within 30s".to_string(),
+            };
+            return Err(HostError::new(
+                &name,
+                Stage::Command,
+                format!("starting the tracker: {why}"),
+            )
+            .into());
+        }
+    };
+    let seed = SeedArgs {
+        swarm: SwarmArgs {
+            torrent: torrent_file.clone().into(),
+            host: tracker::origin_name(&name),
+            listen: Some(SocketAddr::new(ip, dist.port)),
+            tracker: Some(format!("{announce}?host={}", tracker::origin_name(&name))),
+            peers: Vec::new(),
+            max_peers: Some(dist.max_peers),
+            upload_limit: dist.upload_limit,
+            download_limit: None,
+            stripes: None,
+        },
+        source: config.playbook.artifact.source_as_written.clone().into(),
+        duration: None,
+        until_stdin_closes: true,
+    };
+    let seed_cmd = seed.command_line(&exe);
+    let sc = side_cancel.clone();
+    let seed_name = name.clone();
+    let task = tokio::spawn(async move {
+        let mut uploaded = 0u64;
+        let mut on_line = |l: &str| {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                && let Some(u) = v["uploaded"].as_u64()
+            {
+                uploaded = uploaded.max(u);
+            }
+        };
+        let r = conn.exec(&seed_cmd, &mut on_line, &sc).await;
+        tracker_cancel.cancel();
+        let tracker = tracker_task.await;
+        let f = r.map_err(|e| anyhow::anyhow!("{seed_name}: the origin seeder: {e}"))?;
+        if !f.success() && !sc.is_cancelled() {
+            anyhow::bail!("{seed_name}: the origin seeder stopped: {}", f.describe());
+        }
+        if let Ok(Err(e)) = tracker {
+            return Err(e);
+        }
+        Ok(uploaded)
+    });
+    Ok(OriginSide {
+        announce,
+        origin: ip.to_string(),
+        cancel: side_cancel,
+        task,
+        withdraw: None,
+    })
+}
