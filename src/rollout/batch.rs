@@ -3,17 +3,13 @@
 
 use super::*;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn roll<C: Connection>(
-    store: &Store,
-    config: &Config,
+    env: &Env<'_>,
     work: &[Work],
     conns: &BTreeMap<usize, Arc<C>>,
-    agent: &(dyn Fn(usize) -> String + Sync),
     rec: &mut Record,
-    say: &Say,
-    cancel: &CancellationToken,
 ) -> Result<(), Stop> {
+    let (store, config, say, cancel) = (env.store, env.config, &env.say, &env.cancel);
     let inv = &config.inventory;
     for w in work {
         if !rec.queue.contains(&w.name) {
@@ -86,7 +82,7 @@ pub(super) async fn roll<C: Connection>(
                 let conn = conns.get(&t.host).cloned();
                 async move {
                     let r = match conn {
-                        Some(c) => restart(store, config, w.service, t, c.as_ref(), agent).await,
+                        Some(c) => restart(env, w.service, t, c.as_ref()).await,
                         None => Err(Failure {
                             message: "not connected".into(),
                             previous: None,

@@ -133,13 +133,12 @@ pub(super) async fn switch<C: Connection>(
 
 /// One host of one service to `t.version`, or back to where it was.
 pub(super) async fn restart<C: Connection>(
-    store: &Store,
-    config: &Config,
+    env: &Env<'_>,
     service: usize,
     t: &Target,
     conn: &C,
-    agent: &(dyn Fn(usize) -> String + Sync),
 ) -> Result<Restarted, Failure> {
+    let (store, config) = (env.store, env.config);
     let t0 = Instant::now();
     let svc = &config.playbook.services[service];
     let host = config.inventory.hosts[t.host].name.clone();
@@ -153,7 +152,7 @@ pub(super) async fn restart<C: Connection>(
         .await
         .map_err(fail)?;
     let command =
-        switch_command(config, service, t.host, &t.version, &agent(t.host)).map_err(fail)?;
+        switch_command(config, service, t.host, &t.version, &env.agent(t.host)).map_err(fail)?;
     let (previous, already, error) = match switch(conn, &command).await {
         Ok((p, a)) => (p, a, None),
         Err((e, p)) => (p, false, Some(e)),
@@ -200,9 +199,9 @@ pub(super) async fn restart<C: Connection>(
         }
         Err(message) => {
             let back = match previous.as_deref() {
-                Some(p) if p != t.version => Back::Switched(
-                    switch_back(store, config, service, t.host, p, conn, agent).await,
-                ),
+                Some(p) if p != t.version => {
+                    Back::Switched(switch_back(env, service, t.host, p, conn).await)
+                }
                 _ => Back::Nowhere,
             };
             Err(Failure {
@@ -214,20 +213,18 @@ pub(super) async fn restart<C: Connection>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn switch_back<C: Connection>(
-    store: &Store,
-    config: &Config,
+    env: &Env<'_>,
     service: usize,
     h: usize,
     previous: &str,
     conn: &C,
-    agent: &(dyn Fn(usize) -> String + Sync),
 ) -> Result<String, String> {
+    let (store, config) = (env.store, env.config);
     let svc = &config.playbook.services[service];
     // With the commands the host last ran `previous` with, not this playbook's: its
     // health check may be what failed.
-    let command = switch_command(config, service, h, previous, &agent(h))? + " --restore";
+    let command = switch_command(config, service, h, previous, &env.agent(h))? + " --restore";
     switch(conn, &command).await.map_err(|(e, _)| e)?;
     let host = &config.inventory.hosts[h].name;
     settle(
@@ -248,12 +245,11 @@ pub(super) async fn switch_back<C: Connection>(
 
 /// Removes releases beyond `keep_releases` on the hosts that switched.
 pub(super) async fn prune<C: Connection>(
-    config: &Config,
+    env: &Env<'_>,
     conns: &BTreeMap<usize, Arc<C>>,
-    agent: &(dyn Fn(usize) -> String + Sync),
     rec: &Record,
-    say: &Say,
 ) {
+    let (config, say) = (env.config, &env.say);
     let keep = config.playbook.artifact.keep_releases;
     let never = CancellationToken::new();
     for (&h, conn) in conns {
@@ -269,7 +265,7 @@ pub(super) async fn prune<C: Connection>(
             keep,
             previous: from,
         };
-        let cmd = prune.command_line(&agent(h));
+        let cmd = prune.command_line(&env.agent(h));
         match conn.exec(&cmd, &mut |_| {}, &never).await {
             Ok(f) if f.success() => {}
             Ok(f) => say.line(format!("{name}: pruning old releases: {}", f.describe())),

@@ -108,6 +108,23 @@ impl Say {
     }
 }
 
+/// What every step of one rollout reads: the store, the configuration, the hosts'
+/// transport, where progress goes, and the cancellation tree.
+struct Env<'a> {
+    store: &'a Store,
+    config: &'a Config,
+    transport: &'a Chosen,
+    say: Say,
+    cancel: CancellationToken,
+}
+
+impl Env<'_> {
+    /// Where the rookery binary is on host `h`.
+    fn agent(&self, h: usize) -> String {
+        self.transport.agent_path(h)
+    }
+}
+
 /// Runs the rollout over the inventory's transport. `skipped` are hosts a deploy's
 /// distribution did not reach (with the reason).
 pub async fn with_transport(
@@ -119,34 +136,16 @@ pub async fn with_transport(
     cancel: CancellationToken,
 ) -> anyhow::Result<Record> {
     let transport = Chosen::of(&config.inventory, opts.accept_new_host_keys)?;
-    drive(&transport, store, config, plan, opts, skipped, cancel).await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn drive<T: Transport>(
-    transport: &T,
-    store: &Store,
-    config: &Config,
-    plan: &Plan,
-    opts: &Options,
-    skipped: Option<&BTreeMap<usize, String>>,
-    cancel: CancellationToken,
-) -> anyhow::Result<Record> {
-    let agent = &|h: usize| transport.agent_path(h);
-    let inv = &config.inventory;
-    let say = Say(!opts.quiet);
+    let env = Env {
+        store,
+        config,
+        transport: &transport,
+        say: Say(!opts.quiet),
+        cancel,
+    };
     let (last, base, newest) = bases(store, config, opts).await?;
     let (version, work) = work(store, config, plan, opts, base.as_ref(), newest.as_ref()).await?;
-    let same_kind = |k: Kind| match opts.kind {
-        Kind::Deploy | Kind::Rollout => matches!(k, Kind::Deploy | Kind::Rollout),
-        other => k == other,
-    };
-    let resume = last.filter(|r| {
-        r.state != State::Done
-            && same_kind(r.kind)
-            && r.playbook == config.playbook.name
-            && (r.version == version || matches!(opts.kind, Kind::Rollback | Kind::Reconcile))
-    });
+    let resume = last.filter(|r| resumes(r, config, opts, &version));
     let id = resume.as_ref().map(|r| r.id.clone()).unwrap_or_else(|| {
         record::new_id(match opts.kind {
             Kind::Rollback => "rollback",
@@ -157,169 +156,28 @@ async fn drive<T: Transport>(
     let lock = if opts.lock_held {
         None
     } else {
-        Some(take_lock(store, config, &id, |m| say.line(m)).await?)
+        Some(take_lock(store, config, &id, |m| env.say.line(m)).await?)
     };
     let result: anyhow::Result<Record> = async {
-        let me = Holder::me(&id);
         let mut rec = match resume {
-            Some(mut r) => {
-                say.line(format!(
-                    "resuming deploy {} ({:?}, left by {} pid {})",
-                    r.id, r.state, r.who, r.pid
-                ));
-                r.state = State::Running;
-                r.who = me.who.clone();
-                r.pid = me.pid;
-                r.message = None;
-                r
-            }
-            None => Record {
-                id: id.clone(),
-                kind: opts.kind,
-                playbook: config.playbook.name.clone(),
-                cluster: inv.cluster.clone(),
-                version: version.clone(),
-                who: me.who.clone(),
-                pid: me.pid,
-                started: me.since,
-                updated: me.since,
-                state: State::Running,
-                message: None,
-                queue: work.iter().map(|w| w.name.clone()).collect(),
-                base: match opts.kind {
+            Some(r) => resumed(r, &id, &env.say),
+            None => {
+                let base_id = match opts.kind {
                     Kind::Rollback => base.as_ref().map(|b| b.id.clone()),
                     Kind::Reconcile => newest.as_ref().map(|(id, _)| id.clone()),
                     _ => None,
-                },
-                services: work
-                    .iter()
-                    .map(|w| ServiceRecord {
-                        name: w.name.clone(),
-                        hosts: w
-                            .batches
-                            .iter()
-                            .flatten()
-                            .map(|t| HostRecord {
-                                host: inv.hosts[t.host].name.clone(),
-                                to: t.version.clone(),
-                                from: None,
-                                state: HostState::Pending,
-                                error: None,
-                                seconds: None,
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-            },
-        };
-        extend_scope(&mut rec, &work, inv);
-        if let Some(skipped) = skipped {
-            for (&h, why) in skipped {
-                for s in &mut rec.services {
-                    if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == inv.hosts[h].name)
-                        && !hr.state.finished()
-                    {
-                        hr.state = HostState::Skipped;
-                        hr.error = Some(why.clone());
-                    }
-                }
+                };
+                fresh(config, opts.kind, &id, &version, base_id, &work)
             }
+        };
+        extend_scope(&mut rec, &work, &config.inventory);
+        if let Some(skipped) = skipped {
+            mark_skipped(&mut rec, skipped, &config.inventory);
         }
         save(store, &mut rec).await?;
-
-        // Connect to every host that has something left to do.
-        let mut hosts: Vec<usize> = Vec::new();
-        for w in &work {
-            for t in w.batches.iter().flatten() {
-                let hr = rec.host(&w.name, &inv.hosts[t.host].name);
-                if hr.is_some_and(|r| !r.state.finished() && r.state != HostState::Skipped)
-                    && !hosts.contains(&t.host)
-                {
-                    hosts.push(t.host);
-                }
-            }
-        }
-        let connected = crate::transport::connect_all(transport, &hosts, opts.forks).await;
-        let mut conns: BTreeMap<usize, Arc<T::Connection>> = BTreeMap::new();
-        for (&h, c) in hosts.iter().zip(connected) {
-            match c {
-                Ok(c) => {
-                    conns.insert(h, Arc::new(c));
-                }
-                Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
-                Err(e) => unreachable(&mut rec, &inv.hosts[h].name, &e, &say),
-            }
-        }
-        if transport.needs_bootstrap() && !conns.is_empty() {
-            use futures_util::StreamExt;
-            let bin = crate::transport::bootstrap::Binary::current()?;
-            // `--forks` at a time: checked one after another, N hosts cost N round
-            // trips before the first restart.
-            let checks = conns.iter().map(|(&h, c)| {
-                let (bin, cancel, path) = (&bin, &cancel, agent(h));
-                let name = &inv.hosts[h].name;
-                async move {
-                    let ensure = crate::transport::bootstrap::ensure(c.as_ref(), name, &path, bin, cancel);
-                    let limit = inv.transport.command_timeout();
-                    let r = crate::transport::bootstrap::within(limit, name, ensure).await;
-                    (h, r)
-                }
-            });
-            let checked: Vec<_> = futures_util::stream::iter(checks)
-                .buffered(opts.forks.max(1))
-                .collect()
-                .await;
-            for (h, r) in checked {
-                match r {
-                    Ok(_) => {}
-                    // Interrupted: nothing has been restarted yet, so stop as before.
-                    Err(e) if cancel.is_cancelled() => {
-                        return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
-                    }
-                    // A host that cannot run the agent is as good as unreachable: the
-                    // others roll, and the quorum gate counts it as not live.
-                    Err(e) => {
-                        conns.remove(&h);
-                        unreachable(&mut rec, &inv.hosts[h].name, &e, &say);
-                    }
-                }
-            }
-        }
-
-        let outcome = roll(store, config, &work, &conns, agent, &mut rec, &say, &cancel).await;
-        let left = outside_scope(&rec, &work, inv);
-        match outcome {
-            Ok(()) if !left.is_empty() => {
-                // This run's --limit is done, the deploy it resumed is not: never
-                // `done` while recorded hosts are still to switch.
-                rec.state = State::Interrupted;
-                rec.message = Some(format!(
-                    "done within this run's --limit; {} host(s) of deploy {} are still to switch ({}): run the same command without --limit to finish",
-                    left.len(),
-                    rec.id,
-                    left.join(", ")
-                ));
-            }
-            Ok(()) => {
-                rec.state = State::Done;
-                let failed = rec
-                    .services
-                    .iter()
-                    .flat_map(|s| &s.hosts)
-                    .filter(|h| !h.state.finished())
-                    .count();
-                if failed > 0 {
-                    rec.message = Some(format!(
-                        "{failed} host(s) did not switch (within the failure budget): run `rookery reconcile` once they are fixed"
-                    ));
-                }
-                prune(config, &conns, agent, &rec, &say).await;
-            }
-            Err(Stop { state, message }) => {
-                rec.state = state;
-                rec.message = Some(message);
-            }
-        }
+        let conns = connect(&env, &work, &mut rec, opts.forks).await?;
+        let outcome = roll(&env, &work, &conns, &mut rec).await;
+        conclude(&env, &mut rec, &work, &conns, outcome).await;
         // A lost session cannot write the record; the next run finds it as it was.
         if rec.state != State::Halted {
             save(store, &mut rec).await?;
@@ -331,6 +189,220 @@ async fn drive<T: Transport>(
         store.unlock(l).await;
     }
     result
+}
+
+/// Whether `last` is this same run, interrupted, which this one resumes.
+fn resumes(last: &Record, config: &Config, opts: &Options, version: &str) -> bool {
+    let same_kind = match opts.kind {
+        Kind::Deploy | Kind::Rollout => matches!(last.kind, Kind::Deploy | Kind::Rollout),
+        other => last.kind == other,
+    };
+    last.state != State::Done
+        && same_kind
+        && last.playbook == config.playbook.name
+        && (last.version == version || matches!(opts.kind, Kind::Rollback | Kind::Reconcile))
+}
+
+/// An interrupted record, taken over by this run.
+fn resumed(mut r: Record, id: &str, say: &Say) -> Record {
+    let me = Holder::me(id);
+    say.line(format!(
+        "resuming deploy {} ({:?}, left by {} pid {})",
+        r.id, r.state, r.who, r.pid
+    ));
+    r.state = State::Running;
+    r.who = me.who.clone();
+    r.pid = me.pid;
+    r.message = None;
+    r
+}
+
+/// A new record: every host of the work pending.
+fn fresh(
+    config: &Config,
+    kind: Kind,
+    id: &str,
+    version: &str,
+    base: Option<String>,
+    work: &[Work],
+) -> Record {
+    let inv = &config.inventory;
+    let me = Holder::me(id);
+    Record {
+        id: id.to_string(),
+        kind,
+        playbook: config.playbook.name.clone(),
+        cluster: inv.cluster.clone(),
+        version: version.to_string(),
+        who: me.who.clone(),
+        pid: me.pid,
+        started: me.since,
+        updated: me.since,
+        state: State::Running,
+        message: None,
+        queue: work.iter().map(|w| w.name.clone()).collect(),
+        base,
+        services: work
+            .iter()
+            .map(|w| ServiceRecord {
+                name: w.name.clone(),
+                hosts: w
+                    .batches
+                    .iter()
+                    .flatten()
+                    .map(|t| HostRecord {
+                        host: inv.hosts[t.host].name.clone(),
+                        to: t.version.clone(),
+                        from: None,
+                        state: HostState::Pending,
+                        error: None,
+                        seconds: None,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Hosts a deploy's distribution did not reach: skipped, with the reason.
+fn mark_skipped(rec: &mut Record, skipped: &BTreeMap<usize, String>, inv: &inventory::Inventory) {
+    for (&h, why) in skipped {
+        for s in &mut rec.services {
+            if let Some(hr) = s.hosts.iter_mut().find(|r| r.host == inv.hosts[h].name)
+                && !hr.state.finished()
+            {
+                hr.state = HostState::Skipped;
+                hr.error = Some(why.clone());
+            }
+        }
+    }
+}
+
+type Conns = BTreeMap<usize, Arc<<Chosen as Transport>::Connection>>;
+
+/// Connects to every host that has something left to do and makes sure it runs
+/// this rookery; a host that cannot is recorded unreachable, and the others roll.
+async fn connect(
+    env: &Env<'_>,
+    work: &[Work],
+    rec: &mut Record,
+    forks: usize,
+) -> anyhow::Result<Conns> {
+    let inv = &env.config.inventory;
+    let mut hosts: Vec<usize> = Vec::new();
+    for w in work {
+        for t in w.batches.iter().flatten() {
+            let hr = rec.host(&w.name, &inv.hosts[t.host].name);
+            if hr.is_some_and(|r| !r.state.finished() && r.state != HostState::Skipped)
+                && !hosts.contains(&t.host)
+            {
+                hosts.push(t.host);
+            }
+        }
+    }
+    let connected = crate::transport::connect_all(env.transport, &hosts, forks).await;
+    let mut conns = Conns::new();
+    for (&h, c) in hosts.iter().zip(connected) {
+        match c {
+            Ok(c) => {
+                conns.insert(h, Arc::new(c));
+            }
+            Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
+            Err(e) => unreachable(rec, &inv.hosts[h].name, &e, &env.say),
+        }
+    }
+    if env.transport.needs_bootstrap() && !conns.is_empty() {
+        bootstrap(env, &mut conns, rec, forks).await?;
+    }
+    Ok(conns)
+}
+
+/// Checks (and installs) the rookery binary on each connected host, `forks` at a
+/// time: checked one after another, N hosts cost N round trips before the first
+/// restart.
+async fn bootstrap(
+    env: &Env<'_>,
+    conns: &mut Conns,
+    rec: &mut Record,
+    forks: usize,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let inv = &env.config.inventory;
+    let bin = crate::transport::bootstrap::Binary::current()?;
+    let checks = conns.iter().map(|(&h, c)| {
+        let (bin, cancel, path) = (&bin, &env.cancel, env.agent(h));
+        let name = &inv.hosts[h].name;
+        async move {
+            let ensure = crate::transport::bootstrap::ensure(c.as_ref(), name, &path, bin, cancel);
+            let limit = inv.transport.command_timeout();
+            let r = crate::transport::bootstrap::within(limit, name, ensure).await;
+            (h, r)
+        }
+    });
+    let checked: Vec<_> = futures_util::stream::iter(checks)
+        .buffered(forks.max(1))
+        .collect()
+        .await;
+    for (h, r) in checked {
+        match r {
+            Ok(_) => {}
+            // Interrupted: nothing has been restarted yet, so stop as before.
+            Err(e) if env.cancel.is_cancelled() => {
+                return Err(anyhow::Error::new(e).context("putting rookery on the hosts"));
+            }
+            // A host that cannot run the agent is as good as unreachable: the
+            // others roll, and the quorum gate counts it as not live.
+            Err(e) => {
+                conns.remove(&h);
+                unreachable(rec, &inv.hosts[h].name, &e, &env.say);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The record's state after the batches: done, stopped, or done within `--limit`
+/// only; old releases pruned when done.
+async fn conclude(
+    env: &Env<'_>,
+    rec: &mut Record,
+    work: &[Work],
+    conns: &Conns,
+    outcome: Result<(), Stop>,
+) {
+    let left = outside_scope(rec, work, &env.config.inventory);
+    match outcome {
+        Ok(()) if !left.is_empty() => {
+            // This run's --limit is done, the deploy it resumed is not: never
+            // `done` while recorded hosts are still to switch.
+            rec.state = State::Interrupted;
+            rec.message = Some(format!(
+                "done within this run's --limit; {} host(s) of deploy {} are still to switch ({}): run the same command without --limit to finish",
+                left.len(),
+                rec.id,
+                left.join(", ")
+            ));
+        }
+        Ok(()) => {
+            rec.state = State::Done;
+            let failed = rec
+                .services
+                .iter()
+                .flat_map(|s| &s.hosts)
+                .filter(|h| !h.state.finished())
+                .count();
+            if failed > 0 {
+                rec.message = Some(format!(
+                    "{failed} host(s) did not switch (within the failure budget): run `rookery reconcile` once they are fixed"
+                ));
+            }
+            prune(env, conns, rec).await;
+        }
+        Err(Stop { state, message }) => {
+            rec.state = state;
+            rec.message = Some(message);
+        }
+    }
 }
 
 /// Makes a resumed record cover this run's scope too. The record holds the hosts of
