@@ -9,168 +9,205 @@ pub(super) async fn roll<C: Connection>(
     conns: &BTreeMap<usize, Arc<C>>,
     rec: &mut Record,
 ) -> Result<(), Stop> {
-    let (store, config, say, cancel) = (env.store, env.config, &env.say, &env.cancel);
-    let inv = &config.inventory;
     for w in work {
         if !rec.queue.contains(&w.name) {
             continue; // finished by an earlier run
         }
-        let svc = &config.playbook.services[w.service];
-        let nb = w.batches.len();
-        say.line(format!(
+        env.say.line(format!(
             "{}: {} batch(es), quorum {}, failure budget {}",
-            w.name, nb, w.quorum, w.failure_budget
+            w.name,
+            w.batches.len(),
+            w.quorum,
+            w.failure_budget
         ));
-        for (bi, batch) in w.batches.iter().enumerate() {
-            let live = store.live(&w.name).await?;
-            // Hosts with something to do: not finished, reachable, and not already
-            // live on their target (a rerun changes nothing).
-            let mut todo: Vec<&Target> = Vec::new();
-            for t in batch {
-                let name = &inv.hosts[t.host].name;
-                let Some(hr) = rec.host_mut(&w.name, name) else {
-                    continue;
-                };
-                if hr.state.finished()
-                    || matches!(hr.state, HostState::Unreachable | HostState::Skipped)
-                {
-                    continue;
-                }
-                if hr.state == HostState::Pending
-                    && live
-                        .iter()
-                        .any(|i| &i.host == name && i.version == t.version)
-                {
-                    hr.state = HostState::Unchanged;
-                    store.clear_staging(&w.name, name).await?;
-                    continue;
-                }
-                todo.push(t);
-            }
-            if todo.is_empty() {
-                continue;
-            }
-            if cancel.is_cancelled() {
-                return Err(Stop {
-                    state: State::Interrupted,
-                    message: format!(
-                        "interrupted before {} batch {}/{nb}: run the same command to resume",
-                        w.name,
-                        bi + 1
-                    ),
-                });
-            }
-            store.check_session()?;
-            let names: Vec<String> = todo
-                .iter()
-                .map(|t| inv.hosts[t.host].name.clone())
-                .collect();
-            gate(store, w, &names, svc.health_deadline, say, cancel).await?;
-            say.line(format!(
-                "{}: batch {}/{nb}: {}",
-                w.name,
-                bi + 1,
-                names.join(", ")
-            ));
-            for n in &names {
-                if let Some(hr) = rec.host_mut(&w.name, n) {
-                    hr.state = HostState::Restarting;
-                }
-            }
-            save(store, rec).await?;
-            let jobs = todo.iter().map(|t| {
-                let conn = conns.get(&t.host).cloned();
-                async move {
-                    let r = match conn {
-                        Some(c) => restart(env, w.service, t, c.as_ref()).await,
-                        None => Err(Failure {
-                            message: "not connected".into(),
-                            previous: None,
-                            back: Back::Untouched,
-                        }),
-                    };
-                    (t, r)
-                }
-            });
-            let results = futures_util::future::join_all(jobs).await;
-            let mut unknown = Vec::new();
-            for (t, r) in results {
-                let name = &inv.hosts[t.host].name;
-                let hr = rec.host_mut(&w.name, name).expect("recorded");
-                match r {
-                    // The store, not the host: left mid-switch (`restarting`) for the
-                    // next run to ask again, never counted as a failure.
-                    Err(f) if matches!(f.back, Back::Store) => {
-                        hr.from = hr.from.take().or(f.previous.clone());
-                        hr.error = Some(f.message.clone());
-                        say.line(format!("  {name}: unknown: {}", f.message));
-                        unknown.push(name.clone());
-                    }
-                    Ok(ok) => {
-                        hr.state = HostState::Done;
-                        hr.from = hr.from.take().or(ok.previous.clone());
-                        hr.seconds = Some(ok.seconds);
-                        hr.error = None;
-                        say.line(format!(
-                            "  {name}: {} -> {} in {:.1}s{}",
-                            ok.previous.as_deref().unwrap_or("(none)"),
-                            t.version,
-                            ok.seconds,
-                            if ok.already {
-                                " (was already running it)"
-                            } else {
-                                ""
-                            }
-                        ));
-                    }
-                    Err(f) => {
-                        hr.state = HostState::Failed;
-                        hr.from = hr.from.take().or(f.previous.clone());
-                        let back = match &f.back {
-                            Back::Untouched => "; nothing was switched".into(),
-                            Back::Switched(Ok(v)) => format!("; switched back to {v}"),
-                            Back::Switched(Err(e)) => {
-                                format!("; switching back failed too: {e}")
-                            }
-                            Back::Nowhere => "; no previous release to switch back to".into(),
-                            Back::Store => unreachable!("matched above"),
-                        };
-                        hr.error = Some(format!("{}{back}", f.message));
-                        say.line(format!("  {name}: FAILED: {}{back}", f.message));
-                    }
-                }
-            }
-            if !unknown.is_empty() {
-                // The session is gone: the record cannot be written, and nothing more
-                // may restart. The saved record has these hosts `restarting`.
-                return Err(Stop {
-                    state: State::Halted,
-                    message: format!(
-                        "the coordination session was lost during {} batch {}/{nb}; {} switched but could not be confirmed and stay mid-switch in the record: run the same command to resume",
-                        w.name,
-                        bi + 1,
-                        unknown.join(", ")
-                    ),
-                });
-            }
-            save(store, rec).await?;
-            // Counted from the record, not added up: a host that failed in an earlier
-            // run and was retried in this batch no longer counts once it switched.
-            let failures = rec.failed(&w.name);
-            if failures > w.failure_budget {
-                return Err(Stop {
-                    state: State::Failed,
-                    message: format!(
-                        "{}: {failures} host(s) failed, more than its failure budget of {}; the deploy stopped (failed hosts were switched back; fix them and run the same command to resume)",
-                        w.name, w.failure_budget
-                    ),
-                });
-            }
+        for bi in 0..w.batches.len() {
+            roll_batch(env, w, bi, conns, rec).await?;
         }
         rec.queue.retain(|s| s != &w.name);
-        save(store, rec).await?;
+        save(env.store, rec).await?;
     }
     Ok(())
+}
+
+/// Batch `bi` of service `w`: the hosts with something to do, through the gate,
+/// restarted at once, recorded, and the failure budget checked.
+async fn roll_batch<C: Connection>(
+    env: &Env<'_>,
+    w: &Work,
+    bi: usize,
+    conns: &BTreeMap<usize, Arc<C>>,
+    rec: &mut Record,
+) -> Result<(), Stop> {
+    let (store, config, say, cancel) = (env.store, env.config, &env.say, &env.cancel);
+    let inv = &config.inventory;
+    let nb = w.batches.len();
+    let todo = to_do(store, w, bi, rec, inv).await?;
+    if todo.is_empty() {
+        return Ok(());
+    }
+    if cancel.is_cancelled() {
+        return Err(Stop {
+            state: State::Interrupted,
+            message: format!(
+                "interrupted before {} batch {}/{nb}: run the same command to resume",
+                w.name,
+                bi + 1
+            ),
+        });
+    }
+    store.check_session()?;
+    let names: Vec<String> = todo
+        .iter()
+        .map(|t| inv.hosts[t.host].name.clone())
+        .collect();
+    let deadline = config.playbook.services[w.service].health_deadline;
+    gate(store, w, &names, deadline, say, cancel).await?;
+    say.line(format!(
+        "{}: batch {}/{nb}: {}",
+        w.name,
+        bi + 1,
+        names.join(", ")
+    ));
+    for n in &names {
+        if let Some(hr) = rec.host_mut(&w.name, n) {
+            hr.state = HostState::Restarting;
+        }
+    }
+    save(store, rec).await?;
+    let jobs = todo.iter().map(|t| {
+        let conn = conns.get(&t.host).cloned();
+        async move {
+            let r = match conn {
+                Some(c) => restart(env, w.service, t, c.as_ref()).await,
+                None => Err(Failure {
+                    message: "not connected".into(),
+                    previous: None,
+                    back: Back::Untouched,
+                }),
+            };
+            (*t, r)
+        }
+    });
+    let results = futures_util::future::join_all(jobs).await;
+    let unknown = record_results(rec, w, inv, results, say);
+    if !unknown.is_empty() {
+        // The session is gone: the record cannot be written, and nothing more
+        // may restart. The saved record has these hosts `restarting`.
+        return Err(Stop {
+            state: State::Halted,
+            message: format!(
+                "the coordination session was lost during {} batch {}/{nb}; {} switched but could not be confirmed and stay mid-switch in the record: run the same command to resume",
+                w.name,
+                bi + 1,
+                unknown.join(", ")
+            ),
+        });
+    }
+    save(store, rec).await?;
+    // Counted from the record, not added up: a host that failed in an earlier
+    // run and was retried in this batch no longer counts once it switched.
+    let failures = rec.failed(&w.name);
+    if failures > w.failure_budget {
+        return Err(Stop {
+            state: State::Failed,
+            message: format!(
+                "{}: {failures} host(s) failed, more than its failure budget of {}; the deploy stopped (failed hosts were switched back; fix them and run the same command to resume)",
+                w.name, w.failure_budget
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The hosts of batch `bi` with something to do: not finished, reachable, and not
+/// already live on their target (a rerun changes nothing; those are recorded
+/// `unchanged`).
+async fn to_do<'w>(
+    store: &Store,
+    w: &'w Work,
+    bi: usize,
+    rec: &mut Record,
+    inv: &inventory::Inventory,
+) -> Result<Vec<&'w Target>, Stop> {
+    let live = store.live(&w.name).await?;
+    let mut todo = Vec::new();
+    for t in &w.batches[bi] {
+        let name = &inv.hosts[t.host].name;
+        let Some(hr) = rec.host_mut(&w.name, name) else {
+            continue;
+        };
+        if hr.state.finished() || matches!(hr.state, HostState::Unreachable | HostState::Skipped) {
+            continue;
+        }
+        if hr.state == HostState::Pending
+            && live
+                .iter()
+                .any(|i| &i.host == name && i.version == t.version)
+        {
+            hr.state = HostState::Unchanged;
+            store.clear_staging(&w.name, name).await?;
+            continue;
+        }
+        todo.push(t);
+    }
+    Ok(todo)
+}
+
+/// Records each host's restart; returns the hosts whose outcome the store could
+/// not confirm.
+fn record_results(
+    rec: &mut Record,
+    w: &Work,
+    inv: &inventory::Inventory,
+    results: Vec<(&Target, Result<Restarted, Failure>)>,
+    say: &Say,
+) -> Vec<String> {
+    let mut unknown = Vec::new();
+    for (t, r) in results {
+        let name = &inv.hosts[t.host].name;
+        let hr = rec.host_mut(&w.name, name).expect("recorded");
+        match r {
+            // The store, not the host: left mid-switch (`restarting`) for the
+            // next run to ask again, never counted as a failure.
+            Err(f) if matches!(f.back, Back::Store) => {
+                hr.from = hr.from.take().or(f.previous.clone());
+                hr.error = Some(f.message.clone());
+                say.line(format!("  {name}: unknown: {}", f.message));
+                unknown.push(name.clone());
+            }
+            Ok(ok) => {
+                hr.state = HostState::Done;
+                hr.from = hr.from.take().or(ok.previous.clone());
+                hr.seconds = Some(ok.seconds);
+                hr.error = None;
+                say.line(format!(
+                    "  {name}: {} -> {} in {:.1}s{}",
+                    ok.previous.as_deref().unwrap_or("(none)"),
+                    t.version,
+                    ok.seconds,
+                    if ok.already {
+                        " (was already running it)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            Err(f) => {
+                hr.state = HostState::Failed;
+                hr.from = hr.from.take().or(f.previous.clone());
+                let back = match &f.back {
+                    Back::Untouched => "; nothing was switched".into(),
+                    Back::Switched(Ok(v)) => format!("; switched back to {v}"),
+                    Back::Switched(Err(e)) => format!("; switching back failed too: {e}"),
+                    Back::Nowhere => "; no previous release to switch back to".into(),
+                    Back::Store => unreachable!("matched above"),
+                };
+                hr.error = Some(format!("{}{back}", f.message));
+                say.line(format!("  {name}: FAILED: {}{back}", f.message));
+            }
+        }
+    }
+    unknown
 }
 
 /// Waits until the batch may go down without breaking the service's quorum.
