@@ -225,6 +225,9 @@ impl Request for PruneArgs {
 /// `rookery agent run`: one service instance under supervision.
 #[derive(Debug, Args, Clone, PartialEq, Serialize)]
 pub struct RunServiceArgs {
+    /// Return once the instance is healthy and registered; supervise in the background
+    #[arg(long)]
+    pub detach: bool,
     #[arg(long, value_name = "NAME")]
     pub service: String,
     /// This host's inventory name
@@ -238,9 +241,6 @@ pub struct RunServiceArgs {
     pub release: PathBuf,
     #[command(flatten)]
     pub health: HealthArgs,
-    /// Return once the instance is healthy and registered; supervise in the background
-    #[arg(long)]
-    pub detach: bool,
     /// Log file of a detached supervisor
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
@@ -380,38 +380,201 @@ fn rate_flag<S: serde::Serializer>(r: &Option<Rate>, s: S) -> Result<S::Ok, S::E
     }
 }
 
-/// The flags that clap reads back into `value`: each field `snake_name` becomes
-/// `--snake-name VALUE`; `true` a bare flag; `false` and `None` nothing; a list one
-/// flag per item; a nested struct (clap's `flatten`) its own fields.
+/// The flags that clap reads back into `value`, in the order its fields are
+/// declared: each field `snake_name` becomes `--snake-name VALUE`; `true` a bare
+/// flag; `false` and `None` nothing; a list one flag per item; a nested struct
+/// (clap's `flatten`) its own fields.
 pub fn to_args<T: Serialize + ?Sized>(value: &T) -> Vec<String> {
-    let mut out = Vec::new();
-    let v = serde_json::to_value(value).expect("requests serialize to JSON");
-    flags(&v, &mut out);
-    out
+    match value.serialize(flags::Piece::Of) {
+        Ok(flags::Piece::Flags(v)) => v,
+        Ok(_) => panic!("a request is a struct"),
+        Err(e) => panic!("a request field cannot be a flag: {}", e.0),
+    }
 }
 
-fn flags(v: &serde_json::Value, out: &mut Vec<String>) {
-    use serde_json::Value;
-    let Value::Object(fields) = v else {
-        return;
-    };
-    for (name, value) in fields {
-        let flag = format!("--{}", name.replace('_', "-"));
-        let one = |item: &Value, out: &mut Vec<String>| match item {
-            Value::Null | Value::Bool(false) => {}
-            Value::Bool(true) => out.push(flag.clone()),
-            Value::String(s) => out.extend([flag.clone(), s.clone()]),
-            Value::Number(n) => out.extend([flag.clone(), n.to_string()]),
-            Value::Object(_) => flags(item, out),
-            Value::Array(_) => unreachable!("lists of lists are not flags"),
-        };
-        match value {
-            Value::Array(items) => {
-                for item in items {
-                    one(item, out);
+/// A small serde serializer from a request struct to its flags (serde_json would
+/// sort the fields, and `ps` and operators read them in the struct's order).
+mod flags {
+    use serde::ser::{self, Impossible, Serialize};
+
+    #[derive(Debug)]
+    pub struct Error(pub String);
+
+    impl std::fmt::Display for Error {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Error {}
+    impl ser::Error for Error {
+        fn custom<T: std::fmt::Display>(msg: T) -> Error {
+            Error(msg.to_string())
+        }
+    }
+
+    /// One field's value, as flags see it.
+    pub enum Piece {
+        /// The serializer itself (before a value is given).
+        Of,
+        Absent,
+        Bool(bool),
+        Scalar(String),
+        List(Vec<String>),
+        Flags(Vec<String>),
+    }
+
+    fn unsupported(what: &str) -> Error {
+        Error(format!("{what} has no flag form"))
+    }
+
+    pub struct Seq(Vec<String>);
+    pub struct Struct(Vec<String>);
+
+    impl ser::SerializeSeq for Seq {
+        type Ok = Piece;
+        type Error = Error;
+        fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
+            match v.serialize(Piece::Of)? {
+                Piece::Scalar(s) => {
+                    self.0.push(s);
+                    Ok(())
                 }
+                _ => Err(unsupported("a list item that is not a value")),
             }
-            _ => one(value, out),
+        }
+        fn end(self) -> Result<Piece, Error> {
+            Ok(Piece::List(self.0))
+        }
+    }
+
+    impl ser::SerializeStruct for Struct {
+        type Ok = Piece;
+        type Error = Error;
+        fn serialize_field<T: Serialize + ?Sized>(
+            &mut self,
+            name: &'static str,
+            v: &T,
+        ) -> Result<(), Error> {
+            let flag = format!("--{}", name.replace('_', "-"));
+            match v.serialize(Piece::Of)? {
+                Piece::Of | Piece::Absent | Piece::Bool(false) => {}
+                Piece::Bool(true) => self.0.push(flag),
+                Piece::Scalar(s) => self.0.extend([flag, s]),
+                Piece::List(items) => {
+                    for s in items {
+                        self.0.extend([flag.clone(), s]);
+                    }
+                }
+                Piece::Flags(nested) => self.0.extend(nested),
+            }
+            Ok(())
+        }
+        fn end(self) -> Result<Piece, Error> {
+            Ok(Piece::Flags(self.0))
+        }
+    }
+
+    macro_rules! scalar {
+        ($($f:ident: $t:ty),*) => {$(
+            fn $f(self, v: $t) -> Result<Piece, Error> {
+                Ok(Piece::Scalar(v.to_string()))
+            }
+        )*};
+    }
+
+    impl ser::Serializer for Piece {
+        type Ok = Piece;
+        type Error = Error;
+        type SerializeSeq = Seq;
+        type SerializeTuple = Impossible<Piece, Error>;
+        type SerializeTupleStruct = Impossible<Piece, Error>;
+        type SerializeTupleVariant = Impossible<Piece, Error>;
+        type SerializeMap = Impossible<Piece, Error>;
+        type SerializeStruct = Struct;
+        type SerializeStructVariant = Impossible<Piece, Error>;
+
+        scalar!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+            serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64,
+            serialize_f32: f32, serialize_f64: f64, serialize_char: char, serialize_str: &str);
+
+        fn serialize_bool(self, v: bool) -> Result<Piece, Error> {
+            Ok(Piece::Bool(v))
+        }
+        fn serialize_bytes(self, _: &[u8]) -> Result<Piece, Error> {
+            Err(unsupported("bytes"))
+        }
+        fn serialize_none(self) -> Result<Piece, Error> {
+            Ok(Piece::Absent)
+        }
+        fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<Piece, Error> {
+            v.serialize(self)
+        }
+        fn serialize_unit(self) -> Result<Piece, Error> {
+            Ok(Piece::Absent)
+        }
+        fn serialize_unit_struct(self, _: &'static str) -> Result<Piece, Error> {
+            Ok(Piece::Absent)
+        }
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            variant: &'static str,
+        ) -> Result<Piece, Error> {
+            Ok(Piece::Scalar(variant.to_string()))
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            v: &T,
+        ) -> Result<Piece, Error> {
+            v.serialize(self)
+        }
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<Piece, Error> {
+            Err(unsupported("an enum with data"))
+        }
+        fn serialize_seq(self, len: Option<usize>) -> Result<Seq, Error> {
+            Ok(Seq(Vec::with_capacity(len.unwrap_or(0))))
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
+            Err(unsupported("a tuple"))
+        }
+        fn serialize_tuple_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleStruct, Error> {
+            Err(unsupported("a tuple struct"))
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleVariant, Error> {
+            Err(unsupported("an enum with data"))
+        }
+        fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
+            Err(unsupported("a map"))
+        }
+        fn serialize_struct(self, _: &'static str, len: usize) -> Result<Struct, Error> {
+            Ok(Struct(Vec::with_capacity(2 * len)))
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStructVariant, Error> {
+            Err(unsupported("an enum with data"))
         }
     }
 }
@@ -496,6 +659,42 @@ mod tests {
         };
         match parse(prune.argv("rookery")) {
             AgentCommand::Prune(back) => assert_eq!(back, prune),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_keep_the_order_of_the_fields_that_operators_grep_for() {
+        let run = RunServiceArgs {
+            detach: true,
+            service: "a".into(),
+            host: "h1".into(),
+            version: "v1".into(),
+            release: "/srv/app/releases/v1".into(),
+            health: HealthArgs {
+                health: None,
+                health_interval: "1s".into(),
+                health_deadline: "60s".into(),
+            },
+            log: None,
+            run_file: None,
+            store: crate::coordination::store::StoreArgs {
+                cluster: "c".into(),
+                local_store: Some("/var/lib/rookery".into()),
+                zookeeper: None,
+                zk_root: None,
+                session_timeout: "10s".into(),
+            },
+            command: vec!["bin/serve --port 80".into()],
+        };
+        let line = run.argv("rookery").join(" ");
+        assert!(
+            line.starts_with("rookery agent run --detach --service a --host h1 --version v1 --release /srv/app/releases/v1"),
+            "{line}"
+        );
+        assert!(line.ends_with(" -- bin/serve --port 80"), "{line}");
+        match parse(run.argv("rookery")) {
+            AgentCommand::Run(back) => assert_eq!(back, run),
             other => panic!("{other:?}"),
         }
     }
