@@ -1,6 +1,7 @@
 //! The one integration-test binary: runs the built `rookery` on fixture files and pins
 //! what users see (error text, exit codes, plan output).
 
+mod caps;
 mod coordination;
 mod errors;
 mod examples;
