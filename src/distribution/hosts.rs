@@ -287,3 +287,85 @@ pub(super) struct Where<'a> {
     pub(super) tracker: String,
     pub(super) origin: &'a str,
 }
+
+/// What every host's agent is started with.
+pub(super) struct Launch<'a> {
+    pub(super) config: &'a Config,
+    pub(super) side: &'a OriginSide,
+    pub(super) version: &'a str,
+    pub(super) torrent: Arc<Vec<u8>>,
+    pub(super) binary: Option<Binary>,
+    /// Local hosts: each agent listens on a port the kernel picks.
+    pub(super) local: bool,
+    /// At most `--forks` installs of rookery at a time.
+    pub(super) installs: Arc<tokio::sync::Semaphore>,
+    pub(super) events: crate::progress::Sender,
+    pub(super) cancel: &'a CancellationToken,
+}
+
+impl Launch<'_> {
+    /// One job per host, feeders first: with hundreds of hosts the commands go out
+    /// over seconds, and a host started before its feeder waits for it. One command
+    /// per host carries the metainfo on its stdin, checks the rookery binary (SSH)
+    /// and starts the agent; only a host without this build makes a second round
+    /// trip, to install it.
+    pub(super) fn spawn<C: Connection>(
+        &self,
+        mut conns: Vec<(usize, Arc<C>)>,
+        agent: &(dyn Fn(usize) -> String + Sync),
+    ) -> anyhow::Result<tokio::task::JoinSet<HostReport>> {
+        let (config, side) = (self.config, self.side);
+        let inv = &config.inventory;
+        let dist = &config.playbook.distribution;
+        if let Some(tracker) = &side.withdraw {
+            conns.sort_by_cached_key(|(h, _)| tracker.start_rank(&inv.hosts[*h].name));
+        }
+        let mut jobs = tokio::task::JoinSet::new();
+        for (h, conn) in conns {
+            let host = &inv.hosts[h];
+            let listen = if self.local {
+                // Port 0: the agent's engine binds whatever the kernel gives it and
+                // announces that. A port picked free here could be taken, by some
+                // connection's ephemeral port, before the agent binds it.
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            } else {
+                match host.address.parse::<IpAddr>() {
+                    Ok(a) => SocketAddr::new(a, dist.port),
+                    Err(_) => SocketAddr::from(([0, 0, 0, 0], dist.port)),
+                }
+            };
+            let torrent_file = torrent_path(config, h, self.version);
+            let agent_path = agent(h);
+            let at = Where {
+                torrent: &torrent_file,
+                listen,
+                tracker: format!("{}?host={}", side.announce, host.name),
+                origin: &side.origin,
+            };
+            let argv = fetch_request(config, h, &at, self.version)?.argv(&agent_path);
+            let command = fetch_command(
+                &torrent_file,
+                self.binary.as_ref().map(|b| (agent_path.as_str(), b)),
+                &argv,
+            );
+            let job = HostJob {
+                name: host.name.clone(),
+                dc: inv.datacenters[host.dc].name.clone(),
+                rack: inv.racks[host.rack].name.clone(),
+                conn,
+                command,
+                torrent: self.torrent.clone(),
+                torrent_file,
+                binary: self.binary.clone(),
+                agent_path,
+                installs: self.installs.clone(),
+                install_timeout: inv.transport.command_timeout(),
+                withdraw: side.withdraw.clone(),
+                events: self.events.clone(),
+                cancel: self.cancel.clone(),
+            };
+            jobs.spawn(job.run());
+        }
+        Ok(jobs)
+    }
+}

@@ -172,7 +172,6 @@ pub async fn stage(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn orchestrate<T: Transport>(
     transport: &T,
     config: &Config,
@@ -183,47 +182,18 @@ async fn orchestrate<T: Transport>(
     let agent = &|h: usize| transport.agent_path(h);
     let started = Instant::now();
     let inv = &config.inventory;
-    let dist = &config.playbook.distribution;
     let origin_host = match inv.origin {
         Origin::Host(b) => Some(b),
         Origin::Controller => None,
     };
-    // Connect to the targets and the origin host together.
-    let mut reach: Vec<usize> = hosts.to_vec();
-    if let Some(b) = origin_host
-        && !reach.contains(&b)
-    {
-        reach.push(b);
-    }
     let names: Vec<String> = hosts.iter().map(|&h| inv.hosts[h].name.clone()).collect();
-    let mut failed: Vec<(usize, HostError)> = Vec::new();
 
     // 1. Connect to every host first: a changed host key anywhere stops the run
     //    before any command runs anywhere. Meanwhile, when the controller is the
     //    origin, hash the artifact (about 0.4 s per GiB).
     let hashing = origin_host.is_none().then(|| spawn_create(config));
-    let connected = crate::transport::connect_all(transport, &reach, opts.forks).await;
+    let reached = reach(transport, hosts, origin_host, opts.forks).await?;
     tracing::info!(elapsed = ?started.elapsed(), "connected");
-    let mut conns: Vec<(usize, Arc<T::Connection>)> = Vec::new();
-    let mut origin_conn = None;
-    for (&h, r) in reach.iter().zip(connected) {
-        match r {
-            Ok(c) => {
-                let c = Arc::new(c);
-                if Some(h) == origin_host {
-                    origin_conn = Some(c.clone());
-                }
-                if hosts.contains(&h) {
-                    conns.push((h, c));
-                }
-            }
-            Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
-            Err(e) if Some(h) == origin_host => {
-                return Err(anyhow::Error::new(e).context("the origin host is unreachable"));
-            }
-            Err(e) => failed.push((h, e)),
-        }
-    }
     let binary = if transport.needs_bootstrap() {
         Some(Binary::current()?)
     } else {
@@ -231,7 +201,7 @@ async fn orchestrate<T: Transport>(
     };
 
     // 2. The metainfo: made here, or on the origin host from its copy of the build.
-    let (m, version) = match (origin_host, &origin_conn) {
+    let (m, version) = match (origin_host, &reached.origin) {
         (Some(b), Some(conn)) => {
             remote_metainfo(config, b, conn.as_ref(), binary.as_ref(), agent, &cancel).await?
         }
@@ -245,11 +215,10 @@ async fn orchestrate<T: Transport>(
     // The playbook's `before_distribute` hooks, on this machine: the version is
     // known, and no host has been asked to fetch anything yet.
     controller_hooks(config, Hook::BeforeDistribute, &version).await?;
-    let torrent = Arc::new(m.to_bytes());
     tracing::info!(elapsed = ?started.elapsed(), %version, "metainfo ready");
     let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
     let events = progress.sender();
-    for (_, e) in &failed {
+    for (_, e) in &reached.failed {
         events.send(Event::Done {
             host: e.host.clone(),
             ok: false,
@@ -261,111 +230,38 @@ async fn orchestrate<T: Transport>(
     // only them: a member that never announces (the origin host itself, a host that
     // failed to connect) would hold up its successor in the chain until the end of
     // the start-up grace. A host whose agent then fails to start is withdrawn.
-    let mut members: Vec<usize> = conns.iter().map(|(h, _)| *h).collect();
+    let mut members: Vec<usize> = reached.conns.iter().map(|(h, _)| *h).collect();
     members.sort_unstable();
-    let side = match (origin_host, origin_conn) {
+    let side = match (origin_host, reached.origin) {
         (Some(b), Some(conn)) => remote_origin(config, b, conn, agent, &members, &cancel).await?,
         _ => {
-            let ip = match opts.advertise {
-                Some(ip) => ip,
-                None => match conns.iter().find_map(|(_, c)| c.local_ip()) {
-                    Some(ip) => ip,
-                    None if conns.is_empty() => Ipv4Addr::LOCALHOST.into(),
-                    None => anyhow::bail!(
-                        "no host was reached directly, so the address hosts can reach this machine at is unknown: pass --advertise IP, or make a host of the inventory the origin"
-                    ),
-                },
-            };
+            let ip = origin_ip(opts, &reached.conns)?;
             local_origin(config, &members, &m, ip, &cancel).await?
         }
     };
-    let announce = |host: &str| format!("{}?host={host}", side.announce);
     tracing::info!(elapsed = ?started.elapsed(), announce = %side.announce, "origin ready");
 
-    // 4. Every host fetches at once: the swarm needs them together. One command per
-    // host carries the metainfo on its stdin, checks the rookery binary (SSH) and
-    // starts the agent; only a host without this build makes a second round trip,
-    // to install it, `--forks` at a time.
-    let local = !transport.needs_bootstrap();
-    let installs = Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1)));
-    let install_timeout = inv.transport.command_timeout();
-    let mut jobs = tokio::task::JoinSet::new();
-    // Feeders first: with hundreds of hosts the commands go out over seconds, and a
-    // host started before its feeder waits for it.
-    let mut conns = conns;
-    if let Some(tracker) = &side.withdraw {
-        conns.sort_by_cached_key(|(h, _)| tracker.start_rank(&inv.hosts[*h].name));
-    }
-    for (h, conn) in conns {
-        let host = &inv.hosts[h];
-        let listen = if local {
-            // Port 0: the agent's engine binds whatever the kernel gives it and
-            // announces that. A port picked free here could be taken, by some
-            // connection's ephemeral port, before the agent binds it.
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        } else {
-            match host.address.parse::<IpAddr>() {
-                Ok(a) => SocketAddr::new(a, dist.port),
-                Err(_) => SocketAddr::from(([0, 0, 0, 0], dist.port)),
-            }
-        };
-        let torrent_file = torrent_path(config, h, &version);
-        let agent_path = agent(h);
-        let at = Where {
-            torrent: &torrent_file,
-            listen,
-            tracker: announce(&host.name),
-            origin: &side.origin,
-        };
-        let argv = fetch_request(config, h, &at, &version)?.argv(&agent_path);
-        let command = fetch_command(
-            &torrent_file,
-            binary.as_ref().map(|b| (agent_path.as_str(), b)),
-            &argv,
-        );
-        let job = HostJob {
-            name: host.name.clone(),
-            dc: inv.datacenters[host.dc].name.clone(),
-            rack: inv.racks[host.rack].name.clone(),
-            conn,
-            command,
-            torrent: torrent.clone(),
-            torrent_file,
-            binary: binary.clone(),
-            agent_path,
-            installs: installs.clone(),
-            install_timeout,
-            withdraw: side.withdraw.clone(),
-            events: events.clone(),
-            cancel: cancel.clone(),
-        };
-        jobs.spawn(job.run());
-    }
+    // 4. Every host fetches at once: the swarm needs them together.
+    let launch = Launch {
+        config,
+        side: &side,
+        version: &version,
+        torrent: Arc::new(m.to_bytes()),
+        binary,
+        local: !transport.needs_bootstrap(),
+        installs: Arc::new(tokio::sync::Semaphore::new(opts.forks.max(1))),
+        events: events.clone(),
+        cancel: &cancel,
+    };
+    let mut jobs = launch.spawn(reached.conns, agent)?;
+    drop(launch);
     let mut reports = Vec::new();
     while let Some(r) = jobs.join_next().await {
         reports.push(r.context("an agent job panicked")?);
     }
     drop(events);
     progress.finish().await;
-    for (h, e) in failed {
-        let host = &inv.hosts[h];
-        reports.push(HostReport {
-            host: host.name.clone(),
-            dc: inv.datacenters[host.dc].name.clone(),
-            rack: inv.racks[host.rack].name.clone(),
-            ok: false,
-            seconds: 0.0,
-            bytes_from_origin: 0,
-            bytes_from_peers: 0,
-            bytes_reused: 0,
-            fed_by: BTreeMap::new(),
-            listen: None,
-            fetched_from: BTreeMap::new(),
-            bootstrap: None,
-            stage: Some(e.stage),
-            error: Some(format!("{}: {}", e.stage, e.message)),
-        });
-    }
+    reports.extend(reached.failed.iter().map(|(h, e)| unreached(inv, *h, e)));
     reports.sort_by(|a, b| a.host.cmp(&b.host));
     name_feeders(&mut reports, &side.origin);
     tracing::info!(elapsed = ?started.elapsed(), "every host reported");
@@ -385,6 +281,92 @@ async fn orchestrate<T: Transport>(
         hosts: reports,
     })
 }
+
+/// The hosts connected to (targets, and the origin host's connection apart) and
+/// those that could not be.
+struct Reached<C> {
+    conns: Vec<(usize, Arc<C>)>,
+    origin: Option<Arc<C>>,
+    failed: Vec<(usize, HostError)>,
+}
+
+/// Connects to the targets and the origin host together. A changed host key stops
+/// the run; an unreachable origin host too; other hosts are left out.
+async fn reach<T: Transport>(
+    transport: &T,
+    hosts: &[usize],
+    origin_host: Option<usize>,
+    forks: usize,
+) -> anyhow::Result<Reached<T::Connection>> {
+    let mut reach: Vec<usize> = hosts.to_vec();
+    if let Some(b) = origin_host
+        && !reach.contains(&b)
+    {
+        reach.push(b);
+    }
+    let connected = crate::transport::connect_all(transport, &reach, forks).await;
+    let mut r = Reached {
+        conns: Vec::new(),
+        origin: None,
+        failed: Vec::new(),
+    };
+    for (&h, c) in reach.iter().zip(connected) {
+        match c {
+            Ok(c) => {
+                let c = Arc::new(c);
+                if Some(h) == origin_host {
+                    r.origin = Some(c.clone());
+                }
+                if hosts.contains(&h) {
+                    r.conns.push((h, c));
+                }
+            }
+            Err(e) if e.fatal => return Err(Error::Untrusted(e).into()),
+            Err(e) if Some(h) == origin_host => {
+                return Err(anyhow::Error::new(e).context("the origin host is unreachable"));
+            }
+            Err(e) => r.failed.push((h, e)),
+        }
+    }
+    Ok(r)
+}
+
+/// The address hosts reach this machine at: `--advertise`, else the local address
+/// of a direct connection.
+fn origin_ip<C: Connection>(opts: &Options, conns: &[(usize, Arc<C>)]) -> anyhow::Result<IpAddr> {
+    Ok(match opts.advertise {
+        Some(ip) => ip,
+        None => match conns.iter().find_map(|(_, c)| c.local_ip()) {
+            Some(ip) => ip,
+            None if conns.is_empty() => Ipv4Addr::LOCALHOST.into(),
+            None => anyhow::bail!(
+                "no host was reached directly, so the address hosts can reach this machine at is unknown: pass --advertise IP, or make a host of the inventory the origin"
+            ),
+        },
+    })
+}
+
+/// The report of a host that could not be reached.
+fn unreached(inv: &inventory::Inventory, h: usize, e: &HostError) -> HostReport {
+    let host = &inv.hosts[h];
+    HostReport {
+        host: host.name.clone(),
+        dc: inv.datacenters[host.dc].name.clone(),
+        rack: inv.racks[host.rack].name.clone(),
+        ok: false,
+        seconds: 0.0,
+        bytes_from_origin: 0,
+        bytes_from_peers: 0,
+        bytes_reused: 0,
+        fed_by: BTreeMap::new(),
+        listen: None,
+        fetched_from: BTreeMap::new(),
+        bootstrap: None,
+        stage: Some(e.stage),
+        error: Some(format!("{}: {}", e.stage, e.message)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -185,7 +185,6 @@ pub(super) async fn remote_metainfo<C: Connection>(
 
 /// Starts `rookery tracker` and `rookery agent seed` on origin host `b`. Both stop
 /// when the side is cancelled: a signal, and their stdin closing.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn remote_origin<C: Connection>(
     config: &Config,
     b: usize,
