@@ -1,9 +1,12 @@
 //! A small fluent helper in the style of just's `Test`: write fixture files into a
-//! temporary directory, run `rookery` there, and check status, stdout and stderr.
+//! temporary directory, run `rookery` there, and check status, stdout and stderr. A
+//! `Test` does nothing until `run`, so the type is `#[must_use]`: a chain that forgets
+//! `.run()` is a warning (an error under `-D warnings`), not a test that checks nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[must_use = "a Test checks nothing until `.run()`"]
 pub struct Test {
     dir: tempfile::TempDir,
     args: Vec<String>,
@@ -86,6 +89,9 @@ impl Test {
         self
     }
 
+    /// Runs `rookery` with the arguments in the test's directory and checks what was
+    /// asked; a failed check is reported at the test's line, not here.
+    #[track_caller]
     pub fn run(self) -> Output {
         let out = Command::new(env!("CARGO_BIN_EXE_rookery"))
             .args(&self.args)
@@ -158,6 +164,7 @@ impl Lines {
         Lines { lines, thread }
     }
 
+    #[track_caller]
     pub fn wait_for(&self, text: &str) {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(90);
         while !self.lines.lock().unwrap().iter().any(|l| l.contains(text)) {
