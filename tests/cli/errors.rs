@@ -1,7 +1,7 @@
 //! Every class of configuration error, with its exact text and exit status: these
 //! messages are what an operator sees at 3 a.m., so they are pinned here.
 
-use crate::helper::Test;
+use crate::support::Test;
 
 const INV: &str = "\
 cluster: test

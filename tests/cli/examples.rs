@@ -1,7 +1,7 @@
 //! The example files shipped in `inventory/` and `playbooks/` and the complete examples
 //! in `docs/` must stay valid: they are what new users copy.
 
-use crate::helper::{Test, repo};
+use crate::support::{Test, repo};
 
 /// Every playbook in `playbooks/` names, in its header, the `rookery plan` command
 /// that shows it with its inventory; that command succeeds. So every shipped example

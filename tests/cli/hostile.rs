@@ -4,7 +4,7 @@
 
 use rookery::torrent::metainfo::Metainfo;
 
-use crate::helper::{Test, repo};
+use crate::support::{Test, repo};
 
 fn demo(name: &str) -> String {
     std::fs::read_to_string(repo().join(name)).unwrap()
@@ -410,7 +410,7 @@ mod harness {
     }
 
     fn seed(path: &str) -> Vec<u8> {
-        std::fs::read(crate::helper::repo().join(path)).unwrap()
+        std::fs::read(crate::support::repo().join(path)).unwrap()
     }
 
     fn torrent() -> Vec<u8> {

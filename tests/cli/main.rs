@@ -1,11 +1,14 @@
 //! The one integration-test binary: runs the built `rookery` on fixture files and pins
-//! what users see (error text, exit codes, plan output).
+//! what users see (error text, exit codes, plan output), up to deploys on clusters of
+//! real processes. `support/` holds what the test files share: the `Test` builder, the
+//! one `Cluster` (local or SSH hosts, local store or ZooKeeper) and its fixtures.
+
+mod support;
 
 mod caps;
 mod coordination;
 mod errors;
 mod examples;
-mod helper;
 mod hostile;
 mod plan;
 mod rollout;

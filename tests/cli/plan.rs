@@ -1,6 +1,6 @@
 //! `rookery plan`: the text an operator reviews, and the same plan as JSON.
 
-use crate::helper::Test;
+use crate::support::Test;
 
 const INV: &str = "\
 cluster: shop

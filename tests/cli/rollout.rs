@@ -4,11 +4,12 @@
 //! that reads the store while the rollout runs and proves quorum and order.
 //!
 //! The stack is a diamond: `a` on six hosts; `b` and `c` depend on `a`; `d` depends
-//! on `b` and `c`.
+//! on `b` and `c`. Each test runs it on a [`Diamond`], a `Cluster::local` of its own.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::ops::Deref;
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,10 +17,11 @@ use std::time::{Duration, Instant};
 use rookery::coordination::Coordinator;
 use rookery::coordination::store::Location;
 
-use crate::coordination::{Ensemble, Partition, ZooKeeper, rt};
-use crate::helper::{Lines, ctrl_c, spawn_in_group};
+use crate::support::{
+    BIN, Cluster, Ensemble, Lines, Partition, Run, Store, ZooKeeper, ctrl_c, host_states, rt,
+    spawn_in_group, succeed, wait_until, write_exec,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rookery");
 const DEMO: &str = env!("CARGO_BIN_EXE_demo-service");
 
 /// Services, their hosts and their quorum (strict: `a` may lose 2, the others 1).
@@ -32,44 +34,21 @@ const SERVICES: &[(&str, &[&str], u32)] = &[
 
 const DEPS: &[(&str, &[&str])] = &[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])];
 
-enum Store<'z> {
-    Local,
-    Zk(&'z str),
+/// The cluster of these tests: six local hosts in two datacenters running the
+/// diamond, with its playbook `pb.yml` and its build `art/` in the cluster's directory.
+struct Diamond(Cluster);
+
+impl Deref for Diamond {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
 }
 
-struct Cluster {
-    dir: tempfile::TempDir,
-    location: Location,
-}
-
-impl Cluster {
+impl Diamond {
     /// `loose`: quorums that leave room for one host down.
-    fn new(store: Store, loose: bool) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let (coordination, location) = match store {
-            Store::Local => (
-                "  local: {dir: coord}\n".to_string(),
-                Location::Local {
-                    dir: dir.path().join("coord"),
-                },
-            ),
-            Store::Zk(connect) => {
-                let root = format!(
-                    "/rookery/{}",
-                    dir.path().file_name().unwrap().to_string_lossy()
-                );
-                (
-                    format!(
-                        "  zookeeper: {{connect: \"{connect}\", root: \"{root}\", session_timeout: 5s}}\n"
-                    ),
-                    Location::ZooKeeper {
-                        connect: connect.to_string(),
-                        root,
-                        session_timeout: Duration::from_secs(5),
-                    },
-                )
-            }
-        };
+    fn new(store: Store, loose: bool) -> Diamond {
         let services_of = |h: &str| -> Vec<&str> {
             SERVICES
                 .iter()
@@ -78,8 +57,8 @@ impl Cluster {
                 .collect()
         };
         let host = |h: &str| format!("{h}: {{services: [{}]}}", services_of(h).join(", "));
-        let inv = format!(
-            "cluster: t\ntransport:\n  local: {{root: hosts}}\ncoordination:\n{coordination}datacenters:\n  east:\n    racks:\n      r1: {{hosts: {{{}, {}}}}}\n      r2: {{hosts: {{{}}}}}\n  west:\n    racks:\n      r1: {{hosts: {{{}, {}}}}}\n      r2: {{hosts: {{{}}}}}\n",
+        let datacenters = format!(
+            "  east:\n    racks:\n      r1: {{hosts: {{{}, {}}}}}\n      r2: {{hosts: {{{}}}}}\n  west:\n    racks:\n      r1: {{hosts: {{{}, {}}}}}\n      r2: {{hosts: {{{}}}}}\n",
             host("h1"),
             host("h2"),
             host("h3"),
@@ -103,15 +82,10 @@ impl Cluster {
                 deps.join(", ")
             ));
         }
-        std::fs::write(dir.path().join("inv.yml"), inv).unwrap();
-        std::fs::write(dir.path().join("pb.yml"), pb).unwrap();
-        let c = Cluster { dir, location };
+        let c = Diamond(Cluster::local(&datacenters).store(store).start());
+        std::fs::write(c.path("pb.yml"), pb).unwrap();
         c.artifact("v1", None);
         c
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
     }
 
     /// The build: demo-service, a health check wrapper (failing for `broken`), a label.
@@ -132,28 +106,6 @@ impl Cluster {
             ),
         );
         std::fs::write(self.path("art/LABEL"), label).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .args(["-i", "inv.yml"])
-            .current_dir(self.dir.path())
-            .env_remove("ROOKERY_INVENTORY");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().unwrap();
-        Run::from(out, args)
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
     }
 
     fn deploy(&self) -> Run {
@@ -185,7 +137,7 @@ impl Cluster {
 
     fn live(&self) -> BTreeMap<(String, String), String> {
         rt().block_on(async {
-            let store = self.location.open("t").await.unwrap();
+            let store = self.location().open("t").await.unwrap();
             let mut m = BTreeMap::new();
             for (s, _, _) in SERVICES {
                 for i in store.live(s).await.unwrap() {
@@ -198,6 +150,7 @@ impl Cluster {
 
     /// Asserts that every instance started exactly once on `version`; returns the
     /// starts.
+    #[track_caller]
     fn each_started_once(&self, version: &str) -> BTreeMap<(String, String), usize> {
         let starts = self.starts_of(version);
         assert_eq!(starts.len(), total_instances(), "{starts:?}");
@@ -209,32 +162,18 @@ impl Cluster {
     }
 
     /// Waits until `n` instances are live in total.
+    #[track_caller]
     fn wait_live(&self, n: usize) {
-        let until = Instant::now() + Duration::from_secs(30);
-        while self.live().len() != n {
-            assert!(Instant::now() < until, "not {n} live: {:?}", self.live());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `host` goes down: its supervisors die, and with them its live entries. Returns
-    /// once they are gone (a supervisor stopping its service is still running).
-    fn host_down(&self, host: &str) {
-        let dir = self.path(&format!("hosts/{host}")).display().to_string();
-        let pattern = format!("agent run.*{dir}/");
-        let _ = Command::new("pkill").args(["-f", &pattern]).status();
-        let until = Instant::now() + Duration::from_secs(30);
-        while Command::new("pgrep")
-            .args(["-f", &pattern])
-            .output()
-            .is_ok_and(|o| !o.stdout.is_empty())
-        {
-            assert!(Instant::now() < until, "{host}'s supervisors did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || self.live().len() == n,
+            || format!("not {n} live: {:?}", self.live()),
+        );
     }
 
     /// `rookery agent start` on `host`, as at boot; its result lines.
+    #[track_caller]
     fn agent_start(&self, host: &str, catch_up: bool) -> Vec<serde_json::Value> {
         let mut cmd = Command::new(BIN);
         cmd.args(["agent", "start", "--destination"])
@@ -242,118 +181,11 @@ impl Cluster {
         if catch_up {
             cmd.arg("--catch-up");
         }
-        let out = cmd.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        succeed(&mut cmd)
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .collect()
     }
-
-    fn stop_services(&self) {
-        // Every supervisor of this cluster, by its state directory.
-        let pattern = self.dir.path().display().to_string();
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("agent run.*{pattern}")])
-            .status();
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("demo-service serve.*{pattern}")])
-            .status();
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop_services();
-        if std::thread::panicking() {
-            // What the hosts' supervisors and agents said: the first thing to read
-            // when a test fails on a busy machine.
-            for h in ["h1", "h2", "h3", "h4", "h5", "h6"] {
-                let dir = self.path(&format!("hosts/{h}/srv/app/.rookery"));
-                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    let path = e.path();
-                    if path.extension().is_some_and(|x| x == "log") {
-                        let text = std::fs::read_to_string(&path).unwrap_or_default();
-                        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                        eprintln!("--- {}", path.display());
-                        for l in tail.iter().rev() {
-                            eprintln!("{l}");
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn write_exec(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: Output, args: &[&str]) -> Run {
-        let r = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        eprintln!("rookery {}: exit {}\n{}", args.join(" "), r.code, r.stderr);
-        r
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "{}\n{}", self.stdout, self.stderr);
-        self
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
-    }
-
-    /// The version a `deploy --json` distributed.
-    fn version(&self) -> String {
-        self.json()["distribution"]["version"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// The rollout record of a `deploy --json`.
-    fn record(&self) -> serde_json::Value {
-        self.json()["rollout"].clone()
-    }
-}
-
-fn host_states(record: &serde_json::Value, service: &str) -> BTreeMap<String, String> {
-    record["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == service)
-        .unwrap()["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h["host"].as_str().unwrap().to_string(),
-                h["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// Reads the store on its own while a rollout runs: the fewest live instances of
@@ -410,7 +242,7 @@ fn total_instances() -> usize {
 }
 
 /// A first deploy on an empty cluster; returns its version.
-fn first_deploy(c: &Cluster) -> String {
+fn first_deploy(c: &Diamond) -> String {
     let r = c.deploy().ok();
     let v = r.version();
     c.wait_live(total_instances());
@@ -418,11 +250,11 @@ fn first_deploy(c: &Cluster) -> String {
 }
 
 fn diamond(store: Store) {
-    let c = Cluster::new(store, false);
+    let c = Diamond::new(store, false);
     let v1 = first_deploy(&c);
 
     c.artifact("v2", None);
-    let watcher = Watcher::start(c.location.clone(), v1.clone());
+    let watcher = Watcher::start(c.location().clone(), v1.clone());
     let r = c.deploy().ok();
     let (min, first_new) = watcher.finish();
     let v2 = r.version();
@@ -471,7 +303,7 @@ fn diamond(store: Store) {
     assert_eq!(c.starts_of(&v2), starts);
 
     // Status: every instance live on v2, nothing staged, v1 and v2 installed.
-    let status = c.run(&["--json", "status", "pb.yml"]).ok().json();
+    let status = c.run(&["--json", "status", "pb.yml"]).ok().report();
     for svc in status["services"].as_array().unwrap() {
         for h in svc["hosts"].as_array().unwrap() {
             assert_eq!(h["live"], v2.as_str(), "{h}");
@@ -486,8 +318,7 @@ fn diamond(store: Store) {
 
 #[test]
 fn diamond_rollout_keeps_quorum_and_order_on_zookeeper() {
-    let z = ZooKeeper::start();
-    diamond(Store::Zk(&z.connect));
+    diamond(Store::ZooKeeper);
 }
 
 #[test]
@@ -496,7 +327,7 @@ fn diamond_rollout_keeps_quorum_and_order_on_the_local_store() {
 }
 
 fn failing_health(store: Store) {
-    let c = Cluster::new(store, false);
+    let c = Diamond::new(store, false);
     let v1 = first_deploy(&c);
     c.artifact("v3", Some("b"));
     let r = c.deploy();
@@ -547,8 +378,7 @@ fn failing_health(store: Store) {
 
 #[test]
 fn a_failing_health_check_switches_the_host_back_and_stops_the_deploy_on_zookeeper() {
-    let z = ZooKeeper::start();
-    failing_health(Store::Zk(&z.connect));
+    failing_health(Store::ZooKeeper);
 }
 
 #[test]
@@ -557,7 +387,7 @@ fn a_failing_health_check_switches_the_host_back_and_stops_the_deploy_on_the_loc
 }
 
 fn kill_and_resume(store: Store) {
-    let c = Cluster::new(store, false);
+    let c = Diamond::new(store, false);
     first_deploy(&c);
     c.artifact("v2", None);
     let mut child = c.spawn(&["deploy", "pb.yml"]);
@@ -584,7 +414,7 @@ fn kill_and_resume(store: Store) {
     // it runs.
     let until = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let s = c.run(&["--json", "status"]).ok().json();
+        let s = c.run(&["--json", "status"]).ok().report();
         if s["lock"].is_null() {
             break s;
         }
@@ -612,8 +442,7 @@ fn kill_and_resume(store: Store) {
 
 #[test]
 fn a_killed_deploy_resumes_without_restarting_finished_hosts_on_zookeeper() {
-    let z = ZooKeeper::start();
-    kill_and_resume(Store::Zk(&z.connect));
+    kill_and_resume(Store::ZooKeeper);
 }
 
 #[test]
@@ -622,13 +451,13 @@ fn a_killed_deploy_resumes_without_restarting_finished_hosts_on_the_local_store(
 }
 
 fn concurrent(store: Store) {
-    let c = Cluster::new(store, false);
+    let c = Diamond::new(store, false);
     first_deploy(&c);
     c.artifact("v2", None);
     let first = c.spawn(&["deploy", "pb.yml"]);
     let until = Instant::now() + Duration::from_secs(30);
     let holder = loop {
-        let status = c.run(&["--json", "status"]).ok().json();
+        let status = c.run(&["--json", "status"]).ok().report();
         if !status["lock"].is_null() {
             break status["lock"].clone();
         }
@@ -657,8 +486,7 @@ fn concurrent(store: Store) {
 
 #[test]
 fn a_second_deploy_is_refused_while_one_runs_on_zookeeper() {
-    let z = ZooKeeper::start();
-    concurrent(Store::Zk(&z.connect));
+    concurrent(Store::ZooKeeper);
 }
 
 #[test]
@@ -667,7 +495,7 @@ fn a_second_deploy_is_refused_while_one_runs_on_the_local_store() {
 }
 
 fn catch_up(store: Store) {
-    let c = Cluster::new(store, true);
+    let c = Diamond::new(store, true);
     first_deploy(&c);
     // h6 goes down: its services die and its disk is gone from the network.
     c.host_down("h6");
@@ -686,7 +514,7 @@ fn catch_up(store: Store) {
     std::fs::remove_file(c.path("hosts/h6")).unwrap();
     std::fs::rename(c.path("h6.away"), c.path("hosts/h6")).unwrap();
     let r = c.run(&["--json", "reconcile", "pb.yml"]).ok();
-    let rec = r.json();
+    let rec = r.report();
     assert_eq!(rec["kind"], "reconcile");
     assert_eq!(host_states(&rec, "a")["h6"], "done");
     assert_eq!(host_states(&rec, "a")["h5"], "unchanged");
@@ -696,8 +524,7 @@ fn catch_up(store: Store) {
 
 #[test]
 fn a_host_that_missed_a_deploy_catches_up_through_reconcile_on_zookeeper() {
-    let z = ZooKeeper::start();
-    catch_up(Store::Zk(&z.connect));
+    catch_up(Store::ZooKeeper);
 }
 
 #[test]
@@ -711,7 +538,7 @@ fn a_lost_zookeeper_session_halts_the_rollout_and_the_next_run_finishes_it() {
     // Everything reaches ZooKeeper through a link the test can cut.
     let runtime = rt();
     let link = runtime.block_on(Partition::start(z.connect.clone()));
-    let c = Cluster::new(Store::Zk(&link.addr), false);
+    let c = Diamond::new(Store::ZooKeeperAt(link.addr.clone()), false);
     let v1 = first_deploy(&c);
     c.artifact("v2", None);
     let child = c.spawn(&["--json", "deploy", "pb.yml"]);
@@ -767,7 +594,7 @@ fn a_lost_zookeeper_session_halts_the_rollout_and_the_next_run_finishes_it() {
 
 #[test]
 fn the_first_ctrl_c_finishes_the_batch_in_flight_and_the_next_run_resumes() {
-    let c = Cluster::new(Store::Local, false);
+    let c = Diamond::new(Store::Local, false);
     let v1 = first_deploy(&c);
     c.artifact("v2", None);
     let mut child = spawn_in_group(c.command(&["deploy", "pb.yml"]));
@@ -803,7 +630,7 @@ fn the_first_ctrl_c_finishes_the_batch_in_flight_and_the_next_run_resumes() {
 
 #[test]
 fn a_second_ctrl_c_aborts_at_once() {
-    let c = Cluster::new(Store::Local, false);
+    let c = Diamond::new(Store::Local, false);
     first_deploy(&c);
     c.artifact("v2", None);
     let mut child = spawn_in_group(c.command(&["deploy", "pb.yml"]));
@@ -827,7 +654,7 @@ fn a_second_ctrl_c_aborts_at_once() {
 
 #[test]
 fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
-    let c = Cluster::new(Store::Local, true);
+    let c = Diamond::new(Store::Local, true);
     let v1 = first_deploy(&c);
     c.artifact("v2", None);
     // v2 reaches every host, then h6 goes down before the rollout.
@@ -871,8 +698,7 @@ fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
 
 #[test]
 fn a_missing_instance_elsewhere_stops_the_deploy_before_the_batch_and_the_next_run_finishes() {
-    let z = ZooKeeper::start();
-    let c = Cluster::new(Store::Zk(&z.connect), false);
+    let c = Diamond::new(Store::ZooKeeper, false);
     let v1 = first_deploy(&c);
     // h6 goes down: `a` has 5 live instances of 6, quorum 4, and its batches (two
     // hosts, h6 left out) would leave 3.
@@ -916,7 +742,7 @@ fn a_missing_instance_elsewhere_stops_the_deploy_before_the_batch_and_the_next_r
 
 #[test]
 fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
-    let c = Cluster::new(Store::Local, false);
+    let c = Diamond::new(Store::Local, false);
     let v1 = first_deploy(&c);
     c.artifact("v2", None);
     let v2 = c.deploy().ok().version();
@@ -926,14 +752,14 @@ fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
     let r = c
         .run(&["--json", "rollback", "pb.yml", "--service", "d"])
         .ok();
-    assert_eq!(r.json()["kind"], "rollback");
+    assert_eq!(r.report()["kind"], "rollback");
     let live = c.live();
     for ((s, h), v) in &live {
         assert_eq!(v, if s == "d" { &v1 } else { &v2 }, "{s} on {h}");
     }
     // ... and at boot too: each service starts where it runs (its own release, not
     // the host-wide `current` link the rollback moved), and status agrees.
-    let status = c.run(&["--json", "status", "pb.yml"]).ok().json();
+    let status = c.run(&["--json", "status", "pb.yml"]).ok().report();
     for svc in status["services"].as_array().unwrap() {
         let want = if svc["name"] == "d" { &v1 } else { &v2 };
         for h in svc["hosts"].as_array().unwrap() {
@@ -973,10 +799,10 @@ fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
     std::fs::write(&spec, text).unwrap();
 
     // Then everything, watched: dependents go back before what they depend on.
-    let watcher = Watcher::start(c.location.clone(), v2.clone());
+    let watcher = Watcher::start(c.location().clone(), v2.clone());
     let r = c.run(&["--json", "rollback", "pb.yml"]).ok();
     let (min, first_old) = watcher.finish();
-    let rec = r.json();
+    let rec = r.report();
     assert_eq!(rec["state"], "done", "{rec}");
     assert!(c.live().values().all(|v| v == &v1), "{:?}", c.live());
     for (s, _, quorum) in SERVICES {
@@ -1013,7 +839,7 @@ fn rollback_returns_every_host_to_its_previous_release_dependents_first() {
 
 /// The playbook at a fixed label `version`, and the same with `b`'s health check
 /// always failing (a health check is the playbook's, not the build's).
-fn labelled_playbooks(c: &Cluster, version: &str) -> (String, String) {
+fn labelled_playbooks(c: &Diamond, version: &str) -> (String, String) {
     let pb = std::fs::read_to_string(c.path("pb.yml"))
         .unwrap()
         .replace("version: content-hash", &format!("version: {version}"));
@@ -1032,7 +858,7 @@ fn labelled_playbooks(c: &Cluster, version: &str) -> (String, String) {
 /// what is broken (`exit 1`), and it must not fail the way back too.
 #[test]
 fn a_switch_back_uses_the_health_check_the_old_release_ran_with() {
-    let c = Cluster::new(Store::Local, false);
+    let c = Diamond::new(Store::Local, false);
     let v1 = first_deploy(&c);
     let (_, broken) = labelled_playbooks(&c, "v2");
     let r = c.run(&["--json", "deploy", &broken]);
@@ -1064,7 +890,7 @@ fn a_switch_back_uses_the_health_check_the_old_release_ran_with() {
 /// host of its own, wider scope; it never ends `done` with hosts on the old version.
 #[test]
 fn a_deploy_without_the_stopped_runs_limit_finishes_every_host() {
-    let c = Cluster::new(Store::Local, false);
+    let c = Diamond::new(Store::Local, false);
     first_deploy(&c);
     let (pb, broken) = labelled_playbooks(&c, "v2");
     let r = c.run(&["--json", "--limit", "h1,h2", "deploy", &broken]);
@@ -1082,7 +908,7 @@ fn a_deploy_without_the_stopped_runs_limit_finishes_every_host() {
 /// plain run then finishes.
 #[test]
 fn a_limited_run_of_a_stopped_deploy_never_records_it_done() {
-    let c = Cluster::new(Store::Local, false);
+    let c = Diamond::new(Store::Local, false);
     first_deploy(&c);
     let (pb, broken) = labelled_playbooks(&c, "v2");
     let r = c.run(&["--json", "deploy", &broken]);
@@ -1114,7 +940,7 @@ fn a_limited_run_of_a_stopped_deploy_never_records_it_done() {
 /// no host is ever moved back from it; `--dry-run` prints exactly those moves first.
 #[test]
 fn reconcile_never_moves_a_host_back_from_the_newest_deploy() {
-    let c = Cluster::new(Store::Local, false);
+    let c = Diamond::new(Store::Local, false);
     let v1 = first_deploy(&c);
     c.artifact("v2", None);
     let v2 = c
@@ -1125,7 +951,7 @@ fn reconcile_never_moves_a_host_back_from_the_newest_deploy() {
     let preview = c
         .run(&["--json", "reconcile", "--dry-run", "pb.yml"])
         .ok()
-        .json();
+        .report();
     let moves = preview["moves"].as_array().unwrap();
     let mut expected: Vec<(String, String)> = before
         .iter()
@@ -1158,7 +984,7 @@ fn reconcile_never_moves_a_host_back_from_the_newest_deploy() {
 /// not `<v> -> <v>`.
 #[test]
 fn a_first_deploy_records_no_previous_release_for_any_service() {
-    let c = Cluster::new(Store::Local, true);
+    let c = Diamond::new(Store::Local, true);
     let r = c.deploy().ok();
     let rec = r.record();
     for s in rec["services"].as_array().unwrap() {
@@ -1176,24 +1002,26 @@ fn a_first_deploy_records_no_previous_release_for_any_service() {
 
 /// Waits until the deploy is under way: two instances of `a` started on a version
 /// other than `old`.
-fn wait_rolling(c: &Cluster, old: &str) {
-    let until = Instant::now() + Duration::from_secs(60);
-    while c
-        .starts()
-        .iter()
-        .filter(|(s, _, v)| s == "a" && v != old)
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < until, "the rollout did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+#[track_caller]
+fn wait_rolling(c: &Diamond, old: &str) {
+    wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            c.starts()
+                .iter()
+                .filter(|(s, _, v)| s == "a" && v != old)
+                .count()
+                >= 2
+        },
+        || "the rollout did not start",
+    );
 }
 
 /// A cluster on a three-server ensemble, with the default session timeout of the
 /// field (10 s: a silent server is given up after a third of it).
-fn on_ensemble(e: &Ensemble) -> Cluster {
-    let c = Cluster::new(Store::Zk(&e.connect), false);
+fn on_ensemble(e: &Ensemble) -> Diamond {
+    let c = Diamond::new(Store::ZooKeeperAt(e.connect.clone()), false);
     let inv = std::fs::read_to_string(c.path("inv.yml")).unwrap();
     std::fs::write(
         c.path("inv.yml"),
@@ -1214,7 +1042,7 @@ fn a_frozen_zookeeper_server_costs_the_deploy_nothing() {
     let c = on_ensemble(&e);
     let v1 = first_deploy(&c);
     c.artifact("v2", None);
-    let watcher = Watcher::start(c.location.clone(), v1.clone());
+    let watcher = Watcher::start(c.location().clone(), v1.clone());
     let child = c.spawn(&["--json", "deploy", "pb.yml"]);
     let pid = child.id();
     wait_rolling(&c, &v1);
@@ -1227,7 +1055,7 @@ fn a_frozen_zookeeper_server_costs_the_deploy_nothing() {
     // A supervisor that has been switched already: `a` on h1 (the first batch).
     let pattern = format!(
         "agent run --detach --service a --host h1 .*{}",
-        c.dir.path().display()
+        c.dir().display()
     );
     let out = Command::new("pgrep")
         .args(["-f", &pattern])

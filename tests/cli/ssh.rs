@@ -1,85 +1,16 @@
 //! The SSH transport against real sshd processes: `scripts/loopback-cluster` starts
-//! one Debian sshd per host on its own 127.0.N.x address, and `rookery distribute`
-//! reaches them with russh, bootstraps its own binary, and runs real agents.
+//! one Debian sshd per host on its own 127.0.N.x address (`Cluster::ssh`), and
+//! `rookery distribute` reaches them with russh, bootstraps its own binary, and runs
+//! real agents.
 //!
 //! Each test uses its own /24 of loopback addresses so tests can run in parallel.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::helper::{Lines, ctrl_c, repo, spawn_in_group};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rookery");
-const PORT: &str = "2222";
-
-/// A loopback cluster, stopped when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    net: String,
-}
-
-impl Cluster {
-    fn up(n: usize, net: &str) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Cluster {
-            dir,
-            net: net.to_string(),
-        };
-        let out = Command::new(repo().join("scripts/loopback-cluster"))
-            // A real ZooKeeper too: distribute records staged versions in it.
-            .args(["up", &n.to_string(), "--net", net, "--port", PORT, "--zookeeper", "--dir"])
-            .arg(c.dir.path())
-            .output()
-            .expect("running scripts/loopback-cluster (needs Debian's openssh-server: apt-get install openssh-server)");
-        assert!(
-            out.status.success(),
-            "scripts/loopback-cluster up failed (is openssh-server installed? scripts/test installs it):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        c
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn inventory(&self) -> PathBuf {
-        self.path().join("inventory.yml")
-    }
-
-    fn root(&self, host: &str) -> PathBuf {
-        self.path().join("hosts").join(host).join("root")
-    }
-
-    fn address(&self, k: usize) -> String {
-        format!("{}.{}", self.net, k + 1)
-    }
-
-    /// Stops one host's sshd: the host becomes unreachable.
-    /// The pid of `host`'s sshd, from the file the script left.
-    fn sshd_pid(&self, host: &str) -> i32 {
-        let pid =
-            std::fs::read_to_string(self.path().join("hosts").join(host).join("sshd.pid")).unwrap();
-        pid.trim().parse().unwrap()
-    }
-
-    fn stop(&self, host: &str) {
-        let pid = self.sshd_pid(host);
-        // SAFETY: kill(2) on a pid the script started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        // Wait until the port is closed rather than sleeping.
-        let k: usize = host.trim_start_matches('h').parse().unwrap();
-        let addr = format!("{}:{PORT}", self.address(k));
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(&addr).is_err() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("sshd of {host} did not stop");
-    }
-}
+use crate::support::{
+    BIN, Cluster, Lines, Proc, Run, ctrl_c, host_states, noise, spawn_in_group, succeed, write_exec,
+};
 
 /// A host whose sshd is stopped with SIGSTOP: it accepts TCP connections (the kernel
 /// does) and never answers. SIGCONT when dropped, so the cluster can be taken down.
@@ -101,15 +32,6 @@ impl Drop for Frozen {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/loopback-cluster"))
-            .args(["down", "--dir"])
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
 /// A playbook with a small random artifact, in its own directory.
 struct Artifact {
     dir: tempfile::TempDir,
@@ -120,14 +42,8 @@ impl Artifact {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("art/bin")).unwrap();
-        std::fs::write(d.join("art/blob"), crate::swarm::noise(bytes, 7)).unwrap();
-        std::fs::write(d.join("art/bin/run"), "#!/bin/sh\necho hi\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            d.join("art/bin/run"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::write(d.join("art/blob"), noise(bytes, 7)).unwrap();
+        write_exec(&d.join("art/bin/run"), "#!/bin/sh\necho hi\n");
         std::fs::write(
             d.join("pb.yml"),
             "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 6s, piece_size: 64KiB}\nservices:\n  store: {start: \"true\"}\n  api: {start: \"true\"}\n  web: {start: \"true\"}\n",
@@ -141,12 +57,6 @@ impl Artifact {
     }
 }
 
-struct Run {
-    code: i32,
-    json: serde_json::Value,
-    stderr: String,
-}
-
 fn distribute(c: &Cluster, a: &Artifact, extra: &[&str]) -> Run {
     distribute_env(c, a, extra, &[])
 }
@@ -158,32 +68,12 @@ fn distribute_env(c: &Cluster, a: &Artifact, extra: &[&str], env: &[(&str, &Path
     rookery(c, &args, env)
 }
 
-/// `rookery --json -i INVENTORY ARGS...` against the cluster, not yet run.
-fn command(c: &Cluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--json")
-        .arg("-i")
-        .arg(c.inventory())
-        .args(args)
-        .env("HOME", c.path()) // no operator ssh config or agent leaks in
-        .env_remove("SSH_AUTH_SOCK")
-        .env_remove("ROOKERY_LOG");
-    cmd
-}
-
-/// `rookery --json -i INVENTORY ARGS...` against the cluster.
+/// `rookery --json ARGS` against the cluster (every command here reports in JSON),
+/// with `env` set.
 fn rookery(c: &Cluster, args: &[&str], env: &[(&str, &Path)]) -> Run {
-    let out = command(c, args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        json,
-        stderr,
-    }
+    let args = [&["--json"], args].concat();
+    let out = c.command(&args).envs(env.iter().copied()).output().unwrap();
+    Run::from(out, &args)
 }
 
 fn host<'a>(r: &'a Run, name: &str) -> &'a serde_json::Value {
@@ -197,7 +87,7 @@ fn host<'a>(r: &'a Run, name: &str) -> &'a serde_json::Value {
 
 #[test]
 fn distribute_over_ssh_reaches_every_host_and_bootstraps_once() {
-    let c = Cluster::up(4, "127.0.41");
+    let c = Cluster::ssh(4, "127.0.41").start();
     let a = Artifact::new(3 << 20);
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
@@ -210,7 +100,7 @@ fn distribute_over_ssh_reaches_every_host_and_bootstraps_once() {
         let rel = c.root(&name).join("srv/app/releases").join(&version);
         assert_eq!(
             std::fs::read(rel.join("blob")).unwrap(),
-            crate::swarm::noise(3 << 20, 7),
+            noise(3 << 20, 7),
             "{name}"
         );
         use std::os::unix::fs::PermissionsExt;
@@ -244,7 +134,7 @@ fn distribute_over_ssh_reaches_every_host_and_bootstraps_once() {
     // rightly fell back to the origin). Hosts feed each other: the origin sends
     // fewer than 3 of the 4 copies.
     let new = 3 << 20;
-    std::fs::write(a.dir.path().join("art/more"), crate::swarm::noise(new, 8)).unwrap();
+    std::fs::write(a.dir.path().join("art/more"), noise(new, 8)).unwrap();
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
     let uploaded = r.json["origin_uploaded_bytes"].as_u64().unwrap();
@@ -262,8 +152,8 @@ fn distribute_over_ssh_reaches_every_host_and_bootstraps_once() {
 
 #[test]
 fn an_unreachable_host_is_named_and_the_others_succeed() {
-    let c = Cluster::up(3, "127.0.42");
-    c.stop("h2");
+    let c = Cluster::ssh(3, "127.0.42").start();
+    c.stop_sshd("h2");
     let a = Artifact::new(1 << 20);
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 4, "exit 4 = some hosts failed\n{}", r.stderr);
@@ -285,7 +175,7 @@ fn an_unreachable_host_is_named_and_the_others_succeed() {
 
 #[test]
 fn a_host_that_accepts_but_never_answers_is_named_after_the_connect_timeout() {
-    let c = Cluster::up(3, "127.0.55");
+    let c = Cluster::ssh(3, "127.0.55").start();
     let inv = std::fs::read_to_string(c.inventory()).unwrap();
     let known = inv
         .lines()
@@ -313,12 +203,11 @@ fn a_host_that_accepts_but_never_answers_is_named_after_the_connect_timeout() {
 
 #[test]
 fn a_changed_host_key_stops_the_run_before_any_command() {
-    let c = Cluster::up(3, "127.0.43");
+    let c = Cluster::ssh(3, "127.0.43").start();
     // Record another key for h2 on line 2.
-    let kh = c.path().join("known_hosts");
+    let kh = c.dir().join("known_hosts");
     let text = std::fs::read_to_string(&kh).unwrap();
-    let other =
-        std::fs::read_to_string(c.path().join("hosts/h3/ssh_host_ed25519_key.pub")).unwrap();
+    let other = std::fs::read_to_string(c.dir().join("hosts/h3/ssh_host_ed25519_key.pub")).unwrap();
     let other_key: Vec<&str> = other.split_whitespace().take(2).collect();
     let lines: Vec<String> = text
         .lines()
@@ -366,8 +255,8 @@ fn a_changed_host_key_stops_the_run_before_any_command() {
 
 #[test]
 fn unknown_hosts_are_refused_unless_accept_new() {
-    let c = Cluster::up(2, "127.0.44");
-    let kh = c.path().join("known_hosts");
+    let c = Cluster::ssh(2, "127.0.44").start();
+    let kh = c.dir().join("known_hosts");
     std::fs::write(&kh, "").unwrap();
     let a = Artifact::new(1 << 20);
     let r = distribute(&c, &a, &[]);
@@ -394,7 +283,7 @@ fn unknown_hosts_are_refused_unless_accept_new() {
 
 #[test]
 fn a_failing_command_reports_its_exit_status_and_stderr() {
-    let c = Cluster::up(2, "127.0.45");
+    let c = Cluster::ssh(2, "127.0.45").start();
     // h2's destination cannot be created: /srv is a file there.
     std::fs::write(c.root("h2").join("srv"), "not a directory").unwrap();
     let a = Artifact::new(1 << 20);
@@ -414,7 +303,7 @@ fn a_failing_command_reports_its_exit_status_and_stderr() {
 
 #[test]
 fn west_hosts_are_reached_through_a_jump_host() {
-    let c = Cluster::up(4, "127.0.46");
+    let c = Cluster::ssh(4, "127.0.46").start();
     // west (h3, h4) through h1 (east).
     let inv = std::fs::read_to_string(c.inventory()).unwrap();
     let inv = inv.replacen("  west:\n", "  west:\n    ssh: {jump: h1}\n", 1);
@@ -433,7 +322,7 @@ fn west_hosts_are_reached_through_a_jump_host() {
     let r = distribute(&c, &a, &["--limit", "dc:west", "--advertise", "127.0.0.1"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // A jump host that is down is named as such.
-    c.stop("h1");
+    c.stop_sshd("h1");
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 4);
     let e = host(&r, "h3")["error"].as_str().unwrap().to_string();
@@ -445,12 +334,12 @@ fn west_hosts_are_reached_through_a_jump_host() {
 
 #[test]
 fn an_address_in_the_inventory_wins_over_the_ssh_configs_hostname() {
-    let c = Cluster::up(2, "127.0.58");
+    let c = Cluster::ssh(2, "127.0.58").start();
     // A `Host` block that matches h1's address and sends it nowhere: the inventory
     // wrote that address, so it is where h1 is (HostName is for names only).
-    std::fs::create_dir_all(c.path().join(".ssh")).unwrap();
+    std::fs::create_dir_all(c.dir().join(".ssh")).unwrap();
     std::fs::write(
-        c.path().join(".ssh/config"),
+        c.dir().join(".ssh/config"),
         "Host 127.0.58.2\n    HostName 127.0.58.99\n",
     )
     .unwrap();
@@ -464,16 +353,16 @@ fn an_address_in_the_inventory_wins_over_the_ssh_configs_hostname() {
 
 #[test]
 fn keys_come_from_the_ssh_config_and_from_ssh_agent() {
-    let c = Cluster::up(2, "127.0.47");
-    let key = c.path().join("id_ed25519");
+    let c = Cluster::ssh(2, "127.0.47").start();
+    let key = c.dir().join("id_ed25519");
     // No key in the inventory: h1 gets it from ~/.ssh/config, h2 from the agent.
     let inv = std::fs::read_to_string(c.inventory()).unwrap();
     let inv = inv.replace(&format!(", key: {}", key.display()), "");
     assert!(!inv.contains("id_ed25519"), "{inv}");
     std::fs::write(c.inventory(), inv).unwrap();
-    std::fs::create_dir_all(c.path().join(".ssh")).unwrap();
+    std::fs::create_dir_all(c.dir().join(".ssh")).unwrap();
     std::fs::write(
-        c.path().join(".ssh/config"),
+        c.dir().join(".ssh/config"),
         format!(
             "Host 127.0.47.2\n    IdentityFile {}\n\nHost *\n    ServerAliveInterval 10\n",
             key.display()
@@ -493,7 +382,7 @@ fn keys_come_from_the_ssh_config_and_from_ssh_agent() {
     );
 
     // Now with an agent that holds the key.
-    let sock = c.path().join("agent.sock");
+    let sock = c.dir().join("agent.sock");
     let agent = Command::new("ssh-agent")
         .arg("-D")
         .arg("-a")
@@ -501,29 +390,17 @@ fn keys_come_from_the_ssh_config_and_from_ssh_agent() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("ssh-agent (openssh-client)");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _agent = Kill(agent);
+    let _agent = Proc(agent);
     for _ in 0..200 {
         if sock.exists() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let add = Command::new("ssh-add")
-        .arg(&key)
-        .env("SSH_AUTH_SOCK", &sock)
-        .output()
-        .unwrap();
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
+    succeed(
+        Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &sock),
     );
     let r = distribute_env(&c, &a, &[], &[("SSH_AUTH_SOCK", &sock)]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
@@ -531,7 +408,7 @@ fn keys_come_from_the_ssh_config_and_from_ssh_agent() {
 
 #[test]
 fn an_inventory_host_can_be_the_origin() {
-    let c = Cluster::up(4, "127.0.48");
+    let c = Cluster::ssh(4, "127.0.48").start();
     // h1 is the build host: it makes the metainfo, runs the tracker and seeds.
     let inv = std::fs::read_to_string(c.inventory()).unwrap();
     std::fs::write(
@@ -574,10 +451,7 @@ fn an_inventory_host_can_be_the_origin() {
             .root(&format!("h{k}"))
             .join("srv/app/releases")
             .join(version);
-        assert_eq!(
-            std::fs::read(rel.join("blob")).unwrap(),
-            crate::swarm::noise(2 << 20, 7)
-        );
+        assert_eq!(std::fs::read(rel.join("blob")).unwrap(), noise(2 << 20, 7));
     }
     // The tracker and the seeder on h1 are gone with the run.
     let exe = c.root("h1").join(".rookery/bin/rookery");
@@ -613,34 +487,13 @@ fn an_inventory_host_can_be_the_origin() {
     );
 }
 
-/// Stops the services a deploy left running on a cluster's hosts (their supervisors
-/// and the `serve` loops), also when the test fails.
-struct Services(String);
-
-impl Services {
-    fn of(c: &Cluster) -> Services {
-        Services(c.path().display().to_string())
-    }
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        let dir = &self.0;
-        for pattern in [format!("agent run.*{dir}"), format!("bin/serve {dir}")] {
-            let _ = Command::new("pkill").args(["-f", &pattern]).status();
-        }
-    }
-}
-
 /// An artifact whose services stay up until stopped (quorum 1); their command line
-/// names the cluster's directory, so that [`Services`] finds them.
+/// names the cluster's directory, so that the cluster stops them when dropped.
 fn serving_artifact(c: &Cluster) -> Artifact {
     let a = Artifact::new(1 << 20);
     let serve = a.dir.path().join("art/bin/serve");
-    std::fs::write(&serve, "#!/bin/sh\nwhile :; do sleep 1; done\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&serve, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let start = format!("exec /bin/sh {{release}}/bin/serve {}", c.path().display());
+    write_exec(&serve, "#!/bin/sh\nwhile :; do sleep 1; done\n");
+    let start = format!("exec /bin/sh {{release}}/bin/serve {}", c.dir().display());
     let pb = std::fs::read_to_string(a.playbook()).unwrap().replace(
         "{start: \"true\"}",
         &format!("{{start: \"{start}\", quorum: 1, min_healthy_time: 300ms}}"),
@@ -651,8 +504,7 @@ fn serving_artifact(c: &Cluster) -> Artifact {
 
 #[test]
 fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
-    let c = Cluster::up(4, "127.0.49");
-    let _services = Services::of(&c);
+    let c = Cluster::ssh(4, "127.0.49").start();
     let a = serving_artifact(&c);
 
     // Fresh hosts: the distribution installs the binary, the rollout finds it.
@@ -693,8 +545,7 @@ fn a_deploy_over_ssh_installs_rookery_starts_every_service_and_registers_it() {
 
 #[test]
 fn a_host_that_cannot_take_the_binary_is_left_out_and_the_others_roll() {
-    let c = Cluster::up(4, "127.0.50");
-    let _services = Services::of(&c);
+    let c = Cluster::ssh(4, "127.0.50").start();
     let a = serving_artifact(&c);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
@@ -751,38 +602,6 @@ fn deployed(c: &Cluster, pb: &str) -> String {
         .to_string()
 }
 
-/// Where `service` stands on each host in a deploy's JSON report: host -> state.
-fn states(r: &Run, service: &str) -> std::collections::BTreeMap<String, String> {
-    assert!(
-        r.json["rollout"].is_object(),
-        "no rollout in the report: {}\n{}",
-        r.stderr,
-        r.json
-    );
-    states_of(&r.json, service)
-}
-
-/// [`states`] of a deploy's JSON report already read.
-fn states_of(
-    json: &serde_json::Value,
-    service: &str,
-) -> std::collections::BTreeMap<String, String> {
-    json["rollout"]["services"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no rollout in the report: {json}"))
-        .iter()
-        .find(|s| s["name"] == service)
-        .unwrap_or_else(|| panic!("{service} missing: {json}"))["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            let state = h["state"].as_str().unwrap().to_string();
-            (h["host"].as_str().unwrap().to_string(), state)
-        })
-        .collect()
-}
-
 /// What `current` points to on each host of the cluster: the release's name.
 fn currents(c: &Cluster, n: usize) -> Vec<String> {
     (1..=n)
@@ -818,8 +637,7 @@ fn second_release(a: &Artifact) {
 
 #[test]
 fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finishes() {
-    let c = Cluster::up(4, "127.0.51");
-    let _services = Services::of(&c);
+    let c = Cluster::ssh(4, "127.0.51").start();
     let a = sickly_artifact(&c, "");
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
@@ -837,10 +655,7 @@ fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finis
         "exit 8 = the deploy stopped\n{}\n{}",
         r.stderr, r.json
     );
-    let v2 = r.json["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = r.version();
     assert_ne!(v1, v2);
     let rec = &r.json["rollout"];
     assert_eq!(rec["state"], "failed", "{rec}");
@@ -850,7 +665,7 @@ fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finis
         ),
         "{rec}"
     );
-    let store = states(&r, "store");
+    let store = r.states("store");
     let failed: Vec<&String> = store
         .iter()
         .filter(|(_, s)| *s == "failed")
@@ -896,7 +711,7 @@ fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finis
     assert!(r.stderr.contains("resuming deploy "), "{}", r.stderr);
     assert_eq!(r.json["distribution"]["version"], v2.as_str(), "{}", r.json);
     for service in ["store", "api", "web"] {
-        let st = states(&r, service);
+        let st = r.states(service);
         assert!(st.values().all(|s| s == "done"), "{service}: {st:?}");
     }
     assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
@@ -904,8 +719,7 @@ fn a_failing_health_check_over_ssh_switches_the_host_back_and_the_next_run_finis
 
 #[test]
 fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_roll() {
-    let c = Cluster::up(4, "127.0.56");
-    let _services = Services::of(&c);
+    let c = Cluster::ssh(4, "127.0.56").start();
     let a = sickly_artifact(&c, ", failure_budget: 1");
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
@@ -920,10 +734,7 @@ fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_ro
         "exit 4 = some hosts did not switch\n{}\n{}",
         r.stderr, r.json
     );
-    let v2 = r.json["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = r.version();
     let rec = &r.json["rollout"];
     assert_eq!(rec["state"], "done", "{rec}");
     // h3 runs store and api (web runs on h2 and h4).
@@ -933,7 +744,7 @@ fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_ro
         "{rec}"
     );
     for service in ["store", "api", "web"] {
-        for (host, state) in states(&r, service) {
+        for (host, state) in r.states(service) {
             let want = if host == "h3" { "failed" } else { "done" };
             assert_eq!(state, want, "{service} on {host}");
         }
@@ -963,10 +774,9 @@ fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_ro
 
 #[test]
 fn hooks_run_on_the_controller_around_distribution_and_on_each_host_around_its_restart() {
-    let c = Cluster::up(4, "127.0.57");
-    let _services = Services::of(&c);
+    let c = Cluster::ssh(4, "127.0.57").start();
     let a = serving_artifact(&c);
-    let log = c.path().join("controller.log");
+    let log = c.dir().join("controller.log");
     let pb_text = |before_distribute: &str, before_restart: &str| {
         format!(
             r#"name: t
@@ -987,7 +797,7 @@ services:
   web: {{start: "exec /bin/sh {{release}}/bin/serve {dir}", quorum: 1, min_healthy_time: 300ms}}
 "#,
             log = log.display(),
-            dir = c.path().display()
+            dir = c.dir().display()
         )
     };
     let before = format!("echo before {{version}} >> {}", log.display());
@@ -1046,7 +856,8 @@ services:
     let r = rookery(&c, &["deploy", pb], &[]);
     assert_eq!(r.code, 8, "{}\n{}", r.stderr, r.json);
     let v3 = r.json["distribution"]["version"].as_str().unwrap();
-    let failed = states(&r, "store")
+    let failed = r
+        .states("store")
         .into_iter()
         .find(|(_, s)| s == "failed")
         .unwrap_or_else(|| panic!("{}", r.json))
@@ -1066,7 +877,7 @@ services:
 /// its output read as it comes, on a 4-host cluster where the first deploy (`v1`) of
 /// services that stay up went through: returned with the first Ctrl-C sent, once its
 /// first `store` batch (one host, `moved`) has begun. Bind every field when taking
-/// it apart: with `..`, the services would be stopped and the artifact deleted at once.
+/// it apart: with `..`, the artifact would be deleted at once.
 struct Interrupted {
     child: std::process::Child,
     stderr: Lines,
@@ -1074,19 +885,17 @@ struct Interrupted {
     moved: String,
     v1: String,
     pb: String,
-    _services: Services,
     _artifact: Artifact,
     c: Cluster,
 }
 
 fn interrupted_second_deploy(loopback: &str) -> Interrupted {
-    let c = Cluster::up(4, loopback);
-    let services = Services::of(&c);
+    let c = Cluster::ssh(4, loopback).start();
     let a = serving_artifact(&c);
     let pb = a.playbook().to_str().unwrap().to_string();
     let v1 = deployed(&c, &pb);
     std::fs::write(a.dir.path().join("art/second"), "").unwrap();
-    let mut child = spawn_in_group(command(&c, &["deploy", &pb]));
+    let mut child = spawn_in_group(c.command(&["--json", "deploy", &pb]));
     let stderr = Lines::read(child.stderr.take().unwrap());
     let stdout = Lines::read(child.stdout.take().unwrap());
     stderr.wait_for("store: batch 1/4: ");
@@ -1104,7 +913,6 @@ fn interrupted_second_deploy(loopback: &str) -> Interrupted {
         moved,
         v1,
         pb,
-        _services: services,
         _artifact: a,
         c,
     }
@@ -1120,7 +928,6 @@ fn the_first_ctrl_c_over_ssh_finishes_the_batch_in_flight_and_the_next_run_resum
         v1,
         pb,
         c,
-        _services,
         _artifact,
     } = interrupted_second_deploy("127.0.52");
     let pb = pb.as_str();
@@ -1147,7 +954,7 @@ fn the_first_ctrl_c_over_ssh_finishes_the_batch_in_flight_and_the_next_run_resum
         said.contains(&format!("  {moved}: {v1} -> {v2} in ")),
         "{said}"
     );
-    let states = states_of(&json, "store");
+    let states = host_states(&json["rollout"], "store");
     for (host, state) in &states {
         let want = if *host == moved { "done" } else { "pending" };
         assert_eq!(state, want, "{states:?}");
@@ -1176,7 +983,6 @@ fn a_second_ctrl_c_over_ssh_aborts_and_the_hosts_finish_their_switch() {
         v1,
         pb,
         c,
-        _services,
         _artifact,
     } = interrupted_second_deploy("127.0.54");
     let pb = pb.as_str();
@@ -1228,17 +1034,13 @@ fn a_second_ctrl_c_over_ssh_aborts_and_the_hosts_finish_their_switch() {
     let r = rookery(&c, &["deploy", pb], &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
     assert!(r.stderr.contains("resuming deploy "), "{}", r.stderr);
-    let v2 = r.json["distribution"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let v2 = r.version();
     assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
 }
 
 #[test]
 fn a_rollback_over_ssh_returns_every_host_to_the_previous_release() {
-    let c = Cluster::up(4, "127.0.53");
-    let _services = Services::of(&c);
+    let c = Cluster::ssh(4, "127.0.53").start();
     let a = serving_artifact(&c);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();

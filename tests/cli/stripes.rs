@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use rookery::tracker::stripes::Trees;
 
-use crate::swarm::{noise, run_ok, snapshot};
+use crate::support::{Cluster, noise, run_ok, snapshot};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rookery");
 const STRIPES: usize = 5;
 
 /// Twelve local hosts: east (racks e1, e2) and west (w1), four to a rack.
-fn inventory() -> String {
+fn datacenters() -> String {
     let rack = |r: &str| {
         let hosts: Vec<String> = (1..=4)
             .map(|i| format!("{r}h{i}: {{services: [app]}}"))
@@ -22,7 +21,7 @@ fn inventory() -> String {
         format!("{r}: {{hosts: {{{}}}}}", hosts.join(", "))
     };
     format!(
-        "cluster: t\ntransport: {{local: {{root: hosts}}}}\ndatacenters:\n  east: {{racks: {{{}, {}}}}}\n  west: {{racks: {{{}}}}}\n",
+        "  east: {{racks: {{{}, {}}}}}\n  west: {{racks: {{{}}}}}\n",
         rack("e1"),
         rack("e2"),
         rack("w1")
@@ -35,13 +34,14 @@ fn playbook(extra: &str) -> String {
     )
 }
 
-fn cluster(size: usize, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("inv.yml"), inventory()).unwrap();
-    std::fs::write(dir.path().join("pb.yml"), playbook(extra)).unwrap();
-    std::fs::create_dir_all(dir.path().join("art")).unwrap();
-    std::fs::write(dir.path().join("art/blob"), noise(size, 21)).unwrap();
-    dir
+/// The twelve hosts, `pb.yml` (with `extra` in its distribution) and a blob of `size`
+/// bytes in `art/`.
+fn cluster(size: usize, extra: &str) -> Cluster {
+    let c = Cluster::local(&datacenters()).start();
+    std::fs::write(c.path("pb.yml"), playbook(extra)).unwrap();
+    std::fs::create_dir_all(c.path("art")).unwrap();
+    std::fs::write(c.path("art/blob"), noise(size, 21)).unwrap();
+    c
 }
 
 /// The feeders (by host name, the origin as `origin`) the tracker's trees give each
@@ -86,8 +86,8 @@ fn fed_by(host: &serde_json::Value) -> BTreeMap<String, u64> {
 #[test]
 fn striped_trees_are_the_shape_the_bytes_take() {
     let size = 12 << 20;
-    let dir = cluster(size, "");
-    let d = dir.path();
+    let c = cluster(size, "");
+    let d = c.dir();
     let out = run_ok(d, &["--json", "distribute", "-i", "inv.yml", "pb.yml"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     let planned = planned_feeders(d);
@@ -124,8 +124,8 @@ fn striped_trees_are_the_shape_the_bytes_take() {
 #[test]
 fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
     let size = 24 << 20;
-    let dir = cluster(size, ", download_limit: 3MiB/s");
-    let d = dir.path();
+    let c = cluster(size, ", download_limit: 3MiB/s");
+    let d = c.dir();
     let planned = planned_feeders(d);
     // A host that feeds another host (not only the origin does).
     let victim = planned
@@ -139,13 +139,7 @@ fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
         .filter(|(_, f)| f.contains(&victim))
         .map(|(h, _)| h)
         .collect();
-    let child = Command::new(BIN)
-        .current_dir(d)
-        .args(["--json", "distribute", "-i", "inv.yml", "pb.yml"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = c.spawn(&["--json", "distribute", "pb.yml"]);
     // Kill the victim's agent a third of the way into its transfer.
     let staged = d.join(format!("hosts/{victim}/srv/app/releases"));
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -2,56 +2,22 @@
 //! `rookery agent seed` (the origin) and several `rookery agent fetch`, plus Debian's
 //! aria2c. Nothing here is faked: bytes cross TCP sockets between processes.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+use crate::support::{
+    BIN, Cluster, Proc, free_port, is_zombie, noise, run_ok, running, snapshot, spawn, start,
+    succeed, wait_for_port, wait_until,
+};
 
-/// A free loopback port (bound, then released for the process under test).
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills its process when dropped, so a failing test leaves nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn terminate(&mut self) -> String {
-        unsafe { libc_kill(self.0.id() as i32, 15) };
-        let mut out = String::new();
-        if let Some(mut s) = self.0.stdout.take() {
-            s.read_to_string(&mut out).unwrap();
-        }
-        let _ = self.0.wait();
-        out
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// One test's cluster: a directory with an inventory of local hosts, an artifact,
-/// its metainfo, a tracker and an origin.
+/// One test's cluster: local hosts, an artifact, its metainfo, a tracker and an
+/// origin.
 struct Swarm {
-    dir: tempfile::TempDir,
+    cluster: Cluster,
     tracker_port: u16,
     origin_port: u16,
     _tracker: Proc,
@@ -62,26 +28,24 @@ const HOSTS: [&str; 4] = ["e1a", "e1b", "w1a", "w1b"];
 impl Swarm {
     /// Starts a tracker for the metainfo of `art/` (which the caller has filled).
     fn new(build: impl FnOnce(&Path)) -> Swarm {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(
-            d.join("inv.yml"),
-            "cluster: t\ntransport: {local: {root: hosts}}\ndatacenters:\n  east: {racks: {e1: {hosts: {e1a: {}, e1b: {}}}}}\n  west: {racks: {w1: {hosts: {w1a: {}, w1b: {}}}}}\n",
+        let cluster = Cluster::local(
+            "  east: {racks: {e1: {hosts: {e1a: {}, e1b: {}}}}}\n  west: {racks: {w1: {hosts: {w1a: {}, w1b: {}}}}}\n",
         )
-        .unwrap();
+        .start();
+        let d = cluster.dir();
         std::fs::create_dir_all(d.join("art")).unwrap();
         build(&d.join("art"));
         let (tracker_port, tracker) = publish(d);
         Swarm {
-            dir,
+            cluster,
             tracker_port,
-            origin_port: port(),
+            origin_port: free_port(),
             _tracker: tracker,
         }
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.cluster.dir()
     }
 
     fn announce(&self, host: &str) -> String {
@@ -113,19 +77,27 @@ impl Swarm {
         spawn(self.path(), &args)
     }
 
-    /// `agent fetch` for `host` into `hosts/<host>`, version `v1` unless overridden.
-    fn fetch(&self, host: &str, extra: &[&str]) -> Proc {
-        let listen = format!("127.0.0.1:{}", port());
-        let tracker = self.announce(host);
-        let dest = format!("hosts/{host}");
-        let origin = format!("127.0.0.1:{}", self.origin_port);
-        let mut args = vec![
+    /// `rookery agent fetch --torrent art.torrent --host HOST`, not yet run.
+    fn fetch_command(&self, host: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.path()).args([
             "agent",
             "fetch",
             "--torrent",
             "art.torrent",
             "--host",
             host,
+        ]);
+        cmd
+    }
+
+    /// `agent fetch` for `host` into `hosts/<host>`, version `v1` unless overridden.
+    fn fetch(&self, host: &str, extra: &[&str]) -> Proc {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let tracker = self.announce(host);
+        let dest = format!("hosts/{host}");
+        let origin = format!("127.0.0.1:{}", self.origin_port);
+        let mut args = vec![
             "--listen",
             &listen,
             "--tracker",
@@ -145,43 +117,19 @@ impl Swarm {
             args.extend_from_slice(&["--version", "v1"]);
         }
         args.extend_from_slice(extra);
-        spawn(self.path(), &args)
+        start(self.fetch_command(host).args(&args))
     }
 }
 
-fn spawn(dir: &Path, args: &[&str]) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-pub fn run_ok(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// Waits until 64 blocks of `staging` are on disk: the transfer is under way.
+#[track_caller]
+fn wait_receiving(staging: &Path, what: &str) {
+    wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || std::fs::metadata(staging).map(|m| m.blocks()).unwrap_or(0) >= 64,
+        || what,
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Writes the metainfo of `art/` and starts a tracker for it.
@@ -196,7 +144,7 @@ fn publish(d: &Path) -> (u16, Proc) {
         "64KiB",
     ];
     run_ok(d, &create);
-    let tracker_port = port();
+    let tracker_port = free_port();
     let listen = format!("127.0.0.1:{tracker_port}");
     let args = [
         "-i",
@@ -227,43 +175,6 @@ fn result(p: &mut Proc) -> (serde_json::Value, bool) {
     let status = p.0.wait().unwrap();
     assert!(!result.is_null(), "no result line; stderr: {err}");
     (result, status.success())
-}
-
-/// Path -> (kind, mode, bytes or link target), for comparing trees exactly.
-pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (char, u32, Vec<u8>)>) {
-        for e in std::fs::read_dir(root.join(rel)).unwrap() {
-            let e = e.unwrap();
-            let rel = rel.join(e.file_name());
-            let md = std::fs::symlink_metadata(e.path()).unwrap();
-            let mode = md.mode() & 0o7777;
-            if md.file_type().is_symlink() {
-                let t = std::fs::read_link(e.path()).unwrap();
-                out.insert(rel, ('l', 0, t.into_os_string().into_encoded_bytes()));
-            } else if md.is_dir() {
-                out.insert(rel.clone(), ('d', mode, Vec::new()));
-                walk(root, &rel, out);
-            } else {
-                out.insert(rel, ('f', mode, std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    walk(root, Path::new(""), &mut out);
-    out
-}
-
-/// Pseudo-random bytes (xorshift), so pieces differ and compression cannot cheat.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// The tree the issue asks for: empty files, an empty directory, an executable, a
@@ -304,7 +215,7 @@ fn a_tree_arrives_identical_on_four_agents_and_the_origin_uploads_about_one_copy
     let mut seeders = Vec::new();
     for (host, agent) in HOSTS.iter().zip(&mut agents) {
         let (r, ok) = result(agent);
-        seeders.push(r["seeder_pid"].as_u64().unwrap());
+        seeders.push(r["seeder_pid"].as_u64().unwrap() as u32);
         assert!(ok && r["ok"] == true, "{host}: {r}");
         assert_eq!(r["bytes"], total);
         from_peers += r["bytes_from_peers"].as_u64().unwrap();
@@ -341,18 +252,6 @@ fn a_tree_arrives_identical_on_four_agents_and_the_origin_uploads_about_one_copy
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn is_zombie(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
 }
 
 #[test]
@@ -407,14 +306,7 @@ fn a_leecher_killed_mid_transfer_does_not_stop_the_others() {
         .map(|h| swarm.fetch(h, &slow))
         .collect();
     let staging = swarm.path().join("hosts/e1b/releases/.staging-v1/blob");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::metadata(&staging).map(|m| m.blocks()).unwrap_or(0) < 64 {
-        assert!(
-            Instant::now() < deadline,
-            "the victim never started receiving"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_receiving(&staging, "the victim never started receiving");
     victim.0.kill().unwrap();
     let _ = victim.0.wait();
     for agent in &mut others {
@@ -446,7 +338,8 @@ fn once_every_piece_is_in_the_swarm_the_origin_may_die() {
         assert!(ok && r["ok"] == true, "{r}");
         assert!(r["bytes_from_peers"].as_u64().unwrap() > 0, "{r}");
     }
-    unsafe { libc_kill(seeder as i32, 15) };
+    // SAFETY: kill(2) on the seeder the agent reported.
+    unsafe { libc::kill(seeder as i32, libc::SIGTERM) };
 }
 
 #[test]
@@ -465,7 +358,7 @@ fn a_second_release_reuses_unchanged_files() {
     let (tracker_port, _tracker) = publish(swarm.path());
     let swarm2 = Swarm {
         tracker_port,
-        origin_port: port(),
+        origin_port: free_port(),
         ..swarm
     };
     let _origin2 = swarm2.origin(&[]);
@@ -500,7 +393,7 @@ fn aria2c_downloads_from_a_rookery_origin_through_the_rookery_tracker() {
             "--summary-interval=0",
             "--console-log-level=warn",
             "--listen-port",
-            &port().to_string(),
+            &free_port().to_string(),
             "--bt-tracker",
             &swarm.announce("w1b"),
             "--dir",
@@ -595,37 +488,22 @@ fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
     // The origin is slowed down, so the corrupt peer gets requests too.
     let _origin = swarm.origin(&["--upload-limit", "4MiB/s"]);
     wait_for_port(swarm.origin_port);
-    let listen = format!("127.0.0.1:{}", port());
-    let out = Command::new(BIN)
-        .current_dir(swarm.path())
-        .args([
-            "agent",
-            "fetch",
-            "--torrent",
-            "art.torrent",
-            "--host",
-            "e1a",
-            "--listen",
-            &listen,
-        ])
-        .args([
-            "--destination",
-            "dest",
-            "--version",
-            "v1",
-            "--foreground",
-            "--seed-window",
-            "0s",
-        ])
-        .args(["--peer", &format!("127.0.0.1:{bad_port}")])
-        .args(["--peer", &format!("127.0.0.1:{}", swarm.origin_port)])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let listen = format!("127.0.0.1:{}", free_port());
+    succeed(
+        swarm
+            .fetch_command("e1a")
+            .args(["--listen", &listen])
+            .args([
+                "--destination",
+                "dest",
+                "--version",
+                "v1",
+                "--foreground",
+                "--seed-window",
+                "0s",
+            ])
+            .args(["--peer", &format!("127.0.0.1:{bad_port}")])
+            .args(["--peer", &format!("127.0.0.1:{}", swarm.origin_port)]),
     );
     assert_eq!(
         std::fs::read(swarm.path().join("dest/releases/v1/blob")).unwrap(),
@@ -637,13 +515,11 @@ fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
 
 #[test]
 fn distribute_reports_every_host_from_the_engines_counters() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(
-        d.join("inv.yml"),
-        "cluster: t\ntransport: {local: {root: hosts}}\ndatacenters:\n  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n  west: {racks: {w1: {hosts: {w1a: {services: [app]}, w1b: {services: [app]}}}}}\n",
+    let c = Cluster::local(
+        "  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n  west: {racks: {w1: {hosts: {w1a: {services: [app]}, w1b: {services: [app]}}}}}\n",
     )
-    .unwrap();
+    .start();
+    let d = c.dir();
     std::fs::write(
         d.join("pb.yml"),
         "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 6s, piece_size: 64KiB}\nservices:\n  app: {start: \"true\"}\n",
@@ -651,19 +527,7 @@ fn distribute_reports_every_host_from_the_engines_counters() {
     .unwrap();
     std::fs::create_dir_all(d.join("art")).unwrap();
     std::fs::write(d.join("art/blob"), noise(6 << 20, 21)).unwrap();
-    let run = || {
-        let out = Command::new(BIN)
-            .current_dir(d)
-            .args(["--json", "distribute", "-i", "inv.yml", "pb.yml"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let run = || c.run(&["--json", "distribute", "pb.yml"]).ok().report();
     let r = run();
     let total = 6u64 << 20;
     assert_eq!(r["artifact_bytes"], total);
@@ -784,26 +648,14 @@ fn a_fetch_whose_deploy_is_gone_gives_up_instead_of_retrying_dead_peers() {
     let mut origin = swarm.origin(&["--upload-limit", "2MiB/s"]);
     let mut parent = swarm.fetch("e1a", &["--stall-timeout", "10m"]);
     let staging = swarm.path().join("hosts/e1a/releases/.staging-v1/blob");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::metadata(&staging).map(|m| m.blocks()).unwrap_or(0) < 64 {
-        assert!(
-            Instant::now() < deadline,
-            "the fetch never started receiving"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_receiving(&staging, "the fetch never started receiving");
     // The controller goes: tracker, origin, and the foreground half of the fetch.
     let _ = swarm._tracker.0.kill();
     let _ = origin.0.kill();
     let _ = parent.0.kill();
     let _ = parent.0.wait();
     let pattern = "agent fetch .*--destination hosts/e1a";
-    let alive = || {
-        Command::new("pgrep")
-            .args(["-f", pattern])
-            .output()
-            .is_ok_and(|o| !o.stdout.is_empty())
-    };
+    let alive = || running(pattern);
     let deadline = Instant::now() + Duration::from_secs(90);
     while alive() {
         assert!(
@@ -829,16 +681,8 @@ fn a_fetch_refused_at_start_leaves_no_staging_and_logs_why() {
     let swarm = Swarm::new(|art| std::fs::write(art.join("blob"), noise(1 << 20, 4)).unwrap());
     // 192.0.2.1 (TEST-NET-1) is no address of this machine: binding it fails, and
     // nothing is sent anywhere.
-    let out = Command::new(BIN)
-        .current_dir(swarm.path())
-        .args([
-            "agent",
-            "fetch",
-            "--torrent",
-            "art.torrent",
-            "--host",
-            "e1a",
-        ])
+    let out = swarm
+        .fetch_command("e1a")
         .args([
             "--listen",
             "192.0.2.1:0",

@@ -4,7 +4,7 @@
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::process::Command;
 
-use crate::helper::Test;
+use crate::support::Test;
 
 /// Runs a Debian tool the suite depends on; a missing tool fails the test with the fix.
 fn tool(name: &str, package: &str, args: &[&str], dir: &std::path::Path) -> String {

@@ -5,12 +5,10 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
-use crate::swarm::{noise, run_ok, snapshot};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+use crate::support::{BIN, Cluster, noise, run_ok, snapshot, write_exec};
 
 /// Four local hosts in two datacenters, every one running `app`.
-const INVENTORY: &str = "cluster: t\ntransport: {local: {root: hosts}}\ndatacenters:\n  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n  west: {racks: {w1: {hosts: {w1a: {services: [app]}, w1b: {services: [app]}}}}}\n";
+const DATACENTERS: &str = "  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n  west: {racks: {w1: {hosts: {w1a: {services: [app]}, w1b: {services: [app]}}}}}\n";
 
 fn playbook(extra_artifact: &str) -> String {
     format!(
@@ -27,8 +25,7 @@ fn small_files(art: &Path, files: usize) {
         std::fs::write(dir.join(format!("m{i:05}.py")), noise(len, i as u64)).unwrap();
     }
     std::fs::create_dir_all(art.join("bin")).unwrap();
-    std::fs::write(art.join("bin/tool"), b"#!/bin/sh\necho tool\n").unwrap();
-    std::fs::set_permissions(art.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_exec(&art.join("bin/tool"), "#!/bin/sh\necho tool\n");
     symlink("../lib/d01/e1", art.join("bin/lib")).unwrap();
     symlink("tool", art.join("bin/alias")).unwrap();
     std::fs::create_dir_all(art.join("var/empty")).unwrap();
@@ -41,14 +38,13 @@ fn distribute(dir: &Path, playbook: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// A directory with the four-host inventory, `pb.yml` (the default playbook with
-/// `extra_artifact` added to its artifact) and `files` small files in `art/`.
-fn cluster(extra_artifact: &str, files: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("inv.yml"), INVENTORY).unwrap();
-    std::fs::write(dir.path().join("pb.yml"), playbook(extra_artifact)).unwrap();
-    small_files(&dir.path().join("art"), files);
-    dir
+/// The four hosts, `pb.yml` (the default playbook with `extra_artifact` added to its
+/// artifact) and `files` small files in `art/`.
+fn cluster(extra_artifact: &str, files: usize) -> Cluster {
+    let c = Cluster::local(DATACENTERS).start();
+    std::fs::write(c.path("pb.yml"), playbook(extra_artifact)).unwrap();
+    small_files(&c.path("art"), files);
+    c
 }
 
 /// Runs `rookery` in `dir` under `sh -c 'ulimit -n LIMIT; exec rookery ...'`: the soft
@@ -68,8 +64,8 @@ fn rookery_with_open_files(dir: &Path, limit: u32, args: &[&str]) -> std::proces
 /// inherit the limit): each side keeps a bounded number of files open.
 #[test]
 fn a_tree_of_more_files_than_the_open_file_limit_arrives_whole() {
-    let dir = cluster("", 3000);
-    let d = dir.path();
+    let c = cluster("", 3000);
+    let d = c.dir();
     let out = rookery_with_open_files(d, 256, &["--json", "distribute", "-i", "inv.yml", "pb.yml"]);
     assert!(
         out.status.success(),
@@ -158,19 +154,15 @@ fn a_switch_refuses_a_release_whose_links_lead_out() {
 /// every host with `artifact.special_bits: keep`.
 #[test]
 fn setuid_bits_are_refused_unless_the_playbook_keeps_them() {
-    let dir = cluster("", 10);
-    let d = dir.path();
+    let c = cluster("", 10);
+    let d = c.dir();
     std::fs::write(d.join("keep.yml"), playbook(", special_bits: keep")).unwrap();
     std::fs::set_permissions(
         d.join("art/bin/tool"),
         std::fs::Permissions::from_mode(0o4755),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .current_dir(d)
-        .args(["distribute", "-i", "inv.yml", "pb.yml"])
-        .output()
-        .unwrap();
+    let out = c.command(&["distribute", "pb.yml"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -195,9 +187,8 @@ fn setuid_bits_are_refused_unless_the_playbook_keeps_them() {
 /// did not), and ends with the new tree exactly.
 #[test]
 fn renames_and_appends_move_little_more_than_the_changed_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("inv.yml"), INVENTORY).unwrap();
+    let c = Cluster::local(DATACENTERS).start();
+    let d = c.dir();
     std::fs::write(
         d.join("pb.yml"),
         "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 2s, piece_size: 16KiB}\nservices:\n  app: {start: \"true\"}\n",
@@ -246,8 +237,8 @@ fn renames_and_appends_move_little_more_than_the_changed_files() {
 /// the other hosts are not held up.
 #[test]
 fn a_file_a_host_cannot_write_is_named_with_the_host() {
-    let dir = cluster(", version: v1", 50);
-    let d = dir.path();
+    let c = cluster(", version: v1", 50);
+    let d = c.dir();
     // A directory where the tree has a file: no write can open it (root or not).
     let blocked = "lib/d07/e1/m00007.py";
     std::fs::create_dir_all(
@@ -256,11 +247,7 @@ fn a_file_a_host_cannot_write_is_named_with_the_host() {
             .join("x"),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .current_dir(d)
-        .args(["distribute", "-i", "inv.yml", "pb.yml"])
-        .output()
-        .unwrap();
+    let out = c.command(&["distribute", "pb.yml"]).output().unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

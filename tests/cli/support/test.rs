@@ -1,9 +1,14 @@
-//! A small fluent helper in the style of just's `Test`: write fixture files into a
-//! temporary directory, run `rookery` there, and check status, stdout and stderr.
+//! The fluent `Test`, in the style of just's: write fixture files into a temporary
+//! directory, run `rookery` there, and check status, stdout and stderr. A `Test` does
+//! nothing until `run`, so the type is `#[must_use]`: a chain that forgets `.run()` is a
+//! warning (an error under `-D warnings`), not a test that checks nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::BIN;
+
+#[must_use = "a Test checks nothing until `.run()`"]
 pub struct Test {
     dir: tempfile::TempDir,
     args: Vec<String>,
@@ -14,6 +19,7 @@ pub struct Test {
     stderr_has: Vec<String>,
 }
 
+/// What a passing `run` leaves: its stdout, and the directory to build on.
 pub struct Output {
     pub stdout: String,
     pub dir: tempfile::TempDir,
@@ -39,10 +45,7 @@ impl Test {
 
     /// Writes a fixture file (relative to the test's directory).
     pub fn file(self, path: &str, contents: &str) -> Test {
-        let p = self.dir.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, contents).unwrap();
-        self
+        self.bytes(path, contents.as_bytes())
     }
 
     /// Writes a fixture file of raw bytes (text that is not UTF-8, say).
@@ -86,8 +89,11 @@ impl Test {
         self
     }
 
+    /// Runs `rookery` with the arguments in the test's directory and checks what was
+    /// asked; a failed check is reported at the test's line, not here.
+    #[track_caller]
     pub fn run(self) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_rookery"))
+        let out = Command::new(BIN)
             .args(&self.args)
             .current_dir(self.dir.path())
             .env_remove("ROOKERY_INVENTORY")
@@ -133,67 +139,4 @@ impl Test {
 /// The repository root (for the example files).
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-/// Reads a child's output on a thread: every line is kept, and `wait_for` waits until
-/// a line containing a text has arrived.
-pub struct Lines {
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Lines {
-    pub fn read(stream: impl std::io::Read + Send + 'static) -> Lines {
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let keep = lines.clone();
-        let thread = std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                keep.lock().unwrap().push(line);
-            }
-        });
-        Lines { lines, thread }
-    }
-
-    pub fn wait_for(&self, text: &str) {
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(90);
-        while !self.lines.lock().unwrap().iter().any(|l| l.contains(text)) {
-            assert!(
-                std::time::Instant::now() < until,
-                "no line with {text:?}:\n{}",
-                self.all()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    }
-
-    pub fn all(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    pub fn finish(self) -> String {
-        let Lines { lines, thread } = self;
-        thread.join().unwrap();
-        lines.lock().unwrap().join("\n")
-    }
-}
-
-/// `cmd` in its own process group, as a terminal runs it: a Ctrl-C there signals the
-/// whole group, remote commands run
-/// over SSH included.
-pub fn spawn_in_group(mut cmd: Command) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-pub fn ctrl_c(child: &std::process::Child) {
-    // SAFETY: SIGINT to the process group of a child we started.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
 }
