@@ -13,10 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helper::Lines;
-use crate::swarm::{noise, run_ok};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+use crate::support::{BIN, Lines, noise, run_ok};
 
 /// The cap of both cases, as bytes per second and as the flag's value.
 const CAP: u64 = 2 << 20;

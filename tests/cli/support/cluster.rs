@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use rookery::store::Location;
+use rookery::coordination::store::Location;
 
 use super::process::{BIN, kill_all, running, wait_until};
 use super::test::repo;
