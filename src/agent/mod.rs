@@ -1,12 +1,12 @@
 //! Host-side commands (`rookery agent ...`): flags to a [`Fetch`] or a seeder, the
 //! fork into the background, and the exit status.
 
-pub mod daemon;
+mod daemon;
 pub mod fetch;
-pub mod page_cache;
-pub mod release;
+mod page_cache;
+mod release;
 pub mod request;
-pub mod supervisor;
+mod supervisor;
 pub mod switch;
 
 use std::net::SocketAddr;
@@ -224,7 +224,7 @@ pub fn seed(a: &SeedArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// `rookery agent run`: supervise one service instance (see [`crate::agent::supervisor`]).
+/// `rookery agent run`: supervise one service instance (see `supervisor.rs`).
 pub fn run_service(a: &RunServiceArgs) -> anyhow::Result<Exit> {
     use crate::agent::supervisor::{self, Supervise};
     // `agent switch` ignores SIGHUP so that it finishes; the service must not

@@ -150,6 +150,7 @@ pub fn preload(root: &Path, m: &Metainfo) -> io::Result<()> {
 }
 
 /// Fraction of a file's pages in the page cache (mincore), for tests and reports.
+#[cfg(test)]
 pub fn resident_fraction(path: &Path) -> io::Result<f64> {
     let f = File::open(path)?;
     let len = f.metadata()?.len() as usize;

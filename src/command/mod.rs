@@ -1,16 +1,16 @@
 //! The subcommands an operator runs, each built from a validated configuration:
 //!
 //! - [`app`]: parses the command line, builds the config and the plan, dispatches.
-//! - [`skeleton`]: what every command that acts on the cluster does the same way:
+//! - `skeleton`: what every command that acts on the cluster does the same way:
 //!   runtime, Ctrl-C, the store, the document printed as JSON or text, the exit status.
-//! - [`distribute`]: `rookery distribute`.
-//! - [`rollout`]: `rookery rollout` and `rollback`.
-//! - [`deploy`]: `rookery deploy` and `reconcile`: distribution, then rollout.
-//! - [`status`]: `rookery status`: live, staged and installed versions per host.
+//! - `distribute`: `rookery distribute`.
+//! - `rollout`: `rookery rollout` and `rollback`.
+//! - `deploy`: `rookery deploy` and `reconcile`: distribution, then rollout.
+//! - `status`: `rookery status`: live, staged and installed versions per host.
 
 pub mod app;
-pub mod deploy;
-pub mod distribute;
-pub mod rollout;
-pub mod skeleton;
-pub mod status;
+mod deploy;
+mod distribute;
+mod rollout;
+mod skeleton;
+mod status;

@@ -7,7 +7,7 @@
 //! then act.
 
 pub mod decode;
-pub mod dependency;
+mod dependency;
 pub mod diagnostic;
 pub mod inventory;
 pub mod playbook;

@@ -1,6 +1,6 @@
 //! How the controller reaches a host: one small trait, two implementations.
 //!
-//! [`ssh`] drives real hosts; [`local`] runs the same
+//! `ssh` drives real hosts; [`local`] runs the same
 //! commands as subprocesses on this machine for the embedded default. Everything above
 //! this module (bootstrap, distribute, rollout) is written once against
 //! [`Transport`] and [`Connection`], like colmena's `Host`.
@@ -11,9 +11,9 @@
 
 pub mod bootstrap;
 mod chosen;
-pub mod known_hosts;
+mod known_hosts;
 pub mod local;
-pub mod ssh;
+mod ssh;
 
 pub use chosen::{Chosen, ChosenConnection};
 
