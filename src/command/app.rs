@@ -27,101 +27,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     // storages keep a bounded number of files open whatever the limit.
     crate::torrent::storage::raise_open_file_limit();
     match &cli.command {
-        Command::Plan(a) => {
-            let config = load(g, &a.playbook)?;
-            let selected = select(g, &config.inventory)?;
-            let mut p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
-            p.estimate = estimate(&config, selected.as_deref(), a.artifact_size.as_deref())?;
-            if g.json {
-                print(&format!("{}\n", serde_json::to_string_pretty(&p)?))?;
-            } else if !g.quiet {
-                print(&render::plan(&p))?;
-            }
-            Ok(Exit::Ok)
-        }
-        Command::Deploy(a) => {
-            let config = load(g, &a.playbook)?;
-            let selected = select(g, &config.inventory)?;
-            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
-            crate::command::deploy::run(
-                &config,
-                selected.as_deref(),
-                &p,
-                &rollout_options(g, &a.remote, Kind::Deploy),
-            )
-        }
-        Command::Distribute(a) => {
-            let config = load(g, &a.playbook)?;
-            let selected = select(g, &config.inventory)?;
-            let hosts = targets(&config, selected.as_deref());
-            crate::command::distribute::run(&config, &hosts, &distribute_options(g, &a.remote))
-        }
-        Command::Rollout(a) => {
-            let config = load(g, &a.run.playbook)?;
-            let selected = select(g, &config.inventory)?;
-            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
-            // The version names release directories and the deploy record's id.
-            if let Some(v) = &a.version {
-                crate::config::inventory::check_name(v)
-                    .map_err(|why| Error::Usage(format!("--version `{v}` {why}")))?;
-            }
-            let mut opts = rollout_options(g, &a.run.remote, Kind::Rollout);
-            opts.version = a.version.clone();
-            crate::command::rollout::run(&config, &p, &opts)
-        }
-        Command::Reconcile(a) => {
-            let config = load(g, &a.run.playbook)?;
-            let selected = select(g, &config.inventory)?;
-            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
-            let opts = rollout_options(g, &a.run.remote, Kind::Reconcile);
-            if a.dry_run {
-                return crate::command::rollout::preview(&config, &p, &opts);
-            }
-            crate::command::deploy::reconcile(&config, &p, &opts)
-        }
-        Command::Rollback(a) => {
-            let config = load(g, &a.playbook)?;
-            let selected = select(g, &config.inventory)?;
-            for s in &a.service {
-                if config.playbook.service(s).is_none() {
-                    return Err(Error::Usage(format!(
-                        "--service `{s}`: no such service in playbook `{}`",
-                        config.playbook.name
-                    ))
-                    .into());
-                }
-            }
-            let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
-            let mut opts = rollout_options(g, &a.remote, Kind::Rollback);
-            opts.services = a.service.clone();
-            if a.dry_run {
-                return crate::command::rollout::preview(&config, &p, &opts);
-            }
-            crate::command::rollout::run(&config, &p, &opts)
-        }
-        Command::Status(a) => {
-            let inventory = g.inventory.as_deref().ok_or(Error::NoInventory)?;
-            let config = a.playbook.as_ref().map(|pb| load(g, pb)).transpose()?;
-            let loaded;
-            let inv = match &config {
-                Some(c) => &c.inventory,
-                None => {
-                    loaded = crate::config::inventory::Inventory::load(inventory)
-                        .map_err(Error::Config)?;
-                    &loaded
-                }
-            };
-            let hosts = select(g, inv)?
-                .map(|hs| hs.into_iter().map(|h| inv.hosts[h].name.clone()).collect());
-            let opts = crate::command::status::Options {
-                json: g.json,
-                quiet: g.quiet,
-                hosts,
-                forks: a.remote.forks as usize,
-                accept_new_host_keys: a.remote.accept_new_host_keys,
-            };
-            crate::command::status::run(inv, config.as_ref(), &opts)
-        }
+        Command::Plan(a) => plan_cmd(g, a),
+        Command::Deploy(a) => deploy(g, a),
+        Command::Distribute(a) => distribute(g, a),
+        Command::Rollout(a) => rollout(g, a),
+        Command::Reconcile(a) => reconcile(g, a),
+        Command::Rollback(a) => rollback(g, a),
+        Command::Status(a) => status(g, a),
         Command::Torrent(TorrentCommand::Create {
             dir,
             output,
@@ -142,21 +54,126 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Tracker(a) => tracker(g, a),
         Command::Simulate(a) => simulate(g, a),
         Command::Agent(a) => crate::agent::run(a),
-        Command::Completions { shell } => {
-            let mut out = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "rookery", &mut out);
-            print(&String::from_utf8_lossy(&out))?;
-            Ok(Exit::Ok)
-        }
-        Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut out)
-                .context("rendering the man page")?;
-            print(&String::from_utf8_lossy(&out))?;
-            Ok(Exit::Ok)
+        Command::Completions { shell } => completions(*shell),
+        Command::Man => man(),
+    }
+}
+
+fn plan_cmd(g: &Global, a: &crate::cli::PlanArgs) -> anyhow::Result<Exit> {
+    let config = load(g, &a.playbook)?;
+    let selected = select(g, &config.inventory)?;
+    let mut p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+    p.estimate = estimate(&config, selected.as_deref(), a.artifact_size.as_deref())?;
+    if g.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&p)?))?;
+    } else if !g.quiet {
+        print(&render::plan(&p))?;
+    }
+    Ok(Exit::Ok)
+}
+
+fn deploy(g: &Global, a: &crate::cli::RunArgs) -> anyhow::Result<Exit> {
+    let config = load(g, &a.playbook)?;
+    let selected = select(g, &config.inventory)?;
+    let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+    crate::command::deploy::run(
+        &config,
+        selected.as_deref(),
+        &p,
+        &rollout_options(g, &a.remote, Kind::Deploy),
+    )
+}
+
+fn distribute(g: &Global, a: &crate::cli::RunArgs) -> anyhow::Result<Exit> {
+    let config = load(g, &a.playbook)?;
+    let selected = select(g, &config.inventory)?;
+    let hosts = targets(&config, selected.as_deref());
+    crate::command::distribute::run(&config, &hosts, &distribute_options(g, &a.remote))
+}
+
+fn rollout(g: &Global, a: &crate::cli::RolloutArgs) -> anyhow::Result<Exit> {
+    let config = load(g, &a.run.playbook)?;
+    let selected = select(g, &config.inventory)?;
+    let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+    // The version names release directories and the deploy record's id.
+    if let Some(v) = &a.version {
+        crate::config::inventory::check_name(v)
+            .map_err(|why| Error::Usage(format!("--version `{v}` {why}")))?;
+    }
+    let mut opts = rollout_options(g, &a.run.remote, Kind::Rollout);
+    opts.version = a.version.clone();
+    crate::command::rollout::run(&config, &p, &opts)
+}
+
+fn reconcile(g: &Global, a: &crate::cli::ReconcileArgs) -> anyhow::Result<Exit> {
+    let config = load(g, &a.run.playbook)?;
+    let selected = select(g, &config.inventory)?;
+    let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+    let opts = rollout_options(g, &a.run.remote, Kind::Reconcile);
+    if a.dry_run {
+        return crate::command::rollout::preview(&config, &p, &opts);
+    }
+    crate::command::deploy::reconcile(&config, &p, &opts)
+}
+
+fn rollback(g: &Global, a: &crate::cli::RollbackArgs) -> anyhow::Result<Exit> {
+    let config = load(g, &a.playbook)?;
+    let selected = select(g, &config.inventory)?;
+    for s in &a.service {
+        if config.playbook.service(s).is_none() {
+            return Err(Error::Usage(format!(
+                "--service `{s}`: no such service in playbook `{}`",
+                config.playbook.name
+            ))
+            .into());
         }
     }
+    let p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
+    let mut opts = rollout_options(g, &a.remote, Kind::Rollback);
+    opts.services = a.service.clone();
+    if a.dry_run {
+        return crate::command::rollout::preview(&config, &p, &opts);
+    }
+    crate::command::rollout::run(&config, &p, &opts)
+}
+
+fn status(g: &Global, a: &crate::cli::StatusArgs) -> anyhow::Result<Exit> {
+    let inventory = g.inventory.as_deref().ok_or(Error::NoInventory)?;
+    let config = a.playbook.as_ref().map(|pb| load(g, pb)).transpose()?;
+    let loaded;
+    let inv = match &config {
+        Some(c) => &c.inventory,
+        None => {
+            loaded = crate::config::inventory::Inventory::load(inventory).map_err(Error::Config)?;
+            &loaded
+        }
+    };
+    let hosts =
+        select(g, inv)?.map(|hs| hs.into_iter().map(|h| inv.hosts[h].name.clone()).collect());
+    let opts = crate::command::status::Options {
+        json: g.json,
+        quiet: g.quiet,
+        hosts,
+        forks: a.remote.forks as usize,
+        accept_new_host_keys: a.remote.accept_new_host_keys,
+    };
+    crate::command::status::run(inv, config.as_ref(), &opts)
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<Exit> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "rookery", &mut out);
+    print(&String::from_utf8_lossy(&out))?;
+    Ok(Exit::Ok)
+}
+
+fn man() -> anyhow::Result<Exit> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .context("rendering the man page")?;
+    print(&String::from_utf8_lossy(&out))?;
+    Ok(Exit::Ok)
 }
 
 fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
