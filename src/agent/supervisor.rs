@@ -143,6 +143,80 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<i32> {
     let mut report = Reporter { out: Some(out), s };
+    let mut child = match spawn(s) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("starting `{}`: {e}", s.command.join(" "));
+            report.result(false, None, Some(msg.clone()));
+            anyhow::bail!(msg);
+        }
+    };
+    let pid = child.id();
+    let _guard = RunFileGuard(s.run_file.clone());
+    if let Some(path) = &s.run_file {
+        write_run_file(path, s, pid)?;
+    }
+    // The store is opened beside the service, not before it: a server that does
+    // not answer (frozen, or an ensemble without quorum) delays the registration,
+    // never the start, and is tried again at each check.
+    let mut w = Watch {
+        location,
+        cluster,
+        s,
+        instance: Instance {
+            host: s.host.clone(),
+            version: s.version.clone(),
+            release: s.release.display().to_string(),
+        },
+        store: open(location, cluster).await,
+        live: None,
+        ever_healthy: false,
+        failures: 0,
+        started: tokio::time::Instant::now(),
+        pid,
+    };
+    // Check often until the first success, so a restart registers as soon as the
+    // service is up; then every `interval`.
+    let mut next = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                w.withdraw().await;
+                let status = status?;
+                if !w.ever_healthy {
+                    report.result(false, pid, Some(format!("the service exited with {status} before it was healthy")));
+                }
+                eprintln!("rookery: {} on {} exited with {status}", s.service, s.host);
+                return Ok(exit_code(&status));
+            }
+            _ = cancel.cancelled() => {
+                w.withdraw().await;
+                let status = stop(&mut child, pid).await?;
+                if !w.ever_healthy {
+                    report.result(false, pid, Some("stopped before it was healthy".into()));
+                }
+                return Ok(exit_code(&status));
+            }
+            _ = tokio::time::sleep_until(next) => {
+                next = tokio::time::Instant::now()
+                    + if w.ever_healthy { s.interval } else { FIRST_CHECKS.min(s.interval) };
+                let healthy = match &s.health {
+                    None => true,
+                    Some(h) => check(h, s).await,
+                };
+                if healthy {
+                    w.healthy(&mut report).await;
+                } else {
+                    w.unhealthy(&mut report, &cancel).await;
+                }
+                w.keep_session().await;
+            }
+        }
+    }
+}
+
+/// The service's process, in its own process group, in its release directory.
+fn spawn(s: &Supervise) -> std::io::Result<tokio::process::Child> {
     let mut cmd = if s.command.len() == 1 {
         let mut c = tokio::process::Command::new("/bin/sh");
         c.arg("-c").arg(&s.command[0]);
@@ -159,169 +233,164 @@ pub async fn run(
         .env("ROOKERY_RELEASE", &s.release)
         .stdin(Stdio::null())
         .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!("starting `{}`: {e}", s.command.join(" "));
-            report.result(false, None, Some(msg.clone()));
-            anyhow::bail!(msg);
-        }
-    };
-    let pid = child.id();
-    let _guard = RunFileGuard(s.run_file.clone());
-    if let Some(path) = &s.run_file {
-        let r = RunFile {
-            supervisor: std::process::id(),
-            service: pid.unwrap_or(0),
-            version: s.version.clone(),
-            release: s.release.display().to_string(),
-            started: crate::coordination::now(),
-        };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        crate::os::write_atomically(path, &serde_json::to_vec(&r)?, 0o644)?;
-    }
-    let instance = Instance {
-        host: s.host.clone(),
+    cmd.spawn()
+}
+
+/// Records this supervisor and its service where `agent switch` looks for them.
+fn write_run_file(path: &std::path::Path, s: &Supervise, pid: Option<u32>) -> anyhow::Result<()> {
+    let r = RunFile {
+        supervisor: std::process::id(),
+        service: pid.unwrap_or(0),
         version: s.version.clone(),
         release: s.release.display().to_string(),
+        started: crate::coordination::now(),
     };
-    // The store is opened beside the service, not before it: a server that does
-    // not answer (frozen, or an ensemble without quorum) delays the registration,
-    // never the start, and is tried again at each check.
-    let mut store: Option<Store> = open(location, cluster).await;
-    let mut live: Option<StoreLive> = None;
-    let mut ever_healthy = false;
-    let mut failures = 0u32;
-    let started = tokio::time::Instant::now();
-    // Check often until the first success, so a restart registers as soon as the
-    // service is up; then every `interval`.
-    let mut next = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            status = child.wait() => {
-                if let (Some(l), Some(st)) = (live.take(), &store) {
-                    st.withdraw(l).await;
-                }
-                let status = status?;
-                let code = exit_code(&status);
-                if !ever_healthy {
-                    report.result(false, pid, Some(format!("the service exited with {status} before it was healthy")));
-                }
-                eprintln!("rookery: {} on {} exited with {status}", s.service, s.host);
-                return Ok(code);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    crate::os::write_atomically(path, &serde_json::to_vec(&r)?, 0o644)?;
+    Ok(())
+}
+
+/// Stops the service: SIGTERM to its group, SIGKILL after the grace period. The
+/// shell may be gone while the service it started still shuts down (dash does not
+/// always exec the last command): the instance is stopped only when its whole
+/// process group is, or a restart would start the next one beside it.
+async fn stop(
+    child: &mut tokio::process::Child,
+    pid: Option<u32>,
+) -> std::io::Result<std::process::ExitStatus> {
+    if let Some(p) = pid {
+        // SAFETY: signalling the service's own process group.
+        unsafe { libc::kill(-(p as i32), libc::SIGTERM) };
+    }
+    let until = tokio::time::Instant::now() + STOP_GRACE;
+    let status = match tokio::time::timeout_at(until, child.wait()).await {
+        Ok(s) => s?,
+        Err(_) => {
+            if let Some(p) = pid {
+                // SAFETY: as above.
+                unsafe { libc::kill(-(p as i32), libc::SIGKILL) };
             }
-            _ = cancel.cancelled() => {
-                if let (Some(l), Some(st)) = (live.take(), &store) {
-                    st.withdraw(l).await;
-                }
-                if let Some(p) = pid {
-                    // SAFETY: signalling the service's own process group.
-                    unsafe { libc::kill(-(p as i32), libc::SIGTERM) };
-                }
-                let until = tokio::time::Instant::now() + STOP_GRACE;
-                let status = match tokio::time::timeout_at(until, child.wait()).await {
-                    Ok(s) => s?,
-                    Err(_) => {
-                        if let Some(p) = pid {
-                            // SAFETY: as above.
-                            unsafe { libc::kill(-(p as i32), libc::SIGKILL) };
-                        }
-                        child.wait().await?
-                    }
-                };
-                // The shell may be gone while the service it started still shuts down
-                // (dash does not always exec the last command): the instance is stopped
-                // only when its whole process group is, or a restart would start the
-                // next one beside it.
-                if let Some(p) = pid {
-                    let give_up = until + Duration::from_secs(5);
-                    while group_alive(p) && tokio::time::Instant::now() < give_up {
-                        if tokio::time::Instant::now() > until {
-                            // SAFETY: as above.
-                            unsafe { libc::kill(-(p as i32), libc::SIGKILL) };
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                if !ever_healthy {
-                    report.result(false, pid, Some("stopped before it was healthy".into()));
-                }
-                return Ok(exit_code(&status));
+            child.wait().await?
+        }
+    };
+    if let Some(p) = pid {
+        let give_up = until + Duration::from_secs(5);
+        while group_alive(p) && tokio::time::Instant::now() < give_up {
+            if tokio::time::Instant::now() > until {
+                // SAFETY: as above.
+                unsafe { libc::kill(-(p as i32), libc::SIGKILL) };
             }
-            _ = tokio::time::sleep_until(next) => {
-                next = tokio::time::Instant::now()
-                    + if ever_healthy { s.interval } else { FIRST_CHECKS.min(s.interval) };
-                let healthy = match &s.health {
-                    None => true,
-                    Some(h) => check(h, s).await,
-                };
-                if healthy {
-                    failures = 0;
-                    if live.is_none() && store.is_none() {
-                        store = open(location, cluster).await;
-                    }
-                    if live.is_none() {
-                        let registered = match &store {
-                            Some(st) => st.register(&s.service, &instance).await,
-                            None => Err(crate::coordination::CoordError::store(
-                                "opening the coordination store",
-                                "no answer",
-                            )),
-                        };
-                        match registered {
-                            Ok(l) => {
-                                live = Some(l);
-                                if !ever_healthy {
-                                    ever_healthy = true;
-                                    report.result(true, pid, None);
-                                } else {
-                                    eprintln!("rookery: {} on {} is live again", s.service, s.host);
-                                }
-                            }
-                            Err(e) => {
-                                // Unregistered is not live: retry at the next check
-                                // (after a reconnect, below). The service is healthy,
-                                // so a store that does not take the entry is not this
-                                // host's failure: past the health deadline the start
-                                // is reported done with the registration pending, and
-                                // the controller's own read of the store (which holds
-                                // while the store does not answer) decides.
-                                eprintln!("rookery: registering {} on {}: {e}", s.service, s.host);
-                                if !ever_healthy && started.elapsed() > s.health_deadline {
-                                    ever_healthy = true;
-                                    report.pending(pid, format!("healthy; its registration is pending: {e}"));
-                                }
-                            }
-                        }
-                    }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(status)
+}
+
+/// What the supervisor knows between checks: the store (when it answers), the live
+/// entry (while registered), and how the health checks have gone.
+struct Watch<'a> {
+    location: &'a Location,
+    cluster: &'a str,
+    s: &'a Supervise,
+    instance: Instance,
+    store: Option<Store>,
+    live: Option<StoreLive>,
+    ever_healthy: bool,
+    failures: u32,
+    started: tokio::time::Instant,
+    pid: Option<u32>,
+}
+
+impl Watch<'_> {
+    /// Takes the live entry away, if there is one.
+    async fn withdraw(&mut self) {
+        if let (Some(l), Some(st)) = (self.live.take(), &self.store) {
+            st.withdraw(l).await;
+        }
+    }
+
+    /// A healthy check: registers the instance when it is not live.
+    async fn healthy(&mut self, report: &mut Reporter<'_>) {
+        let s = self.s;
+        self.failures = 0;
+        if self.live.is_some() {
+            return;
+        }
+        if self.store.is_none() {
+            self.store = open(self.location, self.cluster).await;
+        }
+        let registered = match &self.store {
+            Some(st) => st.register(&s.service, &self.instance).await,
+            None => Err(crate::coordination::CoordError::store(
+                "opening the coordination store",
+                "no answer",
+            )),
+        };
+        match registered {
+            Ok(l) => {
+                self.live = Some(l);
+                if !self.ever_healthy {
+                    self.ever_healthy = true;
+                    report.result(true, self.pid, None);
                 } else {
-                    failures += 1;
-                    if live.is_some() && failures >= UNHEALTHY_AFTER {
-                        if let (Some(l), Some(st)) = (live.take(), &store) {
-                            st.withdraw(l).await;
-                        }
-                        eprintln!("rookery: {} on {} failed {failures} health checks; withdrawn", s.service, s.host);
-                    }
-                    if !ever_healthy && started.elapsed() > s.health_deadline {
-                        report.result(false, pid, Some(format!(
-                            "not healthy within {}",
-                            crate::config::units::format_duration(s.health_deadline)
-                        )));
-                        cancel.cancel();
-                    }
+                    eprintln!("rookery: {} on {} is live again", s.service, s.host);
                 }
-                if let Some(Err(e)) = store.as_ref().map(|st| st.check_session()) {
-                    // The entry went with the session. Open a new one; the next
-                    // healthy check registers the instance again.
-                    eprintln!("rookery: {e}; reconnecting");
-                    live = None;
-                    store = open(location, cluster).await;
-                    if store.is_some() {
-                        eprintln!("rookery: reconnected to the coordination store");
-                    }
+            }
+            Err(e) => {
+                // Unregistered is not live: retry at the next check (after a
+                // reconnect). The service is healthy, so a store that does not take
+                // the entry is not this host's failure: past the health deadline the
+                // start is reported done with the registration pending, and the
+                // controller's own read of the store (which holds while the store
+                // does not answer) decides.
+                eprintln!("rookery: registering {} on {}: {e}", s.service, s.host);
+                if !self.ever_healthy && self.started.elapsed() > s.health_deadline {
+                    self.ever_healthy = true;
+                    report.pending(
+                        self.pid,
+                        format!("healthy; its registration is pending: {e}"),
+                    );
                 }
+            }
+        }
+    }
+
+    /// A failed check: withdrawn after `UNHEALTHY_AFTER` in a row; never healthy
+    /// by the deadline, the start has failed and the service is stopped.
+    async fn unhealthy(&mut self, report: &mut Reporter<'_>, cancel: &CancellationToken) {
+        let s = self.s;
+        self.failures += 1;
+        if self.live.is_some() && self.failures >= UNHEALTHY_AFTER {
+            self.withdraw().await;
+            eprintln!(
+                "rookery: {} on {} failed {} health checks; withdrawn",
+                s.service, s.host, self.failures
+            );
+        }
+        if !self.ever_healthy && self.started.elapsed() > s.health_deadline {
+            report.result(
+                false,
+                self.pid,
+                Some(format!(
+                    "not healthy within {}",
+                    crate::config::units::format_duration(s.health_deadline)
+                )),
+            );
+            cancel.cancel();
+        }
+    }
+
+    /// A lost session took the entry with it: opens a new one; the next healthy
+    /// check registers the instance again.
+    async fn keep_session(&mut self) {
+        if let Some(Err(e)) = self.store.as_ref().map(|st| st.check_session()) {
+            eprintln!("rookery: {e}; reconnecting");
+            self.live = None;
+            self.store = open(self.location, self.cluster).await;
+            if self.store.is_some() {
+                eprintln!("rookery: reconnected to the coordination store");
             }
         }
     }
