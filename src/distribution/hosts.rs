@@ -97,26 +97,10 @@ impl<C: Connection> HostJob<C> {
     /// Runs the fetch command, installs the binary and runs it again if the host
     /// lacks this build, and reports.
     pub(super) async fn run(self) -> HostReport {
-        let HostJob {
-            name,
-            dc,
-            rack,
-            conn,
-            command,
-            torrent,
-            torrent_file,
-            binary,
-            agent_path,
-            installs,
-            install_timeout,
-            withdraw,
-            events,
-            cancel,
-        } = self;
         let mut rep = HostReport {
-            host: name.clone(),
-            dc,
-            rack,
+            host: self.name.clone(),
+            dc: self.dc.clone(),
+            rack: self.rack.clone(),
             ok: false,
             seconds: 0.0,
             bytes_from_origin: 0,
@@ -125,118 +109,168 @@ impl<C: Connection> HostJob<C> {
             fed_by: BTreeMap::new(),
             listen: None,
             fetched_from: BTreeMap::new(),
-            bootstrap: binary.as_ref().map(|_| Outcome::Present),
+            bootstrap: self.binary.as_ref().map(|_| Outcome::Present),
             stage: None,
             error: None,
         };
         let t0 = Instant::now();
         let mut result: Option<serde_json::Value> = None;
-        let mut metainfo_failed;
-        let finished = loop {
-            events.stage(&name, "fetch");
-            let mut needs_binary = false;
-            metainfo_failed = false;
-            let finished = {
-                let events = events.clone();
-                let name = name.clone();
-                let mut on_line = |l: &str| {
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
-                        return;
-                    };
-                    match v["event"].as_str() {
-                        Some("progress") => events.send(Event::Bytes {
-                            host: name.clone(),
-                            bytes: v["bytes"].as_u64().unwrap_or(0),
-                        }),
-                        Some("result") => result = Some(v),
-                        Some(bootstrap::NEEDS_BINARY) => needs_binary = true,
-                        Some(METAINFO_FAILED) => metainfo_failed = true,
-                        _ => {}
-                    }
-                };
-                conn.exec_with_input(&command, Some(&torrent), &mut on_line, &cancel)
-                    .await
-            };
-            let Some(bin) = binary.as_ref().filter(|_| needs_binary) else {
-                break finished;
+        let (finished, said) = loop {
+            self.events.stage(&self.name, "fetch");
+            let (finished, mut said) = self.fetch_once().await;
+            if let Some(r) = said.result.take() {
+                result = Some(r);
+            }
+            let Some(bin) = self.binary.as_ref().filter(|_| said.needs_binary) else {
+                break (finished, said);
             };
             if rep.bootstrap == Some(Outcome::Uploaded) {
-                break Err(std::io::Error::other(format!(
-                    "{agent_path} still differs from this build after its upload"
-                )));
+                let e = std::io::Error::other(format!(
+                    "{} still differs from this build after its upload",
+                    self.agent_path
+                ));
+                break (Err(e), said);
             }
-            events.stage(&name, "bootstrap");
-            let permit = installs.acquire().await.expect("never closed");
-            let install = bootstrap::install(conn.as_ref(), &name, &agent_path, bin, &cancel);
-            let installed = bootstrap::within(install_timeout, &name, install).await;
-            drop(permit);
-            match installed {
+            match self.install(bin).await {
                 Ok(o) => rep.bootstrap = Some(o),
                 Err(e) => {
                     rep.stage = Some(e.stage);
                     rep.error = Some(format!("{}: {}", e.stage, e.message));
-                    break Ok(Finished::default());
+                    break (Ok(Finished::default()), said);
                 }
             }
         };
         rep.seconds = t0.elapsed().as_secs_f64();
-        match (finished, result) {
-            _ if rep.error.is_some() => {}
-            (Ok(f), _) if metainfo_failed => {
-                rep.stage = Some(Stage::Upload);
-                rep.error = Some(format!(
-                    "upload: metainfo to {torrent_file}: {}",
-                    f.describe()
-                ));
-            }
-            (Err(e), _) => {
-                rep.stage = Some(Stage::Fetch);
-                rep.error = Some(format!("fetch: {e}"));
-            }
-            (Ok(f), Some(v)) => {
-                rep.ok = v["ok"] == true && f.success();
-                rep.seconds = v["seconds"].as_f64().unwrap_or(rep.seconds);
-                rep.bytes_from_origin = v["bytes_from_origin"].as_u64().unwrap_or(0);
-                rep.bytes_from_peers = v["bytes_from_peers"].as_u64().unwrap_or(0);
-                rep.bytes_reused = v["bytes_reused"].as_u64().unwrap_or(0);
-                rep.listen = v["listen"].as_str().map(str::to_string);
-                if let Some(m) = v["fetched_from"].as_object() {
-                    rep.fetched_from = m
-                        .iter()
-                        .filter_map(|(a, b)| Some((a.clone(), b.as_u64()?)))
-                        .collect();
-                }
-                if !rep.ok {
-                    rep.stage = Some(Stage::Fetch);
-                    rep.error = Some(match v["error"].as_str() {
-                        Some(e) => format!("fetch: {e} ({})", f.describe()),
-                        None => format!("fetch: {}", f.describe()),
-                    });
-                }
-            }
-            (Ok(f), None) => {
-                rep.stage = Some(Stage::Fetch);
-                rep.error = Some(format!(
-                    "fetch: the agent reported nothing; {}",
-                    f.describe()
-                ));
-            }
+        if rep.error.is_none() {
+            read_result(
+                &mut rep,
+                finished,
+                result,
+                said.metainfo_failed,
+                &self.torrent_file,
+            );
         }
         if !rep.ok
-            && let Some(tracker) = &withdraw
+            && let Some(tracker) = &self.withdraw
         {
-            tracker.withdraw(&name);
+            tracker.withdraw(&self.name);
         }
         let summary = match &rep.error {
             None => format!("in {:.1}s", rep.seconds),
             Some(e) => e.clone(),
         };
-        events.send(Event::Done {
-            host: name,
+        self.events.send(Event::Done {
+            host: self.name.clone(),
             ok: rep.ok,
             summary,
         });
         rep
+    }
+
+    /// The fetch command once: its progress lines become events; what else it says
+    /// is returned.
+    async fn fetch_once(&self) -> (std::io::Result<Finished>, Said) {
+        let mut said = Said::default();
+        let events = self.events.clone();
+        let name = self.name.clone();
+        let mut on_line = |l: &str| {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                return;
+            };
+            match v["event"].as_str() {
+                Some("progress") => events.send(Event::Bytes {
+                    host: name.clone(),
+                    bytes: v["bytes"].as_u64().unwrap_or(0),
+                }),
+                Some("result") => said.result = Some(v),
+                Some(bootstrap::NEEDS_BINARY) => said.needs_binary = true,
+                Some(METAINFO_FAILED) => said.metainfo_failed = true,
+                _ => {}
+            }
+        };
+        let finished = self
+            .conn
+            .exec_with_input(
+                &self.command,
+                Some(&self.torrent),
+                &mut on_line,
+                &self.cancel,
+            )
+            .await;
+        (finished, said)
+    }
+
+    /// Puts this build on the host, `--forks` hosts at a time.
+    async fn install(&self, bin: &Binary) -> Result<Outcome, HostError> {
+        self.events.stage(&self.name, "bootstrap");
+        let _permit = self.installs.acquire().await.expect("never closed");
+        let install = bootstrap::install(
+            self.conn.as_ref(),
+            &self.name,
+            &self.agent_path,
+            bin,
+            &self.cancel,
+        );
+        bootstrap::within(self.install_timeout, &self.name, install).await
+    }
+}
+
+/// What a fetch command said besides its progress.
+#[derive(Default)]
+struct Said {
+    result: Option<serde_json::Value>,
+    needs_binary: bool,
+    metainfo_failed: bool,
+}
+
+/// The host's report from how its fetch command ended and its result line.
+fn read_result(
+    rep: &mut HostReport,
+    finished: std::io::Result<Finished>,
+    result: Option<serde_json::Value>,
+    metainfo_failed: bool,
+    torrent_file: &str,
+) {
+    match (finished, result) {
+        (Ok(f), _) if metainfo_failed => {
+            rep.stage = Some(Stage::Upload);
+            rep.error = Some(format!(
+                "upload: metainfo to {torrent_file}: {}",
+                f.describe()
+            ));
+        }
+        (Err(e), _) => {
+            rep.stage = Some(Stage::Fetch);
+            rep.error = Some(format!("fetch: {e}"));
+        }
+        (Ok(f), Some(v)) => {
+            rep.ok = v["ok"] == true && f.success();
+            rep.seconds = v["seconds"].as_f64().unwrap_or(rep.seconds);
+            rep.bytes_from_origin = v["bytes_from_origin"].as_u64().unwrap_or(0);
+            rep.bytes_from_peers = v["bytes_from_peers"].as_u64().unwrap_or(0);
+            rep.bytes_reused = v["bytes_reused"].as_u64().unwrap_or(0);
+            rep.listen = v["listen"].as_str().map(str::to_string);
+            if let Some(m) = v["fetched_from"].as_object() {
+                rep.fetched_from = m
+                    .iter()
+                    .filter_map(|(a, b)| Some((a.clone(), b.as_u64()?)))
+                    .collect();
+            }
+            if !rep.ok {
+                rep.stage = Some(Stage::Fetch);
+                rep.error = Some(match v["error"].as_str() {
+                    Some(e) => format!("fetch: {e} ({})", f.describe()),
+                    None => format!("fetch: {}", f.describe()),
+                });
+            }
+        }
+        (Ok(f), None) => {
+            rep.stage = Some(Stage::Fetch);
+            rep.error = Some(format!(
+                "fetch: the agent reported nothing; {}",
+                f.describe()
+            ));
+        }
     }
 }
 
