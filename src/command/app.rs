@@ -584,8 +584,8 @@ fn select(
         pattern: limit.clone(),
         reason,
     };
-    let pattern = Pattern::parse(limit).map_err(err)?;
-    let hosts = pattern.select(inventory).map_err(err)?;
+    let pattern = Pattern::parse(limit).map_err(|e| err(e.0))?;
+    let hosts = pattern.select(inventory).map_err(|e| err(e.0))?;
     // Each term matched something, but `!*` or `a,!a` leave nothing: a run on no
     // host is a mistyped limit, not a success.
     if hosts.is_empty() {

@@ -4,6 +4,7 @@
 //! problem naming the key path (`services.api.quorum`) has already been recorded. The
 //! loaders in `inventory.rs` and `playbook.rs` read like a schema because of this.
 
+use crate::config::diagnostic::Invalid;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -309,7 +310,7 @@ impl Decoder {
         &mut self,
         node: &Node,
         path: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
+        parse: impl FnOnce(&str) -> Result<T, Invalid>,
     ) -> Option<T> {
         let text = self.string(node, path)?;
         match parse(&text) {

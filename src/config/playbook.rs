@@ -7,6 +7,7 @@
 //! documented in `docs/playbook.md`. Checks that need the inventory (host counts,
 //! quorum) live in `config.rs`.
 
+use crate::config::diagnostic::Invalid;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -153,16 +154,18 @@ pub enum Amount {
 }
 
 impl Amount {
-    fn parse(text: &str) -> Result<Amount, String> {
+    fn parse(text: &str) -> Result<Amount, Invalid> {
         if let Some(p) = text.strip_suffix('%') {
             match p.trim().parse::<u32>() {
                 Ok(n) if n <= 100 => Ok(Amount::Percent(n)),
-                _ => Err(format!("`{text}` is not a percentage between 0% and 100%")),
+                _ => Err(format!("`{text}` is not a percentage between 0% and 100%").into()),
             }
         } else {
-            text.parse::<u32>()
-                .map(Amount::Count)
-                .map_err(|_| format!("`{text}` is not a count (`2`) or a percentage (`50%`)"))
+            text.parse::<u32>().map(Amount::Count).map_err(|_| {
+                Invalid(format!(
+                    "`{text}` is not a count (`2`) or a percentage (`50%`)"
+                ))
+            })
         }
     }
 

@@ -7,6 +7,7 @@
 //! `group:NAME`, `label:KEY=VALUE`, or a bare word: a glob over host names, or the one
 //! host, group, DC or `dc/rack` of that name.
 
+use crate::config::diagnostic::Invalid;
 use std::collections::BTreeSet;
 
 use crate::config::diagnostic::suggestion;
@@ -19,7 +20,7 @@ pub trait Universe {
     fn racks(&self) -> Box<dyn Iterator<Item = (&str, &str, &[usize])> + '_>;
     /// (dc name, hosts)
     fn datacenters(&self) -> Box<dyn Iterator<Item = (&str, Vec<usize>)> + '_>;
-    fn group(&self, name: &str) -> Option<Result<Vec<usize>, String>>;
+    fn group(&self, name: &str) -> Option<Result<Vec<usize>, Invalid>>;
     fn group_names(&self) -> Vec<&str>;
     fn label(&self, host: usize, key: &str) -> Option<&str>;
     fn host_count(&self) -> usize;
@@ -50,12 +51,12 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    pub fn parse(text: &str) -> Result<Pattern, String> {
+    pub fn parse(text: &str) -> Result<Pattern, Invalid> {
         let mut terms = Vec::new();
         for raw in text.split(',') {
             let raw = raw.trim();
             if raw.is_empty() {
-                return Err(format!("pattern `{text}` has an empty term"));
+                return Err(format!("pattern `{text}` has an empty term").into());
             }
             let (op, rest) = match raw.as_bytes()[0] {
                 b'!' => (Op::Remove, &raw[1..]),
@@ -63,7 +64,7 @@ impl Pattern {
                 _ => (Op::Union, raw),
             };
             if rest.is_empty() {
-                return Err(format!("pattern `{text}` has an empty term"));
+                return Err(format!("pattern `{text}` has an empty term").into());
             }
             let atom = match rest.split_once(':') {
                 Some(("host", v)) => Atom::Host(v.to_string()),
@@ -73,14 +74,14 @@ impl Pattern {
                 Some(("label", v)) => match v.split_once('=') {
                     Some((k, val)) if !k.is_empty() => Atom::Label(k.to_string(), val.to_string()),
                     _ => {
-                        return Err(format!(
-                            "`{rest}`: a label term is written `label:KEY=VALUE`"
-                        ));
+                        return Err(
+                            format!("`{rest}`: a label term is written `label:KEY=VALUE`").into(),
+                        );
                     }
                 },
                 Some((kind, _)) => {
                     let hint = suggestion(kind, ["host", "rack", "dc", "group", "label"]);
-                    return Err(format!("`{rest}`: unknown kind `{kind}:`{hint}"));
+                    return Err(format!("`{rest}`: unknown kind `{kind}:`{hint}").into());
                 }
                 None => Atom::Bare(rest.to_string()),
             };
@@ -111,7 +112,7 @@ impl Pattern {
 
     /// The hosts the pattern selects, in id order. A term that matches nothing is an
     /// error: a typo in `--limit` must never silently select no host (or every host).
-    pub fn select(&self, u: &dyn Universe) -> Result<Vec<usize>, String> {
+    pub fn select(&self, u: &dyn Universe) -> Result<Vec<usize>, Invalid> {
         let mut acc: Option<BTreeSet<usize>> = None;
         let mut filters = Vec::new();
         for (op, atom) in &self.terms {
@@ -134,7 +135,7 @@ impl Pattern {
     }
 }
 
-fn resolve(atom: &Atom, u: &dyn Universe) -> Result<Vec<usize>, String> {
+fn resolve(atom: &Atom, u: &dyn Universe) -> Result<Vec<usize>, Invalid> {
     let found: Vec<usize> = match atom {
         Atom::Host(g) => hosts_matching(g, u),
         Atom::Rack(g) => racks_matching(g, u),
@@ -147,7 +148,7 @@ fn resolve(atom: &Atom, u: &dyn Universe) -> Result<Vec<usize>, String> {
             Some(r) => r?,
             None => {
                 let hint = suggestion(name, u.group_names());
-                return Err(format!("unknown group `{name}`{hint}"));
+                return Err(format!("unknown group `{name}`{hint}").into());
             }
         },
         Atom::Label(k, v) => (0..u.host_count())
@@ -157,13 +158,13 @@ fn resolve(atom: &Atom, u: &dyn Universe) -> Result<Vec<usize>, String> {
         Atom::Bare(word) => return resolve_word(word, u),
     };
     if found.is_empty() {
-        return Err(format!("`{}` matches no host", describe(atom)));
+        return Err(format!("`{}` matches no host", describe(atom)).into());
     }
     Ok(found)
 }
 
 /// A bare word names exactly one thing; a name used by two kinds must be qualified.
-fn resolve_word(word: &str, u: &dyn Universe) -> Result<Vec<usize>, String> {
+fn resolve_word(word: &str, u: &dyn Universe) -> Result<Vec<usize>, Invalid> {
     let mut hits: Vec<(&str, Vec<usize>)> = Vec::new();
     if let Some((id, _)) = u.host_names().find(|(_, n)| *n == word) {
         hits.push(("host", vec![id]));
@@ -181,27 +182,25 @@ fn resolve_word(word: &str, u: &dyn Universe) -> Result<Vec<usize>, String> {
         1 => {
             let (_, hosts) = hits.pop().expect("one hit");
             if hosts.is_empty() {
-                return Err(format!("`{word}` matches no host"));
+                return Err(format!("`{word}` matches no host").into());
             }
             Ok(hosts)
         }
         0 if u.racks().any(|(name, _, _)| name == word) => Err(format!(
             "`{word}` is a rack name; write `rack:{word}` (in every datacenter) or `DC/{word}`"
-        )),
+        )
+        .into()),
         0 => {
             let mut names: Vec<String> = u.host_names().map(|(_, n)| n.to_string()).collect();
             names.extend(u.group_names().into_iter().map(str::to_string));
             names.extend(u.datacenters().map(|(n, _)| n.to_string()));
             names.extend(u.racks().map(|(_, full, _)| full.to_string()));
             let hint = suggestion(word, names.iter().map(String::as_str));
-            Err(format!("`{word}` is not a host, group, DC or rack{hint}"))
+            Err(format!("`{word}` is not a host, group, DC or rack{hint}").into())
         }
         _ => {
             let kinds: Vec<String> = hits.iter().map(|(k, _)| format!("`{k}:{word}`")).collect();
-            Err(format!(
-                "`{word}` is ambiguous: write {}",
-                kinds.join(" or ")
-            ))
+            Err(format!("`{word}` is ambiguous: write {}", kinds.join(" or ")).into())
         }
     }
 }
@@ -315,7 +314,7 @@ mod tests {
                 (dc, hosts)
             }))
         }
-        fn group(&self, name: &str) -> Option<Result<Vec<usize>, String>> {
+        fn group(&self, name: &str) -> Option<Result<Vec<usize>, Invalid>> {
             (name == "edge").then(|| Ok(vec![0, 4]))
         }
         fn group_names(&self) -> Vec<&str> {
@@ -329,7 +328,7 @@ mod tests {
         }
     }
 
-    fn sel(p: &str) -> Result<Vec<usize>, String> {
+    fn sel(p: &str) -> Result<Vec<usize>, Invalid> {
         Pattern::parse(p)?.select(&toy())
     }
 

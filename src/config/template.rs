@@ -6,6 +6,7 @@
 //! with a space or a `;` can never become a second command. `{{` and `}}` are literal
 //! braces.
 
+use crate::config::diagnostic::Invalid;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -44,7 +45,7 @@ impl From<Template> for String {
 }
 
 impl Template {
-    pub fn parse(source: &str) -> Result<Template, String> {
+    pub fn parse(source: &str) -> Result<Template, Invalid> {
         let mut parts = Vec::new();
         let mut text = String::new();
         let mut chars = source.char_indices().peekable();
@@ -63,7 +64,8 @@ impl Template {
                     let Some(end) = rest.find('}') else {
                         return Err(format!(
                             "unclosed `{{` in `{source}` (write `{{{{` for a literal brace)"
-                        ));
+                        )
+                        .into());
                     };
                     let name = &rest[..end];
                     let Some(known) = PLACEHOLDERS.iter().find(|p| **p == name) else {
@@ -78,7 +80,8 @@ impl Template {
                                 .map(|p| format!("{{{p}}}"))
                                 .collect::<Vec<_>>()
                                 .join(", ")
-                        ));
+                        )
+                        .into());
                     };
                     if !text.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut text)));
@@ -91,7 +94,8 @@ impl Template {
                 '}' => {
                     return Err(format!(
                         "stray `}}` in `{source}` (write `}}}}` for a literal brace)"
-                    ));
+                    )
+                    .into());
                 }
                 c => text.push(c),
             }

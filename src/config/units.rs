@@ -5,18 +5,19 @@
 //! minutes? bytes or bits?), and accepted as bytes for sizes. Errors say what was
 //! expected, so the loader can put them next to the key that held the value.
 
+use crate::config::diagnostic::Invalid;
 use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
 
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` and sums like `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, Invalid> {
     let expected =
         || format!("`{text}` is not a duration (expected e.g. `30s`, `5m`, `1h30m`, `500ms`)");
     let s = text.trim();
     if s.is_empty() {
-        return Err(expected());
+        return Err(expected().into());
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -25,7 +26,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(expected());
+            return Err(expected().into());
         }
         let n: u64 = rest[..digits].parse().map_err(|_| expected())?;
         rest = &rest[digits..];
@@ -40,7 +41,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            _ => return Err(expected()),
+            _ => return Err(expected().into()),
         };
         total = total.saturating_add(part);
     }
@@ -111,8 +112,12 @@ fn unit_bytes(unit: &str) -> Option<f64> {
 }
 
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<ByteSize, String> {
-        let err = || format!("`{text}` is not a size (expected e.g. `4MiB`, `512KiB`, `2GB`)");
+    pub fn parse(text: &str) -> Result<ByteSize, Invalid> {
+        let err = || {
+            Invalid(format!(
+                "`{text}` is not a size (expected e.g. `4MiB`, `512KiB`, `2GB`)"
+            ))
+        };
         let (n, unit) = split_number(text.trim()).ok_or_else(err)?;
         if unit.contains("bit") || unit.ends_with('b') {
             return Err(err());
@@ -126,9 +131,12 @@ impl ByteSize {
 }
 
 impl Rate {
-    pub fn parse(text: &str) -> Result<Rate, String> {
-        let err =
-            || format!("`{text}` is not a rate (expected e.g. `50MiB/s`, `400Mbit/s`, `1Gbit/s`)");
+    pub fn parse(text: &str) -> Result<Rate, Invalid> {
+        let err = || {
+            Invalid(format!(
+                "`{text}` is not a rate (expected e.g. `50MiB/s`, `400Mbit/s`, `1Gbit/s`)"
+            ))
+        };
         let s = text.trim();
         let per_second = s
             .strip_suffix("/s")

@@ -8,6 +8,7 @@
 mod decode;
 mod tree;
 
+use crate::config::diagnostic::Invalid;
 use decode::*;
 use tree::*;
 
@@ -174,7 +175,7 @@ const SSH_KEYS: &[&str] = &["user", "port", "key", "jump"];
 
 /// Checks a name used for a host, rack, DC, group, service or cluster. Names become
 /// directory and znode names, so they are kept to a safe alphabet.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), Invalid> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
@@ -282,7 +283,7 @@ impl Universe for Inventory {
             (dc.name.as_str(), hosts)
         }))
     }
-    fn group(&self, name: &str) -> Option<Result<Vec<usize>, String>> {
+    fn group(&self, name: &str) -> Option<Result<Vec<usize>, Invalid>> {
         self.groups
             .iter()
             .find(|g| g.name == name)

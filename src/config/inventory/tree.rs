@@ -256,12 +256,12 @@ impl Universe for GroupView<'_> {
     fn datacenters(&self) -> Box<dyn Iterator<Item = (&str, Vec<usize>)> + '_> {
         self.inv.datacenters()
     }
-    fn group(&self, name: &str) -> Option<Result<Vec<usize>, String>> {
+    fn group(&self, name: &str) -> Option<Result<Vec<usize>, Invalid>> {
         let i = self.names.iter().position(|n| *n == name)?;
         Some(
             self.resolved[i]
                 .clone()
-                .ok_or_else(|| format!("group `{name}` is invalid")),
+                .ok_or_else(|| Invalid(format!("group `{name}` is invalid"))),
         )
     }
     fn group_names(&self) -> Vec<&str> {
