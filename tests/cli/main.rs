@@ -9,6 +9,7 @@ mod helper;
 mod hostile;
 mod plan;
 mod rollout;
+mod seeding;
 mod ssh;
 mod stripes;
 mod swarm;
