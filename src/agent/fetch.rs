@@ -135,8 +135,13 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
             let port = session
                 .listen_addr()
                 .map_or(f.engine.listen.port(), |a| a.port());
-            let _ =
-                crate::tracker::client::announce_stopped(url, &torrent.info_hash().0, port).await;
+            // Bounded: a stalled tracker must not keep this seeder serving past its
+            // window (its successors find it gone at their next announce anyway).
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                crate::tracker::client::announce_stopped(url, &torrent.info_hash().0, port),
+            )
+            .await;
         }
         session.stop().await;
     }
@@ -464,47 +469,174 @@ fn log_progress(
 }
 
 /// Keeps serving the release for the seed window, then returns.
+///
+/// `fixed`: for `seed_window`. `adaptive` (with a tracker): until the tracker says
+/// that every host of this one's rack has the copy and none is fed by this one, and
+/// for `seed_window_max` at most. A tracker that stops answering ends the wait (the
+/// deploy that ran it is over), falling back to the fixed window; one slow answer
+/// does not (see [`leave`]).
 async fn seed(f: &Fetch, torrent: &librqbit::ManagedTorrent, cancel: &CancellationToken) {
+    use crate::config::units::format_duration as d;
     let started = Instant::now();
     let hash = torrent.info_hash().0;
-    loop {
+    let window = Window {
+        mode: f.seed_mode,
+        window: f.seed_window,
+        max: f.seed_window_max,
+    };
+    let adaptive = f.seed_mode == SeedMode::Adaptive && f.engine.tracker.is_some();
+    let bound = if adaptive {
+        tracing::info!(
+            "seeding until every host of the rack has the copy and none is fed by this one, for at most {}",
+            d(f.seed_window_max)
+        );
+        f.seed_window_max
+    } else {
+        tracing::info!("seeding for {}", d(f.seed_window));
+        f.seed_window
+    };
+    let mut answered = started;
+    let mut last: Option<(bool, usize)> = None;
+    let why = loop {
         // Polled every second whatever the mode: the poll is also how the tracker
         // knows this seeder is alive (striped trees re-link the children of a parent
         // silent for two seconds).
-        let polled = match &f.engine.tracker {
-            Some(url) => Some(
-                tokio::time::timeout(
-                    Duration::from_millis(800),
-                    crate::tracker::client::status(url, &hash, &f.host),
-                )
-                .await,
-            ),
-            None => None,
+        let heard = match &f.engine.tracker {
+            Some(url) => match tokio::time::timeout(
+                Duration::from_millis(800),
+                crate::tracker::client::status(url, &hash, &f.host),
+            )
+            .await
+            {
+                Ok(Ok(s)) => {
+                    answered = Instant::now();
+                    Heard::Status(s)
+                }
+                Ok(Err(e)) => Heard::Nothing { gone: refused(&e) },
+                Err(_) => Heard::Nothing { gone: false },
+            },
+            None => Heard::NoTracker,
         };
-        match (f.seed_mode, polled) {
-            (SeedMode::Adaptive, Some(polled)) => {
-                if started.elapsed() >= f.seed_window_max {
-                    return;
-                }
-                match polled {
-                    Ok(Ok(s)) if s.rack_complete && s.waiting_on_me == 0 => return,
-                    Ok(Ok(_)) => {}
-                    // No tracker (the deploy is over): fall back to the fixed window.
-                    _ if started.elapsed() >= f.seed_window => return,
-                    _ => {}
-                }
+        if let (true, Heard::Status(s)) = (adaptive, &heard) {
+            let now = (s.rack_complete, s.waiting_on_me);
+            if last != Some(now) && now != (true, 0) {
+                tracing::info!(
+                    "seeding: the rack {}; {} host(s) fed by this one",
+                    if s.rack_complete {
+                        "has its copies"
+                    } else {
+                        "lacks copies"
+                    },
+                    s.waiting_on_me
+                );
             }
-            _ if started.elapsed() >= f.seed_window => return,
-            _ => {}
+            last = Some(now);
         }
-        let pause = match (f.seed_mode, &f.engine.tracker) {
-            (SeedMode::Adaptive, Some(_)) => Duration::from_secs(1),
-            _ => Duration::from_secs(1).min(f.seed_window.saturating_sub(started.elapsed())),
-        };
+        let elapsed = started.elapsed();
+        if let Some(why) = leave(window, elapsed, &heard, answered.elapsed()) {
+            break why.describe(window);
+        }
+        let pause = Duration::from_secs(1).min(bound.saturating_sub(elapsed));
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break "interrupted".to_string(),
             _ = tokio::time::sleep(pause.max(Duration::from_millis(10))) => {}
         }
+    };
+    tracing::info!(
+        "leaving the swarm after seeding {:.1}s: {why}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Whether a tracker request failed because nothing listens at its address: the
+/// tracker is not running any more, rather than slow.
+fn refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// What one `/status` poll of the tracker gave a seeder.
+#[derive(Debug)]
+enum Heard {
+    /// No tracker to ask (`--peer` only).
+    NoTracker,
+    Status(crate::tracker::swarm::Status),
+    /// No answer. `gone`: the tracker refused the connection, so it is not running
+    /// any more (the deploy that ran it is over); otherwise it may only be slow.
+    Nothing {
+        gone: bool,
+    },
+}
+
+/// How long a seeder stays: the seed-mode flags of [`Fetch`].
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    mode: SeedMode,
+    window: Duration,
+    max: Duration,
+}
+
+/// Why a seeder leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leave {
+    /// `fixed` (or no tracker to ask): `seed_window` is over.
+    Window,
+    /// `adaptive`: every host of the rack has the copy and none is fed by this one.
+    RackComplete,
+    /// `adaptive`: `seed_window_max` is reached, whatever the rack.
+    Max,
+    /// `adaptive`: `seed_window` is over and the tracker is gone (`refused` the
+    /// connection, or silent for [`TRACKER_GONE`]).
+    TrackerGone { refused: bool },
+}
+
+impl Leave {
+    /// For the log.
+    fn describe(self, w: Window) -> String {
+        use crate::config::units::format_duration as d;
+        let window = format!("the seed window of {} is over", d(w.window));
+        match self {
+            Leave::Window => window,
+            Leave::RackComplete => {
+                "every host of the rack has the copy and none is fed by this one".into()
+            }
+            Leave::Max => format!(
+                "seed_window_max {} reached (the rack may still lack copies)",
+                d(w.max)
+            ),
+            Leave::TrackerGone { refused: true } => {
+                format!("{window} and the tracker is gone (it refused the connection)")
+            }
+            Leave::TrackerGone { refused: false } => format!(
+                "{window} and the tracker is gone (silent for {})",
+                d(TRACKER_GONE)
+            ),
+        }
+    }
+}
+
+/// Whether a seeder that has seeded for `elapsed`, and last heard from its tracker
+/// `silent` ago, leaves now, and why.
+///
+/// `adaptive` with a tracker: it leaves once every host of its rack has the copy and
+/// none is fed by it, at `seed_window_max` at the latest. Without an answer it falls
+/// back to the fixed window, but only once the tracker is gone: it refused the
+/// connection, or has been silent for [`TRACKER_GONE`]. One missed answer is not
+/// enough: a tracker busy with a burst of polls may take longer than the 800 ms a
+/// poll waits, and every seeder past its `seed_window` would leave at once while a
+/// rack-mate still needs it.
+fn leave(w: Window, elapsed: Duration, heard: &Heard, silent: Duration) -> Option<Leave> {
+    let window_over = elapsed >= w.window;
+    match heard {
+        _ if w.mode == SeedMode::Fixed || matches!(heard, Heard::NoTracker) => {
+            window_over.then_some(Leave::Window)
+        }
+        _ if elapsed >= w.max => Some(Leave::Max),
+        Heard::Status(s) if s.rack_complete && s.waiting_on_me == 0 => Some(Leave::RackComplete),
+        Heard::Nothing { gone } if window_over && (*gone || silent >= TRACKER_GONE) => {
+            Some(Leave::TrackerGone { refused: *gone })
+        }
+        _ => None,
     }
 }
 
@@ -552,6 +684,104 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::{Heard, Leave, TRACKER_GONE, Window, leave};
+    use crate::config::playbook::SeedMode;
+    use crate::tracker::swarm::Status;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn status(rack_complete: bool, waiting_on_me: usize) -> Heard {
+        Heard::Status(Status {
+            rack_complete,
+            waiting_on_me,
+            complete: 1,
+            incomplete: 1,
+            feeders: None,
+            stripes: None,
+        })
+    }
+
+    fn window(mode: SeedMode) -> Window {
+        Window {
+            mode,
+            window: 30 * S,
+            max: 300 * S,
+        }
+    }
+
+    #[test]
+    fn a_fixed_seeder_leaves_at_its_window_whatever_the_rack() {
+        let w = window(SeedMode::Fixed);
+        for heard in [status(false, 2), status(true, 0), Heard::NoTracker] {
+            assert_eq!(leave(w, 29 * S, &heard, S), None, "{heard:?}");
+            assert_eq!(
+                leave(w, 30 * S, &heard, S),
+                Some(Leave::Window),
+                "{heard:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_adaptive_seeder_stays_until_its_rack_is_complete_and_nobody_waits_on_it() {
+        let w = window(SeedMode::Adaptive);
+        // A rack-mate lacks the copy, or a host is fed by this one: past the window.
+        assert_eq!(leave(w, 31 * S, &status(false, 0), S), None);
+        assert_eq!(leave(w, 299 * S, &status(false, 1), S), None);
+        assert_eq!(leave(w, 299 * S, &status(true, 1), S), None);
+        // Done: within the window too.
+        assert_eq!(
+            leave(w, 2 * S, &status(true, 0), S),
+            Some(Leave::RackComplete)
+        );
+        // Never past the max.
+        for heard in [status(false, 3), Heard::Nothing { gone: false }] {
+            assert_eq!(leave(w, 300 * S, &heard, S), Some(Leave::Max), "{heard:?}");
+        }
+        // Without a tracker to ask, the fixed window.
+        assert_eq!(leave(w, 29 * S, &Heard::NoTracker, S), None);
+        assert_eq!(leave(w, 30 * S, &Heard::NoTracker, S), Some(Leave::Window));
+    }
+
+    #[test]
+    fn an_adaptive_seeder_falls_back_to_its_window_only_once_the_tracker_is_gone() {
+        let w = window(SeedMode::Adaptive);
+        let slow = Heard::Nothing { gone: false };
+        let refused = Heard::Nothing { gone: true };
+        // A missed answer or two: the tracker may only be busy.
+        assert_eq!(leave(w, 40 * S, &slow, 3 * S), None);
+        assert_eq!(
+            leave(w, 40 * S, &slow, TRACKER_GONE),
+            Some(Leave::TrackerGone { refused: false })
+        );
+        assert_eq!(
+            leave(w, 40 * S, &refused, S),
+            Some(Leave::TrackerGone { refused: true })
+        );
+        // Within the window it stays either way.
+        assert_eq!(leave(w, 29 * S, &refused, TRACKER_GONE), None);
+    }
+
+    #[tokio::test]
+    async fn a_tracker_that_is_not_running_is_told_from_a_slow_one() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // The listener is closed: nothing listens on the port now.
+        let url = format!("http://127.0.0.1:{port}/announce?host=a");
+        let e = crate::tracker::client::status(&url, &[7; 20], "a")
+            .await
+            .unwrap_err();
+        assert!(super::refused(&e), "{e:#}");
+        assert!(!super::refused(&anyhow::anyhow!(
+            "the tracker did not answer in time"
+        )));
+    }
+
     #[test]
     fn an_engine_error_chain_becomes_one_line() {
         let e = anyhow::anyhow!("Is a directory (os error 21)")

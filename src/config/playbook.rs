@@ -87,8 +87,9 @@ pub enum Version {
 pub enum SeedMode {
     /// Seed for exactly `seed_window` after the copy is verified.
     Fixed,
-    /// Stop early once the whole rack has the copy; extend up to `seed_window_max`
-    /// while peers still need pieces.
+    /// Seed until every host of the rack has the copy and no host is fed by this
+    /// one, for `seed_window_max` at most (`seed_window` once the tracker is gone).
+    /// docs/playbook.md, "The seed window".
     Adaptive,
 }
 

@@ -12,6 +12,7 @@ mod examples;
 mod hostile;
 mod plan;
 mod rollout;
+mod seeding;
 mod ssh;
 mod stripes;
 mod swarm;
