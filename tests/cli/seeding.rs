@@ -16,9 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::swarm::{noise, run_ok};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rookery");
+use crate::support::{BIN, noise, run_ok};
 
 /// The artifact: small, but at `B_RATE` it takes `b` a few seconds.
 const PAYLOAD: usize = 6 << 20;
