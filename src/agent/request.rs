@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use crate::config::diagnostic::Invalid;
 use crate::config::playbook::{Distribution, PageCache, SeedMode};
 use crate::config::units::{Rate, format_duration, parse_duration};
 
@@ -349,20 +350,20 @@ impl Request for SwitchArgs {
 }
 
 /// `--origin`: an address, or an IP alone (any port).
-fn origin_addr(text: &str) -> Result<SocketAddr, String> {
+fn origin_addr(text: &str) -> Result<SocketAddr, Invalid> {
     match text.parse::<IpAddr>() {
         Ok(ip) => Ok(SocketAddr::new(ip, 0)),
         Err(_) => text
             .parse()
-            .map_err(|_| format!("`{text}` is neither an IP nor an IP:PORT address")),
+            .map_err(|_| Invalid(format!("`{text}` is neither an IP nor an IP:PORT address"))),
     }
 }
 
-fn seed_mode(text: &str) -> Result<SeedMode, String> {
+fn seed_mode(text: &str) -> Result<SeedMode, Invalid> {
     match text {
         "fixed" => Ok(SeedMode::Fixed),
         "adaptive" => Ok(SeedMode::Adaptive),
-        other => Err(format!("`{other}`: use fixed or adaptive")),
+        other => Err(format!("`{other}`: use fixed or adaptive").into()),
     }
 }
 

@@ -8,6 +8,7 @@
 //! in a record read back means the run died during that host's switch; the resume
 //! asks the host again, and the host-side switch is idempotent.
 
+use crate::config::diagnostic::Invalid;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,13 +148,13 @@ impl Record {
 
     /// Parses a record read back from the store, saying what is wrong with one that
     /// does not parse: a damaged record must be named, never read as "no deploy".
-    pub fn parse(b: &[u8]) -> Result<Record, String> {
+    pub fn parse(b: &[u8]) -> Result<Record, Invalid> {
         serde_json::from_slice(b).map_err(|e| {
-            if b.iter().all(u8::is_ascii_whitespace) {
+            Invalid(if b.iter().all(u8::is_ascii_whitespace) {
                 "corrupt deploy record: the file is empty".to_string()
             } else {
                 format!("corrupt deploy record: {e}")
-            }
+            })
         })
     }
 
@@ -173,16 +174,16 @@ impl Record {
 /// Checks a deploy id, written or read back (`deploys/last` names the last one):
 /// ids name files and znodes in the store, so anything but a plain name
 /// (`../../etc/passwd`, an empty file, binary junk) is refused, never used as a path.
-pub fn check_id(id: &str) -> Result<(), String> {
+pub fn check_id(id: &str) -> Result<(), Invalid> {
     if id.is_empty() {
         return Err("empty where a deploy id should be".into());
     }
     crate::config::inventory::check_name(id).map_err(|why| {
         let shown: String = id.chars().take(64).collect();
-        format!(
+        Invalid(format!(
             "`{}` is not a deploy id (a deploy id {why})",
             shown.escape_default()
-        )
+        ))
     })
 }
 

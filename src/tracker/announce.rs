@@ -6,6 +6,7 @@
 //! panic (a property test feeds it junk). The server in `tracker.rs` owns the
 //! sockets; this file owns the bytes.
 
+use crate::config::diagnostic::Invalid;
 use std::net::{IpAddr, SocketAddr};
 
 /// Longest request head the tracker reads; announces are a few hundred bytes.
@@ -57,7 +58,7 @@ pub enum Event {
 
 /// Parses one HTTP request head (bytes up to and including the blank line).
 /// `Err` carries the text for a `failure reason`.
-pub fn parse_request(head: &[u8]) -> Result<Request, String> {
+pub fn parse_request(head: &[u8]) -> Result<Request, Invalid> {
     let line_end = head
         .windows(2)
         .position(|w| w == b"\r\n")
@@ -70,7 +71,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, String> {
         return Err("malformed HTTP request line".into());
     };
     if method != "GET" {
-        return Err(format!("method {method} is not supported; use GET"));
+        return Err(format!("method {method} is not supported; use GET").into());
     }
     if !version.starts_with("HTTP/1.") {
         return Err("only HTTP/1.x is supported".into());
@@ -86,13 +87,14 @@ pub fn parse_request(head: &[u8]) -> Result<Request, String> {
         other => Err(format!(
             "unknown path `{}`; announce at /announce",
             other.escape_default()
-        )),
+        )
+        .into()),
     }
 }
 
 type Params = Vec<(String, Vec<u8>)>;
 
-fn parse_announce(params: &Params) -> Result<Announce, String> {
+fn parse_announce(params: &Params) -> Result<Announce, Invalid> {
     let info_hash = twenty(params, "info_hash")?;
     let peer_id = twenty(params, "peer_id")?;
     let port = number(params, "port")?.ok_or("missing port")?;
@@ -110,9 +112,7 @@ fn parse_announce(params: &Params) -> Result<Announce, String> {
     let numwant = match number(params, "numwant")? {
         None => DEFAULT_NUMWANT,
         Some(n) if n > NUMWANT_LIMIT => {
-            return Err(format!(
-                "numwant {n} is absurd; ask for at most {MAX_NUMWANT}"
-            ));
+            return Err(format!("numwant {n} is absurd; ask for at most {MAX_NUMWANT}").into());
         }
         Some(n) => (n as u32).min(MAX_NUMWANT),
     };
@@ -135,7 +135,7 @@ fn parse_announce(params: &Params) -> Result<Announce, String> {
     })
 }
 
-fn parse_query(query: &str) -> Result<Params, String> {
+fn parse_query(query: &str) -> Result<Params, Invalid> {
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -148,7 +148,7 @@ fn parse_query(query: &str) -> Result<Params, String> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Result<Vec<u8>, String> {
+fn percent_decode(s: &str) -> Result<Vec<u8>, Invalid> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -180,13 +180,13 @@ fn get<'a>(params: &'a Params, key: &str) -> Option<&'a [u8]> {
         .map(|(_, v)| v.as_slice())
 }
 
-fn twenty(params: &Params, key: &str) -> Result<[u8; 20], String> {
-    let v = get(params, key).ok_or_else(|| format!("missing {key}"))?;
+fn twenty(params: &Params, key: &str) -> Result<[u8; 20], Invalid> {
+    let v = get(params, key).ok_or_else(|| Invalid(format!("missing {key}")))?;
     v.try_into()
-        .map_err(|_| format!("{key} must be 20 bytes, found {}", v.len()))
+        .map_err(|_| Invalid(format!("{key} must be 20 bytes, found {}", v.len())))
 }
 
-fn number(params: &Params, key: &str) -> Result<Option<u64>, String> {
+fn number(params: &Params, key: &str) -> Result<Option<u64>, Invalid> {
     let Some(v) = get(params, key) else {
         return Ok(None);
     };
@@ -195,12 +195,12 @@ fn number(params: &Params, key: &str) -> Result<Option<u64>, String> {
         .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
         .and_then(|s| s.parse().ok())
         .map(Some)
-        .ok_or_else(|| format!("{key} must be a non-negative integer"))
+        .ok_or_else(|| Invalid(format!("{key} must be a non-negative integer")))
 }
 
-fn text(params: &Params, key: &str) -> Result<Option<String>, String> {
+fn text(params: &Params, key: &str) -> Result<Option<String>, Invalid> {
     get(params, key)
-        .map(|v| String::from_utf8(v.to_vec()).map_err(|_| format!("{key} must be UTF-8")))
+        .map(|v| String::from_utf8(v.to_vec()).map_err(|_| Invalid(format!("{key} must be UTF-8"))))
         .transpose()
 }
 

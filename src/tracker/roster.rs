@@ -2,6 +2,7 @@
 //! origins first, then hosts by datacenter, rack and name. The chain, the mesh and the
 //! striped trees are all built over a [`Roster`].
 
+use crate::config::diagnostic::Invalid;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -108,7 +109,7 @@ impl Roster {
 
     /// The member an announce comes from, or why it is refused. `source` is the
     /// connection's address; `host` the announce's `host=` parameter.
-    pub fn identify(&self, source: IpAddr, host: Option<&str>) -> Result<usize, String> {
+    pub fn identify(&self, source: IpAddr, host: Option<&str>) -> Result<usize, Invalid> {
         let same = |ip: Option<IpAddr>| match ip {
             Some(ip) => ip == source || (ip.is_loopback() && source.is_loopback()),
             None => false,
@@ -121,7 +122,8 @@ impl Roster {
             if m.ip.is_some() && !same(m.ip) {
                 return Err(format!(
                     "host `{name}` must announce from its inventory address, not {source}"
-                ));
+                )
+                .into());
             }
             return Ok(id);
         }
@@ -130,8 +132,9 @@ impl Roster {
             (Some((id, _)), None) => Ok(id),
             (Some(_), Some(_)) => Err(format!(
                 "several hosts share address {source}; add host=NAME to the announce URL"
-            )),
-            (None, _) => Err(format!("address {source} is not in the inventory")),
+            )
+            .into()),
+            (None, _) => Err(format!("address {source} is not in the inventory").into()),
         }
     }
 }

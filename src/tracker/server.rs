@@ -235,7 +235,7 @@ impl Tracker {
         let fail = |reason: String| (BENCODE, announce::encode_failure(&reason), None);
         let request = match announce::parse_request(head) {
             Ok(r) => r,
-            Err(reason) => return fail(reason),
+            Err(reason) => return fail(reason.0),
         };
         let roster = &self.inner.roster;
         let mut swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
@@ -243,7 +243,7 @@ impl Tracker {
             Request::Announce(a) => {
                 let me = match roster.identify(peer.ip(), a.host.as_deref()) {
                     Ok(id) => id,
-                    Err(reason) => return fail(reason),
+                    Err(reason) => return fail(reason.0),
                 };
                 let Some(swarm) = swarms.get_mut(&a.info_hash) else {
                     return fail(format!(
@@ -283,7 +283,7 @@ impl Tracker {
             Request::Status { info_hash, host } => {
                 let me = match roster.identify(peer.ip(), Some(&host)) {
                     Ok(id) => id,
-                    Err(reason) => return fail(reason),
+                    Err(reason) => return fail(reason.0),
                 };
                 let Some(swarm) = swarms.get_mut(&info_hash) else {
                     return fail("unknown info_hash".into());
