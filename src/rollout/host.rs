@@ -150,7 +150,7 @@ pub(super) async fn restart<C: Connection>(
     };
     crate::transport::run_hooks(conn, &svc.before_restart, &v, "before_restart")
         .await
-        .map_err(fail)?;
+        .map_err(|e| fail(e.to_string()))?;
     let command =
         switch_command(config, service, t.host, &t.version, &env.agent(t.host)).map_err(fail)?;
     let (previous, already, error) = match switch(conn, &command).await {
@@ -185,7 +185,9 @@ pub(super) async fn restart<C: Connection>(
         },
     };
     let result = match result {
-        Ok(()) => crate::transport::run_hooks(conn, &svc.after_restart, &v, "after_restart").await,
+        Ok(()) => crate::transport::run_hooks(conn, &svc.after_restart, &v, "after_restart")
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match result {

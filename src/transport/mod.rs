@@ -251,19 +251,35 @@ pub async fn run_hooks<C: Connection>(
     hooks: &[crate::config::template::Template],
     vars: &std::collections::BTreeMap<&str, String>,
     what: &str,
-) -> Result<(), String> {
+) -> Result<(), HookFailed> {
     let never = CancellationToken::new();
     for hook in hooks {
+        let failed = |reason: String| HookFailed {
+            what: what.to_string(),
+            hook: hook.as_str().to_string(),
+            reason,
+        };
         let cmd = hook.render(vars);
         let f = conn
             .exec(&cmd, &mut |_| {}, &never)
             .await
-            .map_err(|e| format!("{what} hook `{}`: {e}", hook.as_str()))?;
+            .map_err(|e| failed(e.to_string()))?;
         if !f.success() {
-            return Err(format!("{what} hook `{}`: {}", hook.as_str(), f.describe()));
+            return Err(failed(f.describe()));
         }
     }
     Ok(())
+}
+
+/// A hook that could not run or did not succeed; the ones after it did not run.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what} hook `{hook}`: {reason}")]
+pub struct HookFailed {
+    /// Which list: `before_restart`, `after_distribute`, ...
+    pub what: String,
+    /// The hook as the playbook writes it.
+    pub hook: String,
+    pub reason: String,
 }
 
 #[cfg(test)]
