@@ -11,7 +11,6 @@ use crate::plan::Plan;
 
 pub fn plan(p: &Plan) -> String {
     let mut s = String::new();
-    let d = &p.distribution;
     let transport = match p.transport {
         Transport::Ssh(_) => "ssh",
         Transport::Local { .. } => "local",
@@ -25,6 +24,17 @@ pub fn plan(p: &Plan) -> String {
         let _ = writeln!(s, "Limit: {limit}");
     }
 
+    distribution(&mut s, p);
+    if let Some(e) = &p.estimate {
+        estimate(&mut s, e);
+    }
+    rollout(&mut s, p);
+    s
+}
+
+/// What goes where, with which settings, over which hosts.
+fn distribution(s: &mut String, p: &Plan) {
+    let d = &p.distribution;
     let _ = writeln!(s, "\nDistribution");
     let _ = writeln!(
         s,
@@ -85,27 +95,32 @@ pub fn plan(p: &Plan) -> String {
             racks.join(", ")
         );
     }
-    if let Some(e) = &p.estimate {
-        let size = crate::config::units::ByteSize(e.artifact_bytes);
-        let _ = writeln!(
-            s,
-            "  estimate   {} for the slowest host: {size} ({}) through a pipeline of {} host{} at {} (limited by {}), {} pieces",
-            format_duration(std::time::Duration::from_secs_f64(e.seconds.ceil())),
-            e.size_from,
-            e.hosts,
-            plural(e.hosts),
-            crate::config::units::Rate(e.bottleneck_bytes_per_second),
-            e.bottleneck,
-            crate::config::units::ByteSize(e.piece_bytes)
-        );
-        let _ = writeln!(
-            s,
-            "             origin uploads {}, {} cross datacenters",
-            size,
-            crate::config::units::ByteSize(e.cross_dc_bytes)
-        );
-    }
+}
 
+/// The distribution time the plan predicts.
+fn estimate(s: &mut String, e: &crate::plan::estimate::Estimate) {
+    let size = crate::config::units::ByteSize(e.artifact_bytes);
+    let _ = writeln!(
+        s,
+        "  estimate   {} for the slowest host: {size} ({}) through a pipeline of {} host{} at {} (limited by {}), {} pieces",
+        format_duration(std::time::Duration::from_secs_f64(e.seconds.ceil())),
+        e.size_from,
+        e.hosts,
+        plural(e.hosts),
+        crate::config::units::Rate(e.bottleneck_bytes_per_second),
+        e.bottleneck,
+        crate::config::units::ByteSize(e.piece_bytes)
+    );
+    let _ = writeln!(
+        s,
+        "             origin uploads {}, {} cross datacenters",
+        size,
+        crate::config::units::ByteSize(e.cross_dc_bytes)
+    );
+}
+
+/// Services in order, each with its batches.
+fn rollout(s: &mut String, p: &Plan) {
     let _ = writeln!(
         s,
         "\nRollout: {} service{} in dependency order",
@@ -153,7 +168,6 @@ pub fn plan(p: &Plan) -> String {
             );
         }
     }
-    s
 }
 
 fn plural(n: usize) -> &'static str {
