@@ -73,7 +73,6 @@ pub fn run(a: &SwitchArgs) -> Outcome {
         }
         _ => a,
     };
-    let previous = current_version(&layout);
     let fail = |previous: Option<String>, e: String| Outcome {
         event: "switch",
         ok: false,
@@ -82,107 +81,123 @@ pub fn run(a: &SwitchArgs) -> Outcome {
         error: Some(e),
         note: None,
     };
-    let run_dir = layout.logs().join("run");
-    if let Err(e) = fs::create_dir_all(&run_dir) {
-        return fail(previous, format!("creating {}: {e}", run_dir.display()));
-    }
-    let _lock = match lock(&run_dir.join(format!("{}.lock", a.service))) {
-        Ok(l) => l,
-        Err(e) => return fail(previous, e),
+    let ready = match Ready::new(a, &layout) {
+        Ok(r) => r,
+        Err(e) => return fail(current_version(&layout), e),
     };
-    let release = layout.release(&a.version);
-    if !release.is_dir() {
-        return fail(
-            previous,
-            format!(
-                "release {} is not on this host ({} is missing): distribute it first",
-                a.version,
-                release.display()
-            ),
-        );
-    }
-    // The links of the release, resolved on disk: nothing made live may lead out.
-    if let Err(e) = crate::torrent::links::check_tree(&release) {
-        return fail(previous, format!("release {}: {e}", a.version));
-    }
-    let (start_cmd, health) = match (
-        render(a, &a.start, &a.version),
-        a.health
-            .health
-            .as_ref()
-            .map(|h| render(a, h, &a.version))
-            .transpose(),
-    ) {
-        (Ok(s), Ok(h)) => (s, h),
-        (Err(e), _) | (_, Err(e)) => return fail(previous, e),
-    };
-    let run_file = run_dir.join(format!("{}.json", a.service));
-    let running = RunFile::read(&run_file).filter(|r| supervisor_alive(r, &a.service));
-    // What this service ran: its live supervisor's release, else the release its
-    // last switch here saved. `current` is the host's, not the service's: on a first
-    // deploy another service may have switched it to the target already, and a
-    // service that never ran here has no previous release. Only a host switched by
-    // a rookery that saved nothing falls back to it.
-    let saved = fs::read(spec_path(&layout, &a.service))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<SwitchArgs>(&b).ok())
-        .map(|spec| spec.version);
-    let legacy = !layout.logs().join("services").is_dir();
-    let previous = running
-        .as_ref()
-        .map(|r| r.version.clone())
-        .or(saved)
-        .or(previous.filter(|_| legacy));
-    if let Some(r) = &running
-        && r.version == a.version
-    {
-        // Make `current` agree with what runs (a previous switch may have died
-        // between its start and this point; the rename is harmless if it did not).
-        if let Err(e) = point_current(&layout, &a.version) {
-            return fail(previous, e);
-        }
-        save(&layout, a);
-        return Outcome {
+    let previous = ready.previous(a, &layout);
+    match ready.switch(a, &layout) {
+        Ok((action, note)) => Outcome {
             event: "switch",
             ok: true,
-            action: "already",
-            previous,
-            error: None,
-            note: None,
-        };
-    }
-    if let Some(r) = &running {
-        // The stop command stops what runs now: fill it in for that release.
-        let stop_cmd = match a
-            .stop
-            .as_ref()
-            .map(|t| render(a, t, &r.version))
-            .transpose()
-        {
-            Ok(c) => c,
-            Err(e) => return fail(previous, e),
-        };
-        if let Err(e) = stop(r, stop_cmd.as_deref()) {
-            return fail(previous, e);
-        }
-    }
-    if let Err(e) = point_current(&layout, &a.version) {
-        return fail(previous, e);
-    }
-    let started = start(a, &start_cmd, health.as_deref(), &release, &run_file);
-    if started.is_ok() {
-        save(&layout, a);
-    }
-    match started {
-        Ok(note) => Outcome {
-            event: "switch",
-            ok: true,
-            action: "restarted",
+            action,
             previous,
             error: None,
             note,
         },
         Err(e) => fail(previous, e),
+    }
+}
+
+/// A switch that may begin: the service's lock held, the release on disk and
+/// confined, its commands filled in, and what runs now found.
+struct Ready {
+    _lock: File,
+    release: PathBuf,
+    start_cmd: String,
+    health: Option<String>,
+    run_file: PathBuf,
+    running: Option<RunFile>,
+}
+
+impl Ready {
+    fn new(a: &SwitchArgs, layout: &Layout) -> Result<Ready, String> {
+        let run_dir = layout.logs().join("run");
+        fs::create_dir_all(&run_dir).map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+        let lock = lock(&run_dir.join(format!("{}.lock", a.service)))?;
+        let release = layout.release(&a.version);
+        if !release.is_dir() {
+            return Err(format!(
+                "release {} is not on this host ({} is missing): distribute it first",
+                a.version,
+                release.display()
+            ));
+        }
+        // The links of the release, resolved on disk: nothing made live may lead out.
+        crate::torrent::links::check_tree(&release)
+            .map_err(|e| format!("release {}: {e}", a.version))?;
+        let start_cmd = render(a, &a.start, &a.version)?;
+        let health = a
+            .health
+            .health
+            .as_ref()
+            .map(|h| render(a, h, &a.version))
+            .transpose()?;
+        let run_file = run_dir.join(format!("{}.json", a.service));
+        let running = RunFile::read(&run_file).filter(|r| supervisor_alive(r, &a.service));
+        Ok(Ready {
+            _lock: lock,
+            release,
+            start_cmd,
+            health,
+            run_file,
+            running,
+        })
+    }
+
+    /// What this service ran: its live supervisor's release, else the release its
+    /// last switch here saved. `current` is the host's, not the service's: on a
+    /// first deploy another service may have switched it to the target already, and
+    /// a service that never ran here has no previous release. Only a host switched
+    /// by a rookery that saved nothing falls back to it.
+    fn previous(&self, a: &SwitchArgs, layout: &Layout) -> Option<String> {
+        let saved = fs::read(spec_path(layout, &a.service))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SwitchArgs>(&b).ok())
+            .map(|spec| spec.version);
+        let legacy = !layout.logs().join("services").is_dir();
+        self.running
+            .as_ref()
+            .map(|r| r.version.clone())
+            .or(saved)
+            .or(current_version(layout).filter(|_| legacy))
+    }
+
+    /// Stops what runs, points `current` at the release, starts it there; the
+    /// action taken and what is still pending.
+    fn switch(
+        &self,
+        a: &SwitchArgs,
+        layout: &Layout,
+    ) -> Result<(&'static str, Option<String>), String> {
+        if let Some(r) = &self.running
+            && r.version == a.version
+        {
+            // Make `current` agree with what runs (a previous switch may have died
+            // between its start and this point; the rename is harmless if it did not).
+            point_current(layout, &a.version)?;
+            save(layout, a);
+            return Ok(("already", None));
+        }
+        if let Some(r) = &self.running {
+            // The stop command stops what runs now: fill it in for that release.
+            let stop_cmd = a
+                .stop
+                .as_ref()
+                .map(|t| render(a, t, &r.version))
+                .transpose()?;
+            stop(r, stop_cmd.as_deref())?;
+        }
+        point_current(layout, &a.version)?;
+        let note = start(
+            a,
+            &self.start_cmd,
+            self.health.as_deref(),
+            &self.release,
+            &self.run_file,
+        )?;
+        save(layout, a);
+        Ok(("restarted", note))
     }
 }
 
