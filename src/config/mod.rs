@@ -119,98 +119,21 @@ impl Config {
         trust: &Trust,
     ) -> Result<Config, Diagnostics> {
         let mut problems = Diagnostics::default();
-        let file = playbook.file.clone();
         let names: Vec<&str> = playbook.services.iter().map(|s| s.name.as_str()).collect();
-        let mut services = Vec::with_capacity(playbook.services.len());
-        for svc in &playbook.services {
-            // Where a service runs, and so its quorum and canaries, rests on the whole
-            // inventory and on the service's own settings.
-            let placed = trust.inventory && !trust.damaged_services.contains(&svc.name);
-            let mut hosts: Vec<usize> = (0..inventory.hosts.len())
-                .filter(|&h| inventory.hosts[h].services.contains(&svc.name))
-                .collect();
-            let mut pattern_failed = false;
-            for (pattern, pos) in &svc.hosts {
-                match pattern.select(&inventory) {
-                    Ok(hs) => hosts.extend(hs),
-                    Err(_) if !placed => pattern_failed = true,
-                    Err(e) => {
-                        pattern_failed = true;
-                        problems.push(Diagnostic::new(
-                            &file,
-                            Some(*pos),
-                            format!("`services.{}.hosts`: {e}", svc.name),
-                        ));
-                    }
-                }
-            }
-            hosts.sort_unstable();
-            hosts.dedup();
-            let n = hosts.len();
-            if n == 0 && !pattern_failed && placed {
-                problems.push(Diagnostic::new(
-                    &file,
-                    Some(svc.pos),
-                    format!("service `{}` runs on no host: list it under `services:` in {} or give it `hosts:`", svc.name, inventory.file),
-                ));
-            }
-            let quorum = match svc.quorum {
-                Some((amount, pos)) => {
-                    let q = amount.of(n);
-                    if placed && n > 0 && q as usize >= n {
-                        problems.push(Diagnostic::new(
-                            &file,
-                            Some(pos),
-                            format!(
-                                "quorum of service `{}` is {q} but it runs on {n} host{}: no host could ever restart (quorum must be below the host count)",
-                                svc.name,
-                                if n == 1 { "" } else { "s" }
-                            ),
-                        ));
-                    }
-                    q
-                }
-                // All but max_parallel stay live, and never the whole service at once.
-                None if n > 1 => (n as u32).saturating_sub(svc.max_parallel).max(1),
-                None => 0,
-            };
-            let (canary, canary_pos) = svc.canary;
-            if placed && n > 0 && canary as usize > n {
-                problems.push(Diagnostic::new(
-                    &file,
-                    Some(canary_pos),
-                    format!(
-                        "service `{}` asks for {canary} canaries but runs on {n} hosts",
-                        svc.name
-                    ),
-                ));
-            }
-            let mut depends_on = Vec::new();
-            for (dep, pos) in &svc.depends_on {
-                match names.iter().position(|n| n == dep) {
-                    Some(i) => depends_on.push(i),
-                    None => {
-                        let hint = suggestion(dep, names.iter().copied());
-                        problems.push(Diagnostic::new(
-                            &file,
-                            Some(*pos),
-                            format!(
-                                "service `{}` depends on unknown service `{dep}`{hint}",
-                                svc.name
-                            ),
-                        ));
-                    }
-                }
-            }
-            depends_on.sort_unstable();
-            depends_on.dedup();
-            services.push(Placement {
-                failure_budget: svc.failure_budget.of(n),
-                hosts,
-                quorum,
-                depends_on,
-            });
-        }
+        let services: Vec<Placement> = playbook
+            .services
+            .iter()
+            .map(|svc| {
+                place(
+                    svc,
+                    &inventory,
+                    &playbook.file,
+                    &names,
+                    trust,
+                    &mut problems,
+                )
+            })
+            .collect();
         let deps: Vec<Vec<usize>> = services.iter().map(|p| p.depends_on.clone()).collect();
         let order = match dependency::order(&deps) {
             Ok(order) => order,
@@ -220,7 +143,7 @@ impl Config {
                     let first = &playbook.services[cycle[0]];
                     let pos = first.depends_on.first().map(|d| d.1).unwrap_or(first.pos);
                     problems.push(Diagnostic::new(
-                        &file,
+                        &playbook.file,
                         Some(pos),
                         format!("dependency cycle: {}", path.join(" -> ")),
                     ));
@@ -252,6 +175,119 @@ impl Config {
         hosts.dedup();
         hosts
     }
+}
+
+/// Where one service runs, its quorum, canaries and dependencies, checked against
+/// the inventory. Problems are pushed only where `trust` says the inputs they rest
+/// on were read without error.
+fn place(
+    svc: &crate::config::playbook::Service,
+    inventory: &Inventory,
+    file: &str,
+    names: &[&str],
+    trust: &Trust,
+    problems: &mut Diagnostics,
+) -> Placement {
+    // Where a service runs, and so its quorum and canaries, rests on the whole
+    // inventory and on the service's own settings.
+    let placed = trust.inventory && !trust.damaged_services.contains(&svc.name);
+    let mut hosts: Vec<usize> = (0..inventory.hosts.len())
+        .filter(|&h| inventory.hosts[h].services.contains(&svc.name))
+        .collect();
+    let mut pattern_failed = false;
+    for (pattern, pos) in &svc.hosts {
+        match pattern.select(inventory) {
+            Ok(hs) => hosts.extend(hs),
+            Err(_) if !placed => pattern_failed = true,
+            Err(e) => {
+                pattern_failed = true;
+                problems.push(Diagnostic::new(
+                    file,
+                    Some(*pos),
+                    format!("`services.{}.hosts`: {e}", svc.name),
+                ));
+            }
+        }
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    let n = hosts.len();
+    if n == 0 && !pattern_failed && placed {
+        problems.push(Diagnostic::new(
+            file,
+            Some(svc.pos),
+            format!(
+                "service `{}` runs on no host: list it under `services:` in {} or give it `hosts:`",
+                svc.name, inventory.file
+            ),
+        ));
+    }
+    let quorum = match svc.quorum {
+        Some((amount, pos)) => {
+            let q = amount.of(n);
+            if placed && n > 0 && q as usize >= n {
+                problems.push(Diagnostic::new(
+                    file,
+                    Some(pos),
+                    format!(
+                        "quorum of service `{}` is {q} but it runs on {n} host{}: no host could ever restart (quorum must be below the host count)",
+                        svc.name,
+                        if n == 1 { "" } else { "s" }
+                    ),
+                ));
+            }
+            q
+        }
+        // All but max_parallel stay live, and never the whole service at once.
+        None if n > 1 => (n as u32).saturating_sub(svc.max_parallel).max(1),
+        None => 0,
+    };
+    let (canary, canary_pos) = svc.canary;
+    if placed && n > 0 && canary as usize > n {
+        problems.push(Diagnostic::new(
+            file,
+            Some(canary_pos),
+            format!(
+                "service `{}` asks for {canary} canaries but runs on {n} hosts",
+                svc.name
+            ),
+        ));
+    }
+    Placement {
+        failure_budget: svc.failure_budget.of(n),
+        hosts,
+        quorum,
+        depends_on: dependencies(svc, file, names, problems),
+    }
+}
+
+/// The services `svc` depends on, by index; unknown names are problems.
+fn dependencies(
+    svc: &crate::config::playbook::Service,
+    file: &str,
+    names: &[&str],
+    problems: &mut Diagnostics,
+) -> Vec<usize> {
+    let mut depends_on = Vec::new();
+    for (dep, pos) in &svc.depends_on {
+        match names.iter().position(|n| n == dep) {
+            Some(i) => depends_on.push(i),
+            None => {
+                let hint = suggestion(dep, names.iter().copied());
+                problems.push(Diagnostic::new(
+                    file,
+                    Some(*pos),
+                    format!(
+                        "service `{}` depends on unknown service `{dep}`{hint}",
+                        svc.name
+                    ),
+                ));
+            }
+        }
+    }
+    depends_on.sort_unstable();
+    depends_on.dedup();
+    depends_on
 }
 
 #[cfg(test)]
