@@ -460,6 +460,52 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
     let mut dist = Distribution::default();
     let Some(node) = node else { return dist };
     let m = d.map(node, "distribution", DISTRIBUTION_KEYS);
+    decode_seeding(d, &m, &mut dist);
+    decode_caps(d, &m, &mut dist);
+    if let Some(n) = m
+        .get("piece_size")
+        .filter(|n| n.as_scalar() != Some("auto"))
+        && let Some(size) = d.size(n, "distribution.piece_size")
+    {
+        if !crate::torrent::metainfo::valid_piece_size(size.0) {
+            let text = n.as_scalar().unwrap_or_default();
+            d.error(n.pos, format!("`distribution.piece_size` must be `auto` or a power of two from 16KiB to 64MiB, found `{text}`"));
+        } else {
+            dist.piece_size = Some(size);
+        }
+    }
+    decode_sharing(d, &m, &mut dist);
+    if let Some(n) = m.get("stall_timeout") {
+        dist.stall_timeout = d
+            .duration(n, "distribution.stall_timeout")
+            .unwrap_or(dist.stall_timeout);
+    }
+    if let Some(n) = m.get("page_cache") {
+        let pc = d.map(n, "distribution.page_cache", PAGE_CACHE_KEYS);
+        let policy = &mut dist.page_cache;
+        if let Some(v) = pc.get("drop_after_write") {
+            policy.drop_after_write = d
+                .bool(v, "distribution.page_cache.drop_after_write")
+                .unwrap_or(false);
+        }
+        if let Some(v) = pc.get("preload") {
+            policy.preload = d
+                .bool(v, "distribution.page_cache.preload")
+                .unwrap_or(false);
+        }
+        if let Some(v) = pc.get("lock_current") {
+            policy.lock_current = d
+                .strings(v, "distribution.page_cache.lock_current")
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+        }
+    }
+    dist
+}
+
+/// `seed_window`, `seed_mode` and `seed_window_max`.
+fn decode_seeding(d: &mut Decoder, m: &Map<'_>, dist: &mut Distribution) {
     if let Some(n) = m.get("seed_window") {
         dist.seed_window = d
             .duration(n, "distribution.seed_window")
@@ -489,6 +535,10 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
             .unwrap_or(m.pos);
         d.error(pos, "`distribution.seed_window_max` must not be shorter than `seed_window` in adaptive mode");
     }
+}
+
+/// `max_peers`, `upload_limit` and `download_limit`.
+fn decode_caps(d: &mut Decoder, m: &Map<'_>, dist: &mut Distribution) {
     if let Some(n) = m.get("max_peers") {
         match d.u32(n, "distribution.max_peers") {
             Some(0) => d.error(n.pos, "`distribution.max_peers` must be at least 1"),
@@ -508,18 +558,10 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
             };
         }
     }
-    if let Some(n) = m
-        .get("piece_size")
-        .filter(|n| n.as_scalar() != Some("auto"))
-        && let Some(size) = d.size(n, "distribution.piece_size")
-    {
-        if !crate::torrent::metainfo::valid_piece_size(size.0) {
-            let text = n.as_scalar().unwrap_or_default();
-            d.error(n.pos, format!("`distribution.piece_size` must be `auto` or a power of two from 16KiB to 64MiB, found `{text}`"));
-        } else {
-            dist.piece_size = Some(size);
-        }
-    }
+}
+
+/// `sharing` and `stripes`.
+fn decode_sharing(d: &mut Decoder, m: &Map<'_>, dist: &mut Distribution) {
     if let Some(n) = m.get("sharing") {
         match d.string(n, "distribution.sharing").as_deref() {
             Some("pipeline") => dist.sharing = Sharing::Pipeline,
@@ -556,33 +598,6 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
             None => {}
         }
     }
-    if let Some(n) = m.get("stall_timeout") {
-        dist.stall_timeout = d
-            .duration(n, "distribution.stall_timeout")
-            .unwrap_or(dist.stall_timeout);
-    }
-    if let Some(n) = m.get("page_cache") {
-        let pc = d.map(n, "distribution.page_cache", PAGE_CACHE_KEYS);
-        let policy = &mut dist.page_cache;
-        if let Some(v) = pc.get("drop_after_write") {
-            policy.drop_after_write = d
-                .bool(v, "distribution.page_cache.drop_after_write")
-                .unwrap_or(false);
-        }
-        if let Some(v) = pc.get("preload") {
-            policy.preload = d
-                .bool(v, "distribution.page_cache.preload")
-                .unwrap_or(false);
-        }
-        if let Some(v) = pc.get("lock_current") {
-            policy.lock_current = d
-                .strings(v, "distribution.page_cache.lock_current")
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect();
-        }
-    }
-    dist
 }
 
 fn templates(d: &mut Decoder, m: &Map<'_>, path: &str, key: &str) -> Vec<Template> {
