@@ -244,14 +244,14 @@ pub enum TorrentCommand {
     },
 }
 
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args, Clone, serde::Serialize)]
 pub struct TrackerArgs {
     /// Address to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6969")]
     pub listen: String,
     /// Metainfo files whose swarms the tracker serves (at least one)
-    #[arg(long = "torrent", value_name = "FILE", required = true)]
-    pub torrents: Vec<PathBuf>,
+    #[arg(long, value_name = "FILE", required = true)]
+    pub torrent: Vec<PathBuf>,
     /// Peer lists for rookery agents: `pipeline` (chain), `stripes` (striped trees) or
     /// `mesh`
     #[arg(long, value_name = "MODE", default_value = "pipeline")]
@@ -260,13 +260,18 @@ pub struct TrackerArgs {
     #[arg(long, value_name = "N", default_value_t = crate::config::playbook::DEFAULT_STRIPES)]
     pub stripes: usize,
     /// Re-announce interval told to clients
-    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    #[arg(long, value_name = "DURATION", default_value = TrackerArgs::DEFAULT_INTERVAL)]
     pub interval: String,
     /// Only these inventory hosts take part (repeatable; default: every host). A chain
     /// member that never announces holds up its successor until it is skipped.
-    #[arg(long = "host", value_name = "NAME")]
-    pub hosts: Vec<String>,
+    #[arg(long, value_name = "NAME")]
+    pub host: Vec<String>,
     /// Stop when stdin reaches end of file (started over SSH by the controller: the run ends, or the connection drops)
     #[arg(long)]
     pub until_stdin_closes: bool,
+}
+
+impl TrackerArgs {
+    /// The re-announce interval told to clients unless `--interval` says otherwise.
+    pub const DEFAULT_INTERVAL: &str = "2s";
 }

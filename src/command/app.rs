@@ -466,14 +466,14 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
     let interval = crate::config::units::parse_duration(&a.interval)
         .map_err(|e| Error::Usage(format!("--interval: {e}")))?;
     let mut hashes = Vec::new();
-    for t in &a.torrents {
+    for t in &a.torrent {
         let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
         let m = metainfo::Metainfo::from_bytes(&bytes)
             .with_context(|| format!("reading {}", t.display()))?;
         hashes.push(m.info_hash());
     }
     let mut hosts: Vec<usize> = Vec::new();
-    for name in &a.hosts {
+    for name in &a.host {
         match inv.hosts.iter().position(|h| &h.name == name) {
             Some(h) => hosts.push(h),
             None => {
@@ -484,7 +484,7 @@ fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
             }
         }
     }
-    if a.hosts.is_empty() {
+    if a.host.is_empty() {
         hosts = (0..inv.hosts.len()).collect();
     }
     hosts.sort_unstable();

@@ -209,66 +209,31 @@ pub(super) async fn remote_origin<C: Connection>(
             .map(|a| a.ip())
             .with_context(|| format!("resolving the origin host {name} ({})", host.address))?,
     };
-    let q = |a: &str| shell_quote(a);
-    let mut tracker_cmd = format!(
-        "{} --json -i {} tracker --listen {} --torrent {} --sharing {} --stripes {} --until-stdin-closes",
-        q(&exe),
-        q(&inv_file),
-        q(&SocketAddr::new(ip, 0).to_string()),
-        q(&torrent_file),
-        match dist.sharing {
-            crate::config::playbook::Sharing::Pipeline => "pipeline",
-            crate::config::playbook::Sharing::Mesh => "mesh",
-            crate::config::playbook::Sharing::Stripes => "stripes",
-        },
-        dist.stripes
-    );
-    for &h in members {
-        tracker_cmd.push_str(" --host ");
-        tracker_cmd.push_str(&q(&inv.hosts[h].name));
-    }
-    let side_cancel = cancel.child_token();
-    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
-    let tracker_conn = conn.clone();
-    let tracker_cancel = CancellationToken::new();
-    let tc = tracker_cancel.clone();
-    let tracker_name = name.clone();
-    let tracker_task = tokio::spawn(async move {
-        let mut url_tx = Some(url_tx);
-        let mut on_line = |l: &str| {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
-                && v["event"] == "listening"
-                && let (Some(tx), Some(u)) = (url_tx.take(), v["announce"].as_str())
-            {
-                let _ = tx.send(u.to_string());
-            }
-        };
-        let r = tracker_conn.exec(&tracker_cmd, &mut on_line, &tc).await;
-        match r {
-            Ok(f) if f.success() || tc.is_cancelled() => Ok(()),
-            Ok(f) => Err(anyhow::anyhow!(
-                "{tracker_name}: the tracker stopped: {}",
-                f.describe()
-            )),
-            Err(e) => Err(anyhow::anyhow!("{tracker_name}: the tracker: {e}")),
-        }
-    });
-    let announce = match tokio::time::timeout(std::time::Duration::from_secs(30), url_rx).await {
-        Ok(Ok(u)) => u,
-        _ => {
-            tracker_cancel.cancel();
-            let why = match tracker_task.await {
-                Ok(Err(e)) => format!("{e:#}"),
-                _ => "it did not say where it listens within 30s".to_string(),
-            };
-            return Err(HostError::new(
-                &name,
-                Stage::Command,
-                format!("starting the tracker: {why}"),
-            )
-            .into());
-        }
+    let tracker_args = crate::cli::TrackerArgs {
+        listen: SocketAddr::new(ip, 0).to_string(),
+        torrent: vec![torrent_file.clone().into()],
+        sharing: serde_json::to_value(dist.sharing)?
+            .as_str()
+            .unwrap_or("pipeline")
+            .to_string(),
+        stripes: dist.stripes,
+        interval: crate::cli::TrackerArgs::DEFAULT_INTERVAL.to_string(),
+        host: members.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
+        until_stdin_closes: true,
     };
+    let mut argv = vec![
+        exe.clone(),
+        "--json".into(),
+        "-i".into(),
+        inv_file,
+        "tracker".into(),
+    ];
+    argv.extend(crate::agent::request::to_args(&tracker_args));
+    let tracker_cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+    let side_cancel = cancel.child_token();
+    let tracker_cancel = CancellationToken::new();
+    let (announce, tracker_task) =
+        start_tracker(conn.clone(), tracker_cmd.join(" "), &name, &tracker_cancel).await?;
     let seed = SeedArgs {
         swarm: SwarmArgs {
             torrent: torrent_file.clone().into(),
@@ -316,4 +281,48 @@ pub(super) async fn remote_origin<C: Connection>(
         task,
         withdraw: None,
     })
+}
+
+/// Starts `rookery tracker` on the origin host over `conn`; returns the announce
+/// URL it says it listens at, and its task (which ends when `cancel` fires).
+async fn start_tracker<C: Connection>(
+    conn: Arc<C>,
+    command: String,
+    name: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
+    let tc = cancel.clone();
+    let tracker_name = name.to_string();
+    let task = tokio::spawn(async move {
+        let mut url_tx = Some(url_tx);
+        let mut on_line = |l: &str| {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                && v["event"] == "listening"
+                && let (Some(tx), Some(u)) = (url_tx.take(), v["announce"].as_str())
+            {
+                let _ = tx.send(u.to_string());
+            }
+        };
+        let r = conn.exec(&command, &mut on_line, &tc).await;
+        match r {
+            Ok(f) if f.success() || tc.is_cancelled() => Ok(()),
+            Ok(f) => Err(anyhow::anyhow!(
+                "{tracker_name}: the tracker stopped: {}",
+                f.describe()
+            )),
+            Err(e) => Err(anyhow::anyhow!("{tracker_name}: the tracker: {e}")),
+        }
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(30), url_rx).await {
+        Ok(Ok(u)) => Ok((u, task)),
+        _ => {
+            cancel.cancel();
+            let why = match task.await {
+                Ok(Err(e)) => format!("{e:#}"),
+                _ => "it did not say where it listens within 30s".to_string(),
+            };
+            Err(HostError::new(name, Stage::Command, format!("starting the tracker: {why}")).into())
+        }
+    }
 }
