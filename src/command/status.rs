@@ -92,86 +92,32 @@ async fn gather(
     opts: &Options,
 ) -> anyhow::Result<Status> {
     // Which services, and on which hosts.
-    let mut placed: Vec<(String, Vec<String>)> = Vec::new();
-    match config {
-        Some(c) => {
-            for &si in &c.order {
+    let placed: Vec<(String, Vec<String>)> = match config {
+        Some(c) => c
+            .order
+            .iter()
+            .map(|&si| {
                 let hosts = c.services[si]
                     .hosts
                     .iter()
                     .map(|&h| c.inventory.hosts[h].name.clone())
                     .collect();
-                placed.push((c.playbook.services[si].name.clone(), hosts));
-            }
-        }
-        None => {
-            for s in store.services().await? {
-                placed.push((s, Vec::new()));
-            }
-        }
-    }
+                (c.playbook.services[si].name.clone(), hosts)
+            })
+            .collect(),
+        None => store
+            .services()
+            .await?
+            .into_iter()
+            .map(|s| (s, Vec::new()))
+            .collect(),
+    };
     let mut services = Vec::new();
     for (name, hosts) in placed {
-        let live = store.live(&name).await?;
-        let staged = store.staging(&name).await?;
-        let mut rows: BTreeMap<String, HostStatus> = BTreeMap::new();
-        for h in hosts {
-            rows.insert(
-                h.clone(),
-                HostStatus {
-                    host: h,
-                    ..Default::default()
-                },
-            );
-        }
-        for i in &live {
-            rows.entry(i.host.clone())
-                .or_insert_with(|| HostStatus {
-                    host: i.host.clone(),
-                    ..Default::default()
-                })
-                .live = Some(i.version.clone());
-        }
-        for (h, v) in staged {
-            rows.entry(h.clone())
-                .or_insert_with(|| HostStatus {
-                    host: h.clone(),
-                    ..Default::default()
-                })
-                .staged = Some(v);
-        }
-        if let Some(keep) = &opts.hosts {
-            rows.retain(|h, _| keep.contains(h));
-        }
-        services.push(ServiceStatus {
-            name,
-            // The service's, whatever `--limit` shows.
-            live: live.len(),
-            hosts: rows.into_values().collect(),
-        });
+        services.push(service_status(store, name, hosts, opts).await?);
     }
     if let Some(c) = config {
-        let mut hosts: Vec<usize> = c.target_hosts();
-        if let Some(keep) = &opts.hosts {
-            hosts.retain(|&h| keep.contains(&c.inventory.hosts[h].name));
-        }
-        let transport = Chosen::of(&c.inventory, opts.accept_new_host_keys)?;
-        let found = releases(&transport, c, &hosts, opts.forks).await;
-        for s in &mut services {
-            for row in &mut s.hosts {
-                match found.get(&row.host) {
-                    Some(Ok(r)) => {
-                        row.current = r.current.clone();
-                        row.releases = r.releases.clone();
-                        row.on_boot = r.on_boot.get(&s.name).cloned();
-                        row.boot_differs =
-                            matches!((&row.live, &row.on_boot), (Some(l), Some(b)) if l != b);
-                    }
-                    Some(Err(e)) => row.error = Some(e.clone()),
-                    None => {}
-                }
-            }
-        }
+        add_releases(c, &mut services, opts).await?;
     }
     let lock = store.holder().await?;
     let last_deploy = store
@@ -185,6 +131,72 @@ async fn gather(
         last_deploy,
         services,
     })
+}
+
+/// One service as the store sees it: live and staged versions per host.
+async fn service_status(
+    store: &Store,
+    name: String,
+    hosts: Vec<String>,
+    opts: &Options,
+) -> anyhow::Result<ServiceStatus> {
+    let live = store.live(&name).await?;
+    let staged = store.staging(&name).await?;
+    let mut rows: BTreeMap<String, HostStatus> = BTreeMap::new();
+    let row = |host: &str| HostStatus {
+        host: host.to_string(),
+        ..Default::default()
+    };
+    for h in hosts {
+        rows.insert(h.clone(), row(&h));
+    }
+    for i in &live {
+        rows.entry(i.host.clone())
+            .or_insert_with(|| row(&i.host))
+            .live = Some(i.version.clone());
+    }
+    for (h, v) in staged {
+        rows.entry(h.clone()).or_insert_with(|| row(&h)).staged = Some(v);
+    }
+    if let Some(keep) = &opts.hosts {
+        rows.retain(|h, _| keep.contains(h));
+    }
+    Ok(ServiceStatus {
+        name,
+        // The service's, whatever `--limit` shows.
+        live: live.len(),
+        hosts: rows.into_values().collect(),
+    })
+}
+
+/// What each host has installed, asked of the hosts themselves.
+async fn add_releases(
+    c: &Config,
+    services: &mut [ServiceStatus],
+    opts: &Options,
+) -> anyhow::Result<()> {
+    let mut hosts: Vec<usize> = c.target_hosts();
+    if let Some(keep) = &opts.hosts {
+        hosts.retain(|&h| keep.contains(&c.inventory.hosts[h].name));
+    }
+    let transport = Chosen::of(&c.inventory, opts.accept_new_host_keys)?;
+    let found = releases(&transport, c, &hosts, opts.forks).await;
+    for s in services {
+        for row in &mut s.hosts {
+            match found.get(&row.host) {
+                Some(Ok(r)) => {
+                    row.current = r.current.clone();
+                    row.releases = r.releases.clone();
+                    row.on_boot = r.on_boot.get(&s.name).cloned();
+                    row.boot_differs =
+                        matches!((&row.live, &row.on_boot), (Some(l), Some(b)) if l != b);
+                }
+                Some(Err(e)) => row.error = Some(e.clone()),
+                None => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A record still `running` while nobody holds the deploy lock was left by a run that
