@@ -38,8 +38,6 @@ pub(super) async fn work(
     last: Option<&Record>,
     newest: Option<&(String, String)>,
 ) -> anyhow::Result<(String, Vec<Work>)> {
-    let inv = &config.inventory;
-    let index = |name: &str| inv.hosts.iter().position(|h| h.name == name);
     let mut out = Vec::new();
     let version = match opts.kind {
         Kind::Deploy | Kind::Rollout => match &opts.version {
@@ -49,6 +47,7 @@ pub(super) async fn work(
         // Named from the targets below.
         Kind::Rollback | Kind::Reconcile => String::new(),
     };
+    let newest = newest.map(|(_, v)| v.as_str());
     for sp in &plan.services {
         if opts.kind == Kind::Rollback
             && !opts.services.is_empty()
@@ -56,56 +55,20 @@ pub(super) async fn work(
         {
             continue;
         }
-        let si = config
-            .playbook
-            .services
-            .iter()
-            .position(|s| s.name == sp.name)
-            .expect("planned services exist");
         let live = if opts.kind == Kind::Reconcile {
             store.live(&sp.name).await?
         } else {
             Vec::new()
         };
-        let newest = newest.map(|(_, v)| v.as_str());
-        let popular = reconcile_target(&live, newest);
-        let mut batches = Vec::new();
-        for b in &sp.batches {
-            let mut targets = Vec::new();
-            for name in &b.hosts {
-                let h = index(name).expect("planned hosts exist");
-                let v = match opts.kind {
-                    Kind::Deploy | Kind::Rollout => Some(version.clone()),
-                    Kind::Rollback => last
-                        .and_then(|r| r.host(&sp.name, name))
-                        .and_then(|r| r.from.clone()),
-                    // Never backward: a host live on the newest deployed version
-                    // stays there, whatever most hosts run.
-                    Kind::Reconcile
-                        if newest.is_some_and(|n| {
-                            popular.as_deref() != Some(n)
-                                && live.iter().any(|i| &i.host == name && i.version == n)
-                        }) =>
-                    {
-                        None
-                    }
-                    Kind::Reconcile => popular.clone(),
-                };
-                if let Some(version) = v {
-                    targets.push(Target { host: h, version });
-                }
-            }
-            if !targets.is_empty() {
-                batches.push(targets);
-            }
-        }
-        out.push(Work {
-            service: si,
-            name: sp.name.clone(),
-            quorum: sp.quorum,
-            failure_budget: sp.failure_budget,
-            batches,
-        });
+        let to = To {
+            kind: opts.kind,
+            version: &version,
+            last,
+            newest,
+            popular: reconcile_target(&live, newest),
+            live: &live,
+        };
+        out.push(service_work(config, sp, &to));
     }
     if opts.kind == Kind::Rollback {
         out.reverse();
@@ -129,6 +92,81 @@ pub(super) async fn work(
         Kind::Deploy | Kind::Rollout => version,
     };
     Ok((version, out))
+}
+
+/// What decides the version a host of one service goes to.
+struct To<'a> {
+    kind: Kind,
+    /// A deploy's or rollout's version.
+    version: &'a str,
+    /// The record a rollback undoes.
+    last: Option<&'a Record>,
+    /// The newest deployed version, which reconcile never moves a host from.
+    newest: Option<&'a str>,
+    /// The version most of the service's live instances run.
+    popular: Option<String>,
+    live: &'a [Instance],
+}
+
+impl To<'_> {
+    /// The version host `name` of `service` goes to; `None`: it stays.
+    fn version_for(&self, service: &str, name: &str) -> Option<String> {
+        match self.kind {
+            Kind::Deploy | Kind::Rollout => Some(self.version.to_string()),
+            Kind::Rollback => self
+                .last
+                .and_then(|r| r.host(service, name))
+                .and_then(|r| r.from.clone()),
+            // Never backward: a host live on the newest deployed version stays
+            // there, whatever most hosts run.
+            Kind::Reconcile
+                if self.newest.is_some_and(|n| {
+                    self.popular.as_deref() != Some(n)
+                        && self.live.iter().any(|i| i.host == name && i.version == n)
+                }) =>
+            {
+                None
+            }
+            Kind::Reconcile => self.popular.clone(),
+        }
+    }
+}
+
+/// One planned service's batches of targets.
+fn service_work(config: &Config, sp: &crate::plan::ServicePlan, to: &To) -> Work {
+    let inv = &config.inventory;
+    let si = config
+        .playbook
+        .services
+        .iter()
+        .position(|s| s.name == sp.name)
+        .expect("planned services exist");
+    let mut batches = Vec::new();
+    for b in &sp.batches {
+        let targets: Vec<Target> = b
+            .hosts
+            .iter()
+            .filter_map(|name| {
+                let host = inv
+                    .hosts
+                    .iter()
+                    .position(|h| &h.name == name)
+                    .expect("planned hosts exist");
+                to.version_for(&sp.name, name)
+                    .map(|version| Target { host, version })
+            })
+            .collect();
+        if !targets.is_empty() {
+            batches.push(targets);
+        }
+    }
+    Work {
+        service: si,
+        name: sp.name.clone(),
+        quorum: sp.quorum,
+        failure_budget: sp.failure_budget,
+        batches,
+    }
 }
 
 /// What a run starts from: the last record; for a rollback, the deploy whose `from`
