@@ -98,20 +98,8 @@ impl<C: Connection> HostJob<C> {
     /// lacks this build, and reports.
     pub(super) async fn run(self) -> HostReport {
         let mut rep = HostReport {
-            host: self.name.clone(),
-            dc: self.dc.clone(),
-            rack: self.rack.clone(),
-            ok: false,
-            seconds: 0.0,
-            bytes_from_origin: 0,
-            bytes_from_peers: 0,
-            bytes_reused: 0,
-            fed_by: BTreeMap::new(),
-            listen: None,
-            fetched_from: BTreeMap::new(),
             bootstrap: self.binary.as_ref().map(|_| Outcome::Present),
-            stage: None,
-            error: None,
+            ..HostReport::new(&self.name, &self.dc, &self.rack)
         };
         let t0 = Instant::now();
         let mut result: Option<serde_json::Value> = None;

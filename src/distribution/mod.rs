@@ -96,6 +96,28 @@ pub struct HostReport {
     pub error: Option<String>,
 }
 
+impl HostReport {
+    /// A host's report before anything is known: not ok, nothing moved.
+    pub fn new(host: &str, dc: &str, rack: &str) -> HostReport {
+        HostReport {
+            host: host.to_string(),
+            dc: dc.to_string(),
+            rack: rack.to_string(),
+            ok: false,
+            seconds: 0.0,
+            bytes_from_origin: 0,
+            bytes_from_peers: 0,
+            bytes_reused: 0,
+            fed_by: BTreeMap::new(),
+            listen: None,
+            fetched_from: BTreeMap::new(),
+            bootstrap: None,
+            stage: None,
+            error: None,
+        }
+    }
+}
+
 /// How `rookery distribute` was asked to run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -350,20 +372,13 @@ fn origin_ip<C: Connection>(opts: &Options, conns: &[(usize, Arc<C>)]) -> anyhow
 fn unreached(inv: &inventory::Inventory, h: usize, e: &HostError) -> HostReport {
     let host = &inv.hosts[h];
     HostReport {
-        host: host.name.clone(),
-        dc: inv.datacenters[host.dc].name.clone(),
-        rack: inv.racks[host.rack].name.clone(),
-        ok: false,
-        seconds: 0.0,
-        bytes_from_origin: 0,
-        bytes_from_peers: 0,
-        bytes_reused: 0,
-        fed_by: BTreeMap::new(),
-        listen: None,
-        fetched_from: BTreeMap::new(),
-        bootstrap: None,
         stage: Some(e.stage),
         error: Some(format!("{}: {}", e.stage, e.message)),
+        ..HostReport::new(
+            &host.name,
+            &inv.datacenters[host.dc].name,
+            &inv.racks[host.rack].name,
+        )
     }
 }
 

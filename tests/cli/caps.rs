@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, Lines, noise, run_ok};
+use crate::support::{BIN, Lines, art_torrent, noise};
 
 /// The cap of both cases, as bytes per second and as the flag's value.
 const CAP: u64 = 2 << 20;
@@ -125,16 +125,7 @@ fn transfer(origin: &[&str], agent: &[&str]) -> Trace {
     let d = dir.path();
     std::fs::create_dir_all(d.join("art")).unwrap();
     std::fs::write(d.join("art/blob"), noise(PAYLOAD, 5)).unwrap();
-    let create = [
-        "torrent",
-        "create",
-        "art",
-        "-o",
-        "art.torrent",
-        "--piece-size",
-        "64KiB",
-    ];
-    run_ok(d, &create);
+    art_torrent(d);
     let origin_port = port();
     let origin_addr = format!("127.0.0.1:{origin_port}");
     let mut args = vec![

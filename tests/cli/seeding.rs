@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, noise, run_ok};
+use crate::support::{BIN, art_torrent, noise};
 
 /// The artifact: small, but at `B_RATE` it takes `b` a few seconds.
 const PAYLOAD: usize = 6 << 20;
@@ -118,16 +118,7 @@ impl Cluster {
         .unwrap();
         std::fs::create_dir_all(d.join("art")).unwrap();
         std::fs::write(d.join("art/blob"), noise(PAYLOAD, 23)).unwrap();
-        let create = [
-            "torrent",
-            "create",
-            "art",
-            "-o",
-            "art.torrent",
-            "--piece-size",
-            "64KiB",
-        ];
-        run_ok(d, &create);
+        art_torrent(d);
         let tracker_port = port();
         let listen = format!("127.0.0.1:{tracker_port}");
         let interval = format!("{}s", INTERVAL.as_secs());

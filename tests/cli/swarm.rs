@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    BIN, Cluster, Proc, free_port, is_zombie, noise, run_ok, running, snapshot, spawn, start,
-    succeed, wait_for_port, wait_until,
+    BIN, Cluster, Proc, art_torrent, free_port, is_zombie, noise, run_ok, running, snapshot, spawn,
+    start, succeed, wait_for_port, wait_until,
 };
 
 /// One test's cluster: local hosts, an artifact, its metainfo, a tracker and an
@@ -134,16 +134,7 @@ fn wait_receiving(staging: &Path, what: &str) {
 
 /// Writes the metainfo of `art/` and starts a tracker for it.
 fn publish(d: &Path) -> (u16, Proc) {
-    let create = [
-        "torrent",
-        "create",
-        "art",
-        "-o",
-        "art.torrent",
-        "--piece-size",
-        "64KiB",
-    ];
-    run_ok(d, &create);
+    art_torrent(d);
     let tracker_port = free_port();
     let listen = format!("127.0.0.1:{tracker_port}");
     let args = [

@@ -47,3 +47,19 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
     walk(root, Path::new(""), &mut out);
     out
 }
+
+/// Writes `art.torrent` in `d`: the metainfo of `d/art/`, 64 KiB pieces.
+pub fn art_torrent(d: &Path) {
+    crate::support::run_ok(
+        d,
+        &[
+            "torrent",
+            "create",
+            "art",
+            "-o",
+            "art.torrent",
+            "--piece-size",
+            "64KiB",
+        ],
+    );
+}

@@ -17,7 +17,7 @@ pub mod test;
 pub mod zookeeper;
 
 pub use cluster::{Cluster, Run, Store, host_states, rt};
-pub use files::{noise, snapshot, write_exec};
+pub use files::{art_torrent, noise, snapshot, write_exec};
 pub use process::{
     BIN, Lines, Proc, ctrl_c, free_port, is_zombie, parent_of, run_ok, running, spawn,
     spawn_in_group, start, succeed, wait_for_port, wait_until,
