@@ -7,10 +7,14 @@
 //! - `rollout`: `rookery rollout` and `rollback`.
 //! - `deploy`: `rookery deploy` and `reconcile`: distribution, then rollout.
 //! - `status`: `rookery status`: live, staged and installed versions per host.
+//! - `simulate`, `torrent`, `tracker`: the commands that act on no cluster.
 
 pub mod app;
 mod deploy;
 mod distribute;
 mod rollout;
+mod simulate;
 mod skeleton;
 mod status;
+mod torrent;
+mod tracker;
