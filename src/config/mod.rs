@@ -194,10 +194,12 @@ fn place(
     let mut hosts: Vec<usize> = (0..inventory.hosts.len())
         .filter(|&h| inventory.hosts[h].services.contains(&svc.name))
         .collect();
+    // Each item alone, for its own errors at its own place; then all of them as
+    // one pattern, so that `!web-3` takes web-3 out of the other items' hosts.
     let mut pattern_failed = false;
     for (pattern, pos) in &svc.hosts {
         match pattern.select(inventory) {
-            Ok(hs) => hosts.extend(hs),
+            Ok(_) => {}
             Err(_) if !placed => pattern_failed = true,
             Err(e) => {
                 pattern_failed = true;
@@ -208,6 +210,10 @@ fn place(
                 ));
             }
         }
+    }
+    if !svc.hosts.is_empty() && !pattern_failed {
+        let all = crate::config::selector::Pattern::combine(svc.hosts.iter().map(|(p, _)| p));
+        hosts.extend(all.select(inventory).unwrap_or_default());
     }
     hosts.sort_unstable();
     hosts.dedup();
@@ -320,6 +326,23 @@ datacenters:
         );
         assert_eq!(c.order, [0, 1]);
         assert_eq!(c.target_hosts(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn an_exclusion_in_a_hosts_list_applies_to_the_other_items() {
+        // Ansible's reading: `!c` takes c out of what the other items select; read
+        // on its own it would select every host but c, and the union every host.
+        let c = config("artifact: {source: b, destination: /srv}\nservices:\n  web: {start: x, hosts: ['rack:r2', '!c']}\n  solo: {start: x, hosts: ['!a']}\n").unwrap();
+        assert_eq!(
+            c.services[0].hosts,
+            [3],
+            "rack r2 is c and d; c is excluded"
+        );
+        assert_eq!(
+            c.services[1].hosts,
+            [1, 2, 3],
+            "an exclusion alone: every host but a"
+        );
     }
 
     #[test]

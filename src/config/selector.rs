@@ -1,8 +1,11 @@
 //! Host patterns, as in Ansible's `--limit`: one grammar for `--limit`, for group
 //! members in the inventory and for a service's `hosts:` in a playbook.
 //!
-//! A pattern is a comma-separated list of terms. Plain terms are unioned, `&term`
-//! intersects and `!term` removes (`dc:east,&label:tier=web,!web-3`). A term is
+//! A pattern is a list of terms, as Ansible reads them: plain terms are unioned, then
+//! `&term` intersects and `!term` removes, whatever their order
+//! (`dc:east,&label:tier=web,!web-3`). Terms are separated by `,`; `&` also starts a
+//! term where it stands (`dc:east&rack:east/e2`), and so do Ansible's `:&` and `:!`
+//! (`web:&east`, `web:!web-3`). A term is
 //! `host:GLOB`, `rack:GLOB` (`dc/rack`, or a bare rack name in any DC), `dc:GLOB`,
 //! `group:NAME`, `label:KEY=VALUE`, or a bare word: a glob over host names, or the one
 //! host, group, DC or `dc/rack` of that name.
@@ -53,7 +56,7 @@ pub struct Pattern {
 impl Pattern {
     pub fn parse(text: &str) -> Result<Pattern, Invalid> {
         let mut terms = Vec::new();
-        for raw in text.split(',') {
+        for raw in split_terms(text) {
             let raw = raw.trim();
             if raw.is_empty() {
                 return Err(format!("pattern `{text}` has an empty term").into());
@@ -95,6 +98,21 @@ impl Pattern {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The items of a list (a playbook's `hosts:`) read as one pattern, as Ansible
+    /// reads them: an exclusion or intersection applies to the union of the other
+    /// items, not to every host on its own.
+    pub fn combine<'a>(items: impl IntoIterator<Item = &'a Pattern>) -> Pattern {
+        let (mut text, mut terms) = (Vec::new(), Vec::new());
+        for p in items {
+            text.push(p.text.as_str());
+            terms.extend(p.terms.iter().cloned());
+        }
+        Pattern {
+            text: text.join(","),
+            terms,
+        }
     }
 
     /// Group names this pattern refers to (to order group resolution).
@@ -203,6 +221,33 @@ fn resolve_word(word: &str, u: &dyn Universe) -> Result<Vec<usize>, Invalid> {
             Err(format!("`{word}` is ambiguous: write {}", kinds.join(" or ")).into())
         }
     }
+}
+
+/// The terms of a pattern: split at `,`, and before an `&` (outside a glob's
+/// `[...]`) or a `:&` / `:!`, the separator `:` dropped.
+fn split_terms(text: &str) -> Vec<&str> {
+    let mut terms = Vec::new();
+    for piece in text.split(',') {
+        let bytes = piece.as_bytes();
+        let (mut start, mut depth) = (0, 0usize);
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'[' => depth += 1,
+                b']' => depth = depth.saturating_sub(1),
+                b'&' | b'!' if depth == 0 && !piece[start..i].trim().is_empty() => {
+                    let colon = bytes[i - 1] == b':';
+                    if b == b'&' || colon {
+                        let end = if colon { i - 1 } else { i };
+                        terms.push(&piece[start..end]);
+                        start = i;
+                    }
+                }
+                _ => {}
+            }
+        }
+        terms.push(&piece[start..]);
+    }
+    terms
 }
 
 fn hosts_matching(g: &str, u: &dyn Universe) -> Vec<usize> {
@@ -368,5 +413,32 @@ mod tests {
         assert!(!glob("web-?", "web-12"));
         assert!(glob("*", ""));
         assert!(!glob("a*b", "acbd"));
+    }
+
+    #[test]
+    fn the_forms_of_an_intersection_select_the_same_hosts() {
+        for form in [
+            "dc:east,&rack:r2",
+            "dc:east&rack:r2",
+            "dc:east:&rack:r2",
+            "dc:east, &rack:r2",
+        ] {
+            assert_eq!(sel(form).unwrap(), [2, 3], "{form}");
+        }
+        assert_eq!(sel("dc:east:!east-r2-1").unwrap(), [0, 1, 3], "`:!`");
+    }
+
+    #[test]
+    fn ampersand_and_ansible_separators_start_a_term() {
+        assert_eq!(
+            split_terms("dc:east&rack:east/e2"),
+            ["dc:east", "&rack:east/e2"]
+        );
+        assert_eq!(split_terms("web:&east"), ["web", "&east"]);
+        assert_eq!(split_terms("web:!web-3"), ["web", "!web-3"]);
+        assert_eq!(split_terms("a, &b,!c"), ["a", " &b", "!c"]);
+        // `!` inside a glob's class, and a term that starts with it, stay whole.
+        assert_eq!(split_terms("web-[!3]"), ["web-[!3]"]);
+        assert_eq!(split_terms("!web-3"), ["!web-3"]);
     }
 }
