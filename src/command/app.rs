@@ -66,7 +66,7 @@ fn plan_cmd(g: &Global, a: &crate::cli::PlanArgs) -> anyhow::Result<Exit> {
     let mut p = plan::plan(&config, selected.as_deref(), g.limit.as_deref());
     p.estimate = estimate(&config, selected.as_deref(), a.artifact_size.as_deref())?;
     if g.json {
-        print(&format!("{}\n", serde_json::to_string_pretty(&p)?))?;
+        print(&format!("{}\n", crate::command::skeleton::json(&p)?))?;
     } else if !g.quiet {
         print(&render::plan(&p))?;
     }

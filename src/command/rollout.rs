@@ -46,7 +46,6 @@ pub fn run(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<Exit>
 /// `reconcile --dry-run` and `rollback --dry-run`: the moves, and nothing else.
 #[derive(serde::Serialize)]
 struct Preview {
-    schema: u32,
     command: &'static str,
     dry_run: bool,
     moves: Vec<Move>,
@@ -84,7 +83,6 @@ pub fn preview(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result<E
     };
     skeleton::run(&config.inventory, output(opts), async |store, _| {
         Ok(Preview {
-            schema: 1,
             command,
             dry_run: true,
             moves: rollout::moves(store, config, plan, opts).await?,

@@ -108,7 +108,7 @@ pub(super) fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Resu
     };
     let o = crate::tracker::simulate::run(&t);
     if g.json {
-        print(&format!("{}\n", serde_json::to_string_pretty(&o)?))?;
+        print(&format!("{}\n", crate::command::skeleton::json(&o)?))?;
     } else {
         print(&crate::tracker::simulate::render(&o))?;
     }

@@ -24,10 +24,23 @@ pub struct Output {
     pub quiet: bool,
 }
 
+/// The version of every `--json` document's shape (docs/json.md), in its `schema`
+/// field: raised when a field changes meaning or goes away, not when one is added.
+pub const JSON_SCHEMA: u32 = 1;
+
+/// `doc` as the JSON document a command prints: its fields and `schema`.
+pub fn json<T: serde::Serialize>(doc: &T) -> anyhow::Result<String> {
+    let mut v = serde_json::to_value(doc)?;
+    if let serde_json::Value::Object(fields) = &mut v {
+        fields.insert("schema".into(), JSON_SCHEMA.into());
+    }
+    Ok(serde_json::to_string_pretty(&v)?)
+}
+
 impl Output {
     pub fn print<T: Outcome>(&self, doc: &T) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(doc)?);
+            println!("{}", json(doc)?);
         } else if !self.quiet {
             print!("{}", doc.render());
         }

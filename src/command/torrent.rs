@@ -58,7 +58,7 @@ pub(super) fn torrent_create(
     if g.json {
         let mut v = summary_json(&m);
         v["file"] = serde_json::json!(out.display().to_string());
-        print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+        print(&format!("{}\n", crate::command::skeleton::json(&v)?))?;
     } else if !g.quiet {
         print(&format!("wrote {}\n{}", out.display(), summary_text(&m)))?;
     }
@@ -79,7 +79,7 @@ pub(super) fn torrent_inspect(g: &Global, file: &Path) -> anyhow::Result<Exit> {
                 .collect::<Vec<_>>()
         );
         v["manifest"] = serde_json::to_value(&m.rookery)?;
-        print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+        print(&format!("{}\n", crate::command::skeleton::json(&v)?))?;
     } else {
         let mut text = summary_text(&m);
         text.push_str("files:\n");

@@ -10,6 +10,7 @@ mod coordination;
 mod errors;
 mod examples;
 mod hostile;
+mod json;
 mod plan;
 mod rollout;
 mod seeding;
