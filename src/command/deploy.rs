@@ -31,6 +31,15 @@ struct DeployReport {
 }
 
 impl Outcome for DeployReport {
+    /// Both documents, the rollout's with its recap.
+    fn document(&self) -> anyhow::Result<serde_json::Value> {
+        let mut v = serde_json::to_value(self)?;
+        if let Some(r) = &self.rollout {
+            v["rollout"] = r.document()?;
+        }
+        Ok(v)
+    }
+
     /// The distribution's report went to stderr as it ended; this is the rollout's.
     fn render(&self) -> String {
         self.rollout

@@ -14,6 +14,13 @@ impl Outcome for Record {
         rollout::render(self)
     }
 
+    /// The record and its recap.
+    fn document(&self) -> anyhow::Result<serde_json::Value> {
+        let mut v = serde_json::to_value(self)?;
+        v["recap"] = serde_json::to_value(self.recap())?;
+        Ok(v)
+    }
+
     fn exit(&self, cancelled: bool) -> Exit {
         let all_finished = self
             .services

@@ -13,6 +13,10 @@ use crate::error::Exit;
 pub trait Outcome: serde::Serialize {
     /// The document as text for an operator.
     fn render(&self) -> String;
+    /// The document as JSON (docs/json.md): its fields, unless it adds some.
+    fn document(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
     /// The exit status it maps to; `cancelled` when Ctrl-C stopped the work.
     fn exit(&self, cancelled: bool) -> Exit;
 }
@@ -30,7 +34,11 @@ pub const JSON_SCHEMA: u32 = 1;
 
 /// `doc` as the JSON document a command prints: its fields and `schema`.
 pub fn json<T: serde::Serialize>(doc: &T) -> anyhow::Result<String> {
-    let mut v = serde_json::to_value(doc)?;
+    with_schema(serde_json::to_value(doc)?)
+}
+
+/// A JSON document with its `schema`, as text.
+pub fn with_schema(mut v: serde_json::Value) -> anyhow::Result<String> {
     if let serde_json::Value::Object(fields) = &mut v {
         fields.insert("schema".into(), JSON_SCHEMA.into());
     }
@@ -40,7 +48,7 @@ pub fn json<T: serde::Serialize>(doc: &T) -> anyhow::Result<String> {
 impl Output {
     pub fn print<T: Outcome>(&self, doc: &T) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", json(doc)?);
+            println!("{}", with_schema(doc.document()?)?);
         } else if !self.quiet {
             print!("{}", doc.render());
         }

@@ -171,6 +171,51 @@ impl Record {
     }
 }
 
+/// What a run did to one service's hosts, as Ansible's recap counts it: `changed`
+/// hosts were restarted on the target, `unchanged` already ran it, `failed` did not
+/// come up on it, `skipped` and `unreachable` were left out, `pending` are still to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Recap {
+    pub service: String,
+    pub changed: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub unreachable: usize,
+    pub pending: usize,
+    /// The failed and unreachable hosts, by name.
+    pub failed_hosts: Vec<String>,
+}
+
+impl Record {
+    /// One recap per service, in rollout order.
+    pub fn recap(&self) -> Vec<Recap> {
+        self.services
+            .iter()
+            .map(|svc| {
+                let mut r = Recap {
+                    service: svc.name.clone(),
+                    ..Recap::default()
+                };
+                for h in &svc.hosts {
+                    match h.state {
+                        HostState::Done => r.changed += 1,
+                        HostState::Unchanged => r.unchanged += 1,
+                        HostState::Failed => r.failed += 1,
+                        HostState::Skipped => r.skipped += 1,
+                        HostState::Unreachable => r.unreachable += 1,
+                        HostState::Pending | HostState::Restarting => r.pending += 1,
+                    }
+                    if matches!(h.state, HostState::Failed | HostState::Unreachable) {
+                        r.failed_hosts.push(h.host.clone());
+                    }
+                }
+                r
+            })
+            .collect()
+    }
+}
+
 /// Checks a deploy id, written or read back (`deploys/last` names the last one):
 /// ids name files and znodes in the store, so anything but a plain name
 /// (`../../etc/passwd`, an empty file, binary junk) is refused, never used as a path.

@@ -42,5 +42,23 @@ pub fn render(r: &Record) -> String {
     if let Some(m) = &r.message {
         s.push_str(&format!("{m}\n"));
     }
+    s.push_str("Recap\n");
+    for c in r.recap() {
+        s.push_str(&format!(
+            "  {:<16} changed={} unchanged={} failed={} skipped={} unreachable={} pending={}{}\n",
+            c.service,
+            c.changed,
+            c.unchanged,
+            c.failed,
+            c.skipped,
+            c.unreachable,
+            c.pending,
+            if c.failed_hosts.is_empty() {
+                String::new()
+            } else {
+                format!("  failed: {}", c.failed_hosts.join(", "))
+            }
+        ));
+    }
     s
 }

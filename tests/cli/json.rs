@@ -117,10 +117,17 @@ fn every_field_of_every_json_document_is_documented() {
         &json(&["plan", "pb.yml"]),
         &[("", "`rookery plan`")],
     );
+    let deployed = json(&["deploy", "pb.yml"]);
+    assert_eq!(
+        deployed["rollout"]["recap"],
+        serde_json::json!([{"service": "web", "changed": 3, "unchanged": 0, "failed": 0,
+            "skipped": 0, "unreachable": 0, "pending": 0, "failed_hosts": []}]),
+        "the recap of a first deploy to three hosts"
+    );
     check(
         &doc,
         "deploy",
-        &json(&["deploy", "pb.yml"]),
+        &deployed,
         &[
             ("distribution", "`rookery distribute`"),
             ("rollout", record[0].1),
