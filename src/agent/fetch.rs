@@ -44,6 +44,8 @@ pub struct Fetch {
     /// Give up when no byte arrives for this long.
     pub stall_timeout: Duration,
     pub page_cache: crate::config::playbook::PageCache,
+    /// Shell commands run in the release once it is verified and installed.
+    pub after_fetch: Vec<String>,
 }
 
 /// The one result line.
@@ -124,6 +126,13 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
             None
         }
     };
+    if report.ok
+        && let Err(e) = after_fetch(&f, &layout)
+    {
+        tracing::error!("{e}");
+        report.ok = false;
+        report.error = Some(e);
+    }
     emit(&mut events, &report);
     drop(events);
     if let Some((session, torrent)) = seeding {
@@ -149,6 +158,38 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
 }
 
 type Seeding = (Arc<librqbit::Session>, Arc<librqbit::ManagedTorrent>);
+
+/// Runs the `after_fetch` hooks in the installed release, in order; the first that
+/// fails stops the rest and says why.
+fn after_fetch(f: &Fetch, layout: &Layout) -> Result<(), String> {
+    let release = layout.release(&f.version);
+    for cmd in &f.after_fetch {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&release)
+            .env("ROOKERY_HOST", &f.host)
+            .env("ROOKERY_VERSION", &f.version)
+            .env("ROOKERY_RELEASE", &release)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("after_fetch hook `{cmd}`: {e}"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail = stderr.lines().last().unwrap_or("").trim();
+            return Err(format!(
+                "after_fetch hook `{cmd}`: {}{}",
+                out.status,
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
 
 async fn download(
     f: &Fetch,

@@ -159,6 +159,7 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
         seed_window_max: a.seed_window_max.unwrap_or(defaults.seed_window_max),
         stall_timeout: a.stall_timeout.unwrap_or(defaults.stall_timeout),
         page_cache: a.page_cache(),
+        after_fetch: a.after_fetch.clone(),
     };
     if a.foreground {
         let rt = shutdown::engine_runtime()?;

@@ -150,6 +150,10 @@ pub struct FetchArgs {
     /// Stay attached: seed in this process instead of forking into the background
     #[arg(long)]
     pub foreground: bool,
+    /// A shell command run in the release directory once the copy is verified and
+    /// installed (repeatable, in order); one that fails makes the fetch fail
+    #[arg(long, value_name = "CMD")]
+    pub after_fetch: Vec<String>,
 }
 
 impl Request for FetchArgs {
@@ -627,6 +631,7 @@ mod tests {
             lock_current: vec!["bin/*".into(), "lib/*.so".into()],
             preload: false,
             foreground: false,
+            after_fetch: vec!["systemctl reload 'my app'".into()],
         };
         let argv = fetch.argv("/opt/rookery");
         assert_eq!(argv[..3], ["/opt/rookery", "agent", "fetch"]);

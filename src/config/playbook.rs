@@ -139,11 +139,13 @@ impl Default for Distribution {
     }
 }
 
-/// Commands run on the controller around the distribution phase.
+/// Commands run around the distribution phase: on the controller before and after
+/// it, and on each host once its copy is verified and installed (`after_fetch`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Hooks {
     pub before_distribute: Vec<Template>,
     pub after_distribute: Vec<Template>,
+    pub after_fetch: Vec<Template>,
 }
 
 /// A count of hosts, or a percentage of a service's hosts.
@@ -343,10 +345,15 @@ fn decode(
     let distribution = decode_distribution(d, top.get("distribution"));
     let hooks = match top.get("hooks") {
         Some(n) => {
-            let m = d.map(n, "hooks", &["before_distribute", "after_distribute"]);
+            let m = d.map(
+                n,
+                "hooks",
+                &["before_distribute", "after_distribute", "after_fetch"],
+            );
             Hooks {
                 before_distribute: templates(d, &m, "hooks", "before_distribute"),
                 after_distribute: templates(d, &m, "hooks", "after_distribute"),
+                after_fetch: templates(d, &m, "hooks", "after_fetch"),
             }
         }
         None => Hooks::default(),

@@ -298,6 +298,7 @@ pub(super) fn fetch_request(
         lock_current: Vec::new(),
         preload: false,
         foreground: false,
+        after_fetch: after_fetch(config, h, version),
     };
     Ok(fetch.with_page_cache(&dist.page_cache))
 }
@@ -390,4 +391,32 @@ impl Launch<'_> {
         }
         Ok(jobs)
     }
+}
+
+/// The playbook's `after_fetch` hooks for host `h`, every placeholder filled in.
+fn after_fetch(config: &Config, h: usize, version: &str) -> Vec<String> {
+    let inv = &config.inventory;
+    let host = &inv.hosts[h];
+    let dest = config.host_destination(h);
+    let dest = std::path::absolute(&dest)
+        .unwrap_or(dest)
+        .display()
+        .to_string();
+    let vars = BTreeMap::from([
+        ("host", host.name.clone()),
+        ("address", host.address.clone()),
+        ("dc", inv.datacenters[host.dc].name.clone()),
+        ("rack", inv.rack_of(h).full_name.clone()),
+        ("version", version.to_string()),
+        ("release", format!("{dest}/releases/{version}")),
+        ("current", format!("{dest}/current")),
+        ("destination", dest),
+    ]);
+    config
+        .playbook
+        .hooks
+        .after_fetch
+        .iter()
+        .map(|t| t.render(&vars))
+        .collect()
 }

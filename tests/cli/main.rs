@@ -9,6 +9,7 @@ mod caps;
 mod coordination;
 mod errors;
 mod examples;
+mod hooks;
 mod hostile;
 mod json;
 mod plan;
