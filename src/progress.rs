@@ -109,12 +109,30 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1u64 << 20) as f64
 }
 
+/// The plain line the total gets every few seconds: hosts done, bytes, the rate over
+/// the last interval and the time left at that rate, in the bars' binary units.
+fn progress_line(done: usize, hosts: usize, sum: u64, total: u64, rate: f64) -> String {
+    let eta = if rate >= 1.0 {
+        let secs = total.saturating_sub(sum) as f64 / rate;
+        crate::config::units::format_duration(Duration::from_secs(secs.ceil() as u64))
+    } else {
+        "unknown".to_string()
+    };
+    format!(
+        "progress: {done}/{hosts} hosts done, {:.0} of {:.0} MiB, {:.1} MiB/s, ETA {eta}",
+        mib(sum),
+        mib(total),
+        mib(rate as u64)
+    )
+}
+
 async fn lines(mut rx: mpsc::UnboundedReceiver<Event>, hosts: &[String], per_host: u64) {
     let total = per_host * hosts.len() as u64;
     let mut have: HashMap<String, u64> = HashMap::new();
     let mut done = 0usize;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
+    let (mut last_sum, mut last_at) = (0u64, Instant::now());
     loop {
         tokio::select! {
             e = rx.recv() => match e {
@@ -134,13 +152,12 @@ async fn lines(mut rx: mpsc::UnboundedReceiver<Event>, hosts: &[String], per_hos
             },
             _ = tick.tick() => {
                 let sum: u64 = have.values().sum();
+                let now = Instant::now();
+                let rate = sum.saturating_sub(last_sum) as f64
+                    / now.duration_since(last_at).as_secs_f64().max(1e-3);
+                (last_sum, last_at) = (sum, now);
                 if done < hosts.len() {
-                    eprintln!(
-                        "progress: {done}/{} hosts done, {:.0} of {:.0} MiB",
-                        hosts.len(),
-                        mib(sum),
-                        mib(total)
-                    );
+                    eprintln!("{}", progress_line(done, hosts.len(), sum, total, rate));
                 }
             }
         }
@@ -150,10 +167,12 @@ async fn lines(mut rx: mpsc::UnboundedReceiver<Event>, hosts: &[String], per_hos
 async fn bars(mut rx: mpsc::UnboundedReceiver<Event>, hosts: &[String], per_host: u64) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let style =
-        ProgressStyle::with_template("{prefix:<16} {wide_bar} {bytes:>10}/{total_bytes:<10} {msg}")
-            .expect("valid template");
+        ProgressStyle::with_template(
+            "{prefix:<16} {wide_bar} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4} {msg}",
+        )
+        .expect("valid template");
     let total_style = ProgressStyle::with_template(
-        "{prefix:<16} {wide_bar} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec} {msg}",
+        "{prefix:<16} {wide_bar} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4} {msg}",
     )
     .expect("valid template");
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
@@ -218,4 +237,20 @@ async fn bars(mut rx: mpsc::UnboundedReceiver<Event>, hosts: &[String], per_host
         hosts.len(),
         started.elapsed().as_secs_f64()
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_progress_line_has_the_rate_and_the_time_left_in_binary_units() {
+        let line = progress_line(3, 8, 290 << 20, 2517 << 20, (50 << 20) as f64);
+        assert_eq!(
+            line,
+            "progress: 3/8 hosts done, 290 of 2517 MiB, 50.0 MiB/s, ETA 45s"
+        );
+        let stalled = progress_line(0, 8, 0, 2517 << 20, 0.0);
+        assert!(stalled.ends_with("0.0 MiB/s, ETA unknown"), "{stalled}");
+    }
 }
