@@ -120,8 +120,16 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) on stdout
-    Man,
+    /// Print a man page (roff) on stdout: rookery's, or one subcommand's; or write
+    /// every page into a directory
+    Man {
+        /// The subcommand (`deploy`, `torrent create`, `agent start`, ...)
+        #[arg(value_name = "SUBCOMMAND", num_args = 0..)]
+        subcommand: Vec<String>,
+        /// Write `rookery.1` and `rookery-SUBCOMMAND.1` for every subcommand here
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args, Clone)]

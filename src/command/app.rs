@@ -56,7 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Simulate(a) => simulate(g, a),
         Command::Agent(a) => crate::agent::run(a),
         Command::Completions { shell } => completions(*shell),
-        Command::Man => man(),
+        Command::Man { subcommand, dir } => man(subcommand, dir.as_deref()),
     }
 }
 
@@ -168,13 +168,76 @@ fn completions(shell: clap_complete::Shell) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn man() -> anyhow::Result<Exit> {
+fn man(subcommand: &[String], dir: Option<&Path>) -> anyhow::Result<Exit> {
+    let root = Cli::command();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut pages = vec![(Vec::new(), root.clone())];
+        collect_pages(&root, &mut Vec::new(), &mut pages);
+        for (path, cmd) in pages {
+            let name = std::iter::once("rookery".to_string())
+                .chain(path)
+                .collect::<Vec<_>>()
+                .join("-");
+            let file = dir.join(format!("{name}.1"));
+            std::fs::write(
+                &file,
+                man_page(
+                    cmd.display_name(name.clone())
+                        .bin_name(name.replace('-', " ")),
+                )?,
+            )
+            .with_context(|| format!("writing {}", file.display()))?;
+        }
+        return Ok(Exit::Ok);
+    }
+    let mut cmd = root;
+    let mut name = "rookery".to_string();
+    for word in subcommand {
+        let Some(sub) = cmd.find_subcommand(word).cloned() else {
+            return Err(Error::Usage(format!(
+                "`{word}` is not a subcommand of `{}`: try `{} --help`",
+                name.replace('-', " "),
+                name.replace('-', " ")
+            ))
+            .into());
+        };
+        name = format!("{name}-{word}");
+        cmd = sub;
+    }
+    print(&man_page(
+        cmd.bin_name(name.replace('-', " ")).display_name(name),
+    )?)?;
+    Ok(Exit::Ok)
+}
+
+/// Every subcommand below `cmd` that has a page: the visible ones, and `agent
+/// start`, which operators wire into boot (docs/operations.md).
+fn collect_pages(
+    cmd: &clap::Command,
+    path: &mut Vec<String>,
+    pages: &mut Vec<(Vec<String>, clap::Command)>,
+) {
+    for sub in cmd.get_subcommands() {
+        path.push(sub.get_name().to_string());
+        let under_agent = path.first().is_some_and(|p| p == "agent");
+        let wired = path.join(" ") == "agent start";
+        if wired || (!under_agent && !sub.is_hide_set()) {
+            pages.push((path.clone(), sub.clone()));
+        }
+        if under_agent || !sub.is_hide_set() {
+            collect_pages(sub, path, pages);
+        }
+        path.pop();
+    }
+}
+
+fn man_page(cmd: clap::Command) -> anyhow::Result<String> {
     let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command())
+    clap_mangen::Man::new(cmd)
         .render(&mut out)
         .context("rendering the man page")?;
-    print(&String::from_utf8_lossy(&out))?;
-    Ok(Exit::Ok)
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 pub(super) fn targets(config: &Config, selected: Option<&[usize]>) -> Vec<usize> {

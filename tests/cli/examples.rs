@@ -216,3 +216,53 @@ fn exit_code_tables_match_the_code() {
         "--help lists the retired code 6: {line}"
     );
 }
+
+/// `rookery man --dir` writes a page per subcommand an operator runs (and `agent
+/// start`, wired at boot, not the other hidden ones), and `rookery man deploy` is the
+/// page `rookery deploy --help` summarizes.
+#[test]
+fn a_man_page_per_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "rookery.1",
+        "rookery-deploy.1",
+        "rookery-plan.1",
+        "rookery-status.1",
+        "rookery-torrent-create.1",
+        "rookery-agent-start.1",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "no {want} in {pages:?}");
+    }
+    assert!(
+        !pages
+            .iter()
+            .any(|p| p == "rookery-agent-fetch.1" || p == "rookery-agent.1"),
+        "hidden agent commands other than `agent start` got pages: {pages:?}"
+    );
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(crate::support::BIN)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let page = run(&["man", "deploy"]);
+    let help = run(&["deploy", "--help"]);
+    let about = help.lines().next().unwrap();
+    assert!(
+        page.contains(&format!("rookery\\-deploy \\- {about}")),
+        "the page's NAME is not `deploy --help`'s summary ({about}):\n{page}"
+    );
+}
