@@ -13,6 +13,7 @@ mod hooks;
 mod hostile;
 mod json;
 mod plan;
+mod progress;
 mod rollout;
 mod seeding;
 mod ssh;
