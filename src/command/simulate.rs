@@ -9,17 +9,19 @@ use crate::error::{Error, Exit};
 use crate::torrent::metainfo;
 
 pub(super) fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Result<Exit> {
-    use crate::config::units::Rate;
-    let size = |flag: &str, text: &str| {
-        ByteSize::parse(text)
-            .map(|s| s.0)
-            .map_err(|e| Error::Usage(format!("{flag}: {e}")))
-    };
-    let rate = |flag: &str, text: &str| {
-        Rate::parse(text)
-            .map(|r| r.0)
-            .map_err(|e| Error::Usage(format!("{flag}: {e}")))
-    };
+    check(a)?;
+    let t = topology(a)?;
+    let o = crate::tracker::simulate::run(&t);
+    if g.json {
+        print(&format!("{}\n", crate::command::skeleton::json(&o)?))?;
+    } else {
+        print(&crate::tracker::simulate::render(&o))?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// The counts and fractions make a fleet.
+fn check(a: &crate::cli::SimulateArgs) -> anyhow::Result<()> {
     if a.hosts == 0 || a.datacenters == 0 || a.racks == 0 || a.datacenters > a.hosts {
         return Err(Error::Usage(
             "--hosts, --datacenters and --racks must be at least 1, with no more datacenters than hosts"
@@ -41,6 +43,33 @@ pub(super) fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Resu
         ))
         .into());
     }
+    if !(crate::config::playbook::MIN_STRIPES..=crate::config::playbook::MAX_STRIPES)
+        .contains(&a.stripes)
+    {
+        return Err(Error::Usage(format!(
+            "--stripes must be from {} to {}, found {}",
+            crate::config::playbook::MIN_STRIPES,
+            crate::config::playbook::MAX_STRIPES,
+            a.stripes
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The fleet and transfer the flags describe.
+fn topology(a: &crate::cli::SimulateArgs) -> anyhow::Result<crate::tracker::simulate::Topology> {
+    use crate::config::units::Rate;
+    let size = |flag: &str, text: &str| {
+        ByteSize::parse(text)
+            .map(|s| s.0)
+            .map_err(|e| Error::Usage(format!("{flag}: {e}")))
+    };
+    let rate = |flag: &str, text: &str| {
+        Rate::parse(text)
+            .map(|r| r.0)
+            .map_err(|e| Error::Usage(format!("{flag}: {e}")))
+    };
     let total = size("--size", &a.size)?;
     let piece = match &a.piece_size {
         Some(p) => size("--piece-size", p)?,
@@ -56,17 +85,6 @@ pub(super) fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Resu
             );
         }
     };
-    if !(crate::config::playbook::MIN_STRIPES..=crate::config::playbook::MAX_STRIPES)
-        .contains(&a.stripes)
-    {
-        return Err(Error::Usage(format!(
-            "--stripes must be from {} to {}, found {}",
-            crate::config::playbook::MIN_STRIPES,
-            crate::config::playbook::MAX_STRIPES,
-            a.stripes
-        ))
-        .into());
-    }
     let detect = match (a.detect, shape) {
         (Some(d), _) if d.is_finite() && d >= 0.0 => d,
         (Some(d), _) => {
@@ -77,7 +95,7 @@ pub(super) fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Resu
         (None, Shape::Chain) => crate::tracker::simulate::DETECT,
         (None, Shape::Stripes) => crate::tracker::simulate::DETECT_STRIPES,
     };
-    let t = crate::tracker::simulate::Topology {
+    Ok(crate::tracker::simulate::Topology {
         shape,
         stripes: a.stripes,
         detect,
@@ -105,14 +123,7 @@ pub(super) fn simulate(g: &Global, a: &crate::cli::SimulateArgs) -> anyhow::Resu
         fail: a.fail,
         unchanged: a.unchanged,
         seed: a.seed,
-    };
-    let o = crate::tracker::simulate::run(&t);
-    if g.json {
-        print(&format!("{}\n", crate::command::skeleton::json(&o)?))?;
-    } else {
-        print(&crate::tracker::simulate::render(&o))?;
-    }
-    Ok(Exit::Ok)
+    })
 }
 
 /// The plan's distribution estimate: the size from `--artifact-size`, else from the
