@@ -137,6 +137,9 @@ pub struct Host {
     /// Network address; defaults to the host name.
     pub address: String,
     pub ssh: Ssh,
+    /// Where `ssh.key` was set (`defaults.ssh.key`, `groups.web.ssh.key`, ...), so
+    /// that a message about the key file names the line to fix.
+    pub ssh_key_setting: Option<String>,
     /// Prefix for every path on the host (own directory per host on a shared machine).
     pub root: Option<PathBuf>,
     pub labels: BTreeMap<String, String>,
@@ -158,6 +161,8 @@ pub struct Group {
 #[derive(Debug, Clone, Default)]
 struct Settings {
     ssh: Ssh,
+    /// The dotted path of the `ssh.key` in force, with the key.
+    key_setting: Option<String>,
     root: Option<String>,
     labels: BTreeMap<String, String>,
     services: Vec<String>,
@@ -175,6 +180,10 @@ impl Settings {
             }
         }
         Settings {
+            key_setting: match child.ssh.key {
+                Some(_) => child.key_setting,
+                None => self.key_setting.clone(),
+            },
             ssh: Ssh {
                 user: child.ssh.user.or_else(|| self.ssh.user.clone()),
                 port: child.ssh.port.or(self.ssh.port),
@@ -421,6 +430,7 @@ fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Inventory {
         let s = s.under(own);
         let host = &mut inv.hosts[h];
         host.ssh = s.ssh;
+        host.ssh_key_setting = s.key_setting;
         host.root = s.root.map(PathBuf::from);
         host.labels = s.labels;
         host.services = s.services;
@@ -632,7 +642,9 @@ fn decode_settings(d: &mut Decoder, m: &Map<'_>, path: &str) -> Settings {
         let p = join(path, "ssh");
         let sm = d.map(n, &p, SSH_KEYS);
         s.ssh.user = sm.get("user").and_then(|v| d.string(v, &join(&p, "user")));
-        s.ssh.key = sm.get("key").and_then(|v| d.string(v, &join(&p, "key")));
+        let key_path = join(&p, "key");
+        s.ssh.key = sm.get("key").and_then(|v| d.string(v, &key_path));
+        s.key_setting = s.ssh.key.as_ref().map(|_| key_path);
         s.ssh.jump = sm.get("jump").and_then(|v| d.string(v, &join(&p, "jump")));
         if let Some(v) = sm.get("port") {
             let kp = join(&p, "port");
@@ -771,6 +783,7 @@ fn decode_datacenters(
                     rack: rack_id,
                     address: address.unwrap_or_else(|| host_name.to_string()),
                     ssh: Ssh::default(),
+                    ssh_key_setting: None,
                     root: None,
                     labels,
                     services: Vec::new(),
@@ -1089,6 +1102,34 @@ groups:
         assert_eq!(a.labels.get("lb").map(String::as_str), Some("yes"));
         assert_eq!(a.services, ["api"]);
         assert!(c.services.is_empty());
+    }
+
+    /// Messages about a key file name the setting the key came from.
+    #[test]
+    fn the_key_setting_in_force_is_kept_with_the_key() {
+        let text = "
+transport: ssh
+coordination: {zookeeper: {connect: zk}}
+defaults: {ssh: {key: ~/.ssh/all}}
+datacenters:
+  east:
+    racks:
+      r1:
+        hosts:
+          a: {labels: {tier: web}}
+          b: {ssh: {key: ~/.ssh/b}}
+          c: {ssh: {user: u}}
+groups:
+  web: {hosts: [label:tier=web], ssh: {key: ~/.ssh/web}}
+";
+        let inv = load(text).unwrap();
+        let setting = |h: usize| inv.hosts[h].ssh_key_setting.as_deref();
+        assert_eq!(setting(0), Some("groups.web.ssh.key"));
+        assert_eq!(
+            setting(1),
+            Some("datacenters.east.racks.r1.hosts.b.ssh.key")
+        );
+        assert_eq!(setting(2), Some("defaults.ssh.key"));
     }
 
     #[test]
