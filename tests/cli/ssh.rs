@@ -9,6 +9,7 @@ use std::process::Command;
 
 use crate::helper::{Lines, ctrl_c, repo, spawn_in_group};
 
+mod script;
 mod settings;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rookery");
