@@ -12,6 +12,9 @@ use crate::support::{
     BIN, Cluster, Lines, Proc, Run, ctrl_c, host_states, noise, spawn_in_group, succeed, write_exec,
 };
 
+mod script;
+mod settings;
+
 /// A host whose sshd is stopped with SIGSTOP: it accepts TCP connections (the kernel
 /// does) and never answers. SIGCONT when dropped, so the cluster can be taken down.
 struct Frozen(i32);

@@ -7,6 +7,8 @@ use super::*;
 #[derive(Debug, Clone, Default)]
 pub(super) struct Settings {
     pub(super) ssh: Ssh,
+    /// The dotted path of the `ssh.key` in force, with the key.
+    pub(super) key_setting: Option<String>,
     pub(super) root: Option<String>,
     pub(super) labels: BTreeMap<String, String>,
     pub(super) services: Vec<String>,
@@ -24,6 +26,10 @@ impl Settings {
             }
         }
         Settings {
+            key_setting: match child.ssh.key {
+                Some(_) => child.key_setting,
+                None => self.key_setting.clone(),
+            },
             ssh: Ssh {
                 user: child.ssh.user.or_else(|| self.ssh.user.clone()),
                 port: child.ssh.port.or(self.ssh.port),
@@ -131,6 +137,7 @@ pub(super) fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> I
         let s = s.under(own);
         let host = &mut inv.hosts[h];
         host.ssh = s.ssh;
+        host.ssh_key_setting = s.key_setting;
         host.root = s.root.map(PathBuf::from);
         host.labels = s.labels;
         host.services = s.services;
@@ -342,7 +349,9 @@ pub(super) fn decode_settings(d: &mut Decoder, m: &Map<'_>, path: &str) -> Setti
         let p = join(path, "ssh");
         let sm = d.map(n, &p, SSH_KEYS);
         s.ssh.user = sm.get("user").and_then(|v| d.string(v, &join(&p, "user")));
-        s.ssh.key = sm.get("key").and_then(|v| d.string(v, &join(&p, "key")));
+        let key_path = join(&p, "key");
+        s.ssh.key = sm.get("key").and_then(|v| d.string(v, &key_path));
+        s.key_setting = s.ssh.key.as_ref().map(|_| key_path);
         s.ssh.jump = sm.get("jump").and_then(|v| d.string(v, &join(&p, "jump")));
         if let Some(v) = sm.get("port") {
             let kp = join(&p, "port");

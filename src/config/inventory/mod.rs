@@ -144,6 +144,9 @@ pub struct Host {
     /// Network address; defaults to the host name.
     pub address: String,
     pub ssh: Ssh,
+    /// Where `ssh.key` was set (`defaults.ssh.key`, `groups.web.ssh.key`, ...), so
+    /// that a message about the key file names the line to fix.
+    pub ssh_key_setting: Option<String>,
     /// Prefix for every path on the host (own directory per host on a shared machine).
     pub root: Option<PathBuf>,
     pub labels: BTreeMap<String, String>,
@@ -469,5 +472,32 @@ origin: buildd
             err[0].contains("`coordination: local` needs `transport: local`"),
             "{err:?}"
         );
+    }
+    /// Messages about a key file name the setting the key came from.
+    #[test]
+    fn the_key_setting_in_force_is_kept_with_the_key() {
+        let text = "
+transport: ssh
+coordination: {zookeeper: {connect: zk}}
+defaults: {ssh: {key: ~/.ssh/all}}
+datacenters:
+  east:
+    racks:
+      r1:
+        hosts:
+          a: {labels: {tier: web}}
+          b: {ssh: {key: ~/.ssh/b}}
+          c: {ssh: {user: u}}
+groups:
+  web: {hosts: [label:tier=web], ssh: {key: ~/.ssh/web}}
+";
+        let inv = load(text).unwrap();
+        let setting = |h: usize| inv.hosts[h].ssh_key_setting.as_deref();
+        assert_eq!(setting(0), Some("groups.web.ssh.key"));
+        assert_eq!(
+            setting(1),
+            Some("datacenters.east.racks.r1.hosts.b.ssh.key")
+        );
+        assert_eq!(setting(2), Some("defaults.ssh.key"));
     }
 }

@@ -104,6 +104,7 @@ pub(super) fn decode_datacenters(
                     rack: rack_id,
                     address: address.unwrap_or_else(|| host_name.to_string()),
                     ssh: Ssh::default(),
+                    ssh_key_setting: None,
                     root: None,
                     labels,
                     services: Vec::new(),
