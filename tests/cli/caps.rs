@@ -8,12 +8,11 @@
 //! of the cap for the measurement); with librqbit's burst of a whole second it carried
 //! two seconds' worth.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, Lines, art_torrent, noise};
+use crate::support::{BIN, Lines, Proc, art_torrent, free_port, noise};
 
 /// The cap of both cases, as bytes per second and as the flag's value.
 const CAP: u64 = 2 << 20;
@@ -35,24 +34,6 @@ const WINDOW: u64 = 10;
 /// second of burst), so the transfer is still under way when the measurement ends.
 const PAYLOAD: usize = 32 << 20;
 const SAMPLE: Duration = Duration::from_millis(20);
-
-/// Kills its process when dropped, so a failing test leaves nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `rookery ARGS` in `dir`, its log (stderr) into `<name>.log` there; its
 /// stdout (JSON events) is read on a thread.
@@ -126,7 +107,7 @@ fn transfer(origin: &[&str], agent: &[&str]) -> Trace {
     std::fs::create_dir_all(d.join("art")).unwrap();
     std::fs::write(d.join("art/blob"), noise(PAYLOAD, 5)).unwrap();
     art_torrent(d);
-    let origin_port = port();
+    let origin_port = free_port();
     let origin_addr = format!("127.0.0.1:{origin_port}");
     let mut args = vec![
         "agent",
@@ -147,7 +128,7 @@ fn transfer(origin: &[&str], agent: &[&str]) -> Trace {
     // does, stalls the handshakes pending with it until another connection arrives,
     // and the agent's would go unanswered.)
     origin_events.wait_for("\"seeding\"");
-    let listen = format!("127.0.0.1:{}", port());
+    let listen = format!("127.0.0.1:{}", free_port());
     let mut args = vec![
         "agent",
         "fetch",

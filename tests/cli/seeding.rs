@@ -10,13 +10,12 @@
 //! every 20 ms).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, art_torrent, noise};
+use crate::support::{BIN, Proc, art_torrent, free_port, noise};
 
 /// The artifact: small, but at `B_RATE` it takes `b` a few seconds.
 const PAYLOAD: usize = 6 << 20;
@@ -31,16 +30,6 @@ const POLL: Duration = Duration::from_millis(1800);
 /// The agent's exit (its `stopped` announce, the engine's stop: about a second) and
 /// the scheduling of processes on two shared, loaded cores.
 const SLACK: Duration = Duration::from_secs(3);
-
-/// Kills its process when dropped, so a failing test leaves nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 impl Proc {
     /// Whether the process has exited, and if so whether with status 0.
@@ -89,14 +78,6 @@ impl Events {
     }
 }
 
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One test's cluster: inventory, artifact and metainfo in a directory, a tracker
 /// and an origin.
 struct Cluster {
@@ -119,7 +100,7 @@ impl Cluster {
         std::fs::create_dir_all(d.join("art")).unwrap();
         std::fs::write(d.join("art/blob"), noise(PAYLOAD, 23)).unwrap();
         art_torrent(d);
-        let tracker_port = port();
+        let tracker_port = free_port();
         let listen = format!("127.0.0.1:{tracker_port}");
         let interval = format!("{}s", INTERVAL.as_secs());
         let (tracker, _) = spawn(
@@ -142,7 +123,7 @@ impl Cluster {
             assert!(Instant::now() < deadline, "the tracker does not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let origin = format!("127.0.0.1:{}", port());
+        let origin = format!("127.0.0.1:{}", free_port());
         let announce = format!("http://127.0.0.1:{tracker_port}/announce?host=controller");
         let (origin_proc, events) = spawn(
             d,
@@ -187,7 +168,7 @@ impl Cluster {
 
     /// `agent fetch` in the foreground for `host`: the process is the seeder.
     fn fetch(&self, host: &str, extra: &[&str]) -> (Proc, Events) {
-        let listen = format!("127.0.0.1:{}", port());
+        let listen = format!("127.0.0.1:{}", free_port());
         let tracker = format!(
             "http://127.0.0.1:{}/announce?host={host}",
             self.tracker_port
