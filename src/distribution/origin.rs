@@ -220,6 +220,8 @@ pub(super) async fn remote_origin<C: Connection>(
         interval: crate::cli::TrackerArgs::DEFAULT_INTERVAL.to_string(),
         host: members.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
         until_stdin_closes: true,
+        inventory: Default::default(),
+        out: Default::default(),
     };
     let mut argv = vec![
         exe.clone(),

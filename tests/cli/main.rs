@@ -9,6 +9,7 @@ mod caps;
 mod coordination;
 mod errors;
 mod examples;
+mod help;
 mod hooks;
 mod hostile;
 mod json;
