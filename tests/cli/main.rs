@@ -12,6 +12,7 @@ mod examples;
 mod hooks;
 mod hostile;
 mod json;
+mod page_cache;
 mod plan;
 mod progress;
 mod rollout;
