@@ -13,7 +13,7 @@
 //!
 //! With `--lock GLOB` (the playbook's `page_cache.lock_current`) it maps and locks the
 //! release's hot set before it starts the service and holds it while the service
-//! runs (`VmLck` in its `/proc/<pid>/status`). Such a supervisor stays across switches:
+//! runs (`VmLck` in its `/proc/<pid>/status`). While it holds one it stays across switches:
 //! `agent switch` leaves it a [`Handoff`] and signals it (SIGUSR1); it locks the new
 //! release's hot set, stops the service (the stop command, then its process group),
 //! points `current` at the new release, starts the service there, and only then
@@ -477,9 +477,10 @@ fn write_run_file(
         version: s.version.clone(),
         release: s.release.display().to_string(),
         started: crate::coordination::now(),
-        // A supervisor started with a hot set keeps holding one across switches,
-        // even when the new release's set could not be locked.
-        handoff: !s.hot.globs.is_empty(),
+        // A supervisor that holds a hot set takes switches itself, to hold one
+        // across them. One whose lock was refused is replaced at the next switch: a
+        // new supervisor gets the limit raised since (limits.d, LimitMEMLOCK=).
+        handoff: locked.is_some(),
         locked: locked.unwrap_or(0),
     };
     if let Some(dir) = path.parent() {
