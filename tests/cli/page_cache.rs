@@ -6,17 +6,18 @@
 
 use std::path::Path;
 
-use crate::support::{Cluster, noise, write_exec};
+use crate::support::{Cluster, is_zombie, noise, write_exec};
 
 const DATACENTERS: &str = "  east:\n    racks:\n      r1: {services: [web], hosts: {h1: ~}}\n";
 
 /// One host, one service whose hot set is `index/**`; its start command names the
 /// cluster's directory (the cluster stops what it left running by it).
-const PLAYBOOK: &str = "name: hot\nartifact: {source: art, destination: /srv/app, version: content-hash}\ndistribution:\n  seed_window: 1s\n  page_cache: {lock_current: [\"index/**\"]}\nservices:\n  web:\n    quorum: 0\n    start: \"{release}/bin/serve {destination}\"\n";
+/// Healthy while the release holds `ok`.
+const PLAYBOOK: &str = "name: hot\nartifact: {source: art, destination: /srv/app, version: content-hash}\ndistribution:\n  seed_window: 1s\n  page_cache: {lock_current: [\"index/**\"]}\nservices:\n  web:\n    quorum: 0\n    start: \"{release}/bin/serve {destination}\"\n    health: \"test -e {release}/ok\"\n    health_deadline: 2s\n";
 
 /// The build: the service, a hot index of `hot_kib` KiB, and a cold file as large
-/// again that is not in the hot set.
-fn build(dir: &Path, hot: &str, hot_kib: usize, seed: u64) {
+/// again that is not in the hot set; healthy or not.
+fn build(dir: &Path, hot: &str, hot_kib: usize, seed: u64, healthy: bool) {
     let art = dir.join("art");
     let _ = std::fs::remove_dir_all(&art);
     std::fs::create_dir_all(art.join("index")).unwrap();
@@ -27,6 +28,9 @@ fn build(dir: &Path, hot: &str, hot_kib: usize, seed: u64) {
     );
     std::fs::write(art.join("index").join(hot), noise(hot_kib << 10, seed)).unwrap();
     std::fs::write(art.join("cold"), noise(hot_kib << 10, seed + 1)).unwrap();
+    if healthy {
+        std::fs::write(art.join("ok"), "").unwrap();
+    }
 }
 
 /// `VmLck` of a process, in KiB.
@@ -63,7 +67,7 @@ fn run_file(c: &Cluster) -> serde_json::Value {
 fn the_supervisor_keeps_its_releases_hot_set_locked_across_a_switch() {
     let c = Cluster::local(DATACENTERS).start();
     std::fs::write(c.path("pb.yml"), PLAYBOOK).unwrap();
-    build(c.dir(), "a.idx", 3 << 10, 1);
+    build(c.dir(), "a.idx", 3 << 10, 1, true);
     let v1 = c.run(&["--json", "deploy", "pb.yml"]).ok().version();
     let r = run_file(&c);
     let pid = r["supervisor"].as_u64().unwrap() as u32;
@@ -81,7 +85,7 @@ fn the_supervisor_keeps_its_releases_hot_set_locked_across_a_switch() {
     );
 
     // The next build's hot index is another file, of another size.
-    build(c.dir(), "b.idx", 5 << 10, 3);
+    build(c.dir(), "b.idx", 5 << 10, 3, true);
     let v2 = c.run(&["--json", "deploy", "pb.yml"]).ok().version();
     assert_ne!(v1, v2);
     let r = run_file(&c);
@@ -111,5 +115,47 @@ fn the_supervisor_keeps_its_releases_hot_set_locked_across_a_switch() {
     assert!(
         cmdline.contains(&format!("/releases/{v2}/bin/serve")),
         "{cmdline}"
+    );
+}
+
+#[test]
+fn a_release_that_fails_its_health_check_leaves_the_old_hot_set_locked_again() {
+    let c = Cluster::local(DATACENTERS).start();
+    std::fs::write(c.path("pb.yml"), PLAYBOOK).unwrap();
+    build(c.dir(), "a.idx", 3 << 10, 1, true);
+    let v1 = c.run(&["--json", "deploy", "pb.yml"]).ok().version();
+    let first = run_file(&c)["supervisor"].as_u64().unwrap() as u32;
+    assert!((3072..3072 + 64).contains(&vm_lck(first)));
+
+    // The next build never turns healthy: the supervisor that took the switch stops,
+    // and the switch back starts one on the old release, which locks its set again.
+    build(c.dir(), "b.idx", 5 << 10, 3, false);
+    let r = c.run(&["--json", "deploy", "pb.yml"]);
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    let host = &r.record()["services"][0]["hosts"][0];
+    assert!(
+        host["error"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("; switched back to {v1}")),
+        "{host}"
+    );
+    let rf = run_file(&c);
+    assert_eq!(rf["version"], v1.as_str());
+    let pid = rf["supervisor"].as_u64().unwrap() as u32;
+    assert_ne!(
+        pid, first,
+        "the supervisor of the failed release has stopped"
+    );
+    assert!(
+        is_zombie(first),
+        "the supervisor of the failed release still runs"
+    );
+    let locked = vm_lck(pid);
+    eprintln!("supervisor {pid} back at {v1}: VmLck {locked} kB");
+    assert!((3072..3072 + 64).contains(&locked), "VmLck: {locked} kB");
+    assert_eq!(
+        mapped_releases(pid),
+        [format!("/releases/{v1}/index/a.idx")]
     );
 }
