@@ -13,10 +13,11 @@ const DATACENTERS: &str = "  east:\n    racks:\n      r1: {services: [web], host
 /// One host, one service whose hot set is `index/**`; its start command names the
 /// cluster's directory (the cluster stops what it left running by it).
 /// Healthy while the release holds `ok`.
-const PLAYBOOK: &str = "name: hot\nartifact: {source: art, destination: /srv/app, version: content-hash}\ndistribution:\n  seed_window: 1s\n  page_cache: {lock_current: [\"index/**\"]}\nservices:\n  web:\n    quorum: 0\n    start: \"{release}/bin/serve {destination}\"\n    health: \"test -e {release}/ok\"\n    health_deadline: 2s\n";
+const PLAYBOOK: &str = "name: hot\nartifact: {source: art, destination: /srv/app, version: content-hash}\ndistribution:\n  seed_window: 1s\n  page_cache: {lock_current: [\"index/**\"], lock_max: 6MiB}\nservices:\n  web:\n    quorum: 0\n    start: \"{release}/bin/serve {destination}\"\n    health: \"test -e {release}/ok\"\n    health_deadline: 2s\n";
 
 /// The build: the service, a hot index of `hot_kib` KiB, and a cold file as large
-/// again that is not in the hot set; healthy or not.
+/// again that is not in the hot set; healthy or not. `index/z.idx`, 4 MiB, is in the
+/// hot set too, but past `lock_max` with any index of more than 2 MiB.
 fn build(dir: &Path, hot: &str, hot_kib: usize, seed: u64, healthy: bool) {
     let art = dir.join("art");
     let _ = std::fs::remove_dir_all(&art);
@@ -28,6 +29,7 @@ fn build(dir: &Path, hot: &str, hot_kib: usize, seed: u64, healthy: bool) {
     );
     std::fs::write(art.join("index").join(hot), noise(hot_kib << 10, seed)).unwrap();
     std::fs::write(art.join("cold"), noise(hot_kib << 10, seed + 1)).unwrap();
+    std::fs::write(art.join("index/z.idx"), noise(4 << 20, seed + 2)).unwrap();
     if healthy {
         std::fs::write(art.join("ok"), "").unwrap();
     }
@@ -72,7 +74,8 @@ fn the_supervisor_keeps_its_releases_hot_set_locked_across_a_switch() {
     let r = run_file(&c);
     let pid = r["supervisor"].as_u64().unwrap() as u32;
     assert_eq!(r["version"], v1.as_str());
-    // 3 MiB of index locked; the 3 MiB cold file and the script are not.
+    // 3 MiB of index locked; the 3 MiB cold file and the script are not, nor the
+    // 4 MiB index past the 6 MiB of `lock_max` (the log says so).
     let locked = vm_lck(pid);
     eprintln!("supervisor {pid} at {v1}: VmLck {locked} kB");
     assert!(
@@ -82,6 +85,13 @@ fn the_supervisor_keeps_its_releases_hot_set_locked_across_a_switch() {
     assert_eq!(
         mapped_releases(pid),
         [format!("/releases/{v1}/index/a.idx")]
+    );
+    let log = std::fs::read_to_string(c.root("h1").join("srv/app/.rookery/web.log")).unwrap();
+    assert!(
+        log.contains(
+            "page_cache.lock_max (6291456 bytes) reached: 1 matching files (4194304 bytes)"
+        ),
+        "{log}"
     );
 
     // The next build's hot index is another file, of another size.
