@@ -12,8 +12,8 @@ const DATACENTERS: &str = "  east:\n    racks:\n      r1: {services: [web], host
 
 /// One host, one service whose hot set is `index/**`; its start command names the
 /// cluster's directory (the cluster stops what it left running by it).
-/// Healthy while the release holds `ok`.
-const PLAYBOOK: &str = "name: hot\nartifact: {source: art, destination: /srv/app, version: content-hash}\ndistribution:\n  seed_window: 1s\n  page_cache: {lock_current: [\"index/**\"], lock_max: 6MiB}\nservices:\n  web:\n    quorum: 0\n    start: \"{release}/bin/serve {destination}\"\n    health: \"test -e {release}/ok\"\n    health_deadline: 2s\n";
+/// Healthy while the release holds `ok`; the stop command notes the version it stops.
+const PLAYBOOK: &str = "name: hot\nartifact: {source: art, destination: /srv/app, version: content-hash}\ndistribution:\n  seed_window: 1s\n  page_cache: {lock_current: [\"index/**\"], lock_max: 6MiB}\nservices:\n  web:\n    quorum: 0\n    start: \"{release}/bin/serve {destination}\"\n    stop: \"echo {version} >> {destination}/stops\"\n    health: \"test -e {release}/ok\"\n    health_deadline: 2s\n";
 
 /// The build: the service, a hot index of `hot_kib` KiB, and a cold file as large
 /// again that is not in the hot set; healthy or not. `index/z.idx`, 4 MiB, is in the
@@ -115,6 +115,12 @@ fn the_supervisor_keeps_its_releases_hot_set_locked_across_a_switch() {
         mapped_releases(pid),
         [format!("/releases/{v2}/index/b.idx")],
         "only the new release's hot set is mapped"
+    );
+    let stops = std::fs::read_to_string(c.root("h1").join("srv/app/stops")).unwrap();
+    assert_eq!(
+        stops,
+        format!("{v1}\n"),
+        "the stop command ran for the old release"
     );
     let current = std::fs::read_link(c.root("h1").join("srv/app/current")).unwrap();
     assert!(current.ends_with(&v2), "{}", current.display());
