@@ -198,6 +198,16 @@ async fn download(
     cancel: &CancellationToken,
 ) -> anyhow::Result<(PeerBytes, u64, Option<Seeding>)> {
     let total = f.metainfo.total_length();
+    // The switch and the supervisor read the release's hot set from here.
+    crate::agent::page_cache::HotSetSpec::of(&f.page_cache)
+        .save(layout, &f.version)
+        .with_context(|| {
+            format!(
+                "keeping the hot set of {} in {}",
+                f.version,
+                layout.logs().display()
+            )
+        })?;
     if layout.release(&f.version).is_dir() {
         // Installed by an earlier run: the rename happens only after verification.
         return Ok((PeerBytes::default(), total, None));

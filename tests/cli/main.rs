@@ -13,6 +13,7 @@ mod help;
 mod hooks;
 mod hostile;
 mod json;
+mod page_cache;
 mod plan;
 mod progress;
 mod rollout;
