@@ -252,12 +252,20 @@ impl Care for PageCache {
 pub fn drop_pages(path: &Path) -> io::Result<()> {
     let f = File::open(path)?;
     f.sync_data()?;
-    // SAFETY: plain advice on an open descriptor.
-    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain advice on an open descriptor.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
     }
-    Ok(())
+    #[cfg(not(target_os = "linux"))]
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "page_cache.drop_after_write needs Linux (posix_fadvise DONTNEED)",
+    ))
 }
 
 /// Reads every file of the release once, so its pages are cached.
