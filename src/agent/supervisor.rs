@@ -128,9 +128,10 @@ impl Handoff {
     }
 
     /// What the service runs under once the supervisor has taken it.
-    fn apply(&self, s: &Supervise) -> Result<Supervise, String> {
-        let duration = |flag: &str, text: &str| {
-            crate::config::units::parse_duration(text).map_err(|e| format!("{flag}: {e}"))
+    fn apply(&self, s: &Supervise) -> Result<Supervise, BadHandoff> {
+        let duration = |field: &'static str, text: &str| {
+            crate::config::units::parse_duration(text)
+                .map_err(|reason| BadHandoff { field, reason })
         };
         Ok(Supervise {
             version: self.version.clone(),
@@ -143,6 +144,15 @@ impl Handoff {
             ..s.clone()
         })
     }
+}
+
+/// A handoff whose duration does not read: the switch is refused, the service runs on.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+struct BadHandoff {
+    field: &'static str,
+    #[source]
+    reason: crate::config::diagnostic::Invalid,
 }
 
 /// Removes the run file when the supervisor ends, if it is still this one's.
