@@ -138,10 +138,13 @@ fn rollout(s: &mut String, p: &Plan) {
         } else {
             format!("{} of {} hosts", svc.selected, svc.hosts)
         };
-        let budget = svc
+        let mut budget = svc
             .rack_budget
             .map(|b| format!("{b} rack{} at a time", plural(b as usize)))
             .unwrap_or_else(|| "any racks".into());
+        if let Some(b) = svc.dc_budget {
+            budget.push_str(&format!(", {b} datacenter{} at a time", plural(b as usize)));
+        }
         let _ = writeln!(
             s,
             "  {}. {}{after}: {selected}, quorum {} ({} down at most), max_parallel {}, {budget}, {} canar{}, failure budget {}",

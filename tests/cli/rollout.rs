@@ -112,6 +112,15 @@ impl Diamond {
         self.run(&["--json", "deploy", "pb.yml"])
     }
 
+    /// Adds settings to service `a` of `pb.yml` (YAML lines, unindented).
+    fn settings_of_a(&self, settings: &str) {
+        let pb = std::fs::read_to_string(self.path("pb.yml")).unwrap();
+        let indented: String = settings.lines().map(|l| format!("    {l}\n")).collect();
+        let edited = pb.replacen("  a:\n", &format!("  a:\n{indented}"), 1);
+        assert_ne!(pb, edited);
+        std::fs::write(self.path("pb.yml"), edited).unwrap();
+    }
+
     /// `(service, host, version)` of every start, from the services' own logs.
     fn starts(&self) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
@@ -1151,4 +1160,44 @@ fn an_ensemble_without_quorum_halts_the_deploy_and_the_next_run_finishes_it() {
     c.each_started_once(&v2);
     c.wait_live(total_instances());
     assert!(c.live().values().all(|v| *v == v2), "{:?}", c.live());
+}
+
+/// Issue 21: `dc_budget: 1` keeps each batch of `a` within one datacenter in the run,
+/// as the plan cuts it.
+#[test]
+fn dc_budget_keeps_each_batch_in_one_datacenter() {
+    let c = Diamond::new(Store::Local, false);
+    c.settings_of_a("dc_budget: 1");
+    let plan = c.run(&["plan", "pb.yml"]).ok();
+    assert!(
+        plan.stdout
+            .contains("max_parallel 2, any racks, 1 datacenter at a time"),
+        "{}",
+        plan.stdout
+    );
+    let r = c.deploy().ok();
+    let batches: Vec<Vec<&str>> = r
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("a: batch "))
+        .map(|l| l.split_once(": ").unwrap().1.split(", ").collect())
+        .collect();
+    assert_eq!(batches.len(), 4, "{}", r.stderr);
+    for b in &batches {
+        let east = b.iter().filter(|h| ["h1", "h2", "h3"].contains(h)).count();
+        assert!(
+            east == 0 || east == b.len(),
+            "batch {b:?} spans both datacenters"
+        );
+    }
+    let planned: Vec<&str> = plan
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains(". a:"))
+        .skip(1)
+        .take(4)
+        .collect();
+    for (p, b) in planned.iter().zip(&batches) {
+        assert!(p.contains(&b.join(", ")), "plan {p:?}, run {b:?}");
+    }
 }
