@@ -33,6 +33,8 @@ pub enum State {
     Interrupted,
     /// Stopped because the coordination session was lost.
     Halted,
+    /// The canaries baked clean and wait for `rookery rollout --promote`.
+    Waiting,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +80,33 @@ pub struct HostRecord {
 pub struct ServiceRecord {
     pub name: String,
     pub hosts: Vec<HostRecord>,
+    /// Where the service's canary gate stands (services with canaries, once their
+    /// canaries are up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryGate>,
+}
+
+/// A service's canary gate: its canaries bake, then wait for promotion (or promote
+/// themselves with `auto_promote`), then the other hosts go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryGate {
+    pub state: GateState,
+    /// The canaries watched.
+    pub hosts: Vec<String>,
+    /// When the bake (last) began, in seconds since the epoch.
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateState {
+    /// The canaries are being watched (or were, by a run that died or was stopped:
+    /// the next run bakes them again, without restarting them).
+    Baking,
+    /// Baked clean; waiting for `rookery rollout --promote`.
+    Waiting,
+    /// Promoted (by hand or `auto_promote`): the other hosts go.
+    Promoted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -169,8 +169,25 @@ fn rollout(s: &mut String, p: &Plan) {
                 batch.hosts.join(", "),
                 batch.racks.join(", ")
             );
+            let last_canary = batch.canary && svc.batches.get(b + 1).is_none_or(|n| !n.canary);
+            if last_canary {
+                let _ = writeln!(s, "     {}", gate(svc));
+            }
         }
     }
+}
+
+/// The canary gate: what happens between the canaries and the other hosts.
+fn gate(svc: &crate::plan::ServicePlan) -> String {
+    let then = if svc.auto_promote {
+        "then the others go (auto_promote)"
+    } else {
+        "then the deploy waits for `rookery rollout --promote` (exit 9)"
+    };
+    format!(
+        "gate      the canaries bake {} healthy (a failure switches them back and stops the deploy); {then}",
+        format_duration(svc.canary_bake)
+    )
 }
 
 fn plural(n: usize) -> &'static str {

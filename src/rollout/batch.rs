@@ -22,6 +22,9 @@ pub(super) async fn roll<C: Connection>(
         ));
         for bi in 0..w.batches.len() {
             roll_batch(env, w, bi, conns, rec).await?;
+            if bi + 1 == w.canaries {
+                crate::rollout::canary::gate(env, w, conns, rec).await?;
+            }
         }
         rec.queue.retain(|s| s != &w.name);
         save(env.store, rec).await?;
@@ -30,7 +33,8 @@ pub(super) async fn roll<C: Connection>(
 }
 
 /// Batch `bi` of service `w`: the hosts with something to do, through the gate,
-/// restarted at once, recorded, and the failure budget checked.
+/// restarted at once, recorded, and the failure budget checked (a canary batch has
+/// none: one failed canary stops the deploy).
 async fn roll_batch<C: Connection>(
     env: &Env<'_>,
     w: &Work,
@@ -62,18 +66,56 @@ async fn roll_batch<C: Connection>(
         .collect();
     let deadline = config.playbook.services[w.service].health_deadline;
     gate(store, w, &names, deadline, say, cancel).await?;
+    let canary = if bi < w.canaries { " (canaries)" } else { "" };
     say.line(format!(
-        "{}: batch {}/{nb}: {}",
+        "{}: batch {}/{nb}{canary}: {}",
         w.name,
         bi + 1,
         names.join(", ")
     ));
-    for n in &names {
-        if let Some(hr) = rec.host_mut(&w.name, n) {
+    restart_batch(env, w, bi, &todo, conns, rec).await?;
+    if bi < w.canaries
+        && let Some(h) = names.iter().find(|n| {
+            rec.host(&w.name, n)
+                .is_some_and(|h| h.state == HostState::Failed)
+        })
+    {
+        let error = rec.host(&w.name, h).and_then(|r| r.error.clone());
+        let why = format!("canary {h}: {}", error.unwrap_or_default());
+        return Err(crate::rollout::canary::revert(env, w, conns, rec, &why).await);
+    }
+    // Counted from the record, not added up: a host that failed in an earlier
+    // run and was retried in this batch no longer counts once it switched.
+    let failures = rec.failed(&w.name);
+    if failures > w.failure_budget {
+        return Err(Stop {
+            state: State::Failed,
+            message: format!(
+                "{}: {failures} host(s) failed, more than its failure budget of {}; the deploy stopped (failed hosts were switched back; fix them and run the same command to resume)",
+                w.name, w.failure_budget
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Restarts the hosts of one batch at once and records what became of each,
+/// before and after.
+async fn restart_batch<C: Connection>(
+    env: &Env<'_>,
+    w: &Work,
+    bi: usize,
+    todo: &[&Target],
+    conns: &BTreeMap<usize, Arc<C>>,
+    rec: &mut Record,
+) -> Result<(), Stop> {
+    let inv = &env.config.inventory;
+    for t in todo {
+        if let Some(hr) = rec.host_mut(&w.name, &inv.hosts[t.host].name) {
             hr.state = HostState::Restarting;
         }
     }
-    save(store, rec).await?;
+    save(env.store, rec).await?;
     let jobs = todo.iter().map(|t| {
         let conn = conns.get(&t.host).cloned();
         async move {
@@ -89,33 +131,22 @@ async fn roll_batch<C: Connection>(
         }
     });
     let results = futures_util::future::join_all(jobs).await;
-    let unknown = record_results(rec, w, inv, results, say);
+    let unknown = record_results(rec, w, inv, results, &env.say);
     if !unknown.is_empty() {
         // The session is gone: the record cannot be written, and nothing more
         // may restart. The saved record has these hosts `restarting`.
         return Err(Stop {
             state: State::Halted,
             message: format!(
-                "the coordination session was lost during {} batch {}/{nb}; {} switched but could not be confirmed and stay mid-switch in the record: run the same command to resume",
+                "the coordination session was lost during {} batch {}/{}; {} switched but could not be confirmed and stay mid-switch in the record: run the same command to resume",
                 w.name,
                 bi + 1,
+                w.batches.len(),
                 unknown.join(", ")
             ),
         });
     }
-    save(store, rec).await?;
-    // Counted from the record, not added up: a host that failed in an earlier
-    // run and was retried in this batch no longer counts once it switched.
-    let failures = rec.failed(&w.name);
-    if failures > w.failure_budget {
-        return Err(Stop {
-            state: State::Failed,
-            message: format!(
-                "{}: {failures} host(s) failed, more than its failure budget of {}; the deploy stopped (failed hosts were switched back; fix them and run the same command to resume)",
-                w.name, w.failure_budget
-            ),
-        });
-    }
+    save(env.store, rec).await?;
     Ok(())
 }
 
