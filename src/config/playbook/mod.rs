@@ -137,29 +137,7 @@ fn decode(
             "the playbook is empty: it needs `artifact` and `services`",
         );
     }
-    let name = match top
-        .get("name")
-        .and_then(|n| d.string(n, "name").map(|s| (s, n.pos)))
-    {
-        Some((name, pos)) => {
-            if let Err(why) = check_name(&name) {
-                d.error(pos, format!("playbook name `{name}` {why}"));
-            }
-            name
-        }
-        None => {
-            let stem = Path::new(file)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if let Err(why) = check_name(&stem) {
-                d.file_error(format!(
-                    "playbook name `{stem}` (taken from the file name) {why}; set `name:`"
-                ));
-            }
-            stem
-        }
-    };
+    let name = decode_name(d, &top, file);
     let artifact = match top.get("artifact") {
         Some(n) => decode_artifact(d, n, base),
         None => {
@@ -177,21 +155,7 @@ fn decode(
         }
     };
     let distribution = decode_distribution(d, top.get("distribution"));
-    let hooks = match top.get("hooks") {
-        Some(n) => {
-            let m = d.map(
-                n,
-                "hooks",
-                &["before_distribute", "after_distribute", "after_fetch"],
-            );
-            Hooks {
-                before_distribute: templates(d, &m, "hooks", "before_distribute"),
-                after_distribute: templates(d, &m, "hooks", "after_distribute"),
-                after_fetch: templates(d, &m, "hooks", "after_fetch"),
-            }
-        }
-        None => Hooks::default(),
-    };
+    let hooks = decode_hooks(d, top.get("hooks"));
     let mut services = Vec::new();
     match top.get("services") {
         Some(n) => {
@@ -216,20 +180,53 @@ fn decode(
     }
 }
 
-fn decode_artifact(d: &mut Decoder, node: &Node, base: &Path) -> Artifact {
-    let m = d.map(node, "artifact", ARTIFACT_KEYS);
-    let written = m.get("source").and_then(|s| d.string(s, "artifact.source"));
-    let source = match &written {
-        Some(s) => resolve_path(base, s),
-        None => {
-            d.error(
-                node.pos,
-                "missing key `source` in `artifact` (the build directory to ship)",
-            );
-            PathBuf::new()
+/// `name`, or the file name without its extension.
+fn decode_name(d: &mut Decoder, top: &Map<'_>, file: &str) -> String {
+    match top
+        .get("name")
+        .and_then(|n| d.string(n, "name").map(|s| (s, n.pos)))
+    {
+        Some((name, pos)) => {
+            if let Err(why) = check_name(&name) {
+                d.error(pos, format!("playbook name `{name}` {why}"));
+            }
+            name
         }
+        None => {
+            let stem = Path::new(file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Err(why) = check_name(&stem) {
+                d.file_error(format!(
+                    "playbook name `{stem}` (taken from the file name) {why}; set `name:`"
+                ));
+            }
+            stem
+        }
+    }
+}
+
+/// The controller's and the hosts' hooks around the distribution.
+fn decode_hooks(d: &mut Decoder, node: Option<&Node>) -> Hooks {
+    let Some(n) = node else {
+        return Hooks::default();
     };
-    let destination = match m.get("destination") {
+    let m = d.map(
+        n,
+        "hooks",
+        &["before_distribute", "after_distribute", "after_fetch"],
+    );
+    Hooks {
+        before_distribute: templates(d, &m, "hooks", "before_distribute"),
+        after_distribute: templates(d, &m, "hooks", "after_distribute"),
+        after_fetch: templates(d, &m, "hooks", "after_fetch"),
+    }
+}
+
+/// `artifact.destination`: absolute, clean, without its trailing `/`.
+fn decode_destination(d: &mut Decoder, m: &Map<'_>, pos: Pos) -> String {
+    match m.get("destination") {
         Some(n) => {
             let dest = d.string(n, "artifact.destination").unwrap_or_default();
             let clean = dest.starts_with('/')
@@ -243,12 +240,28 @@ fn decode_artifact(d: &mut Decoder, node: &Node, base: &Path) -> Artifact {
         }
         None => {
             d.error(
-                node.pos,
+                pos,
                 "missing key `destination` in `artifact` (the root directory on every host)",
             );
             String::new()
         }
+    }
+}
+
+fn decode_artifact(d: &mut Decoder, node: &Node, base: &Path) -> Artifact {
+    let m = d.map(node, "artifact", ARTIFACT_KEYS);
+    let written = m.get("source").and_then(|s| d.string(s, "artifact.source"));
+    let source = match &written {
+        Some(s) => resolve_path(base, s),
+        None => {
+            d.error(
+                node.pos,
+                "missing key `source` in `artifact` (the build directory to ship)",
+            );
+            PathBuf::new()
+        }
     };
+    let destination = decode_destination(d, &m, node.pos);
     let keep_releases = match m.get("keep_releases") {
         Some(n) => match d.u32(n, "artifact.keep_releases") {
             Some(k) if k < 2 => {
