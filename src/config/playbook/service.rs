@@ -118,15 +118,7 @@ pub(super) fn decode_service(d: &mut Decoder, name: &str, pos: Pos, node: &Node)
         d.error(pos, format!("service name `{name}` {why}"));
     }
     let m = d.map(node, &path, SERVICE_KEYS);
-    let mut hosts = Vec::new();
-    if let Some(n) = m.get("hosts") {
-        for (text, ppos) in d.strings(n, &join(&path, "hosts")) {
-            match Pattern::parse(&text) {
-                Ok(p) => hosts.push((p, ppos)),
-                Err(e) => d.error(ppos, format!("`{path}.hosts`: {e}")),
-            }
-        }
-    }
+    let hosts = decode_hosts(d, &m, &path);
     let depends_on = m
         .get("depends_on")
         .map(|n| d.strings(n, &join(&path, "depends_on")))
@@ -191,6 +183,20 @@ pub(super) fn decode_service(d: &mut Decoder, name: &str, pos: Pos, node: &Node)
         before_restart,
         after_restart,
     }
+}
+
+/// `hosts`: host patterns.
+fn decode_hosts(d: &mut Decoder, m: &Map<'_>, path: &str) -> Vec<(Pattern, Pos)> {
+    let mut hosts = Vec::new();
+    if let Some(n) = m.get("hosts") {
+        for (text, ppos) in d.strings(n, &join(path, "hosts")) {
+            match Pattern::parse(&text) {
+                Ok(p) => hosts.push((p, ppos)),
+                Err(e) => d.error(ppos, format!("`{path}.hosts`: {e}")),
+            }
+        }
+    }
+    hosts
 }
 
 /// `max_parallel`, `rack_budget` and `dc_budget`: whole numbers, at least 1.
