@@ -175,7 +175,13 @@ fn rollout(s: &mut String, p: &Plan) {
             }
         }
     }
+    if p.services.iter().any(|svc| !svc.batches.is_empty()) {
+        let _ = writeln!(s, "  {RECUT}");
+    }
 }
+
+/// What the run may do to the batches above.
+const RECUT: &str = "At run time a batch that would break its quorum (an instance down elsewhere) is re-cut: the part that keeps the quorum goes first, the rest after; the deploy stops only when not one host of it can go within health_deadline.";
 
 /// The canary gate: what happens between the canaries and the other hosts.
 fn gate(svc: &crate::plan::ServicePlan) -> String {

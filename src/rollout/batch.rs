@@ -34,7 +34,9 @@ pub(super) async fn roll<C: Connection>(
 
 /// Batch `bi` of service `w`: the hosts with something to do, through the gate,
 /// restarted at once, recorded, and the failure budget checked (a canary batch has
-/// none: one failed canary stops the deploy).
+/// none: one failed canary stops the deploy). When the gate cannot pass the whole
+/// batch (an instance is down elsewhere), the batch is re-cut: the part that keeps
+/// the quorum goes, and the rest goes through the gate again after it.
 async fn roll_batch<C: Connection>(
     env: &Env<'_>,
     w: &Work,
@@ -45,44 +47,62 @@ async fn roll_batch<C: Connection>(
     let (store, config, say, cancel) = (env.store, env.config, &env.say, &env.cancel);
     let inv = &config.inventory;
     let nb = w.batches.len();
-    let todo = to_do(store, w, bi, rec, inv).await?;
-    if todo.is_empty() {
-        return Ok(());
-    }
-    if cancel.is_cancelled() {
-        return Err(Stop {
-            state: State::Interrupted,
-            message: format!(
-                "interrupted before {} batch {}/{nb}: run the same command to resume",
-                w.name,
-                bi + 1
-            ),
-        });
-    }
-    store.check_session()?;
-    let names: Vec<String> = todo
-        .iter()
-        .map(|t| inv.hosts[t.host].name.clone())
-        .collect();
+    let mut todo = to_do(store, w, bi, rec, inv).await?;
     let deadline = config.playbook.services[w.service].health_deadline;
-    gate(store, w, &names, deadline, say, cancel).await?;
-    let canary = if bi < w.canaries { " (canaries)" } else { "" };
-    say.line(format!(
-        "{}: batch {}/{nb}{canary}: {}",
-        w.name,
-        bi + 1,
-        names.join(", ")
-    ));
-    restart_batch(env, w, bi, &todo, conns, rec).await?;
+    while !todo.is_empty() {
+        if cancel.is_cancelled() {
+            return Err(Stop {
+                state: State::Interrupted,
+                message: format!(
+                    "interrupted before {} batch {}/{nb}: run the same command to resume",
+                    w.name,
+                    bi + 1
+                ),
+            });
+        }
+        store.check_session()?;
+        let names: Vec<String> = todo
+            .iter()
+            .map(|t| inv.hosts[t.host].name.clone())
+            .collect();
+        let going = gate(store, w, &names, deadline, say, cancel).await?;
+        let (now, later): (Vec<&Target>, Vec<&Target>) = todo
+            .into_iter()
+            .partition(|t| going.contains(&inv.hosts[t.host].name));
+        todo = later;
+        let canary = if bi < w.canaries { " (canaries)" } else { "" };
+        say.line(format!(
+            "{}: batch {}/{nb}{canary}: {}",
+            w.name,
+            bi + 1,
+            going.join(", ")
+        ));
+        restart_batch(env, w, bi, &now, conns, rec).await?;
+        after_batch(env, w, bi, &going, conns, rec).await?;
+    }
+    Ok(())
+}
+
+/// After hosts `names` of batch `bi` restarted: a failed canary stops the deploy
+/// (switching the canaries back), and so do failures beyond the failure budget.
+async fn after_batch<C: Connection>(
+    env: &Env<'_>,
+    w: &Work,
+    bi: usize,
+    names: &[String],
+    conns: &BTreeMap<usize, Arc<C>>,
+    rec: &mut Record,
+) -> Result<(), Stop> {
+    let failed = |rec: &Record, n: &String| {
+        rec.host(&w.name, n)
+            .is_some_and(|h| h.state == HostState::Failed)
+    };
     if bi < w.canaries
-        && let Some(h) = names.iter().find(|n| {
-            rec.host(&w.name, n)
-                .is_some_and(|h| h.state == HostState::Failed)
-        })
+        && let Some(h) = names.iter().find(|n| failed(rec, n))
     {
         let error = rec.host(&w.name, h).and_then(|r| r.error.clone());
         let why = format!("canary {h}: {}", error.unwrap_or_default());
-        return Err(crate::rollout::canary::revert(env, w, conns, rec, &why).await);
+        return Err(crate::rollout::canary::revert(env, w, conns, rec, h, &why).await);
     }
     // Counted from the record, not added up: a host that failed in an earlier
     // run and was retried in this batch no longer counts once it switched.
@@ -241,7 +261,11 @@ fn record_results(
     unknown
 }
 
-/// Waits until the batch may go down without breaking the service's quorum.
+/// The hosts of `batch` that may go down now without breaking the service's quorum:
+/// all of them when the quorum allows; else the largest part that keeps it (the
+/// hosts not live take nothing away, and as many live ones as the live instances
+/// above the quorum), which keeps the batch's budgets, being part of it. When not
+/// even one host can go, waits for the live instances to change, up to `deadline`.
 pub(super) async fn gate(
     store: &Store,
     w: &Work,
@@ -249,7 +273,7 @@ pub(super) async fn gate(
     deadline: Duration,
     say: &Say,
     cancel: &CancellationToken,
-) -> Result<(), Stop> {
+) -> Result<Vec<String>, Stop> {
     let mut until = tokio::time::Instant::now() + deadline;
     let mut said = false;
     loop {
@@ -257,16 +281,29 @@ pub(super) async fn gate(
         let (live, held) = read_live(store, &w.name).await?;
         until += held;
         let total = live.len() as u32;
-        let going = live.iter().filter(|i| batch.contains(&i.host)).count() as u32;
+        let is_live = |h: &String| live.iter().any(|i| &i.host == h);
+        let going = batch.iter().filter(|h| is_live(h)).count() as u32;
         if going == 0 || total - going >= w.quorum {
-            return Ok(());
+            return Ok(batch.to_vec());
         }
-        let why = format!(
-            "{}: {total} live instance(s), {going} of them in the next batch ({}); quorum {} needs {} more live elsewhere",
+        let counts = format!(
+            "{}: {total} live instance(s), {going} of them in the next batch ({}); quorum {}",
             w.name,
             batch.join(", "),
-            w.quorum,
-            w.quorum - (total - going)
+            w.quorum
+        );
+        let room = total.saturating_sub(w.quorum);
+        let part = recut(batch, &is_live, room);
+        if !part.is_empty() {
+            say.line(format!(
+                "{counts} leaves room for {room} down: re-cut, {} go first, the rest after",
+                part.join(", ")
+            ));
+            return Ok(part);
+        }
+        let why = format!(
+            "{counts} needs {} more live elsewhere before one of them can go",
+            w.quorum + 1 - total
         );
         if !said {
             say.line(format!("{why}: waiting"));
@@ -278,7 +315,7 @@ pub(super) async fn gate(
                 return Err(Stop {
                     state: State::Failed,
                     message: format!(
-                        "{why}; gave up after {} (the service's health_deadline); nothing of this batch was touched",
+                        "{why}; gave up after {} (the service's health_deadline); none of them was touched",
                         crate::config::units::format_duration(deadline)
                     ),
                 });
@@ -290,5 +327,38 @@ pub(super) async fn gate(
                 });
             }
         }
+    }
+}
+
+/// The largest part of `batch` that takes at most `room` live instances down: every
+/// host not live, and the first `room` live ones, in batch order.
+fn recut(batch: &[String], is_live: &dyn Fn(&String) -> bool, room: u32) -> Vec<String> {
+    let mut taken = 0;
+    batch
+        .iter()
+        .filter(|h| {
+            if !is_live(h) {
+                return true;
+            }
+            taken += 1;
+            taken <= room
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recut_batch_keeps_the_hosts_not_live_and_as_many_live_as_there_is_room() {
+        let batch: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let live = |h: &String| h != "b";
+        assert_eq!(recut(&batch, &live, 0), ["b"]);
+        assert_eq!(recut(&batch, &live, 1), ["a", "b"]);
+        assert_eq!(recut(&batch, &live, 2), ["a", "b", "c"]);
+        let all = |_: &String| true;
+        assert!(recut(&batch, &all, 0).is_empty());
     }
 }

@@ -33,7 +33,20 @@ pub(super) async fn gate<C: Connection>(
     let svc = &env.config.playbook.services[w.service];
     let hosts = canaries(w, rec, inv);
     if hosts.is_empty() {
-        return Ok(());
+        // Unreachable or not distributed: nothing proved the release.
+        let planned: Vec<&str> = w.batches[..w.canaries]
+            .iter()
+            .flatten()
+            .map(|t| inv.hosts[t.host].name.as_str())
+            .collect();
+        return Err(Stop {
+            state: State::Failed,
+            message: format!(
+                "{}: none of its canaries ({}) runs the new release (unreachable or not distributed), so the canary gate cannot pass: fix them and run the same command",
+                w.name,
+                planned.join(", ")
+            ),
+        });
     }
     let names: Vec<String> = hosts.iter().map(|(_, n)| n.clone()).collect();
     let state = rec
@@ -50,8 +63,8 @@ pub(super) async fn gate<C: Connection>(
                 .iter()
                 .find(|h| !live.iter().any(|i| &i.host == *h && &i.version == version));
             if let Some(h) = down {
-                let why = format!("canary {h} is no longer live on {version}");
-                return Err(revert(env, w, conns, rec, &why).await);
+                let why = format!("canary {h}: no longer live on {version} at its promotion");
+                return Err(revert(env, w, conns, rec, h, &why).await);
             }
             env.say.line(format!(
                 "{}: canaries {} promoted",
@@ -71,8 +84,8 @@ pub(super) async fn gate<C: Connection>(
         crate::config::units::format_duration(svc.canary_bake)
     ));
     let version = w.batches[0][0].version.clone();
-    if let Some(why) = bake(env, &w.name, &names, &version, svc.canary_bake).await? {
-        return Err(revert(env, w, conns, rec, &why).await);
+    if let Some((h, why)) = bake(env, &w.name, &names, &version, svc.canary_bake).await? {
+        return Err(revert(env, w, conns, rec, &h, &why).await);
     }
     if svc.auto_promote {
         env.say.line(format!(
@@ -122,15 +135,15 @@ fn waiting(w: &Work, hosts: &[String], bake: Duration) -> Stop {
     }
 }
 
-/// Watches the canaries' live entries for `bake`: `Some(why)` when one is withdrawn
-/// or leaves `version`.
+/// Watches the canaries' live entries for `bake`: `Some((host, why))` when one is
+/// withdrawn or leaves `version`.
 async fn bake(
     env: &Env<'_>,
     service: &str,
     hosts: &[String],
     version: &str,
     bake: Duration,
-) -> Result<Option<String>, Stop> {
+) -> Result<Option<(String, String)>, Stop> {
     let store = env.store;
     let (mut live, held) = read_live(store, service).await?;
     let mut until = tokio::time::Instant::now() + bake + held;
@@ -139,8 +152,11 @@ async fn bake(
             .iter()
             .find(|h| !live.iter().any(|i| &i.host == *h && i.version == version));
         if let Some(h) = down {
-            return Ok(Some(format!(
-                "canary {h}: {service} {version} was withdrawn (failed health checks or exited) during the canary bake"
+            return Ok(Some((
+                h.clone(),
+                format!(
+                    "canary {h}: {service} {version} was withdrawn (failed health checks or exited) during the canary bake"
+                ),
             )));
         }
         tokio::select! {
@@ -161,21 +177,18 @@ async fn bake(
     }
 }
 
-/// A canary failed (`why`): every canary of `w` that switched in this deploy goes
-/// back to the release it ran, whatever the failure budget, and the deploy stops.
+/// Canary `failed` failed (`why`): every canary of `w` that switched in this deploy
+/// goes back to the release it ran, whatever the failure budget, and the deploy
+/// stops.
 pub(super) async fn revert<C: Connection>(
     env: &Env<'_>,
     w: &Work,
     conns: &BTreeMap<usize, Arc<C>>,
     rec: &mut Record,
+    failed: &str,
     why: &str,
 ) -> Stop {
     let inv = &env.config.inventory;
-    let failed = why
-        .strip_prefix("canary ")
-        .and_then(|r| r.split(':').next())
-        .unwrap_or_default()
-        .to_string();
     let mut kept = Vec::new();
     for t in w.batches[..w.canaries].iter().flatten() {
         let name = inv.hosts[t.host].name.clone();

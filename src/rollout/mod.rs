@@ -7,8 +7,10 @@
 //! 1. **Gate.** Read the service's live instances from the store (`current/`); the
 //!    batch may go down only if the live instances outside it are at least the
 //!    quorum (or if none of the batch is live, so nothing is taken away). Otherwise
-//!    wait on the store's watch until that holds, up to the service's
-//!    `health_deadline`, then stop with a message that gives the counts.
+//!    (an instance down elsewhere) re-cut it: the largest part that keeps the quorum
+//!    goes, the rest through the gate again after it. Only when not one host can go,
+//!    wait on the store's watch, up to the service's `health_deadline`, then stop
+//!    with a message that gives the counts.
 //! 2. **Restart** every host of the batch at once: `before_restart` hooks, then
 //!    `rookery agent switch` on the host (stop, switch `current` atomically, start
 //!    under the supervisor, which registers the instance once healthy), then wait
@@ -18,6 +20,9 @@
 //! 3. **Failure.** A host that fails any step after the stop is switched back to
 //!    the release it ran before and restarted there. The deploy goes on while the
 //!    service's failed hosts are within its `failure_budget`, else it stops.
+//! 4. **Canary gate** (`canary.rs`), after a service's canary batches: the canaries
+//!    bake, watched; a failed canary switches them all back and stops the deploy;
+//!    a clean bake goes on (`auto_promote`) or waits for `rollout --promote`.
 //!
 //! The deploy record ([`crate::coordination::record`]) is written to the store before and after
 //! every batch. Run again after a crash, the same command resumes it: finished

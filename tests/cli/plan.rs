@@ -51,6 +51,7 @@ Rollout: 2 services in dependency order
      batch 1           e1a, w1a  [east/e1, west/w1]
      batch 2           e2a, e1b  [east/e2, east/e1]
      batch 3           w1b, e2b  [west/w1, east/e2]
+  At run time a batch that would break its quorum (an instance down elsewhere) is re-cut: the part that keeps the quorum goes first, the rest after; the deploy stops only when not one host of it can go within health_deadline.
 ",
         )
         .run();

@@ -715,44 +715,92 @@ fn a_rebooted_host_starts_its_services_and_catches_up_when_asked() {
     assert_eq!(cur, Path::new("releases").join(&v2));
 }
 
+/// Two instances of `a` down elsewhere: with 4 live of 6 and quorum 4, not one host
+/// of a batch can go, re-cut or not. The deploy stops at the gate, nothing touched.
 #[test]
-fn a_missing_instance_elsewhere_stops_the_deploy_before_the_batch_and_the_next_run_finishes() {
+fn missing_instances_elsewhere_stop_the_deploy_before_the_batch_and_the_next_run_finishes() {
     let c = Diamond::new(Store::ZooKeeper, false);
     let v1 = first_deploy(&c);
-    // h6 goes down: `a` has 5 live instances of 6, quorum 4, and its batches (two
-    // hosts, h6 left out) would leave 3.
+    // h5 and h6 go down: `a` has 4 live instances of 6, quorum 4.
+    c.host_down("h5");
     c.host_down("h6");
-    c.wait_live(total_instances() - 2);
+    c.wait_live(total_instances() - 5);
     c.artifact("v2", None);
-    let deploy = ["--json", "deploy", "pb.yml", "--limit", "!h6"];
+    let deploy = ["--json", "deploy", "pb.yml", "--limit", "!h5,!h6"];
     let r = c.run(&deploy);
     assert_eq!(r.code, 8, "exit 8 = the deploy stopped\n{}", r.stderr);
     let rec = r.record();
     assert_eq!(rec["state"], "failed", "{rec}");
     let message = rec["message"].as_str().unwrap();
     assert!(
-        message.starts_with("a: 5 live instance(s), 2 of them in the next batch (")
+        message.starts_with("a: 4 live instance(s), 2 of them in the next batch (")
             && message.ends_with(
-                "); quorum 4 needs 1 more live elsewhere; gave up after 8s (the service's health_deadline); nothing of this batch was touched"
+                "); quorum 4 needs 1 more live elsewhere before one of them can go; gave up after 8s (the service's health_deadline); none of them was touched"
             ),
         "{message}"
     );
     // Nothing was touched: every instance that was live still runs v1, on v1.
     let live = c.live();
-    assert_eq!(live.len(), total_instances() - 2, "{live:?}");
+    assert_eq!(live.len(), total_instances() - 5, "{live:?}");
     assert!(live.values().all(|v| v == &v1), "{live:?}");
     assert!(host_states(&rec, "a").values().all(|s| s == "pending"));
-    for h in ["h1", "h2", "h3", "h4", "h5"] {
+    for h in ["h1", "h2", "h3", "h4"] {
         let cur = std::fs::read_link(c.path(&format!("hosts/{h}/srv/app/current"))).unwrap();
         assert_eq!(cur, Path::new("releases").join(&v1), "{h}");
     }
 
-    // h6 is back: the same command resumes and finishes.
+    // h5 and h6 are back: the same command resumes and finishes.
+    c.agent_start("h5", false);
     c.agent_start("h6", false);
     c.wait_live(total_instances());
     let r = c.run(&deploy).ok();
     assert!(r.stderr.contains("resuming deploy"), "{}", r.stderr);
     assert_eq!(r.record()["state"], "done");
+    let v2 = r.version();
+    for ((s, h), v) in &c.live() {
+        let left_out = h == "h5" || h == "h6";
+        assert_eq!(v, if left_out { &v1 } else { &v2 }, "{s} on {h}");
+    }
+}
+
+/// Issue 21: one instance of `a` down elsewhere. A planned batch of two would leave
+/// 3 live of quorum 4, so the gate re-cuts it at run time: one host, then the other.
+/// The deploy finishes, and the quorum holds all along, seen from outside.
+#[test]
+fn a_batch_that_would_break_quorum_is_recut_at_run_time_and_the_deploy_finishes() {
+    let c = Diamond::new(Store::Local, false);
+    // `c` also runs on h6: quorum 2 of 4 leaves it room to roll with h6 down.
+    let pb = std::fs::read_to_string(c.path("pb.yml")).unwrap();
+    let edited = pb.replace("  c:\n    quorum: 3\n", "  c:\n    quorum: 2\n");
+    assert_ne!(pb, edited);
+    std::fs::write(c.path("pb.yml"), edited).unwrap();
+    let v1 = first_deploy(&c);
+    c.host_down("h6");
+    c.wait_live(total_instances() - 2);
+    c.artifact("v2", None);
+    let watcher = Watcher::start(c.location().clone(), v1.clone());
+    let r = c.run(&["--json", "deploy", "pb.yml", "--limit", "!h6"]);
+    let (min, _) = watcher.finish();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.record()["state"], "done");
+    assert!(
+        r.stderr
+            .contains("a: 5 live instance(s), 2 of them in the next batch (")
+            && r.stderr
+                .contains("); quorum 4 leaves room for 1 down: re-cut, "),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        min["a"] >= 4,
+        "a fell to {} live, below its quorum 4",
+        min["a"]
+    );
+    assert!(
+        min["c"] >= 2,
+        "c fell to {} live, below its quorum 2",
+        min["c"]
+    );
     let v2 = r.version();
     for ((s, h), v) in &c.live() {
         assert_eq!(v, if h == "h6" { &v1 } else { &v2 }, "{s} on {h}");
