@@ -1449,3 +1449,44 @@ fn the_plan_shows_the_canary_gate() {
     );
     assert!(!lines[3].contains("canary"), "{plan}");
 }
+
+/// Issue 21: `--promote` checks the canaries first: one that died while the deploy
+/// waited is a failed canary, switched back, and the deploy stops.
+#[test]
+fn promoting_a_canary_that_died_while_waiting_switches_it_back() {
+    let c = Diamond::new(Store::Local, false);
+    let v1 = first_deploy(&c);
+    c.settings_of_a("canary: 1\ncanary_bake: 1s");
+    c.artifact("v2", None);
+    let r = c.deploy();
+    assert_eq!(r.code, 9, "{}", r.stderr);
+    c.host_down("h1");
+    let r = c.run(&["--json", "rollout", "pb.yml", "--promote"]);
+    assert_eq!(r.code, 8, "{}", r.stderr);
+    let rec = r.report();
+    assert_eq!(rec["state"], "failed", "{rec}");
+    let h1 = rec["services"][0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "h1")
+        .unwrap()
+        .clone();
+    assert_eq!(h1["state"], "failed", "{rec}");
+    assert!(
+        h1["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("canary h1: no longer live on "),
+        "{h1}"
+    );
+    assert!(
+        host_states(&rec, "a").values().all(|s| s != "done"),
+        "{rec}"
+    );
+    // `a` runs the old release everywhere again, h1 included.
+    let live = c.live();
+    for h in ["h1", "h2", "h3", "h4", "h5", "h6"] {
+        assert_eq!(live[&("a".to_string(), h.to_string())], v1, "{live:?}");
+    }
+}
