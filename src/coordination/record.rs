@@ -281,6 +281,26 @@ pub fn new_id(version: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Records written before the canary gate (no `canary`) still read, and a
+    /// waiting one reads back waiting with its gate.
+    #[test]
+    fn records_without_a_canary_gate_read_and_the_gate_round_trips() {
+        let old = br#"{"id": "x", "kind": "deploy", "playbook": "p", "cluster": "c", "version": "v", "who": "w", "pid": 1, "started": 0, "updated": 0, "state": "failed", "queue": ["a"], "services": [{"name": "a", "hosts": []}]}"#;
+        let mut r = Record::parse(old).unwrap();
+        assert!(r.services[0].canary.is_none());
+        r.state = State::Waiting;
+        r.services[0].canary = Some(CanaryGate {
+            state: GateState::Waiting,
+            hosts: vec!["h1".into()],
+            since: 7,
+        });
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(text.contains(r#""state": "waiting""#), "{text}");
+        let back = Record::parse(text.as_bytes()).unwrap();
+        assert_eq!(back.state, State::Waiting);
+        assert_eq!(back.services[0].canary, r.services[0].canary);
+    }
+
     #[test]
     fn ids_sort_by_time_and_name_the_version() {
         let id = new_id("0123456789abcdef");
