@@ -18,7 +18,7 @@ BitTorrent, registers the result in a coordination store (ZooKeeper, or a local 
 embedded default), and rolls services to the new release in dependency order, batch by batch, \
 never dropping a service below its quorum.\n\nStart with `rookery plan -i INVENTORY PLAYBOOK`: it \
 validates both files and prints what a deploy would do, touching nothing.",
-    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 7 a host key did not match known_hosts (nothing ran), 8 deploy stopped before its end (run it again to resume), 130 interrupted. See docs/exit-codes.md."
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid inventory or playbook, 4 some hosts failed, 5 deploy lock held, 7 a host key did not match known_hosts (nothing ran), 8 deploy stopped before its end (run it again to resume), 9 canaries baked and waiting for `rollout --promote`, 130 interrupted. See docs/exit-codes.md."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -176,6 +176,9 @@ pub struct RolloutArgs {
     /// The release to roll to (default: the version staged by the last distribution)
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
+    /// Promote the canaries of the deploy waiting for promotion (exit 9), and go on
+    #[arg(long)]
+    pub promote: bool,
 }
 
 #[derive(Debug, Args, Clone)]

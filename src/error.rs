@@ -31,6 +31,9 @@ pub enum Exit {
     /// session was lost. Finished hosts keep the new release; run the same command to
     /// resume.
     Stopped = 8,
+    /// A service's canaries baked clean and the deploy waits for `rookery rollout
+    /// --promote` (the service has no `auto_promote`). Nothing failed.
+    AwaitingPromotion = 9,
     /// Stopped by Ctrl-C or SIGTERM.
     Interrupted = 130,
 }

@@ -195,6 +195,7 @@ fn rollout(g: &Global, a: &crate::cli::RolloutArgs) -> anyhow::Result<Exit> {
     }
     let mut opts = rollout_options(g, &a.run.remote, Kind::Rollout);
     opts.version = a.version.clone();
+    opts.promote = a.promote;
     crate::command::rollout::run(&config, &p, &opts)
 }
 
@@ -361,6 +362,7 @@ pub(super) fn rollout_options(g: &Global, r: &RemoteArgs, kind: Kind) -> crate::
         version: None,
         services: Vec::new(),
         lock_held: false,
+        promote: false,
     }
 }
 

@@ -31,6 +31,7 @@ impl Outcome for Record {
             State::Done if all_finished => Exit::Ok,
             State::Done => Exit::HostsFailed,
             State::Interrupted if cancelled => Exit::Interrupted,
+            State::Waiting => Exit::AwaitingPromotion,
             State::Interrupted | State::Failed | State::Halted | State::Running => Exit::Stopped,
         }
     }

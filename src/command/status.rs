@@ -237,7 +237,7 @@ async fn releases<T: Transport>(
                 let agent = transport.agent_path(h);
                 jobs.push(async move {
                     let r = crate::rollout::releases(config, c.as_ref(), h, &agent).await;
-                    (name, r)
+                    (name, r.map_err(|e| e.to_string()))
                 });
             }
             Err(e) => {

@@ -33,6 +33,8 @@ pub enum State {
     Interrupted,
     /// Stopped because the coordination session was lost.
     Halted,
+    /// The canaries baked clean and wait for `rookery rollout --promote`.
+    Waiting,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +80,33 @@ pub struct HostRecord {
 pub struct ServiceRecord {
     pub name: String,
     pub hosts: Vec<HostRecord>,
+    /// Where the service's canary gate stands (services with canaries, once their
+    /// canaries are up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryGate>,
+}
+
+/// A service's canary gate: its canaries bake, then wait for promotion (or promote
+/// themselves with `auto_promote`), then the other hosts go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryGate {
+    pub state: GateState,
+    /// The canaries watched.
+    pub hosts: Vec<String>,
+    /// When the bake (last) began, in seconds since the epoch.
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateState {
+    /// The canaries are being watched (or were, by a run that died or was stopped:
+    /// the next run bakes them again, without restarting them).
+    Baking,
+    /// Baked clean; waiting for `rookery rollout --promote`.
+    Waiting,
+    /// Promoted (by hand or `auto_promote`): the other hosts go.
+    Promoted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -251,6 +280,26 @@ pub fn new_id(version: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records written before the canary gate (no `canary`) still read, and a
+    /// waiting one reads back waiting with its gate.
+    #[test]
+    fn records_without_a_canary_gate_read_and_the_gate_round_trips() {
+        let old = br#"{"id": "x", "kind": "deploy", "playbook": "p", "cluster": "c", "version": "v", "who": "w", "pid": 1, "started": 0, "updated": 0, "state": "failed", "queue": ["a"], "services": [{"name": "a", "hosts": []}]}"#;
+        let mut r = Record::parse(old).unwrap();
+        assert!(r.services[0].canary.is_none());
+        r.state = State::Waiting;
+        r.services[0].canary = Some(CanaryGate {
+            state: GateState::Waiting,
+            hosts: vec!["h1".into()],
+            since: 7,
+        });
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(text.contains(r#""state": "waiting""#), "{text}");
+        let back = Record::parse(text.as_bytes()).unwrap();
+        assert_eq!(back.state, State::Waiting);
+        assert_eq!(back.services[0].canary, r.services[0].canary);
+    }
 
     #[test]
     fn ids_sort_by_time_and_name_the_version() {

@@ -8,7 +8,7 @@
 //! Batching rules for one service with `n` hosts and quorum `q`:
 //! - at most `n - q` hosts down at once (hosts outside `--limit` stay live and count);
 //! - at most `max_parallel` hosts per batch;
-//! - at most `rack_budget` racks per batch;
+//! - at most `rack_budget` racks per batch, from at most `dc_budget` datacenters;
 //! - a batch takes hosts round-robin from the racks with the most hosts left, so
 //!   batches spread over racks and no rack is left for last;
 //! - the first `canary` hosts form the first batches, one rack each where possible.
@@ -71,7 +71,13 @@ pub struct ServicePlan {
     pub max_down: u32,
     pub max_parallel: u32,
     pub rack_budget: Option<u32>,
+    pub dc_budget: Option<u32>,
     pub canary: u32,
+    /// How long the canaries bake before the others go (with canaries only).
+    #[serde(with = "crate::config::units::serde_duration")]
+    pub canary_bake: std::time::Duration,
+    /// After a clean bake: go on (`true`), or wait for `rollout --promote`.
+    pub auto_promote: bool,
     pub failure_budget: u32,
     pub batches: Vec<Batch>,
 }
@@ -117,13 +123,14 @@ pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) ->
         });
         let selected_count: usize = by_rack.iter().map(|(_, h)| h.len()).sum();
         let size = svc.max_parallel.min(placement.max_down().max(1)) as usize;
+        let dcs: Vec<usize> = by_rack.iter().map(|(r, _)| inv.racks[*r].dc).collect();
         let racks: Vec<Vec<usize>> = by_rack.into_iter().map(|(_, h)| h).collect();
-        let id_batches = batches(
-            &racks,
+        let budgets = Budgets {
             size,
-            svc.rack_budget.map(|b| b as usize),
-            svc.canary.0 as usize,
-        );
+            racks: svc.rack_budget.map(|b| b as usize),
+            dcs: svc.dc_budget.map(|b| b as usize),
+        };
+        let id_batches = batches(&racks, &dcs, &budgets, svc.canary.0 as usize);
         let batches = id_batches
             .into_iter()
             .map(|b| {
@@ -154,7 +161,10 @@ pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) ->
             max_down: placement.max_down(),
             max_parallel: svc.max_parallel,
             rack_budget: svc.rack_budget,
+            dc_budget: svc.dc_budget,
             canary: svc.canary.0,
+            canary_bake: svc.canary_bake,
+            auto_promote: svc.auto_promote,
             failure_budget: placement.failure_budget,
             batches,
         });
@@ -209,15 +219,23 @@ pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) ->
     }
 }
 
-/// Cuts one service's hosts (grouped by rack) into batches of at most `size` hosts
-/// spanning at most `rack_budget` racks; the first `canary` hosts go first.
+/// What limits one batch: its size, and how many racks and datacenters it may span
+/// (`None`: any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    pub size: usize,
+    pub racks: Option<usize>,
+    pub dcs: Option<usize>,
+}
+
+/// Cuts one service's hosts (grouped by rack; `dcs[r]` is rack `r`'s datacenter) into
+/// batches within `budgets`; the first `canary` hosts go first.
 pub fn batches(
     racks: &[Vec<usize>],
-    size: usize,
-    rack_budget: Option<usize>,
+    dcs: &[usize],
+    budgets: &Budgets,
     canary: usize,
 ) -> Vec<IdBatch> {
-    let size = size.max(1);
     let mut queues: Vec<VecDeque<usize>> =
         racks.iter().map(|r| r.iter().copied().collect()).collect();
     let mut out = Vec::new();
@@ -236,13 +254,13 @@ pub fn batches(
             }
         }
     }
-    while let Some(hosts) = next_batch(&mut canaries, size, rack_budget) {
+    while let Some(hosts) = next_batch(&mut canaries, dcs, budgets) {
         out.push(IdBatch {
             canary: true,
             hosts,
         });
     }
-    while let Some(hosts) = next_batch(&mut queues, size, rack_budget) {
+    while let Some(hosts) = next_batch(&mut queues, dcs, budgets) {
         out.push(IdBatch {
             canary: false,
             hosts,
@@ -251,11 +269,14 @@ pub fn batches(
     out
 }
 
-fn next_batch(
+/// The next batch: round-robin over the fullest racks, as many as the rack budget
+/// allows, skipping racks of datacenters beyond the datacenter budget.
+pub fn next_batch(
     queues: &mut [VecDeque<usize>],
-    size: usize,
-    rack_budget: Option<usize>,
+    dcs: &[usize],
+    budgets: &Budgets,
 ) -> Option<Vec<usize>> {
+    let size = budgets.size.max(1);
     let mut order: Vec<usize> = (0..queues.len())
         .filter(|&r| !queues[r].is_empty())
         .collect();
@@ -264,7 +285,18 @@ fn next_batch(
     }
     // Fullest racks first; ties keep inventory order (sort is stable).
     order.sort_by_key(|&r| std::cmp::Reverse(queues[r].len()));
-    order.truncate(rack_budget.unwrap_or(usize::MAX).max(1));
+    let mut chosen_dcs: Vec<usize> = Vec::new();
+    order.retain(|&r| {
+        if chosen_dcs.contains(&dcs[r]) {
+            return true;
+        }
+        if chosen_dcs.len() < budgets.dcs.unwrap_or(usize::MAX).max(1) {
+            chosen_dcs.push(dcs[r]);
+            return true;
+        }
+        false
+    });
+    order.truncate(budgets.racks.unwrap_or(usize::MAX).max(1));
     let mut batch = Vec::with_capacity(size);
     while batch.len() < size {
         let mut took = false;
@@ -303,10 +335,46 @@ mod tests {
     use crate::config::inventory::Inventory;
     use crate::config::playbook::Playbook;
 
+    /// `batches` over racks all in one datacenter.
+    fn cut(
+        racks: &[Vec<usize>],
+        size: usize,
+        rack_budget: Option<usize>,
+        canary: usize,
+    ) -> Vec<IdBatch> {
+        let dcs = vec![0; racks.len()];
+        let budgets = Budgets {
+            size,
+            racks: rack_budget,
+            dcs: None,
+        };
+        batches(racks, &dcs, &budgets, canary)
+    }
+
+    #[test]
+    fn dc_budget_keeps_a_batch_in_few_datacenters() {
+        // east: r0 (0, 1), r1 (2); west: r2 (3, 4), r3 (5).
+        let racks = vec![vec![0, 1], vec![2], vec![3, 4], vec![5]];
+        let dcs = [0, 0, 1, 1];
+        let cut = |dcs_budget| {
+            let budgets = Budgets {
+                size: 2,
+                racks: None,
+                dcs: dcs_budget,
+            };
+            batches(&racks, &dcs, &budgets, 0)
+                .into_iter()
+                .map(|b| b.hosts)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cut(None), [vec![0, 3], vec![1, 2], vec![4, 5]]);
+        assert_eq!(cut(Some(1)), [vec![0, 2], vec![3, 5], vec![1], vec![4]]);
+    }
+
     #[test]
     fn batches_spread_over_racks() {
         let racks = vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]];
-        let b = batches(&racks, 3, None, 0);
+        let b = cut(&racks, 3, None, 0);
         let hosts: Vec<Vec<usize>> = b.iter().map(|b| b.hosts.clone()).collect();
         assert_eq!(hosts, [vec![0, 3, 6], vec![1, 4, 2], vec![5]]);
     }
@@ -314,7 +382,7 @@ mod tests {
     #[test]
     fn rack_budget_keeps_a_batch_in_few_racks() {
         let racks = vec![vec![0, 1], vec![2, 3, 4]];
-        let hosts: Vec<Vec<usize>> = batches(&racks, 4, Some(1), 0)
+        let hosts: Vec<Vec<usize>> = cut(&racks, 4, Some(1), 0)
             .into_iter()
             .map(|b| b.hosts)
             .collect();
@@ -324,7 +392,7 @@ mod tests {
     #[test]
     fn canaries_go_first_from_different_racks() {
         let racks = vec![vec![0, 1], vec![2, 3]];
-        let b = batches(&racks, 1, None, 2);
+        let b = cut(&racks, 1, None, 2);
         assert_eq!(
             b[0],
             IdBatch {
@@ -381,8 +449,17 @@ mod tests {
         /// A random topology and playbook, written as YAML and loaded through the real
         /// loaders: (racks per DC, hosts per rack), and per service (host picks, quorum
         /// seed, max_parallel, rack budget, canaries, dependencies on earlier services).
-        /// (host picks, quorum seed, max_parallel, rack budget, canaries, depends on)
-        type Svc = (Vec<bool>, u32, u32, Option<u32>, u32, Vec<bool>);
+        /// (host picks, quorum seed, max_parallel, rack budget, canaries, depends on,
+        /// datacenter budget)
+        type Svc = (
+            Vec<bool>,
+            u32,
+            u32,
+            Option<u32>,
+            u32,
+            Vec<bool>,
+            Option<u32>,
+        );
 
         #[derive(Debug, Clone)]
         struct World {
@@ -403,6 +480,7 @@ mod tests {
                         prop::option::of(1u32..4),
                         0u32..3,
                         prop::collection::vec(prop::bool::weighted(0.3), nsvc),
+                        prop::option::of(1u32..3),
                     );
                     (
                         Just(dcs),
@@ -432,7 +510,9 @@ mod tests {
                 }
             }
             let mut pb = String::from("artifact: {source: b, destination: /srv}\nservices:\n");
-            for (i, (picks, qseed, mp, budget, canary, deps)) in w.services.iter().enumerate() {
+            for (i, (picks, qseed, mp, budget, canary, deps, dc_budget)) in
+                w.services.iter().enumerate()
+            {
                 let hosts: Vec<&str> = names
                     .iter()
                     .zip(picks)
@@ -449,11 +529,12 @@ mod tests {
                     .map(|j| format!("s{j}"))
                     .collect();
                 pb.push_str(&format!(
-                    "  s{i}: {{start: x, hosts: [{}], quorum: {quorum}, max_parallel: {mp}, canary: {}, depends_on: [{}]{}}}\n",
+                    "  s{i}: {{start: x, hosts: [{}], quorum: {quorum}, max_parallel: {mp}, canary: {}, depends_on: [{}]{}{}}}\n",
                     hosts.join(", "),
                     canary.min(&n),
                     deps.join(", "),
-                    budget.map(|b| format!(", rack_budget: {b}")).unwrap_or_default()
+                    budget.map(|b| format!(", rack_budget: {b}")).unwrap_or_default(),
+                    dc_budget.map(|b| format!(", dc_budget: {b}")).unwrap_or_default()
                 ));
             }
             let inv =
@@ -484,6 +565,12 @@ mod tests {
                         prop_assert!(b.hosts.len() as u32 <= svc.max_parallel);
                         if let Some(budget) = svc.rack_budget {
                             prop_assert!(b.racks.len() as u32 <= budget);
+                        }
+                        if let Some(budget) = svc.dc_budget {
+                            let mut dcs: Vec<&str> = b.racks.iter().map(|r| r.split('/').next().unwrap()).collect();
+                            dcs.sort_unstable();
+                            dcs.dedup();
+                            prop_assert!(dcs.len() as u32 <= budget, "{}: batch {:?} spans {:?}", svc.name, b.hosts, dcs);
                         }
                         seen.extend(&b.hosts);
                     }

@@ -138,10 +138,13 @@ fn rollout(s: &mut String, p: &Plan) {
         } else {
             format!("{} of {} hosts", svc.selected, svc.hosts)
         };
-        let budget = svc
+        let mut budget = svc
             .rack_budget
             .map(|b| format!("{b} rack{} at a time", plural(b as usize)))
             .unwrap_or_else(|| "any racks".into());
+        if let Some(b) = svc.dc_budget {
+            budget.push_str(&format!(", {b} datacenter{} at a time", plural(b as usize)));
+        }
         let _ = writeln!(
             s,
             "  {}. {}{after}: {selected}, quorum {} ({} down at most), max_parallel {}, {budget}, {} canar{}, failure budget {}",
@@ -166,8 +169,31 @@ fn rollout(s: &mut String, p: &Plan) {
                 batch.hosts.join(", "),
                 batch.racks.join(", ")
             );
+            let last_canary = batch.canary && svc.batches.get(b + 1).is_none_or(|n| !n.canary);
+            if last_canary {
+                let _ = writeln!(s, "     {}", gate(svc));
+            }
         }
     }
+    if p.services.iter().any(|svc| !svc.batches.is_empty()) {
+        let _ = writeln!(s, "  {RECUT}");
+    }
+}
+
+/// What the run may do to the batches above.
+const RECUT: &str = "At run time a batch that would break its quorum (an instance down elsewhere) is re-cut: the part that keeps the quorum goes first, the rest after; the deploy stops only when not one host of it can go within health_deadline.";
+
+/// The canary gate: what happens between the canaries and the other hosts.
+fn gate(svc: &crate::plan::ServicePlan) -> String {
+    let then = if svc.auto_promote {
+        "then the others go (auto_promote)"
+    } else {
+        "then the deploy waits for `rookery rollout --promote` (exit 9)"
+    };
+    format!(
+        "gate      the canaries bake {} healthy (a failure switches them back and stops the deploy); {then}",
+        format_duration(svc.canary_bake)
+    )
 }
 
 fn plural(n: usize) -> &'static str {

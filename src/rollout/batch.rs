@@ -22,6 +22,9 @@ pub(super) async fn roll<C: Connection>(
         ));
         for bi in 0..w.batches.len() {
             roll_batch(env, w, bi, conns, rec).await?;
+            if bi + 1 == w.canaries {
+                crate::rollout::canary::gate(env, w, conns, rec).await?;
+            }
         }
         rec.queue.retain(|s| s != &w.name);
         save(env.store, rec).await?;
@@ -30,7 +33,10 @@ pub(super) async fn roll<C: Connection>(
 }
 
 /// Batch `bi` of service `w`: the hosts with something to do, through the gate,
-/// restarted at once, recorded, and the failure budget checked.
+/// restarted at once, recorded, and the failure budget checked (a canary batch has
+/// none: one failed canary stops the deploy). When the gate cannot pass the whole
+/// batch (an instance is down elsewhere), the batch is re-cut: the part that keeps
+/// the quorum goes, and the rest goes through the gate again after it.
 async fn roll_batch<C: Connection>(
     env: &Env<'_>,
     w: &Work,
@@ -41,39 +47,95 @@ async fn roll_batch<C: Connection>(
     let (store, config, say, cancel) = (env.store, env.config, &env.say, &env.cancel);
     let inv = &config.inventory;
     let nb = w.batches.len();
-    let todo = to_do(store, w, bi, rec, inv).await?;
-    if todo.is_empty() {
-        return Ok(());
+    let mut todo = to_do(store, w, bi, rec, inv).await?;
+    let deadline = config.playbook.services[w.service].health_deadline;
+    while !todo.is_empty() {
+        if cancel.is_cancelled() {
+            return Err(Stop {
+                state: State::Interrupted,
+                message: format!(
+                    "interrupted before {} batch {}/{nb}: run the same command to resume",
+                    w.name,
+                    bi + 1
+                ),
+            });
+        }
+        store.check_session()?;
+        let names: Vec<String> = todo
+            .iter()
+            .map(|t| inv.hosts[t.host].name.clone())
+            .collect();
+        let going = gate(store, w, &names, deadline, say, cancel).await?;
+        let (now, later): (Vec<&Target>, Vec<&Target>) = todo
+            .into_iter()
+            .partition(|t| going.contains(&inv.hosts[t.host].name));
+        todo = later;
+        let canary = if bi < w.canaries { " (canaries)" } else { "" };
+        say.line(format!(
+            "{}: batch {}/{nb}{canary}: {}",
+            w.name,
+            bi + 1,
+            going.join(", ")
+        ));
+        restart_batch(env, w, bi, &now, conns, rec).await?;
+        after_batch(env, w, bi, &going, conns, rec).await?;
     }
-    if cancel.is_cancelled() {
+    Ok(())
+}
+
+/// After hosts `names` of batch `bi` restarted: a failed canary stops the deploy
+/// (switching the canaries back), and so do failures beyond the failure budget.
+async fn after_batch<C: Connection>(
+    env: &Env<'_>,
+    w: &Work,
+    bi: usize,
+    names: &[String],
+    conns: &BTreeMap<usize, Arc<C>>,
+    rec: &mut Record,
+) -> Result<(), Stop> {
+    let failed = |rec: &Record, n: &String| {
+        rec.host(&w.name, n)
+            .is_some_and(|h| h.state == HostState::Failed)
+    };
+    if bi < w.canaries
+        && let Some(h) = names.iter().find(|n| failed(rec, n))
+    {
+        let error = rec.host(&w.name, h).and_then(|r| r.error.clone());
+        let why = format!("canary {h}: {}", error.unwrap_or_default());
+        return Err(crate::rollout::canary::revert(env, w, conns, rec, h, &why).await);
+    }
+    // Counted from the record, not added up: a host that failed in an earlier
+    // run and was retried in this batch no longer counts once it switched.
+    let failures = rec.failed(&w.name);
+    if failures > w.failure_budget {
         return Err(Stop {
-            state: State::Interrupted,
+            state: State::Failed,
             message: format!(
-                "interrupted before {} batch {}/{nb}: run the same command to resume",
-                w.name,
-                bi + 1
+                "{}: {failures} host(s) failed, more than its failure budget of {}; the deploy stopped (failed hosts were switched back; fix them and run the same command to resume)",
+                w.name, w.failure_budget
             ),
         });
     }
-    store.check_session()?;
-    let names: Vec<String> = todo
-        .iter()
-        .map(|t| inv.hosts[t.host].name.clone())
-        .collect();
-    let deadline = config.playbook.services[w.service].health_deadline;
-    gate(store, w, &names, deadline, say, cancel).await?;
-    say.line(format!(
-        "{}: batch {}/{nb}: {}",
-        w.name,
-        bi + 1,
-        names.join(", ")
-    ));
-    for n in &names {
-        if let Some(hr) = rec.host_mut(&w.name, n) {
+    Ok(())
+}
+
+/// Restarts the hosts of one batch at once and records what became of each,
+/// before and after.
+async fn restart_batch<C: Connection>(
+    env: &Env<'_>,
+    w: &Work,
+    bi: usize,
+    todo: &[&Target],
+    conns: &BTreeMap<usize, Arc<C>>,
+    rec: &mut Record,
+) -> Result<(), Stop> {
+    let inv = &env.config.inventory;
+    for t in todo {
+        if let Some(hr) = rec.host_mut(&w.name, &inv.hosts[t.host].name) {
             hr.state = HostState::Restarting;
         }
     }
-    save(store, rec).await?;
+    save(env.store, rec).await?;
     let jobs = todo.iter().map(|t| {
         let conn = conns.get(&t.host).cloned();
         async move {
@@ -89,33 +151,22 @@ async fn roll_batch<C: Connection>(
         }
     });
     let results = futures_util::future::join_all(jobs).await;
-    let unknown = record_results(rec, w, inv, results, say);
+    let unknown = record_results(rec, w, inv, results, &env.say);
     if !unknown.is_empty() {
         // The session is gone: the record cannot be written, and nothing more
         // may restart. The saved record has these hosts `restarting`.
         return Err(Stop {
             state: State::Halted,
             message: format!(
-                "the coordination session was lost during {} batch {}/{nb}; {} switched but could not be confirmed and stay mid-switch in the record: run the same command to resume",
+                "the coordination session was lost during {} batch {}/{}; {} switched but could not be confirmed and stay mid-switch in the record: run the same command to resume",
                 w.name,
                 bi + 1,
+                w.batches.len(),
                 unknown.join(", ")
             ),
         });
     }
-    save(store, rec).await?;
-    // Counted from the record, not added up: a host that failed in an earlier
-    // run and was retried in this batch no longer counts once it switched.
-    let failures = rec.failed(&w.name);
-    if failures > w.failure_budget {
-        return Err(Stop {
-            state: State::Failed,
-            message: format!(
-                "{}: {failures} host(s) failed, more than its failure budget of {}; the deploy stopped (failed hosts were switched back; fix them and run the same command to resume)",
-                w.name, w.failure_budget
-            ),
-        });
-    }
+    save(env.store, rec).await?;
     Ok(())
 }
 
@@ -210,7 +261,11 @@ fn record_results(
     unknown
 }
 
-/// Waits until the batch may go down without breaking the service's quorum.
+/// The hosts of `batch` that may go down now without breaking the service's quorum:
+/// all of them when the quorum allows; else the largest part that keeps it (the
+/// hosts not live take nothing away, and as many live ones as the live instances
+/// above the quorum), which keeps the batch's budgets, being part of it. When not
+/// even one host can go, waits for the live instances to change, up to `deadline`.
 pub(super) async fn gate(
     store: &Store,
     w: &Work,
@@ -218,7 +273,7 @@ pub(super) async fn gate(
     deadline: Duration,
     say: &Say,
     cancel: &CancellationToken,
-) -> Result<(), Stop> {
+) -> Result<Vec<String>, Stop> {
     let mut until = tokio::time::Instant::now() + deadline;
     let mut said = false;
     loop {
@@ -226,16 +281,29 @@ pub(super) async fn gate(
         let (live, held) = read_live(store, &w.name).await?;
         until += held;
         let total = live.len() as u32;
-        let going = live.iter().filter(|i| batch.contains(&i.host)).count() as u32;
+        let is_live = |h: &String| live.iter().any(|i| &i.host == h);
+        let going = batch.iter().filter(|h| is_live(h)).count() as u32;
         if going == 0 || total - going >= w.quorum {
-            return Ok(());
+            return Ok(batch.to_vec());
         }
-        let why = format!(
-            "{}: {total} live instance(s), {going} of them in the next batch ({}); quorum {} needs {} more live elsewhere",
+        let counts = format!(
+            "{}: {total} live instance(s), {going} of them in the next batch ({}); quorum {}",
             w.name,
             batch.join(", "),
-            w.quorum,
-            w.quorum - (total - going)
+            w.quorum
+        );
+        let room = total.saturating_sub(w.quorum);
+        let part = recut(batch, &is_live, room);
+        if !part.is_empty() {
+            say.line(format!(
+                "{counts} leaves room for {room} down: re-cut, {} go first, the rest after",
+                part.join(", ")
+            ));
+            return Ok(part);
+        }
+        let why = format!(
+            "{counts} needs {} more live elsewhere before one of them can go",
+            w.quorum + 1 - total
         );
         if !said {
             say.line(format!("{why}: waiting"));
@@ -247,7 +315,7 @@ pub(super) async fn gate(
                 return Err(Stop {
                     state: State::Failed,
                     message: format!(
-                        "{why}; gave up after {} (the service's health_deadline); nothing of this batch was touched",
+                        "{why}; gave up after {} (the service's health_deadline); none of them was touched",
                         crate::config::units::format_duration(deadline)
                     ),
                 });
@@ -259,5 +327,38 @@ pub(super) async fn gate(
                 });
             }
         }
+    }
+}
+
+/// The largest part of `batch` that takes at most `room` live instances down: every
+/// host not live, and the first `room` live ones, in batch order.
+fn recut(batch: &[String], is_live: &dyn Fn(&String) -> bool, room: u32) -> Vec<String> {
+    let mut taken = 0;
+    batch
+        .iter()
+        .filter(|h| {
+            if !is_live(h) {
+                return true;
+            }
+            taken += 1;
+            taken <= room
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recut_batch_keeps_the_hosts_not_live_and_as_many_live_as_there_is_room() {
+        let batch: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let live = |h: &String| h != "b";
+        assert_eq!(recut(&batch, &live, 0), ["b"]);
+        assert_eq!(recut(&batch, &live, 1), ["a", "b"]);
+        assert_eq!(recut(&batch, &live, 2), ["a", "b", "c"]);
+        let all = |_: &String| true;
+        assert!(recut(&batch, &all, 0).is_empty());
     }
 }

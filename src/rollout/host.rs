@@ -21,12 +21,71 @@ pub(super) enum Back {
     /// it runs what it ran.
     Untouched,
     /// Switched back: the version now running, or why that failed too.
-    Switched(Result<String, String>),
+    Switched(Result<String, BackError>),
     /// It ran nothing else before (or already ran this version).
     Nowhere,
     /// Not known: the coordination session was lost after its switch, so the host
     /// stays mid-switch in the record and the rollout halts.
     Store,
+}
+
+/// Why a command rookery ran on a host did not give what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    #[error("service `{0}` has no start command")]
+    NoStart(String),
+    /// The transport could not run it.
+    #[error("{stage}: {message}")]
+    Exec {
+        stage: &'static str,
+        message: String,
+    },
+    /// It ran but printed no result line.
+    #[error("{stage}: no result; {finished}")]
+    NoResult {
+        stage: &'static str,
+        finished: String,
+    },
+    /// The agent answered that it failed, with its reason.
+    #[error("{0}")]
+    Refused(String),
+    /// It exited with a failure.
+    #[error("{0}")]
+    Exited(String),
+    #[error("reading the release list: {0}")]
+    Unreadable(String),
+    /// The transport could not run a command whose failure names itself.
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// A failed `agent switch`: why, and what the host ran before, when it said.
+pub(super) struct SwitchError {
+    pub(super) error: AgentError,
+    pub(super) previous: Option<String>,
+}
+
+/// Why switching a host back to its previous release failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BackError {
+    #[error("not connected")]
+    NotConnected,
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The old release did not come up again.
+    #[error("{0}")]
+    NotLive(String),
+    #[error(transparent)]
+    Store(#[from] CoordError),
+}
+
+impl From<Unsettled> for BackError {
+    fn from(u: Unsettled) -> BackError {
+        match u {
+            Unsettled::Host(e) => BackError::NotLive(e),
+            Unsettled::Store(e) => BackError::Store(e),
+        }
+    }
 }
 
 /// The template placeholders of one host and version.
@@ -67,13 +126,13 @@ pub(super) fn switch_command(
     h: usize,
     version: &str,
     agent: &str,
-) -> Result<String, String> {
+) -> Result<String, AgentError> {
     let svc = &config.playbook.services[service];
     let v = vars(config, service, h, version);
     let start = svc
         .start
         .as_ref()
-        .ok_or_else(|| format!("service `{}` has no start command", svc.name))?;
+        .ok_or_else(|| AgentError::NoStart(svc.name.clone()))?;
     let switch = SwitchArgs {
         service: svc.name.clone(),
         host: config.inventory.hosts[h].name.clone(),
@@ -102,7 +161,7 @@ pub(super) fn switch_command(
 pub(super) async fn switch<C: Connection>(
     conn: &C,
     command: &str,
-) -> Result<(Option<String>, bool), (String, Option<String>)> {
+) -> Result<(Option<String>, bool), SwitchError> {
     let mut line: Option<serde_json::Value> = None;
     let mut on_line = |l: &str| {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
@@ -113,21 +172,33 @@ pub(super) async fn switch<C: Connection>(
     };
     // The switch is not cancelled by Ctrl-C: a batch in flight finishes.
     let never = CancellationToken::new();
+    let unsaid = |error| SwitchError {
+        error,
+        previous: None,
+    };
     let finished = conn
         .exec(command, &mut on_line, &never)
         .await
-        .map_err(|e| (format!("switch: {e}"), None))?;
+        .map_err(|e| {
+            unsaid(AgentError::Exec {
+                stage: "switch",
+                message: e.to_string(),
+            })
+        })?;
     let Some(v) = line else {
-        return Err((format!("switch: no result; {}", finished.describe()), None));
+        return Err(unsaid(AgentError::NoResult {
+            stage: "switch",
+            finished: finished.describe(),
+        }));
     };
     let previous = v["previous"].as_str().map(str::to_string);
     if v["ok"] == true {
         Ok((previous, v["action"] == "already"))
     } else {
-        Err((
-            v["error"].as_str().unwrap_or("failed").to_string(),
+        Err(SwitchError {
+            error: AgentError::Refused(v["error"].as_str().unwrap_or("failed").to_string()),
             previous,
-        ))
+        })
     }
 }
 
@@ -138,10 +209,9 @@ pub(super) async fn restart<C: Connection>(
     t: &Target,
     conn: &C,
 ) -> Result<Restarted, Failure> {
-    let (store, config) = (env.store, env.config);
+    let config = env.config;
     let t0 = Instant::now();
     let svc = &config.playbook.services[service];
-    let host = config.inventory.hosts[t.host].name.clone();
     let v = vars(config, service, t.host, &t.version);
     let fail = |message: String| Failure {
         message,
@@ -151,68 +221,69 @@ pub(super) async fn restart<C: Connection>(
     crate::transport::run_hooks(conn, &svc.before_restart, &v, "before_restart")
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let command =
-        switch_command(config, service, t.host, &t.version, &env.agent(t.host)).map_err(fail)?;
-    let (previous, already, error) = match switch(conn, &command).await {
-        Ok((p, a)) => (p, a, None),
-        Err((e, p)) => (p, false, Some(e)),
+    let command = switch_command(config, service, t.host, &t.version, &env.agent(t.host))
+        .map_err(|e| fail(e.to_string()))?;
+    let (previous, already, result) = match switch(conn, &command).await {
+        Ok((p, a)) => (p, a, come_up(env, service, t, conn, &v).await),
+        Err(e) => (e.previous, false, Err(Unsettled::Host(e.error.to_string()))),
     };
-    let result = match error {
-        Some(e) => Err(e),
-        None => match settle(
-            store,
-            &svc.name,
-            &host,
-            &t.version,
-            svc.health_deadline,
-            svc.min_healthy_time,
-        )
-        .await
-        {
-            Ok(()) => Ok(()),
-            Err(Unsettled::Host(e)) => Err(e),
-            // Not the host's doing: no switch back, no failure charged to it. The
-            // record keeps it mid-switch; the next run asks it again.
-            Err(Unsettled::Store(e)) => {
-                return Err(Failure {
-                    message: format!(
-                        "its switch finished, but whether it came up could not be read: {e}"
-                    ),
-                    previous,
-                    back: Back::Store,
-                });
-            }
-        },
-    };
-    let result = match result {
-        Ok(()) => crate::transport::run_hooks(conn, &svc.after_restart, &v, "after_restart")
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
-    };
-    match result {
+    let message = match result {
         Ok(()) => {
-            let _ = store.clear_staging(&svc.name, &host).await;
-            Ok(Restarted {
+            let _ = env.store.clear_staging(&svc.name, &v["host"]).await;
+            return Ok(Restarted {
                 previous,
                 already,
                 seconds: t0.elapsed().as_secs_f64(),
-            })
+            });
         }
-        Err(message) => {
-            let back = match previous.as_deref() {
-                Some(p) if p != t.version => {
-                    Back::Switched(switch_back(env, service, t.host, p, conn).await)
-                }
-                _ => Back::Nowhere,
-            };
-            Err(Failure {
-                message,
+        // Not the host's doing: no switch back, no failure charged to it. The
+        // record keeps it mid-switch; the next run asks it again.
+        Err(Unsettled::Store(e)) => {
+            return Err(Failure {
+                message: format!(
+                    "its switch finished, but whether it came up could not be read: {e}"
+                ),
                 previous,
-                back,
-            })
+                back: Back::Store,
+            });
         }
-    }
+        Err(Unsettled::Host(message)) => message,
+    };
+    let back = match previous.as_deref() {
+        Some(p) if p != t.version => {
+            Back::Switched(switch_back(env, service, t.host, p, conn).await)
+        }
+        _ => Back::Nowhere,
+    };
+    Err(Failure {
+        message,
+        previous,
+        back,
+    })
+}
+
+/// After its switch: the host's instance live on the target within
+/// `health_deadline` and for `min_healthy_time`, then its `after_restart` hooks.
+async fn come_up<C: Connection>(
+    env: &Env<'_>,
+    service: usize,
+    t: &Target,
+    conn: &C,
+    v: &BTreeMap<&'static str, String>,
+) -> Result<(), Unsettled> {
+    let svc = &env.config.playbook.services[service];
+    settle(
+        env.store,
+        &svc.name,
+        &v["host"],
+        &t.version,
+        svc.health_deadline,
+        svc.min_healthy_time,
+    )
+    .await?;
+    crate::transport::run_hooks(conn, &svc.after_restart, v, "after_restart")
+        .await
+        .map_err(|e| Unsettled::Host(e.to_string()))
 }
 
 pub(super) async fn switch_back<C: Connection>(
@@ -221,13 +292,13 @@ pub(super) async fn switch_back<C: Connection>(
     h: usize,
     previous: &str,
     conn: &C,
-) -> Result<String, String> {
+) -> Result<String, BackError> {
     let (store, config) = (env.store, env.config);
     let svc = &config.playbook.services[service];
     // With the commands the host last ran `previous` with, not this playbook's: its
     // health check may be what failed.
     let command = switch_command(config, service, h, previous, &env.agent(h))? + " --restore";
-    switch(conn, &command).await.map_err(|(e, _)| e)?;
+    switch(conn, &command).await.map_err(|e| e.error)?;
     let host = &config.inventory.hosts[h].name;
     settle(
         store,
@@ -237,11 +308,7 @@ pub(super) async fn switch_back<C: Connection>(
         svc.health_deadline,
         Duration::ZERO,
     )
-    .await
-    .map_err(|e| match e {
-        Unsettled::Host(e) => e,
-        Unsettled::Store(e) => e.to_string(),
-    })?;
+    .await?;
     Ok(previous.to_string())
 }
 
@@ -282,7 +349,7 @@ pub async fn releases<C: Connection>(
     conn: &C,
     h: usize,
     agent: &str,
-) -> Result<Releases, String> {
+) -> Result<Releases, AgentError> {
     let cmd = ReleasesArgs {
         destination: destination(config, h).into(),
     }
@@ -292,9 +359,9 @@ pub async fn releases<C: Connection>(
     let f = conn
         .exec(&cmd, &mut |l| out.push_str(l), &never)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| AgentError::Transport(e.to_string()))?;
     if !f.success() {
-        return Err(f.describe());
+        return Err(AgentError::Exited(f.describe()));
     }
-    serde_json::from_str(&out).map_err(|e| format!("reading the release list: {e}"))
+    serde_json::from_str(&out).map_err(|e| AgentError::Unreadable(e.to_string()))
 }

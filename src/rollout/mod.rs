@@ -7,8 +7,10 @@
 //! 1. **Gate.** Read the service's live instances from the store (`current/`); the
 //!    batch may go down only if the live instances outside it are at least the
 //!    quorum (or if none of the batch is live, so nothing is taken away). Otherwise
-//!    wait on the store's watch until that holds, up to the service's
-//!    `health_deadline`, then stop with a message that gives the counts.
+//!    (an instance down elsewhere) re-cut it: the largest part that keeps the quorum
+//!    goes, the rest through the gate again after it. Only when not one host can go,
+//!    wait on the store's watch, up to the service's `health_deadline`, then stop
+//!    with a message that gives the counts.
 //! 2. **Restart** every host of the batch at once: `before_restart` hooks, then
 //!    `rookery agent switch` on the host (stop, switch `current` atomically, start
 //!    under the supervisor, which registers the instance once healthy), then wait
@@ -18,6 +20,9 @@
 //! 3. **Failure.** A host that fails any step after the stop is switched back to
 //!    the release it ran before and restarted there. The deploy goes on while the
 //!    service's failed hosts are within its `failure_budget`, else it stops.
+//! 4. **Canary gate** (`canary.rs`), after a service's canary batches: the canaries
+//!    bake, watched; a failed canary switches them all back and stops the deploy;
+//!    a clean bake goes on (`auto_promote`) or waits for `rollout --promote`.
 //!
 //! The deploy record ([`crate::coordination::record`]) is written to the store before and after
 //! every batch. Run again after a crash, the same command resumes it: finished
@@ -26,6 +31,7 @@
 //! batch in flight finish and stops before the next; a second exits at once.
 
 mod batch;
+mod canary;
 mod host;
 mod lock;
 mod render;
@@ -77,6 +83,8 @@ pub struct Options {
     pub services: Vec<String>,
     /// The caller (a deploy) holds the deploy lock already.
     pub lock_held: bool,
+    /// `rollout --promote`: the canaries waiting for promotion are promoted.
+    pub promote: bool,
 }
 
 /// What one host of one service is to run.
@@ -94,6 +102,9 @@ struct Work {
     quorum: u32,
     failure_budget: u32,
     batches: Vec<Vec<Target>>,
+    /// How many of the first batches are canaries, followed by the canary gate (0
+    /// for a rollback or a reconcile: they return to releases that ran already).
+    canaries: usize,
 }
 
 /// Prints progress lines on stderr (not with `--quiet`).
@@ -116,6 +127,8 @@ struct Env<'a> {
     transport: &'a Chosen,
     say: Say,
     cancel: CancellationToken,
+    /// Promote canaries that wait for promotion.
+    promote: bool,
 }
 
 impl Env<'_> {
@@ -142,10 +155,19 @@ pub async fn with_transport(
         transport: &transport,
         say: Say(!opts.quiet),
         cancel,
+        promote: opts.promote,
     };
     let (last, base, newest) = bases(store, config, opts).await?;
+    let opts = &promoting(opts, last.as_ref(), config)?;
     let (version, work) = work(store, config, plan, opts, base.as_ref(), newest.as_ref()).await?;
     let resume = last.filter(|r| resumes(r, config, opts, &version));
+    if opts.promote && resume.as_ref().is_none_or(|r| r.state != State::Waiting) {
+        return Err(Error::Usage(format!(
+            "--promote: no deploy of playbook `{}` to {version} waits for promotion",
+            config.playbook.name
+        ))
+        .into());
+    }
     let id = resume.as_ref().map(|r| r.id.clone()).unwrap_or_else(|| {
         record::new_id(match opts.kind {
             Kind::Rollback => "rollback",
@@ -189,6 +211,29 @@ pub async fn with_transport(
         store.unlock(l).await;
     }
     result
+}
+
+/// The options of a `--promote` run: without `--version`, the version of the deploy
+/// that waits for promotion (not whatever is staged since).
+fn promoting(opts: &Options, last: Option<&Record>, config: &Config) -> anyhow::Result<Options> {
+    let mut opts = opts.clone();
+    if !opts.promote || opts.version.is_some() {
+        return Ok(opts);
+    }
+    match last {
+        Some(r) if r.state == State::Waiting && r.playbook == config.playbook.name => {
+            opts.version = Some(r.version.clone());
+            Ok(opts)
+        }
+        Some(r) => Err(Error::Usage(format!(
+            "--promote: no deploy of playbook `{}` waits for promotion (the last deploy, {}, is {})",
+            config.playbook.name,
+            r.id,
+            render::state_name(r.state)
+        ))
+        .into()),
+        None => Err(Error::Usage("--promote: no deploy is recorded".into()).into()),
+    }
 }
 
 /// Whether `last` is this same run, interrupted, which this one resumes.
@@ -259,6 +304,7 @@ fn fresh(
                         seconds: None,
                     })
                     .collect(),
+                canary: None,
             })
             .collect(),
     }
@@ -419,6 +465,7 @@ fn extend_scope(rec: &mut Record, work: &[Work], inv: &inventory::Inventory) {
                 rec.services.push(ServiceRecord {
                     name: w.name.clone(),
                     hosts: Vec::new(),
+                    canary: None,
                 });
                 rec.services.last_mut().expect("just pushed")
             }

@@ -2,6 +2,20 @@
 
 use super::*;
 
+use crate::coordination::record::GateState;
+
+/// A record's state as the operator reads it.
+pub(super) fn state_name(state: State) -> &'static str {
+    match state {
+        State::Done => "done",
+        State::Running => "running",
+        State::Failed => "stopped",
+        State::Interrupted => "interrupted",
+        State::Halted => "halted (coordination session lost)",
+        State::Waiting => "waiting for promotion",
+    }
+}
+
 /// The record as an operator reads it.
 pub fn render(r: &Record) -> String {
     let kind = match r.kind {
@@ -10,19 +24,19 @@ pub fn render(r: &Record) -> String {
         Kind::Rollback => "Rollback",
         Kind::Reconcile => "Reconcile",
     };
-    let state = match r.state {
-        State::Done => "done",
-        State::Running => "running",
-        State::Failed => "stopped",
-        State::Interrupted => "interrupted",
-        State::Halted => "halted (coordination session lost)",
-    };
+    let state = state_name(r.state);
     let mut s = format!(
         "{kind} {} of playbook `{}` to {}: {state}\n",
         r.id, r.playbook, r.version
     );
     for svc in &r.services {
-        s.push_str(&format!("  {}\n", svc.name));
+        let gate = match svc.canary.as_ref().map(|g| (g.state, g.hosts.join(", "))) {
+            Some((GateState::Baking, h)) => format!("  (canaries {h}: baking)"),
+            Some((GateState::Waiting, h)) => format!("  (canaries {h}: waiting for promotion)"),
+            Some((GateState::Promoted, h)) => format!("  (canaries {h}: promoted)"),
+            None => String::new(),
+        };
+        s.push_str(&format!("  {}{gate}\n", svc.name));
         for h in &svc.hosts {
             let state = format!("{:?}", h.state).to_lowercase();
             s.push_str(&format!(

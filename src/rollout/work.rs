@@ -142,6 +142,8 @@ fn service_work(config: &Config, sp: &crate::plan::ServicePlan, to: &To) -> Work
         .position(|s| s.name == sp.name)
         .expect("planned services exist");
     let mut batches = Vec::new();
+    let mut canaries = 0;
+    let gated = matches!(to.kind, Kind::Deploy | Kind::Rollout);
     for b in &sp.batches {
         let targets: Vec<Target> = b
             .hosts
@@ -157,6 +159,7 @@ fn service_work(config: &Config, sp: &crate::plan::ServicePlan, to: &To) -> Work
             })
             .collect();
         if !targets.is_empty() {
+            canaries += usize::from(gated && b.canary);
             batches.push(targets);
         }
     }
@@ -166,6 +169,7 @@ fn service_work(config: &Config, sp: &crate::plan::ServicePlan, to: &To) -> Work
         quorum: sp.quorum,
         failure_budget: sp.failure_budget,
         batches,
+        canaries,
     }
 }
 

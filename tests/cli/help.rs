@@ -47,7 +47,7 @@ fn each_subcommand_lists_only_the_flags_that_apply_to_it() {
         (&["distribute"], [&hosts[..], &output, &remote].concat()),
         (
             &["rollout"],
-            [&hosts[..], &output, &remote, &["version"]].concat(),
+            [&hosts[..], &output, &remote, &["version", "promote"]].concat(),
         ),
         (
             &["reconcile"],

@@ -43,6 +43,7 @@ Distribution
 Rollout: 2 services in dependency order
   1. db: 6 hosts, quorum 3 (3 down at most), max_parallel 3, 1 rack at a time, 1 canary, failure budget 0
      batch 1   canary  e1a  [east/e1]
+     gate      the canaries bake 5m healthy (a failure switches them back and stops the deploy); then the deploy waits for `rookery rollout --promote` (exit 9)
      batch 2           w1a, w1b  [west/w1]
      batch 3           e2a, e2b  [east/e2]
      batch 4           e1b  [east/e1]
@@ -50,6 +51,7 @@ Rollout: 2 services in dependency order
      batch 1           e1a, w1a  [east/e1, west/w1]
      batch 2           e2a, e1b  [east/e2, east/e1]
      batch 3           w1b, e2b  [west/w1, east/e2]
+  At run time a batch that would break its quorum (an instance down elsewhere) is re-cut: the part that keeps the quorum goes first, the rest after; the deploy stops only when not one host of it can go within health_deadline.
 ",
         )
         .run();
