@@ -48,31 +48,34 @@ pub struct Agent {
 pub const AGENTS_ENV: &str = "ROOKERY_AGENTS";
 
 impl Binary {
-    /// The running rookery binary for hosts of its own platform (when it is a Linux
-    /// one), and `rookery-ARCH-OS` files of the agent directory for the others: the
-    /// directory `$ROOKERY_AGENTS` names, or `agents/` beside the running binary.
+    /// The `rookery-ARCH-OS` files of the agent directory (the directory
+    /// `$ROOKERY_AGENTS` names, or `agents/` beside the running binary), and the
+    /// running binary for hosts of its own platform when the directory has none for it.
     pub fn current() -> anyhow::Result<Binary> {
         use anyhow::Context;
         let exe = std::env::current_exe().context("finding the rookery binary")?;
         let dir = std::env::var_os(AGENTS_ENV)
             .map(std::path::PathBuf::from)
             .or_else(|| exe.parent().map(|d| d.join("agents")));
-        let own = own_platform();
         let mut agents = Vec::new();
-        if own.ends_with("-linux") {
-            let data = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
-            agents.push(Agent::new(own.clone(), data));
-        }
         if let Some(d) = &dir {
             for platform in ["x86_64-linux", "aarch64-linux"] {
                 let file = d.join(format!("rookery-{platform}"));
-                if platform == own || !file.exists() {
+                if !file.exists() {
                     continue;
                 }
                 let data =
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
                 agents.push(Agent::new(platform.to_string(), data));
             }
+        }
+        // The running binary serves its own platform when the directory has no static
+        // agent for it (a static one runs on any C library; this one needs the
+        // controller's).
+        let own = own_platform();
+        if own.ends_with("-linux") && !agents.iter().any(|a| a.platform == own) {
+            let data = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+            agents.push(Agent::new(own, data));
         }
         Ok(Binary {
             agents: Arc::new(agents),
@@ -332,8 +335,17 @@ async fn upload<C: Connection>(
     conn.upload(&agent.data, path, 0o755)
         .await
         .map_err(|e| err(format!("uploading the rookery binary to {path}: {e}")))?;
+    let mut said = String::new();
     let run = conn
-        .exec(&format!("{quoted} --version"), &mut |_| {}, cancel)
+        .exec(
+            &format!("{quoted} --version"),
+            &mut |l| {
+                if said.is_empty() {
+                    said = l.trim().to_string();
+                }
+            },
+            cancel,
+        )
         .await
         .map_err(|e| err(format!("running {path}: {e}")))?;
     if !run.success() {
@@ -341,6 +353,15 @@ async fn upload<C: Connection>(
             "the uploaded binary ({}) does not run on this host (a noexec mount?): {}",
             agent.platform,
             run.describe()
+        )));
+    }
+    // An agent of another release would misread the controller's requests.
+    let want = concat!("rookery ", env!("CARGO_PKG_VERSION"));
+    if said.starts_with("rookery ") && said != want {
+        return Err(err(format!(
+            "the agent for {} is `{said}`, the controller `{want}`: build the agents from \
+             the controller's release (scripts/build-agents)",
+            agent.platform
         )));
     }
     tracing::debug!(host, platform = %agent.platform, "agent installed");
@@ -352,12 +373,22 @@ mod tests {
     use super::*;
     use crate::transport::local::LocalConnection;
 
+    /// A stand-in rookery binary that says this release's version; `n` tells builds
+    /// apart.
+    fn build(n: u32) -> Vec<u8> {
+        format!(
+            "#!/bin/sh\n# build {n}\necho rookery {}\n",
+            env!("CARGO_PKG_VERSION")
+        )
+        .into_bytes()
+    }
+
     #[tokio::test]
     async fn uploads_once_then_finds_it_present() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bin/rookery");
         let path = path.to_str().unwrap();
-        let bin = Binary::new(b"#!/bin/sh\necho rookery 0\n".to_vec());
+        let bin = Binary::new(build(0));
         let cancel = CancellationToken::new();
         let check = |bin: &Binary| {
             let bin = bin.clone();
@@ -371,7 +402,7 @@ mod tests {
         assert_eq!(check(&bin).await, Outcome::Uploaded);
         assert_eq!(check(&bin).await, Outcome::Present);
         // A different build replaces it.
-        let newer = Binary::new(b"#!/bin/sh\necho rookery 1\n".to_vec());
+        let newer = Binary::new(build(1));
         assert_eq!(check(&newer).await, Outcome::Uploaded);
         let newer_agent = newer.agent(&own_platform()).unwrap();
         assert_eq!(std::fs::read(path).unwrap(), *newer_agent.data);
@@ -381,7 +412,7 @@ mod tests {
         assert_eq!(cache.lines().next(), Some(newer_agent.sha256.as_str()));
         // A change in place, of the same size, is still seen (the change time moves),
         // and the right build goes back.
-        std::fs::write(path, b"#!/bin/sh\necho rookery 2\n").unwrap();
+        std::fs::write(path, build(2)).unwrap();
         assert_eq!(check(&newer).await, Outcome::Uploaded);
         assert_eq!(std::fs::read(path).unwrap(), *newer_agent.data);
         assert_eq!(check(&newer).await, Outcome::Present);
@@ -494,5 +525,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out, [r#"{"event":"needs_binary"}"#]);
+    }
+
+    /// An agent of another release is refused at bootstrap, named with both versions.
+    #[tokio::test]
+    async fn an_agent_of_another_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rookery");
+        let bin = Binary::new(b"#!/bin/sh\necho rookery 0.0.1\n".to_vec());
+        let e = ensure(
+            &LocalConnection,
+            "h",
+            path.to_str().unwrap(),
+            &bin,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.stage, Stage::Bootstrap);
+        let want = format!(
+            "is `rookery 0.0.1`, the controller `rookery {}`",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(e.to_string().contains(&want), "{e}");
     }
 }

@@ -93,7 +93,11 @@ fn an_aarch64_host_gets_the_aarch64_agent_and_one_deploy_covers_both() {
     let a = serving_artifact(&c);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
-    let agents = agents_dir();
+    // An agent directory with the aarch64 agent only: the x86_64 hosts get the
+    // controller's own binary (a static x86_64 agent, if one was built, would win).
+    let only = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&agent, only.path().join("rookery-aarch64-linux")).unwrap();
+    let agents = only.path().to_path_buf();
     let env = [("ROOKERY_AGENTS", agents.as_path())];
     let r = rookery(&c, &["deploy", pb], &env);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
