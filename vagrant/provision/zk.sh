@@ -26,15 +26,36 @@ for jar in zookeeper.jar slf4j-log4j12.jar log4j-1.2.jar; do
     [[ -f /usr/share/java/$jar ]] || die "/usr/share/java/$jar is missing after installing zookeeper"
 done
 
+# Its own data directory: Debian's /var/lib/zookeeper holds `myid`, a link to the
+# package's /etc/zookeeper/conf/myid whose placeholder text ("replace this text with
+# ...") makes ZooKeeper exit with "Invalid config" even standalone.
+data=/var/lib/zookeeper/rookery
 install -d -m 0755 "$conf"
-install -d -m 0750 -o zookeeper -g zookeeper /var/lib/zookeeper
-cat >"$conf/zoo.cfg" <<CFG
+install -d -m 0750 -o zookeeper -g zookeeper /var/lib/zookeeper "$data"
+
+# Files are written only when their text changes, and the service restarted only
+# then (or when it is not running): a second provision changes nothing.
+changed=false
+put() { # FILE: stdin becomes FILE when it differs
+    local tmp
+    tmp=$(mktemp "$1.XXXXXX")
+    cat >"$tmp"
+    if cmp -s "$tmp" "$1"; then
+        rm -f "$tmp"
+    else
+        chmod 0644 "$tmp"
+        mv -f "$tmp" "$1"
+        changed=true
+    fi
+}
+
+put "$conf/zoo.cfg" <<CFG
 # Written by vagrant/provision/zk.sh: the standalone ZooKeeper of the rookery
 # Vagrant cluster (coordination.zookeeper.connect in inventory/vagrant.yml).
 tickTime=2000
 initLimit=10
 syncLimit=5
-dataDir=/var/lib/zookeeper
+dataDir=$data
 clientPort=$port
 clientPortAddress=$address
 admin.enableServer=false
@@ -42,7 +63,7 @@ admin.enableServer=false
 autopurge.snapRetainCount=3
 autopurge.purgeInterval=24
 CFG
-cat >"$conf/log4j.properties" <<'CFG'
+put "$conf/log4j.properties" <<'CFG'
 log4j.rootLogger=INFO, CONSOLE
 log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender
 log4j.appender.CONSOLE.Threshold=INFO
@@ -51,7 +72,7 @@ log4j.appender.CONSOLE.layout.ConversionPattern=%-5p [%t:%C{1}@%L] - %m%n
 CFG
 
 # zookeeper.jar's manifest names its own dependencies; the log binding is added here.
-cat >/etc/systemd/system/rookery-zookeeper.service <<UNIT
+put /etc/systemd/system/rookery-zookeeper.service <<UNIT
 # Written by vagrant/provision/zk.sh.
 [Unit]
 Description=ZooKeeper for the rookery Vagrant cluster ($address:$port)
@@ -74,9 +95,11 @@ RestartSec=3
 WantedBy=multi-user.target
 UNIT
 
-systemctl daemon-reload
-systemctl enable rookery-zookeeper.service
-systemctl restart rookery-zookeeper.service
+if $changed || ! systemctl is-active --quiet rookery-zookeeper.service; then
+    systemctl daemon-reload
+    systemctl enable --quiet rookery-zookeeper.service
+    systemctl restart rookery-zookeeper.service
+fi
 
 # Wait until it answers `ruok` on the private address.
 for _ in $(seq 60); do
