@@ -1,6 +1,7 @@
 //! Host-side commands (`rookery agent ...`): flags to a [`Fetch`] or a seeder, the
 //! fork into the background, and the exit status.
 
+mod boot;
 mod daemon;
 pub mod fetch;
 mod page_cache;
@@ -42,7 +43,7 @@ pub fn run(command: &AgentCommand) -> anyhow::Result<Exit> {
         }
         AgentCommand::Start(a) => {
             let started =
-                crate::agent::switch::start_all(a).map_err(|e| Error::Usage(e.to_string()))?;
+                crate::agent::boot::start_all(a).map_err(|e| Error::Usage(e.to_string()))?;
             for s in &started {
                 println!("{}", serde_json::to_string(s)?);
             }
