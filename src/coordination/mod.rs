@@ -44,6 +44,19 @@ pub struct Holder {
 }
 
 /// The name of the effective user in the password database.
+/// This machine's name, as `hostname` prints it (gethostname(3): Linux and macOS).
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`, owned here.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
 fn passwd_name() -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 4096];
     // SAFETY: getpwuid_r writes into `pw` and `buf`, both owned here and large enough
@@ -79,9 +92,7 @@ impl Holder {
             .filter(|u| !u.is_empty())
             .or_else(passwd_name)
             .unwrap_or_else(|| "unknown".into());
-        let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
+        let machine = host_name().unwrap_or_else(|| "unknown".into());
         Holder {
             who: format!("{user}@{machine}"),
             pid: std::process::id(),
@@ -241,6 +252,14 @@ pub fn most_popular(live: &[Instance]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lock holder's machine is the name `hostname` prints (through
+    /// gethostname(3), which macOS has too, not Linux's /proc).
+    #[test]
+    fn the_machine_is_named_as_hostname_names_it() {
+        let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(host_name().as_deref(), Some(proc.trim()));
+    }
 
     #[test]
     fn utc_formatting() {
