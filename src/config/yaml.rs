@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use crate::config::diagnostic::{Diagnostic, Pos};
@@ -270,14 +270,37 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let pos = Pos::from_marker(&mark);
-        let (cost, depth) = match &ev {
+        if !self.within_bounds(&ev, pos) {
+            return;
+        }
+        match ev {
+            Event::Scalar(text, style, anchor, tag) => self.scalar(text, style, anchor, tag, pos),
+            Event::SequenceStart(anchor, _) => self.open(Value::Seq(Vec::new()), anchor, pos),
+            Event::MappingStart(anchor, _) => self.open(Value::Map(Vec::new()), anchor, pos),
+            Event::SequenceEnd | Event::MappingEnd => self.close(),
+            Event::Alias(id) => self.alias(id, pos),
+            Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd
+            | Event::Nothing => {}
+        }
+    }
+}
+
+impl Builder {
+    /// Counts the nodes `ev` adds (an alias at its anchor's size) and checks the
+    /// nesting it makes; past either bound, records the error, stops building and
+    /// returns false.
+    fn within_bounds(&mut self, ev: &Event, pos: Pos) -> bool {
+        let (cost, depth) = match ev {
             Event::Scalar(text, ..) => (1 + text.len() / 64, 0),
             Event::SequenceStart(..) | Event::MappingStart(..) => (1, 0),
             Event::Alias(id) => self.anchor_sizes.get(id).copied().unwrap_or((1, 0)),
             _ => (0, 0),
         };
         if !self.grow(cost, pos) {
-            return;
+            return false;
         }
         if let Event::Alias(_) = ev {
             if self.stack.len() + depth > MAX_DEPTH {
@@ -285,7 +308,7 @@ impl MarkedEventReceiver for Builder {
                     pos,
                     format!("lists and mappings nest deeper than {MAX_DEPTH} levels"),
                 );
-                return;
+                return false;
             }
             self.note_depth(depth);
         }
@@ -296,100 +319,98 @@ impl MarkedEventReceiver for Builder {
                 pos,
                 format!("lists and mappings nest deeper than {MAX_DEPTH} levels"),
             );
-            return;
+            return false;
         }
-        match ev {
-            Event::Scalar(text, style, anchor, tag) => {
-                let quoted = !matches!(style, TScalarStyle::Plain);
-                // `- !web-3` and `- &web` are YAML tags and anchors, not text: a host
-                // pattern would silently vanish. Ask for quotes instead.
-                if let Some(tag) = tag.filter(|t| t.handle == "!") {
-                    let word = format!("!{}{text}", tag.suffix);
-                    self.error.get_or_insert((
-                        pos,
-                        format!(
-                            "`{}` is read by YAML as a tag; quote it: '{}'",
-                            word.trim(),
-                            word.trim()
-                        ),
-                    ));
-                } else if anchor > 0 && !quoted && text.is_empty() {
-                    self.error.get_or_insert((pos, "an anchor (`&name`) on an empty value; if `&` starts a pattern, quote it: '&name'".to_string()));
-                }
-                let value =
-                    if !quoted && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
-                        Value::Null
-                    } else {
-                        Value::Scalar { text, quoted }
-                    };
-                let node = Node { value, pos };
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                    self.anchor_sizes
-                        .insert(anchor, (1 + node_text_len(&node) / 64, 0));
-                }
+        true
+    }
+
+    /// A scalar (null when plain and empty or `~`/`null`), remembered under its
+    /// anchor; a YAML tag, or an anchor on an empty plain value, is an error asking
+    /// for quotes.
+    fn scalar(
+        &mut self,
+        text: String,
+        style: TScalarStyle,
+        anchor: usize,
+        tag: Option<Tag>,
+        pos: Pos,
+    ) {
+        let quoted = !matches!(style, TScalarStyle::Plain);
+        // `- !web-3` and `- &web` are YAML tags and anchors, not text: a host
+        // pattern would silently vanish. Ask for quotes instead.
+        if let Some(tag) = tag.filter(|t| t.handle == "!") {
+            let word = format!("!{}{text}", tag.suffix);
+            self.error.get_or_insert((
+                pos,
+                format!(
+                    "`{}` is read by YAML as a tag; quote it: '{}'",
+                    word.trim(),
+                    word.trim()
+                ),
+            ));
+        } else if anchor > 0 && !quoted && text.is_empty() {
+            self.error.get_or_insert((
+                pos,
+                "an anchor (`&name`) on an empty value; if `&` starts a pattern, quote it: '&name'"
+                    .to_string(),
+            ));
+        }
+        let value = if !quoted && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
+            Value::Null
+        } else {
+            Value::Scalar { text, quoted }
+        };
+        let node = Node { value, pos };
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+            self.anchor_sizes
+                .insert(anchor, (1 + node_text_len(&node) / 64, 0));
+        }
+        self.push_value(node);
+    }
+
+    /// A list or mapping starts: it is open until its end event.
+    fn open(&mut self, value: Value, anchor: usize, pos: Pos) {
+        self.stack.push((Node { value, pos }, None));
+        self.open_anchors.push(anchor);
+        // This collection's own node is already counted.
+        self.open_built.push(self.built - 1);
+        self.open_depth.push(0);
+    }
+
+    /// The innermost open collection ends: merge keys expanded, remembered under its
+    /// anchor with its size and depth, and put in its parent.
+    fn close(&mut self) {
+        let (mut node, _) = self.stack.pop().expect("balanced events");
+        let anchor = self.open_anchors.pop().unwrap_or(0);
+        let started = self.open_built.pop().unwrap_or(0);
+        let depth = 1 + self.open_depth.pop().unwrap_or(0);
+        self.note_depth(depth);
+        if let Value::Map(entries) = &mut node.value {
+            expand_merge_keys(entries);
+        }
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+            self.anchor_sizes
+                .insert(anchor, (self.built - started, depth));
+        }
+        self.push_value(node);
+    }
+
+    /// An alias: a copy of its anchor's node, at the alias's position.
+    fn alias(&mut self, id: usize, pos: Pos) {
+        match self.anchors.get(&id) {
+            Some(target) => {
+                let node = Node {
+                    value: target.value.clone(),
+                    pos,
+                };
                 self.push_value(node);
             }
-            Event::SequenceStart(anchor, _) => {
-                self.stack.push((
-                    Node {
-                        value: Value::Seq(Vec::new()),
-                        pos,
-                    },
-                    None,
-                ));
-                self.open_anchors.push(anchor);
-                // This collection's own node is already counted.
-                self.open_built.push(self.built - 1);
-                self.open_depth.push(0);
+            None => {
+                self.error
+                    .get_or_insert((pos, "alias refers to an unknown anchor".into()));
             }
-            Event::MappingStart(anchor, _) => {
-                self.stack.push((
-                    Node {
-                        value: Value::Map(Vec::new()),
-                        pos,
-                    },
-                    None,
-                ));
-                self.open_anchors.push(anchor);
-                // This collection's own node is already counted.
-                self.open_built.push(self.built - 1);
-                self.open_depth.push(0);
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                let (mut node, _) = self.stack.pop().expect("balanced events");
-                let anchor = self.open_anchors.pop().unwrap_or(0);
-                let started = self.open_built.pop().unwrap_or(0);
-                let depth = 1 + self.open_depth.pop().unwrap_or(0);
-                self.note_depth(depth);
-                if let Value::Map(entries) = &mut node.value {
-                    expand_merge_keys(entries);
-                }
-                if anchor > 0 {
-                    self.anchors.insert(anchor, node.clone());
-                    self.anchor_sizes
-                        .insert(anchor, (self.built - started, depth));
-                }
-                self.push_value(node);
-            }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(target) => {
-                    let node = Node {
-                        value: target.value.clone(),
-                        pos,
-                    };
-                    self.push_value(node);
-                }
-                None => {
-                    self.error
-                        .get_or_insert((pos, "alias refers to an unknown anchor".into()));
-                }
-            },
-            Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart
-            | Event::DocumentEnd
-            | Event::Nothing => {}
         }
     }
 }
