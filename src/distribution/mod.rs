@@ -234,13 +234,7 @@ async fn orchestrate<T: Transport>(
     tracing::info!(elapsed = ?started.elapsed(), %version, "metainfo ready");
     let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
     let events = progress.sender();
-    for (_, e) in &reached.failed {
-        events.send(Event::Done {
-            host: e.host.clone(),
-            ok: false,
-            summary: format!("{}: {}", e.stage, e.message),
-        });
-    }
+    report_unreached(&events, &reached.failed);
 
     // 3. Tracker and origin seeder.
     let on_origin = origin_host.zip(reached.origin);
@@ -268,12 +262,7 @@ async fn orchestrate<T: Transport>(
     reports.sort_by(|a, b| a.host.cmp(&b.host));
     name_feeders(&mut reports, &side.origin);
     tracing::info!(elapsed = ?started.elapsed(), "every host reported");
-    side.cancel.cancel();
-    let origin_uploaded = side
-        .task
-        .await
-        .context("the origin seeder panicked")?
-        .context("the origin seeder failed")?;
+    let origin_uploaded = stop_origin(side).await?;
     tracing::info!(elapsed = ?started.elapsed(), "origin stopped");
     Ok(Report {
         version: version.to_string(),
@@ -328,6 +317,26 @@ async fn start_origin<C: Connection>(
             local_origin(config, &members, m, ip, cancel).await
         }
     }
+}
+
+/// The hosts that could not be reached are done, and failed, from the start.
+fn report_unreached(events: &progress::Sender, failed: &[(usize, HostError)]) {
+    for (_, e) in failed {
+        events.send(Event::Done {
+            host: e.host.clone(),
+            ok: false,
+            summary: format!("{}: {}", e.stage, e.message),
+        });
+    }
+}
+
+/// Stops the tracker and the origin seeder; returns what the seeder uploaded.
+async fn stop_origin(side: OriginSide) -> anyhow::Result<u64> {
+    side.cancel.cancel();
+    side.task
+        .await
+        .context("the origin seeder panicked")?
+        .context("the origin seeder failed")
 }
 
 /// Every agent job's report, as they end.
