@@ -55,31 +55,11 @@ impl Swarm {
             if p.left == 0 {
                 break;
             }
-            // A slow feeder is one its own upstream outruns: then the next usable
-            // predecessor is added too. Hosts downstream of any feeder run at its
-            // rate, so comparing with the swarm's best rate (the chain's head) made
-            // every host look slow and fetch from the whole chain.
             let upstream = predecessors[..k]
                 .iter()
                 .rev()
                 .find_map(|&j| usable(j).map(|g| (j, g)));
-            let reference = match upstream {
-                Some((_, g)) if g.left > 0 => g.rate,
-                _ => self.best_rate(now),
-            };
-            if !Self::slow(p, my_left, reference) {
-                break;
-            }
-            // A bypass never adds a crossing of a datacenter boundary: with a feeder
-            // in my datacenter, one upstream across it would send a second share of
-            // the copy over the interconnect (seen in the agents' logs at 16 hosts
-            // while the benchmark machine was short of CPU). A dead feeder is still
-            // bypassed (above), and the host that enters the datacenter already
-            // fetches across it.
-            if let Some((j, _)) = upstream
-                && locality(roster, me, i) < 2
-                && locality(roster, me, j) == 2
-            {
+            if !self.bypass(roster, me, (i, p), upstream, my_left, now) {
                 break;
             }
         }
@@ -88,6 +68,38 @@ impl Swarm {
             feeders.extend(self.nearest_complete(roster, me, now));
         }
         (feeders, None)
+    }
+
+    /// Whether feeder `i` gets the next usable predecessor (`upstream`) added: only
+    /// when it is slow, and never across a datacenter boundary.
+    fn bypass(
+        &self,
+        roster: &Roster,
+        me: usize,
+        (i, p): (usize, &Peer),
+        upstream: Option<(usize, &Peer)>,
+        my_left: u64,
+        now: Instant,
+    ) -> bool {
+        // A slow feeder is one its own upstream outruns: then the next usable
+        // predecessor is added too. Hosts downstream of any feeder run at its
+        // rate, so comparing with the swarm's best rate (the chain's head) made
+        // every host look slow and fetch from the whole chain.
+        let reference = match upstream {
+            Some((_, g)) if g.left > 0 => g.rate,
+            _ => self.best_rate(now),
+        };
+        if !Self::slow(p, my_left, reference) {
+            return false;
+        }
+        // A bypass never adds a crossing of a datacenter boundary: with a feeder
+        // in my datacenter, one upstream across it would send a second share of
+        // the copy over the interconnect (seen in the agents' logs at 16 hosts
+        // while the benchmark machine was short of CPU). A dead feeder is still
+        // bypassed (above), and the host that enters the datacenter already
+        // fetches across it.
+        !matches!(upstream, Some((j, _))
+            if locality(roster, me, i) < 2 && locality(roster, me, j) == 2)
     }
 
     /// How far a peer may have moved since it last announced: the faster of its own
