@@ -120,17 +120,9 @@ fn a_release_is_laid_out_after_the_previous_one() {
 /// moves, so it is read again).
 #[test]
 fn unchanged_files_are_not_read_again_and_the_result_is_the_same() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();
-    for (name, len, byte) in [
-        ("a", 300_000, 1u8),
-        ("b", 200_000, 2),
-        ("c", 500_000, 3),
-        ("d", 70_000, 4),
-    ] {
-        std::fs::write(r.join(name), vec![byte; len]).unwrap();
-    }
+    write_a_to_d(r);
     let opts = CreateOptions {
         name: Some("x".into()),
         piece_size: Some(65_536),
@@ -144,21 +136,7 @@ fn unchanged_files_are_not_read_again_and_the_result_is_the_same() {
         }),
         ..opts.clone()
     };
-    // The same layout, every byte read: no file's stats to trust.
-    let from_scratch = |prev: &Metainfo| {
-        create(
-            r,
-            &CreateOptions {
-                previous: Some(prev.rookery.clone()),
-                reuse: Some(Hashed {
-                    metainfo: prev.clone(),
-                    stats: Stats::new(),
-                }),
-                ..opts.clone()
-            },
-        )
-        .unwrap()
-    };
+    let from_scratch = |prev: &Metainfo| from_scratch(r, &opts, prev);
     let (v1, stats, work) = create_with_stats(r, &opts).unwrap();
     assert_eq!(work.piece_bytes_reused, 0);
     assert_eq!(work.file_bytes_read, 1_070_000);
@@ -175,22 +153,7 @@ fn unchanged_files_are_not_read_again_and_the_result_is_the_same() {
         v2.total_length()
     );
 
-    // b grows, d is rewritten in place with its mtime put back.
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(r.join("b"))
-        .unwrap()
-        .write_all(&[9u8; 1000])
-        .unwrap();
-    let d_mtime = std::fs::metadata(r.join("d")).unwrap().modified().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    std::fs::write(r.join("d"), vec![7u8; 70_000]).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(r.join("d"))
-        .unwrap()
-        .set_modified(d_mtime)
-        .unwrap();
+    grow_b_and_rewrite_d_in_place(r);
     let again = next(&v2, stats);
     let (v3, _, work) = create_with_stats(r, &again).unwrap();
     assert_eq!(v3.to_bytes(), from_scratch(&v2).to_bytes());
@@ -231,6 +194,55 @@ fn unchanged_files_are_not_read_again_and_the_result_is_the_same() {
     assert_eq!(work.file_bytes_read, 300_000);
     // Only the pieces holding a's bytes (0 to 300,000: 5 pieces) are read.
     assert_eq!(work.piece_bytes_read, 5 * 65_536);
+}
+
+/// Files a to d under `r`: 1,070,000 bytes, each of one byte value.
+fn write_a_to_d(r: &Path) {
+    for (name, len, byte) in [
+        ("a", 300_000, 1u8),
+        ("b", 200_000, 2),
+        ("c", 500_000, 3),
+        ("d", 70_000, 4),
+    ] {
+        std::fs::write(r.join(name), vec![byte; len]).unwrap();
+    }
+}
+
+/// The metainfo of `r` laid out after `prev`, every byte read: no file's stats to
+/// trust.
+fn from_scratch(r: &Path, opts: &CreateOptions, prev: &Metainfo) -> Metainfo {
+    create(
+        r,
+        &CreateOptions {
+            previous: Some(prev.rookery.clone()),
+            reuse: Some(Hashed {
+                metainfo: prev.clone(),
+                stats: Stats::new(),
+            }),
+            ..opts.clone()
+        },
+    )
+    .unwrap()
+}
+
+/// b grows, d is rewritten in place with its mtime put back.
+fn grow_b_and_rewrite_d_in_place(r: &Path) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(r.join("b"))
+        .unwrap()
+        .write_all(&[9u8; 1000])
+        .unwrap();
+    let d_mtime = std::fs::metadata(r.join("d")).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(r.join("d"), vec![7u8; 70_000]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(r.join("d"))
+        .unwrap()
+        .set_modified(d_mtime)
+        .unwrap();
 }
 
 fn with_64k_pieces(dir: &Path) -> Metainfo {
