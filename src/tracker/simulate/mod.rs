@@ -20,6 +20,9 @@
 //!
 //! What it leaves out: TCP slow start and per-piece request latency (small at these
 //! piece sizes), disk speed, the hosts' CPU, and other traffic on the links.
+//!
+//! Here: the topology, the run and what it measures. `chain.rs` and `stripes.rs`
+//! move the pieces in each shape; `render.rs` prints the report.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
