@@ -27,29 +27,57 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every subcommand accepts.
-#[derive(Debug, Args, Clone)]
+/// The shared flags as they may also be written before the subcommand
+/// (`rookery -i INV plan PB`); each subcommand accepts the ones that apply to it
+/// after its name too, and `Cli::global` merges the two places.
+#[derive(Debug, Args, Clone, Default)]
 pub struct Global {
-    /// Inventory file (hosts, racks, datacenters, transport, coordination)
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "ROOKERY_INVENTORY",
-        value_name = "FILE"
-    )]
+    /// Inventory file (hosts, racks, datacenters, transport, coordination; default: $ROOKERY_INVENTORY)
+    #[arg(short, long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
     /// Only these hosts: names, globs, `dc:NAME`, `rack:DC/RACK`, `group:NAME`, `label:K=V`; `,` unions, `&` intersects, `!` excludes
-    #[arg(short, long, global = true, value_name = "PATTERN")]
+    #[arg(short, long, value_name = "PATTERN")]
     pub limit: Option<String>,
     /// Print machine-readable JSON on stdout instead of text
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
     /// Diagnostics on stderr: -v rookery's steps, -vv their details, -vvv the BitTorrent engine's too (ROOKERY_LOG overrides)
-    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
     /// Only errors
-    #[arg(short, long, global = true)]
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The inventory, for subcommands that read one.
+#[derive(Debug, Args, Clone, Default)]
+pub struct InventoryArg {
+    /// Inventory file (hosts, racks, datacenters, transport, coordination)
+    #[arg(short, long, env = "ROOKERY_INVENTORY", value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+}
+
+/// The inventory and the hosts of it a command acts on.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HostsArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    /// Only these hosts: names, globs, `dc:NAME`, `rack:DC/RACK`, `group:NAME`, `label:K=V`; `,` unions, `&` intersects, `!` excludes
+    #[arg(short, long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+}
+
+/// What a command prints: JSON or text, and how much on stderr.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OutputArgs {
+    /// Print machine-readable JSON on stdout instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Diagnostics on stderr: -v rookery's steps, -vv their details, -vvv the BitTorrent engine's too (ROOKERY_LOG overrides)
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long)]
     pub quiet: bool,
 }
 
@@ -58,10 +86,14 @@ pub struct PlanArgs {
     /// Playbook file (artifact, distribution, services)
     #[arg(value_name = "PLAYBOOK")]
     pub playbook: PathBuf,
+    #[command(flatten)]
+    pub hosts: HostsArgs,
     /// The artifact's size for the estimate, when its source is not on this machine
     /// (default: the size of the source directory, when it is here)
     #[arg(long, value_name = "SIZE")]
     pub artifact_size: Option<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 /// A playbook run against the hosts: distribute, deploy, rollout, reconcile.
@@ -71,7 +103,11 @@ pub struct RunArgs {
     #[arg(value_name = "PLAYBOOK")]
     pub playbook: PathBuf,
     #[command(flatten)]
+    pub hosts: HostsArgs,
+    #[command(flatten)]
     pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 /// How the controller reaches hosts.
@@ -117,6 +153,7 @@ pub enum Command {
     Agent(crate::agent::request::AgentCommand),
     /// Print a shell completion script
     Completions {
+        /// The shell the script is for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -147,13 +184,19 @@ pub struct StatusArgs {
     #[arg(value_name = "PLAYBOOK")]
     pub playbook: Option<PathBuf>,
     #[command(flatten)]
+    pub hosts: HostsArgs,
+    #[command(flatten)]
     pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct SimulateArgs {
+    /// Hosts of the generated fleet
     #[arg(long, value_name = "N", default_value_t = 5000)]
     pub hosts: usize,
+    /// Datacenters the hosts are spread over
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub datacenters: usize,
     /// Racks per datacenter
@@ -184,6 +227,7 @@ pub struct SimulateArgs {
     /// hashes are reused, not read again)
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub unchanged: f64,
+    /// Seed of the random choices (which hosts fail, when), for repeatable runs
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
     /// How the tracker arranges hosts: `chain` (sharing: pipeline) or `stripes`
@@ -196,6 +240,8 @@ pub struct SimulateArgs {
     /// for either shape, what the tracker's timings give)
     #[arg(long, value_name = "SECONDS")]
     pub detect: Option<f64>,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -209,8 +255,11 @@ pub struct ReconcileArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct RollbackArgs {
+    /// Playbook file (artifact, distribution, services)
     #[arg(value_name = "PLAYBOOK")]
     pub playbook: PathBuf,
+    #[command(flatten)]
+    pub hosts: HostsArgs,
     /// Only this service (repeatable; default: all services of the playbook)
     #[arg(long, value_name = "NAME")]
     pub service: Vec<String>,
@@ -219,12 +268,15 @@ pub struct RollbackArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TorrentCommand {
     /// Write deterministic BitTorrent v1 metainfo for a directory
     Create {
+        /// The artifact: the directory whose files the metainfo describes
         #[arg(value_name = "DIR")]
         dir: PathBuf,
         /// Output file
@@ -244,16 +296,26 @@ pub enum TorrentCommand {
         /// the changed bytes
         #[arg(long, value_name = "FILE")]
         previous: Option<PathBuf>,
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// Print the contents of a metainfo file
     Inspect {
+        /// The metainfo (`.torrent`) file
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        #[command(flatten)]
+        out: OutputArgs,
     },
 }
 
 #[derive(Debug, Args, Clone, serde::Serialize)]
 pub struct TrackerArgs {
+    /// The inventory whose hosts the tracker arranges (sent before the subcommand
+    /// when the controller starts it, so not part of its arguments here)
+    #[command(flatten)]
+    #[serde(skip)]
+    pub inventory: InventoryArg,
     /// Address to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6969")]
     pub listen: String,
@@ -277,6 +339,9 @@ pub struct TrackerArgs {
     /// Stop when stdin reaches end of file (started over SSH by the controller: the run ends, or the connection drops)
     #[arg(long)]
     pub until_stdin_closes: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub out: OutputArgs,
 }
 
 impl TrackerArgs {

@@ -1,5 +1,7 @@
 //! What rookery asks of this machine's operating system, shared by the controller and
-//! the host agent: whether a process still runs, and files replaced atomically.
+//! the host agent: whether a process still runs, files replaced atomically, and a pipe
+//! that is not inherited. Linux is the host platform; the controller also builds for
+//! macOS, where the calls Linux alone has take their macOS form here.
 
 use std::io::Write;
 use std::path::Path;
@@ -43,6 +45,36 @@ pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<
     f.sync_all()?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&tmp, path)
+}
+
+/// A pipe whose two ends close on exec: `(read, write)`.
+pub fn cloexec_pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    #[cfg(target_os = "linux")]
+    // SAFETY: pipe2 fills two descriptors.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: pipe fills two descriptors, then each gets FD_CLOEXEC (no other thread
+    // execs in between: the callers run single-threaded).
+    let rc = unsafe {
+        let rc = libc::pipe(fds.as_mut_ptr());
+        if rc == 0 {
+            libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::fcntl(fds[1], libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        rc
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    })
 }
 
 #[cfg(test)]

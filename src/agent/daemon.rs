@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// Which side of the fork this process is.
@@ -28,13 +28,7 @@ pub fn fork_with_pipe(log: &Path) -> std::io::Result<Side> {
         std::fs::create_dir_all(dir)?;
     }
     let log_file = OpenOptions::new().create(true).append(true).open(log)?;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned here.
-    let (read, write) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+    let (read, write) = crate::os::cloexec_pipe()?;
     let _ = std::io::stdout().flush();
     // SAFETY: single-threaded at this point (see above), so fork is sound.
     match unsafe { libc::fork() } {

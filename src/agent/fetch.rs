@@ -131,7 +131,7 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
     {
         tracing::error!("{e}");
         report.ok = false;
-        report.error = Some(e);
+        report.error = Some(e.to_string());
     }
     emit(&mut events, &report);
     drop(events);
@@ -159,9 +159,26 @@ pub async fn run(f: Fetch, mut events: Events, cancel: CancellationToken) -> boo
 
 type Seeding = (Arc<librqbit::Session>, Arc<librqbit::ManagedTorrent>);
 
+/// Why an `after_fetch` hook failed: it could not start, or it exited non-zero.
+#[derive(Debug, thiserror::Error)]
+enum HookError {
+    #[error("after_fetch hook `{command}`: {source}")]
+    Start {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("after_fetch hook `{command}`: {status}{}", tail.as_deref().map(|t| format!(": {t}")).unwrap_or_default())]
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        /// The last line it wrote on stderr.
+        tail: Option<String>,
+    },
+}
+
 /// Runs the `after_fetch` hooks in the installed release, in order; the first that
 /// fails stops the rest and says why.
-fn after_fetch(f: &Fetch, layout: &Layout) -> Result<(), String> {
+fn after_fetch(f: &Fetch, layout: &Layout) -> Result<(), HookError> {
     let release = layout.release(&f.version);
     for cmd in &f.after_fetch {
         let out = std::process::Command::new("/bin/sh")
@@ -173,19 +190,18 @@ fn after_fetch(f: &Fetch, layout: &Layout) -> Result<(), String> {
             .env("ROOKERY_RELEASE", &release)
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| format!("after_fetch hook `{cmd}`: {e}"))?;
+            .map_err(|source| HookError::Start {
+                command: cmd.clone(),
+                source,
+            })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let tail = stderr.lines().last().unwrap_or("").trim();
-            return Err(format!(
-                "after_fetch hook `{cmd}`: {}{}",
-                out.status,
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {tail}")
-                }
-            ));
+            return Err(HookError::Failed {
+                command: cmd.clone(),
+                status: out.status,
+                tail: (!tail.is_empty()).then(|| tail.to_string()),
+            });
         }
     }
     Ok(())
@@ -198,6 +214,16 @@ async fn download(
     cancel: &CancellationToken,
 ) -> anyhow::Result<(PeerBytes, u64, Option<Seeding>)> {
     let total = f.metainfo.total_length();
+    // The switch and the supervisor read the release's hot set from here.
+    crate::agent::page_cache::HotSetSpec::of(&f.page_cache)
+        .save(layout, &f.version)
+        .with_context(|| {
+            format!(
+                "keeping the hot set of {} in {}",
+                f.version,
+                layout.logs().display()
+            )
+        })?;
     if layout.release(&f.version).is_dir() {
         // Installed by an earlier run: the rename happens only after verification.
         return Ok((PeerBytes::default(), total, None));

@@ -41,7 +41,8 @@ pub fn run(command: &AgentCommand) -> anyhow::Result<Exit> {
             Ok(if o.ok { Exit::Ok } else { Exit::Failed })
         }
         AgentCommand::Start(a) => {
-            let started = crate::agent::switch::start_all(a).map_err(Error::Usage)?;
+            let started =
+                crate::agent::switch::start_all(a).map_err(|e| Error::Usage(e.to_string()))?;
             for s in &started {
                 println!("{}", serde_json::to_string(s)?);
             }
@@ -249,6 +250,12 @@ pub fn run_service(a: &RunServiceArgs) -> anyhow::Result<Exit> {
                 .join("run")
                 .join(format!("{}.json", a.service))
         })),
+        hot: crate::agent::page_cache::HotSetSpec {
+            globs: a.lock.clone(),
+            max: a
+                .lock_max
+                .unwrap_or(crate::agent::page_cache::DEFAULT_LOCK_MAX),
+        },
     };
     let out: Box<dyn std::io::Write + Send> = if a.detach {
         let log = a

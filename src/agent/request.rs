@@ -163,10 +163,18 @@ impl Request for FetchArgs {
 impl FetchArgs {
     /// The page-cache care asked for.
     pub fn page_cache(&self) -> PageCache {
+        let (max, globs): (Vec<&String>, Vec<&String>) = self
+            .lock_current
+            .iter()
+            .partition(|g| g.starts_with(LOCK_MAX_ITEM));
         PageCache {
             drop_after_write: self.drop_after_write,
-            lock_current: self.lock_current.clone(),
+            lock_current: globs.into_iter().cloned().collect(),
             preload: self.preload,
+            lock_max: max
+                .last()
+                .and_then(|m| m[LOCK_MAX_ITEM.len()..].parse().ok())
+                .map(crate::config::units::ByteSize),
         }
     }
 
@@ -174,10 +182,19 @@ impl FetchArgs {
     pub fn with_page_cache(mut self, pc: &PageCache) -> FetchArgs {
         self.drop_after_write = pc.drop_after_write;
         self.lock_current = pc.lock_current.clone();
+        if let Some(max) = pc.lock_max {
+            self.lock_current.push(format!("{LOCK_MAX_ITEM}{}", max.0));
+        }
         self.preload = pc.preload;
         self
     }
 }
+
+/// `page_cache.lock_max` rides on `--lock-current` as one more item, `/lock_max=BYTES`
+/// (a glob with a leading `/` never matches a path in a release, so no glob is taken
+/// for it). A `--lock-max` flag of its own needs a field in every `FetchArgs` the
+/// controller builds (`distribution/hosts.rs`); until then it goes this way.
+const LOCK_MAX_ITEM: &str = "/lock_max=";
 
 /// `rookery agent seed`: the origin, serving a tree read-only.
 #[derive(Debug, Args, Clone, PartialEq, Serialize)]
@@ -252,6 +269,13 @@ pub struct RunServiceArgs {
     /// Where the supervisor records its pid (default: `<release>/../../.rookery/run/<service>.json`)
     #[arg(long, value_name = "FILE")]
     pub run_file: Option<PathBuf>,
+    /// Keep the release's files matching this glob mapped and locked in memory while
+    /// the service runs (repeatable; the playbook's `page_cache.lock_current`)
+    #[arg(long, value_name = "GLOB")]
+    pub lock: Vec<String>,
+    /// Bytes of the hot set locked at most [default: 1 GiB]
+    #[arg(long, value_name = "BYTES")]
+    pub lock_max: Option<u64>,
     #[command(flatten)]
     pub store: crate::coordination::store::StoreArgs,
     /// The service command: one shell command line, or a program and its arguments
@@ -628,7 +652,7 @@ mod tests {
             seed_window_max: Some(Duration::from_secs(300)),
             stall_timeout: None,
             drop_after_write: true,
-            lock_current: vec!["bin/*".into(), "lib/*.so".into()],
+            lock_current: vec!["bin/*".into(), "lib/*.so".into(), "/lock_max=4096".into()],
             preload: false,
             foreground: false,
             after_fetch: vec!["systemctl reload 'my app'".into()],
@@ -637,7 +661,13 @@ mod tests {
         assert_eq!(argv[..3], ["/opt/rookery", "agent", "fetch"]);
         assert!(argv.windows(2).any(|w| w == ["--host", "web-3"]));
         match parse(argv) {
-            AgentCommand::Fetch(back) => assert_eq!(back, fetch),
+            AgentCommand::Fetch(back) => {
+                assert_eq!(back, fetch);
+                let pc = back.page_cache();
+                assert_eq!(pc.lock_current, ["bin/*", "lib/*.so"]);
+                assert_eq!(pc.lock_max, Some(crate::config::units::ByteSize(4096)));
+                assert_eq!(back.with_page_cache(&pc).lock_current, fetch.lock_current);
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -684,6 +714,8 @@ mod tests {
             },
             log: None,
             run_file: None,
+            lock: vec!["index/**".into()],
+            lock_max: Some(1 << 20),
             store: crate::coordination::store::StoreArgs {
                 cluster: "c".into(),
                 local_store: Some("/var/lib/rookery".into()),

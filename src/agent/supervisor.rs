@@ -11,18 +11,29 @@
 //! ZooKeeper node of the supervisor's session, or a flock of its process), a crashed
 //! or killed supervisor takes it along: the rollout never counts a dead instance.
 //!
+//! With `--lock GLOB` (the playbook's `page_cache.lock_current`) it maps and locks the
+//! release's hot set before it starts the service and holds it while the service
+//! runs (`VmLck` in its `/proc/<pid>/status`). While it holds one it stays across switches:
+//! `agent switch` leaves it a [`Handoff`] and signals it (SIGUSR1); it locks the new
+//! release's hot set, stops the service (the stop command, then its process group),
+//! points `current` at the new release, starts the service there, and only then
+//! unlocks the old set; the switch reads the result from the reply file. A hot set
+//! that cannot be locked (RLIMIT_MEMLOCK) is a warning: the service runs without it,
+//! and the result's `note` says why.
+//!
 //! With `--detach` it forks first (like `agent fetch`): the command returns with one
 //! result line once the service is healthy and registered, or has failed, and the
 //! supervisor goes on in the background with its output in a log file.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::page_cache::{HotSet, HotSetSpec};
 use crate::coordination::store::{Location, Store, StoreLive};
 use crate::coordination::{Coordinator, Instance};
 
@@ -34,6 +45,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 pub const FIRST_CHECKS: Duration = Duration::from_millis(100);
 /// How long one health check may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a service that the stop command stopped gets to exit by itself.
+const STOP_COMMAND_EXIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct Supervise {
@@ -50,6 +63,8 @@ pub struct Supervise {
     /// Where to record the supervisor's and the service's pids while they run (what
     /// `agent switch` reads to stop this instance).
     pub run_file: Option<PathBuf>,
+    /// The release's hot set, held locked while the service runs.
+    pub hot: HotSetSpec,
 }
 
 /// What the run file says about a running instance.
@@ -60,12 +75,84 @@ pub struct RunFile {
     pub version: String,
     pub release: String,
     pub started: u64,
+    /// The supervisor holds a hot set and takes a switch itself ([`Handoff`]).
+    #[serde(default)]
+    pub handoff: bool,
+    /// Bytes of the release's hot set it holds locked.
+    #[serde(default)]
+    pub locked: u64,
 }
 
 impl RunFile {
-    pub fn read(path: &std::path::Path) -> Option<RunFile> {
+    pub fn read(path: &Path) -> Option<RunFile> {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
+}
+
+/// A switch that a running supervisor makes itself, so that it can lock the new
+/// release's hot set before the restart and unlock the old one after. `agent switch`
+/// writes it beside the run file (`run/<service>.handoff.json`) and sends SIGUSR1;
+/// the supervisor answers in `run/<service>.reply.json` with its `result` line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Handoff {
+    pub version: String,
+    pub release: PathBuf,
+    /// Where `current` is (`<destination>`), pointed at the release before the start.
+    pub destination: PathBuf,
+    pub command: Vec<String>,
+    pub health: Option<String>,
+    pub interval: String,
+    pub health_deadline: String,
+    pub hot: HotSetSpec,
+    /// The graceful stop command of the release that runs now.
+    pub stop: Option<String>,
+}
+
+impl Handoff {
+    pub fn path(run_file: &Path) -> PathBuf {
+        run_file.with_extension("handoff.json")
+    }
+
+    pub fn reply_path(run_file: &Path) -> PathBuf {
+        run_file.with_extension("reply.json")
+    }
+
+    /// Reads the waiting handoff and removes it (taken once).
+    fn take(run_file: &Path) -> Option<Handoff> {
+        let path = Handoff::path(run_file);
+        let text = std::fs::read(&path).ok()?;
+        let _ = std::fs::remove_file(&path);
+        serde_json::from_slice(&text)
+            .map_err(|e| eprintln!("rookery: ignoring {}: {e}", path.display()))
+            .ok()
+    }
+
+    /// What the service runs under once the supervisor has taken it.
+    fn apply(&self, s: &Supervise) -> Result<Supervise, BadHandoff> {
+        let duration = |field: &'static str, text: &str| {
+            crate::config::units::parse_duration(text)
+                .map_err(|reason| BadHandoff { field, reason })
+        };
+        Ok(Supervise {
+            version: self.version.clone(),
+            release: self.release.clone(),
+            command: self.command.clone(),
+            health: self.health.clone(),
+            interval: duration("interval", &self.interval)?,
+            health_deadline: duration("health_deadline", &self.health_deadline)?,
+            hot: self.hot.clone(),
+            ..s.clone()
+        })
+    }
+}
+
+/// A handoff whose duration does not read: the switch is refused, the service runs on.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+struct BadHandoff {
+    field: &'static str,
+    #[source]
+    reason: crate::config::diagnostic::Invalid,
 }
 
 /// Removes the run file when the supervisor ends, if it is still this one's.
@@ -92,19 +179,22 @@ struct Event<'a> {
     pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-    /// On success: what is not done yet (a registration the store has not taken).
+    /// On success: what is not done yet (a registration the store has not taken, a
+    /// hot set that could not be locked).
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
 }
 
 /// Writes the one `result` line, then drops the output (a detached supervisor's
-/// parent returns when it reads it).
-struct Reporter<'a> {
+/// parent returns when it reads it; a switch that handed off reads the reply file).
+struct Reporter {
     out: Option<Box<dyn Write + Send>>,
-    s: &'a Supervise,
+    s: Supervise,
+    /// Said with a success: the hot set that could not be locked.
+    warning: Option<String>,
 }
 
-impl Reporter<'_> {
+impl Reporter {
     fn result(&mut self, ok: bool, pid: Option<u32>, error: Option<String>) {
         self.send(ok, pid, error, None);
     }
@@ -115,6 +205,10 @@ impl Reporter<'_> {
     }
 
     fn send(&mut self, ok: bool, pid: Option<u32>, error: Option<String>, note: Option<String>) {
+        let note = match (note, self.warning.take().filter(|_| ok)) {
+            (Some(n), Some(w)) => Some(format!("{n}; {w}")),
+            (n, w) => n.or(w),
+        };
         if let Some(mut w) = self.out.take() {
             let e = Event {
                 event: "result",
@@ -132,6 +226,45 @@ impl Reporter<'_> {
     }
 }
 
+/// The reply to a handoff: the result line, written to its file in one piece when
+/// flushed.
+struct ReplyFile(PathBuf, Vec<u8>);
+
+impl Write for ReplyFile {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        crate::os::write_atomically(&self.0, &self.1, 0o644)
+    }
+}
+
+/// Locks the release's hot set, if it has one; a set that cannot be locked is a
+/// warning (returned for the result's note), not a failure: the service runs.
+fn lock_hot(release: &Path, spec: &HotSetSpec) -> (Option<HotSet>, Option<String>) {
+    if spec.globs.is_empty() {
+        return (None, None);
+    }
+    match HotSet::lock(release, spec) {
+        Ok(set) => {
+            for w in &set.warnings {
+                eprintln!("rookery: warning: {w}");
+            }
+            eprintln!(
+                "rookery: locked {} bytes of {} in memory",
+                set.bytes,
+                release.display()
+            );
+            (Some(set), None)
+        }
+        Err(e) => {
+            eprintln!("rookery: warning: {e}; the service runs without its hot set locked");
+            (None, Some(format!("hot set not locked: {e}")))
+        }
+    }
+}
+
 /// Runs the service until it exits or `cancel` fires; returns its exit status.
 /// Writes a `result` line to `out` once the instance is registered (or has failed),
 /// then drops `out`.
@@ -142,8 +275,16 @@ pub async fn run(
     out: Box<dyn Write + Send>,
     cancel: CancellationToken,
 ) -> anyhow::Result<i32> {
-    let mut report = Reporter { out: Some(out), s };
-    let mut child = match spawn(s) {
+    // Listening before the run file announces that this supervisor takes handoffs:
+    // SIGUSR1 would otherwise end the process.
+    let handoffs = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let (hot, warning) = lock_hot(&s.release, &s.hot);
+    let mut report = Reporter {
+        out: Some(out),
+        s: s.clone(),
+        warning,
+    };
+    let child = match spawn(s) {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("starting `{}`: {e}", s.command.join(" "));
@@ -153,64 +294,161 @@ pub async fn run(
     };
     let pid = child.id();
     let _guard = RunFileGuard(s.run_file.clone());
+    let locked = hot.as_ref().map(|h| h.bytes);
     if let Some(path) = &s.run_file {
-        write_run_file(path, s, pid)?;
+        write_run_file(path, s, pid, locked)?;
     }
     // The store is opened beside the service, not before it: a server that does
     // not answer (frozen, or an ensemble without quorum) delays the registration,
     // never the start, and is tried again at each check.
-    let mut w = Watch {
-        location,
-        cluster,
-        s,
-        instance: Instance {
-            host: s.host.clone(),
-            version: s.version.clone(),
-            release: s.release.display().to_string(),
-        },
-        store: open(location, cluster).await,
-        live: None,
-        ever_healthy: false,
-        failures: 0,
-        started: tokio::time::Instant::now(),
-        pid,
+    let store = open(location, cluster).await;
+    let mut r = Running {
+        w: Watch::new(location, cluster, s.clone(), store, pid),
+        child,
+        hot,
+        report,
+        handoffs,
     };
-    // Check often until the first success, so a restart registers as soon as the
-    // service is up; then every `interval`.
-    let mut next = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            status = child.wait() => {
-                w.withdraw().await;
-                let status = status?;
-                if !w.ever_healthy {
-                    report.result(false, pid, Some(format!("the service exited with {status} before it was healthy")));
+    r.supervise(&cancel).await
+}
+
+/// A supervised instance: the service's process, the hot set held for it, how its
+/// health goes, and where its result goes.
+struct Running<'a> {
+    w: Watch<'a>,
+    child: tokio::process::Child,
+    hot: Option<HotSet>,
+    report: Reporter,
+    handoffs: tokio::signal::unix::Signal,
+}
+
+impl Running<'_> {
+    /// Until the service exits or is stopped; its exit status.
+    async fn supervise(&mut self, cancel: &CancellationToken) -> anyhow::Result<i32> {
+        // Check often until the first success, so a restart registers as soon as the
+        // service is up; then every `interval`.
+        let mut next = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                status = self.child.wait() => {
+                    self.w.withdraw().await;
+                    let status = status?;
+                    if !self.w.ever_healthy {
+                        self.report.result(false, self.w.pid, Some(format!("the service exited with {status} before it was healthy")));
+                    }
+                    eprintln!("rookery: {} on {} exited with {status}", self.w.s.service, self.w.s.host);
+                    return Ok(exit_code(&status));
                 }
-                eprintln!("rookery: {} on {} exited with {status}", s.service, s.host);
-                return Ok(exit_code(&status));
-            }
-            _ = cancel.cancelled() => {
-                w.withdraw().await;
-                let status = stop(&mut child, pid).await?;
-                if !w.ever_healthy {
-                    report.result(false, pid, Some("stopped before it was healthy".into()));
+                _ = cancel.cancelled() => {
+                    self.w.withdraw().await;
+                    let status = stop(&mut self.child, self.w.pid).await?;
+                    if !self.w.ever_healthy {
+                        self.report.result(false, self.w.pid, Some("stopped before it was healthy".into()));
+                    }
+                    return Ok(exit_code(&status));
                 }
-                return Ok(exit_code(&status));
+                _ = self.handoffs.recv() => {
+                    let Some(h) = self.w.s.run_file.as_deref().and_then(Handoff::take) else {
+                        continue;
+                    };
+                    if let Err(code) = self.hand_over(&h).await {
+                        return Ok(code);
+                    }
+                    next = tokio::time::Instant::now();
+                }
+                _ = tokio::time::sleep_until(next) => {
+                    let s = &self.w.s;
+                    next = tokio::time::Instant::now()
+                        + if self.w.ever_healthy { s.interval } else { FIRST_CHECKS.min(s.interval) };
+                    let healthy = match &s.health {
+                        None => true,
+                        Some(h) => check(h, s).await,
+                    };
+                    if healthy {
+                        self.w.healthy(&mut self.report).await;
+                    } else {
+                        self.w.unhealthy(&mut self.report, cancel).await;
+                    }
+                    self.w.keep_session().await;
+                }
             }
-            _ = tokio::time::sleep_until(next) => {
-                next = tokio::time::Instant::now()
-                    + if w.ever_healthy { s.interval } else { FIRST_CHECKS.min(s.interval) };
-                let healthy = match &s.health {
-                    None => true,
-                    Some(h) => check(h, s).await,
+        }
+    }
+
+    /// Makes the switch a [`Handoff`] asks for: the new hot set locked, the service
+    /// stopped, `current` pointed at the new release, the service started there,
+    /// the old hot set unlocked. The result goes to the reply file once the new
+    /// instance is healthy (or has failed); `Err` is the exit status when the
+    /// supervisor has nothing left to run.
+    async fn hand_over(&mut self, h: &Handoff) -> Result<(), i32> {
+        let Some(run_file) = self.w.s.run_file.clone() else {
+            return Ok(());
+        };
+        let reply = Box::new(ReplyFile(Handoff::reply_path(&run_file), Vec::new()));
+        let next = match h.apply(&self.w.s) {
+            Ok(next) => next,
+            Err(e) => {
+                let mut r = Reporter {
+                    out: Some(reply),
+                    s: self.w.s.clone(),
+                    warning: None,
                 };
-                if healthy {
-                    w.healthy(&mut report).await;
-                } else {
-                    w.unhealthy(&mut report, &cancel).await;
-                }
-                w.keep_session().await;
+                r.result(false, self.w.pid, Some(format!("refusing the switch: {e}")));
+                return Ok(()); // the service runs on, untouched
             }
+        };
+        eprintln!("rookery: switching {} to {}", next.service, next.version);
+        let (hot, warning) = lock_hot(&next.release, &next.hot);
+        self.report = Reporter {
+            out: Some(reply),
+            s: next.clone(),
+            warning,
+        };
+        self.w.withdraw().await;
+        self.stop_for_switch(h.stop.as_deref()).await;
+        let layout = crate::agent::release::Layout::new(&h.destination);
+        if let Err(e) = crate::agent::switch::point_current(&layout, &next.version) {
+            self.report.result(false, None, Some(e.to_string()));
+            return Err(1);
+        }
+        self.child = match spawn(&next) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("starting `{}`: {e}", next.command.join(" "));
+                self.report.result(false, None, Some(msg));
+                return Err(1);
+            }
+        };
+        let pid = self.child.id();
+        let locked = hot.as_ref().map(|h| h.bytes);
+        if let Err(e) = write_run_file(&run_file, &next, pid, locked) {
+            eprintln!("rookery: writing {}: {e:#}", run_file.display());
+        }
+        // Restarted: the old release's hot set goes now.
+        self.hot = hot;
+        self.w.restarted(next, pid);
+        Ok(())
+    }
+
+    /// The graceful stop command (in the release that runs), a moment for the
+    /// service to exit by itself, then its process group.
+    async fn stop_for_switch(&mut self, stop_cmd: Option<&str>) {
+        if let Some(cmd) = stop_cmd {
+            let status = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(&self.w.s.release)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .status();
+            if let Err(e) = tokio::time::timeout(STOP_GRACE, status).await {
+                eprintln!("rookery: the stop command `{cmd}`: {e}");
+            }
+            let _ = tokio::time::timeout(STOP_COMMAND_EXIT, self.child.wait()).await;
+        }
+        if let Err(e) = stop(&mut self.child, self.w.pid).await {
+            eprintln!("rookery: stopping {}: {e}", self.w.s.service);
         }
     }
 }
@@ -237,13 +475,23 @@ fn spawn(s: &Supervise) -> std::io::Result<tokio::process::Child> {
 }
 
 /// Records this supervisor and its service where `agent switch` looks for them.
-fn write_run_file(path: &std::path::Path, s: &Supervise, pid: Option<u32>) -> anyhow::Result<()> {
+fn write_run_file(
+    path: &Path,
+    s: &Supervise,
+    pid: Option<u32>,
+    locked: Option<u64>,
+) -> anyhow::Result<()> {
     let r = RunFile {
         supervisor: std::process::id(),
         service: pid.unwrap_or(0),
         version: s.version.clone(),
         release: s.release.display().to_string(),
         started: crate::coordination::now(),
+        // A supervisor that holds a hot set takes switches itself, to hold one
+        // across them. One whose lock was refused is replaced at the next switch: a
+        // new supervisor gets the limit raised since (limits.d, LimitMEMLOCK=).
+        handoff: locked.is_some(),
+        locked: locked.unwrap_or(0),
     };
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -293,7 +541,7 @@ async fn stop(
 struct Watch<'a> {
     location: &'a Location,
     cluster: &'a str,
-    s: &'a Supervise,
+    s: Supervise,
     instance: Instance,
     store: Option<Store>,
     live: Option<StoreLive>,
@@ -303,7 +551,39 @@ struct Watch<'a> {
     pid: Option<u32>,
 }
 
-impl Watch<'_> {
+impl<'a> Watch<'a> {
+    fn new(
+        location: &'a Location,
+        cluster: &'a str,
+        s: Supervise,
+        store: Option<Store>,
+        pid: Option<u32>,
+    ) -> Watch<'a> {
+        Watch {
+            location,
+            cluster,
+            instance: instance(&s),
+            s,
+            store,
+            live: None,
+            ever_healthy: false,
+            failures: 0,
+            started: tokio::time::Instant::now(),
+            pid,
+        }
+    }
+
+    /// The service runs `s` now, as `pid`: health is watched from the start again.
+    fn restarted(&mut self, s: Supervise, pid: Option<u32>) {
+        self.instance = instance(&s);
+        self.s = s;
+        self.live = None;
+        self.ever_healthy = false;
+        self.failures = 0;
+        self.started = tokio::time::Instant::now();
+        self.pid = pid;
+    }
+
     /// Takes the live entry away, if there is one.
     async fn withdraw(&mut self) {
         if let (Some(l), Some(st)) = (self.live.take(), &self.store) {
@@ -312,8 +592,8 @@ impl Watch<'_> {
     }
 
     /// A healthy check: registers the instance when it is not live.
-    async fn healthy(&mut self, report: &mut Reporter<'_>) {
-        let s = self.s;
+    async fn healthy(&mut self, report: &mut Reporter) {
+        let s = &self.s;
         self.failures = 0;
         if self.live.is_some() {
             return;
@@ -359,16 +639,16 @@ impl Watch<'_> {
 
     /// A failed check: withdrawn after `UNHEALTHY_AFTER` in a row; never healthy
     /// by the deadline, the start has failed and the service is stopped.
-    async fn unhealthy(&mut self, report: &mut Reporter<'_>, cancel: &CancellationToken) {
-        let s = self.s;
+    async fn unhealthy(&mut self, report: &mut Reporter, cancel: &CancellationToken) {
         self.failures += 1;
         if self.live.is_some() && self.failures >= UNHEALTHY_AFTER {
             self.withdraw().await;
             eprintln!(
                 "rookery: {} on {} failed {} health checks; withdrawn",
-                s.service, s.host, self.failures
+                self.s.service, self.s.host, self.failures
             );
         }
+        let s = &self.s;
         if !self.ever_healthy && self.started.elapsed() > s.health_deadline {
             report.result(
                 false,
@@ -393,6 +673,15 @@ impl Watch<'_> {
                 eprintln!("rookery: reconnected to the coordination store");
             }
         }
+    }
+}
+
+/// The live entry of an instance.
+fn instance(s: &Supervise) -> Instance {
+    Instance {
+        host: s.host.clone(),
+        version: s.version.clone(),
+        release: s.release.display().to_string(),
     }
 }
 
@@ -505,6 +794,7 @@ mod tests {
             interval: Duration::from_millis(50),
             health_deadline: Duration::from_secs(5),
             run_file: None,
+            hot: HotSetSpec::default(),
         }
     }
 

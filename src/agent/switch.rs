@@ -16,6 +16,12 @@
 //! 5. start `rookery agent run --detach` there, which returns once the instance is
 //!    healthy and registered in the coordination store, or has failed.
 //!
+//! A supervisor that holds a hot set (`page_cache.lock_current`; its run file says
+//! `handoff`) makes steps 3 to 5 itself, so that the new release's hot set is locked
+//! before the restart and the old one unlocked after: the switch leaves it a
+//! [`Handoff`] and waits for its reply (see `supervisor.rs`). The hot set of a
+//! release is what its fetch kept ([`HotSetSpec::load`]).
+//!
 //! It prints one JSON line: `{"event":"switch","ok":…,"action":…,"previous":…}`.
 //! Switching back after a failure is the same command with the previous version.
 //!
@@ -26,6 +32,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::unix::fs::symlink;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -34,15 +41,84 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::agent::page_cache::HotSetSpec;
 use crate::agent::release::Layout;
 use crate::agent::request::{HealthArgs, Request, RunServiceArgs, StartArgs, SwitchArgs};
-use crate::agent::supervisor::{RunFile, STOP_GRACE};
+use crate::agent::supervisor::{Handoff, RunFile, STOP_GRACE};
 use crate::config::template::{PLACEHOLDERS, Template};
 use crate::coordination::store::Location;
 use crate::os::alive;
 
 /// How long a switch waits for another switch of the same service to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Why a switch (or `agent start`) failed; the message is the `error` of its line.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Spec {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "release {version} is not on this host ({} is missing): distribute it first",
+        path.display()
+    )]
+    Missing { version: String, path: PathBuf },
+    #[error("release {version}: {reason}")]
+    Unsafe { version: String, reason: String },
+    #[error("command `{template}`: {reason}")]
+    Template { template: String, reason: String },
+    #[error("--var `{kv}`: {reason}")]
+    Var { kv: String, reason: String },
+    #[error("another switch of this service holds {} for over {}s", path.display(), LOCK_WAIT.as_secs())]
+    Locked { path: PathBuf },
+    #[error("the supervisor (pid {pid}) did not stop, even after SIGKILL")]
+    Unstoppable { pid: u32 },
+    #[error("{service} {version} did not become healthy: {reason} (log: {})", log.display())]
+    Unhealthy {
+        service: String,
+        version: String,
+        reason: String,
+        log: PathBuf,
+    },
+    #[error(
+        "the supervisor (pid {pid}) took the switch to {version} and gave no answer{why} (log: {})",
+        log.display()
+    )]
+    NoReply {
+        pid: u32,
+        version: String,
+        why: &'static str,
+        log: PathBuf,
+    },
+    #[error("{0}")]
+    Store(String),
+    #[error("service `{name}` was never switched on this host ({})", dir.display())]
+    NeverSwitched { name: String, dir: PathBuf },
+    #[error("{}: {source} (no service was ever switched on this host)", dir.display())]
+    NoServices {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SwitchError + 'a {
+    move |source| SwitchError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct Outcome {
@@ -73,12 +149,12 @@ pub fn run(a: &SwitchArgs) -> Outcome {
         }
         _ => a,
     };
-    let fail = |previous: Option<String>, e: String| Outcome {
+    let fail = |previous: Option<String>, e: SwitchError| Outcome {
         event: "switch",
         ok: false,
         action: "failed",
         previous,
-        error: Some(e),
+        error: Some(e.to_string()),
         note: None,
     };
     let ready = match Ready::new(a, &layout) {
@@ -111,21 +187,22 @@ struct Ready {
 }
 
 impl Ready {
-    fn new(a: &SwitchArgs, layout: &Layout) -> Result<Ready, String> {
+    fn new(a: &SwitchArgs, layout: &Layout) -> Result<Ready, SwitchError> {
         let run_dir = layout.logs().join("run");
-        fs::create_dir_all(&run_dir).map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+        fs::create_dir_all(&run_dir).map_err(io_err("creating", &run_dir))?;
         let lock = lock(&run_dir.join(format!("{}.lock", a.service)))?;
         let release = layout.release(&a.version);
         if !release.is_dir() {
-            return Err(format!(
-                "release {} is not on this host ({} is missing): distribute it first",
-                a.version,
-                release.display()
-            ));
+            return Err(SwitchError::Missing {
+                version: a.version.clone(),
+                path: release,
+            });
         }
         // The links of the release, resolved on disk: nothing made live may lead out.
-        crate::torrent::links::check_tree(&release)
-            .map_err(|e| format!("release {}: {e}", a.version))?;
+        crate::torrent::links::check_tree(&release).map_err(|e| SwitchError::Unsafe {
+            version: a.version.clone(),
+            reason: e.to_string(),
+        })?;
         let start_cmd = render(a, &a.start, &a.version)?;
         let health = a
             .health
@@ -169,7 +246,7 @@ impl Ready {
         &self,
         a: &SwitchArgs,
         layout: &Layout,
-    ) -> Result<(&'static str, Option<String>), String> {
+    ) -> Result<(&'static str, Option<String>), SwitchError> {
         if let Some(r) = &self.running
             && r.version == a.version
         {
@@ -179,6 +256,7 @@ impl Ready {
             save(layout, a);
             return Ok(("already", None));
         }
+        let hot = HotSetSpec::load(layout, &a.version);
         if let Some(r) = &self.running {
             // The stop command stops what runs now: fill it in for that release.
             let stop_cmd = a
@@ -186,35 +264,154 @@ impl Ready {
                 .as_ref()
                 .map(|t| render(a, t, &r.version))
                 .transpose()?;
-            stop(r, stop_cmd.as_deref())?;
+            if r.handoff {
+                if let Some(note) = self.hand_off(a, r, stop_cmd, &hot)? {
+                    save(layout, a);
+                    return Ok(("restarted", note));
+                }
+                // The supervisor ended before it took the switch: start one below.
+            } else {
+                stop(r, stop_cmd.as_deref())?;
+            }
         }
         point_current(layout, &a.version)?;
-        let note = start(
-            a,
-            &self.start_cmd,
-            self.health.as_deref(),
-            &self.release,
-            &self.run_file,
-        )?;
+        let note = start(a, self, &hot)?;
         save(layout, a);
         Ok(("restarted", note))
+    }
+
+    /// Leaves the running supervisor a [`Handoff`] and waits for its answer: `None`
+    /// when it ended without taking it (nothing was stopped by it then).
+    fn hand_off(
+        &self,
+        a: &SwitchArgs,
+        r: &RunFile,
+        stop: Option<String>,
+        hot: &HotSetSpec,
+    ) -> Result<Option<Option<String>>, SwitchError> {
+        let h = Handoff {
+            version: a.version.clone(),
+            release: self.release.clone(),
+            destination: a.destination.clone(),
+            command: vec![self.start_cmd.clone()],
+            health: self.health.clone(),
+            interval: a.health.health_interval.clone(),
+            health_deadline: a.health.health_deadline.clone(),
+            hot: hot.clone(),
+            stop,
+        };
+        let (path, reply) = (
+            Handoff::path(&self.run_file),
+            Handoff::reply_path(&self.run_file),
+        );
+        let _ = fs::remove_file(&reply);
+        let text = serde_json::to_vec(&h).expect("serializable");
+        crate::os::write_atomically(&path, &text, 0o644).map_err(io_err("writing", &path))?;
+        // SAFETY: signalling the recorded supervisor (checked alive, and ours).
+        unsafe { libc::kill(r.supervisor as i32, libc::SIGUSR1) };
+        let line = wait_reply(r.supervisor, &path, &reply, &a.health.health_deadline);
+        let _ = fs::remove_file(&reply);
+        let log = a
+            .destination
+            .join(".rookery")
+            .join(format!("{}.log", a.service));
+        let no_reply = |why| SwitchError::NoReply {
+            pid: r.supervisor,
+            version: a.version.clone(),
+            why,
+            log: log.clone(),
+        };
+        let v = match line {
+            Reply::Untaken => {
+                let _ = fs::remove_file(&path);
+                return Ok(None);
+            }
+            Reply::Gone => return Err(no_reply(": it ended")),
+            Reply::Late => return Err(no_reply(" in time")),
+            Reply::Line(v) => v,
+        };
+        if v["ok"] == true {
+            return Ok(Some(v["note"].as_str().map(str::to_string)));
+        }
+        Err(SwitchError::Unhealthy {
+            service: a.service.clone(),
+            version: a.version.clone(),
+            reason: v["error"]
+                .as_str()
+                .unwrap_or("the supervisor failed")
+                .to_string(),
+            log,
+        })
+    }
+}
+
+/// What came of a handoff.
+enum Reply {
+    Line(serde_json::Value),
+    /// The supervisor ended before it took the handoff.
+    Untaken,
+    /// It took it and ended without an answer.
+    Gone,
+    /// No answer within the stop grace, the health deadline and a margin.
+    Late,
+}
+
+/// Waits for the supervisor's reply to a handoff, while it lives.
+fn wait_reply(pid: u32, handoff: &Path, reply: &Path, health_deadline: &str) -> Reply {
+    let deadline = crate::config::units::parse_duration(health_deadline)
+        .unwrap_or(Duration::from_secs(60))
+        + 2 * STOP_GRACE
+        + Duration::from_secs(30);
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = fs::read(reply)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            return Reply::Line(v);
+        }
+        if !alive(pid) {
+            // It may have answered just before it ended.
+            if let Some(v) = fs::read(reply)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                return Reply::Line(v);
+            }
+            return if handoff.exists() {
+                Reply::Untaken
+            } else {
+                Reply::Gone
+            };
+        }
+        if Instant::now() > until {
+            return Reply::Late;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Fills in a template for `version`: `{version}`, `{release}`, `{current}` and
 /// `{destination}` here, the other placeholders from `--var`.
-fn render(a: &SwitchArgs, template: &str, version: &str) -> Result<String, String> {
-    let t = Template::parse(template).map_err(|e| format!("command `{template}`: {e}"))?;
+fn render(a: &SwitchArgs, template: &str, version: &str) -> Result<String, SwitchError> {
+    let t = Template::parse(template).map_err(|e| SwitchError::Template {
+        template: template.to_string(),
+        reason: e.to_string(),
+    })?;
     let layout = Layout::new(&a.destination);
     let mut vars: BTreeMap<&str, String> = BTreeMap::new();
     for kv in &a.vars {
+        let var = |reason: String| SwitchError::Var {
+            kv: kv.clone(),
+            reason,
+        };
         let (k, v) = kv
             .split_once('=')
-            .ok_or_else(|| format!("--var `{kv}`: expected KEY=VALUE"))?;
+            .ok_or_else(|| var("expected KEY=VALUE".into()))?;
         let key = PLACEHOLDERS
             .iter()
             .find(|p| **p == k)
-            .ok_or_else(|| format!("--var `{kv}`: `{k}` is not a placeholder"))?;
+            .ok_or_else(|| var(format!("`{k}` is not a placeholder")))?;
         vars.insert(key, v.to_string());
     }
     vars.insert("version", version.to_string());
@@ -295,64 +492,17 @@ pub struct Started {
 /// `agent start`: starts every service a switch left on this host (at boot), on the
 /// release it last ran, or with `--catch-up` on the version most of the service's
 /// live instances run elsewhere, if that release is here.
-pub fn start_all(a: &StartArgs) -> Result<Vec<Started>, String> {
+pub fn start_all(a: &StartArgs) -> Result<Vec<Started>, SwitchError> {
     let layout = Layout::new(&a.destination);
     let dir = layout.logs().join("services");
-    let mut specs: Vec<SwitchArgs> = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(|e| {
-        format!(
-            "{}: {e} (no service was ever switched on this host)",
-            dir.display()
-        )
-    })? {
-        let path = entry.map_err(|e| e.to_string())?.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let spec: SwitchArgs =
-            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if a.service.is_empty() || a.service.contains(&spec.service) {
-            specs.push(spec);
-        }
-    }
-    for name in &a.service {
-        if !specs.iter().any(|s| &s.service == name) {
-            return Err(format!(
-                "service `{name}` was never switched on this host ({})",
-                dir.display()
-            ));
-        }
-    }
-    specs.sort_by(|x, y| x.service.cmp(&y.service));
+    let specs = kept_specs(&dir, &a.service)?;
     let mut out = Vec::new();
     for mut spec in specs {
-        let mut note = None;
-        if a.catch_up {
-            match popular_elsewhere(&spec) {
-                Ok(Some(v)) if v != spec.version => {
-                    if layout.release(&v).is_dir() {
-                        note = Some(format!(
-                            "caught up: the live instances run {v}, this host last ran {}",
-                            spec.version
-                        ));
-                        spec.version = v;
-                    } else {
-                        note = Some(format!(
-                            "the live instances run {v}, which is not on this host: started {} instead; run `rookery reconcile` to bring {v} here",
-                            spec.version
-                        ));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    note = Some(format!(
-                        "could not ask the coordination store ({e}): started {}",
-                        spec.version
-                    ))
-                }
-            }
-        }
+        let note = if a.catch_up {
+            catch_up(&layout, &mut spec)
+        } else {
+            None
+        };
         let o = run(&spec);
         out.push(Started {
             event: "start",
@@ -367,23 +517,83 @@ pub fn start_all(a: &StartArgs) -> Result<Vec<Started>, String> {
     Ok(out)
 }
 
+/// The specs kept under `dir` of `services` (all when empty), by service name.
+fn kept_specs(dir: &Path, services: &[String]) -> Result<Vec<SwitchArgs>, SwitchError> {
+    let mut specs: Vec<SwitchArgs> = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|source| SwitchError::NoServices {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let path = entry.map_err(io_err("reading", dir))?.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = fs::read(&path).map_err(io_err("reading", &path))?;
+        let spec: SwitchArgs =
+            serde_json::from_slice(&text).map_err(|source| SwitchError::Spec { path, source })?;
+        if services.is_empty() || services.contains(&spec.service) {
+            specs.push(spec);
+        }
+    }
+    for name in services {
+        if !specs.iter().any(|s| &s.service == name) {
+            return Err(SwitchError::NeverSwitched {
+                name: name.clone(),
+                dir: dir.to_path_buf(),
+            });
+        }
+    }
+    specs.sort_by(|x, y| x.service.cmp(&y.service));
+    Ok(specs)
+}
+
+/// `--catch-up`: moves `spec` to the version most live instances run, if it is here;
+/// what was done, for the line.
+fn catch_up(layout: &Layout, spec: &mut SwitchArgs) -> Option<String> {
+    match popular_elsewhere(spec) {
+        Ok(Some(v)) if v != spec.version => {
+            if layout.release(&v).is_dir() {
+                let note = format!(
+                    "caught up: the live instances run {v}, this host last ran {}",
+                    spec.version
+                );
+                spec.version = v;
+                Some(note)
+            } else {
+                Some(format!(
+                    "the live instances run {v}, which is not on this host: started {} instead; run `rookery reconcile` to bring {v} here",
+                    spec.version
+                ))
+            }
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "could not ask the coordination store ({e}): started {}",
+            spec.version
+        )),
+    }
+}
+
 /// The version most live instances of the service run on other hosts.
-fn popular_elsewhere(spec: &SwitchArgs) -> Result<Option<String>, String> {
+fn popular_elsewhere(spec: &SwitchArgs) -> Result<Option<String>, SwitchError> {
     use crate::coordination::Coordinator;
-    let location = Location::from_args(&spec.store).map_err(|e| format!("{e:#}"))?;
+    let store_err = |e: &dyn std::fmt::Display| SwitchError::Store(e.to_string());
+    let location =
+        Location::from_args(&spec.store).map_err(|e| SwitchError::Store(format!("{e:#}")))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| store_err(&e))?;
     rt.block_on(async {
         let store = location
             .open(&spec.store.cluster)
             .await
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| SwitchError::Store(format!("{e:#}")))?;
         let live: Vec<_> = store
             .live(&spec.service)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| store_err(&e))?
             .into_iter()
             .filter(|i| i.host != spec.host)
             .collect();
@@ -397,13 +607,13 @@ pub fn current_version(layout: &Layout) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().to_string())
 }
 
-fn lock(path: &Path) -> Result<File, String> {
+fn lock(path: &Path) -> Result<File, SwitchError> {
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        .map_err(io_err("opening", path))?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         // SAFETY: flock(2) on an open descriptor.
@@ -411,11 +621,9 @@ fn lock(path: &Path) -> Result<File, String> {
             return Ok(f);
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "another switch of this service holds {} for over {}s",
-                path.display(),
-                LOCK_WAIT.as_secs()
-            ));
+            return Err(SwitchError::Locked {
+                path: path.to_path_buf(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -436,7 +644,7 @@ fn supervisor_alive(r: &RunFile, service: &str) -> bool {
 }
 
 /// Stops a running instance: the graceful stop command, then the supervisor.
-fn stop(r: &RunFile, stop_cmd: Option<&str>) -> Result<(), String> {
+fn stop(r: &RunFile, stop_cmd: Option<&str>) -> Result<(), SwitchError> {
     if let Some(cmd) = stop_cmd {
         let mut child = Command::new("/bin/sh")
             .arg("-c")
@@ -445,7 +653,7 @@ fn stop(r: &RunFile, stop_cmd: Option<&str>) -> Result<(), String> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("running the stop command: {e}"))?;
+            .map_err(io_err("running the stop command in", Path::new(&r.release)))?;
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             match child.try_wait() {
@@ -474,10 +682,7 @@ fn stop(r: &RunFile, stop_cmd: Option<&str>) -> Result<(), String> {
                 libc::kill(-(r.service as i32), libc::SIGKILL);
             }
             if !wait_gone(r.supervisor, Duration::from_secs(5)) {
-                return Err(format!(
-                    "the supervisor (pid {}) did not stop, even after SIGKILL",
-                    r.supervisor
-                ));
+                return Err(SwitchError::Unstoppable { pid: r.supervisor });
             }
         }
     }
@@ -497,50 +702,46 @@ fn wait_gone(pid: u32, within: Duration) -> bool {
 
 /// Points `current` at `releases/<version>` atomically: a new symlink under a
 /// temporary name, renamed over the old one.
-pub fn point_current(layout: &Layout, version: &str) -> Result<(), String> {
+pub fn point_current(layout: &Layout, version: &str) -> Result<(), SwitchError> {
     let current = layout.current();
     let tmp = layout
         .destination
         .join(format!(".current.{}.tmp", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let target = PathBuf::from("releases").join(version);
-    symlink(&target, &tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    symlink(&target, &tmp).map_err(io_err("creating", &tmp))?;
     fs::rename(&tmp, &current).map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        format!("switching {}: {e}", current.display())
+        io_err("switching", &current)(e)
     })
 }
 
 /// Starts the supervisor, detached; returns once the instance is healthy and
 /// registered, or has failed.
-fn start(
-    a: &SwitchArgs,
-    command: &str,
-    health: Option<&str>,
-    release: &Path,
-    run_file: &Path,
-) -> Result<Option<String>, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding rookery: {e}"))?;
+fn start(a: &SwitchArgs, ready: &Ready, hot: &HotSetSpec) -> Result<Option<String>, SwitchError> {
+    let exe = std::env::current_exe().map_err(io_err("finding", Path::new("rookery")))?;
     let log = a
         .destination
         .join(".rookery")
         .join(format!("{}.log", a.service));
     // The same store, as the flags this switch was given name it.
-    let store = Location::from_args(&a.store).map_err(|e| format!("{e:#}"))?;
+    let store = Location::from_args(&a.store).map_err(|e| SwitchError::Store(format!("{e:#}")))?;
     let run = RunServiceArgs {
         service: a.service.clone(),
         host: a.host.clone(),
         version: a.version.clone(),
-        release: release.to_path_buf(),
+        release: ready.release.clone(),
         health: HealthArgs {
-            health: health.map(str::to_string),
+            health: ready.health.clone(),
             ..a.health.clone()
         },
         detach: true,
         log: Some(log.clone()),
-        run_file: Some(run_file.to_path_buf()),
+        run_file: Some(ready.run_file.clone()),
+        lock: hot.globs.clone(),
+        lock_max: (!hot.globs.is_empty()).then_some(hot.max),
         store: store.store_args(&a.store.cluster),
-        command: vec![command.to_string()],
+        command: vec![ready.start_cmd.clone()],
     };
     let argv = run.argv(&exe.display().to_string());
     let mut cmd = Command::new(&argv[0]);
@@ -549,7 +750,7 @@ fn start(
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-        .map_err(|e| format!("starting the supervisor: {e}"))?;
+        .map_err(io_err("starting the supervisor", &exe))?;
     // The result line says why (or what is pending); the log has the rest.
     let field = |name: &str| {
         String::from_utf8_lossy(&out.stdout)
@@ -560,13 +761,12 @@ fn start(
     if out.status.success() {
         return Ok(field("note"));
     }
-    let reason = field("error").unwrap_or_else(|| "the supervisor failed".into());
-    Err(format!(
-        "{} {} did not become healthy: {reason} (log: {})",
-        a.service,
-        a.version,
-        log.display()
-    ))
+    Err(SwitchError::Unhealthy {
+        service: a.service.clone(),
+        version: a.version.clone(),
+        reason: field("error").unwrap_or_else(|| "the supervisor failed".into()),
+        log,
+    })
 }
 
 /// What `agent releases` prints.

@@ -13,7 +13,9 @@ use std::path::Path;
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, Global, RemoteArgs, TorrentCommand};
+use crate::cli::{
+    Cli, Command, Global, HostsArgs, InventoryArg, OutputArgs, RemoteArgs, TorrentCommand,
+};
 use crate::config::Config;
 use crate::config::selector::Pattern;
 use crate::coordination::record::Kind;
@@ -22,7 +24,7 @@ use crate::plan;
 use crate::plan::render;
 
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let g = &cli.global;
+    let g = &merged(&cli)?;
     crate::shutdown::set_verbosity(g.verbose);
     // Sockets (one per peer, one per SSH host) are what need descriptors; the
     // storages keep a bounded number of files open whatever the limit.
@@ -42,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             tracker,
             keep_special_bits,
             previous,
+            ..
         }) => torrent_create(
             g,
             dir,
@@ -51,12 +54,101 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             *keep_special_bits,
             previous.as_deref(),
         ),
-        Command::Torrent(TorrentCommand::Inspect { file }) => torrent_inspect(g, file),
+        Command::Torrent(TorrentCommand::Inspect { file, .. }) => torrent_inspect(g, file),
         Command::Tracker(a) => tracker(g, a),
         Command::Simulate(a) => simulate(g, a),
         Command::Agent(a) => crate::agent::run(a),
         Command::Completions { shell } => completions(*shell),
         Command::Man { subcommand, dir } => man(subcommand, dir.as_deref()),
+    }
+}
+
+/// The shared flags of a command line: those written after the subcommand, over
+/// those written before it. A flag written before a subcommand it does not apply to
+/// is a usage error, as it would be after it.
+fn merged(cli: &Cli) -> Result<Global, Error> {
+    let top = &cli.global;
+    let (hosts, inventory, output) = scoped(&cli.command);
+    let name = command_name(&cli.command);
+    let refuse = |flag: &str| {
+        Error::Usage(format!(
+            "`{flag}` does not apply to `rookery {name}`: see `rookery {name} --help`"
+        ))
+    };
+    let inventory = inventory.or(hosts.map(|h| &h.inventory));
+    if top.inventory.is_some() && inventory.is_none() {
+        return Err(refuse("--inventory"));
+    }
+    if top.limit.is_some() && hosts.is_none() {
+        return Err(refuse("--limit"));
+    }
+    if top.json && output.is_none() {
+        return Err(refuse("--json"));
+    }
+    let out = output.cloned().unwrap_or_default();
+    let verbose = top.verbose.saturating_add(out.verbose);
+    let quiet = top.quiet || out.quiet;
+    if verbose > 0 && quiet {
+        return Err(Error::Usage(
+            "`--verbose` and `--quiet` cannot be used together".into(),
+        ));
+    }
+    Ok(Global {
+        inventory: inventory
+            .and_then(|i| i.inventory.clone())
+            .or_else(|| top.inventory.clone()),
+        limit: hosts
+            .and_then(|h| h.limit.clone())
+            .or_else(|| top.limit.clone()),
+        json: top.json || out.json,
+        verbose,
+        quiet,
+    })
+}
+
+/// The shared flags a subcommand takes after its name: the hosts it acts on, the
+/// inventory alone, and its output. The hidden `agent` takes `-v`/`-q` before it.
+fn scoped(
+    c: &Command,
+) -> (
+    Option<&HostsArgs>,
+    Option<&InventoryArg>,
+    Option<&OutputArgs>,
+) {
+    static QUIET: std::sync::LazyLock<OutputArgs> = std::sync::LazyLock::new(OutputArgs::default);
+    match c {
+        Command::Plan(a) => (Some(&a.hosts), None, Some(&a.out)),
+        Command::Deploy(a) | Command::Distribute(a) => (Some(&a.hosts), None, Some(&a.out)),
+        Command::Rollout(a) => (Some(&a.run.hosts), None, Some(&a.run.out)),
+        Command::Reconcile(a) => (Some(&a.run.hosts), None, Some(&a.run.out)),
+        Command::Rollback(a) => (Some(&a.hosts), None, Some(&a.out)),
+        Command::Status(a) => (Some(&a.hosts), None, Some(&a.out)),
+        Command::Simulate(a) => (None, None, Some(&a.out)),
+        Command::Torrent(TorrentCommand::Create { out, .. })
+        | Command::Torrent(TorrentCommand::Inspect { out, .. }) => (None, None, Some(out)),
+        Command::Tracker(a) => (None, Some(&a.inventory), Some(&a.out)),
+        Command::Agent(_) => (None, None, Some(&QUIET)),
+        Command::Completions { .. } | Command::Man { .. } => (None, None, None),
+    }
+}
+
+/// The subcommand's words, for messages.
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Plan(_) => "plan",
+        Command::Deploy(_) => "deploy",
+        Command::Distribute(_) => "distribute",
+        Command::Rollout(_) => "rollout",
+        Command::Reconcile(_) => "reconcile",
+        Command::Rollback(_) => "rollback",
+        Command::Status(_) => "status",
+        Command::Simulate(_) => "simulate",
+        Command::Torrent(TorrentCommand::Create { .. }) => "torrent create",
+        Command::Torrent(TorrentCommand::Inspect { .. }) => "torrent inspect",
+        Command::Tracker(_) => "tracker",
+        Command::Agent(_) => "agent",
+        Command::Completions { .. } => "completions",
+        Command::Man { .. } => "man",
     }
 }
 

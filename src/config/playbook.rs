@@ -47,6 +47,8 @@ pub struct PageCache {
     pub drop_after_write: bool,
     pub lock_current: Vec<String>,
     pub preload: bool,
+    /// Bytes of the hot set locked at most (`None`: the agent's default, 1 GiB).
+    pub lock_max: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone)]
@@ -227,7 +229,7 @@ const DISTRIBUTION_KEYS: &[&str] = &[
     "stall_timeout",
     "page_cache",
 ];
-const PAGE_CACHE_KEYS: &[&str] = &["drop_after_write", "lock_current", "preload"];
+const PAGE_CACHE_KEYS: &[&str] = &["drop_after_write", "lock_current", "preload", "lock_max"];
 const SERVICE_KEYS: &[&str] = &[
     "hosts",
     "depends_on",
@@ -499,6 +501,9 @@ fn decode_distribution(d: &mut Decoder, node: Option<&Node>) -> Distribution {
             policy.preload = d
                 .bool(v, "distribution.page_cache.preload")
                 .unwrap_or(false);
+        }
+        if let Some(v) = pc.get("lock_max") {
+            policy.lock_max = d.size(v, "distribution.page_cache.lock_max");
         }
         if let Some(v) = pc.get("lock_current") {
             policy.lock_current = d

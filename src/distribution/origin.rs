@@ -290,6 +290,8 @@ fn tracker_command(
         interval: crate::cli::TrackerArgs::DEFAULT_INTERVAL.to_string(),
         host: members.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
         until_stdin_closes: true,
+        inventory: Default::default(),
+        out: Default::default(),
     };
     let mut argv = vec![
         exe.to_string(),

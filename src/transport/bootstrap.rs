@@ -6,8 +6,13 @@
 //! a host that has it is not sent 20 MB again. The upload goes to a temporary file
 //! next to the target (SFTP), then one rename puts it in place, so an agent starting
 //! at that moment runs the old binary or the new one, never a torn one. After an
-//! upload, `rookery --version` runs on the host: a binary for the wrong architecture
-//! or a `noexec` mount fails here, at the bootstrap stage, not later in the fetch.
+//! upload, `rookery --version` runs on the host: a binary that cannot run there (a
+//! `noexec` mount) fails here, at the bootstrap stage, not later in the fetch.
+//!
+//! Each host gets the agent for its platform, read from its `uname -sm` in the same
+//! round trip: the running binary for hosts like the controller, static agents from
+//! the agent directory ([`AGENTS_ENV`]) for the others. A host whose platform has no
+//! agent fails at bootstrap with the platform and where to put one.
 //!
 //! The check can also run as a [`guard`] at the head of the command that needs the
 //! binary (distribute's fetch), so that the usual case, a host that has this build,
@@ -22,30 +27,123 @@ use tokio_util::sync::CancellationToken;
 use crate::config::template::shell_quote;
 use crate::transport::{Connection, HostError, Stage};
 
-/// The binary to install, read once per run.
+/// The rookery binaries a run can install, one per host platform, read once per run.
 #[derive(Debug, Clone)]
 pub struct Binary {
+    agents: Arc<Vec<Agent>>,
+    /// Where agents for other platforms are looked for, for the error that names it.
+    dir: Option<std::path::PathBuf>,
+}
+
+/// A rookery binary for one host platform.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// `ARCH-OS` as [`platform`] reads `uname -sm`: `x86_64-linux`, `aarch64-linux`.
+    pub platform: String,
     pub data: Arc<Vec<u8>>,
     pub sha256: String,
 }
 
+/// The environment variable naming the directory of agents for host platforms.
+pub const AGENTS_ENV: &str = "ROOKERY_AGENTS";
+
 impl Binary {
-    /// The running rookery binary.
+    /// The running rookery binary for hosts of its own platform (when it is a Linux
+    /// one), and `rookery-ARCH-OS` files of the agent directory for the others: the
+    /// directory `$ROOKERY_AGENTS` names, or `agents/` beside the running binary.
     pub fn current() -> anyhow::Result<Binary> {
         use anyhow::Context;
         let exe = std::env::current_exe().context("finding the rookery binary")?;
-        let data = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
-        Ok(Binary::new(data))
+        let dir = std::env::var_os(AGENTS_ENV)
+            .map(std::path::PathBuf::from)
+            .or_else(|| exe.parent().map(|d| d.join("agents")));
+        let own = own_platform();
+        let mut agents = Vec::new();
+        if own.ends_with("-linux") {
+            let data = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+            agents.push(Agent::new(own.clone(), data));
+        }
+        if let Some(d) = &dir {
+            for platform in ["x86_64-linux", "aarch64-linux"] {
+                let file = d.join(format!("rookery-{platform}"));
+                if platform == own || !file.exists() {
+                    continue;
+                }
+                let data =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                agents.push(Agent::new(platform.to_string(), data));
+            }
+        }
+        Ok(Binary {
+            agents: Arc::new(agents),
+            dir,
+        })
     }
 
+    /// `data` as the binary for hosts of the controller's own platform.
     pub fn new(data: Vec<u8>) -> Binary {
-        let sha256 = hex(&sha2::Sha256::digest(&data));
         Binary {
+            agents: Arc::new(vec![Agent::new(own_platform(), data)]),
+            dir: None,
+        }
+    }
+
+    /// The agent for hosts of `platform`.
+    pub fn agent(&self, platform: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.platform == platform)
+    }
+
+    /// Why a host of `platform` cannot get an agent, and where to put one.
+    fn missing(&self, platform: &str) -> String {
+        let have: Vec<&str> = self.agents.iter().map(|a| a.platform.as_str()).collect();
+        let place = match &self.dir {
+            Some(d) => format!("{}/rookery-{platform}", d.display()),
+            None => format!("rookery-{platform} in the directory ${AGENTS_ENV} names"),
+        };
+        format!(
+            "no rookery agent for this host's platform `{platform}` (have: {}): build one \
+             with `scripts/build-agents` and put it at {place} (docs/ssh.md#agents-per-platform)",
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        )
+    }
+}
+
+impl Agent {
+    fn new(platform: String, data: Vec<u8>) -> Agent {
+        let sha256 = hex(&sha2::Sha256::digest(&data));
+        Agent {
+            platform,
             data: Arc::new(data),
             sha256,
         }
     }
 }
+
+/// The controller's own platform, named as [`platform`] names a host's.
+fn own_platform() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
+/// A host's platform from its `uname -sm` (`Linux aarch64` is `aarch64-linux`);
+/// the spellings of one architecture (`arm64`, `amd64`) are one platform.
+pub fn platform(uname_sm: &str) -> String {
+    let mut words = uname_sm.split_whitespace();
+    let os = words.next().unwrap_or("unknown").to_ascii_lowercase();
+    let arch = match words.next().unwrap_or("unknown") {
+        "arm64" | "aarch64" => "aarch64",
+        "amd64" | "x86_64" | "x86-64" => "x86_64",
+        other => other,
+    };
+    let os = if os == "darwin" { "macos".into() } else { os };
+    format!("{arch}-{os}")
+}
+
+/// A shell command printing the host's `uname -sm`.
+const UNAME: &str = "uname -sm";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -83,19 +181,50 @@ fn quick_sum_command(quoted: &str) -> String {
 pub const NEEDS_BINARY: &str = "needs_binary";
 
 /// A shell snippet for the start of a command that runs the binary at `path`: when
-/// that file is missing or is not `bin`, it prints a [`NEEDS_BINARY`] event and ends
-/// the command (status 0); the caller then [`install`]s and runs it again. A deploy
-/// whose hosts already have this build (all but the first after an upgrade) so makes
-/// one round trip per host instead of a check, then the command.
+/// that file is missing or is not the agent for the host's platform (`uname -sm`),
+/// it prints a [`NEEDS_BINARY`] event and ends the command (status 0); the caller then
+/// [`install`]s and runs it again. A deploy whose hosts already have this build (all
+/// but the first after an upgrade) so makes one round trip per host instead of a
+/// check, then the command.
 pub fn guard(path: &str, bin: &Binary) -> String {
+    let mut arms = String::new();
+    for a in bin.agents.iter() {
+        for spelling in uname_spellings(&a.platform) {
+            arms.push_str(&format!(
+                "{}) w={};; ",
+                shell_quote(&spelling),
+                shell_quote(&a.sha256)
+            ));
+        }
+    }
     format!(
-        "s=$({}); if [ \"$s\" != {} ]; then echo '{{\"event\":\"{NEEDS_BINARY}\"}}'; exit 0; fi",
+        "s=$({}); case \"$({UNAME})\" in {arms}*) w=none;; esac; \
+         if [ \"$s\" != \"$w\" ]; then echo '{{\"event\":\"{NEEDS_BINARY}\"}}'; exit 0; fi",
         quick_sum_command(&shell_quote(path)),
-        shell_quote(&bin.sha256)
     )
 }
 
-/// Ensures `path` on the host holds `bin`; uploads it when it does not.
+/// The `uname -sm` lines of a host of `platform`.
+fn uname_spellings(platform: &str) -> Vec<String> {
+    let Some((arch, os)) = platform.split_once('-') else {
+        return Vec::new();
+    };
+    let os = match os {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        "freebsd" => "FreeBSD",
+        _ => return Vec::new(),
+    };
+    let arches: &[&str] = match arch {
+        "aarch64" => &["aarch64", "arm64"],
+        "x86_64" => &["x86_64", "amd64"],
+        _ => &[],
+    };
+    arches.iter().map(|a| format!("{os} {a}")).collect()
+}
+
+/// Ensures `path` on the host holds the agent for its platform; uploads it when it
+/// does not.
 pub async fn ensure<C: Connection>(
     conn: &C,
     host: &str,
@@ -105,15 +234,11 @@ pub async fn ensure<C: Connection>(
 ) -> Result<Outcome, HostError> {
     let err = |m: String| HostError::new(host, Stage::Bootstrap, m);
     let quoted = shell_quote(path);
-    let mut sum = String::new();
+    let mut lines = Vec::new();
     let check = conn
         .exec(
-            &quick_sum_command(&quoted),
-            &mut |line| {
-                if sum.is_empty() {
-                    sum = line.split_whitespace().next().unwrap_or("").to_string();
-                }
-            },
+            &format!("{UNAME}; {}", quick_sum_command(&quoted)),
+            &mut |line| lines.push(line.to_string()),
             cancel,
         )
         .await
@@ -121,10 +246,18 @@ pub async fn ensure<C: Connection>(
     if !check.success() {
         return Err(err(format!("checking {path}: {}", check.describe())));
     }
-    if sum == bin.sha256 {
+    let platform = platform(lines.first().map_or("", String::as_str));
+    let sum = lines
+        .get(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("");
+    let agent = bin
+        .agent(&platform)
+        .ok_or_else(|| err(bin.missing(&platform)))?;
+    if sum == agent.sha256 {
         return Ok(Outcome::Present);
     }
-    install(conn, host, path, bin, cancel).await
+    upload(conn, host, path, agent, cancel).await
 }
 
 /// Uploads `bin` to `path` on the host (atomically) and checks that it runs there.
@@ -150,6 +283,8 @@ pub async fn within<T>(
     })
 }
 
+/// Uploads the agent for the host's platform to `path` (atomically) and checks that
+/// it runs there.
 pub async fn install<C: Connection>(
     conn: &C,
     host: &str,
@@ -158,8 +293,43 @@ pub async fn install<C: Connection>(
     cancel: &CancellationToken,
 ) -> Result<Outcome, HostError> {
     let err = |m: String| HostError::new(host, Stage::Bootstrap, m);
+    let mut uname = String::new();
+    let run = conn
+        .exec(
+            UNAME,
+            &mut |l| {
+                if uname.is_empty() {
+                    uname = l.to_string();
+                }
+            },
+            cancel,
+        )
+        .await
+        .map_err(|e| err(format!("reading the host's platform: {e}")))?;
+    if !run.success() {
+        return Err(err(format!(
+            "reading the host's platform (`{UNAME}`): {}",
+            run.describe()
+        )));
+    }
+    let platform = platform(&uname);
+    let agent = bin
+        .agent(&platform)
+        .ok_or_else(|| err(bin.missing(&platform)))?;
+    upload(conn, host, path, agent, cancel).await
+}
+
+/// Uploads `agent` to `path` (atomically) and checks that it runs there.
+async fn upload<C: Connection>(
+    conn: &C,
+    host: &str,
+    path: &str,
+    agent: &Agent,
+    cancel: &CancellationToken,
+) -> Result<Outcome, HostError> {
+    let err = |m: String| HostError::new(host, Stage::Bootstrap, m);
     let quoted = shell_quote(path);
-    conn.upload(&bin.data, path, 0o755)
+    conn.upload(&agent.data, path, 0o755)
         .await
         .map_err(|e| err(format!("uploading the rookery binary to {path}: {e}")))?;
     let run = conn
@@ -168,10 +338,12 @@ pub async fn install<C: Connection>(
         .map_err(|e| err(format!("running {path}: {e}")))?;
     if !run.success() {
         return Err(err(format!(
-            "the uploaded binary does not run on this host (wrong architecture or a noexec mount?): {}",
+            "the uploaded binary ({}) does not run on this host (a noexec mount?): {}",
+            agent.platform,
             run.describe()
         )));
     }
+    tracing::debug!(host, platform = %agent.platform, "agent installed");
     Ok(Outcome::Uploaded)
 }
 
@@ -201,16 +373,17 @@ mod tests {
         // A different build replaces it.
         let newer = Binary::new(b"#!/bin/sh\necho rookery 1\n".to_vec());
         assert_eq!(check(&newer).await, Outcome::Uploaded);
-        assert_eq!(std::fs::read(path).unwrap(), *newer.data);
+        let newer_agent = newer.agent(&own_platform()).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), *newer_agent.data);
         // Checked again: now the digest is cached beside it.
         assert_eq!(check(&newer).await, Outcome::Present);
         let cache = std::fs::read_to_string(format!("{path}.sha256")).unwrap();
-        assert_eq!(cache.lines().next(), Some(newer.sha256.as_str()));
+        assert_eq!(cache.lines().next(), Some(newer_agent.sha256.as_str()));
         // A change in place, of the same size, is still seen (the change time moves),
         // and the right build goes back.
         std::fs::write(path, b"#!/bin/sh\necho rookery 2\n").unwrap();
         assert_eq!(check(&newer).await, Outcome::Uploaded);
-        assert_eq!(std::fs::read(path).unwrap(), *newer.data);
+        assert_eq!(std::fs::read(path).unwrap(), *newer_agent.data);
         assert_eq!(check(&newer).await, Outcome::Present);
     }
 
@@ -261,8 +434,65 @@ mod tests {
         assert_eq!(e.stage, Stage::Bootstrap);
         assert!(
             e.to_string()
-                .starts_with("web-3: bootstrap: the uploaded binary does not run"),
+                .starts_with("web-3: bootstrap: the uploaded binary (x86_64-linux) does not run"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn platforms_from_uname() {
+        assert_eq!(platform("Linux x86_64"), "x86_64-linux");
+        assert_eq!(platform("Linux aarch64\n"), "aarch64-linux");
+        assert_eq!(platform("Darwin arm64"), "aarch64-macos");
+        assert_eq!(platform("FreeBSD amd64"), "x86_64-freebsd");
+        assert_eq!(platform("Linux riscv64"), "riscv64-linux");
+        assert_eq!(platform(""), "unknown-unknown");
+        for p in ["x86_64-linux", "aarch64-linux"] {
+            for u in uname_spellings(p) {
+                assert_eq!(platform(&u), p);
+            }
+        }
+    }
+
+    /// A host whose platform has no agent fails at bootstrap, with its platform and
+    /// the file to put in place; the guard does not let it run another platform's
+    /// agent that happens to be there.
+    #[tokio::test]
+    async fn a_platform_without_an_agent_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rookery");
+        let path = path.to_str().unwrap();
+        let data = b"#!/bin/sh\necho ran\n".to_vec();
+        let other = Binary {
+            agents: Arc::new(vec![Agent::new("aarch64-linux".into(), data.clone())]),
+            dir: Some("/opt/rookery/agents".into()),
+        };
+        let cancel = CancellationToken::new();
+        let e = ensure(&LocalConnection, "arm-1", path, &other, &cancel)
+            .await
+            .unwrap_err();
+        assert_eq!(e.stage, Stage::Bootstrap);
+        let own = own_platform();
+        assert!(
+            e.to_string().contains(&format!(
+                "no rookery agent for this host's platform `{own}` (have: aarch64-linux)"
+            )) && e
+                .to_string()
+                .contains(&format!("/opt/rookery/agents/rookery-{own}")),
+            "{e}"
+        );
+        let e = install(&LocalConnection, "arm-1", path, &other, &cancel)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no rookery agent"), "{e}");
+        // The other platform's agent in place does not pass this host's guard.
+        std::fs::write(path, &data).unwrap();
+        let mut out = Vec::new();
+        let command = format!("{}; echo ran", guard(path, &other));
+        LocalConnection
+            .exec(&command, &mut |l| out.push(l.to_string()), &cancel)
+            .await
+            .unwrap();
+        assert_eq!(out, [r#"{"event":"needs_binary"}"#]);
     }
 }

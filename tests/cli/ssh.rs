@@ -12,6 +12,7 @@ use crate::support::{
     BIN, Cluster, Lines, Proc, Run, ctrl_c, host_states, noise, spawn_in_group, succeed, write_exec,
 };
 
+mod platforms;
 mod script;
 mod settings;
 
