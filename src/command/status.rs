@@ -18,7 +18,7 @@ use crate::coordination::record::Record;
 use crate::coordination::store::Store;
 use crate::coordination::{Coordinator, Holder};
 use crate::error::Exit;
-use crate::transport::{Chosen, Transport};
+use crate::transport::{Chosen, HostError, Transport};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -191,7 +191,7 @@ async fn add_releases(
                     row.boot_differs =
                         matches!((&row.live, &row.on_boot), (Some(l), Some(b)) if l != b);
                 }
-                Some(Err(e)) => row.error = Some(e.clone()),
+                Some(Err(e)) => row.error = Some(e.to_string()),
                 None => {}
             }
         }
@@ -220,12 +220,24 @@ fn left_by_a_dead_run(mut r: Record, lock: Option<&Holder>) -> Record {
     r
 }
 
+/// Why a host's releases could not be read: shown in its row.
+#[derive(Debug, thiserror::Error)]
+enum ReleasesError {
+    /// Connecting to the host failed.
+    #[error(transparent)]
+    Connect(#[from] HostError),
+    /// The host was reached; asking it for its releases failed.
+    #[error(transparent)]
+    Asking(crate::rollout::AgentError),
+}
+
+/// Each host's installed releases, asked of the hosts (`forks` at a time), by name.
 async fn releases<T: Transport>(
     transport: &T,
     config: &Config,
     hosts: &[usize],
     forks: usize,
-) -> BTreeMap<String, Result<crate::agent::switch::Releases, String>> {
+) -> BTreeMap<String, Result<crate::agent::switch::Releases, ReleasesError>> {
     let conns = crate::transport::connect_all(transport, hosts, forks).await;
     let mut out = BTreeMap::new();
     let mut jobs = Vec::new();
@@ -236,12 +248,14 @@ async fn releases<T: Transport>(
                 let c = Arc::new(c);
                 let agent = transport.agent_path(h);
                 jobs.push(async move {
-                    let r = crate::rollout::releases(config, c.as_ref(), h, &agent).await;
-                    (name, r.map_err(|e| e.to_string()))
+                    let r = crate::rollout::releases(config, c.as_ref(), h, &agent)
+                        .await
+                        .map_err(ReleasesError::Asking);
+                    (name, r)
                 });
             }
             Err(e) => {
-                out.insert(name, Err(e.to_string()));
+                out.insert(name, Err(ReleasesError::Connect(e)));
             }
         }
     }

@@ -17,43 +17,11 @@ pub(super) fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
             a.listen
         ))
     })?;
-    let sharing = match a.sharing.as_str() {
-        "pipeline" => crate::config::playbook::Sharing::Pipeline,
-        "mesh" => crate::config::playbook::Sharing::Mesh,
-        "stripes" => crate::config::playbook::Sharing::Stripes,
-        other => {
-            return Err(Error::Usage(format!(
-                "--sharing: `{other}`: use pipeline, stripes or mesh"
-            ))
-            .into());
-        }
-    };
+    let sharing = sharing(&a.sharing)?;
     let interval = crate::config::units::parse_duration(&a.interval)
         .map_err(|e| Error::Usage(format!("--interval: {e}")))?;
-    let mut hashes = Vec::new();
-    for t in &a.torrent {
-        let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
-        let m = metainfo::Metainfo::from_bytes(&bytes)
-            .with_context(|| format!("reading {}", t.display()))?;
-        hashes.push(m.info_hash());
-    }
-    let mut hosts: Vec<usize> = Vec::new();
-    for name in &a.host {
-        match inv.hosts.iter().position(|h| &h.name == name) {
-            Some(h) => hosts.push(h),
-            None => {
-                return Err(Error::Usage(format!(
-                    "--host `{name}` is not a host of the inventory"
-                ))
-                .into());
-            }
-        }
-    }
-    if a.host.is_empty() {
-        hosts = (0..inv.hosts.len()).collect();
-    }
-    hosts.sort_unstable();
-    hosts.dedup();
+    let hashes = info_hashes(&a.torrent)?;
+    let hosts = members(&inv, &a.host)?;
     let controller_ip = (!listen.ip().is_unspecified()).then(|| listen.ip());
     let roster = crate::tracker::server::roster(&inv, &hosts, controller_ip);
     let settings = crate::tracker::server::Settings {
@@ -96,4 +64,55 @@ pub(super) fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
         anyhow::Ok(())
     })?;
     Ok(Exit::Ok)
+}
+
+/// `--sharing`: how the tracker arranges the hosts.
+fn sharing(text: &str) -> Result<crate::config::playbook::Sharing, Error> {
+    Ok(match text {
+        "pipeline" => crate::config::playbook::Sharing::Pipeline,
+        "mesh" => crate::config::playbook::Sharing::Mesh,
+        "stripes" => crate::config::playbook::Sharing::Stripes,
+        other => {
+            return Err(Error::Usage(format!(
+                "--sharing: `{other}`: use pipeline, stripes or mesh"
+            )));
+        }
+    })
+}
+
+/// The info hash of each `--torrent` file.
+fn info_hashes(torrents: &[std::path::PathBuf]) -> anyhow::Result<Vec<[u8; 20]>> {
+    let mut hashes = Vec::new();
+    for t in torrents {
+        let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
+        let m = metainfo::Metainfo::from_bytes(&bytes)
+            .with_context(|| format!("reading {}", t.display()))?;
+        hashes.push(m.info_hash());
+    }
+    Ok(hashes)
+}
+
+/// The inventory's hosts named by `--host` (all of them without one), in inventory
+/// order, once each.
+fn members(
+    inv: &crate::config::inventory::Inventory,
+    names: &[String],
+) -> Result<Vec<usize>, Error> {
+    let mut hosts: Vec<usize> = Vec::new();
+    for name in names {
+        match inv.hosts.iter().position(|h| &h.name == name) {
+            Some(h) => hosts.push(h),
+            None => {
+                return Err(Error::Usage(format!(
+                    "--host `{name}` is not a host of the inventory"
+                )));
+            }
+        }
+    }
+    if names.is_empty() {
+        hosts = (0..inv.hosts.len()).collect();
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    Ok(hosts)
 }

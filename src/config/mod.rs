@@ -191,6 +191,48 @@ fn place(
     // Where a service runs, and so its quorum and canaries, rests on the whole
     // inventory and on the service's own settings.
     let placed = trust.inventory && !trust.damaged_services.contains(&svc.name);
+    let (hosts, pattern_failed) = service_hosts(svc, inventory, file, placed, problems);
+    let n = hosts.len();
+    if n == 0 && !pattern_failed && placed {
+        problems.push(Diagnostic::new(
+            file,
+            Some(svc.pos),
+            format!(
+                "service `{}` runs on no host: list it under `services:` in {} or give it `hosts:`",
+                svc.name, inventory.file
+            ),
+        ));
+    }
+    let quorum = quorum(svc, n, file, placed, problems);
+    let (canary, canary_pos) = svc.canary;
+    if placed && n > 0 && canary as usize > n {
+        problems.push(Diagnostic::new(
+            file,
+            Some(canary_pos),
+            format!(
+                "service `{}` asks for {canary} canaries but runs on {n} hosts",
+                svc.name
+            ),
+        ));
+    }
+    Placement {
+        failure_budget: svc.failure_budget.of(n),
+        hosts,
+        quorum,
+        depends_on: dependencies(svc, file, names, problems),
+    }
+}
+
+/// The hosts `svc` runs on: those the inventory lists it on, and those its
+/// `hosts:` patterns select; and whether a pattern failed. Errors are pushed only
+/// when the service is `placed` on trusted inputs.
+fn service_hosts(
+    svc: &crate::config::playbook::Service,
+    inventory: &Inventory,
+    file: &str,
+    placed: bool,
+    problems: &mut Diagnostics,
+) -> (Vec<usize>, bool) {
     let mut hosts: Vec<usize> = (0..inventory.hosts.len())
         .filter(|&h| inventory.hosts[h].services.contains(&svc.name))
         .collect();
@@ -217,18 +259,19 @@ fn place(
     }
     hosts.sort_unstable();
     hosts.dedup();
-    let n = hosts.len();
-    if n == 0 && !pattern_failed && placed {
-        problems.push(Diagnostic::new(
-            file,
-            Some(svc.pos),
-            format!(
-                "service `{}` runs on no host: list it under `services:` in {} or give it `hosts:`",
-                svc.name, inventory.file
-            ),
-        ));
-    }
-    let quorum = match svc.quorum {
+    (hosts, pattern_failed)
+}
+
+/// The quorum of `svc` on `n` hosts: as set (one that no host could restart under
+/// is a problem), else all but `max_parallel`, and never the whole service at once.
+fn quorum(
+    svc: &crate::config::playbook::Service,
+    n: usize,
+    file: &str,
+    placed: bool,
+    problems: &mut Diagnostics,
+) -> u32 {
+    match svc.quorum {
         Some((amount, pos)) => {
             let q = amount.of(n);
             if placed && n > 0 && q as usize >= n {
@@ -247,23 +290,6 @@ fn place(
         // All but max_parallel stay live, and never the whole service at once.
         None if n > 1 => (n as u32).saturating_sub(svc.max_parallel).max(1),
         None => 0,
-    };
-    let (canary, canary_pos) = svc.canary;
-    if placed && n > 0 && canary as usize > n {
-        problems.push(Diagnostic::new(
-            file,
-            Some(canary_pos),
-            format!(
-                "service `{}` asks for {canary} canaries but runs on {n} hosts",
-                svc.name
-            ),
-        ));
-    }
-    Placement {
-        failure_budget: svc.failure_budget.of(n),
-        hosts,
-        quorum,
-        depends_on: dependencies(svc, file, names, problems),
     }
 }
 

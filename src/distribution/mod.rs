@@ -194,6 +194,8 @@ pub async fn stage(
     Ok(())
 }
 
+/// Runs a distribution over `transport`: connect, make the metainfo, start the
+/// origin, let every host fetch at once, stop the origin and report.
 async fn orchestrate<T: Transport>(
     transport: &T,
     config: &Config,
@@ -223,44 +225,20 @@ async fn orchestrate<T: Transport>(
     };
 
     // 2. The metainfo: made here, or on the origin host from its copy of the build.
-    let (m, version) = match (origin_host, &reached.origin) {
-        (Some(b), Some(conn)) => {
-            remote_metainfo(config, b, conn.as_ref(), binary.as_ref(), agent, &cancel).await?
-        }
-        _ => {
-            let hashing = hashing.unwrap_or_else(|| spawn_create(config));
-            let (m, stats) = hashing.await.context("hashing the artifact panicked")??;
-            let (version, _) = keep_metainfo(config, &m, &m.to_bytes(), Some(&stats))?;
-            (m, version)
-        }
-    };
+    let on_origin = origin_host.zip(reached.origin.as_deref());
+    let (m, version) =
+        metainfo_for(config, on_origin, hashing, binary.as_ref(), agent, &cancel).await?;
     // The playbook's `before_distribute` hooks, on this machine: the version is
     // known, and no host has been asked to fetch anything yet.
     controller_hooks(config, Hook::BeforeDistribute, &version).await?;
     tracing::info!(elapsed = ?started.elapsed(), %version, "metainfo ready");
     let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
     let events = progress.sender();
-    for (_, e) in &reached.failed {
-        events.send(Event::Done {
-            host: e.host.clone(),
-            ok: false,
-            summary: format!("{}: {}", e.stage, e.message),
-        });
-    }
+    report_unreached(&events, &reached.failed);
 
-    // 3. Tracker and origin seeder. The roster holds the hosts that will fetch, and
-    // only them: a member that never announces (the origin host itself, a host that
-    // failed to connect) would hold up its successor in the chain until the end of
-    // the start-up grace. A host whose agent then fails to start is withdrawn.
-    let mut members: Vec<usize> = reached.conns.iter().map(|(h, _)| *h).collect();
-    members.sort_unstable();
-    let side = match (origin_host, reached.origin) {
-        (Some(b), Some(conn)) => remote_origin(config, b, conn, agent, &members, &cancel).await?,
-        _ => {
-            let ip = origin_ip(opts, &reached.conns)?;
-            local_origin(config, &members, &m, ip, &cancel).await?
-        }
-    };
+    // 3. Tracker and origin seeder.
+    let on_origin = origin_host.zip(reached.origin);
+    let side = start_origin(config, opts, on_origin, &m, &reached.conns, agent, &cancel).await?;
     tracing::info!(elapsed = ?started.elapsed(), announce = %side.announce, "origin ready");
 
     // 4. Every host fetches at once: the swarm needs them together.
@@ -275,24 +253,16 @@ async fn orchestrate<T: Transport>(
         events: events.clone(),
         cancel: &cancel,
     };
-    let mut jobs = launch.spawn(reached.conns, agent)?;
+    let jobs = launch.spawn(reached.conns, agent)?;
     drop(launch);
-    let mut reports = Vec::new();
-    while let Some(r) = jobs.join_next().await {
-        reports.push(r.context("an agent job panicked")?);
-    }
+    let mut reports = join_reports(jobs).await?;
     drop(events);
     progress.finish().await;
     reports.extend(reached.failed.iter().map(|(h, e)| unreached(inv, *h, e)));
     reports.sort_by(|a, b| a.host.cmp(&b.host));
     name_feeders(&mut reports, &side.origin);
     tracing::info!(elapsed = ?started.elapsed(), "every host reported");
-    side.cancel.cancel();
-    let origin_uploaded = side
-        .task
-        .await
-        .context("the origin seeder panicked")?
-        .context("the origin seeder failed")?;
+    let origin_uploaded = stop_origin(side).await?;
     tracing::info!(elapsed = ?started.elapsed(), "origin stopped");
     Ok(Report {
         version: version.to_string(),
@@ -302,6 +272,82 @@ async fn orchestrate<T: Transport>(
         seconds: started.elapsed().as_secs_f64(),
         hosts: reports,
     })
+}
+
+/// The metainfo and its version: made on origin host `b` over its connection
+/// (`on_origin`), else here (by `hashing`, when it was started).
+async fn metainfo_for<C: Connection>(
+    config: &Config,
+    on_origin: Option<(usize, &C)>,
+    hashing: Option<tokio::task::JoinHandle<anyhow::Result<(Metainfo, metainfo::Stats)>>>,
+    binary: Option<&Binary>,
+    agent: &(dyn Fn(usize) -> String + Sync),
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Metainfo, String)> {
+    if let Some((b, conn)) = on_origin {
+        return remote_metainfo(config, b, conn, binary, agent, cancel).await;
+    }
+    let hashing = hashing.unwrap_or_else(|| spawn_create(config));
+    let (m, stats) = hashing.await.context("hashing the artifact panicked")??;
+    let (version, _) = keep_metainfo(config, &m, &m.to_bytes(), Some(&stats))?;
+    Ok((m, version))
+}
+
+/// Starts the tracker and the origin seeder: on origin host `b` over its
+/// connection (`on_origin`), else in this process. The roster holds the hosts that
+/// will fetch (`conns`), and only them: a member that never announces (the origin
+/// host itself, a host that failed to connect) would hold up its successor in the
+/// chain until the end of the start-up grace. A host whose agent then fails to
+/// start is withdrawn.
+async fn start_origin<C: Connection>(
+    config: &Config,
+    opts: &Options,
+    on_origin: Option<(usize, Arc<C>)>,
+    m: &Metainfo,
+    conns: &[(usize, Arc<C>)],
+    agent: &(dyn Fn(usize) -> String + Sync),
+    cancel: &CancellationToken,
+) -> anyhow::Result<OriginSide> {
+    let mut members: Vec<usize> = conns.iter().map(|(h, _)| *h).collect();
+    members.sort_unstable();
+    match on_origin {
+        Some((b, conn)) => remote_origin(config, b, conn, agent, &members, cancel).await,
+        None => {
+            let ip = origin_ip(opts, conns)?;
+            local_origin(config, &members, m, ip, cancel).await
+        }
+    }
+}
+
+/// The hosts that could not be reached are done, and failed, from the start.
+fn report_unreached(events: &progress::Sender, failed: &[(usize, HostError)]) {
+    for (_, e) in failed {
+        events.send(Event::Done {
+            host: e.host.clone(),
+            ok: false,
+            summary: format!("{}: {}", e.stage, e.message),
+        });
+    }
+}
+
+/// Stops the tracker and the origin seeder; returns what the seeder uploaded.
+async fn stop_origin(side: OriginSide) -> anyhow::Result<u64> {
+    side.cancel.cancel();
+    side.task
+        .await
+        .context("the origin seeder panicked")?
+        .context("the origin seeder failed")
+}
+
+/// Every agent job's report, as they end.
+async fn join_reports(
+    mut jobs: tokio::task::JoinSet<HostReport>,
+) -> anyhow::Result<Vec<HostReport>> {
+    let mut reports = Vec::new();
+    while let Some(r) = jobs.join_next().await {
+        reports.push(r.context("an agent job panicked")?);
+    }
+    Ok(reports)
 }
 
 /// The hosts connected to (targets, and the origin host's connection apart) and

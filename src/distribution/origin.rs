@@ -102,39 +102,13 @@ pub(super) async fn remote_metainfo<C: Connection>(
 ) -> anyhow::Result<(Metainfo, String)> {
     let inv = &config.inventory;
     let name = &inv.hosts[b].name;
-    let art = &config.playbook.artifact;
-    let source = &art.source_as_written;
+    let source = &config.playbook.artifact.source_as_written;
     anyhow::ensure!(
         source.starts_with('/'),
         "`artifact.source` is `{source}`: with `origin: {name}` it is a path on {name} and must be absolute"
     );
     let exe = agent(b);
-    let (dir, file, inv_file) = origin_files(config, b, &exe);
-    let q = |a: &str| shell_quote(a);
-    let mut create = vec![
-        exe.clone(),
-        "torrent".into(),
-        "create".into(),
-        source.clone(),
-        "-o".into(),
-        file.clone(),
-    ];
-    if let Some(ps) = config.playbook.distribution.piece_size {
-        create.push("--piece-size".into());
-        create.push(format!("{}B", ps.0));
-    }
-    let guard = binary
-        .map(|bin| format!("{}; ", bootstrap::guard(&exe, bin)))
-        .unwrap_or_default();
-    let cmd = format!(
-        "i={inv}; mkdir -p -- {dir} && cat > \"$i.tmp.$$\" && mv -f -- \"$i.tmp.$$\" \"$i\" || exit 1; \
-         {guard}{create} || exit 1; \
-         printf '{{\"event\":\"{METAINFO_EVENT}\",\"hex\":\"'; od -An -v -tx1 -- {file} | tr -d ' \\n'; printf '\"}}\\n'",
-        inv = q(&inv_file),
-        dir = q(&dir),
-        create = create.iter().map(|a| q(a)).collect::<Vec<_>>().join(" "),
-        file = q(&file),
-    );
+    let (cmd, file) = metainfo_command(config, b, &exe, binary);
     let inv_text = std::fs::read(&inv.file).with_context(|| format!("reading {}", inv.file))?;
     let mut installed = false;
     let bytes = loop {
@@ -183,6 +157,46 @@ pub(super) async fn remote_metainfo<C: Connection>(
     Ok((m, version))
 }
 
+/// The one command that makes the metainfo on origin host `b` with its agent binary
+/// `exe`: it saves the inventory read on stdin, checks the binary (with `binary`),
+/// runs `torrent create` and prints the metainfo as a hex event. Returns it and the
+/// metainfo's path there.
+fn metainfo_command(
+    config: &Config,
+    b: usize,
+    exe: &str,
+    binary: Option<&Binary>,
+) -> (String, String) {
+    let source = &config.playbook.artifact.source_as_written;
+    let (dir, file, inv_file) = origin_files(config, b, exe);
+    let q = |a: &str| shell_quote(a);
+    let mut create = vec![
+        exe.to_string(),
+        "torrent".into(),
+        "create".into(),
+        source.clone(),
+        "-o".into(),
+        file.clone(),
+    ];
+    if let Some(ps) = config.playbook.distribution.piece_size {
+        create.push("--piece-size".into());
+        create.push(format!("{}B", ps.0));
+    }
+    let guard = binary
+        .map(|bin| format!("{}; ", bootstrap::guard(exe, bin)))
+        .unwrap_or_default();
+    let cmd = format!(
+        "i={inv}; mkdir -p -- {dir} && cat > \"$i.tmp.$$\" && mv -f -- \"$i.tmp.$$\" \"$i\" || exit 1; \
+         {guard}{create} || exit 1; \
+         printf '{{\"event\":\"{METAINFO_EVENT}\",\"hex\":\"'; od -An -v -tx1 -- {file} | tr -d ' \\n'; printf '\"}}\\n'",
+        inv = q(&inv_file),
+        dir = q(&dir),
+        create = create.iter().map(|a| q(a)).collect::<Vec<_>>().join(" "),
+        file = q(&file),
+    );
+    (cmd, file)
+}
+
 /// Starts `rookery tracker` and `rookery agent seed` on origin host `b`. Both stop
 /// when the side is cancelled: a signal, and their stdin closing.
 pub(super) async fn remote_origin<C: Connection>(
@@ -193,66 +207,18 @@ pub(super) async fn remote_origin<C: Connection>(
     members: &[usize],
     cancel: &CancellationToken,
 ) -> anyhow::Result<OriginSide> {
-    let inv = &config.inventory;
-    let host = &inv.hosts[b];
+    let host = &config.inventory.hosts[b];
     let name = host.name.clone();
-    let dist = &config.playbook.distribution;
     let exe = agent(b);
     // Both written there by `remote_metainfo`, moments ago.
     let (_, torrent_file, inv_file) = origin_files(config, b, &exe);
-    let ip: IpAddr = match host.address.parse() {
-        Ok(ip) => ip,
-        Err(_) => tokio::net::lookup_host((host.address.as_str(), 0))
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .map(|a| a.ip())
-            .with_context(|| format!("resolving the origin host {name} ({})", host.address))?,
-    };
-    let tracker_args = crate::cli::TrackerArgs {
-        listen: SocketAddr::new(ip, 0).to_string(),
-        torrent: vec![torrent_file.clone().into()],
-        sharing: serde_json::to_value(dist.sharing)?
-            .as_str()
-            .unwrap_or("pipeline")
-            .to_string(),
-        stripes: dist.stripes,
-        interval: crate::cli::TrackerArgs::DEFAULT_INTERVAL.to_string(),
-        host: members.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
-        until_stdin_closes: true,
-        inventory: Default::default(),
-        out: Default::default(),
-    };
-    let mut argv = vec![
-        exe.clone(),
-        "--json".into(),
-        "-i".into(),
-        inv_file,
-        "tracker".into(),
-    ];
-    argv.extend(crate::agent::request::to_args(&tracker_args));
-    let tracker_cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+    let ip = host_ip(host).await?;
+    let tracker_cmd = tracker_command(config, &exe, inv_file, &torrent_file, ip, members)?;
     let side_cancel = cancel.child_token();
     let tracker_cancel = CancellationToken::new();
     let (announce, tracker_task) =
-        start_tracker(conn.clone(), tracker_cmd.join(" "), &name, &tracker_cancel).await?;
-    let seed = SeedArgs {
-        swarm: SwarmArgs {
-            torrent: torrent_file.clone().into(),
-            host: tracker::origin_name(&name),
-            listen: Some(SocketAddr::new(ip, dist.port)),
-            tracker: Some(format!("{announce}?host={}", tracker::origin_name(&name))),
-            peers: Vec::new(),
-            max_peers: Some(dist.max_peers),
-            upload_limit: dist.upload_limit,
-            download_limit: None,
-            stripes: None,
-        },
-        source: config.playbook.artifact.source_as_written.clone().into(),
-        duration: None,
-        until_stdin_closes: true,
-    };
-    let seed_cmd = seed.command_line(&exe);
+        start_tracker(conn.clone(), tracker_cmd, &name, &tracker_cancel).await?;
+    let seed_cmd = seed_args(config, &name, torrent_file, ip, &announce).command_line(&exe);
     let sc = side_cancel.clone();
     let seed_name = name.clone();
     let task = tokio::spawn(async move {
@@ -283,6 +249,89 @@ pub(super) async fn remote_origin<C: Connection>(
         task,
         withdraw: None,
     })
+}
+
+/// The origin host's address: as written when it is an IP address, else resolved.
+async fn host_ip(host: &inventory::Host) -> anyhow::Result<IpAddr> {
+    Ok(match host.address.parse() {
+        Ok(ip) => ip,
+        Err(_) => tokio::net::lookup_host((host.address.as_str(), 0))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip())
+            .with_context(|| {
+                format!("resolving the origin host {} ({})", host.name, host.address)
+            })?,
+    })
+}
+
+/// The `rookery tracker` command for the origin host (agent binary `exe`): it
+/// listens on `ip`, serves `torrent_file` to `members`, and stops when its stdin
+/// closes.
+fn tracker_command(
+    config: &Config,
+    exe: &str,
+    inv_file: String,
+    torrent_file: &str,
+    ip: IpAddr,
+    members: &[usize],
+) -> anyhow::Result<String> {
+    let inv = &config.inventory;
+    let dist = &config.playbook.distribution;
+    let tracker_args = crate::cli::TrackerArgs {
+        listen: SocketAddr::new(ip, 0).to_string(),
+        torrent: vec![torrent_file.into()],
+        sharing: serde_json::to_value(dist.sharing)?
+            .as_str()
+            .unwrap_or("pipeline")
+            .to_string(),
+        stripes: dist.stripes,
+        interval: crate::cli::TrackerArgs::DEFAULT_INTERVAL.to_string(),
+        host: members.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
+        until_stdin_closes: true,
+        inventory: Default::default(),
+        out: Default::default(),
+    };
+    let mut argv = vec![
+        exe.to_string(),
+        "--json".into(),
+        "-i".into(),
+        inv_file,
+        "tracker".into(),
+    ];
+    argv.extend(crate::agent::request::to_args(&tracker_args));
+    let tracker_cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+    Ok(tracker_cmd.join(" "))
+}
+
+/// What `rookery agent seed` on origin host `name` is asked: seed `torrent_file`
+/// from the artifact's source, on `ip` at the playbook's port, announcing to
+/// `announce`, until its stdin closes.
+fn seed_args(
+    config: &Config,
+    name: &str,
+    torrent_file: String,
+    ip: IpAddr,
+    announce: &str,
+) -> SeedArgs {
+    let dist = &config.playbook.distribution;
+    SeedArgs {
+        swarm: SwarmArgs {
+            torrent: torrent_file.into(),
+            host: tracker::origin_name(name),
+            listen: Some(SocketAddr::new(ip, dist.port)),
+            tracker: Some(format!("{announce}?host={}", tracker::origin_name(name))),
+            peers: Vec::new(),
+            max_peers: Some(dist.max_peers),
+            upload_limit: dist.upload_limit,
+            download_limit: None,
+            stripes: None,
+        },
+        source: config.playbook.artifact.source_as_written.clone().into(),
+        duration: None,
+        until_stdin_closes: true,
+    }
 }
 
 /// Starts `rookery tracker` on the origin host over `conn`; returns the announce

@@ -94,103 +94,17 @@ pub fn pipeline(
         Origin::Host(h) => Some(h),
         Origin::Controller => None,
     };
-    // The tracker's order: origin's datacenter first, then first appearance.
-    let mut dc_rank: Vec<usize> = Vec::new();
-    if let Some(o) = origin {
-        dc_rank.push(inv.hosts[o].dc);
-    }
-    let mut rack_rank: Vec<usize> = Vec::new();
-    for &h in targets {
-        let host = &inv.hosts[h];
-        if !dc_rank.contains(&host.dc) {
-            dc_rank.push(host.dc);
-        }
-        if !rack_rank.contains(&host.rack) {
-            rack_rank.push(host.rack);
-        }
-    }
-    let rank = |v: &[usize], x: usize| v.iter().position(|&y| y == x).unwrap_or(usize::MAX);
-    let mut chain: Vec<usize> = targets.to_vec();
-    chain.sort_by_key(|&h| {
-        let host = &inv.hosts[h];
-        (rank(&dc_rank, host.dc), rank(&rack_rank, host.rack), h)
-    });
-
+    let chain = chain_order(config, targets, origin);
     let mut bottleneck: Option<(u64, String)> = None;
     let mut cross_dc = 0u64;
-    let mut consider = |caps: Vec<Cap>| {
-        for c in caps {
-            // Links count frames; the caps count payload (librqbit's limiter).
-            let payload = c.rate.map(|r| {
-                if c.payload {
-                    r.0
-                } else {
-                    (r.0 as f64 * WIRE_EFFICIENCY) as u64
-                }
-            });
-            if let Some(r) = payload
-                && bottleneck.as_ref().is_none_or(|(b, _)| r < *b)
-            {
-                bottleneck = Some((r, c.what));
-            }
-        }
-    };
     let mut prev: Option<usize> = origin;
     for &h in &chain {
-        let to = &inv.hosts[h];
-        let mut caps = vec![
-            Cap {
-                rate: set.download_limit,
-                what: "download_limit".into(),
-                payload: true,
-            },
-            Cap {
-                rate: to.link,
-                what: format!("link of {}", to.name),
-                payload: false,
-            },
-        ];
-        match prev {
-            // The controller: its own link is not in the inventory.
-            None => caps.push(Cap {
-                rate: set.upload_limit,
-                what: "upload_limit".into(),
-                payload: true,
-            }),
-            Some(p) => {
-                let from = &inv.hosts[p];
-                caps.push(Cap {
-                    rate: set.upload_limit,
-                    what: "upload_limit".into(),
-                    payload: true,
-                });
-                caps.push(Cap {
-                    rate: from.link,
-                    what: format!("link of {}", from.name),
-                    payload: false,
-                });
-                if from.rack != to.rack {
-                    for r in [from.rack, to.rack] {
-                        caps.push(Cap {
-                            rate: inv.racks[r].uplink,
-                            what: format!("uplink of rack {}", inv.racks[r].full_name),
-                            payload: false,
-                        });
-                    }
-                }
-                if from.dc != to.dc {
-                    cross_dc += size;
-                    for d in [from.dc, to.dc] {
-                        caps.push(Cap {
-                            rate: inv.datacenters[d].interconnect,
-                            what: format!("interconnect of {}", inv.datacenters[d].name),
-                            payload: false,
-                        });
-                    }
-                }
-            }
+        if prev.is_some_and(|p| inv.hosts[p].dc != inv.hosts[h].dc) {
+            cross_dc += size;
         }
-        consider(caps);
+        for c in hop_caps(config, prev, h) {
+            consider(&mut bottleneck, c);
+        }
         prev = Some(h);
     }
     let (rate, what) = bottleneck?;
@@ -213,6 +127,106 @@ pub fn pipeline(
         cross_dc_bytes: cross_dc,
         origin_upload_bytes: size,
     })
+}
+
+/// `targets` in the tracker's order: the origin's datacenter first, then
+/// datacenters and racks by first appearance, then inventory order.
+fn chain_order(config: &Config, targets: &[usize], origin: Option<usize>) -> Vec<usize> {
+    let inv = &config.inventory;
+    let mut dc_rank: Vec<usize> = Vec::new();
+    if let Some(o) = origin {
+        dc_rank.push(inv.hosts[o].dc);
+    }
+    let mut rack_rank: Vec<usize> = Vec::new();
+    for &h in targets {
+        let host = &inv.hosts[h];
+        if !dc_rank.contains(&host.dc) {
+            dc_rank.push(host.dc);
+        }
+        if !rack_rank.contains(&host.rack) {
+            rack_rank.push(host.rack);
+        }
+    }
+    let rank = |v: &[usize], x: usize| v.iter().position(|&y| y == x).unwrap_or(usize::MAX);
+    let mut chain: Vec<usize> = targets.to_vec();
+    chain.sort_by_key(|&h| {
+        let host = &inv.hosts[h];
+        (rank(&dc_rank, host.dc), rank(&rack_rank, host.rack), h)
+    });
+    chain
+}
+
+/// Keeps `c` as the bottleneck when its payload rate is below the one so far (the
+/// first of equals stays).
+fn consider(bottleneck: &mut Option<(u64, String)>, c: Cap) {
+    // Links count frames; the caps count payload (librqbit's limiter).
+    let payload = c.rate.map(|r| {
+        if c.payload {
+            r.0
+        } else {
+            (r.0 as f64 * WIRE_EFFICIENCY) as u64
+        }
+    });
+    if let Some(r) = payload
+        && bottleneck.as_ref().is_none_or(|(b, _)| r < *b)
+    {
+        *bottleneck = Some((r, c.what));
+    }
+}
+
+/// The caps of the hop into host `to` from host `from` (`None`: the controller):
+/// the receiver's download, the sender's upload, and the uplinks and interconnects
+/// it crosses.
+fn hop_caps(config: &Config, from: Option<usize>, to: usize) -> Vec<Cap> {
+    let inv = &config.inventory;
+    let set = &config.playbook.distribution;
+    let to = &inv.hosts[to];
+    let mut caps = vec![
+        Cap {
+            rate: set.download_limit,
+            what: "download_limit".into(),
+            payload: true,
+        },
+        Cap {
+            rate: to.link,
+            what: format!("link of {}", to.name),
+            payload: false,
+        },
+        Cap {
+            rate: set.upload_limit,
+            what: "upload_limit".into(),
+            payload: true,
+        },
+    ];
+    // The controller: its own link is not in the inventory.
+    let Some(from) = from else {
+        return caps;
+    };
+    let from = &inv.hosts[from];
+    caps.push(Cap {
+        rate: from.link,
+        what: format!("link of {}", from.name),
+        payload: false,
+    });
+    if from.rack != to.rack {
+        for r in [from.rack, to.rack] {
+            caps.push(Cap {
+                rate: inv.racks[r].uplink,
+                what: format!("uplink of rack {}", inv.racks[r].full_name),
+                payload: false,
+            });
+        }
+    }
+    if from.dc != to.dc {
+        for d in [from.dc, to.dc] {
+            caps.push(Cap {
+                rate: inv.datacenters[d].interconnect,
+                what: format!("interconnect of {}", inv.datacenters[d].name),
+                payload: false,
+            });
+        }
+    }
+    caps
 }
 
 /// The total size of the regular files under `dir`, following no symlinks.

@@ -102,79 +102,115 @@ pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) ->
     let inv = &config.inventory;
     let pb = &config.playbook;
     let in_limit = |h: &usize| selected.is_none_or(|s| s.binary_search(h).is_ok());
-
-    let mut services = Vec::with_capacity(config.order.len());
-    for &si in &config.order {
-        let svc = &pb.services[si];
-        let placement = &config.services[si];
-        let mut by_rack: Vec<(usize, Vec<usize>)> = Vec::new();
-        for &h in placement.hosts.iter().filter(|h| in_limit(h)) {
-            let rack = inv.hosts[h].rack;
-            match by_rack.iter_mut().find(|(r, _)| *r == rack) {
-                Some((_, hs)) => hs.push(h),
-                None => by_rack.push((rack, vec![h])),
-            }
-        }
-        // Interleave datacenters (e1, w1, e2, w2, ...) so that ties between racks
-        // spread a batch over datacenters before racks of one datacenter.
-        by_rack.sort_by_key(|(r, _)| {
-            let dc = &inv.datacenters[inv.racks[*r].dc];
-            (dc.racks.iter().position(|x| x == r), inv.racks[*r].dc)
-        });
-        let selected_count: usize = by_rack.iter().map(|(_, h)| h.len()).sum();
-        let size = svc.max_parallel.min(placement.max_down().max(1)) as usize;
-        let dcs: Vec<usize> = by_rack.iter().map(|(r, _)| inv.racks[*r].dc).collect();
-        let racks: Vec<Vec<usize>> = by_rack.into_iter().map(|(_, h)| h).collect();
-        let budgets = Budgets {
-            size,
-            racks: svc.rack_budget.map(|b| b as usize),
-            dcs: svc.dc_budget.map(|b| b as usize),
-        };
-        let id_batches = batches(&racks, &dcs, &budgets, svc.canary.0 as usize);
-        let batches = id_batches
-            .into_iter()
-            .map(|b| {
-                let mut rack_names: Vec<String> = Vec::new();
-                for &h in &b.hosts {
-                    let name = &inv.rack_of(h).full_name;
-                    if !rack_names.contains(name) {
-                        rack_names.push(name.clone());
-                    }
-                }
-                Batch {
-                    canary: b.canary,
-                    hosts: b.hosts.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
-                    racks: rack_names,
-                }
-            })
-            .collect();
-        services.push(ServicePlan {
-            name: svc.name.clone(),
-            depends_on: placement
-                .depends_on
-                .iter()
-                .map(|&d| pb.services[d].name.clone())
-                .collect(),
-            hosts: placement.hosts.len(),
-            selected: selected_count,
-            quorum: placement.quorum,
-            max_down: placement.max_down(),
-            max_parallel: svc.max_parallel,
-            rack_budget: svc.rack_budget,
-            dc_budget: svc.dc_budget,
-            canary: svc.canary.0,
-            canary_bake: svc.canary_bake,
-            auto_promote: svc.auto_promote,
-            failure_budget: placement.failure_budget,
-            batches,
-        });
-    }
-
+    let services = config
+        .order
+        .iter()
+        .map(|&si| service_plan(config, si, &in_limit))
+        .collect();
     let targets: Vec<usize> = config
         .target_hosts()
         .into_iter()
         .filter(|h| in_limit(h))
         .collect();
+    Plan {
+        cluster: inv.cluster.clone(),
+        playbook: pb.name.clone(),
+        limit: limit.map(str::to_string),
+        transport: inv.transport.clone(),
+        distribution: DistributionPlan {
+            origin: inv.origin_name(),
+            artifact: pb.artifact.clone(),
+            settings: pb.distribution.clone(),
+            hosts: targets.len(),
+            datacenters: datacenters(config, &targets),
+        },
+        services,
+        estimate: None,
+    }
+}
+
+/// Service `si`'s plan: its settings, and its hosts within the limit cut into
+/// batches.
+fn service_plan(config: &Config, si: usize, in_limit: &dyn Fn(&usize) -> bool) -> ServicePlan {
+    let pb = &config.playbook;
+    let svc = &pb.services[si];
+    let placement = &config.services[si];
+    let (racks, dcs) = selected_by_rack(config, si, in_limit);
+    let selected_count: usize = racks.iter().map(Vec::len).sum();
+    let budgets = Budgets {
+        size: svc.max_parallel.min(placement.max_down().max(1)) as usize,
+        racks: svc.rack_budget.map(|b| b as usize),
+        dcs: svc.dc_budget.map(|b| b as usize),
+    };
+    let id_batches = batches(&racks, &dcs, &budgets, svc.canary.0 as usize);
+    ServicePlan {
+        name: svc.name.clone(),
+        depends_on: placement
+            .depends_on
+            .iter()
+            .map(|&d| pb.services[d].name.clone())
+            .collect(),
+        hosts: placement.hosts.len(),
+        selected: selected_count,
+        quorum: placement.quorum,
+        max_down: placement.max_down(),
+        max_parallel: svc.max_parallel,
+        rack_budget: svc.rack_budget,
+        dc_budget: svc.dc_budget,
+        canary: svc.canary.0,
+        canary_bake: svc.canary_bake,
+        auto_promote: svc.auto_promote,
+        failure_budget: placement.failure_budget,
+        batches: id_batches.into_iter().map(|b| named(config, b)).collect(),
+    }
+}
+
+/// Service `si`'s hosts within the limit, grouped by rack, the racks of the
+/// datacenters interleaved; and each rack's datacenter.
+fn selected_by_rack(
+    config: &Config,
+    si: usize,
+    in_limit: &dyn Fn(&usize) -> bool,
+) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let inv = &config.inventory;
+    let mut by_rack: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &h in config.services[si].hosts.iter().filter(|h| in_limit(h)) {
+        let rack = inv.hosts[h].rack;
+        match by_rack.iter_mut().find(|(r, _)| *r == rack) {
+            Some((_, hs)) => hs.push(h),
+            None => by_rack.push((rack, vec![h])),
+        }
+    }
+    // Interleave datacenters (e1, w1, e2, w2, ...) so that ties between racks
+    // spread a batch over datacenters before racks of one datacenter.
+    by_rack.sort_by_key(|(r, _)| {
+        let dc = &inv.datacenters[inv.racks[*r].dc];
+        (dc.racks.iter().position(|x| x == r), inv.racks[*r].dc)
+    });
+    let dcs = by_rack.iter().map(|(r, _)| inv.racks[*r].dc).collect();
+    (by_rack.into_iter().map(|(_, h)| h).collect(), dcs)
+}
+
+/// A batch with host names, and the racks it spans in first-seen order.
+fn named(config: &Config, b: IdBatch) -> Batch {
+    let inv = &config.inventory;
+    let mut rack_names: Vec<String> = Vec::new();
+    for &h in &b.hosts {
+        let name = &inv.rack_of(h).full_name;
+        if !rack_names.contains(name) {
+            rack_names.push(name.clone());
+        }
+    }
+    Batch {
+        canary: b.canary,
+        hosts: b.hosts.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
+        racks: rack_names,
+    }
+}
+
+/// The distribution's `targets` by datacenter and rack (empty ones left out).
+fn datacenters(config: &Config, targets: &[usize]) -> Vec<DcPlan> {
+    let inv = &config.inventory;
     let mut datacenters = Vec::new();
     for dc in &inv.datacenters {
         let mut racks = Vec::new();
@@ -201,22 +237,7 @@ pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) ->
             });
         }
     }
-
-    Plan {
-        cluster: inv.cluster.clone(),
-        playbook: pb.name.clone(),
-        limit: limit.map(str::to_string),
-        transport: inv.transport.clone(),
-        distribution: DistributionPlan {
-            origin: inv.origin_name(),
-            artifact: pb.artifact.clone(),
-            settings: pb.distribution.clone(),
-            hosts: targets.len(),
-            datacenters,
-        },
-        services,
-        estimate: None,
-    }
+    datacenters
 }
 
 /// What limits one batch: its size, and how many racks and datacenters it may span

@@ -38,7 +38,7 @@ mod render;
 mod settle;
 mod work;
 
-pub use host::releases;
+pub use host::{AgentError, releases};
 pub use lock::take_lock;
 pub use render::render;
 pub use work::{Move, moves, newest_deployed};

@@ -62,43 +62,11 @@ impl Connection for LocalConnection {
         stdout: &mut (dyn FnMut(&str) + Send),
         cancel: &CancellationToken,
     ) -> std::io::Result<Finished> {
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // Its own process group, like a command on a remote host: a Ctrl-C at the
-            // terminal reaches the controller, which decides what stops (a switch in
-            // flight finishes), not every command it started.
-            .process_group(0);
-        // A no-op hook makes std fork and exec instead of using posix_spawn. glibc's
-        // posix_spawn child resets handlers to the default, joins the new group, then
-        // unblocks signals: a Ctrl-C sent to the terminal's group in between stays
-        // pending and kills the child (seen once: a switch of the batch in flight
-        // "killed by signal INT"). After a plain fork the child still has the
-        // controller's handler until it has left the group, so such a signal is
-        // harmless.
-        // SAFETY: the hook does nothing, so it is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| Ok(()));
-        }
-        let mut child = cmd.spawn()?;
+        let mut child = shell_command(command).spawn()?;
         // Held open like an SSH channel's stdin, and closed on cancel; or written
-        // with `input` and closed, by a task of its own so that a command that
-        // writes before it reads cannot block on us.
+        // with `input` and closed.
         let mut stdin = child.stdin.take();
-        let writer = input.map(|data| {
-            let data = data.to_vec();
-            let pipe = stdin.take();
-            tokio::spawn(async move {
-                if let Some(mut pipe) = pipe {
-                    // A command that does not read its input gets EPIPE here: fine.
-                    let _ = pipe.write_all(&data).await;
-                }
-            })
-        });
+        let writer = input.map(|data| write_input(stdin.take(), data));
         let mut out = child.stdout.take().expect("piped");
         let mut err = child.stderr.take().expect("piped");
         let mut lines = Lines::default();
@@ -128,17 +96,7 @@ impl Connection for LocalConnection {
         if let Some(w) = writer {
             w.abort();
         }
-        let status = if terminated {
-            match tokio::time::timeout(GRACE, child.wait()).await {
-                Ok(s) => s?,
-                Err(_) => {
-                    child.kill().await?;
-                    child.wait().await?
-                }
-            }
-        } else {
-            child.wait().await?
-        };
+        let status = wait_for(&mut child, terminated).await?;
         use std::os::unix::process::ExitStatusExt;
         Ok(Finished {
             status: status.code().map(|c| c as u32),
@@ -161,6 +119,66 @@ impl Connection for LocalConnection {
 
     fn local_ip(&self) -> Option<IpAddr> {
         Some(Ipv4Addr::LOCALHOST.into())
+    }
+}
+
+/// `sh -c command` with every stream piped, in a process group of its own.
+fn shell_command(command: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Its own process group, like a command on a remote host: a Ctrl-C at the
+        // terminal reaches the controller, which decides what stops (a switch in
+        // flight finishes), not every command it started.
+        .process_group(0);
+    // A no-op hook makes std fork and exec instead of using posix_spawn. glibc's
+    // posix_spawn child resets handlers to the default, joins the new group, then
+    // unblocks signals: a Ctrl-C sent to the terminal's group in between stays
+    // pending and kills the child (seen once: a switch of the batch in flight
+    // "killed by signal INT"). After a plain fork the child still has the
+    // controller's handler until it has left the group, so such a signal is
+    // harmless.
+    // SAFETY: the hook does nothing, so it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| Ok(()));
+    }
+    cmd
+}
+
+/// Writes `data` to the command's stdin and closes it, in a task of its own so that
+/// a command that writes before it reads cannot block on us.
+fn write_input(
+    pipe: Option<tokio::process::ChildStdin>,
+    data: &[u8],
+) -> tokio::task::JoinHandle<()> {
+    let data = data.to_vec();
+    tokio::spawn(async move {
+        if let Some(mut pipe) = pipe {
+            // A command that does not read its input gets EPIPE here: fine.
+            let _ = pipe.write_all(&data).await;
+        }
+    })
+}
+
+/// The command's exit status; once `terminated`, it gets [`GRACE`] to exit before
+/// it is killed.
+async fn wait_for(
+    child: &mut tokio::process::Child,
+    terminated: bool,
+) -> std::io::Result<std::process::ExitStatus> {
+    if !terminated {
+        return child.wait().await;
+    }
+    match tokio::time::timeout(GRACE, child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            child.kill().await?;
+            child.wait().await
+        }
     }
 }
 

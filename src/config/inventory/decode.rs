@@ -44,6 +44,8 @@ impl Settings {
     }
 }
 
+/// Reads an inventory document: the cluster, transport and coordination, the tree
+/// of hosts and the groups, each host's settings, and the origin.
 pub(super) fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> Inventory {
     let top = d.map(root, "", TOP_KEYS);
     if matches!(root.value, Value::Null) {
@@ -53,43 +55,10 @@ pub(super) fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> I
         );
     }
 
-    let cluster = match top
-        .get("cluster")
-        .and_then(|n| d.string(n, "cluster").map(|s| (s, n.pos)))
-    {
-        Some((name, pos)) => {
-            if let Err(why) = check_name(&name) {
-                d.error(pos, format!("cluster name `{name}` {why}"));
-            }
-            name
-        }
-        None => {
-            let stem = Path::new(file)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "default".into());
-            if let Err(why) = check_name(&stem) {
-                d.file_error(format!(
-                    "cluster name `{stem}` (taken from the file name) {why}; set `cluster:`"
-                ));
-            }
-            stem
-        }
-    };
-
+    let cluster = decode_cluster(d, &top, file);
     let transport = decode_transport(d, top.get("transport"), base);
     let coordination = decode_coordination(d, top.get("coordination"), base, &cluster);
-    if let (Transport::Ssh(_), Coordination::Local { .. }) = (&transport, &coordination) {
-        let pos = top
-            .get("coordination")
-            .or(top.get("transport"))
-            .map(|n| n.pos)
-            .unwrap_or(top.pos);
-        d.error(
-            pos,
-            "`coordination: local` needs `transport: local`: hosts reached over SSH cannot register in a store on this machine; use `coordination: {zookeeper: ...}`",
-        );
-    }
+    check_coordination_reachable(d, &top, &transport, &coordination);
 
     let defaults = match top.get("defaults") {
         Some(n) => {
@@ -127,22 +96,7 @@ pub(super) fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> I
         Some(n) => decode_groups(d, n, &mut inv),
         None => Vec::new(),
     };
-    for (h, (inherited, own)) in cascades.into_iter().enumerate() {
-        let mut s = inherited;
-        for (g, gs) in inv.groups.iter().zip(&group_settings) {
-            if g.hosts.binary_search(&h).is_ok() {
-                s = s.under(gs.clone());
-            }
-        }
-        let s = s.under(own);
-        let host = &mut inv.hosts[h];
-        host.ssh = s.ssh;
-        host.ssh_key_setting = s.key_setting;
-        host.root = s.root.map(PathBuf::from);
-        host.labels = s.labels;
-        host.services = s.services;
-        host.link = s.link;
-    }
+    settle_host_settings(&mut inv, cascades, &group_settings);
 
     check_unique_addresses(d, &inv);
 
@@ -158,6 +112,79 @@ pub(super) fn decode(d: &mut Decoder, root: &Node, file: &str, base: &Path) -> I
         inv.origin = decode_origin(d, n, &inv);
     }
     inv
+}
+
+/// The cluster's name: `cluster:`, else the file's stem (checked either way).
+fn decode_cluster(d: &mut Decoder, top: &Map, file: &str) -> String {
+    match top
+        .get("cluster")
+        .and_then(|n| d.string(n, "cluster").map(|s| (s, n.pos)))
+    {
+        Some((name, pos)) => {
+            if let Err(why) = check_name(&name) {
+                d.error(pos, format!("cluster name `{name}` {why}"));
+            }
+            name
+        }
+        None => {
+            let stem = Path::new(file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "default".into());
+            if let Err(why) = check_name(&stem) {
+                d.file_error(format!(
+                    "cluster name `{stem}` (taken from the file name) {why}; set `cluster:`"
+                ));
+            }
+            stem
+        }
+    }
+}
+
+/// Hosts reached over SSH cannot register in a store on this machine: `coordination:
+/// local` with `transport: ssh` is an error.
+fn check_coordination_reachable(
+    d: &mut Decoder,
+    top: &Map,
+    transport: &Transport,
+    coordination: &Coordination,
+) {
+    if let (Transport::Ssh(_), Coordination::Local { .. }) = (transport, coordination) {
+        let pos = top
+            .get("coordination")
+            .or(top.get("transport"))
+            .map(|n| n.pos)
+            .unwrap_or(top.pos);
+        d.error(
+            pos,
+            "`coordination: local` needs `transport: local`: hosts reached over SSH cannot register in a store on this machine; use `coordination: {zookeeper: ...}`",
+        );
+    }
+}
+
+/// Sets each host's final settings: what it inherits (defaults, datacenter, rack),
+/// then its groups' in inventory order, then its own.
+fn settle_host_settings(
+    inv: &mut Inventory,
+    cascades: Vec<(Settings, Settings)>,
+    group_settings: &[Settings],
+) {
+    for (h, (inherited, own)) in cascades.into_iter().enumerate() {
+        let mut s = inherited;
+        for (g, gs) in inv.groups.iter().zip(group_settings) {
+            if g.hosts.binary_search(&h).is_ok() {
+                s = s.under(gs.clone());
+            }
+        }
+        let s = s.under(own);
+        let host = &mut inv.hosts[h];
+        host.ssh = s.ssh;
+        host.ssh_key_setting = s.key_setting;
+        host.root = s.root.map(PathBuf::from);
+        host.labels = s.labels;
+        host.services = s.services;
+        host.link = s.link;
+    }
 }
 
 pub(super) fn decode_transport(d: &mut Decoder, node: Option<&Node>, base: &Path) -> Transport {

@@ -1,7 +1,9 @@
 //! Making the metainfo of a release tree: the walk (files, modes, empty
-//! directories, links), the layout of the pieces, and their hashes on every core,
-//! reused from the previous release for files whose path, size and mtime are the same.
+//! directories, links), the layout of the pieces, and their hashes (see
+//! [`super::hash`]), reused from the previous release for files whose path, size and
+//! mtime are the same.
 
+use super::hash::{hash_files, hash_pieces};
 use super::*;
 
 /// A scanned tree: files in torrent order plus the manifest.
@@ -194,44 +196,9 @@ pub fn create_with_stats(root: &Path, opts: &CreateOptions) -> Result<(Metainfo,
         return Err(MetainfoError::Empty(root.to_path_buf()));
     }
     let mut work = HashWork::default();
-    // Files that look as they did when the previous release was hashed.
     let reuse = opts.reuse.as_ref();
-    let unchanged: std::collections::HashSet<String> = match reuse {
-        Some(prev) => scan
-            .stats
-            .iter()
-            .filter(|(path, st)| prev.stats.get(*path) == Some(st))
-            .map(|(path, _)| path.clone())
-            .collect(),
-        None => Default::default(),
-    };
-    let known: std::collections::HashMap<&str, &[u8]> = reuse
-        .map(|prev| {
-            prev.metainfo
-                .rookery
-                .files
-                .iter()
-                .filter(|e| e.sha1.len() == 20 && unchanged.contains(&e.path))
-                .map(|e| (e.path.as_str(), e.sha1.as_slice()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let to_hash: Vec<usize> = (0..scan.files.len())
-        .filter(|&i| !known.contains_key(scan.files[i].0.as_str()))
-        .collect();
-    let subset: Vec<(String, PathBuf, u64)> =
-        to_hash.iter().map(|&i| scan.files[i].clone()).collect();
-    work.file_bytes_read = subset.iter().map(|f| f.2).sum();
-    let digests = hash_files(&subset)?;
-    for (&i, digest) in to_hash.iter().zip(digests) {
-        scan.manifest.files[i].sha1 = digest.to_vec();
-    }
-    for (i, entry) in scan.manifest.files.iter_mut().enumerate() {
-        if let Some(d) = known.get(scan.files[i].0.as_str()) {
-            entry.sha1 = d.to_vec();
-        }
-    }
-    drop(known);
+    let unchanged = unchanged_files(&scan, reuse);
+    digest_files(&mut scan, reuse, &unchanged, &mut work)?;
     if let Some(previous) = &opts.previous {
         // With the previous metainfo at hand, a file changed in place (same path,
         // same size) keeps its slot too, so the files after it keep their offsets
@@ -278,6 +245,57 @@ pub fn create_with_stats(root: &Path, opts: &CreateOptions) -> Result<(Metainfo,
         rookery: scan.manifest,
     };
     Ok((m, scan.stats, work))
+}
+
+/// Files that look as they did when the previous release was hashed (none without
+/// one).
+fn unchanged_files(scan: &Scan, reuse: Option<&Hashed>) -> std::collections::HashSet<String> {
+    match reuse {
+        Some(prev) => scan
+            .stats
+            .iter()
+            .filter(|(path, st)| prev.stats.get(*path) == Some(st))
+            .map(|(path, _)| path.clone())
+            .collect(),
+        None => Default::default(),
+    }
+}
+
+/// Sets each file's digest in the manifest: the previous release's for files in
+/// `unchanged`, else read and hashed (counted in `work`).
+fn digest_files(
+    scan: &mut Scan,
+    reuse: Option<&Hashed>,
+    unchanged: &std::collections::HashSet<String>,
+    work: &mut HashWork,
+) -> Result<()> {
+    let known: std::collections::HashMap<&str, &[u8]> = reuse
+        .map(|prev| {
+            prev.metainfo
+                .rookery
+                .files
+                .iter()
+                .filter(|e| e.sha1.len() == 20 && unchanged.contains(&e.path))
+                .map(|e| (e.path.as_str(), e.sha1.as_slice()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let to_hash: Vec<usize> = (0..scan.files.len())
+        .filter(|&i| !known.contains_key(scan.files[i].0.as_str()))
+        .collect();
+    let subset: Vec<(String, PathBuf, u64)> =
+        to_hash.iter().map(|&i| scan.files[i].clone()).collect();
+    work.file_bytes_read = subset.iter().map(|f| f.2).sum();
+    let digests = hash_files(&subset)?;
+    for (&i, digest) in to_hash.iter().zip(digests) {
+        scan.manifest.files[i].sha1 = digest.to_vec();
+    }
+    for (i, entry) in scan.manifest.files.iter_mut().enumerate() {
+        if let Some(d) = known.get(scan.files[i].0.as_str()) {
+            entry.sha1 = d.to_vec();
+        }
+    }
+    Ok(())
 }
 
 /// For each piece of `files` laid end to end: the previous release's hash of it,
@@ -334,45 +352,6 @@ pub(super) fn reusable_pieces(
         }
     }
     out
-}
-
-/// SHA-1 of each file's whole content, files hashed in parallel (one per core).
-pub(super) fn hash_files(files: &[(String, PathBuf, u64)]) -> Result<Vec<[u8; 20]>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let out = std::sync::Mutex::new(vec![[0u8; 20]; files.len()]);
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(files.len().max(1));
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    let mut buf = vec![0u8; 256 << 10];
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((_, abs, _)) = files.get(i) else {
-                            return Ok(());
-                        };
-                        let mut f = File::open(abs).map_err(io_err(abs))?;
-                        let mut h = Sha1::new();
-                        loop {
-                            let n = f.read(&mut buf).map_err(io_err(abs))?;
-                            if n == 0 {
-                                break;
-                            }
-                            h.update(&buf[..n]);
-                        }
-                        out.lock().expect("digests")[i] = h.finalize().into();
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("a hashing thread panicked"))
-    })?;
-    Ok(out.into_inner().expect("digests"))
 }
 
 /// Lays the files out after `previous`: first every file whose content `previous`
@@ -435,136 +414,4 @@ pub(super) fn order_like(
             .files
             .push(entries[i].take().expect("each entry once"));
     }
-}
-
-/// SHA-1 of each piece of the files laid end to end.
-///
-/// One thread reads the files in order (sequential reads suit disks) and hands whole
-/// pieces to a hasher per core, so hashing a large artifact is bound by the disk or by
-/// all the cores, not by one: 10 GiB took 10.7 s on one core. At most two pieces per
-/// hasher, and about 256 MiB in all, are in memory.
-pub(super) fn hash_pieces(
-    files: &[(String, PathBuf, u64)],
-    piece_length: u64,
-    reused: &[Option<[u8; 20]>],
-    work: &mut HashWork,
-) -> Result<Vec<u8>> {
-    let total: u64 = files.iter().map(|f| f.2).sum();
-    let count = total.div_ceil(piece_length) as usize;
-    let hashers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(count.max(1));
-    let buffers = ((256 << 20) / piece_length as usize).clamp(2, 2 * hashers);
-    let mut pieces = vec![0u8; count * 20];
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(hashers);
-    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, [u8; 20])>();
-    let full_rx = std::sync::Mutex::new(full_rx);
-    let full_rx = &full_rx;
-    std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..hashers {
-            let (empty_tx, done_tx) = (empty_tx.clone(), done_tx.clone());
-            scope.spawn(move || {
-                loop {
-                    // The lock is held only while taking a piece, not while hashing it.
-                    let next = full_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok((index, buf))) = next else { return };
-                    let _ = done_tx.send((index, Sha1::digest(&buf).into()));
-                    let _ = empty_tx.send(buf);
-                }
-            });
-        }
-        drop((empty_tx, done_tx));
-        let mut spare = buffers;
-        let mut piece = |empty_rx: &std::sync::mpsc::Receiver<Vec<u8>>| {
-            if spare > 0 {
-                spare -= 1;
-                Vec::with_capacity(piece_length as usize)
-            } else {
-                let mut buf = empty_rx.recv().expect("hashers outlive the reader");
-                buf.clear();
-                buf
-            }
-        };
-        let mut buf = piece(&empty_rx);
-        let mut index = 0;
-        // Pieces taken from the previous release are not read: their bytes are
-        // skipped (a seek within a file, or files not opened at all).
-        let reuse_of = |i: usize| reused.get(i).copied().flatten();
-        let mut skipping = reuse_of(0).is_some();
-        for (_, abs, len) in files {
-            let mut left = *len;
-            let mut f: Option<File> = None;
-            while left > 0 {
-                let want = (piece_length - buf.len() as u64).min(left);
-                if skipping {
-                    // Skip to the end of this piece (or of this file).
-                    let skip = piece_length - buf.len() as u64;
-                    let skip = skip.min(left);
-                    if let Some(file) = f.as_mut() {
-                        use std::io::Seek;
-                        file.seek(io::SeekFrom::Current(skip as i64))
-                            .map_err(io_err(abs))?;
-                    }
-                    // A placeholder length keeps the piece boundary arithmetic.
-                    buf.resize(buf.len() + skip as usize, 0);
-                    left -= skip;
-                    work.piece_bytes_reused += skip;
-                } else {
-                    if f.is_none() {
-                        use std::io::Seek;
-                        let mut file = File::open(abs).map_err(io_err(abs))?;
-                        file.seek(io::SeekFrom::Start(*len - left))
-                            .map_err(io_err(abs))?;
-                        f = Some(file);
-                    }
-                    let file = f.as_mut().expect("opened above");
-                    let got = file
-                        .by_ref()
-                        .take(want)
-                        .read_to_end(&mut buf)
-                        .map_err(io_err(abs))? as u64;
-                    if got < want {
-                        return Err(MetainfoError::Io {
-                            path: abs.clone(),
-                            source: io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "the file shrank while it was being hashed",
-                            ),
-                        });
-                    }
-                    left -= got;
-                    work.piece_bytes_read += got;
-                }
-                if buf.len() as u64 == piece_length {
-                    if skipping {
-                        let h = reuse_of(index).expect("skipped only reused pieces");
-                        pieces[index * 20..index * 20 + 20].copy_from_slice(&h);
-                        buf.clear();
-                    } else {
-                        full_tx
-                            .send((index, std::mem::replace(&mut buf, piece(&empty_rx))))
-                            .expect("hashers run");
-                    }
-                    index += 1;
-                    skipping = reuse_of(index).is_some();
-                }
-            }
-        }
-        if skipping && !buf.is_empty() {
-            let h = reuse_of(index).expect("skipped only reused pieces");
-            pieces[index * 20..index * 20 + 20].copy_from_slice(&h);
-            buf.clear();
-        }
-        if !buf.is_empty() {
-            full_tx.send((index, buf)).expect("hashers run");
-        }
-        drop(full_tx);
-        for (index, digest) in done_rx {
-            pieces[index * 20..index * 20 + 20].copy_from_slice(&digest);
-        }
-        Ok(())
-    })?;
-    Ok(pieces)
 }

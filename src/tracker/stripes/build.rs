@@ -10,6 +10,30 @@ impl Trees {
         if !(MIN_STRIPES..=MAX_STRIPES).contains(&k) {
             return Err(StripeError::Count(k));
         }
+        let blank = Trees::blank(roster, k)?;
+        let order = roster.order().to_vec();
+        // Built with one copy of upload per host first: a host that forwards more
+        // than one copy holds every stripe through it to its share of its link
+        // (measured: hosts with 9 children of 8 stripes made the slowest host 12%
+        // later). The spare (up to 1.2 copies) is for re-links, and for inventories
+        // whose racks cannot be fed within one copy each.
+        let mut t = blank.clone();
+        t.grow(&order);
+        t.tight = false;
+        // Built with the spare too; the tight trees are kept only when they fit
+        // (nothing over budget, no extra datacenter crossing) and are no deeper.
+        let mut loose = blank;
+        loose.tight = false;
+        loose.grow(&order);
+        if t.overdraft > 0 || t.crossings_over_one_copy() || t.max_depth() > loose.max_depth() {
+            return Ok(loose);
+        }
+        Ok(t)
+    }
+
+    /// Trees over `roster` with nobody attached yet (and tight budgets): roster
+    /// positions, zone ids, each zone's members and each host's home stripe.
+    fn blank(roster: &Roster, k: usize) -> Result<Trees, StripeError> {
         let order = roster.order();
         let members = roster.members();
         let root = *order
@@ -21,36 +45,9 @@ impl Trees {
         for (p, &m) in order.iter().enumerate() {
             pos[m] = p;
         }
-        // Dense zone ids in roster order (the origin's datacenter first).
-        let mut dc = vec![0; n];
-        let mut rack = vec![0; n];
-        let mut dc_names: Vec<&str> = Vec::new();
-        let mut rack_names: Vec<(&str, &str)> = Vec::new();
-        for &m in order {
-            let mm = &members[m];
-            dc[m] = match dc_names.iter().position(|d| *d == mm.dc) {
-                Some(i) => i,
-                None => {
-                    dc_names.push(&mm.dc);
-                    dc_names.len() - 1
-                }
-            };
-            let key = (mm.dc.as_str(), mm.rack.as_str());
-            // Racks of a datacenter are contiguous in roster order, so the last one
-            // seen is the only one to compare with.
-            rack[m] = match rack_names.last() {
-                Some(last) if *last == key => rack_names.len() - 1,
-                _ => match rack_names.iter().rposition(|r| *r == key) {
-                    Some(i) => i,
-                    None => {
-                        rack_names.push(key);
-                        rack_names.len() - 1
-                    }
-                },
-            };
-        }
-        let mut rack_members = vec![Vec::new(); rack_names.len()];
-        let mut dc_members = vec![Vec::new(); dc_names.len()];
+        let (dc, rack, dcs, racks) = zone_ids(roster);
+        let mut rack_members = vec![Vec::new(); racks];
+        let mut dc_members = vec![Vec::new(); dcs];
         let mut home = vec![NONE; n];
         let mut next_home = 0;
         for &m in order {
@@ -61,7 +58,7 @@ impl Trees {
                 next_home += 1;
             }
         }
-        let blank = Trees {
+        Ok(Trees {
             k,
             tight: true,
             root,
@@ -78,35 +75,17 @@ impl Trees {
             rack_members,
             dc_members,
             overdraft: 0,
-        };
-        let order = order.to_vec();
-        // Built with one copy of upload per host first: a host that forwards more
-        // than one copy holds every stripe through it to its share of its link
-        // (measured: hosts with 9 children of 8 stripes made the slowest host 12%
-        // later). The spare (up to 1.2 copies) is for re-links, and for inventories
-        // whose racks cannot be fed within one copy each.
-        let mut t = blank.clone();
-        for s in 0..k {
-            t.backbone(s);
+        })
+    }
+
+    /// Both passes over every stripe: the backbones, then the fill.
+    fn grow(&mut self, order: &[usize]) {
+        for s in 0..self.k {
+            self.backbone(s);
         }
-        for s in 0..k {
-            t.fill(s, &order);
+        for s in 0..self.k {
+            self.fill(s, order);
         }
-        t.tight = false;
-        // Built with the spare too; the tight trees are kept only when they fit
-        // (nothing over budget, no extra datacenter crossing) and are no deeper.
-        let mut loose = blank;
-        loose.tight = false;
-        for s in 0..k {
-            loose.backbone(s);
-        }
-        for s in 0..k {
-            loose.fill(s, &order);
-        }
-        if t.overdraft > 0 || t.crossings_over_one_copy() || t.max_depth() > loose.max_depth() {
-            return Ok(loose);
-        }
-        Ok(t)
     }
 
     /// Whether `m` can take one more child in stripe `s`. The origin keeps one
@@ -167,41 +146,29 @@ impl Trees {
     /// Pass 1 for stripe `s`: datacenter entries, rack entries, home hosts and the
     /// leaves of racks that hold a home host, with only the origin and home hosts
     /// as parents.
-    // Racks are walked by index: the loop body also reads `rack_members[r]` and
-    // attaches through `self`, which an iterator over `entered` would borrow.
-    #[allow(clippy::needless_range_loop)]
     pub(super) fn backbone(&mut self, s: usize) {
-        let k = self.k;
-        let fanout = cross_rack_fanout(k);
-        let mut outside = vec![0usize; self.pos.len()];
         let mut index = Index::new(
             self.rack_members.len(),
             self.dc_members.len(),
             self.pos.len(),
         );
+        // Slots each node gave to other racks, within the cross-rack fan-out.
+        let mut outside = vec![0usize; self.pos.len()];
+        let entry_of_dc = self.dc_entries(s, &mut index, &mut outside);
+        let entered = self.rack_entries(s, &entry_of_dc, &mut index, &mut outside);
+        self.within_entered_racks(s, &entered, &mut index);
+    }
+
+    /// Each datacenter's entry in stripe `s` (NONE for one not entered), in roster
+    /// order, chained from the origin.
+    fn dc_entries(&mut self, s: usize, index: &mut Index, outside: &mut [usize]) -> Vec<usize> {
+        let fanout = cross_rack_fanout(self.k);
         let mut first_dc = true;
-        // Datacenter entries, in roster order.
         let mut entry_of_dc = vec![NONE; self.dc_members.len()];
         for d in 0..self.dc_members.len() {
-            let hosts: Vec<usize> = self.dc_members[d]
-                .iter()
-                .copied()
-                .filter(|&m| m != self.root)
-                .collect();
-            if hosts.is_empty() {
+            let Some(entry) = self.dc_entry(s, d) else {
                 continue;
-            }
-            let entry = hosts
-                .iter()
-                .copied()
-                .find(|&m| self.home[m] == s)
-                .unwrap_or_else(|| {
-                    // No home host here: the one with the most free slots.
-                    *hosts
-                        .iter()
-                        .min_by_key(|&&m| (self.used[m], self.pos[m]))
-                        .unwrap_or(&hosts[0])
-                });
+            };
             // Datacenters are chained (origin, first, second, ..): each entry feeds
             // the next one's. A fan-out here instead made a datacenter of one host
             // feed every other datacenter's entry, twice its budget; a few
@@ -212,7 +179,7 @@ impl Trees {
             } else if let Some(e) = previous.filter(|&e| self.free(s, e)) {
                 Some(e)
             } else {
-                self.best(s, &mut index, Zone::All, |p| outside[p] < fanout)
+                self.best(s, index, Zone::All, |p| outside[p] < fanout)
             };
             first_dc = false;
             let Some(p) = parent else { continue };
@@ -221,10 +188,52 @@ impl Trees {
             entry_of_dc[d] = entry;
             index.insert(self, entry, (0, self.depth[s][entry], self.pos[entry]));
         }
-        // Rack entries: the first home host of each rack not yet entered.
+        entry_of_dc
+    }
+
+    /// The host that enters datacenter `d` in stripe `s`: its first home host of the
+    /// stripe, else the one with the most free slots; `None` for a datacenter of
+    /// only the origin.
+    fn dc_entry(&self, s: usize, d: usize) -> Option<usize> {
+        let hosts: Vec<usize> = self.dc_members[d]
+            .iter()
+            .copied()
+            .filter(|&m| m != self.root)
+            .collect();
+        if hosts.is_empty() {
+            return None;
+        }
+        let entry = hosts
+            .iter()
+            .copied()
+            .find(|&m| self.home[m] == s)
+            .unwrap_or_else(|| {
+                // No home host here: the one with the most free slots.
+                *hosts
+                    .iter()
+                    .min_by_key(|&&m| (self.used[m], self.pos[m]))
+                    .unwrap_or(&hosts[0])
+            });
+        Some(entry)
+    }
+
+    /// Rack entries: the first home host of each rack not yet entered, under the
+    /// shallowest interior node of its datacenter. Returns which racks are entered
+    /// (by a datacenter entry or a rack entry).
+    // Racks are walked by index: the loop body also reads `rack_members[r]` and
+    // attaches through `self`, which an iterator over `entered` would borrow.
+    #[allow(clippy::needless_range_loop)]
+    fn rack_entries(
+        &mut self,
+        s: usize,
+        entry_of_dc: &[usize],
+        index: &mut Index,
+        outside: &mut [usize],
+    ) -> Vec<bool> {
+        let fanout = cross_rack_fanout(self.k);
         let racks = self.rack_members.len();
         let mut entered = vec![false; racks];
-        for &e in &entry_of_dc {
+        for &e in entry_of_dc {
             if e != NONE {
                 entered[self.rack[e]] = true;
             }
@@ -241,7 +250,7 @@ impl Trees {
                 continue;
             };
             let d = self.dc[e];
-            let Some(p) = self.best(s, &mut index, Zone::Dc(d), |p| outside[p] < fanout) else {
+            let Some(p) = self.best(s, index, Zone::Dc(d), |p| outside[p] < fanout) else {
                 continue;
             };
             self.attach(s, e, p);
@@ -249,25 +258,26 @@ impl Trees {
             entered[r] = true;
             index.insert(self, e, (0, self.depth[s][e], self.pos[e]));
         }
-        // Within each entered rack: the other home hosts, then the leaves, each under
-        // the rack's shallowest interior node with a free slot.
-        for r in 0..racks {
-            if !entered[r] {
-                continue;
-            }
+        entered
+    }
+
+    /// Within each entered rack: the other home hosts, then the leaves, each under
+    /// the rack's shallowest interior node with a free slot.
+    fn within_entered_racks(&mut self, s: usize, entered: &[bool], index: &mut Index) {
+        for (r, _) in entered.iter().enumerate().filter(|&(_, &e)| e) {
             let members = self.rack_members[r].clone();
             let (homes, leaves): (Vec<usize>, Vec<usize>) = members
                 .into_iter()
                 .filter(|&m| m != self.root && self.parent[s][m] == NONE)
                 .partition(|&m| self.home[m] == s);
             for m in homes {
-                if let Some(p) = self.best(s, &mut index, Zone::Rack(r), |_| true) {
+                if let Some(p) = self.best(s, index, Zone::Rack(r), |_| true) {
                     self.attach(s, m, p);
                     index.insert(self, m, (0, self.depth[s][m], self.pos[m]));
                 }
             }
             for m in leaves {
-                if let Some(p) = self.best(s, &mut index, Zone::Rack(r), |_| true) {
+                if let Some(p) = self.best(s, index, Zone::Rack(r), |_| true) {
                     self.attach(s, m, p);
                 }
             }
@@ -405,4 +415,39 @@ impl Trees {
             2
         }
     }
+}
+
+/// Dense zone ids in roster order (the origin's datacenter first): each member's
+/// datacenter and rack, and how many datacenters and racks there are.
+fn zone_ids(roster: &Roster) -> (Vec<usize>, Vec<usize>, usize, usize) {
+    let members = roster.members();
+    let n = members.len();
+    let mut dc = vec![0; n];
+    let mut rack = vec![0; n];
+    let mut dc_names: Vec<&str> = Vec::new();
+    let mut rack_names: Vec<(&str, &str)> = Vec::new();
+    for &m in roster.order() {
+        let mm = &members[m];
+        dc[m] = match dc_names.iter().position(|d| *d == mm.dc) {
+            Some(i) => i,
+            None => {
+                dc_names.push(&mm.dc);
+                dc_names.len() - 1
+            }
+        };
+        let key = (mm.dc.as_str(), mm.rack.as_str());
+        // Racks of a datacenter are contiguous in roster order, so the last one
+        // seen is the only one to compare with.
+        rack[m] = match rack_names.last() {
+            Some(last) if *last == key => rack_names.len() - 1,
+            _ => match rack_names.iter().rposition(|r| *r == key) {
+                Some(i) => i,
+                None => {
+                    rack_names.push(key);
+                    rack_names.len() - 1
+                }
+            },
+        };
+    }
+    (dc, rack, dc_names.len(), rack_names.len())
 }

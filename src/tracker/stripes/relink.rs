@@ -9,6 +9,26 @@ impl Trees {
     /// anywhere; forwarding nodes, then shallow). Already-dead members are ignored.
     /// Returns the new edges.
     pub fn relink(&mut self, failed: &[usize]) -> Result<Vec<Relinked>, StripeError> {
+        let newly = self.newly_failed(failed)?;
+        if newly.is_empty() {
+            return Ok(Vec::new());
+        }
+        for &f in &newly {
+            self.dead[f] = true;
+        }
+        for &f in &newly {
+            self.used[f] = 0;
+        }
+        let mut out = Vec::new();
+        for s in 0..self.k {
+            self.relink_stripe(s, &newly, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The members of `failed` not dead yet, sorted and once each; an error for a
+    /// member not in the roster, or the origin.
+    fn newly_failed(&self, failed: &[usize]) -> Result<Vec<usize>, StripeError> {
         let n = self.pos.len();
         for &f in failed {
             if f >= n {
@@ -21,136 +41,128 @@ impl Trees {
         let mut newly: Vec<usize> = failed.iter().copied().filter(|&f| !self.dead[f]).collect();
         newly.sort_unstable();
         newly.dedup();
-        if newly.is_empty() {
-            return Ok(Vec::new());
-        }
-        for &f in &newly {
-            self.dead[f] = true;
-        }
-        for &f in &newly {
-            self.used[f] = 0;
-        }
-        let mut out = Vec::new();
-        for s in 0..self.k {
-            // A failed host frees its slot at its parent, for this stripe's orphans
-            // first: freed all at once, the origin's slot freed in one stripe went to
-            // the first stripe re-linked, and the stripe it came from had nowhere to go.
-            for &f in &newly {
-                let p = self.parent[s][f];
-                if p != NONE {
-                    // A parent that failed too has no slots left to free.
-                    if !self.dead[p] {
-                        self.used[p] -= 1;
-                    }
-                    if p == self.root {
-                        self.root_kids[s] -= 1;
-                    }
-                    self.parent[s][f] = NONE;
-                }
-            }
-            let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
-            for m in 0..n {
-                let p = self.parent[s][m];
-                if p != NONE {
-                    children[p].push(m);
-                }
-            }
-            // Orphans: live members whose parent just died. The largest subtrees go
-            // first: once hung back, their hosts' spare slots are places for the
-            // others, close to them (when a datacenter's entry dies, the first
-            // orphan re-enters the datacenter and the rest stay inside it).
-            let mut orphans: Vec<(usize, usize, usize)> = Vec::new();
-            for &f in &newly {
-                for &c in &children[f] {
-                    if !self.dead[c] {
-                        orphans.push((c, f, self.subtree(c, &children).len()));
-                    }
-                }
-            }
-            orphans.sort_by_key(|&(c, _, size)| {
-                (std::cmp::Reverse(size), self.depth[s][c], self.pos[c])
-            });
-            for &f in &newly {
-                children[f].clear();
-            }
-            // Attached: reachable from the root through live members.
-            let mut attached = vec![false; n];
-            self.mark(s, self.root, &children, &mut attached);
-            let mut queue: std::collections::VecDeque<(usize, usize)> =
-                orphans.into_iter().map(|(c, f, _)| (c, f)).collect();
-            // Orphans put back because no attached node had room and their own
-            // subtree had none to trade (see below): another orphan's may.
-            let mut stalled = 0;
-            while let Some((o, from)) = queue.pop_front() {
-                if attached[o] {
-                    continue;
-                }
-                self.parent[s][o] = NONE;
-                // Within the datacenter (a free slot, else a trade), then anywhere:
-                // a crossing only when the datacenter has no room at all.
-                let found = self
-                    .relink_parent(s, o, &attached, &children, true)
-                    .or_else(|| {
-                        self.trade(s, o, &attached, &mut children, true).map(
-                            |(to, moved, under)| {
-                                attached[moved] = false;
-                                out.push(Relinked {
-                                    stripe: s,
-                                    member: moved,
-                                    from: to,
-                                    to: under,
-                                });
-                                to
-                            },
-                        )
-                    })
-                    .or_else(|| self.relink_parent(s, o, &attached, &children, false));
-                let to = match found {
-                    Some(to) => to,
-                    None => match self.trade(s, o, &attached, &mut children, false) {
-                        Some((to, moved, under)) => {
-                            // Re-marked (with its new depth) below, under `o`.
-                            attached[moved] = false;
-                            out.push(Relinked {
-                                stripe: s,
-                                member: moved,
-                                from: to,
-                                to: under,
-                            });
-                            to
-                        }
-                        None if stalled < queue.len() => {
-                            stalled += 1;
-                            queue.push_back((o, from));
-                            continue;
-                        }
-                        None => {
-                            self.overdraft += 1;
-                            self.nearest_attached(s, o, &attached)
-                        }
-                    },
-                };
-                stalled = 0;
-                self.parent[s][o] = to;
-                self.used[to] += 1;
-                if to == self.root {
-                    self.root_kids[s] += 1;
-                }
-                children[to].push(o);
-                self.depth[s][o] = self.depth[s][to] + 1;
-                self.mark(s, o, &children, &mut attached);
-                out.push(Relinked {
-                    stripe: s,
-                    member: o,
-                    from,
-                    to,
-                });
-            }
-        }
-        Ok(out)
+        Ok(newly)
     }
 
-    /// Live members of `from`'s subtree, `from` first.
+    /// Stripe `s` after the `newly` failed: their slots freed, their orphans hung
+    /// back one by one (the new edges pushed on `out`).
+    fn relink_stripe(&mut self, s: usize, newly: &[usize], out: &mut Vec<Relinked>) {
+        let n = self.pos.len();
+        self.free_parent_slots(s, newly);
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for m in 0..n {
+            let p = self.parent[s][m];
+            if p != NONE {
+                children[p].push(m);
+            }
+        }
+        let mut queue = self.orphans(s, newly, &children);
+        for &f in newly {
+            children[f].clear();
+        }
+        // Attached: reachable from the root through live members.
+        let mut attached = vec![false; n];
+        self.mark(s, self.root, &children, &mut attached);
+        // Orphans put back because no attached node had room and their own
+        // subtree had none to trade (see below): another orphan's may.
+        let mut stalled = 0;
+        while let Some((o, from)) = queue.pop_front() {
+            if attached[o] {
+                continue;
+            }
+            self.parent[s][o] = NONE;
+            let to = match self.orphan_parent(s, o, &mut attached, &mut children, out) {
+                Some(to) => to,
+                None if stalled < queue.len() => {
+                    stalled += 1;
+                    queue.push_back((o, from));
+                    continue;
+                }
+                None => {
+                    self.overdraft += 1;
+                    self.nearest_attached(s, o, &attached)
+                }
+            };
+            stalled = 0;
+            self.attach(s, o, to);
+            children[to].push(o);
+            self.mark(s, o, &children, &mut attached);
+            out.push(Relinked {
+                stripe: s,
+                member: o,
+                from,
+                to,
+            });
+        }
+    }
+
+    /// A failed host frees its slot at its parent, for this stripe's orphans
+    /// first: freed all at once, the origin's slot freed in one stripe went to
+    /// the first stripe re-linked, and the stripe it came from had nowhere to go.
+    fn free_parent_slots(&mut self, s: usize, newly: &[usize]) {
+        for &f in newly {
+            let p = self.parent[s][f];
+            if p != NONE {
+                // A parent that failed too has no slots left to free.
+                if !self.dead[p] {
+                    self.used[p] -= 1;
+                }
+                if p == self.root {
+                    self.root_kids[s] -= 1;
+                }
+                self.parent[s][f] = NONE;
+            }
+        }
+    }
+
+    /// Orphans of stripe `s`: live members whose parent just died, each with that
+    /// parent, in the order they are hung back. The largest subtrees go first: once
+    /// hung back, their hosts' spare slots are places for the others, close to them
+    /// (when a datacenter's entry dies, the first orphan re-enters the datacenter
+    /// and the rest stay inside it).
+    fn orphans(
+        &self,
+        s: usize,
+        newly: &[usize],
+        children: &[Vec<usize>],
+    ) -> std::collections::VecDeque<(usize, usize)> {
+        let mut orphans: Vec<(usize, usize, usize)> = Vec::new();
+        for &f in newly {
+            for &c in &children[f] {
+                if !self.dead[c] {
+                    orphans.push((c, f, self.subtree(c, children).len()));
+                }
+            }
+        }
+        orphans
+            .sort_by_key(|&(c, _, size)| (std::cmp::Reverse(size), self.depth[s][c], self.pos[c]));
+        orphans.into_iter().map(|(c, f, _)| (c, f)).collect()
+    }
+
+    /// The parent for orphan `o` in stripe `s`: within the datacenter (a free slot,
+    /// else a trade), then anywhere the same way: a crossing only when the
+    /// datacenter has no room at all. `None` when there is none yet.
+    fn orphan_parent(
+        &mut self,
+        s: usize,
+        o: usize,
+        attached: &mut [bool],
+        children: &mut [Vec<usize>],
+        out: &mut Vec<Relinked>,
+    ) -> Option<usize> {
+        if let Some(to) = self.relink_parent(s, o, attached, children, true) {
+            return Some(to);
+        }
+        if let Some(trade) = self.trade(s, o, attached, children, true) {
+            return Some(traded(s, trade, attached, out));
+        }
+        if let Some(to) = self.relink_parent(s, o, attached, children, false) {
+            return Some(to);
+        }
+        let trade = self.trade(s, o, attached, children, false)?;
+        Some(traded(s, trade, attached, out))
+    }
+
     /// Takes back a member given up as gone whose agent turned out alive (a poll that
     /// came late) or came back: a leaf in every stripe, under the node a re-link
     /// would pick (its datacenter first). Its former children stay where they were
@@ -188,6 +200,7 @@ impl Trees {
         Ok(true)
     }
 
+    /// Live members of `from`'s subtree, `from` first.
     pub(super) fn subtree(&self, from: usize, children: &[Vec<usize>]) -> Vec<usize> {
         let mut out = vec![from];
         let mut i = 0;
@@ -337,4 +350,23 @@ impl Trees {
             .min_by_key(|&p| (self.locality(o, p), self.depth[s][p], self.pos[p]))
             .unwrap_or(self.root)
     }
+}
+
+/// A trade `(p, moved, under)` made for an orphan of stripe `s`: the moved leaf is
+/// recorded as re-linked and left to be re-marked (with its new depth) under the
+/// orphan; returns `p`, the orphan's parent.
+fn traded(
+    s: usize,
+    (to, moved, under): (usize, usize, usize),
+    attached: &mut [bool],
+    out: &mut Vec<Relinked>,
+) -> usize {
+    attached[moved] = false;
+    out.push(Relinked {
+        stripe: s,
+        member: moved,
+        from: to,
+        to: under,
+    });
+    to
 }

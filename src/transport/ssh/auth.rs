@@ -61,11 +61,17 @@ impl Tried {
     }
 }
 
+/// No key was accepted: who refused, what was tried and what could not be offered
+/// ([`Tried::message`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct Refused(String);
+
 /// Tries the inventory key, the agent's keys, then the identity files.
 pub(super) async fn authenticate(
     handle: &mut client::Handle<Checker>,
     t: &Target,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let mut tried = Tried::default();
     if let Some(k) = &t.key {
         let label = t
@@ -88,7 +94,7 @@ pub(super) async fn authenticate(
             return Ok(());
         }
     }
-    Err(tried.message(t))
+    Err(Refused(tried.message(t)))
 }
 
 /// Offers one key file; true when the server accepted it. `label` names the file

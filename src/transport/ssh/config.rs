@@ -16,6 +16,41 @@
 
 use std::path::PathBuf;
 
+/// A line of an ssh config that cannot be read, and where: `FILE:LINE: problem`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}:{line}: {problem}")]
+pub struct ConfigError {
+    /// The config's name, as given to [`SshConfig::parse`].
+    pub origin: String,
+    /// Counted from 1.
+    pub line: usize,
+    pub problem: LineError,
+}
+
+/// An error equals the message it prints.
+impl PartialEq<&str> for ConfigError {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string().as_str() == *other
+    }
+}
+
+/// What is wrong with one line of an ssh config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("`{0}` needs an argument")]
+    NeedsArgument(String),
+    #[error("{0} needs a value")]
+    NeedsValue(String),
+    #[error("Port must be 1 to 65535, found `{0}`")]
+    Port(String),
+    #[error("a quoted argument is not closed")]
+    OpenQuote,
+    #[error("HostName `{value}`: unknown token %{token} (HostName takes %h and %%)")]
+    UnknownToken { value: String, token: char },
+    #[error("HostName `{0}` ends with a lone %")]
+    LonePercent(String),
+}
+
 /// What the ssh config says about one host, before the inventory's settings and
 /// OpenSSH's defaults are laid over it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,13 +107,17 @@ enum Setting {
 
 impl SshConfig {
     /// Parses the text of a config; `origin` names it in errors (`FILE:LINE: ...`).
-    pub fn parse(text: &str, origin: &str) -> Result<SshConfig, String> {
+    pub fn parse(text: &str, origin: &str) -> Result<SshConfig, ConfigError> {
         let mut blocks = vec![Block {
             applies: Applies::Always,
             settings: Vec::new(),
         }];
         for (i, raw) in text.lines().enumerate() {
-            let at = |m: String| format!("{origin}:{}: {m}", i + 1);
+            let at = |problem: LineError| ConfigError {
+                origin: origin.to_string(),
+                line: i + 1,
+                problem,
+            };
             let Some((keyword, args)) = split_line(raw).map_err(at)? else {
                 continue;
             };
@@ -156,9 +195,9 @@ impl HostConfig {
 }
 
 /// `Host` patterns or a `Match` line: what the block that starts here applies to.
-fn block_start(keyword: &str, args: &[String]) -> Result<Applies, String> {
+fn block_start(keyword: &str, args: &[String]) -> Result<Applies, LineError> {
     if args.is_empty() {
-        return Err(format!("`{keyword}` needs an argument"));
+        return Err(LineError::NeedsArgument(keyword.to_string()));
     }
     if keyword.eq_ignore_ascii_case("match") {
         let all = args.len() == 1 && args[0].eq_ignore_ascii_case("all");
@@ -181,7 +220,7 @@ fn block_start(keyword: &str, args: &[String]) -> Result<Applies, String> {
 }
 
 /// One keyword line; `None` for keywords rookery does not use.
-fn setting(lower: &str, keyword: &str, args: &[String]) -> Result<Option<Setting>, String> {
+fn setting(lower: &str, keyword: &str, args: &[String]) -> Result<Option<Setting>, LineError> {
     let wanted = matches!(
         lower,
         "hostname"
@@ -196,7 +235,7 @@ fn setting(lower: &str, keyword: &str, args: &[String]) -> Result<Option<Setting
         return Ok(None);
     }
     let Some(value) = args.first() else {
-        return Err(format!("{keyword} needs a value"));
+        return Err(LineError::NeedsValue(keyword.to_string()));
     };
     Ok(Some(match lower {
         "hostname" => {
@@ -206,7 +245,7 @@ fn setting(lower: &str, keyword: &str, args: &[String]) -> Result<Option<Setting
         "user" => Setting::User(value.clone()),
         "port" => match value.parse::<u16>() {
             Ok(p) if p > 0 => Setting::Port(p),
-            _ => return Err(format!("Port must be 1 to 65535, found `{value}`")),
+            _ => return Err(LineError::Port(value.clone())),
         },
         "identityfile" => Setting::IdentityFile(expand_home(value)),
         "proxyjump" => Setting::ProxyJump(value.clone()),
@@ -219,7 +258,7 @@ fn setting(lower: &str, keyword: &str, args: &[String]) -> Result<Option<Setting
 }
 
 /// Splits a line into its keyword and arguments; `None` for blank lines and comments.
-fn split_line(raw: &str) -> Result<Option<(String, Vec<String>)>, String> {
+fn split_line(raw: &str) -> Result<Option<(String, Vec<String>)>, LineError> {
     let line = raw.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
@@ -237,7 +276,7 @@ fn split_line(raw: &str) -> Result<Option<(String, Vec<String>)>, String> {
 
 /// Whitespace-separated arguments; `"..."` keeps spaces; a `#` that starts an
 /// argument starts a comment.
-fn split_args(mut rest: &str) -> Result<Vec<String>, String> {
+fn split_args(mut rest: &str) -> Result<Vec<String>, LineError> {
     let mut args = Vec::new();
     loop {
         rest = rest.trim_start();
@@ -245,9 +284,7 @@ fn split_args(mut rest: &str) -> Result<Vec<String>, String> {
             return Ok(args);
         }
         if let Some(q) = rest.strip_prefix('"') {
-            let close = q
-                .find('"')
-                .ok_or_else(|| "a quoted argument is not closed".to_string())?;
+            let close = q.find('"').ok_or(LineError::OpenQuote)?;
             args.push(q[..close].to_string());
             rest = &q[close + 1..];
         } else {
@@ -259,18 +296,19 @@ fn split_args(mut rest: &str) -> Result<Vec<String>, String> {
 }
 
 /// HostName accepts `%h` and `%%` only, as in OpenSSH.
-fn check_hostname_tokens(value: &str) -> Result<(), String> {
+fn check_hostname_tokens(value: &str) -> Result<(), LineError> {
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
         if c == '%' {
             match chars.next() {
                 Some('h' | '%') => {}
                 Some(t) => {
-                    return Err(format!(
-                        "HostName `{value}`: unknown token %{t} (HostName takes %h and %%)"
-                    ));
+                    return Err(LineError::UnknownToken {
+                        value: value.to_string(),
+                        token: t,
+                    });
                 }
-                None => return Err(format!("HostName `{value}` ends with a lone %")),
+                None => return Err(LineError::LonePercent(value.to_string())),
             }
         }
     }

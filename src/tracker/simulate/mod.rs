@@ -1,0 +1,429 @@
+//! `rookery simulate`: distribution over a generated topology, too large to build
+//! (thousands of hosts, several datacenters), with the tracker's own pipeline order
+//! ([`crate::tracker::roster::Roster`]) and its failure handling.
+//!
+//! The model is piece-level and deterministic for a seed. Host *k* of the chain gets
+//! piece *i* from its feeder once the feeder has it, one piece after another:
+//!
+//! ```text
+//! done[k][i] = max(done[k][i-1], done[feeder][i]) + piece / rate(feeder -> k)
+//! ```
+//!
+//! where a hop's rate is the least of the two hosts' links, the caps, both racks'
+//! uplinks when it leaves a rack and both datacenters' interconnects when it leaves a
+//! datacenter. A host that fails at time `t` stops serving; its successor notices after
+//! [`DETECT`] (one missed announce) and takes every later piece from the nearest live
+//! host before it, as the tracker arranges. Start-up is the same as in the plan's
+//! estimate ([`crate::plan::estimate::start_seconds`]: hashing the artifact, connecting,
+//! one command per host, the first announce) for every host, and rates carry the
+//! same TCP/IP overhead ([`crate::plan::estimate::WIRE_EFFICIENCY`]).
+//!
+//! What it leaves out: TCP slow start and per-piece request latency (small at these
+//! piece sizes), disk speed, the hosts' CPU, and other traffic on the links.
+//!
+//! Here: the topology, the run and what it measures. `chain.rs` and `stripes.rs`
+//! move the pieces in each shape; `render.rs` prints the report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::units::{ByteSize, Rate};
+use crate::tracker::roster::{Member, Roster};
+use crate::tracker::stripes::Trees;
+
+mod chain;
+mod render;
+mod stripes;
+
+use chain::chain_run;
+pub use render::render;
+use stripes::stripes_run;
+
+/// How long a successor takes to notice its feeder is gone in the chain (the
+/// tracker's first missed announce).
+pub const DETECT: f64 = 3.0;
+/// The same for striped trees: a parent silent for
+/// [`crate::tracker::swarm::STRIPE_SILENT_AFTER`] (2 s) is re-linked around at its children's
+/// next poll (every second).
+pub const DETECT_STRIPES: f64 = 3.0;
+
+/// How the tracker arranges the hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// The pipeline: one chain behind the origin (`sharing: pipeline`).
+    Chain,
+    /// Striped trees, [`crate::tracker::stripes::Trees`] (`sharing: stripes`).
+    Stripes,
+}
+
+/// A generated topology and what to send over it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Topology {
+    pub shape: Shape,
+    /// Stripes of [`Shape::Stripes`].
+    pub stripes: usize,
+    /// Seconds from a host's failure until those it fed are re-linked.
+    pub detect: f64,
+    pub hosts: usize,
+    pub datacenters: usize,
+    /// Racks per datacenter.
+    pub racks: usize,
+    pub size: u64,
+    pub piece: u64,
+    /// Each host's link, bytes per second each way.
+    pub link: u64,
+    pub uplink: Option<u64>,
+    pub interconnect: Option<u64>,
+    pub upload_limit: Option<u64>,
+    /// Fraction of hosts that fail during the transfer.
+    pub fail: f64,
+    /// Fraction of the artifact in files unchanged since the last release, whose
+    /// hashes the controller reuses instead of reading them (see
+    /// `metainfo::CreateOptions::reuse`).
+    pub unchanged: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub topology: Topology,
+    /// The physical bound S / C (one host's link).
+    pub bound_seconds: f64,
+    /// Completion time percentiles of the hosts that did not fail: p50, p90, p99, max.
+    pub percentiles: BTreeMap<String, f64>,
+    pub failed_hosts: usize,
+    pub origin_upload_bytes: u64,
+    /// Bytes into each datacenter over its interconnect.
+    pub interconnect_in_bytes: BTreeMap<String, u64>,
+    /// The busiest rack uplink, in bytes each way (in, out).
+    pub busiest_uplink_bytes: (u64, u64),
+    /// Seconds before the first byte moves (hashing what changed, connecting, the
+    /// agents' start).
+    pub start_seconds: f64,
+    /// The most any host (not the origin) uploaded, in copies of the artifact.
+    pub max_host_upload_copies: f64,
+    /// Hops from the origin to the deepest host (over every stripe).
+    pub max_depth: usize,
+}
+
+/// A small deterministic generator (xorshift), so a seed gives the same failures.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Simulates one distribution over `t`: who finishes when, and what crossed where.
+pub fn run(t: &Topology) -> Outcome {
+    let members = members(t);
+    let roster = Roster::new(members.clone());
+    let chain: Vec<usize> = roster.order().to_vec();
+    let n = chain.len();
+    let pieces = t.size.div_ceil(t.piece.max(1)).max(1) as usize;
+    let piece = t.piece as f64;
+    let rate = |from: usize, to: usize| hop_rate(t, &members[from], &members[to]);
+    // Hashing reads only what changed since the last release.
+    let start = crate::plan::estimate::start_seconds((t.size as f64 * (1.0 - t.unchanged)) as u64);
+    let bound = t.size as f64 / t.link as f64;
+    // Failures spread over the transfer without failures.
+    let span = start + bound + n as f64 * piece / t.link as f64;
+    let (fail_at, failed) = failures(t, n, span);
+    let piece_bytes = |i: usize| {
+        if i + 1 == pieces {
+            t.size - t.piece * (pieces as u64 - 1)
+        } else {
+            t.piece
+        }
+    };
+    // Per member id: when it has the whole artifact (None: it failed); bytes per
+    // (sender, receiver) member ids; the deepest host's hops.
+    let fail_at = fail_at_member(&chain, &fail_at);
+    let transfer = Transfer {
+        pieces,
+        start,
+        fail_at: &fail_at,
+        piece_bytes: &piece_bytes,
+        rate: &rate,
+        detect: t.detect,
+    };
+    let (finished, bytes, max_depth) = match t.shape {
+        Shape::Chain => {
+            let (finished, bytes) = chain_run(&chain, &transfer);
+            (finished, bytes, n - 1)
+        }
+        Shape::Stripes => stripes_run(&roster, t.stripes, &transfer),
+    };
+    let traffic = Traffic::of(&members, &bytes);
+    Outcome {
+        topology: t.clone(),
+        bound_seconds: bound,
+        percentiles: percentiles(&finished),
+        failed_hosts: failed,
+        origin_upload_bytes: traffic.origin_up,
+        interconnect_in_bytes: traffic.interconnect_in,
+        busiest_uplink_bytes: traffic.busiest_uplink,
+        start_seconds: start,
+        max_host_upload_copies: traffic.most_sent as f64 / t.size.max(1) as f64,
+        max_depth,
+    }
+}
+
+/// The members: the origin (in the first datacenter), then the hosts, spread evenly
+/// over the datacenters and, within each, over its racks.
+fn members(t: &Topology) -> Vec<Member> {
+    let mut members = vec![Member {
+        name: "origin".into(),
+        dc: "dc1".into(),
+        rack: "origin".into(),
+        ip: None,
+        origin: true,
+    }];
+    for h in 0..t.hosts {
+        let dc = h * t.datacenters / t.hosts.max(1);
+        let in_dc =
+            (t.hosts * (dc + 1)).div_ceil(t.datacenters) - (t.hosts * dc).div_ceil(t.datacenters);
+        let first = (t.hosts * dc).div_ceil(t.datacenters);
+        let rack = (h - first) * t.racks / in_dc.max(1);
+        members.push(Member {
+            name: format!("h{h}"),
+            dc: format!("dc{}", dc + 1),
+            rack: format!("r{}", rack + 1),
+            ip: None,
+            origin: false,
+        });
+    }
+    members
+}
+
+/// Payload rate of a hop from `a` to `b`: links carry frames, the upload cap counts
+/// payload.
+fn hop_rate(t: &Topology, a: &Member, b: &Member) -> f64 {
+    let cap = |x: Option<u64>| x.map(|v| v as f64).unwrap_or(f64::INFINITY);
+    let mut link = t.link as f64;
+    if a.rack != b.rack || a.dc != b.dc {
+        link = link.min(cap(t.uplink));
+    }
+    if a.dc != b.dc {
+        link = link.min(cap(t.interconnect));
+    }
+    (link * crate::plan::estimate::WIRE_EFFICIENCY)
+        .min(cap(t.upload_limit))
+        .max(1.0)
+}
+
+/// Which hosts fail, and when (within `span` seconds), by chain position of `n`
+/// (infinite: never), drawn from the seed; and how many fail.
+fn failures(t: &Topology, n: usize, span: f64) -> (Vec<f64>, usize) {
+    let mut rng = Rng(t.seed.max(1));
+    let mut fail_at = vec![f64::INFINITY; n];
+    let failures = ((t.hosts as f64) * t.fail).round() as usize;
+    let mut failed = 0;
+    while failed < failures.min(t.hosts) {
+        let p = 1 + (rng.next() * t.hosts as f64) as usize % t.hosts;
+        if fail_at[p].is_infinite() {
+            fail_at[p] = rng.next() * span;
+            failed += 1;
+        }
+    }
+    (fail_at, failed)
+}
+
+/// Completion time percentiles (p50, p90, p99, max) of the hosts that finished
+/// (the origin, first, left out).
+fn percentiles(finished: &Finished) -> BTreeMap<String, f64> {
+    let mut finish: Vec<f64> = finished.iter().skip(1).flatten().copied().collect();
+    finish.sort_by(|a, b| a.total_cmp(b));
+    let pct = |q: f64| -> f64 {
+        if finish.is_empty() {
+            return 0.0;
+        }
+        let i = ((q * finish.len() as f64).ceil() as usize).clamp(1, finish.len()) - 1;
+        finish[i]
+    };
+    let mut percentiles = BTreeMap::new();
+    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+        percentiles.insert(name.to_string(), pct(q));
+    }
+    percentiles
+}
+
+/// Where the bytes went: the origin's upload, the interconnects and rack uplinks.
+struct Traffic {
+    origin_up: u64,
+    /// Bytes into each datacenter over its interconnect.
+    interconnect_in: BTreeMap<String, u64>,
+    /// The busiest rack uplink (not the origin's), bytes (in, out).
+    busiest_uplink: (u64, u64),
+    /// The most any host (not the origin) sent.
+    most_sent: u64,
+}
+
+impl Traffic {
+    /// Sums `bytes` per (sender, receiver) member ids by where they crossed.
+    fn of(members: &[Member], bytes: &Bytes) -> Traffic {
+        let mut interconnect_in: BTreeMap<String, u64> = BTreeMap::new();
+        let mut uplink: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut origin_up = 0;
+        let mut sent: BTreeMap<usize, u64> = BTreeMap::new();
+        for (&(f, p), &bytes) in bytes {
+            let (a, b) = (&members[f], &members[p]);
+            if a.origin {
+                origin_up += bytes;
+            } else {
+                *sent.entry(f).or_default() += bytes;
+            }
+            if a.dc != b.dc {
+                *interconnect_in.entry(b.dc.clone()).or_default() += bytes;
+            }
+            if a.rack != b.rack || a.dc != b.dc {
+                uplink.entry(format!("{}/{}", a.dc, a.rack)).or_default().1 += bytes;
+                uplink.entry(format!("{}/{}", b.dc, b.rack)).or_default().0 += bytes;
+            }
+        }
+        let busiest_uplink = uplink
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("/origin"))
+            .map(|(_, v)| v)
+            .max_by_key(|(i, o)| (*i).max(*o))
+            .unwrap_or((0, 0));
+        Traffic {
+            origin_up,
+            interconnect_in,
+            busiest_uplink,
+            most_sent: sent.values().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+/// `fail_at` by chain position, as by member id.
+fn fail_at_member(chain: &[usize], fail_at: &[f64]) -> Vec<f64> {
+    let mut out = vec![f64::INFINITY; chain.len()];
+    for (p, &m) in chain.iter().enumerate() {
+        out[m] = fail_at[p];
+    }
+    out
+}
+
+type Finished = Vec<Option<f64>>;
+type Bytes = BTreeMap<(usize, usize), u64>;
+
+/// What either shape moves, and over what: the same for the chain and the trees.
+struct Transfer<'a> {
+    pieces: usize,
+    /// When every host may ask for its first piece.
+    start: f64,
+    /// When each member fails, by member id (infinite: never).
+    fail_at: &'a [f64],
+    piece_bytes: &'a dyn Fn(usize) -> u64,
+    /// A hop's whole payload rate, from member to member.
+    rate: &'a dyn Fn(usize, usize) -> f64,
+    /// From a failure until those fed by the failed host are re-linked.
+    detect: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(hosts: usize, fail: f64) -> Topology {
+        Topology {
+            shape: Shape::Chain,
+            stripes: 8,
+            detect: DETECT,
+            hosts,
+            datacenters: 2,
+            racks: 2,
+            size: 512 << 20,
+            piece: 1 << 20,
+            link: 50_000_000,
+            uplink: None,
+            interconnect: None,
+            upload_limit: None,
+            fail,
+            unchanged: 0.0,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn a_healthy_pipeline_finishes_near_the_bound_with_one_copy_per_boundary() {
+        let o = run(&topo(16, 0.0));
+        let max = o.percentiles["max"];
+        // Start-up + S/C + one piece per hop after the first, at the payload rate.
+        let payload = 50e6 * crate::plan::estimate::WIRE_EFFICIENCY;
+        let want = crate::plan::estimate::start_seconds(512 << 20)
+            + (512u64 << 20) as f64 / payload
+            + 15.0 * (1 << 20) as f64 / payload;
+        assert!((max - want).abs() < 0.01, "{max} vs {want}");
+        assert_eq!(o.origin_upload_bytes, 512 << 20);
+        assert_eq!(o.interconnect_in_bytes.get("dc2"), Some(&(512 << 20)));
+        assert_eq!(o.interconnect_in_bytes.len(), 1);
+    }
+
+    #[test]
+    fn failures_cost_time_not_completeness() {
+        let healthy = run(&topo(64, 0.0));
+        let o = run(&topo(64, 0.1));
+        assert_eq!(o.failed_hosts, 6);
+        assert!(o.percentiles["max"] >= healthy.percentiles["max"]);
+        assert!(o.percentiles["max"].is_finite());
+        // The same seed, the same answer.
+        assert_eq!(run(&topo(64, 0.1)).percentiles, o.percentiles);
+    }
+
+    #[test]
+    fn striped_trees_grow_with_log_n_where_the_chain_grows_with_n() {
+        let mut chain = topo(400, 0.0);
+        chain.racks = 8;
+        let mut striped = chain.clone();
+        striped.shape = Shape::Stripes;
+        let (c, s) = (run(&chain), run(&striped));
+        assert_eq!(c.max_depth, 400);
+        assert!(s.max_depth <= 12, "depth {}", s.max_depth);
+        // The chain pays a piece per hop; the trees a few (slower) hops.
+        assert!(
+            s.percentiles["max"] < c.percentiles["max"],
+            "{s:?} vs {c:?}"
+        );
+        // Every host gets the whole artifact: the bytes into hosts add up.
+        assert_eq!(s.origin_upload_bytes, 512 << 20);
+        assert!(
+            s.max_host_upload_copies <= 1.2 + 1e-9,
+            "{}",
+            s.max_host_upload_copies
+        );
+        assert!(s.interconnect_in_bytes["dc2"] <= (512u64 << 20) * 11 / 10);
+    }
+
+    #[test]
+    fn striped_trees_survive_failures_through_the_trackers_re_link() {
+        let mut t = topo(200, 0.05);
+        t.shape = Shape::Stripes;
+        let o = run(&t);
+        assert_eq!(o.failed_hosts, 10);
+        assert!(o.percentiles["max"].is_finite(), "{o:?}");
+        let healthy = run(&Topology {
+            fail: 0.0,
+            ..t.clone()
+        });
+        assert!(o.percentiles["max"] >= healthy.percentiles["max"]);
+        // No survivor starved: the percentiles are over every surviving host.
+        assert_eq!(run(&t).percentiles, o.percentiles);
+    }
+
+    #[test]
+    fn a_slow_interconnect_paces_the_whole_chain() {
+        let mut t = topo(8, 0.0);
+        t.interconnect = Some(10_000_000);
+        let o = run(&t);
+        assert!(o.percentiles["max"] > (512u64 << 20) as f64 / 10e6);
+    }
+}

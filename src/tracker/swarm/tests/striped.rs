@@ -1,0 +1,139 @@
+//! Striped sharing: each stripe's parent named, silent parents re-linked around,
+//! and nobody given up before the start-up grace.
+
+use super::*;
+
+/// A host (not the origin) that feeds another in some stripe: `(parent, child)`.
+fn forwarding_pair(trees: &Trees, n: usize) -> (usize, usize) {
+    (1..n)
+        .find_map(|c| {
+            trees
+                .feeders(c)
+                .into_iter()
+                .flatten()
+                .find(|&p| p != 0)
+                .map(|p| (p, c))
+        })
+        .expect("some host forwards")
+}
+
+/// A striped swarm (k = 5) over two datacenters of 12 hosts, everyone announced at `t`.
+fn striped(t: Instant) -> (Roster, Swarm) {
+    let r = roster(&[("east", "e1", 6), ("east", "e2", 6), ("west", "w1", 12)]);
+    let mut s = Swarm::new(&r, Duration::from_secs(6))
+        .with_stripes(&r, 5)
+        .unwrap();
+    s.announce(&r, Sharing::Stripes, 0, seen(0, 0), 50, t);
+    for i in 1..r.members().len() {
+        s.announce(&r, Sharing::Stripes, i, seen(i, S), 50, t);
+    }
+    (r, s)
+}
+
+#[test]
+fn striped_sharing_names_each_stripes_parent() {
+    let t = Instant::now();
+    let (r, mut s) = striped(t);
+    let trees = Trees::build(&r, 5).unwrap();
+    for i in 1..r.members().len() {
+        let st = s.poll(&r, Sharing::Stripes, i, t);
+        let want: Vec<Option<SocketAddr>> =
+            trees.feeders(i).into_iter().map(|p| p.map(addr)).collect();
+        assert_eq!(st.stripes.as_ref(), Some(&want), "member {i}");
+        assert!(
+            want.iter().all(Option::is_some),
+            "member {i} lacks a stripe"
+        );
+        let mut distinct: Vec<SocketAddr> = want.into_iter().flatten().collect();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(st.feeders, Some(distinct), "member {i}");
+    }
+    // Other sharing modes say nothing of stripes.
+    assert_eq!(s.poll(&r, Sharing::Pipeline, 3, t).stripes, None);
+}
+
+#[test]
+fn a_silent_parent_is_re_linked_around_at_the_next_poll() {
+    let t = Instant::now();
+    let (r, mut s) = striped(t);
+    // A host that feeds others in some stripe.
+    let trees = Trees::build(&r, 5).unwrap();
+    let n = r.members().len();
+    let (parent, child) = forwarding_pair(&trees, n);
+    // Everyone but `parent` keeps polling; after 2.5 s it is gone.
+    let later = t + Duration::from_millis(2500);
+    for i in (1..n).filter(|&i| i != parent) {
+        s.touch(i, later);
+    }
+    s.touch(0, later);
+    let st = s.poll(&r, Sharing::Stripes, child, later);
+    let stripes = st.stripes.expect("striped");
+    assert!(stripes.iter().all(Option::is_some), "{stripes:?}");
+    assert!(
+        !stripes.contains(&Some(addr(parent))),
+        "still fed by the gone {parent}: {stripes:?}"
+    );
+    // Heard from within the limit: nothing changes.
+    let (r2, mut s2) = striped(t);
+    let soon = t + Duration::from_millis(1500);
+    let st = s2.poll(&r2, Sharing::Stripes, child, soon);
+    assert!(st.stripes.unwrap().contains(&Some(addr(parent))));
+}
+
+#[test]
+fn a_poll_before_anyone_announced_gives_nobody_up() {
+    let r = roster(&[("east", "e1", 6), ("west", "w1", 6)]);
+    let trees = Trees::build(&r, 5).unwrap();
+    let t = Instant::now();
+    let mut s = Swarm::new(&r, Duration::from_secs(6))
+        .with_stripes(&r, 5)
+        .unwrap();
+    // Every host polls before the first announce of anyone (agents poll at once).
+    for i in 1..r.members().len() {
+        let st = s.poll(&r, Sharing::Stripes, i, t);
+        assert!(st.stripes.unwrap().iter().all(Option::is_none));
+    }
+    s.announce(&r, Sharing::Stripes, 0, seen(0, 0), 50, t);
+    for i in 1..r.members().len() {
+        s.announce(&r, Sharing::Stripes, i, seen(i, S), 50, t);
+    }
+    for i in 1..r.members().len() {
+        let want: Vec<Option<SocketAddr>> =
+            trees.feeders(i).into_iter().map(|p| p.map(addr)).collect();
+        assert_eq!(
+            s.poll(&r, Sharing::Stripes, i, t).stripes,
+            Some(want),
+            "member {i}"
+        );
+    }
+}
+
+#[test]
+fn a_stripe_whose_parent_has_not_announced_waits_at_start_up() {
+    let r = roster(&[("east", "e1", 6), ("west", "w1", 6)]);
+    let trees = Trees::build(&r, 5).unwrap();
+    let t = Instant::now();
+    let mut s = Swarm::new(&r, Duration::from_secs(6))
+        .with_stripes(&r, 5)
+        .unwrap();
+    s.announce(&r, Sharing::Stripes, 0, seen(0, 0), 50, t);
+    // A host whose parents include a host other than the origin.
+    let n = r.members().len();
+    let (parent, child) = forwarding_pair(&trees, n);
+    s.announce(&r, Sharing::Stripes, child, seen(child, S), 50, t);
+    let st = s.poll(&r, Sharing::Stripes, child, t);
+    let stripes = st.stripes.unwrap();
+    for (k, p) in trees.feeders(child).into_iter().enumerate() {
+        let want = (p == Some(0)).then(|| addr(0));
+        assert_eq!(
+            stripes[k], want,
+            "stripe {k} (parent {p:?}, waiting for {parent})"
+        );
+    }
+    // After the start-up grace, a parent never seen is gone and re-linked around.
+    let late = t + Duration::from_secs(7);
+    s.touch(0, late);
+    let st = s.poll(&r, Sharing::Stripes, child, late);
+    assert!(st.stripes.unwrap().iter().all(Option::is_some));
+}
