@@ -18,21 +18,34 @@ use crate::transport::ssh::target::Target;
 /// The hint when there was nothing at all to offer.
 const NO_KEY: &str = "no key: set `ssh.key` in the inventory, IdentityFile in ~/.ssh/config, or load one into ssh-agent";
 
+/// The inventory's key file cannot be used; `label` names it and its setting.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum KeyFileError {
+    #[error("key file {label} is not a file: point the setting at a private key file")]
+    NotAFile { label: String },
+    #[error(
+        "key file {label} does not exist: fix the path, or remove the setting to use ssh-agent and the ssh config's IdentityFile"
+    )]
+    Missing { label: String },
+    #[error("key file {label} cannot be read: {source}")]
+    Unreadable {
+        label: String,
+        source: std::io::Error,
+    },
+}
+
 /// Checks, before connecting, that the inventory's key file is there: a path that
 /// names nothing is a mistake to fix, not a key to skip.
-pub(super) fn check_key_file(t: &Target) -> Result<(), String> {
+pub(super) fn check_key_file(t: &Target) -> Result<(), KeyFileError> {
     let (Some(path), Some(label)) = (&t.key, &t.key_label) else {
         return Ok(());
     };
+    let label = label.clone();
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(format!(
-            "key file {label} is not a file: point the setting at a private key file"
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "key file {label} does not exist: fix the path, or remove the setting to use ssh-agent and the ssh config's IdentityFile"
-        )),
-        Err(e) => Err(format!("key file {label} cannot be read: {e}")),
+        Ok(_) => Err(KeyFileError::NotAFile { label }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KeyFileError::Missing { label }),
+        Err(source) => Err(KeyFileError::Unreadable { label, source }),
     }
 }
 
@@ -255,7 +268,9 @@ mod tests {
     fn a_missing_key_file_is_named_with_its_setting() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("id_x");
-        let e = check_key_file(&target(Some(&missing))).unwrap_err();
+        let e = check_key_file(&target(Some(&missing)))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             format!(
@@ -263,7 +278,9 @@ mod tests {
                 missing.display()
             )
         );
-        let e = check_key_file(&target(Some(dir.path()))).unwrap_err();
+        let e = check_key_file(&target(Some(dir.path())))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.ends_with("is not a file: point the setting at a private key file"),
             "{e}"
