@@ -144,6 +144,9 @@ pub struct FetchArgs {
     /// mlock files of the current release matching this glob while fetching (repeatable)
     #[arg(long, value_name = "GLOB")]
     pub lock_current: Vec<String>,
+    /// Bytes of a hot set locked at most [default: 1 GiB]
+    #[arg(long, value_name = "BYTES")]
+    pub lock_max: Option<u64>,
     /// Read the new release into the page cache once installed
     #[arg(long)]
     pub preload: bool,
@@ -163,18 +166,11 @@ impl Request for FetchArgs {
 impl FetchArgs {
     /// The page-cache care asked for.
     pub fn page_cache(&self) -> PageCache {
-        let (max, globs): (Vec<&String>, Vec<&String>) = self
-            .lock_current
-            .iter()
-            .partition(|g| g.starts_with(LOCK_MAX_ITEM));
         PageCache {
             drop_after_write: self.drop_after_write,
-            lock_current: globs.into_iter().cloned().collect(),
+            lock_current: self.lock_current.clone(),
             preload: self.preload,
-            lock_max: max
-                .last()
-                .and_then(|m| m[LOCK_MAX_ITEM.len()..].parse().ok())
-                .map(crate::config::units::ByteSize),
+            lock_max: self.lock_max.map(crate::config::units::ByteSize),
         }
     }
 
@@ -182,19 +178,11 @@ impl FetchArgs {
     pub fn with_page_cache(mut self, pc: &PageCache) -> FetchArgs {
         self.drop_after_write = pc.drop_after_write;
         self.lock_current = pc.lock_current.clone();
-        if let Some(max) = pc.lock_max {
-            self.lock_current.push(format!("{LOCK_MAX_ITEM}{}", max.0));
-        }
+        self.lock_max = pc.lock_max.map(|b| b.0);
         self.preload = pc.preload;
         self
     }
 }
-
-/// `page_cache.lock_max` rides on `--lock-current` as one more item, `/lock_max=BYTES`
-/// (a glob with a leading `/` never matches a path in a release, so no glob is taken
-/// for it). A `--lock-max` flag of its own needs a field in every `FetchArgs` the
-/// controller builds (`distribution/hosts.rs`); until then it goes this way.
-const LOCK_MAX_ITEM: &str = "/lock_max=";
 
 /// `rookery agent seed`: the origin, serving a tree read-only.
 #[derive(Debug, Args, Clone, PartialEq, Serialize)]
@@ -652,7 +640,8 @@ mod tests {
             seed_window_max: Some(Duration::from_secs(300)),
             stall_timeout: None,
             drop_after_write: true,
-            lock_current: vec!["bin/*".into(), "lib/*.so".into(), "/lock_max=4096".into()],
+            lock_current: vec!["bin/*".into(), "lib/*.so".into()],
+            lock_max: Some(4096),
             preload: false,
             foreground: false,
             after_fetch: vec!["systemctl reload 'my app'".into()],
@@ -666,7 +655,7 @@ mod tests {
                 let pc = back.page_cache();
                 assert_eq!(pc.lock_current, ["bin/*", "lib/*.so"]);
                 assert_eq!(pc.lock_max, Some(crate::config::units::ByteSize(4096)));
-                assert_eq!(back.with_page_cache(&pc).lock_current, fetch.lock_current);
+                assert_eq!(back.clone().with_page_cache(&pc), back);
             }
             other => panic!("{other:?}"),
         }

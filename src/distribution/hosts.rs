@@ -296,6 +296,7 @@ pub(super) fn fetch_request(
         stall_timeout: Some(dist.stall_timeout),
         drop_after_write: false,
         lock_current: Vec::new(),
+        lock_max: None,
         preload: false,
         foreground: false,
         after_fetch: after_fetch(config, h, version),
