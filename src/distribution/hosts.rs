@@ -122,6 +122,8 @@ impl<C: Connection> HostJob<C> {
             match self.install(bin).await {
                 Ok(o) => rep.bootstrap = Some(o),
                 Err(e) => {
+                    // Neither present nor uploaded: the field says nothing untrue.
+                    rep.bootstrap = None;
                     rep.stage = Some(e.stage);
                     rep.error = Some(format!("{}: {}", e.stage, e.message));
                     break (Ok(Finished::default()), said);

@@ -148,6 +148,11 @@ fn an_aarch64_host_gets_the_aarch64_agent_and_one_deploy_covers_both() {
     let r = rookery(&c, &["distribute", pb], &env);
     assert_eq!(r.code, 4, "{}\n{}", r.stderr, r.json);
     let h3 = super::host(&r, "h3");
+    assert_eq!(h3["stage"], "bootstrap", "{h3}");
+    assert!(
+        h3.get("bootstrap").is_none(),
+        "a failed bootstrap is not `present`: {h3}"
+    );
     let err = h3["error"].as_str().unwrap_or_default();
     assert!(
         err.starts_with("bootstrap: no rookery agent for this host's platform `riscv64-linux`")
