@@ -339,6 +339,11 @@ pub struct TrackerArgs {
     /// member that never announces holds up its successor until it is skipped.
     #[arg(long, value_name = "NAME")]
     pub host: Vec<String>,
+    /// Withdraw the hosts named in this file, one per line, also those added while it
+    /// runs: they take part in no swarm, and hosts waiting for them are answered at
+    /// once (the controller adds a host whose agent failed to start)
+    #[arg(long, value_name = "FILE")]
+    pub withdrawn: Option<PathBuf>,
     /// Stop when stdin reaches end of file (started over SSH by the controller: the run ends, or the connection drops)
     #[arg(long)]
     pub until_stdin_closes: bool,

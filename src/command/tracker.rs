@@ -57,10 +57,14 @@ pub(super) fn tracker(g: &Global, a: &TrackerArgs) -> anyhow::Result<Exit> {
                 roster.members().len()
             );
         }
-        crate::tracker::server::Tracker::new(roster, &hashes, settings)
-            .map_err(|e| Error::Usage(format!("--stripes: {e}")))?
-            .serve(listener, cancel)
-            .await;
+        let tracker = crate::tracker::server::Tracker::new(roster, &hashes, settings)
+            .map_err(|e| Error::Usage(format!("--stripes: {e}")))?;
+        if let Some(file) = &a.withdrawn {
+            let follow =
+                crate::tracker::withdrawn::follow(tracker.clone(), file.clone(), cancel.clone());
+            tokio::spawn(follow);
+        }
+        tracker.serve(listener, cancel).await;
         anyhow::Ok(())
     })?;
     Ok(Exit::Ok)

@@ -89,6 +89,7 @@ pub(super) struct HostJob<C> {
     pub(super) installs: Arc<tokio::sync::Semaphore>,
     pub(super) install_timeout: Option<std::time::Duration>,
     pub(super) withdraw: Option<Tracker>,
+    pub(super) tell_withdrawn: Option<super::origin::Withdrawer>,
     pub(super) events: progress::Sender,
     pub(super) cancel: CancellationToken,
 }
@@ -140,10 +141,12 @@ impl<C: Connection> HostJob<C> {
                 &self.torrent_file,
             );
         }
-        if !rep.ok
-            && let Some(tracker) = &self.withdraw
-        {
-            tracker.withdraw(&self.name);
+        if !rep.ok {
+            if let Some(tracker) = &self.withdraw {
+                tracker.withdraw(&self.name);
+            } else if let Some(tell) = &self.tell_withdrawn {
+                tell(self.name.clone()).await;
+            }
         }
         let summary = match &rep.error {
             None => format!("in {:.1}s", rep.seconds),
@@ -387,6 +390,7 @@ impl Launch<'_> {
                 installs: self.installs.clone(),
                 install_timeout: inv.transport.command_timeout(),
                 withdraw: side.withdraw.clone(),
+                tell_withdrawn: side.tell_withdrawn.clone(),
                 events: self.events.clone(),
                 cancel: self.cancel.clone(),
             };

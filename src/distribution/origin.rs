@@ -19,6 +19,38 @@ pub(super) struct OriginSide {
     /// withdrawn from it. (A tracker on the origin host instead lets their
     /// successors wait out the start-up grace, a few seconds.)
     pub(super) withdraw: Option<Tracker>,
+    /// The tracker on the origin host instead: hosts whose agent fails are named to
+    /// it through the file it follows (`rookery tracker --withdrawn`).
+    pub(super) tell_withdrawn: Option<Withdrawer>,
+}
+
+/// Names a failed host to a tracker on the origin host.
+pub(super) type Withdrawer =
+    Arc<dyn Fn(String) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// A [`Withdrawer`] that appends the name to `file` on the origin host, over `conn`.
+/// Best effort, bounded by five seconds: a name that does not get there only costs
+/// its successors the start-up grace.
+fn withdrawer<C: Connection>(conn: Arc<C>, file: String) -> Withdrawer {
+    Arc::new(move |name: String| {
+        let conn = conn.clone();
+        let cmd = format!(
+            "printf '%s\\n' {} >> {}",
+            shell_quote(&name),
+            shell_quote(&file)
+        );
+        Box::pin(async move {
+            let never = CancellationToken::new();
+            let mut ignore = |_: &str| {};
+            let told = conn.exec(&cmd, &mut ignore, &never);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), told).await {
+                Ok(Ok(f)) if f.success() => {}
+                other => {
+                    tracing::warn!(host = %name, "could not tell the origin's tracker: {other:?}")
+                }
+            }
+        })
+    })
 }
 
 /// Tracker and origin seeder in this process, on `ip`.
@@ -73,6 +105,7 @@ pub(super) async fn local_origin(
         cancel: side_cancel,
         task,
         withdraw: Some(withdraw),
+        tell_withdrawn: None,
     })
 }
 
@@ -213,12 +246,24 @@ pub(super) async fn remote_origin<C: Connection>(
     // Both written there by `remote_metainfo`, moments ago.
     let (_, torrent_file, inv_file) = origin_files(config, b, &exe);
     let ip = host_ip(host).await?;
-    let tracker_cmd = tracker_command(config, &exe, inv_file, &torrent_file, ip, members)?;
+    let withdrawn = format!("{torrent_file}.withdrawn");
+    let at = TrackerAt {
+        torrent_file: &torrent_file,
+        withdrawn: &withdrawn,
+        ip,
+    };
+    // A file left by an earlier run of this version would withdraw its failed hosts.
+    let tracker_cmd = format!(
+        ": > {} && {}",
+        shell_quote(&withdrawn),
+        tracker_command(config, &exe, inv_file, &at, members)?
+    );
     let side_cancel = cancel.child_token();
     let tracker_cancel = CancellationToken::new();
     let (announce, tracker_task) =
         start_tracker(conn.clone(), tracker_cmd, &name, &tracker_cancel).await?;
     let seed_cmd = seed_args(config, &name, torrent_file, ip, &announce).command_line(&exe);
+    let conn_for_withdraw = conn.clone();
     let sc = side_cancel.clone();
     let seed_name = name.clone();
     let task = tokio::spawn(async move {
@@ -248,6 +293,7 @@ pub(super) async fn remote_origin<C: Connection>(
         cancel: side_cancel,
         task,
         withdraw: None,
+        tell_withdrawn: Some(withdrawer(conn_for_withdraw, withdrawn)),
     })
 }
 
@@ -266,22 +312,29 @@ async fn host_ip(host: &inventory::Host) -> anyhow::Result<IpAddr> {
     })
 }
 
+/// Where the tracker on the origin host listens and what it reads there.
+struct TrackerAt<'a> {
+    torrent_file: &'a str,
+    /// The file of withdrawn hosts it follows.
+    withdrawn: &'a str,
+    ip: IpAddr,
+}
+
 /// The `rookery tracker` command for the origin host (agent binary `exe`): it
-/// listens on `ip`, serves `torrent_file` to `members`, and stops when its stdin
-/// closes.
+/// listens on `at.ip`, serves `at.torrent_file` to `members`, withdraws the hosts
+/// named in `at.withdrawn`, and stops when its stdin closes.
 fn tracker_command(
     config: &Config,
     exe: &str,
     inv_file: String,
-    torrent_file: &str,
-    ip: IpAddr,
+    at: &TrackerAt,
     members: &[usize],
 ) -> anyhow::Result<String> {
     let inv = &config.inventory;
     let dist = &config.playbook.distribution;
     let tracker_args = crate::cli::TrackerArgs {
-        listen: SocketAddr::new(ip, 0).to_string(),
-        torrent: vec![torrent_file.into()],
+        listen: SocketAddr::new(at.ip, 0).to_string(),
+        torrent: vec![at.torrent_file.into()],
         sharing: serde_json::to_value(dist.sharing)?
             .as_str()
             .unwrap_or("pipeline")
@@ -290,6 +343,7 @@ fn tracker_command(
         interval: crate::cli::TrackerArgs::DEFAULT_INTERVAL.to_string(),
         host: members.iter().map(|&h| inv.hosts[h].name.clone()).collect(),
         until_stdin_closes: true,
+        withdrawn: Some(at.withdrawn.into()),
         inventory: Default::default(),
         out: Default::default(),
     };

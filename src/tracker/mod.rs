@@ -8,6 +8,7 @@
 //! - [`announce`]: the wire format (HTTP announce in, bencode out).
 //! - [`server`]: the tracker server (`rookery tracker`, or inside `distribute`).
 //! - [`client`]: the agent's `/status` poll and `stopped` announce.
+//! - [`withdrawn`]: a file of failed hosts that a tracker on its own follows.
 //! - [`simulate`]: `rookery simulate`, the same policies over a generated fleet.
 
 pub mod announce;
@@ -17,3 +18,4 @@ pub mod server;
 pub mod simulate;
 pub mod stripes;
 pub mod swarm;
+pub mod withdrawn;

@@ -85,6 +85,7 @@ fn each_subcommand_lists_only_the_flags_that_apply_to_it() {
                     "stripes",
                     "interval",
                     "host",
+                    "withdrawn",
                     "until-stdin-closes",
                 ],
             ]

@@ -478,6 +478,20 @@ fn an_inventory_host_can_be_the_origin() {
         }
         assert!(gone, "still running on h1: {pattern}");
     }
+    // A host whose agent fails is named to the tracker on h1, through the file that
+    // tracker follows, as the embedded tracker is told directly.
+    std::fs::write(src.join("more"), noise(1 << 16, 3)).unwrap();
+    let releases = c.root("h3").join("srv/app/releases");
+    std::fs::rename(&releases, c.root("h3").join("srv/app/releases.away")).unwrap();
+    std::fs::write(&releases, "not a directory").unwrap();
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 4, "{}\n{}", r.stderr, r.json);
+    assert_eq!(host(&r, "h3")["ok"], false, "{}", r.json);
+    let withdrawn = c
+        .root("h1")
+        .join(".rookery/origin/artifact.torrent.withdrawn");
+    assert_eq!(std::fs::read_to_string(&withdrawn).unwrap(), "h3\n");
+
     // A relative source cannot name a path on the origin host.
     std::fs::write(a.playbook(), pb).unwrap();
     let r = distribute(&c, &a, &[]);

@@ -702,3 +702,74 @@ fn a_fetch_refused_at_start_leaves_no_staging_and_logs_why() {
         "{log}"
     );
 }
+
+/// `rookery tracker --withdrawn FILE` withdraws the hosts named in the file, also
+/// those added while it runs, as the embedded tracker withdraws a host whose agent
+/// failed: `c`, fed by its chain predecessor `b` (and `a`), is fed by `a` alone once
+/// `b` is named there.
+#[test]
+fn a_standalone_tracker_withdraws_the_hosts_named_in_its_file() {
+    let cluster = Cluster::local("  east: {racks: {e1: {hosts: {a: {}, b: {}, c: {}}}}}\n").start();
+    let d = cluster.dir();
+    std::fs::create_dir_all(d.join("art")).unwrap();
+    std::fs::write(d.join("art/blob"), noise(1 << 20, 5)).unwrap();
+    crate::support::art_torrent(d);
+    let inspect = run_ok(d, &["--json", "torrent", "inspect", "art.torrent"]);
+    let hash: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let hash = hash["info_hash"].as_str().unwrap();
+    let escaped: String = (0..hash.len())
+        .step_by(2)
+        .map(|i| format!("%{}", &hash[i..i + 2]))
+        .collect();
+    std::fs::write(d.join("withdrawn"), "").unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut tracker = spawn(
+        d,
+        &[
+            "-v",
+            "-i",
+            "inv.yml",
+            "tracker",
+            "--listen",
+            &listen,
+            "--torrent",
+            "art.torrent",
+            "--withdrawn",
+            "withdrawn",
+        ],
+    );
+    wait_for_port(port);
+    let log = crate::support::Lines::read(tracker.0.stderr.take().unwrap());
+    // Compact peers of an answer: does it name the peer on `peer_port`?
+    let names = |answer: &[u8], peer_port: u16| {
+        let p = peer_port.to_be_bytes();
+        answer.windows(6).any(|w| w == [127, 0, 0, 1, p[0], p[1]])
+    };
+    let get = |host: &str, peer_port: u16| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let left = if host == "a" { 0 } else { 1 << 20 };
+        write!(
+            s,
+            "GET /announce?info_hash={escaped}&peer_id=-RK0001-{host:0>12}&port={peer_port}&uploaded=0&downloaded=0&left={left}&compact=1&host={host} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).unwrap();
+        body
+    };
+    // a has the copy, b fetches from a, c from b (and a).
+    get("a", 7001);
+    get("b", 7002);
+    let before = get("c", 7003);
+    assert!(names(&before, 7002), "c is not fed by b: {}", log.all());
+    std::fs::write(d.join("withdrawn"), "b\n").unwrap();
+    log.wait_for("withdrawn (named in withdrawn)");
+    let after = get("c", 7003);
+    assert!(
+        names(&after, 7001) && !names(&after, 7002),
+        "c is still fed by b: {}",
+        log.all()
+    );
+    assert!(log.all().contains("host=b"), "{}", log.all());
+}
