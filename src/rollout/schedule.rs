@@ -47,7 +47,9 @@ async fn run<C: Connection>(
     let mut stops: Vec<(usize, Stop)> = Vec::new();
     let mut running = FuturesUnordered::new();
     loop {
-        if stops.is_empty() && !env.cancel.is_cancelled() {
+        // Also after a Ctrl-C: a service started then stops before its first batch
+        // and says so, as one at a time always did.
+        if stops.is_empty() {
             for i in ready(work, &done, &started) {
                 if running.len() >= cap {
                     break;
@@ -103,7 +105,7 @@ fn combine(mut stops: Vec<(usize, Stop)>, held: &[&str], cap: usize) -> Result<(
         if held.is_empty() {
             return Ok(());
         }
-        // Ctrl-C between services: the ones in flight finished, no new one began.
+        // Not reached (a started service reports its own stop); never `done` anyway.
         return Err(Stop {
             state: State::Interrupted,
             message: format!(

@@ -83,7 +83,7 @@ fn independent_services_roll_together_and_dependents_wait_for_every_dependency()
     c.artifact("v2", None);
     let watcher = Watcher::start(c.location().clone(), v1.clone());
     let r = c.deploy().ok();
-    let (min, _) = watcher.finish();
+    let (min, first_new) = watcher.finish();
     let v2 = r.version();
     assert_eq!(r.record()["state"], "done", "{}", r.stderr);
     let ev = events(&r.stderr);
@@ -92,6 +92,24 @@ fn independent_services_roll_together_and_dependents_wait_for_every_dependency()
     let (c_first, c_last) = span(&ev, "c");
     assert!(c_first < b_last && b_first < c_last, "{ev:?}");
     dependencies_first(&ev);
+    // The same from the store, seen from outside: every instance of a dependency was
+    // live on the new version before any instance of its dependents.
+    for (s, deps) in DEPS {
+        for d in *deps {
+            let of = |x: &str| -> Vec<Instant> {
+                first_new
+                    .iter()
+                    .filter(|((y, _), _)| y == x)
+                    .map(|(_, t)| *t)
+                    .collect()
+            };
+            let (last_dep, first) = (of(d).into_iter().max(), of(s).into_iter().min());
+            assert!(
+                last_dep.unwrap() < first.unwrap(),
+                "{s} switched before all of {d}"
+            );
+        }
+    }
     for (s, _, quorum) in SERVICES {
         assert!(min[*s] >= *quorum as usize, "{s} fell to {}", min[*s]);
     }
