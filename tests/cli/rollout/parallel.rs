@@ -245,3 +245,29 @@ fn a_parallel_deploy_killed_mid_run_resumes_from_the_record() {
         }
     }
 }
+
+#[test]
+fn a_parallel_rollback_returns_dependents_before_what_they_depend_on() {
+    let c = Diamond::new(Store::Local, false);
+    c.max_parallel_services(2);
+    let v1 = first_deploy(&c);
+    c.artifact("v2", None);
+    c.deploy().ok();
+    let r = c.run(&["--json", "rollback", "pb.yml"]).ok();
+    assert_eq!(r.report()["state"], "done", "{}", r.stderr);
+    let ev = events(&r.stderr);
+    // Reversed: a service goes back once every service that depends on it is back.
+    for (s, deps) in DEPS {
+        for d in *deps {
+            let (_, last) = span(&ev, s);
+            let (first_dep, _) = span(&ev, d);
+            assert!(last < first_dep, "{d} went back before {s}: {ev:?}");
+        }
+    }
+    // b and c, which do not depend on each other, went back together.
+    let (b_first, b_last) = span(&ev, "b");
+    let (c_first, c_last) = span(&ev, "c");
+    assert!(c_first < b_last && b_first < c_last, "{ev:?}");
+    c.wait_live(total_instances());
+    assert!(c.live().values().all(|v| v == &v1), "{:?}", c.live());
+}
