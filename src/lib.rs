@@ -42,8 +42,8 @@
 //!   host key trust, putting the rookery binary on a host.
 //! - [`coordination`]: the cluster's shared state (one trait; ZooKeeper or a directory):
 //!   live instances, staged versions, deploy records, the deploy lock.
-//! - [`rollout`]: services switched host by host behind the quorum gate, switch back on
-//!   failure, resume from the record.
+//! - [`rollout`]: services switched host by host behind the quorum gate, independent
+//!   ones side by side, switch back on failure, resume from the record.
 //! - [`agent`]: what runs on a host: fetch and seed, the supervisor, the switch, release
 //!   directories and the page cache.
 //! - [`command`]: the subcommands, built from the validated configuration.

@@ -33,6 +33,12 @@ pub struct Plan {
     pub distribution: DistributionPlan,
     /// In rollout order.
     pub services: Vec<ServicePlan>,
+    /// How many services roll at once (`rollout.max_parallel_services`).
+    pub max_parallel_services: u32,
+    /// The schedule: services that may roll together, wave after wave (a service's
+    /// wave is one past its deepest dependency's). At run time a service starts as
+    /// soon as its own dependencies are done, `max_parallel_services` at most at once.
+    pub waves: Vec<Vec<String>>,
     /// The distribution estimate (`rookery plan` only; see [`crate::plan::estimate`]).
     pub estimate: Option<crate::plan::estimate::Estimate>,
 }
@@ -102,7 +108,7 @@ pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) ->
     let inv = &config.inventory;
     let pb = &config.playbook;
     let in_limit = |h: &usize| selected.is_none_or(|s| s.binary_search(h).is_ok());
-    let services = config
+    let services: Vec<ServicePlan> = config
         .order
         .iter()
         .map(|&si| service_plan(config, si, &in_limit))
@@ -124,7 +130,9 @@ pub fn plan(config: &Config, selected: Option<&[usize]>, limit: Option<&str>) ->
             hosts: targets.len(),
             datacenters: datacenters(config, &targets),
         },
+        waves: waves(&services),
         services,
+        max_parallel_services: pb.rollout.max_parallel_services,
         estimate: None,
     }
 }
@@ -238,6 +246,28 @@ fn datacenters(config: &Config, targets: &[usize]) -> Vec<DcPlan> {
         }
     }
     datacenters
+}
+
+/// Services grouped by dependency depth: the first wave depends on nothing, each
+/// later one on services of the waves before it (`services` in dependency order).
+pub fn waves(services: &[ServicePlan]) -> Vec<Vec<String>> {
+    let mut depth: Vec<usize> = Vec::with_capacity(services.len());
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for svc in services {
+        let d = svc
+            .depends_on
+            .iter()
+            .filter_map(|dep| services.iter().position(|s| &s.name == dep))
+            .map(|i| depth[i] + 1)
+            .max()
+            .unwrap_or(0);
+        depth.push(d);
+        if out.len() <= d {
+            out.resize(d + 1, Vec::new());
+        }
+        out[d].push(svc.name.clone());
+    }
+    out
 }
 
 /// What limits one batch: its size, and how many racks and datacenters it may span
@@ -574,6 +604,13 @@ mod tests {
                 let Some((config, selected)) = build(&w) else { return Ok(()) };
                 let p = plan(&config, Some(&selected), Some("random"));
                 let pos = |name: &str| p.services.iter().position(|s| s.name == name).unwrap();
+                let wave = |name: &str| p.waves.iter().position(|w| w.iter().any(|s| s == name)).unwrap();
+                prop_assert_eq!(p.waves.iter().map(Vec::len).sum::<usize>(), p.services.len());
+                for svc in &p.services {
+                    for dep in &svc.depends_on {
+                        prop_assert!(wave(dep) < wave(&svc.name), "{} in a wave before its dependency {}", svc.name, dep);
+                    }
+                }
                 for (i, svc) in p.services.iter().enumerate() {
                     for dep in &svc.depends_on {
                         prop_assert!(pos(dep) < i, "{} planned before its dependency {}", svc.name, dep);

@@ -121,9 +121,17 @@ fn estimate(s: &mut String, e: &crate::plan::estimate::Estimate) {
 
 /// Services in order, each with its batches.
 fn rollout(s: &mut String, p: &Plan) {
+    let together = if p.max_parallel_services > 1 {
+        format!(
+            ", up to {} at once (max_parallel_services)",
+            p.max_parallel_services
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "\nRollout: {} service{} in dependency order",
+        "\nRollout: {} service{} in dependency order{together}",
         p.services.len(),
         plural(p.services.len())
     );
@@ -175,9 +183,23 @@ fn rollout(s: &mut String, p: &Plan) {
             }
         }
     }
+    if p.max_parallel_services > 1 {
+        schedule(s, p);
+    }
     if p.services.iter().any(|svc| !svc.batches.is_empty()) {
         let _ = writeln!(s, "  {RECUT}");
     }
+}
+
+/// Which services may roll together, wave after wave.
+fn schedule(s: &mut String, p: &Plan) {
+    let waves: Vec<String> = p.waves.iter().map(|w| w.join(" + ")).collect();
+    let _ = writeln!(
+        s,
+        "  Schedule: {}; each service starts once every service it follows is done, {} at most at once; a service that stops holds the ones after it, and no new one starts.",
+        waves.join(", then "),
+        p.max_parallel_services
+    );
 }
 
 /// What the run may do to the batches above.

@@ -3,32 +3,30 @@
 
 use super::*;
 
-pub(super) async fn roll<C: Connection>(
+/// Every batch of service `w`, its canary gate after its canary batches, and the
+/// service out of the record's queue once done.
+pub(super) async fn roll_service<C: Connection>(
     env: &Env<'_>,
-    work: &[Work],
+    w: &Work,
     conns: &BTreeMap<usize, Arc<C>>,
-    rec: &mut Record,
+    rec: &Shared,
 ) -> Result<(), Stop> {
-    for w in work {
-        if !rec.queue.contains(&w.name) {
-            continue; // finished by an earlier run
+    env.say.line(format!(
+        "{}: {} batch(es), quorum {}, failure budget {}",
+        w.name,
+        w.batches.len(),
+        w.quorum,
+        w.failure_budget
+    ));
+    for bi in 0..w.batches.len() {
+        roll_batch(env, w, bi, conns, rec).await?;
+        if bi + 1 == w.canaries {
+            crate::rollout::canary::gate(env, w, conns, rec).await?;
         }
-        env.say.line(format!(
-            "{}: {} batch(es), quorum {}, failure budget {}",
-            w.name,
-            w.batches.len(),
-            w.quorum,
-            w.failure_budget
-        ));
-        for bi in 0..w.batches.len() {
-            roll_batch(env, w, bi, conns, rec).await?;
-            if bi + 1 == w.canaries {
-                crate::rollout::canary::gate(env, w, conns, rec).await?;
-            }
-        }
-        rec.queue.retain(|s| s != &w.name);
-        save(env.store, rec).await?;
     }
+    let mut r = rec.lock().await;
+    r.queue.retain(|s| s != &w.name);
+    save(env.store, &mut r).await?;
     Ok(())
 }
 
@@ -42,12 +40,12 @@ async fn roll_batch<C: Connection>(
     w: &Work,
     bi: usize,
     conns: &BTreeMap<usize, Arc<C>>,
-    rec: &mut Record,
+    rec: &Shared,
 ) -> Result<(), Stop> {
     let (store, config, say, cancel) = (env.store, env.config, &env.say, &env.cancel);
     let inv = &config.inventory;
     let nb = w.batches.len();
-    let mut todo = to_do(store, w, bi, rec, inv).await?;
+    let mut todo = to_do(store, w, bi, &mut *rec.lock().await, inv).await?;
     let deadline = config.playbook.services[w.service].health_deadline;
     while !todo.is_empty() {
         if cancel.is_cancelled() {
@@ -91,22 +89,26 @@ async fn after_batch<C: Connection>(
     bi: usize,
     names: &[String],
     conns: &BTreeMap<usize, Arc<C>>,
-    rec: &mut Record,
+    rec: &Shared,
 ) -> Result<(), Stop> {
     let failed = |rec: &Record, n: &String| {
         rec.host(&w.name, n)
             .is_some_and(|h| h.state == HostState::Failed)
     };
-    if bi < w.canaries
-        && let Some(h) = names.iter().find(|n| failed(rec, n))
-    {
-        let error = rec.host(&w.name, h).and_then(|r| r.error.clone());
+    let failed_canary = {
+        let r = rec.lock().await;
+        names
+            .iter()
+            .find(|n| bi < w.canaries && failed(&r, n))
+            .map(|h| (h.clone(), r.host(&w.name, h).and_then(|x| x.error.clone())))
+    };
+    if let Some((h, error)) = failed_canary {
         let why = format!("canary {h}: {}", error.unwrap_or_default());
-        return Err(crate::rollout::canary::revert(env, w, conns, rec, h, &why).await);
+        return Err(crate::rollout::canary::revert(env, w, conns, rec, &h, &why).await);
     }
     // Counted from the record, not added up: a host that failed in an earlier
     // run and was retried in this batch no longer counts once it switched.
-    let failures = rec.failed(&w.name);
+    let failures = rec.lock().await.failed(&w.name);
     if failures > w.failure_budget {
         return Err(Stop {
             state: State::Failed,
@@ -127,15 +129,18 @@ async fn restart_batch<C: Connection>(
     bi: usize,
     todo: &[&Target],
     conns: &BTreeMap<usize, Arc<C>>,
-    rec: &mut Record,
+    rec: &Shared,
 ) -> Result<(), Stop> {
     let inv = &env.config.inventory;
-    for t in todo {
-        if let Some(hr) = rec.host_mut(&w.name, &inv.hosts[t.host].name) {
-            hr.state = HostState::Restarting;
+    {
+        let mut r = rec.lock().await;
+        for t in todo {
+            if let Some(hr) = r.host_mut(&w.name, &inv.hosts[t.host].name) {
+                hr.state = HostState::Restarting;
+            }
         }
+        save(env.store, &mut r).await?;
     }
-    save(env.store, rec).await?;
     let jobs = todo.iter().map(|t| {
         let conn = conns.get(&t.host).cloned();
         async move {
@@ -151,7 +156,8 @@ async fn restart_batch<C: Connection>(
         }
     });
     let results = futures_util::future::join_all(jobs).await;
-    let unknown = record_results(rec, w, inv, results, &env.say);
+    let mut rec = rec.lock().await;
+    let unknown = record_results(&mut rec, w, inv, results, env);
     if !unknown.is_empty() {
         // The session is gone: the record cannot be written, and nothing more
         // may restart. The saved record has these hosts `restarting`.
@@ -166,7 +172,7 @@ async fn restart_batch<C: Connection>(
             ),
         });
     }
-    save(env.store, rec).await?;
+    save(env.store, &mut rec).await?;
     Ok(())
 }
 
@@ -211,19 +217,26 @@ fn record_results(
     w: &Work,
     inv: &inventory::Inventory,
     results: Vec<(&Target, Result<Restarted, Failure>)>,
-    say: &Say,
+    env: &Env<'_>,
 ) -> Vec<String> {
+    let say = &env.say;
     let mut unknown = Vec::new();
     for (t, r) in results {
         let name = &inv.hosts[t.host].name;
         let hr = rec.host_mut(&w.name, name).expect("recorded");
+        // With services interleaved, a host's line names its service too.
+        let shown = if env.interleaved {
+            format!("{}/{name}", w.name)
+        } else {
+            name.clone()
+        };
         match r {
             // The store, not the host: left mid-switch (`restarting`) for the
             // next run to ask again, never counted as a failure.
             Err(f) if matches!(f.back, Back::Store) => {
                 hr.from = hr.from.take().or(f.previous.clone());
                 hr.error = Some(f.message.clone());
-                say.line(format!("  {name}: unknown: {}", f.message));
+                say.line(format!("  {shown}: unknown: {}", f.message));
                 unknown.push(name.clone());
             }
             Ok(ok) => {
@@ -232,7 +245,7 @@ fn record_results(
                 hr.seconds = Some(ok.seconds);
                 hr.error = None;
                 say.line(format!(
-                    "  {name}: {} -> {} in {:.1}s{}",
+                    "  {shown}: {} -> {} in {:.1}s{}",
                     ok.previous.as_deref().unwrap_or("(none)"),
                     t.version,
                     ok.seconds,
@@ -254,7 +267,7 @@ fn record_results(
                     Back::Store => unreachable!("matched above"),
                 };
                 hr.error = Some(format!("{}{back}", f.message));
-                say.line(format!("  {name}: FAILED: {}{back}", f.message));
+                say.line(format!("  {shown}: FAILED: {}{back}", f.message));
             }
         }
     }

@@ -27,11 +27,11 @@ pub(super) async fn gate<C: Connection>(
     env: &Env<'_>,
     w: &Work,
     conns: &BTreeMap<usize, Arc<C>>,
-    rec: &mut Record,
+    rec: &Shared,
 ) -> Result<(), Stop> {
     let inv = &env.config.inventory;
     let svc = &env.config.playbook.services[w.service];
-    let hosts = canaries(w, rec, inv);
+    let hosts = canaries(w, &*rec.lock().await, inv);
     if hosts.is_empty() {
         // Unreachable or not distributed: nothing proved the release.
         let planned: Vec<&str> = w.batches[..w.canaries]
@@ -50,6 +50,8 @@ pub(super) async fn gate<C: Connection>(
     }
     let names: Vec<String> = hosts.iter().map(|(_, n)| n.clone()).collect();
     let state = rec
+        .lock()
+        .await
         .service_mut(&w.name)
         .and_then(|s| s.canary.as_ref())
         .map(|g| g.state);
@@ -102,11 +104,12 @@ pub(super) async fn gate<C: Connection>(
 /// Records the gate's state.
 async fn set(
     env: &Env<'_>,
-    rec: &mut Record,
+    rec: &Shared,
     w: &Work,
     hosts: &[String],
     state: GateState,
 ) -> Result<(), Stop> {
+    let mut rec = rec.lock().await;
     if let Some(s) = rec.service_mut(&w.name) {
         let since = match (&s.canary, state) {
             (Some(g), GateState::Waiting | GateState::Promoted) => g.since,
@@ -118,7 +121,7 @@ async fn set(
             since,
         });
     }
-    save(env.store, rec).await?;
+    save(env.store, &mut rec).await?;
     Ok(())
 }
 
@@ -184,7 +187,7 @@ pub(super) async fn revert<C: Connection>(
     env: &Env<'_>,
     w: &Work,
     conns: &BTreeMap<usize, Arc<C>>,
-    rec: &mut Record,
+    rec: &Shared,
     failed: &str,
     why: &str,
 ) -> Stop {
@@ -192,7 +195,7 @@ pub(super) async fn revert<C: Connection>(
     let mut kept = Vec::new();
     for t in w.batches[..w.canaries].iter().flatten() {
         let name = inv.hosts[t.host].name.clone();
-        let Some(hr) = rec.host(&w.name, &name).cloned() else {
+        let Some(hr) = rec.lock().await.host(&w.name, &name).cloned() else {
             continue;
         };
         let back_to = hr.from.clone().filter(|f| f != &t.version);
@@ -207,7 +210,8 @@ pub(super) async fn revert<C: Connection>(
             Some(c) => switch_back(env, w.service, t.host, &previous, c.as_ref()).await,
             None => Err(BackError::NotConnected),
         };
-        let hr = rec.host_mut(&w.name, &name).expect("recorded");
+        let mut r = rec.lock().await;
+        let hr = r.host_mut(&w.name, &name).expect("recorded");
         let (state, note) = match &back {
             Ok(v) if name == failed => (HostState::Failed, format!("{why}; switched back to {v}")),
             Ok(v) => (
@@ -223,7 +227,7 @@ pub(super) async fn revert<C: Connection>(
         hr.state = state;
         hr.error = Some(note);
     }
-    if let Some(s) = rec.service_mut(&w.name) {
+    if let Some(s) = rec.lock().await.service_mut(&w.name) {
         s.canary = None;
     }
     let kept = if kept.is_empty() {

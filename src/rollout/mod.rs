@@ -1,8 +1,9 @@
 //! The rollout: services switched to a release host by host, in dependency order,
 //! never below quorum, resumable from the deploy record.
 //!
-//! For each service in plan order (every host of a dependency is done before a
-//! dependent starts), for each batch of the plan:
+//! Services roll as soon as every service they follow is done, up to
+//! `rollout.max_parallel_services` at once (`schedule.rs`; one at a time, in plan
+//! order, by default). For each batch of a service's plan:
 //!
 //! 1. **Gate.** Read the service's live instances from the store (`current/`); the
 //!    batch may go down only if the live instances outside it are at least the
@@ -35,6 +36,7 @@ mod canary;
 mod host;
 mod lock;
 mod render;
+mod schedule;
 mod settle;
 mod work;
 
@@ -45,6 +47,7 @@ pub use work::{Move, moves, newest_deployed};
 
 use batch::*;
 use host::*;
+use schedule::*;
 use settle::*;
 use work::*;
 
@@ -105,6 +108,9 @@ struct Work {
     /// How many of the first batches are canaries, followed by the canary gate (0
     /// for a rollback or a reconcile: they return to releases that ran already).
     canaries: usize,
+    /// The services this one starts after (its dependencies; for a rollback, its
+    /// dependents): every selected host of each is done before one of this one goes.
+    after: Vec<String>,
 }
 
 /// Prints progress lines on stderr (not with `--quiet`).
@@ -129,6 +135,8 @@ struct Env<'a> {
     cancel: CancellationToken,
     /// Promote canaries that wait for promotion.
     promote: bool,
+    /// Several services may roll at once: progress lines name the service of a host.
+    interleaved: bool,
 }
 
 impl Env<'_> {
@@ -156,6 +164,7 @@ pub async fn with_transport(
         say: Say(!opts.quiet),
         cancel,
         promote: opts.promote,
+        interleaved: config.playbook.rollout.max_parallel_services > 1,
     };
     let (last, base, newest) = bases(store, config, opts).await?;
     let opts = &promoting(opts, last.as_ref(), config)?;

@@ -72,6 +72,20 @@ pub(super) async fn work(
     }
     if opts.kind == Kind::Rollback {
         out.reverse();
+        // Dependents go back first: a service waits for those that depend on it.
+        let after: Vec<Vec<String>> = out
+            .iter()
+            .map(|w| {
+                plan.services
+                    .iter()
+                    .filter(|s| s.depends_on.contains(&w.name))
+                    .map(|s| s.name.clone())
+                    .collect()
+            })
+            .collect();
+        for (w, a) in out.iter_mut().zip(after) {
+            w.after = a;
+        }
     }
     // A rollback or reconcile names the versions it moves hosts to, never a word.
     let version = match opts.kind {
@@ -170,6 +184,7 @@ fn service_work(config: &Config, sp: &crate::plan::ServicePlan, to: &To) -> Work
         failure_budget: sp.failure_budget,
         batches,
         canaries,
+        after: sp.depends_on.clone(),
     }
 }
 

@@ -230,3 +230,35 @@ fn simulate_reports_percentiles_and_refuses_nonsense() {
         .stderr_has("error: --link: ")
         .run();
 }
+
+/// With `rollout.max_parallel_services`, the plan shows which services may roll
+/// together; in JSON as `waves`. A diamond: b and c follow a, d follows both.
+#[test]
+fn the_plan_shows_which_services_roll_together() {
+    let pb = "\
+name: diamond
+artifact: {source: build, destination: /srv/shop, version: v42}
+rollout: {max_parallel_services: 2}
+services:
+  a: {start: ./a}
+  b: {start: ./b, depends_on: [a]}
+  c: {start: ./c, depends_on: [a]}
+  d: {start: ./d, depends_on: [b, c]}
+";
+    let inv = "datacenters:\n  east:\n    racks:\n      r1: {services: [a, b, c, d], hosts: {h1: ~, h2: ~}}\n";
+    Test::new()
+        .file("inv.yml", inv)
+        .file("pb.yml", pb)
+        .args(["plan", "-i", "inv.yml", "pb.yml"])
+        .stdout_has("\nRollout: 4 services in dependency order, up to 2 at once (max_parallel_services)\n")
+        .stdout_has("\n  Schedule: a, then b + c, then d; each service starts once every service it follows is done, 2 at most at once;")
+        .run();
+    let out = Test::new()
+        .file("inv.yml", inv)
+        .file("pb.yml", pb)
+        .args(["plan", "-i", "inv.yml", "pb.yml", "--json"])
+        .run();
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["max_parallel_services"], 2);
+    assert_eq!(plan["waves"], serde_json::json!([["a"], ["b", "c"], ["d"]]));
+}

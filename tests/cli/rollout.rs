@@ -22,6 +22,8 @@ use crate::support::{
     spawn_in_group, succeed, wait_until, write_exec,
 };
 
+mod parallel;
+
 const DEMO: &str = env!("CARGO_BIN_EXE_demo-service");
 
 /// Services, their hosts and their quorum (strict: `a` may lose 2, the others 1).

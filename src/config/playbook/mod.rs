@@ -34,7 +34,29 @@ pub struct Playbook {
     pub artifact: Artifact,
     pub distribution: Distribution,
     pub hooks: Hooks,
+    pub rollout: Rollout,
     pub services: Vec<Service>,
+}
+
+/// The `rollout:` section: how the services of one deploy share the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rollout {
+    /// How many services roll at once, each as soon as its dependencies are done
+    /// (1: one after another, in plan order).
+    pub max_parallel_services: u32,
+}
+
+/// `rollout.max_parallel_services` when the playbook does not say: one service at a
+/// time, as `max_parallel` is one host at a time, so a host running several services
+/// never has two of them restarting at once unless the playbook asks for it.
+pub const DEFAULT_MAX_PARALLEL_SERVICES: u32 = 1;
+
+impl Default for Rollout {
+    fn default() -> Rollout {
+        Rollout {
+            max_parallel_services: DEFAULT_MAX_PARALLEL_SERVICES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,7 +91,14 @@ pub struct Hooks {
     pub after_fetch: Vec<Template>,
 }
 
-const TOP_KEYS: &[&str] = &["name", "artifact", "distribution", "hooks", "services"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "artifact",
+    "distribution",
+    "hooks",
+    "rollout",
+    "services",
+];
 const ARTIFACT_KEYS: &[&str] = &[
     "source",
     "destination",
@@ -156,6 +185,7 @@ fn decode(
     };
     let distribution = decode_distribution(d, top.get("distribution"));
     let hooks = decode_hooks(d, top.get("hooks"));
+    let rollout = decode_rollout(d, top.get("rollout"));
     let mut services = Vec::new();
     match top.get("services") {
         Some(n) => {
@@ -176,7 +206,30 @@ fn decode(
         artifact,
         distribution,
         hooks,
+        rollout,
         services,
+    }
+}
+
+/// The `rollout:` section.
+fn decode_rollout(d: &mut Decoder, node: Option<&Node>) -> Rollout {
+    let Some(n) = node else {
+        return Rollout::default();
+    };
+    let m = d.map(n, "rollout", &["max_parallel_services"]);
+    let max_parallel_services = match m.get("max_parallel_services") {
+        Some(n) => match d.u32(n, "rollout.max_parallel_services") {
+            Some(0) => {
+                d.error(n.pos, "`rollout.max_parallel_services` must be at least 1");
+                1
+            }
+            Some(v) => v,
+            None => DEFAULT_MAX_PARALLEL_SERVICES,
+        },
+        None => DEFAULT_MAX_PARALLEL_SERVICES,
+    };
+    Rollout {
+        max_parallel_services,
     }
 }
 
@@ -368,6 +421,17 @@ mod tests {
         assert_eq!(api.health_deadline, Duration::from_secs(300));
         assert_eq!(api.failure_budget, Amount::Count(0));
         assert!(api.quorum.is_none());
+        assert_eq!(pb.rollout.max_parallel_services, 1);
+    }
+
+    #[test]
+    fn max_parallel_services() {
+        let pb = load("artifact: {source: b, destination: /srv}\nrollout: {max_parallel_services: 3}\nservices: {}\n").unwrap();
+        assert_eq!(pb.rollout.max_parallel_services, 3);
+        assert_eq!(
+            load("artifact: {source: b, destination: /srv}\nrollout: {max_parallel_services: 0}\nservices: {}\n").unwrap_err(),
+            ["pb.yml:2:34: `rollout.max_parallel_services` must be at least 1"]
+        );
     }
 
     #[test]
