@@ -448,26 +448,33 @@ mod tests {
         assert_eq!(run().await, [r#"{"event":"needs_binary"}"#]);
     }
 
-    #[tokio::test]
-    async fn a_binary_that_does_not_run_fails_the_bootstrap_stage() {
+    /// What bootstrapping host `host` with `data` as this platform's binary fails with.
+    async fn bootstrap_error(host: &str, data: &[u8]) -> HostError {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rookery");
-        let bin = Binary::new(b"\x7fELF not really".to_vec());
+        let bin = Binary::new(data.to_vec());
+        let cancel = CancellationToken::new();
         let e = ensure(
             &LocalConnection,
-            "web-3",
+            host,
             path.to_str().unwrap(),
             &bin,
-            &CancellationToken::new(),
+            &cancel,
         )
         .await
         .unwrap_err();
         assert_eq!(e.stage, Stage::Bootstrap);
-        assert!(
-            e.to_string()
-                .starts_with("web-3: bootstrap: the uploaded binary (x86_64-linux) does not run"),
-            "{e}"
+        e
+    }
+
+    #[tokio::test]
+    async fn a_binary_that_does_not_run_fails_the_bootstrap_stage() {
+        let e = bootstrap_error("web-3", b"\x7fELF not really").await;
+        let want = format!(
+            "web-3: bootstrap: the uploaded binary ({}) does not run",
+            own_platform()
         );
+        assert!(e.to_string().starts_with(&want), "{e}");
     }
 
     #[test]
@@ -530,19 +537,7 @@ mod tests {
     /// An agent of another release is refused at bootstrap, named with both versions.
     #[tokio::test]
     async fn an_agent_of_another_release_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rookery");
-        let bin = Binary::new(b"#!/bin/sh\necho rookery 0.0.1\n".to_vec());
-        let e = ensure(
-            &LocalConnection,
-            "h",
-            path.to_str().unwrap(),
-            &bin,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(e.stage, Stage::Bootstrap);
+        let e = bootstrap_error("h", b"#!/bin/sh\necho rookery 0.0.1\n").await;
         let want = format!(
             "is `rookery 0.0.1`, the controller `rookery {}`",
             env!("CARGO_PKG_VERSION")
