@@ -39,19 +39,19 @@
 //! - [`distribution`]: `rookery distribute`: metainfo, tracker and origin, an agent per
 //!   host over the transport, progress and the report.
 //! - [`transport`]: how the controller reaches a host (one trait; SSH or subprocesses),
-//!   host key trust, putting the rookery binary on a host.
+//!   host key trust, putting the agent for each host's platform on it.
 //! - [`coordination`]: the cluster's shared state (one trait; ZooKeeper or a directory):
 //!   live instances, staged versions, deploy records, the deploy lock.
 //! - [`rollout`]: services switched host by host behind the quorum gate, independent
 //!   ones side by side, switch back on failure, resume from the record.
-//! - [`agent`]: what runs on a host: fetch and seed, the supervisor, the switch, release
-//!   directories and the page cache.
+//! - [`agent`]: what runs on a host: fetch and seed, the supervisor, the switch, the
+//!   start at boot, release directories and the page cache (its hot set locked).
 //! - [`command`]: the subcommands, built from the validated configuration.
 //!
 //! Beside them: [`cli`] (the command line as typed), [`error`] (the library error type
 //! and the documented exit codes), [`shutdown`] (the cancellation tree and the runtime),
 //! [`progress`] (job events to bars, plain lines, or nothing) and [`os`] (process
-//! liveness and atomic file writes).
+//! liveness, atomic file writes, and the calls that differ between Linux and macOS).
 
 pub mod agent;
 pub mod cli;

@@ -1,5 +1,10 @@
 //! Host-side commands (`rookery agent ...`): flags to a [`Fetch`] or a seeder, the
 //! fork into the background, and the exit status.
+//!
+//! The parts: `request` (the typed requests the controller sends), `fetch` (a host's
+//! copy, then seeding), `release` (release directories), `page_cache` (hot sets and
+//! dropped pages), `switch` (one service onto one release), `supervisor` (`agent run`,
+//! which keeps a service and its hot set), `boot` (`agent start`), `daemon` (the fork).
 
 mod boot;
 mod daemon;
