@@ -22,9 +22,18 @@ key=${ROOKERY_DEPLOY_KEY:-}
 [[ $key =~ ^ssh-ed25519\ [A-Za-z0-9+/=]+(\ .*)?$ ]] ||
     die "ROOKERY_DEPLOY_KEY does not look like an ed25519 public key: '${key:0:40}...'"
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends curl ca-certificates openssh-server openssh-sftp-server coreutils >/dev/null
+# Only what is missing is installed: a second run, and a box that has them all (the
+# box of vagrant/local, whose VMs reach no package mirror), touch no mirror.
+packages=(curl ca-certificates openssh-server openssh-sftp-server coreutils)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 if ! id -u deploy >/dev/null 2>&1; then
     useradd --create-home --user-group --shell /bin/bash --comment "rookery deploy user" deploy
@@ -33,9 +42,13 @@ home=$(getent passwd deploy | cut -d: -f6)
 install -d -m 0700 -o deploy -g deploy "$home/.ssh"
 tmp=$(mktemp "$home/.ssh/authorized_keys.XXXXXX")
 printf '%s\n' "$key" >"$tmp"
-chown deploy:deploy "$tmp"
-chmod 0600 "$tmp"
-mv -f "$tmp" "$home/.ssh/authorized_keys"
+if cmp -s "$tmp" "$home/.ssh/authorized_keys"; then
+    rm -f "$tmp"
+else
+    chown deploy:deploy "$tmp"
+    chmod 0600 "$tmp"
+    mv -f "$tmp" "$home/.ssh/authorized_keys"
+fi
 
 install -d -m 0755 -o deploy -g deploy /srv/demo
 
@@ -51,8 +64,12 @@ sed "/^$begin\$/,/^$end\$/d" /etc/hosts >"$tmp"
     done
     printf '%s\n' "$end"
 } >>"$tmp"
-chmod 0644 "$tmp"
-mv -f "$tmp" /etc/hosts
+if cmp -s "$tmp" /etc/hosts; then
+    rm -f "$tmp"
+else
+    chmod 0644 "$tmp"
+    mv -f "$tmp" /etc/hosts
+fi
 
 printf 'provision/common.sh: %s ready: user deploy (key %s), /srv/demo\n' \
     "$(hostname)" "$(ssh-keygen -lf "$home/.ssh/authorized_keys" | awk '{print $2}')"

@@ -19,8 +19,13 @@ address=${ROOKERY_ZK_ADDRESS:-}
 port=2181
 conf=/etc/zookeeper/rookery
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq --no-install-recommends zookeeper >/dev/null
+# Installed only when missing: the box of vagrant/local has it (its VMs reach no
+# package mirror), and a second run touches nothing.
+if ! dpkg-query -W -f '${db:Status-Abbrev}' zookeeper 2>/dev/null | grep -q '^ii'; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends zookeeper >/dev/null
+fi
 
 for jar in zookeeper.jar slf4j-log4j12.jar log4j-1.2.jar; do
     [[ -f /usr/share/java/$jar ]] || die "/usr/share/java/$jar is missing after installing zookeeper"
