@@ -135,9 +135,15 @@ fn wait_receiving(staging: &Path, what: &str) {
 /// Writes the metainfo of `art/` and starts a tracker for it.
 fn publish(d: &Path) -> (u16, Proc) {
     art_torrent(d);
+    tracker(d, &[])
+}
+
+/// Starts `rookery -i inv.yml tracker` for `art.torrent` with `extra` arguments;
+/// its port and process.
+fn tracker(d: &Path, extra: &[&str]) -> (u16, Proc) {
     let tracker_port = free_port();
     let listen = format!("127.0.0.1:{tracker_port}");
-    let args = [
+    let mut args = vec![
         "-i",
         "inv.yml",
         "tracker",
@@ -146,6 +152,7 @@ fn publish(d: &Path) -> (u16, Proc) {
         "--torrent",
         "art.torrent",
     ];
+    args.extend_from_slice(extra);
     let tracker = spawn(d, &args);
     wait_for_port(tracker_port);
     (tracker_port, tracker)
@@ -713,7 +720,7 @@ fn a_standalone_tracker_withdraws_the_hosts_named_in_its_file() {
     let d = cluster.dir();
     std::fs::create_dir_all(d.join("art")).unwrap();
     std::fs::write(d.join("art/blob"), noise(1 << 20, 5)).unwrap();
-    crate::support::art_torrent(d);
+    art_torrent(d);
     let inspect = run_ok(d, &["--json", "torrent", "inspect", "art.torrent"]);
     let hash: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     let hash = hash["info_hash"].as_str().unwrap();
@@ -722,24 +729,7 @@ fn a_standalone_tracker_withdraws_the_hosts_named_in_its_file() {
         .map(|i| format!("%{}", &hash[i..i + 2]))
         .collect();
     std::fs::write(d.join("withdrawn"), "").unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut tracker = spawn(
-        d,
-        &[
-            "-v",
-            "-i",
-            "inv.yml",
-            "tracker",
-            "--listen",
-            &listen,
-            "--torrent",
-            "art.torrent",
-            "--withdrawn",
-            "withdrawn",
-        ],
-    );
-    wait_for_port(port);
+    let (port, mut tracker) = tracker(d, &["-v", "--withdrawn", "withdrawn"]);
     let log = crate::support::Lines::read(tracker.0.stderr.take().unwrap());
     // Compact peers of an answer: does it name the peer on `peer_port`?
     let names = |answer: &[u8], peer_port: u16| {
