@@ -249,18 +249,11 @@ fn hashed_matches(entry: &str, name: &str) -> bool {
     mac.verify_slice(&hash).is_ok()
 }
 
-/// `*` and `?` wildcards, case-insensitive like OpenSSH host matching.
+/// `*` and `?` wildcards, case-insensitive like OpenSSH host matching. (The
+/// inventory's glob, which backtracks only to the last `*`: a hostile line of many
+/// stars costs at most pattern x name steps, not exponential time.)
 fn glob_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
+    crate::config::selector::glob(&pattern.to_ascii_lowercase(), &name.to_ascii_lowercase())
 }
 
 /// The default files, as `ssh` reads them.

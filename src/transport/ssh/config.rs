@@ -343,18 +343,9 @@ fn expand_home(p: &str) -> PathBuf {
 }
 
 /// OpenSSH's `match_pattern`: `*` any run, `?` any one character, the rest literal
-/// and case-sensitive.
+/// and case-sensitive: the inventory's own glob.
 fn glob_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
+    crate::config::selector::glob(pattern, name)
 }
 
 #[cfg(test)]
