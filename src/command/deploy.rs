@@ -179,14 +179,10 @@ pub fn reconcile(config: &Config, plan: &Plan, opts: &Options) -> anyhow::Result
             }
         }
         // Give them the release if the artifact builds that version (a present
-        // copy makes this a quick no-op on the host).
-        if !behind.is_empty()
-            && matches!(
-                config.inventory.origin,
-                crate::config::inventory::Origin::Controller
-            )
-        {
-            let (_, version, _) = distribute::prepare(config)?;
+        // copy makes this a quick no-op on the host), wherever the origin is.
+        if !behind.is_empty() {
+            let version =
+                distribute::artifact_version(config, &distribute_options(opts), &cancel).await?;
             if let Some(hosts) = behind.get(&version) {
                 let mut hosts = hosts.clone();
                 hosts.sort();

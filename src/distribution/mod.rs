@@ -145,6 +145,33 @@ pub async fn distribute(
     Ok(report)
 }
 
+/// The version the artifact builds now, without distributing it: its metainfo made
+/// here, or on the origin host from its copy of the build (bootstrapping rookery
+/// there when needed). `reconcile` asks, to know whether the hosts behind can be
+/// given the release they are behind on.
+pub async fn artifact_version(
+    config: &Config,
+    opts: &Options,
+    cancel: &CancellationToken,
+) -> anyhow::Result<String> {
+    let Origin::Host(b) = config.inventory.origin else {
+        return Ok(prepare(config)?.1);
+    };
+    let transport = Chosen::of(&config.inventory, opts.accept_new_host_keys)?;
+    let reached = reach(&transport, &[], Some(b), 1).await?;
+    let conn = reached
+        .origin
+        .context("the origin host was not connected")?;
+    let binary = if transport.needs_bootstrap() {
+        Some(Binary::current()?)
+    } else {
+        None
+    };
+    let agent = |h: usize| transport.agent_path(h);
+    let (_, version) = remote_metainfo(config, b, &*conn, binary.as_ref(), &agent, cancel).await?;
+    Ok(version)
+}
+
 /// The playbook's hooks around distribution.
 #[derive(Debug, Clone, Copy)]
 enum Hook {

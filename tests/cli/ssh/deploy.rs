@@ -326,6 +326,57 @@ fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_ro
     assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
 }
 
+/// With the origin on an inventory host (the build host), `reconcile` makes the
+/// metainfo there, as a deploy does, and gives a host the release it missed before
+/// it switches it. (It once distributed only from the controller, and the switch
+/// failed: "release ... is not on this host".)
+#[test]
+fn reconcile_with_an_origin_host_distributes_the_release_a_host_missed() {
+    let c = Cluster::ssh(4, "127.0.66").start();
+    let inv = std::fs::read_to_string(c.inventory()).unwrap();
+    std::fs::write(
+        c.inventory(),
+        inv.replacen("cluster: loopback\n", "cluster: loopback\norigin: h1\n", 1),
+    )
+    .unwrap();
+    let a = serving_artifact(&c);
+    let src = a.dir.path().join("art");
+    let text = std::fs::read_to_string(a.playbook()).unwrap();
+    std::fs::write(
+        a.playbook(),
+        text.replace("source: art", &format!("source: {}", src.display())),
+    )
+    .unwrap();
+    let pb = a.playbook();
+    let pb = pb.to_str().unwrap();
+    let v1 = deployed(&c, pb);
+
+    // A second release that h3 cannot take: its releases folder is a file.
+    std::fs::write(src.join("second"), "").unwrap();
+    let releases = c.root("h3").join("srv/app/releases");
+    let away = c.root("h3").join("srv/app/releases.away");
+    std::fs::rename(&releases, &away).unwrap();
+    std::fs::write(&releases, "not a directory").unwrap();
+    let r = rookery(&c, &["deploy", pb], &[]);
+    assert_eq!(r.code, 4, "{}\n{}", r.stderr, r.json);
+    let v2 = r.json["distribution"]["version"].as_str().unwrap().to_string();
+    assert_ne!(v1, v2);
+    std::fs::remove_file(&releases).unwrap();
+    std::fs::rename(&away, &releases).unwrap();
+    assert_eq!(currents(&c, 4), [&v2, &v2, &v1, &v2].map(String::as_str));
+
+    let r = rookery(&c, &["reconcile", pb], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    assert!(
+        r.stderr
+            .contains(&format!("reconcile: distributing {v2} to 1 host(s) that miss it")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(currents(&c, 4), [v2.as_str(); 4]);
+    assert!(releases.join(&v2).join("second").exists());
+}
+
 #[test]
 fn hooks_run_on_the_controller_around_distribution_and_on_each_host_around_its_restart() {
     let c = Cluster::ssh(4, "127.0.57").start();
