@@ -243,6 +243,14 @@ pub struct SimulateArgs {
     /// for either shape, what the tracker's timings give)
     #[arg(long, value_name = "SECONDS")]
     pub detect: Option<f64>,
+    /// Kill host hH (h1 is the first) once a third of the artifact has reached it,
+    /// as `bench/swarm.sh --kill H` does
+    #[arg(long, value_name = "H")]
+    pub kill: Option<usize>,
+    /// Seconds each hop adds beyond its piece (announce, request, queues); the
+    /// default is what the shaped benchmark measured
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::plan::estimate::HOP_LAG_SECONDS)]
+    pub hop_lag: f64,
     #[command(flatten)]
     pub out: OutputArgs,
 }

@@ -43,6 +43,22 @@ fn check(a: &crate::cli::SimulateArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if !(a.hop_lag.is_finite() && a.hop_lag >= 0.0) {
+        return Err(Error::Usage(format!(
+            "--hop-lag must be 0 or more seconds, found {}",
+            a.hop_lag
+        ))
+        .into());
+    }
+    if let Some(k) = a.kill
+        && !(1..=a.hosts).contains(&k)
+    {
+        return Err(Error::Usage(format!(
+            "--kill must name a host from 1 to --hosts ({}), found {k}",
+            a.hosts
+        ))
+        .into());
+    }
     if !(crate::config::playbook::MIN_STRIPES..=crate::config::playbook::MAX_STRIPES)
         .contains(&a.stripes)
     {
@@ -121,6 +137,11 @@ fn topology(a: &crate::cli::SimulateArgs) -> anyhow::Result<crate::tracker::simu
             .map(|r| rate("--upload-limit", r))
             .transpose()?,
         fail: a.fail,
+        kill: a.kill.map(|host| crate::tracker::simulate::Kill {
+            host,
+            fraction: 1.0 / 3.0,
+        }),
+        hop_lag: a.hop_lag,
         unchanged: a.unchanged,
         seed: a.seed,
     })

@@ -229,6 +229,23 @@ fn simulate_reports_percentiles_and_refuses_nonsense() {
         .status(2)
         .stderr_has("error: --link: ")
         .run();
+    // The benchmark's kill, named as the benchmark names hosts.
+    Test::new()
+        .args(["simulate", "--hosts", "48", "--datacenters", "2", "--racks", "2"])
+        .args(["--size", "64MiB", "--link", "20Mbit/s", "--kill", "12"])
+        .stdout_has("killed     h12 at ")
+        .stdout_has("failures   1 host(s) fail during the transfer")
+        .run();
+    Test::new()
+        .args(["simulate", "--hosts", "20", "--kill", "21"])
+        .status(2)
+        .stderr("error: --kill must name a host from 1 to --hosts (20), found 21\n")
+        .run();
+    Test::new()
+        .args(["simulate", "--hop-lag=-1"])
+        .status(2)
+        .stderr("error: --hop-lag must be 0 or more seconds, found -1\n")
+        .run();
 }
 
 /// With `rollout.max_parallel_services`, the plan shows which services may roll

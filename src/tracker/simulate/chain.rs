@@ -3,8 +3,8 @@
 
 use super::*;
 
-/// The chain: position p gets piece i from p - 1 once it has it, one piece after
-/// another; a failed feeder is skipped after `detect`.
+/// The chain: position p gets piece i from p - 1 once it has it (and `lag` has
+/// passed), one piece after another; a failed feeder is skipped after `detect`.
 pub(super) fn chain_run(chain: &[usize], tr: &Transfer) -> (Finished, Bytes) {
     let Transfer {
         pieces,
@@ -13,6 +13,8 @@ pub(super) fn chain_run(chain: &[usize], tr: &Transfer) -> (Finished, Bytes) {
         piece_bytes,
         rate,
         detect,
+        lag,
+        probe,
     } = *tr;
     let n = chain.len();
     // done[p][i]: when chain position p has piece i (the origin has all at 0).
@@ -35,13 +37,18 @@ pub(super) fn chain_run(chain: &[usize], tr: &Transfer) -> (Finished, Bytes) {
                 f -= 1;
                 avail = done[f][i];
             }
-            let at = prev.max(avail).max(earliest) + piece_bytes(i) as f64 / rate(chain[f], me);
+            let at = prev.max(avail + lag).max(earliest) + piece_bytes(i) as f64 / rate(chain[f], me);
             if at > fail_at[me] {
                 break; // this host fails before it has the piece
             }
             mine[i] = at;
             prev = at;
             *bytes.entry((chain[f], me)).or_default() += piece_bytes(i);
+        }
+        if let Some((m, times)) = probe
+            && m == me
+        {
+            times.borrow_mut().extend(mine.iter().copied().filter(|t| t.is_finite()));
         }
         if fail_at[me].is_infinite() {
             finished[me] = Some(mine[pieces - 1]);

@@ -6,10 +6,12 @@
 //! piece *i* from its feeder once the feeder has it, one piece after another:
 //!
 //! ```text
-//! done[k][i] = max(done[k][i-1], done[feeder][i]) + piece / rate(feeder -> k)
+//! done[k][i] = max(done[k][i-1], done[feeder][i] + lag) + piece / rate(feeder -> k)
 //! ```
 //!
-//! where a hop's rate is the least of the two hosts' links, the caps, both racks'
+//! where `lag` is the fixed cost of a hop measured on the shaped benchmark
+//! ([`crate::plan::estimate::HOP_LAG_SECONDS`]: the announce, the request's round
+//! trip, the links' queues, the agents' scheduling), and a hop's rate is the least of the two hosts' links, the caps, both racks'
 //! uplinks when it leaves a rack and both datacenters' interconnects when it leaves a
 //! datacenter. A host that fails at time `t` stops serving; its successor notices after
 //! [`DETECT`] (one missed announce) and takes every later piece from the nearest live
@@ -18,12 +20,18 @@
 //! one command per host, the first announce) for every host, and rates carry the
 //! same TCP/IP overhead ([`crate::plan::estimate::WIRE_EFFICIENCY`]).
 //!
-//! What it leaves out: TCP slow start and per-piece request latency (small at these
-//! piece sizes), disk speed, the hosts' CPU, and other traffic on the links.
+//! `--kill H` fails one host, as `bench/swarm.sh --kill H` does: when a third of the
+//! artifact has reached it (found by a first run without the kill). Hosts are named
+//! and placed as the benchmark places them (`h1`.., the datacenters in turn, racks
+//! alternating within each), so the same number is the same host.
+//!
+//! What it leaves out: TCP slow start, disk speed, the hosts' CPU, and other traffic
+//! on the links.
 //!
 //! Here: the topology, the run and what it measures. `chain.rs` and `stripes.rs`
 //! move the pieces in each shape; `render.rs` prints the report.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -80,11 +88,32 @@ pub struct Topology {
     pub upload_limit: Option<u64>,
     /// Fraction of hosts that fail during the transfer.
     pub fail: f64,
+    /// One host that fails on purpose, as `bench/swarm.sh --kill` does.
+    pub kill: Option<Kill>,
+    /// Seconds each hop adds beyond its piece
+    /// ([`crate::plan::estimate::HOP_LAG_SECONDS`] by default).
+    pub hop_lag: f64,
     /// Fraction of the artifact in files unchanged since the last release, whose
     /// hashes the controller reuses instead of reading them (see
     /// `metainfo::CreateOptions::reuse`).
     pub unchanged: f64,
     pub seed: u64,
+}
+
+/// A host killed once a fraction of the artifact has reached it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Kill {
+    /// The host's number: `h1` is 1.
+    pub host: usize,
+    /// How much of the artifact it has when it dies (the benchmark: a third).
+    pub fraction: f64,
+}
+
+/// The killed host and when it died.
+#[derive(Debug, Clone, Serialize)]
+pub struct Killed {
+    pub host: String,
+    pub at_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +136,8 @@ pub struct Outcome {
     pub max_host_upload_copies: f64,
     /// Hops from the origin to the deepest host (over every stripe).
     pub max_depth: usize,
+    /// The host `--kill` failed, when it did.
+    pub killed: Option<Killed>,
 }
 
 /// A small deterministic generator (xorshift), so a seed gives the same failures.
@@ -135,7 +166,7 @@ pub fn run(t: &Topology) -> Outcome {
     let bound = t.size as f64 / t.link as f64;
     // Failures spread over the transfer without failures.
     let span = start + bound + n as f64 * piece / t.link as f64;
-    let (fail_at, failed) = failures(t, n, span);
+    let (fail_at, mut failed) = failures(t, n, span);
     let piece_bytes = |i: usize| {
         if i + 1 == pieces {
             t.size - t.piece * (pieces as u64 - 1)
@@ -145,22 +176,46 @@ pub fn run(t: &Topology) -> Outcome {
     };
     // Per member id: when it has the whole artifact (None: it failed); bytes per
     // (sender, receiver) member ids; the deepest host's hops.
-    let fail_at = fail_at_member(&chain, &fail_at);
-    let transfer = Transfer {
+    let mut fail_at = fail_at_member(&chain, &fail_at);
+    let probed = RefCell::new(Vec::new());
+    let base = Transfer {
         pieces,
         start,
-        fail_at: &fail_at,
+        fail_at: &[],
         piece_bytes: &piece_bytes,
         rate: &rate,
         detect: t.detect,
+        lag: t.hop_lag,
+        probe: None,
     };
-    let (finished, bytes, max_depth) = match t.shape {
-        Shape::Chain => {
-            let (finished, bytes) = chain_run(&chain, &transfer);
-            (finished, bytes, n - 1)
+    let mut killed = None;
+    if let Some(k) = t.kill.filter(|k| (1..=t.hosts).contains(&k.host)) {
+        // First without the kill, to find when a third has reached the victim.
+        let probe = Transfer {
+            fail_at: &fail_at,
+            probe: Some((k.host, &probed)),
+            ..base
+        };
+        shape_run(t, &roster, &chain, &probe);
+        let mut times = probed.take();
+        times.sort_by(|a, b| a.total_cmp(b));
+        let needed = ((pieces as f64 * k.fraction).ceil() as usize).clamp(1, pieces);
+        if let Some(&at) = times.get(needed - 1)
+            && fail_at[k.host].is_infinite()
+        {
+            fail_at[k.host] = at;
+            failed += 1;
+            killed = Some(Killed {
+                host: members[k.host].name.clone(),
+                at_seconds: at,
+            });
         }
-        Shape::Stripes => stripes_run(&roster, t.stripes, &transfer),
+    }
+    let transfer = Transfer {
+        fail_at: &fail_at,
+        ..base
     };
+    let (finished, bytes, max_depth) = shape_run(t, &roster, &chain, &transfer);
     let traffic = Traffic::of(&members, &bytes);
     Outcome {
         topology: t.clone(),
@@ -173,11 +228,25 @@ pub fn run(t: &Topology) -> Outcome {
         start_seconds: start,
         max_host_upload_copies: traffic.most_sent as f64 / t.size.max(1) as f64,
         max_depth,
+        killed,
     }
 }
 
-/// The members: the origin (in the first datacenter), then the hosts, spread evenly
-/// over the datacenters and, within each, over its racks.
+/// One run of the topology's shape: when each member finished, the bytes per hop,
+/// the deepest host's hops.
+fn shape_run(t: &Topology, roster: &Roster, chain: &[usize], tr: &Transfer) -> (Finished, Bytes, usize) {
+    match t.shape {
+        Shape::Chain => {
+            let (finished, bytes) = chain_run(chain, tr);
+            (finished, bytes, chain.len() - 1)
+        }
+        Shape::Stripes => stripes_run(roster, t.stripes, tr),
+    }
+}
+
+/// The members: the origin (in the first datacenter), then the hosts `h1`.. as
+/// `bench/swarm.sh` places them: the datacenters in turn, each an even share of the
+/// hosts, racks alternating within each.
 fn members(t: &Topology) -> Vec<Member> {
     let mut members = vec![Member {
         name: "origin".into(),
@@ -188,12 +257,10 @@ fn members(t: &Topology) -> Vec<Member> {
     }];
     for h in 0..t.hosts {
         let dc = h * t.datacenters / t.hosts.max(1);
-        let in_dc =
-            (t.hosts * (dc + 1)).div_ceil(t.datacenters) - (t.hosts * dc).div_ceil(t.datacenters);
         let first = (t.hosts * dc).div_ceil(t.datacenters);
-        let rack = (h - first) * t.racks / in_dc.max(1);
+        let rack = (h - first) % t.racks.max(1);
         members.push(Member {
-            name: format!("h{h}"),
+            name: format!("h{}", h + 1),
             dc: format!("dc{}", dc + 1),
             rack: format!("r{}", rack + 1),
             ip: None,
@@ -327,6 +394,10 @@ struct Transfer<'a> {
     rate: &'a dyn Fn(usize, usize) -> f64,
     /// From a failure until those fed by the failed host are re-linked.
     detect: f64,
+    /// What each hop adds beyond its piece.
+    lag: f64,
+    /// A member whose piece times to record (for `--kill`), and where.
+    probe: Option<(usize, &'a RefCell<Vec<f64>>)>,
 }
 
 #[cfg(test)]
@@ -348,6 +419,8 @@ mod tests {
             interconnect: None,
             upload_limit: None,
             fail,
+            kill: None,
+            hop_lag: 0.0,
             unchanged: 0.0,
             seed: 7,
         }
@@ -417,6 +490,51 @@ mod tests {
         assert!(o.percentiles["max"] >= healthy.percentiles["max"]);
         // No survivor starved: the percentiles are over every surviving host.
         assert_eq!(run(&t).percentiles, o.percentiles);
+    }
+
+    #[test]
+    fn each_hop_adds_its_lag_to_the_chain_and_the_deepest_stripe() {
+        let base = run(&topo(16, 0.0));
+        let lagged = run(&Topology {
+            hop_lag: 0.2,
+            ..topo(16, 0.0)
+        });
+        // 15 hops after the first, each 0.2 s later.
+        let added = lagged.percentiles["max"] - base.percentiles["max"];
+        assert!((added - 15.0 * 0.2).abs() < 0.01, "{added}");
+        let mut s = topo(16, 0.0);
+        s.shape = Shape::Stripes;
+        let (b, l) = (run(&s), run(&Topology { hop_lag: 0.2, ..s.clone() }));
+        let added = l.percentiles["max"] - b.percentiles["max"];
+        assert!(added > 0.0 && added <= b.max_depth as f64 * 0.2 + 0.01, "{added}");
+    }
+
+    #[test]
+    fn a_killed_host_dies_a_third_of_the_way_and_its_successors_wait_for_the_re_link() {
+        for shape in [Shape::Chain, Shape::Stripes] {
+            let mut t = topo(16, 0.0);
+            t.shape = shape;
+            let healthy = run(&t);
+            t.kill = Some(Kill {
+                host: 5,
+                fraction: 1.0 / 3.0,
+            });
+            let o = run(&t);
+            let k = o.killed.clone().expect("h5 was killed");
+            assert_eq!(k.host, "h5");
+            assert_eq!(o.failed_hosts, 1);
+            // A third of the way: after the start, before the healthy run's end.
+            let start = o.start_seconds;
+            let end = healthy.percentiles["max"];
+            assert!(
+                k.at_seconds > start + (end - start) / 4.0 && k.at_seconds < start + (end - start) / 2.0,
+                "{shape:?}: {} in {start}..{end}",
+                k.at_seconds
+            );
+            // Someone was fed by h5 and waited for the re-link; nobody starved.
+            assert!(o.percentiles["max"] > end, "{shape:?}: {o:?}");
+            assert!(o.percentiles["max"] <= end + t.detect + 1.0, "{shape:?}: {o:?}");
+        }
     }
 
     #[test]

@@ -37,6 +37,18 @@ pub fn render(o: &Outcome) -> String {
         "  failures   {} host(s) fail during the transfer (seed {}), re-linked after {:.1}s",
         o.failed_hosts, t.seed, t.detect
     );
+    if let Some(k) = &o.killed {
+        let _ = writeln!(
+            s,
+            "  killed     {} at {:.1}s, a third of the artifact in",
+            k.host, k.at_seconds
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  hops       each adds {:.2}s beyond its piece",
+        t.hop_lag
+    );
     let _ = writeln!(s, "  bound      S/C = {:.1}s", o.bound_seconds);
     let _ = writeln!(
         s,
@@ -49,6 +61,13 @@ pub fn render(o: &Outcome) -> String {
         let _ = write!(s, " {k} {v:.1}s ({:.2} x S/C)", v / o.bound_seconds);
     }
     let _ = writeln!(s);
+    traffic(&mut s, o);
+    s
+}
+
+/// Where the bytes went: the origin, the interconnects, the hosts, the uplinks.
+fn traffic(s: &mut String, o: &Outcome) {
+    let t = &o.topology;
     let copies = |b: u64| b as f64 / t.size as f64;
     let _ = writeln!(
         s,
@@ -76,5 +95,4 @@ pub fn render(o: &Outcome) -> String {
         ByteSize(i),
         ByteSize(out)
     );
-    s
 }

@@ -121,7 +121,7 @@ fn stripe_of(
                 }
                 let hop = (tr.rate)(p, m) / shared.max(sim.k as f64);
                 Some((
-                    prev.max(avail).max(since) + (tr.piece_bytes)(i) as f64 / hop,
+                    prev.max(avail + tr.lag).max(since) + (tr.piece_bytes)(i) as f64 / hop,
                     p,
                 ))
             });
@@ -132,6 +132,11 @@ fn stripe_of(
         mine.push(at);
         prev = at;
         *bytes.entry((p, m)).or_default() += (tr.piece_bytes)(i);
+    }
+    if let Some((probed, times)) = tr.probe
+        && probed == m
+    {
+        times.borrow_mut().extend_from_slice(&mine);
     }
     done[s][m] = Some(mine);
 }
