@@ -231,7 +231,15 @@ fn simulate_reports_percentiles_and_refuses_nonsense() {
         .run();
     // The benchmark's kill, named as the benchmark names hosts.
     Test::new()
-        .args(["simulate", "--hosts", "48", "--datacenters", "2", "--racks", "2"])
+        .args([
+            "simulate",
+            "--hosts",
+            "48",
+            "--datacenters",
+            "2",
+            "--racks",
+            "2",
+        ])
         .args(["--size", "64MiB", "--link", "20Mbit/s", "--kill", "12"])
         .stdout_has("killed     h12 at ")
         .stdout_has("failures   1 host(s) fail during the transfer")

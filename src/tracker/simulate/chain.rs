@@ -37,7 +37,8 @@ pub(super) fn chain_run(chain: &[usize], tr: &Transfer) -> (Finished, Bytes) {
                 f -= 1;
                 avail = done[f][i];
             }
-            let at = prev.max(avail + lag).max(earliest) + piece_bytes(i) as f64 / rate(chain[f], me);
+            let at =
+                prev.max(avail + lag).max(earliest) + piece_bytes(i) as f64 / rate(chain[f], me);
             if at > fail_at[me] {
                 break; // this host fails before it has the piece
             }
@@ -48,7 +49,9 @@ pub(super) fn chain_run(chain: &[usize], tr: &Transfer) -> (Finished, Bytes) {
         if let Some((m, times)) = probe
             && m == me
         {
-            times.borrow_mut().extend(mine.iter().copied().filter(|t| t.is_finite()));
+            times
+                .borrow_mut()
+                .extend(mine.iter().copied().filter(|t| t.is_finite()));
         }
         if fail_at[me].is_infinite() {
             finished[me] = Some(mine[pieces - 1]);

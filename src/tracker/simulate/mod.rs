@@ -234,7 +234,12 @@ pub fn run(t: &Topology) -> Outcome {
 
 /// One run of the topology's shape: when each member finished, the bytes per hop,
 /// the deepest host's hops.
-fn shape_run(t: &Topology, roster: &Roster, chain: &[usize], tr: &Transfer) -> (Finished, Bytes, usize) {
+fn shape_run(
+    t: &Topology,
+    roster: &Roster,
+    chain: &[usize],
+    tr: &Transfer,
+) -> (Finished, Bytes, usize) {
     match t.shape {
         Shape::Chain => {
             let (finished, bytes) = chain_run(chain, tr);
@@ -504,9 +509,18 @@ mod tests {
         assert!((added - 15.0 * 0.2).abs() < 0.01, "{added}");
         let mut s = topo(16, 0.0);
         s.shape = Shape::Stripes;
-        let (b, l) = (run(&s), run(&Topology { hop_lag: 0.2, ..s.clone() }));
+        let (b, l) = (
+            run(&s),
+            run(&Topology {
+                hop_lag: 0.2,
+                ..s.clone()
+            }),
+        );
         let added = l.percentiles["max"] - b.percentiles["max"];
-        assert!(added > 0.0 && added <= b.max_depth as f64 * 0.2 + 0.01, "{added}");
+        assert!(
+            added > 0.0 && added <= b.max_depth as f64 * 0.2 + 0.01,
+            "{added}"
+        );
     }
 
     #[test]
@@ -527,13 +541,17 @@ mod tests {
             let start = o.start_seconds;
             let end = healthy.percentiles["max"];
             assert!(
-                k.at_seconds > start + (end - start) / 4.0 && k.at_seconds < start + (end - start) / 2.0,
+                k.at_seconds > start + (end - start) / 4.0
+                    && k.at_seconds < start + (end - start) / 2.0,
                 "{shape:?}: {} in {start}..{end}",
                 k.at_seconds
             );
             // Someone was fed by h5 and waited for the re-link; nobody starved.
             assert!(o.percentiles["max"] > end, "{shape:?}: {o:?}");
-            assert!(o.percentiles["max"] <= end + t.detect + 1.0, "{shape:?}: {o:?}");
+            assert!(
+                o.percentiles["max"] <= end + t.detect + 1.0,
+                "{shape:?}: {o:?}"
+            );
         }
     }
 

@@ -4,17 +4,15 @@
 
 use super::*;
 
-#[test]
-fn an_inventory_host_can_be_the_origin() {
-    let c = Cluster::ssh(4, "127.0.48").start();
-    // h1 is the build host: it makes the metainfo, runs the tracker and seeds.
+/// Makes h1 the cluster's origin (`origin: h1`): the playbook's source becomes the
+/// artifact's absolute path, which h1 (on this machine) reads. Returns that path.
+fn origin_on_h1(c: &Cluster, a: &Artifact) -> PathBuf {
     let inv = std::fs::read_to_string(c.inventory()).unwrap();
     std::fs::write(
         c.inventory(),
         inv.replacen("cluster: loopback\n", "cluster: loopback\norigin: h1\n", 1),
     )
     .unwrap();
-    let a = Artifact::new(2 << 20);
     let src = a.dir.path().join("art");
     let pb = std::fs::read_to_string(a.playbook()).unwrap();
     std::fs::write(
@@ -22,6 +20,16 @@ fn an_inventory_host_can_be_the_origin() {
         pb.replace("source: art", &format!("source: {}", src.display())),
     )
     .unwrap();
+    src
+}
+
+#[test]
+fn an_inventory_host_can_be_the_origin() {
+    let c = Cluster::ssh(4, "127.0.48").start();
+    // h1 is the build host: it makes the metainfo, runs the tracker and seeds.
+    let a = Artifact::new(2 << 20);
+    let pb = std::fs::read_to_string(a.playbook()).unwrap();
+    let src = origin_on_h1(&c, &a);
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
     let total = r.json["artifact_bytes"].as_u64().unwrap();
@@ -333,20 +341,8 @@ fn hosts_that_fail_within_the_failure_budget_are_switched_back_and_the_others_ro
 #[test]
 fn reconcile_with_an_origin_host_distributes_the_release_a_host_missed() {
     let c = Cluster::ssh(4, "127.0.66").start();
-    let inv = std::fs::read_to_string(c.inventory()).unwrap();
-    std::fs::write(
-        c.inventory(),
-        inv.replacen("cluster: loopback\n", "cluster: loopback\norigin: h1\n", 1),
-    )
-    .unwrap();
     let a = serving_artifact(&c);
-    let src = a.dir.path().join("art");
-    let text = std::fs::read_to_string(a.playbook()).unwrap();
-    std::fs::write(
-        a.playbook(),
-        text.replace("source: art", &format!("source: {}", src.display())),
-    )
-    .unwrap();
+    let src = origin_on_h1(&c, &a);
     let pb = a.playbook();
     let pb = pb.to_str().unwrap();
     let v1 = deployed(&c, pb);
@@ -359,7 +355,10 @@ fn reconcile_with_an_origin_host_distributes_the_release_a_host_missed() {
     std::fs::write(&releases, "not a directory").unwrap();
     let r = rookery(&c, &["deploy", pb], &[]);
     assert_eq!(r.code, 4, "{}\n{}", r.stderr, r.json);
-    let v2 = r.json["distribution"]["version"].as_str().unwrap().to_string();
+    let v2 = r.json["distribution"]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(v1, v2);
     std::fs::remove_file(&releases).unwrap();
     std::fs::rename(&away, &releases).unwrap();
@@ -368,8 +367,9 @@ fn reconcile_with_an_origin_host_distributes_the_release_a_host_missed() {
     let r = rookery(&c, &["reconcile", pb], &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
     assert!(
-        r.stderr
-            .contains(&format!("reconcile: distributing {v2} to 1 host(s) that miss it")),
+        r.stderr.contains(&format!(
+            "reconcile: distributing {v2} to 1 host(s) that miss it"
+        )),
         "{}",
         r.stderr
     );
