@@ -328,8 +328,10 @@ fn a_frozen_zookeeper_server_costs_the_deploy_nothing() {
         .next()
         .and_then(|l| l.trim().parse().ok())
         .expect("a's supervisor on h1");
-    // Its connection may be moving (it was on the server just thawed): wait for it.
-    let until = Instant::now() + Duration::from_secs(10);
+    // Its connection may be moving (it was on the server just thawed), or its session
+    // being opened again after a registration timed out there (seen on a loaded
+    // machine, 10 s were not enough): wait for it, up to three session timeouts.
+    let until = Instant::now() + Duration::from_secs(30);
     let server = loop {
         if let Some(s) = e.server_of(supervisor) {
             break s;
