@@ -162,11 +162,10 @@ pub async fn artifact_version(
     let conn = reached
         .origin
         .context("the origin host was not connected")?;
-    let binary = if transport.needs_bootstrap() {
-        Some(Binary::current()?)
-    } else {
-        None
-    };
+    let binary = transport
+        .needs_bootstrap()
+        .then(Binary::current)
+        .transpose()?;
     let agent = |h: usize| transport.agent_path(h);
     let (_, version) = remote_metainfo(config, b, &*conn, binary.as_ref(), &agent, cancel).await?;
     Ok(version)

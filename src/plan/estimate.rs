@@ -49,7 +49,7 @@ pub const WIRE_EFFICIENCY: f64 = 1448.0 / 1514.0;
 /// What each hop of a chain adds beyond the piece it must have before it forwards
 /// it: the announce, the request's round trip, the queues of the links and the
 /// agents' scheduling. Measured on the shaped benchmark (docs/benchmarks.md, "The
-/// simulator against the measurement"): at 20 Mbit/s with 64 KiB pieces the slowest
+/// measured hop lag in the model"): at 20 Mbit/s with 64 KiB pieces the slowest
 /// host of N = 16, 32 and 48 finished 2.4, 4.0 and 7.7 s behind a model without it,
 /// about 0.16 s per hop; at 100 Mbit/s with 512 KiB pieces, 0.26 s per hop in all,
 /// 0.21 s beyond the piece. The model keeps the lower figure.

@@ -11,9 +11,9 @@
 //!
 //! where `lag` is the fixed cost of a hop measured on the shaped benchmark
 //! ([`crate::plan::estimate::HOP_LAG_SECONDS`]: the announce, the request's round
-//! trip, the links' queues, the agents' scheduling), and a hop's rate is the least of the two hosts' links, the caps, both racks'
-//! uplinks when it leaves a rack and both datacenters' interconnects when it leaves a
-//! datacenter. A host that fails at time `t` stops serving; its successor notices after
+//! trip, the links' queues, the agents' scheduling), and a hop's rate is the least
+//! of the two hosts' links, the caps, both racks' uplinks when it leaves a rack and
+//! both datacenters' interconnects when it leaves a datacenter. A host that fails at time `t` stops serving; its successor notices after
 //! [`DETECT`] (one missed announce) and takes every later piece from the nearest live
 //! host before it, as the tracker arranges. Start-up is the same as in the plan's
 //! estimate ([`crate::plan::estimate::start_seconds`]: hashing the artifact, connecting,
@@ -177,7 +177,6 @@ pub fn run(t: &Topology) -> Outcome {
     // Per member id: when it has the whole artifact (None: it failed); bytes per
     // (sender, receiver) member ids; the deepest host's hops.
     let mut fail_at = fail_at_member(&chain, &fail_at);
-    let probed = RefCell::new(Vec::new());
     let base = Transfer {
         pieces,
         start,
@@ -189,27 +188,16 @@ pub fn run(t: &Topology) -> Outcome {
         probe: None,
     };
     let mut killed = None;
-    if let Some(k) = t.kill.filter(|k| (1..=t.hosts).contains(&k.host)) {
-        // First without the kill, to find when a third has reached the victim.
-        let probe = Transfer {
-            fail_at: &fail_at,
-            probe: Some((k.host, &probed)),
-            ..base
-        };
-        shape_run(t, &roster, &chain, &probe);
-        let mut times = probed.take();
-        times.sort_by(|a, b| a.total_cmp(b));
-        let needed = ((pieces as f64 * k.fraction).ceil() as usize).clamp(1, pieces);
-        if let Some(&at) = times.get(needed - 1)
-            && fail_at[k.host].is_infinite()
-        {
-            fail_at[k.host] = at;
-            failed += 1;
-            killed = Some(Killed {
-                host: members[k.host].name.clone(),
-                at_seconds: at,
-            });
-        }
+    if let Some(k) = t.kill.filter(|k| (1..=t.hosts).contains(&k.host))
+        && fail_at[k.host].is_infinite()
+        && let Some(at) = kill_time(t, &roster, &chain, &base, &fail_at, k)
+    {
+        fail_at[k.host] = at;
+        failed += 1;
+        killed = Some(Killed {
+            host: members[k.host].name.clone(),
+            at_seconds: at,
+        });
     }
     let transfer = Transfer {
         fail_at: &fail_at,
@@ -230,6 +218,28 @@ pub fn run(t: &Topology) -> Outcome {
         max_depth,
         killed,
     }
+}
+
+/// When `k`'s victim has its fraction of the pieces, in a run without the kill.
+fn kill_time(
+    t: &Topology,
+    roster: &Roster,
+    chain: &[usize],
+    base: &Transfer,
+    fail_at: &[f64],
+    k: Kill,
+) -> Option<f64> {
+    let probed = RefCell::new(Vec::new());
+    let probe = Transfer {
+        fail_at,
+        probe: Some((k.host, &probed)),
+        ..*base
+    };
+    shape_run(t, roster, chain, &probe);
+    let mut times = probed.take();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let needed = ((base.pieces as f64 * k.fraction).ceil() as usize).clamp(1, base.pieces);
+    times.get(needed - 1).copied()
 }
 
 /// One run of the topology's shape: when each member finished, the bytes per hop,

@@ -40,8 +40,10 @@ pub fn render(o: &Outcome) -> String {
     if let Some(k) = &o.killed {
         let _ = writeln!(
             s,
-            "  killed     {} at {:.1}s, a third of the artifact in",
-            k.host, k.at_seconds
+            "  killed     {} at {:.1}s, {:.0}% of the artifact in",
+            k.host,
+            k.at_seconds,
+            t.kill.map_or(0.0, |k| k.fraction * 100.0)
         );
     }
     let _ = writeln!(
