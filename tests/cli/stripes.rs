@@ -158,8 +158,14 @@ fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
         assert!(Instant::now() < deadline, "{victim} never got a third");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Matched by its destination, inside this test's folder: the other tests here
+    // name their hosts alike and run at the same time.
     let killed = Command::new("pkill")
-        .args(["-KILL", "-f", &format!("agent fetch .*--host {victim} ")])
+        .args([
+            "-KILL",
+            "-f",
+            &format!("agent fetch .*{}/hosts/{victim}/", d.display()),
+        ])
         .status()
         .unwrap();
     assert!(killed.success(), "no agent of {victim} to kill");
