@@ -438,9 +438,13 @@ async fn follow_feeders(
     current: &mut Vec<SocketAddr>,
 ) -> Followed {
     let hash = torrent.info_hash().0;
+    let lost = lost_feeders(torrent, current);
+    if !lost.is_empty() {
+        tracing::info!("lost the connection to feeder(s) {lost:?}");
+    }
     let asked = tokio::time::timeout(
         Duration::from_millis(800),
-        crate::tracker::client::status(url, &hash, host),
+        crate::tracker::client::status(url, &hash, host, &lost),
     );
     let Ok(Ok(status)) = asked.await else {
         return Followed {
@@ -448,10 +452,12 @@ async fn follow_feeders(
             waiting: false,
         };
     };
+    // A stripe without a feeder, or a feeder lost: ask again in 200 ms.
     let waiting = status
         .stripes
         .as_ref()
-        .is_some_and(|s| s.iter().any(Option::is_none));
+        .is_some_and(|s| s.iter().any(Option::is_none))
+        || (status.stripes.is_some() && !lost.is_empty());
     let answered = Followed {
         answered: true,
         waiting,
@@ -479,6 +485,22 @@ async fn follow_feeders(
         *current = feeders;
     }
     answered
+}
+
+/// The feeders among `current` that sent this host something and are no longer
+/// connected to it: dead, most likely (a killed agent's connections drop at once).
+/// The tracker re-links around them after a shorter silence than it waits for on
+/// its own (see [`crate::tracker::swarm::LOST_SILENT_AFTER`]).
+fn lost_feeders(torrent: &librqbit::ManagedTorrent, current: &[SocketAddr]) -> Vec<SocketAddr> {
+    if current.is_empty() {
+        return Vec::new();
+    }
+    engine::peer_counters(torrent)
+        .into_iter()
+        .filter(|p| p.state != "live" && p.fetched > 0)
+        .filter_map(|p| p.addr.parse::<SocketAddr>().ok())
+        .filter(|a| current.contains(a))
+        .collect()
 }
 
 /// What a poll of the tracker gave.
@@ -571,7 +593,7 @@ async fn seed(f: &Fetch, torrent: &librqbit::ManagedTorrent, cancel: &Cancellati
         let heard = match &f.engine.tracker {
             Some(url) => match tokio::time::timeout(
                 Duration::from_millis(800),
-                crate::tracker::client::status(url, &hash, &f.host),
+                crate::tracker::client::status(url, &hash, &f.host, &[]),
             )
             .await
             {
@@ -840,7 +862,7 @@ mod tests {
             .port();
         // The listener is closed: nothing listens on the port now.
         let url = format!("http://127.0.0.1:{port}/announce?host=a");
-        let e = crate::tracker::client::status(&url, &[7; 20], "a")
+        let e = crate::tracker::client::status(&url, &[7; 20], "a", &[])
             .await
             .unwrap_err();
         assert!(super::refused(&e), "{e:#}");

@@ -109,6 +109,9 @@ fn topology(a: &crate::cli::SimulateArgs) -> anyhow::Result<crate::tracker::simu
             );
         }
         (None, Shape::Chain) => crate::tracker::simulate::DETECT,
+        (None, Shape::Stripes) if a.kill.is_some() => {
+            crate::tracker::simulate::DETECT_STRIPES_KILLED
+        }
         (None, Shape::Stripes) => crate::tracker::simulate::DETECT_STRIPES,
     };
     Ok(crate::tracker::simulate::Topology {

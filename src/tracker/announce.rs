@@ -27,6 +27,11 @@ pub enum Request {
     Status {
         info_hash: [u8; 20],
         host: String,
+        /// `lost=ADDR` (repeated): feeders whose connection to this member dropped.
+        /// With striped sharing such a feeder is given up after
+        /// [`crate::tracker::swarm::LOST_SILENT_AFTER`] of silence instead of the
+        /// usual [`crate::tracker::swarm::STRIPE_SILENT_AFTER`].
+        lost: Vec<SocketAddr>,
     },
 }
 
@@ -83,6 +88,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, Invalid> {
         "/status" => Ok(Request::Status {
             info_hash: twenty(&params, "info_hash")?,
             host: text(&params, "host")?.ok_or("missing host")?,
+            lost: lost(&params)?,
         }),
         other => Err(format!(
             "unknown path `{}`; announce at /announce",
@@ -196,6 +202,25 @@ fn number(params: &Params, key: &str) -> Result<Option<u64>, Invalid> {
         .and_then(|s| s.parse().ok())
         .map(Some)
         .ok_or_else(|| Invalid(format!("{key} must be a non-negative integer")))
+}
+
+/// Every `lost=IP:PORT` of a status poll (the query's 64 parameters bound them).
+fn lost(params: &Params) -> Result<Vec<SocketAddr>, Invalid> {
+    params
+        .iter()
+        .filter(|(k, _)| k == "lost")
+        .map(|(_, v)| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| {
+                    Invalid(format!(
+                        "lost must be IP:PORT, found `{}`",
+                        String::from_utf8_lossy(v).escape_default()
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn text(params: &Params, key: &str) -> Result<Option<String>, Invalid> {
@@ -316,6 +341,30 @@ mod tests {
         assert_eq!(a.event, Event::Started);
         assert_eq!(a.numwant, DEFAULT_NUMWANT);
         assert_eq!(a.host.as_deref(), Some("web-1"));
+    }
+
+    #[test]
+    fn a_status_poll_carries_the_feeders_it_lost() {
+        let hash = [2u8; 20];
+        let q = |extra: &str| {
+            parse_request(&head(&format!(
+                "/status?info_hash={}&host=h1{extra}",
+                percent_encode(&hash)
+            )))
+        };
+        let Ok(Request::Status { host, lost, .. }) = q("&lost=10.0.0.1%3A6881&lost=[fd00::2]:7000")
+        else {
+            panic!("not a status poll")
+        };
+        assert_eq!(host, "h1");
+        let want: Vec<SocketAddr> = vec![
+            "10.0.0.1:6881".parse().unwrap(),
+            "[fd00::2]:7000".parse().unwrap(),
+        ];
+        assert_eq!(lost, want);
+        assert!(matches!(q(""), Ok(Request::Status { lost, .. }) if lost.is_empty()));
+        let e = q("&lost=10.0.0.1").unwrap_err();
+        assert!(e.0.contains("lost must be IP:PORT"), "{}", e.0);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! poll that tells a host who feeds it and how its rack is doing, and the `stopped`
 //! announce a leaving seeder sends.
 
+use std::net::SocketAddr;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -15,13 +17,21 @@ pub async fn status(
     announce_url: &str,
     info_hash: &[u8; 20],
     host: &str,
+    lost: &[SocketAddr],
 ) -> anyhow::Result<crate::tracker::swarm::Status> {
     use anyhow::Context;
-    let target = format!(
+    let mut target = format!(
         "/status?info_hash={}&host={}",
         announce::percent_encode(info_hash),
         announce::percent_encode(host.as_bytes())
     );
+    // The tracker takes 64 query parameters at most.
+    for a in lost.iter().take(32) {
+        target.push_str(&format!(
+            "&lost={}",
+            announce::percent_encode(a.to_string().as_bytes())
+        ));
+    }
     let body = get(announce_url, &target).await?;
     serde_json::from_slice(&body)
         .with_context(|| format!("the tracker answered: {}", String::from_utf8_lossy(&body)))

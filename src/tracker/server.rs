@@ -280,7 +280,11 @@ impl Tracker {
                     announce::encode_peers(&peers, a.compact, complete, incomplete, interval);
                 (BENCODE, body, hold)
             }
-            Request::Status { info_hash, host } => {
+            Request::Status {
+                info_hash,
+                host,
+                lost,
+            } => {
                 let me = match roster.identify(peer.ip(), Some(&host)) {
                     Ok(id) => id,
                     Err(reason) => return fail(reason.0),
@@ -288,7 +292,7 @@ impl Tracker {
                 let Some(swarm) = swarms.get_mut(&info_hash) else {
                     return fail("unknown info_hash".into());
                 };
-                let status = swarm.poll(roster, self.inner.settings.sharing, me, now);
+                let status = swarm.poll_lost(roster, self.inner.settings.sharing, me, &lost, now);
                 let body = serde_json::to_vec(&status).expect("status serializes");
                 ("application/json", body, None)
             }
@@ -530,7 +534,7 @@ mod tests {
         announce_stopped(&url, &[7; 20], 7001).await.unwrap();
         let to_origin = b"5:peers6:\x7f\x00\x00\x01\x1b\x58e";
         assert!(announce_to(addr, "b", 7002).await.ends_with(to_origin));
-        let st = status(&url, &[7; 20], "origin").await.unwrap();
+        let st = status(&url, &[7; 20], "origin", &[]).await.unwrap();
         assert_eq!(st.waiting_on_me, 1, "{st:?}");
         // Strangers are refused, with the tracker's reason.
         let url = format!("http://{addr}/announce?host=nope");

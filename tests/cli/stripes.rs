@@ -119,6 +119,41 @@ fn striped_trees_are_the_shape_the_bytes_take() {
     }
 }
 
+/// The bytes of `host`'s staging copy (the blob) written so far.
+fn staged_bytes(d: &Path, host: &str) -> u64 {
+    std::fs::read_dir(d.join(format!("hosts/{host}/srv/app/releases")))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+        .filter_map(|e| std::fs::metadata(e.path().join("blob")).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum()
+}
+
+/// Waits until a third of the artifact is in `victim`'s staging copy.
+fn wait_for_a_third(d: &Path, victim: &str, size: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while staged_bytes(d, victim) < size as u64 / 3 {
+        assert!(Instant::now() < deadline, "{victim} never got a third");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGKILLs `victim`'s fetching agent, matched by its destination inside this test's
+/// folder: the other tests here name their hosts alike and run at the same time.
+fn kill_agent(d: &Path, victim: &str) {
+    let killed = Command::new("pkill")
+        .args([
+            "-KILL",
+            "-f",
+            &format!("agent fetch .*{}/hosts/{victim}/", d.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no agent of {victim} to kill");
+}
+
 /// A host that forwards in some stripe is killed while the others fetch: every other
 /// host still verifies its copy, from the feeders the tracker re-linked it to.
 #[test]
@@ -140,35 +175,8 @@ fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
         .map(|(h, _)| h)
         .collect();
     let child = c.spawn(&["--json", "distribute", "pb.yml"]);
-    // Kill the victim's agent a third of the way into its transfer.
-    let staged = d.join(format!("hosts/{victim}/srv/app/releases"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let have: u64 = std::fs::read_dir(&staged)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
-            .filter_map(|e| std::fs::metadata(e.path().join("blob")).ok())
-            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
-            .sum();
-        if have >= size as u64 / 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{victim} never got a third");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Matched by its destination, inside this test's folder: the other tests here
-    // name their hosts alike and run at the same time.
-    let killed = Command::new("pkill")
-        .args([
-            "-KILL",
-            "-f",
-            &format!("agent fetch .*{}/hosts/{victim}/", d.display()),
-        ])
-        .status()
-        .unwrap();
-    assert!(killed.success(), "no agent of {victim} to kill");
+    wait_for_a_third(d, &victim, size);
+    kill_agent(d, &victim);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let r: serde_json::Value = serde_json::from_str(&stdout)
@@ -197,6 +205,21 @@ fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
             assert!(others > 0, "{name}: {fed:?}");
         }
     }
+    // The victim's connections dropped when it was killed: its orphans told the
+    // tracker (`lost=`), which gives a lost feeder up after 1.5 s of silence, not 2.
+    let reported = orphans.iter().any(|o| {
+        std::fs::read_dir(d.join(format!("hosts/{o}/srv/app/.rookery")))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("fetch-"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .any(|log| log.contains("lost the connection to feeder(s)"))
+    });
+    assert!(
+        reported,
+        "no orphan of {victim} reported it lost: {orphans:?}"
+    );
     assert_eq!(
         out.status.code(),
         Some(4),

@@ -54,8 +54,14 @@ use stripes::stripes_run;
 pub const DETECT: f64 = 3.0;
 /// The same for striped trees: a parent silent for
 /// [`crate::tracker::swarm::STRIPE_SILENT_AFTER`] (2 s) is re-linked around at its children's
-/// next poll (every second).
+/// next poll (every second). The worst case, for a host that vanishes without
+/// closing its connections (power, network).
 pub const DETECT_STRIPES: f64 = 3.0;
+/// The same for a killed agent (`--kill`, as `bench/swarm.sh --kill`): its
+/// connections drop at once, its children report it lost and poll every 200 ms, and
+/// the tracker gives it up after [`crate::tracker::swarm::LOST_SILENT_AFTER`] (1.5 s)
+/// of silence: at most 1.7 s.
+pub const DETECT_STRIPES_KILLED: f64 = 1.7;
 
 /// How the tracker arranges the hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -7,12 +7,14 @@ impl Swarm {
     /// Striped sharing: `me`'s feeder of each stripe (`None` while that parent has not
     /// announced yet), the distinct feeders, and the parent it waits for at start-up.
     /// Parents found gone (stopped, withdrawn, silent for `silent_after`, or never
-    /// seen once the start-up grace is over) are re-linked around first, so an
-    /// orphan learns its new feeder at its next poll.
+    /// seen once the start-up grace is over, or reported `lost` by `me` and silent
+    /// for [`LOST_SILENT_AFTER`]) are re-linked around first, so an orphan learns its
+    /// new feeder at its next poll.
     pub(super) fn striped(
         &mut self,
         roster: &Roster,
         me: usize,
+        lost: &[SocketAddr],
         now: Instant,
     ) -> (Vec<usize>, Vec<Option<usize>>, Option<usize>) {
         let my_left = self.peers[me].as_ref().map_or(u64::MAX, |p| p.left);
@@ -29,13 +31,20 @@ impl Swarm {
                 tracing::warn!(target: "rookery::tracker::swarm", "taking back {}: {e}", roster.members[me].name);
             }
         }
-        self.relink_gone(roster, me, now);
+        self.relink_gone(roster, me, lost, now);
         self.stripe_feeders(me)
     }
 
     /// Re-links around `me`'s parents that are gone (stopped, withdrawn, silent for
-    /// `silent_after`, or never seen once the start-up grace is over).
-    pub(super) fn relink_gone(&mut self, roster: &Roster, me: usize, now: Instant) {
+    /// `silent_after`, never seen once the start-up grace is over, or at an address
+    /// in `lost` and silent for [`LOST_SILENT_AFTER`]).
+    pub(super) fn relink_gone(
+        &mut self,
+        roster: &Roster,
+        me: usize,
+        lost: &[SocketAddr],
+        now: Instant,
+    ) {
         let Some(trees) = self.trees.as_ref() else {
             return;
         };
@@ -46,7 +55,12 @@ impl Swarm {
             .is_none_or(|t| now.duration_since(t) < self.expiry);
         let root = trees.root();
         let gone = |p: usize| match &self.peers[p] {
-            Some(peer) => peer.stopped || now.duration_since(peer.heard) > self.silent_after,
+            Some(peer) => {
+                let silent = now.duration_since(peer.heard);
+                peer.stopped
+                    || silent > self.silent_after
+                    || (silent > LOST_SILENT_AFTER && lost.contains(&peer.addr))
+            }
             None => !starting,
         };
         // A new parent may be gone too (never seen either): a few rounds, each

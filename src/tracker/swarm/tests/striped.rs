@@ -81,6 +81,38 @@ fn a_silent_parent_is_re_linked_around_at_the_next_poll() {
     assert!(st.stripes.unwrap().contains(&Some(addr(parent))));
 }
 
+/// A parent its child reports lost (the connection dropped) is given up after
+/// 1.5 s of silence instead of 2; silence alone, or a report alone, is not enough.
+#[test]
+fn a_parent_reported_lost_is_re_linked_after_a_shorter_silence() {
+    let t = Instant::now();
+    let r = striped(t).0;
+    let trees = Trees::build(&r, 5).unwrap();
+    let n = r.members().len();
+    let (parent, child) = forwarding_pair(&trees, n);
+    // Everyone but `parent` polls at `at`; `child` reports `lost` then.
+    let fed_by_parent = |silence: u64, lost: &[SocketAddr]| {
+        let (r, mut s) = striped(t);
+        let at = t + Duration::from_millis(silence);
+        for i in (0..n).filter(|&i| i != parent) {
+            s.touch(i, at);
+        }
+        let st = s.poll_lost(&r, Sharing::Stripes, child, lost, at);
+        st.stripes.unwrap().contains(&Some(addr(parent)))
+    };
+    let lost = [addr(parent)];
+    assert!(!fed_by_parent(1600, &lost), "reported lost, silent 1.6 s");
+    assert!(
+        fed_by_parent(1000, &lost),
+        "reported lost, heard from 1 s ago"
+    );
+    assert!(fed_by_parent(1600, &[]), "silent 1.6 s, not reported");
+    assert!(
+        fed_by_parent(1600, &[addr(child)]),
+        "another address reported"
+    );
+}
+
 #[test]
 fn a_poll_before_anyone_announced_gives_nobody_up() {
     let r = roster(&[("east", "e1", 6), ("west", "w1", 6)]);
