@@ -141,6 +141,9 @@ impl<C: Connection> HostJob<C> {
                 &self.torrent_file,
             );
         }
+        if let Some(tracker) = &self.withdraw {
+            tracker.launched(&self.name, true);
+        }
         if !rep.ok {
             if let Some(tracker) = &self.withdraw {
                 tracker.withdraw(&self.name);
@@ -166,15 +169,23 @@ impl<C: Connection> HostJob<C> {
         let mut said = Said::default();
         let events = self.events.clone();
         let name = self.name.clone();
+        let mut running = false;
         let mut on_line = |l: &str| {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
                 return;
             };
             match v["event"].as_str() {
-                Some("progress") => events.send(Event::Bytes {
-                    host: name.clone(),
-                    bytes: v["bytes"].as_u64().unwrap_or(0),
-                }),
+                Some("progress") => {
+                    if !running && let Some(tracker) = &self.withdraw {
+                        // The agent runs: it has `expiry` to announce.
+                        tracker.launched(&name, false);
+                    }
+                    running = true;
+                    events.send(Event::Bytes {
+                        host: name.clone(),
+                        bytes: v["bytes"].as_u64().unwrap_or(0),
+                    })
+                }
                 Some("result") => said.result = Some(v),
                 Some(bootstrap::NEEDS_BINARY) => said.needs_binary = true,
                 Some(METAINFO_FAILED) => said.metainfo_failed = true,
@@ -350,6 +361,13 @@ impl Launch<'_> {
             conns.sort_by_cached_key(|(h, _)| tracker.start_rank(&inv.hosts[*h].name));
         }
         let mut jobs = tokio::task::JoinSet::new();
+        if let Some(tracker) = &side.withdraw {
+            // Every host is waited for while its agent starts, however long the
+            // commands take to go out (see `Swarm::launching`).
+            for (h, _) in &conns {
+                tracker.launching(&inv.hosts[*h].name);
+            }
+        }
         for (h, conn) in conns {
             let host = &inv.hosts[h];
             let listen = if self.local {

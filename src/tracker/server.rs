@@ -195,6 +195,28 @@ impl Tracker {
             .map_or(usize::MAX, |s| s.start_rank(&self.inner.roster, me))
     }
 
+    /// The controller is starting `name`'s agent: it is waited for until
+    /// [`Tracker::launched`], whatever the start-up grace (see [`Swarm::launching`]).
+    pub fn launching(&self, name: &str) {
+        self.each_swarm(name, |s, me, _| s.launching(me));
+    }
+
+    /// `name`'s agent runs (`ended`: false), or its command is over (`ended`: true).
+    pub fn launched(&self, name: &str, ended: bool) {
+        self.each_swarm(name, |s, me, now| s.launched(me, ended, now));
+    }
+
+    fn each_swarm(&self, name: &str, f: impl Fn(&mut Swarm, usize, Instant)) {
+        let Some(me) = self.inner.roster.by_name(name) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
+        for swarm in swarms.values_mut() {
+            f(swarm, me, now);
+        }
+    }
+
     /// Member `name` will not take part in any swarm of this deploy (the controller
     /// could not start its agent): successors waiting for its first announce are
     /// answered now. Unknown names are ignored.

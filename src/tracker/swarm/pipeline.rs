@@ -40,7 +40,7 @@ impl Swarm {
         let mut feeders: Vec<usize> = Vec::new();
         for k in (0..predecessors.len()).rev() {
             let i = predecessors[k];
-            if self.peers[i].is_none() && starting {
+            if self.peers[i].is_none() && (starting || self.launching[i].awaited(now)) {
                 return (feeders, Some(i));
             }
             let Some(p) = usable(i) else { continue };

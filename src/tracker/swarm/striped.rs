@@ -61,7 +61,7 @@ impl Swarm {
                     || silent > self.silent_after
                     || (silent > LOST_SILENT_AFTER && lost.contains(&peer.addr))
             }
-            None => !starting,
+            None => !(starting || self.launching[p].awaited(now)),
         };
         // A new parent may be gone too (never seen either): a few rounds, each
         // failing at least one more member.

@@ -126,6 +126,28 @@ fn pipeline_waits_for_a_predecessor_that_has_not_announced_yet() {
 }
 
 #[test]
+fn a_predecessor_still_being_started_is_waited_for_after_the_grace() {
+    let r = roster(&[("east", "e1", 2)]);
+    let mut s = Swarm::new(&r, Duration::from_secs(7));
+    let t = Instant::now();
+    s.launching(1);
+    s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t);
+    // 10 s in, host 1's command is still on its way: host 2 waits for it.
+    let later = t + Duration::from_secs(10);
+    s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, later);
+    assert!(
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, later)
+            .is_empty()
+    );
+    // Its command ended without an announce: host 2 goes to the origin.
+    s.launched(1, true, later);
+    assert_eq!(
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, later),
+        vec![addr(0)]
+    );
+}
+
+#[test]
 fn a_withdrawn_predecessor_is_not_waited_for() {
     let r = roster(&[("east", "e1", 2)]);
     let mut s = Swarm::new(&r, Duration::from_secs(7));

@@ -113,6 +113,61 @@ fn a_parent_reported_lost_is_re_linked_after_a_shorter_silence() {
     );
 }
 
+/// A parent whose agent the controller is still starting is waited for after the
+/// start-up grace; once its agent runs it has `expiry` more to announce, and once
+/// its command is over, none.
+#[test]
+fn a_parent_still_being_started_is_waited_for_after_the_grace() {
+    let r = roster(&[("east", "e1", 6), ("west", "w1", 6)]);
+    let trees = Trees::build(&r, 5).unwrap();
+    let n = r.members().len();
+    let (parent, child) = forwarding_pair(&trees, n);
+    let t = Instant::now();
+    // Everyone but `parent` announces at `t`; its start is slow.
+    let swarm = |launch: &dyn Fn(&mut Swarm)| {
+        let mut s = Swarm::new(&r, Duration::from_secs(6))
+            .with_stripes(&r, 5)
+            .unwrap();
+        s.launching(parent);
+        launch(&mut s);
+        for i in (0..n).filter(|&i| i != parent) {
+            s.announce(
+                &r,
+                Sharing::Stripes,
+                i,
+                seen(i, if i == 0 { 0 } else { S }),
+                50,
+                t,
+            );
+        }
+        s
+    };
+    let named = |s: &mut Swarm, at: Instant| {
+        for i in (0..n).filter(|&i| i != parent) {
+            s.touch(i, at);
+        }
+        let stripes = s.poll(&r, Sharing::Stripes, child, at).stripes.unwrap();
+        let p = trees
+            .feeders(child)
+            .iter()
+            .position(|&f| f == Some(parent))
+            .unwrap();
+        // None: still waiting for `parent`; Some: re-linked to someone else.
+        stripes[p]
+    };
+    let late = t + Duration::from_secs(20);
+    // Still starting, 20 s in: waited for.
+    assert_eq!(named(&mut swarm(&|_| {}), late), None);
+    // Its agent ran at 15 s: waited for until 21 s.
+    let mut s = swarm(&|_| {});
+    s.launched(parent, false, t + Duration::from_secs(15));
+    assert_eq!(named(&mut s, late), None);
+    assert!(named(&mut s, t + Duration::from_secs(22)).is_some());
+    // Its command ended without an announce: given up at once.
+    let mut s = swarm(&|s| s.launched(parent, true, t));
+    assert!(named(&mut s, late).is_some());
+}
+
 #[test]
 fn a_poll_before_anyone_announced_gives_nobody_up() {
     let r = roster(&[("east", "e1", 6), ("west", "w1", 6)]);
