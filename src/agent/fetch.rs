@@ -360,7 +360,8 @@ async fn wait(
             anyhow::bail!("the engine failed: {}", one_line(&e));
         }
         if let Some(url) = &f.engine.tracker {
-            let followed = follow_feeders(url, torrent, &f.host, &mut feeders).await;
+            let striped = f.engine.stripes.is_some();
+            let followed = follow_feeders(url, torrent, &f.host, striped, &mut feeders).await;
             waiting = followed.waiting;
             if followed.answered {
                 tracker_heard = Instant::now();
@@ -430,15 +431,22 @@ fn one_line(debug: &str) -> String {
 /// over all of them, and the hosts that fed several successors split their upload
 /// (measured with bench/swarm.sh: 2.3 origin copies and 3.2 x S/C for 8 hosts). An
 /// empty or missing answer changes nothing, so a tracker hiccup never leaves the host
-/// without peers.
+/// without peers. With striped sharing the poll also names the feeders whose
+/// connection dropped ([`lost_feeders`]), for a faster re-link.
 async fn follow_feeders(
     url: &str,
     torrent: &librqbit::ManagedTorrent,
     host: &str,
+    striped: bool,
     current: &mut Vec<SocketAddr>,
 ) -> Followed {
     let hash = torrent.info_hash().0;
-    let lost = lost_feeders(torrent, current);
+    // Striped sharing only: the chain moves a host on by its own rules.
+    let lost = if striped {
+        lost_feeders(torrent, current)
+    } else {
+        Vec::new()
+    };
     if !lost.is_empty() {
         tracing::info!("lost the connection to feeder(s) {lost:?}");
     }
@@ -457,7 +465,7 @@ async fn follow_feeders(
         .stripes
         .as_ref()
         .is_some_and(|s| s.iter().any(Option::is_none))
-        || (status.stripes.is_some() && !lost.is_empty());
+        || !lost.is_empty();
     let answered = Followed {
         answered: true,
         waiting,
