@@ -509,14 +509,23 @@ mod tests {
         (dir, paths)
     }
 
-    fn open_descriptors() -> usize {
-        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    /// This process's descriptors open on `dir` or anything under it: other tests
+    /// may run on other threads of the same process (`cargo test`), opening files of
+    /// their own meanwhile.
+    fn open_descriptors(dir: &Path) -> usize {
+        let dir = dir.canonicalize().unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|target| target.starts_with(&dir))
+            .count()
     }
 
     #[test]
     fn never_more_files_open_than_the_cap() {
         let (dir, paths) = tree(1000);
-        let before = open_descriptors();
+        let before = open_descriptors(dir.path());
         let files = OpenFiles::new(dir.path(), paths, Access::Read, 8).unwrap();
         for pass in 0..2 {
             for id in 0..1000 {
@@ -528,8 +537,10 @@ mod tests {
                 assert!(files.open_count() <= 8);
             }
         }
-        // The root's descriptor and at most 8 files (other tests run in other processes).
-        assert!(open_descriptors() <= before + 9);
+        // The root's descriptor and at most 8 files.
+        let open = open_descriptors(dir.path());
+        assert!(open <= before + 9, "{open} open under the tree");
+        assert!(open > before, "nothing open under the tree: {open}");
     }
 
     #[test]
