@@ -206,31 +206,25 @@ impl Tracker {
         self.each_swarm(name, |s, me, now| s.launched(me, ended, now));
     }
 
-    fn each_swarm(&self, name: &str, f: impl Fn(&mut Swarm, usize, Instant)) {
-        let Some(me) = self.inner.roster.by_name(name) else {
-            return;
-        };
+    /// Applies `f` to member `name` in every swarm; its id, or `None` for an unknown
+    /// name (ignored).
+    fn each_swarm(&self, name: &str, f: impl Fn(&mut Swarm, usize, Instant)) -> Option<usize> {
+        let me = self.inner.roster.by_name(name)?;
         let now = Instant::now();
         let mut swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
         for swarm in swarms.values_mut() {
             f(swarm, me, now);
         }
+        Some(me)
     }
 
     /// Member `name` will not take part in any swarm of this deploy (the controller
     /// could not start its agent): successors waiting for its first announce are
     /// answered now. Unknown names are ignored.
     pub fn withdraw(&self, name: &str) {
-        let Some(me) = self.inner.roster.by_name(name) else {
-            return;
-        };
-        let now = Instant::now();
-        let mut swarms = self.inner.swarms.lock().expect("tracker lock poisoned");
-        for swarm in swarms.values_mut() {
-            swarm.withdraw(me, now);
+        if let Some(me) = self.each_swarm(name, |s, me, now| s.withdraw(me, now)) {
+            self.inner.announced[me].notify_waiters();
         }
-        drop(swarms);
-        self.inner.announced[me].notify_waiters();
     }
 
     fn has_announced(&self, info_hash: &[u8; 20], member: usize) -> bool {
@@ -314,7 +308,7 @@ impl Tracker {
                 let Some(swarm) = swarms.get_mut(&info_hash) else {
                     return fail("unknown info_hash".into());
                 };
-                let status = swarm.poll_lost(roster, self.inner.settings.sharing, me, &lost, now);
+                let status = swarm.poll(roster, self.inner.settings.sharing, me, &lost, now);
                 let body = serde_json::to_vec(&status).expect("status serializes");
                 ("application/json", body, None)
             }

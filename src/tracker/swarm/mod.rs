@@ -429,14 +429,11 @@ impl Swarm {
     /// [`Swarm::status`] for a member that polls: it is heard from, and with striped
     /// sharing its feeders are worked out afresh (re-linked around any gone parent),
     /// so an orphan learns its new feeder within a poll.
-    pub fn poll(&mut self, roster: &Roster, sharing: Sharing, me: usize, now: Instant) -> Status {
-        self.poll_lost(roster, sharing, me, &[], now)
-    }
-
-    /// [`Swarm::poll`] from a member that reports the feeders at `lost` (addresses as
-    /// announced) as lost: their connection to it dropped. With striped sharing each
-    /// of them is given up after [`LOST_SILENT_AFTER`] of silence.
-    pub fn poll_lost(
+    ///
+    /// `lost`: the feeders (addresses as announced) whose connection to `me`
+    /// dropped; with striped sharing each is given up after [`LOST_SILENT_AFTER`] of
+    /// silence.
+    pub fn poll(
         &mut self,
         roster: &Roster,
         sharing: Sharing,

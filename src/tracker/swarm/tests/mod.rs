@@ -158,7 +158,7 @@ fn indexed_counts_match_a_walk_over_every_member() {
             match next(10) {
                 0 => s.withdraw(me, t),
                 1..=3 => {
-                    s.poll(&r, sharing, me, t);
+                    s.poll(&r, sharing, me, &[], t);
                 }
                 k => {
                     let left = [0, S / 2, S][next(3) as usize];

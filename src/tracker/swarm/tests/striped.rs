@@ -36,7 +36,7 @@ fn striped_sharing_names_each_stripes_parent() {
     let (r, mut s) = striped(t);
     let trees = Trees::build(&r, 5).unwrap();
     for i in 1..r.members().len() {
-        let st = s.poll(&r, Sharing::Stripes, i, t);
+        let st = s.poll(&r, Sharing::Stripes, i, &[], t);
         let want: Vec<Option<SocketAddr>> =
             trees.feeders(i).into_iter().map(|p| p.map(addr)).collect();
         assert_eq!(st.stripes.as_ref(), Some(&want), "member {i}");
@@ -50,7 +50,7 @@ fn striped_sharing_names_each_stripes_parent() {
         assert_eq!(st.feeders, Some(distinct), "member {i}");
     }
     // Other sharing modes say nothing of stripes.
-    assert_eq!(s.poll(&r, Sharing::Pipeline, 3, t).stripes, None);
+    assert_eq!(s.poll(&r, Sharing::Pipeline, 3, &[], t).stripes, None);
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn a_silent_parent_is_re_linked_around_at_the_next_poll() {
         s.touch(i, later);
     }
     s.touch(0, later);
-    let st = s.poll(&r, Sharing::Stripes, child, later);
+    let st = s.poll(&r, Sharing::Stripes, child, &[], later);
     let stripes = st.stripes.expect("striped");
     assert!(stripes.iter().all(Option::is_some), "{stripes:?}");
     assert!(
@@ -77,7 +77,7 @@ fn a_silent_parent_is_re_linked_around_at_the_next_poll() {
     // Heard from within the limit: nothing changes.
     let (r2, mut s2) = striped(t);
     let soon = t + Duration::from_millis(1500);
-    let st = s2.poll(&r2, Sharing::Stripes, child, soon);
+    let st = s2.poll(&r2, Sharing::Stripes, child, &[], soon);
     assert!(st.stripes.unwrap().contains(&Some(addr(parent))));
 }
 
@@ -97,7 +97,7 @@ fn a_parent_reported_lost_is_re_linked_after_a_shorter_silence() {
         for i in (0..n).filter(|&i| i != parent) {
             s.touch(i, at);
         }
-        let st = s.poll_lost(&r, Sharing::Stripes, child, lost, at);
+        let st = s.poll(&r, Sharing::Stripes, child, lost, at);
         st.stripes.unwrap().contains(&Some(addr(parent)))
     };
     let lost = [addr(parent)];
@@ -146,7 +146,10 @@ fn a_parent_still_being_started_is_waited_for_after_the_grace() {
         for i in (0..n).filter(|&i| i != parent) {
             s.touch(i, at);
         }
-        let stripes = s.poll(&r, Sharing::Stripes, child, at).stripes.unwrap();
+        let stripes = s
+            .poll(&r, Sharing::Stripes, child, &[], at)
+            .stripes
+            .unwrap();
         let p = trees
             .feeders(child)
             .iter()
@@ -178,7 +181,7 @@ fn a_poll_before_anyone_announced_gives_nobody_up() {
         .unwrap();
     // Every host polls before the first announce of anyone (agents poll at once).
     for i in 1..r.members().len() {
-        let st = s.poll(&r, Sharing::Stripes, i, t);
+        let st = s.poll(&r, Sharing::Stripes, i, &[], t);
         assert!(st.stripes.unwrap().iter().all(Option::is_none));
     }
     s.announce(&r, Sharing::Stripes, 0, seen(0, 0), 50, t);
@@ -189,7 +192,7 @@ fn a_poll_before_anyone_announced_gives_nobody_up() {
         let want: Vec<Option<SocketAddr>> =
             trees.feeders(i).into_iter().map(|p| p.map(addr)).collect();
         assert_eq!(
-            s.poll(&r, Sharing::Stripes, i, t).stripes,
+            s.poll(&r, Sharing::Stripes, i, &[], t).stripes,
             Some(want),
             "member {i}"
         );
@@ -209,7 +212,7 @@ fn a_stripe_whose_parent_has_not_announced_waits_at_start_up() {
     let n = r.members().len();
     let (parent, child) = forwarding_pair(&trees, n);
     s.announce(&r, Sharing::Stripes, child, seen(child, S), 50, t);
-    let st = s.poll(&r, Sharing::Stripes, child, t);
+    let st = s.poll(&r, Sharing::Stripes, child, &[], t);
     let stripes = st.stripes.unwrap();
     for (k, p) in trees.feeders(child).into_iter().enumerate() {
         let want = (p == Some(0)).then(|| addr(0));
@@ -221,6 +224,6 @@ fn a_stripe_whose_parent_has_not_announced_waits_at_start_up() {
     // After the start-up grace, a parent never seen is gone and re-linked around.
     let late = t + Duration::from_secs(7);
     s.touch(0, late);
-    let st = s.poll(&r, Sharing::Stripes, child, late);
+    let st = s.poll(&r, Sharing::Stripes, child, &[], late);
     assert!(st.stripes.unwrap().iter().all(Option::is_some));
 }
