@@ -69,6 +69,12 @@
 #                there before cleaning up
 #   SWARM_TBF_LATENCY=T  the longest a packet may wait in a link's tbf queue,
 #                default 50ms (a deep FIFO: the results in docs/benchmarks.md)
+#   SWARM_HOST_QUEUE=fifo|fair  the queue of each host's (and the origin's) upload:
+#                `fifo` (default) the tbf's own FIFO, where TCP splits a host's link
+#                among its connections unevenly; `fair` an htb that shares it equally
+#                among the addresses the host sends to and sends small packets (ACKs,
+#                requests) first, as the fq_codel of a systemd host does (this kernel
+#                has no fq_codel). Downloads stay FIFO (a switch port). Costs CPU.
 #   SWARM_DISTRIBUTION='KEY: VALUE;...'  extra `distribution:` settings for rookery's
 #                playbook, e.g. 'upload_limit: 45MiB/s;download_limit: 45MiB/s'
 #
@@ -139,6 +145,7 @@ for m in "${METHOD_LIST[@]}"; do
     case $m in rookery | rookery-c | rookery-s | scp | rsync | aria2c) ;; *) die "unknown method '$m'" ;; esac
 done
 case $TMPFS in auto | yes | no) ;; *) die "--tmpfs must be auto, yes or no" ;; esac
+case ${SWARM_HOST_QUEUE:-fifo} in fifo | fair) ;; *) die "SWARM_HOST_QUEUE must be fifo or fair" ;; esac
 [[ $TREE =~ ^[0-9]+$ ]] || die "--tree must be a number of files"
 if ((TREE > 0)); then
     for m in "${METHOD_LIST[@]}"; do
@@ -266,6 +273,33 @@ shape() { # NS DEV
     ip netns exec "$1" tc qdisc add dev "$2" root tbf rate "${RATE}mbit" burst 256kb latency "${SWARM_TBF_LATENCY:-50ms}"
 }
 
+# shape_fair NS DEV: a host's upload at C, shared fairly among the peers it sends to
+# (SWARM_HOST_QUEUE=fair): an htb class per other address of the cluster (equal
+# quantum, each may take the whole link when alone), so that eight connections out
+# get an eighth each, as a host's own fq_codel queue (systemd's default) gives them.
+# The FIFO of `tbf` instead lets TCP split the link unevenly.
+shape_fair() {
+    local k q=$((RATE * 1000000 / 8 / 20)) # a class's queue: 50 ms of the link, in bytes
+    {
+        echo "qdisc add dev $2 root handle 1: htb default 2"
+        echo "class add dev $2 parent 1: classid 1:1 htb rate ${RATE}mbit ceil ${RATE}mbit burst 256kb cburst 256kb quantum 1514"
+        echo "class add dev $2 parent 1:1 classid 1:2 htb rate $((RATE * 1000 / 64))kbit ceil ${RATE}mbit quantum 1514 prio 1"
+        echo "qdisc add dev $2 parent 1:2 bfifo limit $q"
+        # Small packets (ACKs, requests, HAVEs: under 128 bytes) first, as fq_codel
+        # serves sparse flows first: without it a pair of hosts that feed each other
+        # (rack-mates in two stripes) had the ACKs of one direction queued behind the
+        # data of the other, and that direction ran at a third of its share.
+        echo "class add dev $2 parent 1:1 classid 1:3 htb rate $((RATE * 1000 / 8))kbit ceil ${RATE}mbit quantum 1514 prio 0"
+        echo "qdisc add dev $2 parent 1:3 bfifo limit $q"
+        echo "filter add dev $2 parent 1: protocol ip prio 1 u32 match ip protocol 6 0xff match u16 0x0000 0xff80 at 2 flowid 1:3"
+        for k in "${!ADDR[@]}"; do
+            echo "class add dev $2 parent 1:1 classid 1:$((k + 16)) htb rate $((RATE * 1000 / 64))kbit ceil ${RATE}mbit quantum 1514 prio 1"
+            echo "qdisc add dev $2 parent 1:$((k + 16)) bfifo limit $q"
+            echo "filter add dev $2 parent 1: protocol ip prio 2 u32 match ip dst ${ADDR[k]}/32 flowid 1:$((k + 16))"
+        done
+    } | ip netns exec "$1" tc -batch -
+}
+
 # ns_add NS: a namespace with loopback up and IPv6 off (no stray router
 # solicitations or DAD in the counters).
 ns_add() {
@@ -299,7 +333,11 @@ up_cluster() {
         ip -n "$P-sw" link set "v-${NAMES[k]}" master "br-${DC[k]}" up
         ip -n "$ns" addr add "${ADDR[k]}/16" dev eth0
         ip -n "$ns" link set eth0 up
-        shape "$ns" eth0              # upload
+        if [[ ${SWARM_HOST_QUEUE:-fifo} == fair ]]; then
+            shape_fair "$ns" eth0 # upload
+        else
+            shape "$ns" eth0 # upload
+        fi
         shape "$P-sw" "v-${NAMES[k]}" # download
     done
     start_sshds "$n"
@@ -761,15 +799,16 @@ for n in "${HOSTS[@]}"; do
     down_cluster
 done
 
-python3 - "$SIZE" "$RATE" "$STORAGE" "$(nproc)" "${SWARM_TBF_LATENCY:-50ms}" "${RESULTS[@]}" <<'PY'
+python3 - "$SIZE" "$RATE" "$STORAGE" "$(nproc)" "${SWARM_TBF_LATENCY:-50ms}" "${SWARM_HOST_QUEUE:-fifo}" "${RESULTS[@]}" <<'PY'
 import sys
-size, rate, storage, cores, queue = sys.argv[1:6]
-rows = [r.split() for r in sys.argv[6:]]
+size, rate, storage, cores, queue, host_queue = sys.argv[1:7]
+rows = [r.split() for r in sys.argv[7:]]
 s = int(size) << 20
 bound = s * 8 / (int(rate) * 1e6)
 print()
 print(f"S = {size} MiB, C = {rate} Mbit/s, S/C = {bound:.1f} s; 2 DCs, origin in DC east; "
-      f"files on {storage}; {cores} cores" + ("" if queue == "50ms" else f"; tbf queue {queue}"))
+      f"files on {storage}; {cores} cores" + ("" if queue == "50ms" else f"; tbf queue {queue}")
+      + ("" if host_queue == "fifo" else f"; host upload queues {host_queue}"))
 print(f"{'N':>3} {'method':<9} {'slowest':>8} {'x S/C':>6} {'origin up':>10} {'cross-DC':>9} {'peak RSS':>10} {'CPU':>5}")
 checks = []
 times = {}

@@ -540,3 +540,18 @@ fn the_same_roster_gives_the_same_trees() {
     let b = Trees::build(&r, 8).unwrap();
     assert_eq!(a.parent, b.parent);
 }
+
+#[test]
+fn one_hop_deeper_is_taken_for_one_copy_of_upload_per_host() {
+    // bench/swarm.sh at N = 48: 2 datacenters x 2 racks of 12. Within one copy per
+    // host the trees are 7 hops deep, with the spare 6; the spare trees made most
+    // hosts forward 9 slots (1.12 copies), every stripe through them at 1/9 of the
+    // link, which costs far more than a hop.
+    let r = roster(&[vec![12, 12], vec![12, 12]], false);
+    let k = DEFAULT_STRIPES;
+    let t = Trees::build(&r, k).unwrap();
+    let busiest = (0..r.members().len()).map(|m| t.slots_used(m)).max();
+    assert_eq!(busiest, Some(k), "every host within one copy of upload");
+    assert_eq!(t.overdraft(), 0);
+    assert!(t.max_depth() <= 7, "depth {}", t.max_depth());
+}
