@@ -319,27 +319,35 @@ fn a_frozen_zookeeper_server_costs_the_deploy_nothing() {
         "agent run --detach --service a --host h1 .*{}",
         c.dir().display()
     );
-    let out = Command::new("pgrep")
-        .args(["-f", &pattern])
-        .output()
-        .unwrap();
-    let supervisor: u32 = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("a's supervisor on h1");
     // Its connection may be moving (it was on the server just thawed), or its session
     // being opened again after a registration timed out there (seen on a loaded
     // machine, 10 s were not enough): wait for it, up to three session timeouts.
+    // The processes are looked up again each time: more than one matches while the
+    // switch is in flight (the old supervisor exiting, and `--detach`'s first
+    // process, which waits for the instance's health with the same command line and
+    // no session). Taking the first of them once failed a loaded CI run: it was gone
+    // before it ever had a connection.
     let until = Instant::now() + Duration::from_secs(30);
     let server = loop {
-        if let Some(s) = e.server_of(supervisor) {
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if let Some(s) = pids.iter().find_map(|&pid| e.server_of(pid)) {
             break s;
         }
-        assert!(
-            Instant::now() < until,
-            "the supervisor has no connection to the ensemble"
-        );
+        if Instant::now() >= until {
+            let log = std::fs::read_to_string(c.path("hosts/h1/srv/app/.rookery/a.log"))
+                .unwrap_or_default();
+            panic!(
+                "no supervisor of a on h1 has a connection to the ensemble \
+                 (processes: {pids:?}); its log:\n{log}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
     e.freeze(server);
