@@ -279,23 +279,26 @@ shape() { # NS DEV
 # get an eighth each, as a host's own fq_codel queue (systemd's default) gives them.
 # The FIFO of `tbf` instead lets TCP split the link unevenly.
 shape_fair() {
-    local k q=$((RATE * 1000000 / 8 / 20)) # a class's queue: 50 ms of the link, in bytes
+    local dev=$2 k q=$((RATE * 1000000 / 8 / 20)) # a class's queue: 50 ms of the link, in bytes
+    # leaf CLASS KBIT PRIO: a class under the link, its own queue, taking the whole
+    # link when alone; equal quanta share it equally among the busy ones.
+    leaf() {
+        echo "class add dev $dev parent 1:1 classid 1:$1 htb rate ${2}kbit ceil ${RATE}mbit quantum 1514 prio $3"
+        echo "qdisc add dev $dev parent 1:$1 bfifo limit $q"
+    }
     {
-        echo "qdisc add dev $2 root handle 1: htb default 2"
-        echo "class add dev $2 parent 1: classid 1:1 htb rate ${RATE}mbit ceil ${RATE}mbit burst 256kb cburst 256kb quantum 1514"
-        echo "class add dev $2 parent 1:1 classid 1:2 htb rate $((RATE * 1000 / 64))kbit ceil ${RATE}mbit quantum 1514 prio 1"
-        echo "qdisc add dev $2 parent 1:2 bfifo limit $q"
+        echo "qdisc add dev $dev root handle 1: htb default 2"
+        echo "class add dev $dev parent 1: classid 1:1 htb rate ${RATE}mbit ceil ${RATE}mbit burst 256kb cburst 256kb quantum 1514"
+        leaf 2 $((RATE * 1000 / 64)) 1 # anything not matched below
         # Small packets (ACKs, requests, HAVEs: under 128 bytes) first, as fq_codel
         # serves sparse flows first: without it a pair of hosts that feed each other
         # (rack-mates in two stripes) had the ACKs of one direction queued behind the
         # data of the other, and that direction ran at a third of its share.
-        echo "class add dev $2 parent 1:1 classid 1:3 htb rate $((RATE * 1000 / 8))kbit ceil ${RATE}mbit quantum 1514 prio 0"
-        echo "qdisc add dev $2 parent 1:3 bfifo limit $q"
-        echo "filter add dev $2 parent 1: protocol ip prio 1 u32 match ip protocol 6 0xff match u16 0x0000 0xff80 at 2 flowid 1:3"
+        leaf 3 $((RATE * 1000 / 8)) 0
+        echo "filter add dev $dev parent 1: protocol ip prio 1 u32 match ip protocol 6 0xff match u16 0x0000 0xff80 at 2 flowid 1:3"
         for k in "${!ADDR[@]}"; do
-            echo "class add dev $2 parent 1:1 classid 1:$((k + 16)) htb rate $((RATE * 1000 / 64))kbit ceil ${RATE}mbit quantum 1514 prio 1"
-            echo "qdisc add dev $2 parent 1:$((k + 16)) bfifo limit $q"
-            echo "filter add dev $2 parent 1: protocol ip prio 2 u32 match ip dst ${ADDR[k]}/32 flowid 1:$((k + 16))"
+            leaf $((k + 16)) $((RATE * 1000 / 64)) 1
+            echo "filter add dev $dev parent 1: protocol ip prio 2 u32 match ip dst ${ADDR[k]}/32 flowid 1:$((k + 16))"
         done
     } | ip netns exec "$1" tc -batch -
 }

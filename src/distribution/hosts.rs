@@ -141,15 +141,18 @@ impl<C: Connection> HostJob<C> {
                 &self.torrent_file,
             );
         }
+        // Its command is over: a host that failed is withdrawn (which also ends its
+        // launch), one that finished is no longer waited for as starting.
         if let Some(tracker) = &self.withdraw {
-            tracker.launched(&self.name, true);
-        }
-        if !rep.ok {
-            if let Some(tracker) = &self.withdraw {
+            if rep.ok {
+                tracker.launched(&self.name, true);
+            } else {
                 tracker.withdraw(&self.name);
-            } else if let Some(tell) = &self.tell_withdrawn {
-                tell(self.name.clone()).await;
             }
+        } else if !rep.ok
+            && let Some(tell) = &self.tell_withdrawn
+        {
+            tell(self.name.clone()).await;
         }
         let summary = match &rep.error {
             None => format!("in {:.1}s", rep.seconds),
