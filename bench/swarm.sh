@@ -84,7 +84,10 @@
 # of one host process (rookery: `rookery agent fetch`; aria2c: the leechers; sampled
 # with ps every 200 ms; "-" for scp and rsync), and how busy the machine's CPUs were
 # during the method (from /proc/stat; near 100% means the box, not the links, is
-# the bound). Then the targets and which were met:
+# the bound). For rookery's methods also: the seconds over which the agents came up
+# (first to last "staging ready" in their logs) and `rookery simulate`'s slowest host
+# for the same fleet, link, size, kill and start spread (the mean over 10 seeds),
+# beside how far it is from the measured. Then the targets and which were met:
 #   slowest <= 1.2 x S/C; origin upload <= 1.2 x S; cross-DC <= 1.1 x S per remote DC
 #   (one remote DC here); agent peak RSS < 64 MiB; rookery >= 10x faster than scp at
 #   N = 16.
@@ -588,17 +591,55 @@ cpu_busy() { # "BUSY0 TOTAL0" "BUSY1 TOTAL1": percent of all cores busy in betwe
     read -r b1 t1 <<<"$2"
     echo $(((b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))
 }
-# record N METHOD SECONDS ORIGIN_BYTES CROSS_BYTES RSS_KIB|- CPU_PERCENT
+# record N METHOD SECONDS ORIGIN_BYTES CROSS_BYTES RSS_KIB|- CPU_PERCENT [SPREAD MODEL]
+# (SPREAD: seconds over which the agents came up; MODEL: `rookery simulate`'s slowest
+# host for the same case and spread; both rookery methods only)
 record() {
-    RESULTS+=("$*")
-    python3 - "$SIZE" "$RATE" "$@" <<'PY' >&2
+    local row=("$@")
+    ((${#row[@]} == 9)) || row+=(- -)
+    RESULTS+=("${row[*]}")
+    python3 - "$SIZE" "$RATE" "${row[@]}" <<'PY' >&2
 import sys
-size, rate, n, m, secs, up, cross, rss, cpu = sys.argv[1:]
+size, rate, n, m, secs, up, cross, rss, cpu, spread, model = sys.argv[1:]
 s = int(size) << 20
 bound = s * 8 / (int(rate) * 1e6)
 rss = "-" if rss == "-" else f"{int(rss) / 1024:.1f} MiB"
 print(f"  -> {m} N={n}: {float(secs):.1f} s ({float(secs) / bound:.2f} x S/C), origin {int(up) / s:.2f} x S, cross-DC {int(cross) / s:.2f} x S, peak RSS {rss}, CPU {cpu}% busy")
+if model != "-":
+    off = (float(model) - float(secs)) / float(secs) * 100
+    print(f"     agents came up over {float(spread):.1f} s; rookery simulate with that spread: {float(model):.1f} s ({off:+.0f}% of the measured)")
 PY
+}
+
+# agents_spread N VERSION: seconds from the first to the last agent of the last run of
+# VERSION to come up ("staging ready" in each agent's log).
+agents_spread() {
+    python3 - "$D/hosts" "$1" "$2" <<'PY'
+import datetime, sys
+root, n, version = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ups = []
+for k in range(1, n + 1):
+    try:
+        lines = [l for l in open(f"{root}/h{k}/srv/app/.rookery/fetch-{version}.log") if "staging ready" in l]
+    except OSError:
+        continue
+    if lines:
+        ups.append(datetime.datetime.fromisoformat(lines[-1].split("Z")[0]))
+print(f"{(max(ups) - min(ups)).total_seconds():.2f}" if ups else "0")
+PY
+}
+
+# model_seconds N METHOD SPREAD: `rookery simulate`'s slowest host for this run (the
+# bench's fleet, link, size, kill and agents' start spread), the mean over 10 seeds
+# (the seed draws when each agent comes up).
+model_seconds() {
+    local topology=chain seed kill=()
+    [[ $2 == rookery-s ]] && topology=stripes
+    ((KILL > 0)) && kill=(--kill "$KILL")
+    for seed in $(seq 1 10); do
+        "$BIN" --json simulate --hosts "$1" --datacenters 2 --racks 2 --size "${SIZE}MiB" --link "${RATE}Mbit/s" \
+            --topology "$topology" --start-spread "$3" --seed "$seed" "${kill[@]}"
+    done | python3 -c 'import json,sys; v=[json.loads(l)["percentiles"]["max"] for l in sys.stdin]; print(f"{sum(v)/len(v):.2f}")'
 }
 
 # --- methods -----------------------------------------------------------------------
@@ -641,7 +682,7 @@ run_rookery-c() { rookery_run "$1" rookery-c "$P-o" "$W/ctl.yml"; }
 run_rookery-s() { SWARM_DISTRIBUTION="sharing: stripes;${SWARM_DISTRIBUTION:-}" rookery_run "$1" rookery-s "$P-o" "$W/ctl.yml"; }
 
 rookery_run() { # N METHOD NAMESPACE INVENTORY
-    local n=$1 method=$2 ns=$3 inv=$4 k t0 t1 up0 cx0 up1 cx1 rss version files=() rc=0
+    local n=$1 method=$2 ns=$3 inv=$4 k t0 t1 up0 cx0 up1 cx1 rss version spread files=() rc=0
     warm_up
     playbook "$W/bench.yml" "$D/src"
     log "$method: measured run (controller in $ns, inventory ${inv##*/})"
@@ -692,7 +733,9 @@ PY
     # The agents seed on after the command returns: their peak RSS counts until they exit.
     wait_gone "$D/hosts/.*rookery agent (fetch|seed)"
     rss=$(stop_sampler)
-    record "$n" "$method" "$(echo "$t1 - $t0" | bc)" $((up1 - up0)) $((cx1 - cx0)) "$rss" "$(cpu_busy "$c0" "$c1")"
+    spread=$(agents_spread "$n" "$version")
+    record "$n" "$method" "$(echo "$t1 - $t0" | bc)" $((up1 - up0)) $((cx1 - cx0)) "$rss" "$(cpu_busy "$c0" "$c1")" \
+        "$spread" "$(model_seconds "$n" "$method" "$spread")"
     # The next run of the same artifact must transfer it again.
     for ((k = 1; k <= n; k++)); do rm -rf "$D/hosts/h$k/srv/app/releases/$version" "$D/hosts/h$k/srv/app/releases"/.staging-*; done
 }
@@ -812,14 +855,16 @@ print()
 print(f"S = {size} MiB, C = {rate} Mbit/s, S/C = {bound:.1f} s; 2 DCs, origin in DC east; "
       f"files on {storage}; {cores} cores" + ("" if queue == "50ms" else f"; tbf queue {queue}")
       + ("" if host_queue == "fifo" else f"; host upload queues {host_queue}"))
-print(f"{'N':>3} {'method':<9} {'slowest':>8} {'x S/C':>6} {'origin up':>10} {'cross-DC':>9} {'peak RSS':>10} {'CPU':>5}")
+print(f"{'N':>3} {'method':<9} {'slowest':>8} {'x S/C':>6} {'origin up':>10} {'cross-DC':>9} {'peak RSS':>10} {'CPU':>5} {'start spread':>12} {'model':>14}")
 checks = []
 times = {}
-for n, m, secs, up, cross, rss, cpu in rows:
+for n, m, secs, up, cross, rss, cpu, spread, model in rows:
     secs, up, cross = float(secs), int(up) / s, int(cross) / s
     times[(n, m)] = secs
     r = "-" if rss == "-" else f"{int(rss) / 1024:.1f} MiB"
-    print(f"{n:>3} {m:<9} {secs:7.1f}s {secs / bound:6.2f} {up:9.2f}x {cross:8.2f}x {r:>10} {cpu:>4}%")
+    sp = "-" if spread == "-" else f"{float(spread):.1f}s"
+    mo = "-" if model == "-" else f"{float(model):.1f}s ({(float(model) - secs) / secs * 100:+.0f}%)"
+    print(f"{n:>3} {m:<9} {secs:7.1f}s {secs / bound:6.2f} {up:9.2f}x {cross:8.2f}x {r:>10} {cpu:>4}% {sp:>12} {mo:>14}")
     if m.startswith("rookery"):
         checks.append((n, m, secs / bound <= 1.2, up <= 1.2, cross <= 1.1, rss != "-" and int(rss) < 64 * 1024))
 print()

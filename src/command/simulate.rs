@@ -50,6 +50,13 @@ fn check(a: &crate::cli::SimulateArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if !(a.start_spread.is_finite() && a.start_spread >= 0.0) {
+        return Err(Error::Usage(format!(
+            "--start-spread must be 0 or more seconds, found {}",
+            a.start_spread
+        ))
+        .into());
+    }
     if let Some(k) = a.kill
         && !(1..=a.hosts).contains(&k)
     {
@@ -146,6 +153,7 @@ fn topology(a: &crate::cli::SimulateArgs) -> anyhow::Result<crate::tracker::simu
         }),
         hop_lag: a.hop_lag,
         unchanged: a.unchanged,
+        start_spread: a.start_spread,
         seed: a.seed,
     })
 }

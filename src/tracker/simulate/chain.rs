@@ -9,6 +9,7 @@ pub(super) fn chain_run(chain: &[usize], tr: &Transfer) -> (Finished, Bytes) {
     let Transfer {
         pieces,
         start,
+        begin,
         fail_at,
         piece_bytes,
         rate,
@@ -24,8 +25,8 @@ pub(super) fn chain_run(chain: &[usize], tr: &Transfer) -> (Finished, Bytes) {
     finished[chain[0]] = Some(0.0);
     for p in 1..n {
         let mut mine = vec![f64::INFINITY; pieces];
-        let mut prev = start;
         let me = chain[p];
+        let mut prev = start + begin[me];
         for i in 0..pieces {
             // The nearest live feeder for this piece: the predecessor, or, once it
             // failed (and `detect` passed), the next one up the chain.

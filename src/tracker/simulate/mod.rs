@@ -103,6 +103,9 @@ pub struct Topology {
     /// hashes the controller reuses instead of reading them (see
     /// `metainfo::CreateOptions::reuse`).
     pub unchanged: f64,
+    /// Seconds over which the agents come up, each at a moment drawn from the seed,
+    /// in no relation to its place in the chain or the trees ([`start_offsets`]).
+    pub start_spread: f64,
     pub seed: u64,
 }
 
@@ -183,9 +186,11 @@ pub fn run(t: &Topology) -> Outcome {
     // Per member id: when it has the whole artifact (None: it failed); bytes per
     // (sender, receiver) member ids; the deepest host's hops.
     let mut fail_at = fail_at_member(&chain, &fail_at);
+    let begin = start_offsets(t, n);
     let base = Transfer {
         pieces,
         start,
+        begin: &begin,
         fail_at: &[],
         piece_bytes: &piece_bytes,
         rate: &rate,
@@ -324,6 +329,29 @@ fn failures(t: &Topology, n: usize, span: f64) -> (Vec<f64>, usize) {
     (fail_at, failed)
 }
 
+/// When each member's agent comes up, seconds after `start`, by member id: the
+/// origin at once, each host at a moment drawn uniformly from `start_spread`.
+///
+/// The controller sends every command at once, feeders first, but the agents come
+/// up in their own order: on `bench/swarm.sh`'s 2 cores, 48 agents over 3.8 to 6.3 s
+/// (0.08 to 0.13 s each) and 32 over 2.3 to 2.5 s, in no relation to their place.
+/// A host that comes up late holds up every host it feeds (the tracker keeps a
+/// chain's order and a tree's parents while they start); in the agents' logs of the
+/// chain at N = 48 that was most of the time beyond the steady per-hop lag. The
+/// draws come from their own generator, so a spread leaves the failures as they were.
+fn start_offsets(t: &Topology, n: usize) -> Vec<f64> {
+    let mut rng = Rng(t.seed.max(1) ^ 0x5eed_5eed_5eed_5eed);
+    (0..n)
+        .map(|m| {
+            if m == 0 {
+                0.0
+            } else {
+                rng.next() * t.start_spread
+            }
+        })
+        .collect()
+}
+
 /// Completion time percentiles (p50, p90, p99, max) of the hosts that finished
 /// (the origin, first, left out).
 fn percentiles(finished: &Finished) -> BTreeMap<String, f64> {
@@ -406,8 +434,10 @@ type Bytes = BTreeMap<(usize, usize), u64>;
 /// What either shape moves, and over what: the same for the chain and the trees.
 struct Transfer<'a> {
     pieces: usize,
-    /// When every host may ask for its first piece.
+    /// When the first agent may ask for its first piece.
     start: f64,
+    /// When each member's agent comes up after `start`, by member id.
+    begin: &'a [f64],
     /// When each member fails, by member id (infinite: never).
     fail_at: &'a [f64],
     piece_bytes: &'a dyn Fn(usize) -> u64,
@@ -443,6 +473,7 @@ mod tests {
             kill: None,
             hop_lag: 0.0,
             unchanged: 0.0,
+            start_spread: 0.0,
             seed: 7,
         }
     }
@@ -495,6 +526,61 @@ mod tests {
             s.max_host_upload_copies
         );
         assert!(s.interconnect_in_bytes["dc2"] <= (512u64 << 20) * 11 / 10);
+    }
+
+    #[test]
+    fn a_late_agent_holds_up_the_hosts_it_feeds_and_no_host_starts_early() {
+        for shape in [Shape::Chain, Shape::Stripes] {
+            let at_once = Topology {
+                shape,
+                ..topo(32, 0.0)
+            };
+            let spread = Topology {
+                start_spread: 5.0,
+                ..at_once.clone()
+            };
+            let (a, b) = (run(&at_once), run(&spread));
+            let begin = start_offsets(&spread, 33);
+            assert!(begin[1..].iter().all(|&x| (0.0..5.0).contains(&x)));
+            assert!(begin[1..].iter().any(|&x| x > 2.5), "{begin:?}");
+            // Each host finishes no sooner than it came up plus the whole artifact
+            // at its link: its own start is in the model.
+            let payload = 50e6 * crate::plan::estimate::WIRE_EFFICIENCY;
+            let (finished, _, _) = shape_run(
+                &spread,
+                &Roster::new(members(&spread)),
+                Roster::new(members(&spread)).order(),
+                &Transfer {
+                    pieces: 512,
+                    start: b.start_seconds,
+                    begin: &begin,
+                    fail_at: &[f64::INFINITY; 33],
+                    piece_bytes: &|_| 1 << 20,
+                    rate: &|_, _| payload,
+                    detect: DETECT,
+                    lag: 0.0,
+                    probe: None,
+                },
+            );
+            for m in 1..33 {
+                let f = finished[m].expect("no failures");
+                assert!(
+                    f >= b.start_seconds + begin[m] + (512u64 << 20) as f64 / payload - 1e-9,
+                    "{shape:?}: member {m} at {f} came up at {}",
+                    begin[m]
+                );
+            }
+            // And a late one holds up those it feeds: the slowest host is later than
+            // when all come up at once, by most of the spread.
+            assert!(
+                b.percentiles["max"] > a.percentiles["max"] + 2.5,
+                "{shape:?}: {:?} vs {:?}",
+                b.percentiles,
+                a.percentiles
+            );
+            // The same seed, the same draws.
+            assert_eq!(run(&spread).percentiles, b.percentiles);
+        }
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub fn render(o: &Outcome) -> String {
         "  hops       each adds {:.2}s beyond its piece",
         t.hop_lag
     );
+    if t.start_spread > 0.0 {
+        let _ = writeln!(
+            s,
+            "  agents     come up over {:.1}s, each at a random moment (seed {})",
+            t.start_spread, t.seed
+        );
+    }
     let _ = writeln!(s, "  bound      S/C = {:.1}s", o.bound_seconds);
     let _ = writeln!(
         s,

@@ -102,7 +102,7 @@ fn stripe_of(
     }
     let tr = sim.tr;
     let mut mine = Vec::with_capacity(count);
-    let mut prev = tr.start;
+    let mut prev = tr.start + tr.begin[m];
     for j in 0..count {
         let i = s + j * sim.k;
         // The feeder in charge when this piece is asked for; one that fails before
