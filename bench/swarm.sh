@@ -638,8 +638,9 @@ model_seconds() {
     ((KILL > 0)) && kill=(--kill "$KILL")
     for seed in $(seq 1 10); do
         "$BIN" --json simulate --hosts "$1" --datacenters 2 --racks 2 --size "${SIZE}MiB" --link "${RATE}Mbit/s" \
-            --topology "$topology" --start-spread "$3" --seed "$seed" "${kill[@]}"
-    done | python3 -c 'import json,sys; v=[json.loads(l)["percentiles"]["max"] for l in sys.stdin]; print(f"{sum(v)/len(v):.2f}")'
+            --topology "$topology" --start-spread "$3" --seed "$seed" "${kill[@]}" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["percentiles"]["max"])'
+    done | python3 -c 'import sys; v=[float(l) for l in sys.stdin]; print(f"{sum(v)/len(v):.2f}")'
 }
 
 # --- methods -----------------------------------------------------------------------
