@@ -75,6 +75,8 @@
 #                among the addresses the host sends to and sends small packets (ACKs,
 #                requests) first, as the fq_codel of a systemd host does (this kernel
 #                has no fq_codel). Downloads stay FIFO (a switch port). Costs CPU.
+#   SWARM_TCP_CC=NAME  TCP congestion control in every namespace (default: the
+#                machine's own, net.ipv4.tcp_congestion_control; printed with the results)
 #   SWARM_DISTRIBUTION='KEY: VALUE;...'  extra `distribution:` settings for rookery's
 #                playbook, e.g. 'upload_limit: 45MiB/s;download_limit: 45MiB/s'
 #
@@ -165,6 +167,11 @@ done
 if ip netns list | grep -q "^$P-"; then
     die "namespaces $P-* already exist (another run, or a killed one: ip netns del each)"
 fi
+
+TCP_CC=${SWARM_TCP_CC:-$(sysctl -n net.ipv4.tcp_congestion_control)}
+# A namespace may only pick an algorithm of tcp_allowed_congestion_control.
+grep -qw -- "$TCP_CC" /proc/sys/net/ipv4/tcp_allowed_congestion_control ||
+    die "SWARM_TCP_CC=$TCP_CC: namespaces may use only $(cat /proc/sys/net/ipv4/tcp_allowed_congestion_control) (add it: sysctl -w net.ipv4.tcp_allowed_congestion_control='$(cat /proc/sys/net/ipv4/tcp_allowed_congestion_control) $TCP_CC')"
 
 log "building rookery (cargo build --release --bin rookery)"
 (cd "$here" && cargo build --release --quiet --bin rookery) || die "cargo build failed"
@@ -310,7 +317,8 @@ shape_fair() {
 # solicitations or DAD in the counters).
 ns_add() {
     ip netns add "$1"
-    ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip netns exec "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
+        net.ipv4.tcp_congestion_control="$TCP_CC"
     ip -n "$1" link set lo up
 }
 
@@ -846,16 +854,16 @@ for n in "${HOSTS[@]}"; do
     down_cluster
 done
 
-python3 - "$SIZE" "$RATE" "$STORAGE" "$(nproc)" "${SWARM_TBF_LATENCY:-50ms}" "${SWARM_HOST_QUEUE:-fifo}" "${RESULTS[@]}" <<'PY'
+python3 - "$SIZE" "$RATE" "$STORAGE" "$(nproc)" "${SWARM_TBF_LATENCY:-50ms}" "${SWARM_HOST_QUEUE:-fifo}" "$TCP_CC" "${RESULTS[@]}" <<'PY'
 import sys
-size, rate, storage, cores, queue, host_queue = sys.argv[1:7]
-rows = [r.split() for r in sys.argv[7:]]
+size, rate, storage, cores, queue, host_queue, cc = sys.argv[1:8]
+rows = [r.split() for r in sys.argv[8:]]
 s = int(size) << 20
 bound = s * 8 / (int(rate) * 1e6)
 print()
 print(f"S = {size} MiB, C = {rate} Mbit/s, S/C = {bound:.1f} s; 2 DCs, origin in DC east; "
       f"files on {storage}; {cores} cores" + ("" if queue == "50ms" else f"; tbf queue {queue}")
-      + ("" if host_queue == "fifo" else f"; host upload queues {host_queue}"))
+      + ("" if host_queue == "fifo" else f"; host upload queues {host_queue}") + f"; TCP {cc}")
 print(f"{'N':>3} {'method':<9} {'slowest':>8} {'x S/C':>6} {'origin up':>10} {'cross-DC':>9} {'peak RSS':>10} {'CPU':>5} {'start spread':>12} {'model':>14}")
 checks = []
 times = {}

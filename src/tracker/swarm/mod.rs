@@ -61,6 +61,11 @@ struct Peer {
     last_seen: Instant,
     /// Bytes per second, smoothed over announces.
     rate: f64,
+    /// Announces that found it further on than the one before: `rate` says how fast
+    /// it is only from the second (the first interval holds its start-up).
+    progressed: u32,
+    /// Its first announce of this swarm.
+    first_seen: Instant,
     stopped: bool,
     /// Members this one was last told about.
     feeders: Vec<usize>,
@@ -303,6 +308,10 @@ impl Swarm {
             }
             _ => 0.0,
         };
+        let (progressed, first_seen) = match &self.peers[me] {
+            Some(p) if !p.stopped => (p.progressed + u32::from(seen.left < p.left), p.first_seen),
+            _ => (0, now),
+        };
         self.unindex(me);
         self.set_feeders(me, Vec::new());
         self.peers[me] = Some(Peer {
@@ -310,6 +319,8 @@ impl Swarm {
             left: seen.left,
             last_seen: now,
             rate,
+            progressed,
+            first_seen,
             stopped: seen.stopped,
             feeders: Vec::new(),
             awaiting: None,
@@ -367,6 +378,8 @@ impl Swarm {
             left: u64::MAX,
             last_seen: now,
             rate: 0.0,
+            progressed: 0,
+            first_seen: now,
             stopped: true,
             feeders: Vec::new(),
             awaiting: None,

@@ -89,7 +89,7 @@ impl Swarm {
             Some((_, g)) if g.left > 0 => g.rate,
             _ => self.best_rate(now),
         };
-        if !Self::slow(p, my_left, reference) {
+        if !self.slow(p, my_left, reference, now) {
             return false;
         }
         // A bypass never adds a crossing of a datacenter boundary: with a feeder
@@ -119,9 +119,22 @@ impl Swarm {
     }
 
     /// A feeder is slow when its successor has caught up with it and it runs at under
-    /// half the `reference` rate (its upstream's).
-    pub(super) fn slow(feeder: &Peer, my_left: u64, reference: f64) -> bool {
-        my_left <= feeder.left.saturating_add(CAUGHT_UP_SLACK) && feeder.rate < 0.5 * reference
+    /// half the `reference` rate (its upstream's), as measured: after two announces
+    /// that found it further on, or, if it never gets going, once it has been in the
+    /// swarm for `expiry`.
+    ///
+    /// A feeder that has just come up has no rate yet (0 at its first announce, the
+    /// start-up in the next). Judged on that, every host whose feeder's agent came up
+    /// after its own was given the feeder's feeder too, which then split its upload
+    /// between the two and made the feeder slow in earnest: in the benchmark's chain
+    /// (N = 48, agents coming up over 3 to 6 s in any order) such a tangle early in
+    /// the chain held everyone behind it for 3 to 6 s.
+    pub(super) fn slow(&self, feeder: &Peer, my_left: u64, reference: f64, now: Instant) -> bool {
+        let measured =
+            feeder.progressed >= 2 || now.duration_since(feeder.first_seen) > self.expiry;
+        measured
+            && my_left <= feeder.left.saturating_add(CAUGHT_UP_SLACK)
+            && feeder.rate < 0.5 * reference
     }
 
     /// The best download rate among live incomplete members.

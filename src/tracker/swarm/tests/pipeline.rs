@@ -239,10 +239,99 @@ fn pipeline_bypasses_a_slow_feeder() {
         s.announce(&r, Sharing::Pipeline, i, seen(i, S), 50, t0);
     }
     // Host 1 runs at 100 MB/s, host 2 at 10 MB/s, host 3 is right behind host 2.
-    s.announce(&r, Sharing::Pipeline, 1, seen(1, S - 200_000_000), 50, t1);
-    s.announce(&r, Sharing::Pipeline, 2, seen(2, S - 20_000_000), 50, t1);
-    let got = s.announce(&r, Sharing::Pipeline, 3, seen(3, S - 20_000_000), 50, t1);
+    let t2 = t1 + Duration::from_secs(2);
+    for (t, k) in [(t1, 1), (t2, 2)] {
+        s.announce(
+            &r,
+            Sharing::Pipeline,
+            1,
+            seen(1, S - k * 200_000_000),
+            50,
+            t,
+        );
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S - k * 20_000_000), 50, t);
+    }
+    let got = s.announce(&r, Sharing::Pipeline, 3, seen(3, S - 40_000_000), 50, t2);
     assert_eq!(got, vec![addr(2), addr(1)]);
+}
+
+#[test]
+fn a_feeder_that_just_came_up_is_not_bypassed() {
+    // Origin, hosts 1 to 3. Host 1 streams at 100 MB/s; host 2's agent comes up
+    // late, host 3's right after it: host 2's rate is 0 at its first announce and
+    // has its start-up in its second. Judged slow on those, host 3 was given host 1
+    // too, which then fed both and made host 2 slow in earnest.
+    let r = roster(&[("east", "e1", 3)]);
+    let mut s = Swarm::new(&r, Duration::from_secs(60));
+    let t0 = Instant::now();
+    let at = |secs: u64| t0 + Duration::from_secs(secs);
+    s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t0);
+    for (t, k) in [(0, 0), (2, 1), (4, 2)] {
+        s.announce(
+            &r,
+            Sharing::Pipeline,
+            1,
+            seen(1, S - k * 200_000_000),
+            50,
+            at(t),
+        );
+    }
+    s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, at(4));
+    let first = s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, at(4));
+    assert_eq!(first, vec![addr(2)], "host 2 has no rate yet");
+    // Its second announce: 10 MB in its first 2 s (connecting, slow start).
+    s.announce(
+        &r,
+        Sharing::Pipeline,
+        1,
+        seen(1, S - 600_000_000),
+        50,
+        at(6),
+    );
+    s.announce(&r, Sharing::Pipeline, 2, seen(2, S - 10_000_000), 50, at(6));
+    let second = s.announce(&r, Sharing::Pipeline, 3, seen(3, S - 10_000_000), 50, at(6));
+    assert_eq!(second, vec![addr(2)], "one interval is its start-up");
+    // Slow in its second interval too (10 MB/s against 100): now it is bypassed.
+    s.announce(
+        &r,
+        Sharing::Pipeline,
+        1,
+        seen(1, S - 800_000_000),
+        50,
+        at(8),
+    );
+    s.announce(&r, Sharing::Pipeline, 2, seen(2, S - 30_000_000), 50, at(8));
+    let third = s.announce(&r, Sharing::Pipeline, 3, seen(3, S - 30_000_000), 50, at(8));
+    assert_eq!(third, vec![addr(2), addr(1)]);
+}
+
+#[test]
+fn a_feeder_that_never_gets_going_is_bypassed_after_expiry() {
+    let r = roster(&[("east", "e1", 3)]);
+    let expiry = Duration::from_secs(6);
+    let mut s = Swarm::new(&r, expiry);
+    let t0 = Instant::now();
+    s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t0);
+    // Host 1 streams; host 2 announces on time and never moves.
+    let at = |s: &mut Swarm, secs: u64| {
+        let t = t0 + Duration::from_secs(secs);
+        s.announce(
+            &r,
+            Sharing::Pipeline,
+            1,
+            seen(1, S - secs * 100_000_000),
+            50,
+            t,
+        );
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, t);
+        s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, t)
+    };
+    for secs in [0, 2, 4] {
+        assert_eq!(at(&mut s, secs), vec![addr(2)], "{secs} s in: waited for");
+    }
+    assert!(Duration::from_secs(8) > expiry);
+    at(&mut s, 6);
+    assert_eq!(at(&mut s, 8), vec![addr(2), addr(1)]);
 }
 
 #[test]
@@ -259,23 +348,13 @@ fn a_slow_feeder_is_not_bypassed_across_a_datacenter_boundary() {
         for i in 1..=4 {
             s.announce(&r, Sharing::Pipeline, i, seen(i, S), 50, t0);
         }
-        s.announce(
-            &r,
-            Sharing::Pipeline,
-            fast,
-            seen(fast, S - 200_000_000),
-            50,
-            t1,
-        );
-        s.announce(
-            &r,
-            Sharing::Pipeline,
-            slow,
-            seen(slow, S - 20_000_000),
-            50,
-            t1,
-        );
-        s.announce(&r, Sharing::Pipeline, me, seen(me, S - 20_000_000), 50, t1)
+        let t2 = t1 + Duration::from_secs(2);
+        for (t, k) in [(t1, 1), (t2, 2)] {
+            let left = |i: usize, step: u64| seen(i, S - k * step);
+            s.announce(&r, Sharing::Pipeline, fast, left(fast, 200_000_000), 50, t);
+            s.announce(&r, Sharing::Pipeline, slow, left(slow, 20_000_000), 50, t);
+        }
+        s.announce(&r, Sharing::Pipeline, me, seen(me, S - 40_000_000), 50, t2)
     };
     // West 4 behind a slow west 3 keeps it: the bypass, east 2, would send a
     // second share of the copy over the interconnect.
