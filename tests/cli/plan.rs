@@ -254,6 +254,28 @@ fn simulate_reports_percentiles_and_refuses_nonsense() {
         .status(2)
         .stderr("error: --hop-lag must be 0 or more seconds, found -1\n")
         .run();
+    Test::new()
+        .args([
+            "simulate",
+            "--hosts",
+            "48",
+            "--start-spread",
+            "4.5",
+            "--seed",
+            "3",
+        ])
+        .stdout_has("agents     come up over 4.5s, each at a random moment (seed 3)")
+        .run();
+    Test::new()
+        .args(["simulate", "--start-spread", "soon"])
+        .status(2)
+        .stderr_has("--start-spread")
+        .run();
+    Test::new()
+        .args(["simulate", "--start-spread=-1"])
+        .status(2)
+        .stderr("error: --start-spread must be 0 or more seconds, found -1\n")
+        .run();
 }
 
 /// With `rollout.max_parallel_services`, the plan shows which services may roll
