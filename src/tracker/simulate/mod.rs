@@ -17,8 +17,9 @@
 //! [`DETECT`] (one missed announce) and takes every later piece from the nearest live
 //! host before it, as the tracker arranges. Start-up is the same as in the plan's
 //! estimate ([`crate::plan::estimate::start_seconds`]: hashing the artifact, connecting,
-//! one command per host, the first announce) for every host, and rates carry the
-//! same TCP/IP overhead ([`crate::plan::estimate::WIRE_EFFICIENCY`]).
+//! one command per host, the first announce), plus, with `--start-spread`, each
+//! agent's own moment of coming up (`start_offsets`); rates carry the same TCP/IP
+//! overhead ([`crate::plan::estimate::WIRE_EFFICIENCY`]).
 //!
 //! `--kill H` fails one host, as `bench/swarm.sh --kill H` does: when a third of the
 //! artifact has reached it (found by a first run without the kill). Hosts are named
@@ -333,8 +334,8 @@ fn failures(t: &Topology, n: usize, span: f64) -> (Vec<f64>, usize) {
 /// origin at once, each host at a moment drawn uniformly from `start_spread`.
 ///
 /// The controller sends every command at once, feeders first, but the agents come
-/// up in their own order: on `bench/swarm.sh`'s 2 cores, 48 agents over 3.8 to 6.3 s
-/// (0.08 to 0.13 s each) and 32 over 2.3 to 2.5 s, in no relation to their place.
+/// up in their own order: on `bench/swarm.sh`'s 2 cores, 48 agents over 3.4 to 6.7 s
+/// (0.07 to 0.14 s each) and 32 over 1.7 to 2.6 s, in no relation to their place.
 /// A host that comes up late holds up every host it feeds (the tracker keeps a
 /// chain's order and a tree's parents while they start); in the agents' logs of the
 /// chain at N = 48 that was most of the time beyond the steady per-hop lag. The
