@@ -264,44 +264,29 @@ fn a_feeder_that_just_came_up_is_not_bypassed() {
     let r = roster(&[("east", "e1", 3)]);
     let mut s = Swarm::new(&r, Duration::from_secs(60));
     let t0 = Instant::now();
-    let at = |secs: u64| t0 + Duration::from_secs(secs);
     s.announce(&r, Sharing::Pipeline, 0, seen(0, 0), 50, t0);
-    for (t, k) in [(0, 0), (2, 1), (4, 2)] {
-        s.announce(
-            &r,
-            Sharing::Pipeline,
-            1,
-            seen(1, S - k * 200_000_000),
-            50,
-            at(t),
-        );
-    }
-    s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, at(4));
-    let first = s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, at(4));
+    // Hosts 1, 2 and 3 announce `left` at `secs`; host 3's answer.
+    let mut round = |secs: u64, left: [Option<u64>; 3]| {
+        let t = t0 + Duration::from_secs(secs);
+        let mut got = Vec::new();
+        for (i, l) in left.into_iter().enumerate() {
+            if let Some(l) = l {
+                got = s.announce(&r, Sharing::Pipeline, i + 1, seen(i + 1, l), 50, t);
+            }
+        }
+        got
+    };
+    let mb = |n: u64| S - n * 1_000_000;
+    round(0, [Some(mb(0)), None, None]);
+    round(2, [Some(mb(200)), None, None]);
+    // Host 1 streams at 100 MB/s; hosts 2 and 3 come up at 4 s.
+    let first = round(4, [Some(mb(400)), Some(S), Some(S)]);
     assert_eq!(first, vec![addr(2)], "host 2 has no rate yet");
     // Its second announce: 10 MB in its first 2 s (connecting, slow start).
-    s.announce(
-        &r,
-        Sharing::Pipeline,
-        1,
-        seen(1, S - 600_000_000),
-        50,
-        at(6),
-    );
-    s.announce(&r, Sharing::Pipeline, 2, seen(2, S - 10_000_000), 50, at(6));
-    let second = s.announce(&r, Sharing::Pipeline, 3, seen(3, S - 10_000_000), 50, at(6));
+    let second = round(6, [Some(mb(600)), Some(mb(10)), Some(mb(10))]);
     assert_eq!(second, vec![addr(2)], "one interval is its start-up");
     // Slow in its second interval too (10 MB/s against 100): now it is bypassed.
-    s.announce(
-        &r,
-        Sharing::Pipeline,
-        1,
-        seen(1, S - 800_000_000),
-        50,
-        at(8),
-    );
-    s.announce(&r, Sharing::Pipeline, 2, seen(2, S - 30_000_000), 50, at(8));
-    let third = s.announce(&r, Sharing::Pipeline, 3, seen(3, S - 30_000_000), 50, at(8));
+    let third = round(8, [Some(mb(800)), Some(mb(30)), Some(mb(30))]);
     assert_eq!(third, vec![addr(2), addr(1)]);
 }
 
