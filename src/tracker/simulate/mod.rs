@@ -547,10 +547,11 @@ mod tests {
             // Each host finishes no sooner than it came up plus the whole artifact
             // at its link: its own start is in the model.
             let payload = 50e6 * crate::plan::estimate::WIRE_EFFICIENCY;
+            let roster = Roster::new(members(&spread));
             let (finished, _, _) = shape_run(
                 &spread,
-                &Roster::new(members(&spread)),
-                Roster::new(members(&spread)).order(),
+                &roster,
+                roster.order(),
                 &Transfer {
                     pieces: 512,
                     start: b.start_seconds,
