@@ -684,9 +684,11 @@ warm_up() {
 
 # rookery: `origin: build`, the controller in its own namespace (what the inventory
 # docs describe for a build host).
-run_rookery() { rookery_run "$1" rookery "$P-ctl" "$W/inventory.yml"; }
+# Both set the chain: `sharing: auto` (the default) would take the trees from 64
+# hosts.
+run_rookery() { SWARM_DISTRIBUTION="sharing: pipeline;${SWARM_DISTRIBUTION:-}" rookery_run "$1" rookery "$P-ctl" "$W/inventory.yml"; }
 # rookery-c: `origin: controller`, the controller itself in the origin namespace.
-run_rookery-c() { rookery_run "$1" rookery-c "$P-o" "$W/ctl.yml"; }
+run_rookery-c() { SWARM_DISTRIBUTION="sharing: pipeline;${SWARM_DISTRIBUTION:-}" rookery_run "$1" rookery-c "$P-o" "$W/ctl.yml"; }
 # rookery-s: rookery-c with striped trees instead of the chain.
 run_rookery-s() { SWARM_DISTRIBUTION="sharing: stripes;${SWARM_DISTRIBUTION:-}" rookery_run "$1" rookery-s "$P-o" "$W/ctl.yml"; }
 

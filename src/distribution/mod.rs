@@ -50,6 +50,7 @@ use crate::transport::{Chosen, Connection, Finished, HostError, Stage, Transport
 
 use crate::config::Config;
 use crate::config::inventory::{self, Origin};
+use crate::config::playbook::Sharing;
 use crate::config::playbook::Version;
 use crate::error::Error;
 use crate::torrent::engine;
@@ -63,6 +64,9 @@ pub struct Report {
     pub info_hash: String,
     pub artifact_bytes: u64,
     pub origin_uploaded_bytes: u64,
+    /// The topology the tracker used: the playbook's `sharing`, or what `auto`
+    /// chose for these hosts and this artifact.
+    pub sharing: Sharing,
     pub seconds: f64,
     pub hosts: Vec<HostReport>,
 }
@@ -258,6 +262,19 @@ async fn orchestrate<T: Transport>(
     // known, and no host has been asked to fetch anything yet.
     controller_hooks(config, Hook::BeforeDistribute, &version).await?;
     tracing::info!(elapsed = ?started.elapsed(), %version, "metainfo ready");
+    // `sharing: auto` becomes the chain or the trees here, once, for these hosts
+    // and this artifact; everything after reads the choice.
+    let (sharing, why) = crate::plan::estimate::choose(config, hosts, m.total_length());
+    tracing::info!(?sharing, %why, "sharing");
+    let chosen;
+    let config = if sharing == config.playbook.distribution.sharing {
+        config
+    } else {
+        let mut c = config.clone();
+        c.playbook.distribution.sharing = sharing;
+        chosen = c;
+        &chosen
+    };
     let progress = Progress::start(Mode::detect(opts.quiet), &names, m.total_length());
     let events = progress.sender();
     report_unreached(&events, &reached.failed);
@@ -295,6 +312,7 @@ async fn orchestrate<T: Transport>(
         info_hash: m.info_hash_hex(),
         artifact_bytes: m.total_length(),
         origin_uploaded_bytes: origin_uploaded,
+        sharing,
         seconds: started.elapsed().as_secs_f64(),
         hosts: reports,
     })
@@ -467,6 +485,7 @@ mod tests {
             info_hash: String::new(),
             artifact_bytes: 300 << 20,
             origin_uploaded_bytes: 300 << 20,
+            sharing: Sharing::Pipeline,
             seconds: 3.0,
             hosts: vec![HostReport {
                 host: "east-1".into(),

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::config::inventory::Origin;
+use crate::config::playbook::Sharing;
 use crate::config::units::Rate;
 
 /// Connecting, one command per host and the first announce round, before bytes
@@ -63,6 +64,23 @@ pub fn start_seconds(size: u64) -> f64 {
     START_SECONDS + size as f64 / HASH_BYTES_PER_SECOND
 }
 
+/// How far the striped trees' transfer fell short of the model on the shaped
+/// benchmark, as a share of the stream (`S / B'`): at N = 48 (20 Mbit/s, 64 MiB,
+/// 11 runs) they took 40.3 s on average, 13% more than `rookery simulate` given
+/// each run's start spread, where the chain's runs were within 7% either way
+/// (docs/benchmarks.md, "Agents that come up late"). Where it goes is not settled:
+/// the stripes into a host share its download link unevenly (one stripe falls
+/// behind, and the host spends seconds on the last of it), and parents that feed a
+/// child several stripes over one connection. Counted in the trees' estimate, which
+/// is what `sharing: auto` compares with the chain's.
+pub const STRIPES_SHORTFALL: f64 = 0.15;
+
+/// `sharing: auto` without link speeds to compare by: striped trees from this many
+/// hosts. With speeds, the two estimates decide: the trees win from about 60 hosts
+/// at the benchmark's shape (64 MiB at 20 Mbit/s, 2 x 2 racks) and from about 90 at
+/// 10 GiB with the default `upload_limit` (3 datacenters x 4 racks).
+pub const AUTO_STRIPES_HOSTS: usize = 64;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Estimate {
     pub artifact_bytes: u64,
@@ -79,6 +97,16 @@ pub struct Estimate {
     pub seconds: f64,
     pub cross_dc_bytes: u64,
     pub origin_upload_bytes: u64,
+    /// The topology the estimate is for: the playbook's `sharing`, or what `auto`
+    /// chose ([`choose`]).
+    pub sharing: Sharing,
+    /// Why, in words (for `auto`: both figures).
+    pub sharing_reason: String,
+    /// The chain's figure, and the striped trees' (with their depth) where the
+    /// roster is large enough for them (at least 4 x `stripes` hosts).
+    pub chain_seconds: f64,
+    pub trees_seconds: Option<f64>,
+    pub trees_depth: Option<u32>,
 }
 
 /// One candidate cap of a hop.
@@ -131,6 +159,35 @@ pub fn pipeline(
     let seconds = start_seconds(size)
         + size as f64 / b
         + hops_after_first * (piece as f64 / b + HOP_LAG_SECONDS);
+    let trees_depth = trees_depth(config, targets);
+    let trees_seconds = trees_depth.map(|depth| {
+        let k = set.stripes as f64;
+        start_seconds(size)
+            + size as f64 / b * (1.0 + STRIPES_SHORTFALL)
+            + f64::from(depth) * (k * piece as f64 / b + HOP_LAG_SECONDS)
+    });
+    let (sharing, sharing_reason) = match (set.sharing, trees_seconds) {
+        (Sharing::Auto, Some(t)) if t < seconds => (
+            Sharing::Stripes,
+            format!(
+                "auto: striped trees {t:.1} s, {} hops deep, against the chain's {seconds:.1} s",
+                trees_depth.unwrap_or(0)
+            ),
+        ),
+        (Sharing::Auto, Some(t)) => (
+            Sharing::Pipeline,
+            format!("auto: the chain {seconds:.1} s against striped trees' {t:.1} s"),
+        ),
+        (Sharing::Auto, None) => (
+            Sharing::Pipeline,
+            format!(
+                "auto: {} hosts, fewer than 4 x {} stripes for the trees",
+                chain.len(),
+                set.stripes
+            ),
+        ),
+        (other, _) => (other, "the playbook's `sharing`".to_string()),
+    };
     Some(Estimate {
         artifact_bytes: size,
         size_from,
@@ -138,10 +195,61 @@ pub fn pipeline(
         hosts: chain.len(),
         bottleneck_bytes_per_second: rate,
         bottleneck: what,
-        seconds,
+        seconds: match sharing {
+            Sharing::Stripes => trees_seconds.unwrap_or(seconds),
+            _ => seconds,
+        },
         cross_dc_bytes: cross_dc,
         origin_upload_bytes: size,
+        sharing,
+        sharing_reason,
+        chain_seconds: seconds,
+        trees_seconds,
+        trees_depth,
     })
+}
+
+/// The topology for a distribution of `size` bytes to `targets`: the playbook's
+/// `sharing`, or for `auto` the one with the lower estimate ([`pipeline`]), and
+/// without link speeds to estimate from, striped trees from [`AUTO_STRIPES_HOSTS`]
+/// hosts. Never striped trees under 4 x `stripes` hosts, where they can break their
+/// upload budgets (`src/tracker/stripes/mod.rs`, known gaps).
+pub fn choose(config: &Config, targets: &[usize], size: u64) -> (Sharing, String) {
+    let set = &config.playbook.distribution;
+    if set.sharing != Sharing::Auto {
+        return (set.sharing, "the playbook's `sharing`".to_string());
+    }
+    if let Some(e) = pipeline(config, targets, size, "measured") {
+        return (e.sharing, e.sharing_reason);
+    }
+    let n = targets.len();
+    if n >= AUTO_STRIPES_HOSTS && n >= 4 * set.stripes {
+        (
+            Sharing::Stripes,
+            format!(
+                "auto: {n} hosts (no link speeds to estimate from; trees from {AUTO_STRIPES_HOSTS})"
+            ),
+        )
+    } else {
+        (
+            Sharing::Pipeline,
+            format!(
+                "auto: {n} hosts (no link speeds to estimate from; trees from {AUTO_STRIPES_HOSTS})"
+            ),
+        )
+    }
+}
+
+/// The depth of the striped trees over `targets`, as the tracker builds them, or
+/// `None` under 4 x `stripes` hosts.
+fn trees_depth(config: &Config, targets: &[usize]) -> Option<u32> {
+    let k = config.playbook.distribution.stripes;
+    if targets.len() < 4 * k {
+        return None;
+    }
+    let roster = crate::tracker::server::roster(&config.inventory, targets, None);
+    let trees = crate::tracker::stripes::Trees::build(&roster, k).ok()?;
+    Some(trees.max_depth())
 }
 
 /// `targets` in the tracker's order: the origin's datacenter first, then
@@ -336,5 +444,37 @@ datacenters:
         let bare = "datacenters: {x: {racks: {r: {hosts: {a: {services: [s]}}}}}}";
         let c = config(bare, "upload_limit: unlimited, download_limit: unlimited");
         assert!(pipeline(&c, &c.target_hosts(), 1000, "given").is_none());
+    }
+
+    /// One rack of `n` hosts with no link speeds.
+    fn rack_of(n: usize) -> String {
+        let hosts: Vec<String> = (0..n).map(|i| format!("h{i}: ~")).collect();
+        format!(
+            "defaults: {{services: [s]}}\ndatacenters: {{x: {{racks: {{r: {{hosts: {{{}}}}}}}}}}}",
+            hosts.join(", ")
+        )
+    }
+
+    #[test]
+    fn auto_without_link_speeds_goes_by_host_count_and_a_set_sharing_stands() {
+        let limits = "upload_limit: unlimited, download_limit: unlimited";
+        let c = config(&rack_of(AUTO_STRIPES_HOSTS), limits);
+        assert_eq!(c.playbook.distribution.sharing, Sharing::Auto);
+        let (s, why) = choose(&c, &c.target_hosts(), 1 << 30);
+        assert_eq!(s, Sharing::Stripes, "{why}");
+        let c = config(&rack_of(AUTO_STRIPES_HOSTS - 1), limits);
+        assert_eq!(choose(&c, &c.target_hosts(), 1 << 30).0, Sharing::Pipeline);
+        // Fewer than 4 x stripes never get the trees, whatever the count rule says.
+        let c = config(
+            &rack_of(AUTO_STRIPES_HOSTS),
+            &format!("{limits}, stripes: 20"),
+        );
+        assert_eq!(choose(&c, &c.target_hosts(), 1 << 30).0, Sharing::Pipeline);
+        for set in ["pipeline", "mesh", "stripes"] {
+            let c = config(&rack_of(200), &format!("{limits}, sharing: {set}"));
+            let (s, why) = choose(&c, &c.target_hosts(), 1 << 30);
+            assert_eq!(serde_json::to_value(s).unwrap(), set);
+            assert_eq!(why, "the playbook's `sharing`");
+        }
     }
 }

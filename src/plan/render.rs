@@ -100,13 +100,20 @@ fn distribution(s: &mut String, p: &Plan) {
 /// The distribution time the plan predicts.
 fn estimate(s: &mut String, e: &crate::plan::estimate::Estimate) {
     let size = crate::config::units::ByteSize(e.artifact_bytes);
+    use crate::config::playbook::Sharing;
+    let shape = match (e.sharing, e.trees_depth) {
+        (Sharing::Stripes, Some(d)) => format!(
+            "striped trees over {} host{}, {d} hops deep,",
+            e.hosts,
+            plural(e.hosts)
+        ),
+        _ => format!("a pipeline of {} host{}", e.hosts, plural(e.hosts)),
+    };
     let _ = writeln!(
         s,
-        "  estimate   {} for the slowest host: {size} ({}) through a pipeline of {} host{} at {} (limited by {}), {} pieces",
+        "  estimate   {} for the slowest host: {size} ({}) through {shape} at {} (limited by {}), {} pieces",
         format_duration(std::time::Duration::from_secs_f64(e.seconds.ceil())),
         e.size_from,
-        e.hosts,
-        plural(e.hosts),
         crate::config::units::Rate(e.bottleneck_bytes_per_second),
         e.bottleneck,
         crate::config::units::ByteSize(e.piece_bytes)
@@ -117,6 +124,11 @@ fn estimate(s: &mut String, e: &crate::plan::estimate::Estimate) {
         size,
         crate::config::units::ByteSize(e.cross_dc_bytes)
     );
+    let sharing = serde_json::to_value(e.sharing)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = writeln!(s, "  sharing    {sharing} ({})", e.sharing_reason);
 }
 
 /// Services in order, each with its batches.

@@ -93,6 +93,15 @@ impl Tracker {
         // One missed announce and a feeder may be gone: its successor also gets the
         // next predecessor.
         let overdue = settings.interval * 3 / 2;
+        // `auto` is the controller's to resolve before a tracker starts
+        // (`plan::estimate::choose`); one that comes this far runs the chain.
+        let settings = Settings {
+            sharing: match settings.sharing {
+                Sharing::Auto => Sharing::Pipeline,
+                other => other,
+            },
+            ..settings
+        };
         let mut swarms = HashMap::new();
         for h in info_hashes {
             let mut swarm = Swarm::new(&roster, expiry).with_overdue(overdue);

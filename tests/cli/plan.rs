@@ -309,3 +309,98 @@ services:
     assert_eq!(plan["max_parallel_services"], 2);
     assert_eq!(plan["waves"], serde_json::json!([["a"], ["b", "c"], ["d"]]));
 }
+
+/// An inventory of `dcs` datacenters of `racks` racks of `per_rack` hosts each,
+/// every host on a `link` (none: no speeds).
+fn fleet(dcs: usize, racks: usize, per_rack: usize, link: Option<&str>) -> String {
+    let mut s = String::from("cluster: fleet\n");
+    if let Some(l) = link {
+        s.push_str(&format!("defaults: {{link: {l}}}\n"));
+    }
+    s.push_str("datacenters:\n");
+    for d in 0..dcs {
+        s.push_str(&format!("  dc{d}:\n    racks:\n"));
+        for r in 0..racks {
+            let hosts: Vec<String> = (0..per_rack).map(|h| format!("d{d}r{r}h{h}: ~")).collect();
+            s.push_str(&format!(
+                "      r{r}: {{services: [app], hosts: {{{}}}}}\n",
+                hosts.join(", ")
+            ));
+        }
+    }
+    s
+}
+
+/// `sharing: auto` (the default): the chain where its hops cost less than what the
+/// trees lose (the benchmark's 48 hosts at 20 Mbit/s), the trees at fleet size, the
+/// chain under 4 x `stripes` hosts, and by host count without link speeds.
+#[test]
+fn auto_sharing_takes_the_trees_at_fleet_size_and_the_chain_below() {
+    let pb = "name: app\nartifact: {source: build, destination: /srv/app, version: v1}\nservices:\n  app: {start: ./app}\n";
+    let plan = |inv: String, size: &str| -> serde_json::Value {
+        let out = Test::new()
+            .file("inv.yml", &inv)
+            .file("pb.yml", pb)
+            .args([
+                "plan",
+                "-i",
+                "inv.yml",
+                "pb.yml",
+                "--json",
+                "--artifact-size",
+                size,
+            ])
+            .run();
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let fleet_plan = plan(fleet(3, 10, 20, Some("10Gbit/s")), "10GiB");
+    let e = &fleet_plan["estimate"];
+    assert_eq!(e["sharing"], "stripes", "{e}");
+    assert!(e["trees_seconds"].as_f64().unwrap() < e["chain_seconds"].as_f64().unwrap());
+    assert_eq!(e["seconds"], e["trees_seconds"]);
+    let depth = e["trees_depth"].as_u64().unwrap();
+    assert!((3..=10).contains(&depth), "{depth}");
+
+    let bench = plan(fleet(2, 2, 12, Some("20Mbit/s")), "64MiB");
+    assert_eq!(
+        bench["estimate"]["sharing"], "pipeline",
+        "{}",
+        bench["estimate"]
+    );
+    assert!(bench["estimate"]["trees_seconds"].as_f64().is_some());
+
+    let small = plan(fleet(1, 2, 8, Some("1Gbit/s")), "1GiB");
+    assert_eq!(small["estimate"]["sharing"], "pipeline");
+    assert!(small["estimate"]["trees_seconds"].is_null());
+
+    Test::new()
+        .file("inv.yml", &fleet(3, 10, 20, Some("10Gbit/s")))
+        .file("pb.yml", pb)
+        .args([
+            "plan",
+            "-i",
+            "inv.yml",
+            "pb.yml",
+            "--artifact-size",
+            "10GiB",
+        ])
+        .stdout_has(" through striped trees over 600 hosts, ")
+        .stdout_has("\n  sharing    stripes (auto: striped trees ")
+        .run();
+    // The playbook's choice stands.
+    let fixed = pb.replace("services:", "distribution: {sharing: pipeline}\nservices:");
+    Test::new()
+        .file("inv.yml", &fleet(3, 10, 20, Some("10Gbit/s")))
+        .file("pb.yml", &fixed)
+        .args([
+            "plan",
+            "-i",
+            "inv.yml",
+            "pb.yml",
+            "--artifact-size",
+            "10GiB",
+        ])
+        .stdout_has(" through a pipeline of 600 hosts ")
+        .stdout_has("\n  sharing    pipeline (the playbook's `sharing`)\n")
+        .run();
+}

@@ -90,6 +90,7 @@ fn striped_trees_are_the_shape_the_bytes_take() {
     let d = c.dir();
     let out = run_ok(d, &["--json", "distribute", "-i", "inv.yml", "pb.yml"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["sharing"], "stripes");
     let planned = planned_feeders(d);
     let hosts = r["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 12);
@@ -226,4 +227,47 @@ fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `sharing: auto` (the playbook does not set it) over twenty hosts on fast links:
+/// the chain's nineteen hops cost more than the trees' few, so the distribution
+/// runs striped trees, and every host takes its stripes from several feeders.
+#[test]
+fn auto_sharing_runs_the_trees_where_the_estimate_says_so() {
+    let rack = |r: &str| {
+        let hosts: Vec<String> = (1..=4)
+            .map(|i| format!("{r}h{i}: {{services: [app], link: 10Gbit/s}}"))
+            .collect();
+        format!("{r}: {{hosts: {{{}}}}}", hosts.join(", "))
+    };
+    let dcs = format!(
+        "  east: {{racks: {{{}, {}, {}}}}}\n  west: {{racks: {{{}, {}}}}}\n",
+        rack("e1"),
+        rack("e2"),
+        rack("e3"),
+        rack("w1"),
+        rack("w2")
+    );
+    let c = Cluster::local(&dcs).start();
+    let d = c.dir();
+    std::fs::write(
+        c.path("pb.yml"),
+        format!("name: t\nartifact: {{source: art, destination: /srv/app}}\ndistribution: {{stripes: {STRIPES}, seed_window: 3s}}\nservices:\n  app: {{start: \"true\"}}\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(c.path("art")).unwrap();
+    std::fs::write(c.path("art/blob"), noise(8 << 20, 22)).unwrap();
+    let out = run_ok(d, &["--json", "distribute", "-i", "inv.yml", "pb.yml"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["sharing"], "stripes", "{r}");
+    let planned = planned_feeders(d);
+    let hosts = r["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 20);
+    for h in hosts {
+        let name = h["host"].as_str().unwrap();
+        assert_eq!(h["ok"], true, "{h}");
+        let from: BTreeSet<String> = fed_by(h).keys().cloned().collect();
+        assert_eq!(from, planned[name], "{name}");
+        assert!(from.len() >= 2, "{name} has a single feeder: {from:?}");
+    }
 }

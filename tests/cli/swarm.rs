@@ -529,6 +529,8 @@ fn distribute_reports_every_host_from_the_engines_counters() {
     let r = run();
     let total = 6u64 << 20;
     assert_eq!(r["artifact_bytes"], total);
+    // `sharing: auto` (not set): four hosts get the chain.
+    assert_eq!(r["sharing"], "pipeline", "{r}");
     let uploaded = r["origin_uploaded_bytes"].as_u64().unwrap();
     assert!(uploaded >= total && uploaded <= total * 3 / 2, "{r}");
     let hosts = r["hosts"].as_array().unwrap();

@@ -22,7 +22,11 @@ pub const MAX_STRIPES: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Sharing {
+    /// The chain or the striped trees, whichever the estimate says is faster for
+    /// the hosts and the artifact at hand ([`crate::plan::estimate::choose`]),
+    /// chosen once per distribution before anything reads it.
     #[default]
+    Auto,
     Pipeline,
     Mesh,
     /// Striped trees (`tracker::stripes`): one feeder per stripe.
@@ -87,7 +91,7 @@ impl Default for Distribution {
             upload_limit: Some(Rate(200_000_000)),
             download_limit: Some(Rate(300_000_000)),
             piece_size: None,
-            sharing: Sharing::Pipeline,
+            sharing: Sharing::Auto,
             stripes: DEFAULT_STRIPES,
             port: 6881,
             stall_timeout: Duration::from_secs(300),
@@ -222,13 +226,14 @@ fn decode_caps(d: &mut Decoder, m: &Map<'_>, dist: &mut Distribution) {
 fn decode_sharing(d: &mut Decoder, m: &Map<'_>, dist: &mut Distribution) {
     if let Some(n) = m.get("sharing") {
         match d.string(n, "distribution.sharing").as_deref() {
+            Some("auto") => dist.sharing = Sharing::Auto,
             Some("pipeline") => dist.sharing = Sharing::Pipeline,
             Some("mesh") => dist.sharing = Sharing::Mesh,
             Some("stripes") => dist.sharing = Sharing::Stripes,
             Some(other) => d.error(
                 n.pos,
                 format!(
-                    "`distribution.sharing` must be `pipeline`, `stripes` or `mesh`, found `{other}`"
+                    "`distribution.sharing` must be `auto`, `pipeline`, `stripes` or `mesh`, found `{other}`"
                 ),
             ),
             None => {}
