@@ -179,9 +179,12 @@ impl<C: Connection> HostJob<C> {
             };
             match v["event"].as_str() {
                 Some("progress") => {
-                    if !running && let Some(tracker) = &self.withdraw {
-                        // The agent runs: it has `expiry` to announce.
-                        tracker.launched(&name, false);
+                    if !running {
+                        tracing::debug!(host = %name, "agent running");
+                        if let Some(tracker) = &self.withdraw {
+                            // The agent runs: it has `expiry` to announce.
+                            tracker.launched(&name, false);
+                        }
                     }
                     running = true;
                     events.send(Event::Bytes {
@@ -195,6 +198,7 @@ impl<C: Connection> HostJob<C> {
                 _ => {}
             }
         };
+        tracing::debug!(host = %self.name, "fetch command going out");
         let finished = self
             .conn
             .exec_with_input(

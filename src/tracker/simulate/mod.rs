@@ -334,12 +334,14 @@ fn failures(t: &Topology, n: usize, span: f64) -> (Vec<f64>, usize) {
 /// origin at once, each host at a moment drawn uniformly from `start_spread`.
 ///
 /// The controller sends every command at once, feeders first, but the agents come
-/// up in their own order: on `bench/swarm.sh`'s 2 cores, 48 agents over 3.4 to 6.7 s
-/// (0.07 to 0.14 s each) and 32 over 1.7 to 2.6 s, in no relation to their place.
-/// A host that comes up late holds up every host it feeds (the tracker keeps a
-/// chain's order and a tree's parents while they start); in the agents' logs of the
-/// chain at N = 48 that was most of the time beyond the steady per-hop lag. The
-/// draws come from their own generator, so a spread leaves the failures as they were.
+/// up in their own order. A host that comes up late holds up every host it feeds
+/// (the tracker keeps a chain's order and a tree's parents while they start). On
+/// `bench/swarm.sh`'s 2 cores, 48 agents came up over 3.4 to 6.7 s, in no relation to
+/// their place: that was the remote user's `~/.bashrc` (`pyenv init`, about 100
+/// processes before every command sshd runs), paid by every host on the same 2 cores.
+/// With it empty, 0.1 to 0.4 s. A real fleet pays such costs on each host's own CPU.
+/// The draws come from their own generator, so a spread leaves the failures as they
+/// were.
 fn start_offsets(t: &Topology, n: usize) -> Vec<f64> {
     let mut rng = Rng(t.seed.max(1) ^ 0x5eed_5eed_5eed_5eed);
     (0..n)

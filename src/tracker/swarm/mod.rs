@@ -177,7 +177,8 @@ impl Swarm {
     /// The controller is starting `me`'s agent: until [`Swarm::launched`] (or a
     /// withdrawal), `me` is waited for if it has not been seen, however long the
     /// start-up grace has been over. A controller starts hundreds of agents over
-    /// seconds (measured: 48 over 7 s on the benchmark's 2 cores), and a grace
+    /// seconds (measured: 48 over 7 s on the benchmark's 2 cores, most of it the
+    /// remote shell's rc file on every host; see `bench/swarm.sh`), and a grace
     /// counted from the first announce gave up the last ones started: their
     /// children were re-linked around them, across a datacenter where their own had
     /// no room, and the late hosts joined as leaves.

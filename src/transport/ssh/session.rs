@@ -29,12 +29,14 @@ impl Connection for SshConnection {
         cancel: &CancellationToken,
     ) -> std::io::Result<Finished> {
         let mut ch = self.handle.channel_open_session().await.map_err(io)?;
+        tracing::debug!(target: "rookery::transport::ssh", host = %self.host, "channel open");
         ch.exec(true, command).await.map_err(io)?;
         if let Some(data) = input {
             // Small (a metainfo), and read at once by the command: this does not wait
             // on a window that only draining `ch.wait()` would open.
             ch.data(data).await.map_err(io)?;
             ch.eof().await.map_err(io)?;
+            tracing::debug!(target: "rookery::transport::ssh", host = %self.host, bytes = data.len(), "input sent");
         }
         let mut lines = Lines::default();
         let mut tail = Tail::default();
