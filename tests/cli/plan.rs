@@ -337,21 +337,19 @@ fn fleet(dcs: usize, racks: usize, per_rack: usize, link: Option<&str>) -> Strin
 #[test]
 fn auto_sharing_takes_the_trees_at_fleet_size_and_the_chain_below() {
     let pb = "name: app\nartifact: {source: build, destination: /srv/app, version: v1}\nservices:\n  app: {start: ./app}\n";
+    // `rookery plan` of `pb` on `inv` for an artifact of `size`.
+    let cmd = |inv: &str, pb: &str, size: &str| {
+        Test::new().file("inv.yml", inv).file("pb.yml", pb).args([
+            "plan",
+            "-i",
+            "inv.yml",
+            "pb.yml",
+            "--artifact-size",
+            size,
+        ])
+    };
     let plan = |inv: String, size: &str| -> serde_json::Value {
-        let out = Test::new()
-            .file("inv.yml", &inv)
-            .file("pb.yml", pb)
-            .args([
-                "plan",
-                "-i",
-                "inv.yml",
-                "pb.yml",
-                "--json",
-                "--artifact-size",
-                size,
-            ])
-            .run();
-        serde_json::from_str(&out.stdout).unwrap()
+        serde_json::from_str(&cmd(&inv, pb, size).args(["--json"]).run().stdout).unwrap()
     };
     let fleet_plan = plan(fleet(3, 10, 20, Some("10Gbit/s")), "10GiB");
     let e = &fleet_plan["estimate"];
@@ -373,33 +371,14 @@ fn auto_sharing_takes_the_trees_at_fleet_size_and_the_chain_below() {
     assert_eq!(small["estimate"]["sharing"], "pipeline");
     assert!(small["estimate"]["trees_seconds"].is_null());
 
-    Test::new()
-        .file("inv.yml", &fleet(3, 10, 20, Some("10Gbit/s")))
-        .file("pb.yml", pb)
-        .args([
-            "plan",
-            "-i",
-            "inv.yml",
-            "pb.yml",
-            "--artifact-size",
-            "10GiB",
-        ])
+    // The text, for 600 hosts on 10 Gbit/s links.
+    let text = |pb: &str| cmd(&fleet(3, 10, 20, Some("10Gbit/s")), pb, "10GiB");
+    text(pb)
         .stdout_has(" through striped trees over 600 hosts, ")
         .stdout_has("\n  sharing    stripes (auto: striped trees ")
         .run();
     // The playbook's choice stands.
-    let fixed = pb.replace("services:", "distribution: {sharing: pipeline}\nservices:");
-    Test::new()
-        .file("inv.yml", &fleet(3, 10, 20, Some("10Gbit/s")))
-        .file("pb.yml", &fixed)
-        .args([
-            "plan",
-            "-i",
-            "inv.yml",
-            "pb.yml",
-            "--artifact-size",
-            "10GiB",
-        ])
+    text(&pb.replace("services:", "distribution: {sharing: pipeline}\nservices:"))
         .stdout_has(" through a pipeline of 600 hosts ")
         .stdout_has("\n  sharing    pipeline (the playbook's `sharing`)\n")
         .run();
