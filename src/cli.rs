@@ -253,7 +253,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = crate::plan::estimate::HOP_LAG_SECONDS)]
     pub hop_lag: f64,
     /// Seconds over which the agents come up, each at a random moment (by --seed):
-    /// bench/swarm.sh's 2 cores bring 48 agents up over 3 to 7 s, and it reports the spread
+    /// bench/swarm.sh reports the spread it saw (48 agents: 0.1 to 0.4 s)
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub start_spread: f64,
     #[command(flatten)]

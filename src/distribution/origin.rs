@@ -335,10 +335,7 @@ fn tracker_command(
     let tracker_args = crate::cli::TrackerArgs {
         listen: SocketAddr::new(at.ip, 0).to_string(),
         torrent: vec![at.torrent_file.into()],
-        sharing: serde_json::to_value(dist.sharing)?
-            .as_str()
-            .unwrap_or("pipeline")
-            .to_string(),
+        sharing: dist.sharing.name().to_string(),
         stripes: dist.stripes,
         interval: crate::cli::TrackerArgs::DEFAULT_INTERVAL.to_string(),
         host: members.iter().map(|&h| inv.hosts[h].name.clone()).collect(),

@@ -223,21 +223,17 @@ pub fn choose(config: &Config, targets: &[usize], size: u64) -> (Sharing, String
         return (e.sharing, e.sharing_reason);
     }
     let n = targets.len();
-    if n >= AUTO_STRIPES_HOSTS && n >= 4 * set.stripes {
-        (
-            Sharing::Stripes,
-            format!(
-                "auto: {n} hosts (no link speeds to estimate from; trees from {AUTO_STRIPES_HOSTS})"
-            ),
-        )
+    let sharing = if n >= AUTO_STRIPES_HOSTS && n >= 4 * set.stripes {
+        Sharing::Stripes
     } else {
-        (
-            Sharing::Pipeline,
-            format!(
-                "auto: {n} hosts (no link speeds to estimate from; trees from {AUTO_STRIPES_HOSTS})"
-            ),
-        )
-    }
+        Sharing::Pipeline
+    };
+    (
+        sharing,
+        format!(
+            "auto: {n} hosts (no link speeds to estimate from; trees from {AUTO_STRIPES_HOSTS})"
+        ),
+    )
 }
 
 /// The depth of the striped trees over `targets`, as the tracker builds them, or

@@ -124,11 +124,12 @@ fn estimate(s: &mut String, e: &crate::plan::estimate::Estimate) {
         size,
         crate::config::units::ByteSize(e.cross_dc_bytes)
     );
-    let sharing = serde_json::to_value(e.sharing)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let _ = writeln!(s, "  sharing    {sharing} ({})", e.sharing_reason);
+    let _ = writeln!(
+        s,
+        "  sharing    {} ({})",
+        e.sharing.name(),
+        e.sharing_reason
+    );
 }
 
 /// Services in order, each with its batches.

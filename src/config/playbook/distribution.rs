@@ -33,6 +33,18 @@ pub enum Sharing {
     Stripes,
 }
 
+impl Sharing {
+    /// Its name in a playbook (`auto`, `pipeline`, `mesh`, `stripes`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Sharing::Auto => "auto",
+            Sharing::Pipeline => "pipeline",
+            Sharing::Mesh => "mesh",
+            Sharing::Stripes => "stripes",
+        }
+    }
+}
+
 /// What a host does with the page cache around a copy (`distribution.page_cache`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PageCache {
