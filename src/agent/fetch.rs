@@ -480,15 +480,17 @@ async fn follow_feeders(
     // Striped sharing: each feeder is asked only for the stripes it was named for,
     // so it uploads what it forwards and nothing else it happens to hold.
     live.set_stripes(
-        status
-            .stripes
-            .as_ref()
-            .map(|per_stripe| stripe_masks(per_stripe)),
+        status.stripes.as_ref().map(|per_stripe| {
+            stripe_masks(per_stripe, status.helpers.as_deref().unwrap_or_default())
+        }),
     );
     // Applied every time, not only on a change: librqbit may have added a feeder of
     // an answer that came and went between two calls.
     live.retain_outgoing_peers(&feeders);
     if feeders != *current {
+        if let Some(h) = status.helpers.as_ref().filter(|h| !h.is_empty()) {
+            tracing::info!("helped by {h:?}, a rack-mate that has its copy");
+        }
         tracing::info!("feeders now {feeders:?} (were {current:?})");
         *current = feeders;
     }
@@ -518,13 +520,21 @@ struct Followed {
     waiting: bool,
 }
 
-/// The engine's per-peer stripe masks from the tracker's feeder of each stripe.
-fn stripe_masks(per_stripe: &[Option<SocketAddr>]) -> librqbit::Stripes {
+/// The engine's per-peer stripe masks from the tracker's feeder of each stripe; a
+/// helper (a finished rack-mate) may be asked for every stripe.
+fn stripe_masks(per_stripe: &[Option<SocketAddr>], helpers: &[SocketAddr]) -> librqbit::Stripes {
     let mut by_peer = std::collections::HashMap::new();
     for (s, feeder) in per_stripe.iter().enumerate().take(64) {
         if let Some(a) = feeder {
             *by_peer.entry(*a).or_insert(0u64) |= 1u64 << s;
         }
+    }
+    let all = match per_stripe.len().min(64) {
+        64 => u64::MAX,
+        n => (1u64 << n) - 1,
+    };
+    for a in helpers {
+        by_peer.insert(*a, all);
     }
     librqbit::Stripes {
         count: per_stripe.len().min(64) as u32,
@@ -797,6 +807,7 @@ mod tests {
             incomplete: 1,
             feeders: None,
             stripes: None,
+            helpers: None,
         })
     }
 
@@ -888,5 +899,16 @@ mod tests {
             super::one_line(&format!("{e:?}")),
             "error writing to file 15: opening /d/x.py: Is a directory (os error 21)"
         );
+    }
+
+    #[test]
+    fn a_helper_may_be_asked_for_every_stripe_and_a_parent_for_its_own() {
+        let a = |p: u16| std::net::SocketAddr::from(([10, 0, 0, 1], p));
+        let m = super::stripe_masks(&[Some(a(1)), Some(a(2)), Some(a(1)), None], &[a(9)]);
+        assert_eq!(m.count, 4);
+        assert_eq!(m.by_peer[&a(1)], 0b0101);
+        assert_eq!(m.by_peer[&a(2)], 0b0010);
+        assert_eq!(m.by_peer[&a(9)], 0b1111);
+        assert_eq!(m.by_peer.len(), 3);
     }
 }

@@ -93,6 +93,28 @@ pub fn cross_rack_fanout(k: usize) -> usize {
     (k / 2).max(2)
 }
 
+/// Which of a finished host's rack-mates it helps: the one with the most bytes left
+/// (the lowest member number among equals), given `(member, left)` of those still
+/// fetching that no other host helps yet.
+///
+/// **Help** is how the trees' tail is cut. A host whose parent in some stripe died,
+/// or fell behind its siblings, gets that stripe late, and its subtree with it; the
+/// trees alone give it nothing faster than one slot of its new parent. Meanwhile
+/// hosts that have the whole copy, and no child in the trees still fetching, upload
+/// nothing. The tracker pairs each such host with one rack-mate still fetching (the
+/// one furthest behind), which then asks it for any piece of any stripe beside its
+/// parents. Rack-mates only: no uplink or interconnect carries a helper's bytes, and
+/// a rack is small enough to look at on every poll. A helper helps one host at a
+/// time and a host takes one helper; the origin never helps (its upload stays one
+/// copy).
+pub fn helpee(candidates: impl IntoIterator<Item = (usize, u64)>) -> Option<usize> {
+    candidates
+        .into_iter()
+        .filter(|&(_, left)| left > 0)
+        .min_by_key(|&(m, left)| (std::cmp::Reverse(left), m))
+        .map(|(m, _)| m)
+}
+
 /// The stripe piece `i` belongs to.
 pub fn stripe_of_piece(piece: usize, k: usize) -> usize {
     piece % k.max(1)

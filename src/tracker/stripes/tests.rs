@@ -555,3 +555,10 @@ fn one_hop_deeper_is_taken_for_one_copy_of_upload_per_host() {
     assert_eq!(t.overdraft(), 0);
     assert!(t.max_depth() <= 7, "depth {}", t.max_depth());
 }
+
+#[test]
+fn the_helpee_is_the_one_furthest_behind() {
+    assert_eq!(helpee([(4, 10), (2, 30), (9, 30), (1, 0)]), Some(2));
+    assert_eq!(helpee([(1, 0), (3, 0)]), None);
+    assert_eq!(helpee(std::iter::empty()), None);
+}

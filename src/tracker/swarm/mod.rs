@@ -126,6 +126,10 @@ pub struct Swarm {
     /// not seen yet is waited for, start-up grace or not, while its start is under
     /// way and for `expiry` after its agent runs ([`Swarm::launched`]).
     launching: Vec<Launch>,
+    /// Striped sharing: the rack-mate each finished member helps
+    /// ([`crate::tracker::stripes::helpee`]), and the helper of each member helped.
+    helping: Vec<Option<usize>>,
+    helped_by: Vec<Option<usize>>,
 }
 
 /// A member's announce, as the policy needs it.
@@ -156,6 +160,11 @@ pub struct Status {
     /// with `i % len == s`) from `stripes[s]` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripes: Option<Vec<Option<SocketAddr>>>,
+    /// Striped sharing: finished rack-mates that help this member, asked for any
+    /// piece of any stripe ([`crate::tracker::stripes::helpee`]). They are among
+    /// `feeders` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helpers: Option<Vec<SocketAddr>>,
 }
 
 impl Swarm {
@@ -171,6 +180,8 @@ impl Swarm {
             seen_incomplete: BTreeSet::new(),
             dependants: vec![Vec::new(); roster.members.len()],
             launching: vec![Launch::No; roster.members.len()],
+            helping: vec![None; roster.members.len()],
+            helped_by: vec![None; roster.members.len()],
         }
     }
 
@@ -437,6 +448,7 @@ impl Swarm {
                 _ => None,
             },
             stripes: None,
+            helpers: None,
         }
     }
 
@@ -461,6 +473,7 @@ impl Swarm {
         if sharing != Sharing::Stripes || self.trees.is_none() {
             return self.status(roster, sharing, me, now);
         }
+        self.help(roster, me, now);
         let (feeders, per_stripe, awaiting) = self.striped(roster, me, lost, now);
         self.set_feeders(me, feeders);
         if let Some(p) = &mut self.peers[me] {
@@ -470,6 +483,9 @@ impl Swarm {
         let mut status = self.status(roster, sharing, me, now);
         if !per_stripe.is_empty() {
             status.stripes = Some(per_stripe.iter().map(|p| p.and_then(addr)).collect());
+            status.helpers = self
+                .helper_of(me, now)
+                .map(|h| addr(h).into_iter().collect());
         }
         status
     }

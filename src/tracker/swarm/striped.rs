@@ -32,7 +32,81 @@ impl Swarm {
             }
         }
         self.relink_gone(roster, me, lost, now);
-        self.stripe_feeders(me)
+        let (mut feeders, per_stripe, awaiting) = self.stripe_feeders(me);
+        if let Some(h) = self.helper_of(me, now)
+            && !feeders.contains(&h)
+        {
+            feeders.push(h);
+            feeders.sort_unstable();
+        }
+        (feeders, per_stripe, awaiting)
+    }
+
+    /// A finished member `me` that no child in the trees waits on any more is given
+    /// a rack-mate to help, the one furthest behind that has no helper
+    /// ([`crate::tracker::stripes::helpee`]); one it helps until that one has its
+    /// copy or is gone. Called on each of `me`'s polls.
+    pub(super) fn help(&mut self, roster: &Roster, me: usize, now: Instant) {
+        let Some(trees) = &self.trees else {
+            return;
+        };
+        if me == trees.root() || trees.is_dead(me) {
+            return;
+        }
+        if !self.peers[me]
+            .as_ref()
+            .is_some_and(|p| p.left == 0 && !p.stopped)
+        {
+            return;
+        }
+        if let Some(h) = self.helping[me] {
+            if self.wants_help(h, now) {
+                return;
+            }
+            self.helping[me] = None;
+            if self.helped_by[h] == Some(me) {
+                self.helped_by[h] = None;
+            }
+        }
+        if self.dependants[me].iter().any(|&d| self.wants_help(d, now)) {
+            return;
+        }
+        let candidates = roster.rack_hosts[roster.rack_of[me]]
+            .iter()
+            .filter(|&&c| c != me && self.wants_help(c, now) && self.helper_of(c, now).is_none())
+            .filter_map(|&c| self.peers[c].as_ref().map(|p| (c, p.left)));
+        let Some(c) = crate::tracker::stripes::helpee(candidates) else {
+            return;
+        };
+        self.helping[me] = Some(c);
+        self.helped_by[c] = Some(me);
+        let t = self
+            .started
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        tracing::info!(
+            target: "rookery::tracker::swarm",
+            "{t:.1}s {} (done) helps {} (left {} MiB)",
+            roster.members[me].name,
+            roster.members[c].name,
+            self.peers[c].as_ref().map_or(0, |p| p.left >> 20)
+        );
+    }
+
+    /// Whether `m` still fetches and is alive (heard from within `silent_after`):
+    /// a child of a helper keeps it busy, a rack-mate may be helped.
+    fn wants_help(&self, m: usize, now: Instant) -> bool {
+        self.peers[m].as_ref().is_some_and(|p| {
+            p.left > 0 && !p.stopped && now.duration_since(p.heard) <= self.silent_after
+        }) && !self.trees.as_ref().is_some_and(|t| t.is_dead(m))
+    }
+
+    /// The finished rack-mate that helps `me`, while it is alive.
+    pub(super) fn helper_of(&self, me: usize, now: Instant) -> Option<usize> {
+        let h = self.helped_by[me]?;
+        let alive = self.peers[h].as_ref().is_some_and(|p| {
+            p.left == 0 && !p.stopped && now.duration_since(p.heard) <= self.silent_after
+        });
+        (alive && self.helping[h] == Some(me)).then_some(h)
     }
 
     /// Re-links around `me`'s parents that are gone (stopped, withdrawn, silent for

@@ -227,3 +227,99 @@ fn a_stripe_whose_parent_has_not_announced_waits_at_start_up() {
     let st = s.poll(&r, Sharing::Stripes, child, &[], late);
     assert!(st.stripes.unwrap().iter().all(Option::is_some));
 }
+
+/// The striped swarm with everyone's copy complete but `behind`'s (`(member, left)`).
+fn all_done_but(t: Instant, behind: &[(usize, u64)]) -> (Roster, Swarm) {
+    let (r, mut s) = striped(t);
+    for i in 1..r.members().len() {
+        let left = behind.iter().find(|b| b.0 == i).map_or(0, |b| b.1);
+        s.announce(&r, Sharing::Stripes, i, seen(i, left), 50, t);
+    }
+    (r, s)
+}
+
+/// A member of rack e1 (members 1 to 6) and `n` of its rack-mates it does not feed in
+/// the trees.
+fn free_rack_mate(r: &Roster, n: usize) -> (usize, Vec<usize>) {
+    let trees = Trees::build(r, 5).unwrap();
+    (1..=6)
+        .find_map(|h| {
+            let unfed: Vec<usize> = (1..=6)
+                .filter(|&m| m != h && !trees.feeders(m).contains(&Some(h)))
+                .take(n)
+                .collect();
+            (unfed.len() == n).then_some((h, unfed))
+        })
+        .expect("rack e1 has a host feeding few of its rack-mates")
+}
+
+#[test]
+fn a_finished_host_helps_the_rack_mate_furthest_behind() {
+    let t = Instant::now();
+    let (h, xy) = free_rack_mate(&striped(t).0, 2);
+    let (x, y) = (xy[0], xy[1]);
+    let (r, mut s) = all_done_but(t, &[(x, S / 4), (y, S / 2)]);
+    // Nobody helps before a finished host polls.
+    assert_eq!(s.poll(&r, Sharing::Stripes, y, &[], t).helpers, None);
+    s.poll(&r, Sharing::Stripes, h, &[], t);
+    let st = s.poll(&r, Sharing::Stripes, y, &[], t);
+    assert_eq!(st.helpers, Some(vec![addr(h)]), "y has more left");
+    assert!(st.feeders.unwrap().contains(&addr(h)));
+    // Its tree parents still feed it their stripes.
+    assert!(st.stripes.unwrap().iter().all(Option::is_some));
+    // One helpee per helper: x gets nobody from h.
+    assert_eq!(s.poll(&r, Sharing::Stripes, x, &[], t).helpers, None);
+    // While y fetches, h is busy: the status keeps it seeding.
+    assert_eq!(s.status(&r, Sharing::Stripes, h, t).waiting_on_me, 1);
+    // y done: h moves on to x at its next poll.
+    s.announce(&r, Sharing::Stripes, y, seen(y, 0), 50, t);
+    s.poll(&r, Sharing::Stripes, h, &[], t);
+    assert_eq!(
+        s.poll(&r, Sharing::Stripes, x, &[], t).helpers,
+        Some(vec![addr(h)])
+    );
+}
+
+#[test]
+fn a_host_whose_children_still_fetch_helps_nobody() {
+    let t = Instant::now();
+    let r = striped(t).0;
+    let trees = Trees::build(&r, 5).unwrap();
+    // A host that feeds a rack-mate in some stripe: the rack-mate it would help.
+    let (parent, child) = (1..25)
+        .find_map(|c| {
+            let p = trees
+                .feeders(c)
+                .into_iter()
+                .flatten()
+                .find(|&p| p != 0 && r.rack_of[p] == r.rack_of[c])?;
+            Some((p, c))
+        })
+        .expect("some host feeds a rack-mate");
+    let (r, mut s) = all_done_but(t, &[(child, S)]);
+    s.poll(&r, Sharing::Stripes, parent, &[], t);
+    assert_eq!(s.poll(&r, Sharing::Stripes, child, &[], t).helpers, None);
+}
+
+#[test]
+fn help_stays_in_the_rack_and_ends_with_the_helper() {
+    let t = Instant::now();
+    let (h, x) = free_rack_mate(&striped(t).0, 1);
+    let x = x[0];
+    let (r, mut s) = all_done_but(t, &[(x, S)]);
+    // Hosts of other racks (e2: 7 to 12, w1: 13 to 24) and the origin never help.
+    for other in [0, 7, 12, 13, 24] {
+        s.poll(&r, Sharing::Stripes, other, &[], t);
+    }
+    assert_eq!(s.poll(&r, Sharing::Stripes, x, &[], t).helpers, None);
+    s.poll(&r, Sharing::Stripes, h, &[], t);
+    assert_eq!(
+        s.poll(&r, Sharing::Stripes, x, &[], t).helpers,
+        Some(vec![addr(h)])
+    );
+    // The helper goes silent (gone): x is told of it no more.
+    let later = t + STRIPE_SILENT_AFTER + Duration::from_millis(100);
+    let st = s.poll(&r, Sharing::Stripes, x, &[], later);
+    assert_eq!(st.helpers, None);
+    assert!(!st.feeders.unwrap().contains(&addr(h)));
+}
