@@ -344,6 +344,7 @@ async fn wait(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut ticks = 0u64;
     let mut waiting = false;
+    let mut stalls = Stalls::default();
     loop {
         tokio::select! {
             r = &mut done => return r.context("the engine failed"),
@@ -352,7 +353,13 @@ async fn wait(
         }
         let second = ticks.is_multiple_of(5);
         ticks += 1;
-        if !second && !waiting {
+        // Striped sharing: feeders gone (connection dropped) or stalled (owing blocks,
+        // sending nothing) are looked for on every tick and reported at once.
+        let lost = match f.engine.stripes {
+            Some(_) if !feeders.is_empty() => stalls.lost(torrent, &feeders, Instant::now()),
+            _ => Vec::new(),
+        };
+        if !second && !waiting && lost.is_empty() {
             continue;
         }
         let stats = torrent.stats();
@@ -360,8 +367,7 @@ async fn wait(
             anyhow::bail!("the engine failed: {}", one_line(&e));
         }
         if let Some(url) = &f.engine.tracker {
-            let striped = f.engine.stripes.is_some();
-            let followed = follow_feeders(url, torrent, &f.host, striped, &mut feeders).await;
+            let followed = follow_feeders(url, torrent, &f.host, &lost, &mut feeders).await;
             waiting = followed.waiting;
             if followed.answered {
                 tracker_heard = Instant::now();
@@ -431,28 +437,19 @@ fn one_line(debug: &str) -> String {
 /// over all of them, and the hosts that fed several successors split their upload
 /// (measured with bench/swarm.sh: 2.3 origin copies and 3.2 x S/C for 8 hosts). An
 /// empty or missing answer changes nothing, so a tracker hiccup never leaves the host
-/// without peers. With striped sharing the poll also names the feeders whose
-/// connection dropped ([`lost_feeders`]), for a faster re-link.
+/// without peers. With striped sharing the poll also names the feeders `lost`
+/// ([`Stalls::lost`]), for a faster re-link.
 async fn follow_feeders(
     url: &str,
     torrent: &librqbit::ManagedTorrent,
     host: &str,
-    striped: bool,
+    lost: &[SocketAddr],
     current: &mut Vec<SocketAddr>,
 ) -> Followed {
     let hash = torrent.info_hash().0;
-    // Striped sharing only: the chain moves a host on by its own rules.
-    let lost = if striped {
-        lost_feeders(torrent, current)
-    } else {
-        Vec::new()
-    };
-    if !lost.is_empty() {
-        tracing::info!("lost the connection to feeder(s) {lost:?}");
-    }
     let asked = tokio::time::timeout(
         Duration::from_millis(800),
-        crate::tracker::client::status(url, &hash, host, &lost),
+        crate::tracker::client::status(url, &hash, host, lost),
     );
     let Ok(Ok(status)) = asked.await else {
         return Followed {
@@ -497,20 +494,72 @@ async fn follow_feeders(
     answered
 }
 
-/// The feeders among `current` that sent this host something and are no longer
-/// connected to it: dead, most likely (a killed agent's connections drop at once).
-/// The tracker re-links around them after a shorter silence than it waits for on
-/// its own (see [`crate::tracker::swarm::LOST_SILENT_AFTER`]).
-fn lost_feeders(torrent: &librqbit::ManagedTorrent, current: &[SocketAddr]) -> Vec<SocketAddr> {
-    if current.is_empty() {
-        return Vec::new();
+/// A feeder that owes blocks and has sent nothing for this long is stalled: at the
+/// slowest stripe this agent meets (a 16 KiB block at an eighth of 20 Mbit/s) a
+/// block takes 0.05 s.
+const STALLED_AFTER: Duration = Duration::from_secs(1);
+
+/// What each feeder had sent when last seen to move, for [`Stalls::lost`].
+#[derive(Default)]
+struct Stalls {
+    moved: std::collections::HashMap<SocketAddr, (u64, Instant)>,
+    /// The last report, not logged again while it stands.
+    reported: Vec<SocketAddr>,
+}
+
+impl Stalls {
+    /// The feeders among `current` that look gone: the connection of one that sent
+    /// something dropped (a killed agent's connections drop at once), or a live one
+    /// has owed blocks for [`STALLED_AFTER`] and sent nothing (a host that lost power
+    /// or its network, or a frozen agent, leaves its connections open). The tracker
+    /// gives a reported feeder up only once it is silent there too (see
+    /// [`crate::tracker::swarm::LOST_SILENT_AFTER`]), so a slow feeder that is alive
+    /// is not re-linked around.
+    fn lost(
+        &mut self,
+        torrent: &librqbit::ManagedTorrent,
+        current: &[SocketAddr],
+        now: Instant,
+    ) -> Vec<SocketAddr> {
+        let mut dropped = Vec::new();
+        let mut stalled = Vec::new();
+        for p in engine::peer_counters(torrent) {
+            let Ok(a) = p.addr.parse::<SocketAddr>() else {
+                continue;
+            };
+            if !current.contains(&a) {
+                continue;
+            }
+            if p.state != "live" {
+                if p.fetched > 0 {
+                    dropped.push(a);
+                }
+                continue;
+            }
+            let moved = self.moved.entry(a).or_insert((p.fetched, now));
+            if p.fetched != moved.0 || p.inflight == 0 {
+                *moved = (p.fetched, now);
+            } else if now.duration_since(moved.1) >= STALLED_AFTER {
+                stalled.push(a);
+            }
+        }
+        self.moved.retain(|a, _| current.contains(a));
+        let mut lost: Vec<SocketAddr> = dropped.iter().chain(&stalled).copied().collect();
+        lost.sort();
+        if lost != self.reported {
+            if !dropped.is_empty() {
+                tracing::info!("lost the connection to feeder(s) {dropped:?}");
+            }
+            if !stalled.is_empty() {
+                tracing::info!(
+                    "feeder(s) {stalled:?} stalled: blocks owed, nothing sent for {}",
+                    crate::config::units::format_duration(STALLED_AFTER)
+                );
+            }
+            self.reported = lost.clone();
+        }
+        lost
     }
-    engine::peer_counters(torrent)
-        .into_iter()
-        .filter(|p| p.state != "live" && p.fetched > 0)
-        .filter_map(|p| p.addr.parse::<SocketAddr>().ok())
-        .filter(|a| current.contains(a))
-        .collect()
 }
 
 /// What a poll of the tracker gave.

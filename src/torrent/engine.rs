@@ -162,6 +162,9 @@ pub struct PeerCounters {
     pub state: String,
     pub fetched: u64,
     pub uploaded: u64,
+    /// Block requests sent to it and not answered yet (live peers only; vendored
+    /// librqbit patch 11).
+    pub inflight: u64,
 }
 
 /// The counters of every peer this torrent has talked to, live or gone.
@@ -184,6 +187,7 @@ pub fn peer_counters(torrent: &ManagedTorrent) -> Vec<PeerCounters> {
             state: stats["state"].as_str().unwrap_or("?").to_string(),
             fetched: stats["counters"]["fetched_bytes"].as_u64().unwrap_or(0),
             uploaded: stats["counters"]["uploaded_bytes"].as_u64().unwrap_or(0),
+            inflight: stats["inflight_requests"].as_u64().unwrap_or(0),
         })
         .collect()
 }

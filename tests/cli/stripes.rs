@@ -256,6 +256,73 @@ fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
     );
 }
 
+/// A forwarding host that vanishes without closing its connections (its agent
+/// stopped, as a host that lost power or its network): the hosts it fed see blocks
+/// owed and nothing arriving, report it stalled, and take the rest from the feeders
+/// the tracker re-links them to. Every other host verifies its copy; the vanished
+/// one is killed once they have and is the run's one failure.
+#[test]
+fn a_forwarding_host_that_vanishes_is_reported_stalled_and_re_linked_around() {
+    let size = 24 << 20;
+    let c = cluster(size, ", download_limit: 3MiB/s");
+    let d = c.dir();
+    let planned = planned_feeders(d);
+    let victim = planned
+        .values()
+        .flatten()
+        .find(|f| *f != "origin")
+        .cloned()
+        .expect("some host forwards");
+    let orphans: Vec<String> = planned
+        .iter()
+        .filter(|(_, f)| f.contains(&victim))
+        .map(|(h, _)| h.clone())
+        .collect();
+    let child = c.spawn(&["--json", "distribute", "pb.yml"]);
+    wait_for_a_third(d, &victim, size);
+    signal_agent(d, &victim, "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for h in planned.keys().filter(|h| **h != victim) {
+        while !fetch_log(d, h).contains("verified") {
+            assert!(Instant::now() < deadline, "{h} never verified its copy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    kill_agent(d, &victim);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    let version = r["version"].as_str().unwrap();
+    for h in r["hosts"].as_array().unwrap() {
+        let name = h["host"].as_str().unwrap();
+        if name == victim {
+            assert_eq!(h["ok"], false, "{h}");
+            continue;
+        }
+        assert_eq!(h["ok"], true, "{h}");
+        assert_eq!(
+            snapshot(&d.join(format!("hosts/{name}/srv/app/releases/{version}"))),
+            snapshot(&d.join("art")),
+            "{name}'s copy"
+        );
+    }
+    let stalled: Vec<&String> = orphans
+        .iter()
+        .filter(|o| fetch_log(d, o).contains("stalled: blocks owed"))
+        .collect();
+    assert!(
+        !stalled.is_empty(),
+        "no orphan of {victim} reported it stalled: {orphans:?}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A host held back (its agent stopped for five seconds at a third of its copy) is
 /// the furthest behind in its rack when its rack-mates finish: one that feeds it in
 /// no stripe helps it, and it takes bytes from that rack-mate beside its parents.

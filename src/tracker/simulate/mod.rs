@@ -53,11 +53,15 @@ use stripes::stripes_run;
 /// How long a successor takes to notice its feeder is gone in the chain (the
 /// tracker's first missed announce).
 pub const DETECT: f64 = 3.0;
-/// The same for striped trees: a parent silent for
-/// [`crate::tracker::swarm::STRIPE_SILENT_AFTER`] (2 s) is re-linked around at its children's
-/// next poll (every second). The worst case, for a host that vanishes without
-/// closing its connections (power, network).
-pub const DETECT_STRIPES: f64 = 3.0;
+/// The same for striped trees, for a host that vanishes without closing its
+/// connections (power, network): its children find it owing blocks and sending
+/// nothing for 1 s (checked every 200 ms) and report it stalled; the tracker gives it
+/// up once it has been silent for [`crate::tracker::swarm::LOST_SILENT_AFTER`]
+/// (1.5 s; its last poll came up to a second before it vanished), at the next of
+/// the children's polls, every 200 ms while they report a loss: at most 1.7 s. It
+/// was 3 s (the tracker's own 2 s of silence, then a poll a second) until the agent
+/// reported stalls.
+pub const DETECT_STRIPES: f64 = 1.7;
 /// The same for a killed agent (`--kill`, as `bench/swarm.sh --kill`): its
 /// connections drop at once, its children report it lost and poll every 200 ms, and
 /// the tracker gives it up after [`crate::tracker::swarm::LOST_SILENT_AFTER`] (1.5 s)

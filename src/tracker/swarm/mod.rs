@@ -44,11 +44,12 @@ const MESH_REMOTE_MAX: usize = 4;
 /// seconds is two missed polls.
 pub const STRIPE_SILENT_AFTER: Duration = Duration::from_secs(2);
 
-/// Striped sharing: a parent that a child reports lost (its connection dropped) is
-/// given up once silent this long. A live agent polls every second, so 1.5 s of
-/// silence plus a dropped connection is a dead agent; the child, which polls every
-/// 200 ms while it reports a loss, is re-linked within about 1.7 s of the death
-/// instead of up to 3 s.
+/// Striped sharing: a parent that a child reports lost (its connection dropped, or
+/// it owes blocks and has sent nothing for a second) is given up once silent this
+/// long. A live agent polls every second, so 1.5 s of silence plus such a report is
+/// a dead agent or a vanished host; the child, which polls every 200 ms while it
+/// reports a loss, is re-linked within about 1.7 s of the death instead of up to
+/// 3 s. A report alone (a slow feeder that is alive) gives nobody up.
 pub const LOST_SILENT_AFTER: Duration = Duration::from_millis(1500);
 /// A successor within this many bytes of its feeder has caught up with it.
 const CAUGHT_UP_SLACK: u64 = 8 << 20;

@@ -29,6 +29,8 @@ pub struct PeerStats {
     pub state: &'static str,
     pub conn_kind: Option<ConnectionKind>,
     pub client_name: Option<String>,
+    // rookery patch 11: block requests sent to a live peer and not answered yet.
+    pub inflight_requests: Option<usize>,
 }
 
 impl From<&super::atomic::PeerCountersAtomic> for PeerCounters {
@@ -66,6 +68,10 @@ impl From<&Peer> for PeerStats {
             },
             client_name: match state {
                 PeerState::Live(l) => l.client_name.clone(),
+                _ => None,
+            },
+            inflight_requests: match state {
+                PeerState::Live(l) => Some(l.requested_inflight_count()),
                 _ => None,
             },
         }
