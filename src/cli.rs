@@ -239,9 +239,9 @@ pub struct SimulateArgs {
     /// Stripes of `--topology stripes`
     #[arg(long, value_name = "N", default_value_t = crate::config::playbook::DEFAULT_STRIPES)]
     pub stripes: usize,
-    /// Seconds from a host's failure until those it fed are re-linked (default: 3
-    /// for either shape, what the tracker's timings give; 1.7 for the stripes of
-    /// `--kill`, whose killed agent's connections drop at once)
+    /// Seconds from a host's failure until those it fed are re-linked (default, what
+    /// the tracker's timings give: 3 for the chain; 1.7 for the stripes, whose
+    /// orphans report a feeder whose connection dropped or that stalled)
     #[arg(long, value_name = "SECONDS")]
     pub detect: Option<f64>,
     /// Kill host hH (h1 is the first) once a third of the artifact has reached it,
