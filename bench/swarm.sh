@@ -61,6 +61,11 @@
 #   --kill H     rookery methods only: kill host hH's agent (SIGKILL) once a third of
 #                the artifact is in its staging copy; the figure is then the slowest
 #                surviving host, the victim is left out of the check (env SWARM_KILL)
+#   --vanish H   as --kill H, but the agent is stopped (SIGSTOP), not killed: its
+#                connections stay open, as a host's do when it loses power or its
+#                network. The figure is when the last other host had its copy (its
+#                staging copy renamed); the victim is then killed and the run ends
+#                (env SWARM_VANISH)
 #   --tmpfs M    keep the hosts' files in a tmpfs (auto: when RAM allows; default)
 #                so that the disk is not what is measured; N + 1 copies' worth of it
 #                is written and freed just before each method, untimed (see
@@ -128,6 +133,8 @@ METHODS=${SWARM_METHODS:-rookery,rookery-c,scp,rsync,aria2c}
 TMPFS=auto
 TREE=${SWARM_TREE:-0}
 KILL=${SWARM_KILL:-0}
+KILL_SIGNAL=KILL
+if [[ -n ${SWARM_VANISH:-} ]]; then KILL=$SWARM_VANISH KILL_SIGNAL=STOP; fi
 given_hosts=()
 while (($#)); do
     case $1 in
@@ -137,7 +144,8 @@ while (($#)); do
     --methods) METHODS=${2:?--methods needs a list}; shift 2 ;;
     --tmpfs) TMPFS=${2:?--tmpfs needs auto, yes or no}; shift 2 ;;
     --tree) TREE=${2:?--tree needs a number of files}; shift 2 ;;
-    --kill) KILL=${2:?--kill needs a host number}; shift 2 ;;
+    --kill) KILL=${2:?--kill needs a host number} KILL_SIGNAL=KILL; shift 2 ;;
+    --vanish) KILL=${2:?--vanish needs a host number} KILL_SIGNAL=STOP; shift 2 ;;
     -h | --help)
         awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
         exit 0
@@ -725,14 +733,36 @@ rookery_run() { # N METHOD NAMESPACE INVENTORY
             until (($(du -s --block-size=1 "$staged"/.staging-*/blob 2>/dev/null | awk '{s+=$1} END {print s+0}') >= SIZE * 1048576 / 3)); do
                 sleep 0.05
             done
-            pkill -KILL -f "rookery agent fetch .*--host h$KILL " || true
-            log "$method: killed h$KILL's agent at a third of its transfer ($(echo "$(now) - $t0" | bc) s in)"
+            pkill -"$KILL_SIGNAL" -f "rookery agent fetch .*--host h$KILL " || true
+            log "$method: $([[ $KILL_SIGNAL == KILL ]] && echo killed || echo stopped) h$KILL's agent at a third of its transfer ($(echo "$(now) - $t0" | bc) s in)"
+            if [[ $KILL_SIGNAL == STOP ]]; then
+                # Every other host done: its staging copy seen, then renamed (bash
+                # builtins only, so the watch costs the measured run nothing).
+                local k seen=() done=0
+                while ((done < n - 1)); do
+                    done=0
+                    for ((k = 1; k <= n; k++)); do
+                        ((k == KILL)) && continue
+                        if compgen -G "$D/hosts/h$k/srv/app/releases/.staging-*" >/dev/null; then
+                            seen[k]=1
+                        elif [[ -n ${seen[k]:-} ]]; then
+                            done=$((done + 1))
+                        fi
+                    done
+                    sleep 0.05
+                done
+                now >"$W/$method.done"
+                pkill -KILL -f "rookery agent fetch .*--host h$KILL " || true
+                log "$method: every other host had its copy $(echo "$(cat "$W/$method.done") - $t0" | bc) s in; killed h$KILL's agent"
+            fi
         ) &
         killer=$!
     fi
     ip netns exec "$ns" env TMPDIR="$W/tmp" "$BIN" --json -q distribute -i "$inv" "$W/bench.yml" >"$W/$method.json" 2>"$W/$method.err" || rc=$?
     t1=$(now) c1=$(cpu_ticks) up1=$(origin_tx) cx1=$(cross_dc)
     [[ -n $killer ]] && { kill "$killer" 2>/dev/null || true; wait "$killer" 2>/dev/null || true; }
+    # A vanished host: the figure is when the others were done, not when it was killed.
+    if [[ $KILL_SIGNAL == STOP && -s $W/$method.done ]]; then t1=$(cat "$W/$method.done"); fi
     # With a host killed on purpose, exit 4 (some hosts failed) is the expected end,
     # as long as the victim is the only host that failed.
     if ((KILL > 0 && rc == 4)) && python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); bad=[h["host"] for h in r["hosts"] if not h["ok"]]; sys.exit(0 if bad == ["h" + sys.argv[2]] else 1)' "$W/$method.json" "$KILL"; then

@@ -239,9 +239,9 @@ pub struct SimulateArgs {
     /// Stripes of `--topology stripes`
     #[arg(long, value_name = "N", default_value_t = crate::config::playbook::DEFAULT_STRIPES)]
     pub stripes: usize,
-    /// Seconds from a host's failure until those it fed are re-linked (default, what
-    /// the tracker's timings give: 3 for the chain; 1.7 for the stripes, whose
-    /// orphans report a feeder whose connection dropped or that stalled)
+    /// Seconds from a host's failure until those it fed are re-linked (default 1.7,
+    /// what the tracker's timings give: those it fed report it once its connection
+    /// drops or it stalls, and it is given up after 1.5 s of silence)
     #[arg(long, value_name = "SECONDS")]
     pub detect: Option<f64>,
     /// Kill host hH (h1 is the first) once a third of the artifact has reached it,

@@ -353,11 +353,12 @@ async fn wait(
         }
         let second = ticks.is_multiple_of(5);
         ticks += 1;
-        // Striped sharing: feeders gone (connection dropped) or stalled (owing blocks,
-        // sending nothing) are looked for on every tick and reported at once.
-        let lost = match f.engine.stripes {
-            Some(_) if !feeders.is_empty() => stalls.lost(torrent, &feeders, Instant::now()),
-            _ => Vec::new(),
+        // Feeders gone (connection dropped) or stalled (owing blocks, sending
+        // nothing) are looked for on every tick and reported at once.
+        let lost = if feeders.is_empty() {
+            Vec::new()
+        } else {
+            stalls.lost(torrent, &feeders, Instant::now())
         };
         if !second && !waiting && lost.is_empty() {
             continue;
@@ -437,8 +438,8 @@ fn one_line(debug: &str) -> String {
 /// over all of them, and the hosts that fed several successors split their upload
 /// (measured with bench/swarm.sh: 2.3 origin copies and 3.2 x S/C for 8 hosts). An
 /// empty or missing answer changes nothing, so a tracker hiccup never leaves the host
-/// without peers. With striped sharing the poll also names the feeders `lost`
-/// ([`Stalls::lost`]), for a faster re-link.
+/// without peers. The poll also names the feeders `lost` ([`Stalls::lost`]), for a
+/// faster re-link.
 async fn follow_feeders(
     url: &str,
     torrent: &librqbit::ManagedTorrent,

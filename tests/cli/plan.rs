@@ -170,7 +170,7 @@ fn simulate_reports_percentiles_and_refuses_nonsense() {
             "0.02",
         ])
         .stdout_has("Simulated pipeline (one chain): 300 hosts in 3 datacenters x 5 racks, 1 GiB")
-        .stdout_has("failures   6 host(s) fail during the transfer (seed 1), re-linked after 3.0s")
+        .stdout_has("failures   6 host(s) fail during the transfer (seed 1), re-linked after 1.7s")
         .stdout_has("origin     uploads 1 GiB (1.00 copies)")
         .stdout_has("the deepest is 300 hops from the origin")
         .run();

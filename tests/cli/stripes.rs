@@ -265,8 +265,7 @@ fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
 fn a_forwarding_host_that_vanishes_is_reported_stalled_and_re_linked_around() {
     let size = 24 << 20;
     let c = cluster(size, ", download_limit: 3MiB/s");
-    let d = c.dir();
-    let planned = planned_feeders(d);
+    let planned = planned_feeders(c.dir());
     let victim = planned
         .values()
         .flatten()
@@ -278,17 +277,58 @@ fn a_forwarding_host_that_vanishes_is_reported_stalled_and_re_linked_around() {
         .filter(|(_, f)| f.contains(&victim))
         .map(|(h, _)| h.clone())
         .collect();
-    let child = c.spawn(&["--json", "distribute", "pb.yml"]);
-    wait_for_a_third(d, &victim, size);
-    signal_agent(d, &victim, "-STOP");
+    vanish(&c, size, &victim, &orphans, "re-linked");
+}
+
+/// The same in the chain (`sharing: pipeline`): the victim's successor reports it
+/// stalled and is given the next predecessor.
+#[test]
+fn a_host_that_vanishes_from_the_chain_is_reported_stalled_and_skipped() {
+    let size = 24 << 20;
+    let c = Cluster::local(&datacenters()).start();
+    std::fs::write(
+        c.path("pb.yml"),
+        "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {sharing: pipeline, seed_window: 3s, download_limit: 3MiB/s}\nservices:\n  app: {start: \"true\"}\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(c.path("art")).unwrap();
+    std::fs::write(c.path("art/blob"), noise(size, 24)).unwrap();
+    let inv = rookery::config::inventory::Inventory::load(&c.dir().join("inv.yml")).unwrap();
+    let hosts: Vec<usize> = (0..inv.hosts.len()).collect();
+    let roster = rookery::tracker::server::roster(&inv, &hosts, Some([127, 0, 0, 1].into()));
+    // The chain: the origin, then the hosts; the third host and the one after it.
+    let chain: Vec<String> = roster
+        .order()
+        .iter()
+        .map(|&m| roster.members()[m].name.clone())
+        .collect();
+    let said = format!("gone: {} (reported lost by {}, silent)", chain[3], chain[4]);
+    vanish(&c, size, &chain[3], &[chain[4].clone()], &said);
+}
+
+/// Runs `pb.yml` on `c`, stops `victim`'s agent at a third of its copy, kills it once
+/// every other host has verified, and checks: they all did, one of `fed` (the hosts
+/// it fed) reported it stalled, the tracker's log (`-v`) has `tracker_says`, and the
+/// run ends in exit 4 with only `victim` failed.
+fn vanish(c: &Cluster, size: usize, victim: &str, fed: &[String], tracker_says: &str) {
+    let d = c.dir();
+    let child = c.spawn(&["-v", "--json", "distribute", "pb.yml"]);
+    wait_for_a_third(d, victim, size);
+    signal_agent(d, victim, "-STOP");
     let deadline = Instant::now() + Duration::from_secs(120);
-    for h in planned.keys().filter(|h| **h != victim) {
-        while !fetch_log(d, h).contains("verified") {
+    let inv = rookery::config::inventory::Inventory::load(&d.join("inv.yml")).unwrap();
+    for h in inv
+        .hosts
+        .iter()
+        .map(|h| h.name.clone())
+        .filter(|h| h != victim)
+    {
+        while !fetch_log(d, &h).contains("verified") {
             assert!(Instant::now() < deadline, "{h} never verified its copy");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    kill_agent(d, &victim);
+    kill_agent(d, victim);
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let r: serde_json::Value = serde_json::from_str(&stdout)
@@ -307,13 +347,15 @@ fn a_forwarding_host_that_vanishes_is_reported_stalled_and_re_linked_around() {
             "{name}'s copy"
         );
     }
-    let stalled: Vec<&String> = orphans
-        .iter()
-        .filter(|o| fetch_log(d, o).contains("stalled: blocks owed"))
-        .collect();
     assert!(
-        !stalled.is_empty(),
-        "no orphan of {victim} reported it stalled: {orphans:?}"
+        fed.iter()
+            .any(|o| fetch_log(d, o).contains("stalled: blocks owed")),
+        "none of {fed:?} reported {victim} stalled"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(tracker_says),
+        "no `{tracker_says}`: {stderr}"
     );
     assert_eq!(
         out.status.code(),

@@ -14,7 +14,7 @@
 //! trip, the links' queues, the agents' scheduling), and a hop's rate is the least
 //! of the two hosts' links, the caps, both racks' uplinks when it leaves a rack and
 //! both datacenters' interconnects when it leaves a datacenter. A host that fails at time `t` stops serving; its successor notices after
-//! [`DETECT`] (one missed announce) and takes every later piece from the nearest live
+//! [`DETECT`] (its report of a feeder gone, confirmed by silence) and takes every later piece from the nearest live
 //! host before it, as the tracker arranges. Start-up is the same as in the plan's
 //! estimate ([`crate::plan::estimate::start_seconds`]: hashing the artifact, connecting,
 //! one command per host, the first announce), plus, with `--start-spread`, each
@@ -50,9 +50,12 @@ use chain::chain_run;
 pub use render::render;
 use stripes::stripes_run;
 
-/// How long a successor takes to notice its feeder is gone in the chain (the
-/// tracker's first missed announce).
-pub const DETECT: f64 = 3.0;
+/// How long a successor takes to be given a new feeder when its own is gone, in the
+/// chain: it reports the feeder (connection dropped, or blocks owed and nothing sent
+/// for 1 s) in polls every 200 ms, and the tracker skips a reported feeder silent
+/// for 1.5 s (`Swarm::skip_lost`): at most 1.7 s, as in the trees. It was 3 s (the
+/// feeder's first missed announce) before successors reported.
+pub const DETECT: f64 = 1.7;
 /// The same for striped trees, for a host that vanishes without closing its
 /// connections (power, network): its children find it owing blocks and sending
 /// nothing for 1 s (checked every 200 ms) and report it stalled; the tracker gives it

@@ -123,14 +123,9 @@ fn helpers(
         .iter()
         .map(|f| f.unwrap_or(f64::INFINITY))
         .collect();
-    for line in sim
-        .timeline
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, l)| (i % n, l))
-    {
-        let (c, line) = line;
+    // timeline[s][c], flattened: entry i is member i % n's feeders in a stripe.
+    for (i, line) in sim.timeline.iter().flatten().enumerate() {
+        let c = i % n;
         let until = finished[c].unwrap_or(tr.fail_at[c]);
         for &(_, p, _) in line {
             busy[p] = busy[p].max(until);

@@ -10,7 +10,8 @@
 //!   predecessor that is not behind it. In-order fetching suits a chain: each host
 //!   forwards piece *i* as soon as it has verified it, every host uploads about one
 //!   copy, and the chain crosses each datacenter boundary once. A dead feeder stops
-//!   announcing and is skipped at the next announce; a slow feeder (under half its
+//!   announcing and is skipped at the next announce, or at once when its successor
+//!   reports it lost and it has gone silent; a slow feeder (under half its
 //!   upstream's rate while its successor has caught up with it) gets a bypass. The
 //!   agent keeps connections to exactly the feeders named (see `fetch.rs`).
 //! - **mesh** (any other client, e.g. aria2c with rarest-first): same-rack peers
@@ -458,8 +459,8 @@ impl Swarm {
     /// so an orphan learns its new feeder within a poll.
     ///
     /// `lost`: the feeders (addresses as announced) whose connection to `me`
-    /// dropped; with striped sharing each is given up after [`LOST_SILENT_AFTER`] of
-    /// silence.
+    /// dropped or that stalled; each is given up after [`LOST_SILENT_AFTER`] of
+    /// silence (with the pipeline, [`Swarm::skip_lost`]).
     pub fn poll(
         &mut self,
         roster: &Roster,
@@ -469,6 +470,9 @@ impl Swarm {
         now: Instant,
     ) -> Status {
         self.touch(me, now);
+        if sharing == Sharing::Pipeline && !lost.is_empty() {
+            self.skip_lost(roster, me, lost, now);
+        }
         // A member that has not announced yet gets its stripes too: its engine asks
         // nobody for anything until it knows them.
         if sharing != Sharing::Stripes || self.trees.is_none() {

@@ -70,6 +70,54 @@ impl Swarm {
         (feeders, None)
     }
 
+    /// Pipeline sharing: `me`'s feeders that it reports `lost` (connection dropped,
+    /// or blocks owed and nothing sent) and that have been silent here for
+    /// [`LOST_SILENT_AFTER`] are given up as gone, as if they had announced
+    /// `stopped` (an announce takes one back), and `me` gets its feeders afresh at
+    /// once: the next predecessor, 1.7 s at most after a feeder died or vanished,
+    /// instead of waiting for `me`'s next announce and the feeder's missed one. A
+    /// report alone, or silence alone, is not enough.
+    pub(super) fn skip_lost(
+        &mut self,
+        roster: &Roster,
+        me: usize,
+        lost: &[SocketAddr],
+        now: Instant,
+    ) {
+        let Some(mine) = self.peers[me].as_ref() else {
+            return;
+        };
+        let gone: Vec<usize> = mine
+            .feeders
+            .iter()
+            .copied()
+            .filter(|&f| {
+                self.peers[f].as_ref().is_some_and(|p| {
+                    !p.stopped
+                        && lost.contains(&p.addr)
+                        && now.duration_since(p.heard) > LOST_SILENT_AFTER
+                })
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for &f in &gone {
+            tracing::info!(
+                target: "rookery::tracker::swarm",
+                "gone: {} (reported lost by {}, silent)",
+                roster.members[f].name,
+                roster.members[me].name
+            );
+            self.withdraw(f, now);
+        }
+        let (feeders, awaiting) = self.pipeline(roster, me, now);
+        self.set_feeders(me, feeders);
+        if let Some(p) = &mut self.peers[me] {
+            p.awaiting = awaiting;
+        }
+    }
+
     /// Whether feeder `i` gets the next usable predecessor (`upstream`) added: only
     /// when it is slow, and never across a datacenter boundary.
     fn bypass(

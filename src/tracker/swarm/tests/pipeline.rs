@@ -363,3 +363,36 @@ fn pipeline_falls_back_to_the_nearest_complete_peer() {
         vec![addr(1)]
     );
 }
+
+#[test]
+fn a_feeder_reported_lost_and_silent_is_skipped_at_the_poll() {
+    let r = roster(&[("east", "e1", 3)]);
+    let t = Instant::now();
+    let mut s = announced(&r, t, &[0, S, S, S]);
+    let feeders = |s: &mut Swarm, lost: &[SocketAddr], at: Instant| {
+        s.poll(&r, Sharing::Pipeline, 2, lost, at).feeders.unwrap()
+    };
+    assert_eq!(feeders(&mut s, &[], t), vec![addr(1)]);
+    // Host 1 vanishes: host 2 keeps polling and reports it; host 3 polls too.
+    let soon = t + Duration::from_millis(1000);
+    s.poll(&r, Sharing::Pipeline, 3, &[], soon);
+    // Reported, but heard from within 1.5 s: kept.
+    assert_eq!(feeders(&mut s, &[addr(1)], soon), vec![addr(1)]);
+    // Silent, but not reported: kept (the announce rules deal with it).
+    let later = t + LOST_SILENT_AFTER + Duration::from_millis(100);
+    assert_eq!(feeders(&mut s, &[], later), vec![addr(1)]);
+    // Reported and silent: skipped for the next predecessor at this very poll.
+    assert_eq!(feeders(&mut s, &[addr(1)], later), vec![addr(0)]);
+    // Given up for everyone until it announces again.
+    let st = s.status(&r, Sharing::Pipeline, 1, later);
+    assert_eq!(st.waiting_on_me, 0);
+    assert_eq!(
+        s.announce(&r, Sharing::Pipeline, 3, seen(3, S), 50, later),
+        vec![addr(2)]
+    );
+    s.announce(&r, Sharing::Pipeline, 1, seen(1, S / 2), 50, later);
+    assert_eq!(
+        s.announce(&r, Sharing::Pipeline, 2, seen(2, S), 50, later),
+        vec![addr(1)]
+    );
+}
