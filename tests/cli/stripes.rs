@@ -188,6 +188,35 @@ fn fetch_log(d: &Path, host: &str) -> String {
         .collect()
 }
 
+/// The run's JSON report, once `child` (a `--json distribute`) has exited, and how it
+/// ended.
+fn report(child: std::process::Child) -> (serde_json::Value, std::process::Output) {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    (r, out)
+}
+
+/// Every host of the report but `failed` verified a copy identical to `art/`, and
+/// `failed` is reported failed.
+fn assert_copies_but(d: &Path, r: &serde_json::Value, failed: Option<&str>) {
+    let version = r["version"].as_str().unwrap();
+    for h in r["hosts"].as_array().unwrap() {
+        let name = h["host"].as_str().unwrap();
+        if Some(name) == failed {
+            assert_eq!(h["ok"], false, "{h}");
+            continue;
+        }
+        assert_eq!(h["ok"], true, "{h}");
+        assert_eq!(
+            snapshot(&d.join(format!("hosts/{name}/srv/app/releases/{version}"))),
+            snapshot(&d.join("art")),
+            "{name}'s copy"
+        );
+    }
+}
+
 /// A host that forwards in some stripe is killed while the others fetch: every other
 /// host still verifies its copy, from the feeders the tracker re-linked it to.
 #[test]
@@ -211,23 +240,10 @@ fn a_forwarding_host_killed_mid_transfer_costs_only_a_re_link() {
     let child = c.spawn(&["--json", "distribute", "pb.yml"]);
     wait_for_a_third(d, &victim, size);
     kill_agent(d, &victim);
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let r: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
-    let version = r["version"].as_str().unwrap();
+    let (r, out) = report(child);
+    assert_copies_but(d, &r, Some(&victim));
     for h in r["hosts"].as_array().unwrap() {
         let name = h["host"].as_str().unwrap();
-        if name == victim {
-            assert_eq!(h["ok"], false, "{h}");
-            continue;
-        }
-        assert_eq!(h["ok"], true, "{h}");
-        assert_eq!(
-            snapshot(&d.join(format!("hosts/{name}/srv/app/releases/{version}"))),
-            snapshot(&d.join("art")),
-            "{name}'s copy"
-        );
         if orphans.contains(&&name.to_string()) {
             // Fed by the victim until it died, and by someone else after.
             let fed = fed_by(h);
@@ -329,24 +345,8 @@ fn vanish(c: &Cluster, size: usize, victim: &str, fed: &[String], tracker_says: 
         }
     }
     kill_agent(d, victim);
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let r: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
-    let version = r["version"].as_str().unwrap();
-    for h in r["hosts"].as_array().unwrap() {
-        let name = h["host"].as_str().unwrap();
-        if name == victim {
-            assert_eq!(h["ok"], false, "{h}");
-            continue;
-        }
-        assert_eq!(h["ok"], true, "{h}");
-        assert_eq!(
-            snapshot(&d.join(format!("hosts/{name}/srv/app/releases/{version}"))),
-            snapshot(&d.join("art")),
-            "{name}'s copy"
-        );
-    }
+    let (r, out) = report(child);
+    assert_copies_but(d, &r, Some(victim));
     assert!(
         fed.iter()
             .any(|o| fetch_log(d, o).contains("stalled: blocks owed")),
@@ -405,26 +405,14 @@ fn a_host_left_behind_is_helped_by_a_finished_rack_mate() {
     signal_agent(d, &late, "-STOP");
     std::thread::sleep(Duration::from_secs(5));
     signal_agent(d, &late, "-CONT");
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let r: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    let (r, out) = report(child);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let version = r["version"].as_str().unwrap();
+    assert_copies_but(d, &r, None);
     let hosts = r["hosts"].as_array().unwrap();
-    for h in hosts {
-        let name = h["host"].as_str().unwrap();
-        assert_eq!(h["ok"], true, "{h}");
-        assert_eq!(
-            snapshot(&d.join(format!("hosts/{name}/srv/app/releases/{version}"))),
-            snapshot(&d.join("art")),
-            "{name}'s copy"
-        );
-    }
     let log = fetch_log(d, &late);
     assert!(log.contains("helped by"), "{late} was never helped: {log}");
     let h = hosts.iter().find(|h| h["host"] == late.as_str()).unwrap();

@@ -280,6 +280,12 @@ impl Swarm {
         }
     }
 
+    /// Seconds since the swarm's first announce, for the log.
+    fn since_start(&self, now: Instant) -> f64 {
+        self.started
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64())
+    }
+
     /// Records that `me` was heard from (a status poll): alive, for striped trees.
     pub fn touch(&mut self, me: usize, now: Instant) {
         if let Some(p) = &mut self.peers[me] {
@@ -362,9 +368,7 @@ impl Swarm {
                 .iter()
                 .map(|&i| roster.members[i].name.as_str())
                 .collect();
-            let t = self
-                .started
-                .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+            let t = self.since_start(now);
             tracing::info!(
                 target: "rookery::tracker::swarm",
                 "{t:.1}s {} (left {} MiB, {:.1} MiB/s) feeders: [{}]",

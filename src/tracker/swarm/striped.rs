@@ -80,9 +80,7 @@ impl Swarm {
         };
         self.helping[me] = Some(c);
         self.helped_by[c] = Some(me);
-        let t = self
-            .started
-            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        let t = self.since_start(now);
         tracing::info!(
             target: "rookery::tracker::swarm",
             "{t:.1}s {} (done) helps {} (left {} MiB)",
