@@ -358,7 +358,8 @@ async fn wait(
         let lost = if feeders.is_empty() {
             Vec::new()
         } else {
-            stalls.lost(torrent, &feeders, Instant::now())
+            let striped = f.engine.stripes.is_some();
+            stalls.lost(torrent, &feeders, striped, Instant::now())
         };
         if !second && !waiting && lost.is_empty() {
             continue;
@@ -511,15 +512,20 @@ struct Stalls {
 impl Stalls {
     /// The feeders among `current` that look gone: the connection of one that sent
     /// something dropped (a killed agent's connections drop at once), or a live one
-    /// has owed blocks for [`STALLED_AFTER`] and sent nothing (a host that lost power
-    /// or its network, or a frozen agent, leaves its connections open). The tracker
-    /// gives a reported feeder up only once it is silent there too (see
-    /// [`crate::tracker::swarm::LOST_SILENT_AFTER`]), so a slow feeder that is alive
-    /// is not re-linked around.
+    /// has sent nothing for [`STALLED_AFTER`] (a host that lost power or its
+    /// network, or a frozen agent, leaves its connections open). With striped trees
+    /// only one that owes blocks counts: a stripe complete here leaves its feeder
+    /// nothing to send while the others go on. In the chain a host is usually right
+    /// behind its feeder, asking for nothing until the next piece is announced, so
+    /// one that had been sending and stopped counts. The tracker gives a reported
+    /// feeder up only once it is silent there too (see
+    /// [`crate::tracker::swarm::LOST_SILENT_AFTER`]), so a feeder that is alive (slow,
+    /// or itself starved upstream) is not re-linked around.
     fn lost(
         &mut self,
         torrent: &librqbit::ManagedTorrent,
         current: &[SocketAddr],
+        striped: bool,
         now: Instant,
     ) -> Vec<SocketAddr> {
         let mut dropped = Vec::new();
@@ -538,7 +544,12 @@ impl Stalls {
                 continue;
             }
             let moved = self.moved.entry(a).or_insert((p.fetched, now));
-            if p.fetched != moved.0 || p.inflight == 0 {
+            let owes = if striped {
+                p.inflight > 0
+            } else {
+                p.fetched > 0
+            };
+            if p.fetched != moved.0 || !owes {
                 *moved = (p.fetched, now);
             } else if now.duration_since(moved.1) >= STALLED_AFTER {
                 stalled.push(a);
@@ -553,8 +564,9 @@ impl Stalls {
             }
             if !stalled.is_empty() {
                 tracing::info!(
-                    "feeder(s) {stalled:?} stalled: blocks owed, nothing sent for {}",
-                    crate::config::units::format_duration(STALLED_AFTER)
+                    "feeder(s) {stalled:?} stalled: nothing sent for {}{}",
+                    crate::config::units::format_duration(STALLED_AFTER),
+                    if striped { " with blocks owed" } else { "" }
                 );
             }
             self.reported = lost.clone();
