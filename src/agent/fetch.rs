@@ -353,13 +353,20 @@ async fn wait(
         }
         let second = ticks.is_multiple_of(5);
         ticks += 1;
+        // The engine's per-peer counters, read once a tick for the stall check and
+        // the log line.
+        let peers = if feeders.is_empty() && !second {
+            Vec::new()
+        } else {
+            engine::peer_counters(torrent)
+        };
         // Feeders gone (connection dropped) or stalled (owing blocks, sending
         // nothing) are looked for on every tick and reported at once.
         let lost = if feeders.is_empty() {
             Vec::new()
         } else {
             let striped = f.engine.stripes.is_some();
-            stalls.lost(torrent, &feeders, striped, Instant::now())
+            stalls.lost(&peers, &feeders, striped, Instant::now())
         };
         if !second && !waiting && lost.is_empty() {
             continue;
@@ -391,7 +398,7 @@ async fn wait(
         if !second {
             continue;
         }
-        log_progress(torrent, stats.progress_bytes, total, &mut last_logged);
+        log_progress(&peers, stats.progress_bytes, total, &mut last_logged);
         emit(
             events,
             &serde_json::json!({
@@ -523,14 +530,14 @@ impl Stalls {
     /// or itself starved upstream) is not re-linked around.
     fn lost(
         &mut self,
-        torrent: &librqbit::ManagedTorrent,
+        peers: &[engine::PeerCounters],
         current: &[SocketAddr],
         striped: bool,
         now: Instant,
     ) -> Vec<SocketAddr> {
         let mut dropped = Vec::new();
         let mut stalled = Vec::new();
-        for p in engine::peer_counters(torrent) {
+        for p in peers {
             let Ok(a) = p.addr.parse::<SocketAddr>() else {
                 continue;
             };
@@ -606,17 +613,12 @@ fn stripe_masks(per_stripe: &[Option<SocketAddr>], helpers: &[SocketAddr]) -> li
 
 /// One line per tick in the agent's log: progress, rate, and what each peer has sent
 /// and taken so far (`addr state fetched/uploaded MiB`), to see who fed whom.
-fn log_progress(
-    torrent: &librqbit::ManagedTorrent,
-    bytes: u64,
-    total: u64,
-    last: &mut (u64, Instant),
-) {
+fn log_progress(peers: &[engine::PeerCounters], bytes: u64, total: u64, last: &mut (u64, Instant)) {
     let dt = last.1.elapsed().as_secs_f64().max(1e-3);
     let rate = bytes.saturating_sub(last.0) as f64 / dt;
     *last = (bytes, Instant::now());
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let peers: Vec<String> = engine::peer_counters(torrent)
+    let peers: Vec<String> = peers
         .iter()
         .map(|p| {
             format!(

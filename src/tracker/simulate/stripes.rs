@@ -48,10 +48,13 @@ pub(super) fn stripes_run(roster: &Roster, k: usize, tr: &Transfer) -> (Finished
         timeline: &timeline,
         help: vec![None; n],
     };
-    // The trees alone, then again with the help their finished hosts give.
-    let (done, _) = fill(&sim, root, pieces);
+    // The trees alone, then again with the help their finished hosts give, if any.
+    let (done, bytes) = fill(&sim, root, pieces);
     let finished = finish(&done, fail_at);
     sim.help = helpers(roster, root, &sim, &done, &finished);
+    if sim.help.iter().all(Option::is_none) {
+        return (finished, bytes, max_depth);
+    }
     if let Some((_, times)) = tr.probe {
         // What the probed member got in the second run only.
         times.borrow_mut().clear();

@@ -52,6 +52,12 @@ pub const STRIPE_SILENT_AFTER: Duration = Duration::from_secs(2);
 /// reports a loss, is re-linked within about 1.7 s of the death instead of up to
 /// 3 s. A report alone (a slow feeder that is alive) gives nobody up.
 pub const LOST_SILENT_AFTER: Duration = Duration::from_millis(1500);
+/// Whether a feeder its child reports in `lost` has also been silent for
+/// [`LOST_SILENT_AFTER`]: given up, in the trees and in the chain.
+fn lost_and_silent(p: &Peer, lost: &[SocketAddr], now: Instant) -> bool {
+    lost.contains(&p.addr) && now.duration_since(p.heard) > LOST_SILENT_AFTER
+}
+
 /// A successor within this many bytes of its feeder has caught up with it.
 const CAUGHT_UP_SLACK: u64 = 8 << 20;
 

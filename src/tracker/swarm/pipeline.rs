@@ -92,11 +92,9 @@ impl Swarm {
             .iter()
             .copied()
             .filter(|&f| {
-                self.peers[f].as_ref().is_some_and(|p| {
-                    !p.stopped
-                        && lost.contains(&p.addr)
-                        && now.duration_since(p.heard) > LOST_SILENT_AFTER
-                })
+                self.peers[f]
+                    .as_ref()
+                    .is_some_and(|p| !p.stopped && lost_and_silent(p, lost, now))
             })
             .collect();
         if gone.is_empty() {

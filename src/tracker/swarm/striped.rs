@@ -93,18 +93,23 @@ impl Swarm {
     /// Whether `m` still fetches and is alive (heard from within `silent_after`):
     /// a child of a helper keeps it busy, a rack-mate may be helped.
     fn wants_help(&self, m: usize, now: Instant) -> bool {
-        self.peers[m].as_ref().is_some_and(|p| {
-            p.left > 0 && !p.stopped && now.duration_since(p.heard) <= self.silent_after
-        }) && !self.trees.as_ref().is_some_and(|t| t.is_dead(m))
+        self.responsive(m, now).is_some_and(|p| p.left > 0)
+            && !self.trees.as_ref().is_some_and(|t| t.is_dead(m))
     }
 
     /// The finished rack-mate that helps `me`, while it is alive.
     pub(super) fn helper_of(&self, me: usize, now: Instant) -> Option<usize> {
         let h = self.helped_by[me]?;
-        let alive = self.peers[h].as_ref().is_some_and(|p| {
-            p.left == 0 && !p.stopped && now.duration_since(p.heard) <= self.silent_after
-        });
+        let alive = self.responsive(h, now).is_some_and(|p| p.left == 0);
         (alive && self.helping[h] == Some(me)).then_some(h)
+    }
+
+    /// Member `m`, if it has not stopped and was heard from (an announce or a poll)
+    /// within `silent_after`.
+    fn responsive(&self, m: usize, now: Instant) -> Option<&Peer> {
+        self.peers[m]
+            .as_ref()
+            .filter(|p| !p.stopped && now.duration_since(p.heard) <= self.silent_after)
     }
 
     /// Re-links around `me`'s parents that are gone (stopped, withdrawn, silent for
@@ -128,10 +133,9 @@ impl Swarm {
         let root = trees.root();
         let gone = |p: usize| match &self.peers[p] {
             Some(peer) => {
-                let silent = now.duration_since(peer.heard);
                 peer.stopped
-                    || silent > self.silent_after
-                    || (silent > LOST_SILENT_AFTER && lost.contains(&peer.addr))
+                    || now.duration_since(peer.heard) > self.silent_after
+                    || lost_and_silent(peer, lost, now)
             }
             None => !(starting || self.launching[p].awaited(now)),
         };
