@@ -133,6 +133,7 @@ fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> 
         tracker: a.tracker.clone(),
         peers: a.peers.clone(),
         stripes,
+        in_step: None,
     };
     Ok((torrent, metainfo, opts))
 }
@@ -209,7 +210,8 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
 }
 
 pub fn seed(a: &SeedArgs) -> anyhow::Result<Exit> {
-    let (torrent, _metainfo, engine) = swarm(&a.swarm)?;
+    let (torrent, _metainfo, mut engine) = swarm(&a.swarm)?;
+    engine.in_step = a.in_step;
     let (source, duration, until_stdin_closes) = (&a.source, a.duration, a.until_stdin_closes);
     let rt = shutdown::engine_runtime()?;
     let uploaded = rt.block_on(async {

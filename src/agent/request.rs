@@ -199,6 +199,10 @@ pub struct SeedArgs {
     /// Stop when stdin reaches end of file (started over SSH by the controller)
     #[arg(long)]
     pub until_stdin_closes: bool,
+    /// Keep the uploads to the peers within this many pieces of each other (the
+    /// origin of striped trees)
+    #[arg(long, value_name = "PIECES")]
+    pub in_step: Option<u32>,
 }
 
 impl Request for SeedArgs {
@@ -668,6 +672,7 @@ mod tests {
             source: "build/out".into(),
             duration: Some(Duration::from_millis(1500)),
             until_stdin_closes: true,
+            in_step: Some(32),
         };
         match parse(seed.argv("rookery")) {
             AgentCommand::Seed(back) => assert_eq!(back, seed),

@@ -85,6 +85,7 @@ pub(super) async fn local_origin(
         tracker: Some(format!("{announce}?host={}", tracker::CONTROLLER)),
         peers: Vec::new(),
         stripes: None,
+        in_step: in_step(dist),
     };
     let source = config.playbook.artifact.source.clone();
     let torrent = m.to_bytes();
@@ -107,6 +108,13 @@ pub(super) async fn local_origin(
         withdraw: Some(withdraw),
         tell_withdrawn: None,
     })
+}
+
+/// How far apart the origin's uploads may get: for striped trees, a few pieces per
+/// stripe ([`crate::torrent::in_step`]); the chain's origin feeds one host.
+fn in_step(dist: &crate::config::playbook::Distribution) -> Option<u32> {
+    (dist.sharing == Sharing::Stripes)
+        .then(|| crate::torrent::in_step::WINDOW_PER_STRIPE * dist.stripes as u32)
 }
 
 /// Where origin host `b` keeps the inventory and the metainfo for its tracker and
@@ -382,6 +390,7 @@ fn seed_args(
         source: config.playbook.artifact.source_as_written.clone().into(),
         duration: None,
         until_stdin_closes: true,
+        in_step: in_step(dist),
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Options {
     /// Striped fetching over this many stripes: no peer is asked for anything until
     /// the tracker names its stripes (see `fetch.rs`).
     pub stripes: Option<u32>,
+    /// Uploads kept within this many pieces of each other (the origin of striped
+    /// trees, [`super::in_step`]).
+    pub in_step: Option<u32>,
 }
 
 /// Block requests (16 KiB each) kept outstanding per peer: 8 MiB in flight. librqbit's
@@ -82,6 +85,8 @@ pub async fn session(
             // librqbit announces no port for a loopback listener unless told.
             announce_port: Some(opts.listen.port()),
             ipv4_only: opts.listen.is_ipv4(),
+            // Uploads kept in step must leave as they are let through.
+            tcp_notsent_lowat: opts.in_step.map(|_| super::in_step::NOTSENT_LOWAT),
             ..ListenerOptions::default()
         }),
         connect: Some(ConnectionOptions {
@@ -138,12 +143,32 @@ pub async fn add(
         stripes: opts.stripes,
         ..AddTorrentOptions::default()
     };
-    session
+    let handle = session
         .add_torrent(AddTorrent::from_bytes(torrent.to_vec()), Some(add))
         .await
         .context("adding the torrent to the engine")?
         .into_handle()
-        .context("the engine did not start the torrent")
+        .context("the engine did not start the torrent")?;
+    if let Some(window) = opts.in_step {
+        keep_in_step(handle.clone(), window);
+    }
+    Ok(handle)
+}
+
+/// Gates the uploads of `torrent` with [`InStep`](super::in_step::InStep) as soon
+/// as it is live (an origin checks its copy first); gives up when nobody else holds
+/// the torrent any more.
+fn keep_in_step(torrent: Arc<ManagedTorrent>, window: u32) {
+    tokio::spawn(async move {
+        while Arc::strong_count(&torrent) > 1 {
+            if let Some(live) = torrent.live() {
+                live.set_upload_gate(Some(Arc::new(super::in_step::InStep::new(window))));
+                tracing::debug!(window, "uploads kept in step");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
 }
 
 /// Byte counts from librqbit's own per-peer counters.
@@ -232,6 +257,7 @@ mod tests {
             tracker: None,
             peers,
             stripes: None,
+            in_step: None,
         }
     }
 
@@ -324,6 +350,73 @@ mod tests {
         let block = NonZeroU32::new(16 << 10).unwrap();
         limits.prepare_for_upload(block).await.unwrap();
         limits.prepare_for_download(block).await.unwrap();
+    }
+
+    /// The origin of striped trees keeps its stripes in step (vendored librqbit
+    /// patch 12, [`super::super::in_step`]): two roots fetch one stripe each from it
+    /// over loopback, one of them capped at 2 MB/s. Unkept, the other has its whole
+    /// stripe while the capped one has a few hundred KiB of its own; kept in step,
+    /// the capped one has more than half of its stripe by then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_origin_keeps_the_stripes_of_a_slow_root_and_a_fast_one_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let blob: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 4099) as u8).collect();
+        std::fs::write(src.join("blob"), &blob).unwrap();
+        let meta = crate::torrent::metainfo::create(
+            &src,
+            &crate::torrent::metainfo::CreateOptions {
+                piece_size: Some(64 << 10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let torrent = meta.to_bytes();
+        let stripe = meta.total_length() / 2;
+        let cancel = CancellationToken::new();
+        let origin = Options {
+            in_step: Some(8),
+            ..options(free_addr(), Vec::new(), None)
+        };
+        let o = session(&origin, &src, cancel.child_token()).await.unwrap();
+        let _seeding = add(
+            &o,
+            &origin,
+            &torrent,
+            &src,
+            Some(ReadOnlyFactory::boxed_factory(&src)),
+        )
+        .await
+        .unwrap();
+        let mut roots = Vec::new();
+        for (s, cap) in [(0u32, Some(2_000_000)), (1, None)] {
+            let opts = Options {
+                download_limit: cap,
+                stripes: Some(2),
+                ..options(free_addr(), vec![origin.listen], None)
+            };
+            let out = dir.path().join(format!("root{s}"));
+            let session = session(&opts, &out, cancel.child_token()).await.unwrap();
+            let t = add(&session, &opts, &torrent, &out, None).await.unwrap();
+            until(&t, "the root is live", || t.live().is_some()).await;
+            t.live().unwrap().set_stripes(Some(librqbit::Stripes {
+                count: 2,
+                by_peer: [(origin.listen, 1u64 << s)].into(),
+            }));
+            roots.push((session, t));
+        }
+        let (slow, fast) = (&roots[0].1, &roots[1].1);
+        until(fast, "the fast root has its stripe", || {
+            fast.stats().progress_bytes >= stripe
+        })
+        .await;
+        let slow_had = slow.stats().progress_bytes;
+        assert!(
+            slow_had > stripe / 2,
+            "the slow root had {slow_had} bytes of its stripe's {stripe} when the fast one had all of its own"
+        );
+        cancel.cancel();
     }
 
     /// The agent's side of "follow the tracker": a peer left out of

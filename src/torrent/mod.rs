@@ -9,8 +9,10 @@
 //! - [`storage`]: read-only storage for origins and installed releases, sealable
 //!   storage for a download.
 //! - [`engine`]: the librqbit session: closed swarm, caps, stripes.
+//! - [`in_step`]: the origin's uploads to the stripes' roots, kept in step.
 
 pub mod engine;
+pub mod in_step;
 pub mod links;
 pub mod metainfo;
 pub mod storage;

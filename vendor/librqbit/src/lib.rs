@@ -98,7 +98,7 @@ pub use session::{
 pub use stream_connect::ConnectionOptions;
 pub use torrent_state::{
     ManagedTorrent, ManagedTorrentShared, ManagedTorrentState, Stripes, TorrentMetadata,
-    TorrentStats, TorrentStatsState,
+    TorrentStats, TorrentStatsState, UploadGate,
 };
 pub use type_aliases::FileInfos;
 

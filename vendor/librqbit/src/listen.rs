@@ -57,6 +57,11 @@ pub struct ListenerOptions {
     pub announce_port: Option<u16>,
     pub ipv4_only: bool,
     pub max_pending_incoming_handshake_checks: usize,
+    /// rookery patch 12: TCP_NOTSENT_LOWAT for the connections accepted (set on the
+    /// listener, which they inherit it from): at most this many bytes written and not
+    /// yet sent wait in each socket, so that what an upload gate let through is what
+    /// goes out, not what fills a socket buffer of megabytes. Linux only.
+    pub tcp_notsent_lowat: Option<u32>,
 }
 
 impl Default for ListenerOptions {
@@ -70,6 +75,7 @@ impl Default for ListenerOptions {
             announce_port: None,
             ipv4_only: false,
             max_pending_incoming_handshake_checks: DEFAULT_MAX_PENDING_INCOMING_HANDSHAKE_CHECKS,
+            tcp_notsent_lowat: None,
         }
     }
 }
@@ -107,6 +113,27 @@ impl ListenerOptions {
                 },
             )
             .context("error starting TCP listener")?;
+            // rookery patch 12: accepted connections inherit the listener's
+            // TCP_NOTSENT_LOWAT.
+            #[cfg(target_os = "linux")]
+            if let Some(lowat) = self.tcp_notsent_lowat {
+                use std::os::fd::AsRawFd;
+                let value = nix::libc::c_int::try_from(lowat).unwrap_or(nix::libc::c_int::MAX);
+                // SAFETY: a valid socket, a c_int option value and its size.
+                let r = unsafe {
+                    nix::libc::setsockopt(
+                        listener.socket().as_raw_fd(),
+                        nix::libc::IPPROTO_TCP,
+                        nix::libc::TCP_NOTSENT_LOWAT,
+                        (&raw const value).cast(),
+                        std::mem::size_of_val(&value) as nix::libc::socklen_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(std::io::Error::last_os_error())
+                        .context("error setting TCP_NOTSENT_LOWAT on the TCP listener");
+                }
+            }
             listen_addr = listener.bind_addr();
             info!(
                 "Listening on TCP {:?} for incoming peer connections",

@@ -45,6 +45,9 @@ pub trait PeerConnectionHandler {
     async fn on_received_message(&self, msg: Message<'_>) -> anyhow::Result<()>;
     fn should_transmit_have(&self, id: ValidPieceIndex) -> bool;
     fn on_uploaded_bytes(&self, bytes: u32);
+    /// rookery patch 12: called before a requested chunk is read and sent; the
+    /// chunk waits until it returns.
+    async fn before_upload(&self, _chunk: &ChunkInfo) {}
     fn read_chunk(&self, chunk: &ChunkInfo, buf: &mut [u8]) -> anyhow::Result<()>;
     fn update_my_extended_handshake(
         &self,
@@ -432,6 +435,9 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                                 skip_reading_for_e2e_tests = true;
                             }
                         }
+
+                        // rookery patch 12: the handler may hold the chunk back.
+                        self.handler.before_upload(&chunk).await;
 
                         // this whole section is an optimization
                         let preamble_len = serialize_piece_preamble(&chunk, &mut *write_buf);

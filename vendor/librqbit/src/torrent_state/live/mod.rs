@@ -217,6 +217,25 @@ pub struct TorrentStateLive {
 
     // rookery patch 8: striped fetching (see `set_stripes`).
     stripes: RwLock<Option<Stripes>>,
+
+    // rookery patch 12: the embedding application paces uploads (see
+    // `set_upload_gate`).
+    upload_gate: RwLock<Option<Arc<dyn UploadGate>>>,
+}
+
+/// rookery patch 12: decides when a requested chunk may be sent to a peer. The
+/// engine tells it of every request and of every peer that goes away, and asks it
+/// before it sends each chunk; a chunk it holds back waits in that peer's writer
+/// (other peers' uploads go on) until the returned `Notify` fires or 50 ms pass,
+/// then asks again.
+pub trait UploadGate: Send + Sync {
+    /// `peer` asked for a chunk of `piece`.
+    fn asked(&self, peer: SocketAddr, piece: u32);
+    /// `None`: send a chunk of `piece` to `peer` now (and count it as sent).
+    /// `Some(n)`: not yet; ask again once `n` is notified.
+    fn may_send(&self, peer: SocketAddr, piece: u32) -> Option<Arc<Notify>>;
+    /// `peer`'s connection ended.
+    fn gone(&self, peer: SocketAddr);
 }
 
 /// rookery patch 8: which pieces each peer may be asked for. Piece `i` belongs to
@@ -322,6 +341,7 @@ impl TorrentStateLive {
                 count,
                 by_peer: HashMap::new(),
             })),
+            upload_gate: RwLock::new(None),
         });
 
         state.spawn(
@@ -944,6 +964,13 @@ impl TorrentStateLive {
         self.new_pieces_notify.notify_waiters();
     }
 
+    // rookery patch 12: the embedding application paces uploads.
+    /// Asks `gate` before each chunk is sent to a peer (`None`: send as soon as the
+    /// rate limits allow, upstream's behaviour).
+    pub fn set_upload_gate(&self, gate: Option<Arc<dyn UploadGate>>) {
+        *self.upload_gate.write() = gate;
+    }
+
     // rookery patch: the embedding application chooses whom to fetch from.
     /// Keeps outgoing connections only to the peers in `keep`: others (live,
     /// connecting, queued or waiting out a back-off) are disconnected and not retried,
@@ -1231,6 +1258,18 @@ impl PeerConnectionHandler for &'_ PeerHandler {
         Ok(())
     }
 
+    // rookery patch 12: wait for the upload gate, if there is one.
+    async fn before_upload(&self, chunk: &ChunkInfo) {
+        loop {
+            let gate = self.state.upload_gate.read().clone();
+            let Some(gate) = gate else { return };
+            let Some(notify) = gate.may_send(self.addr, chunk.piece_index.get()) else {
+                return;
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(50), notify.notified()).await;
+        }
+    }
+
     fn on_uploaded_bytes(&self, bytes: u32) {
         self.counters
             .uploaded_bytes
@@ -1355,6 +1394,10 @@ impl PeerHandler {
     fn on_peer_died(self, error: Option<crate::Error>) -> crate::Result<()> {
         let peers = &self.state.peers;
         let handle = self.addr;
+        // rookery patch 12: the gate stops waiting for this peer.
+        if let Some(gate) = self.state.upload_gate.read().as_ref() {
+            gate.gone(handle);
+        }
         let mut pe = match peers.states.get_mut(&handle) {
             Some(peer) => TimedExistence::new(peer, "on_peer_died"),
             None => {
@@ -1633,6 +1676,10 @@ impl PeerHandler {
             );
         }
 
+        // rookery patch 12: the gate hears of every request.
+        if let Some(gate) = self.state.upload_gate.read().as_ref() {
+            gate.asked(self.addr, request.index);
+        }
         self.state
             .ratelimit_upload_tx
             .send((self.tx.clone(), chunk_info))?;
