@@ -332,8 +332,8 @@ fn fleet(dcs: usize, racks: usize, per_rack: usize, link: Option<&str>) -> Strin
 }
 
 /// `sharing: auto` (the default): the chain where its hops cost less than what the
-/// trees lose (the benchmark's 48 hosts at 20 Mbit/s), the trees at fleet size, the
-/// chain under 4 x `stripes` hosts, and by host count without link speeds.
+/// trees lose (32 hosts at 10 GiB), the trees at fleet size and at the benchmark's 48
+/// hosts, the chain under 4 x `stripes` hosts, and by host count without link speeds.
 #[test]
 fn auto_sharing_takes_the_trees_at_fleet_size_and_the_chain_below() {
     let pb = "name: app\nartifact: {source: build, destination: /srv/app, version: v1}\nservices:\n  app: {start: ./app}\n";
@@ -359,13 +359,23 @@ fn auto_sharing_takes_the_trees_at_fleet_size_and_the_chain_below() {
     let depth = e["trees_depth"].as_u64().unwrap();
     assert!((3..=10).contains(&depth), "{depth}");
 
+    // 32 hosts at 10 GiB, capped by the default upload_limit: the chain's 31 hops
+    // cost less than the trees' shortfall.
+    let close = plan(fleet(2, 2, 8, Some("10Gbit/s")), "10GiB");
+    assert_eq!(
+        close["estimate"]["sharing"], "pipeline",
+        "{}",
+        close["estimate"]
+    );
+    assert!(close["estimate"]["trees_seconds"].as_f64().is_some());
+    // The benchmark's 48 hosts at 20 Mbit/s: the trees, since the origin keeps the
+    // stripes in step (the chain until then).
     let bench = plan(fleet(2, 2, 12, Some("20Mbit/s")), "64MiB");
     assert_eq!(
-        bench["estimate"]["sharing"], "pipeline",
+        bench["estimate"]["sharing"], "stripes",
         "{}",
         bench["estimate"]
     );
-    assert!(bench["estimate"]["trees_seconds"].as_f64().is_some());
 
     let small = plan(fleet(1, 2, 8, Some("1Gbit/s")), "1GiB");
     assert_eq!(small["estimate"]["sharing"], "pipeline");
