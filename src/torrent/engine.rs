@@ -261,6 +261,33 @@ mod tests {
         }
     }
 
+    /// A one-file artifact of `size` bytes under `dir/src`, its metainfo in pieces of
+    /// `piece` bytes, and the metainfo's bytes.
+    fn artifact(
+        dir: &Path,
+        size: u32,
+        piece: u64,
+    ) -> (
+        std::path::PathBuf,
+        crate::torrent::metainfo::Metainfo,
+        Vec<u8>,
+    ) {
+        let src = dir.join("src");
+        std::fs::create_dir(&src).unwrap();
+        let blob: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4099) as u8).collect();
+        std::fs::write(src.join("blob"), &blob).unwrap();
+        let meta = crate::torrent::metainfo::create(
+            &src,
+            &crate::torrent::metainfo::CreateOptions {
+                piece_size: Some(piece),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let torrent = meta.to_bytes();
+        (src, meta, torrent)
+    }
+
     fn state_of(t: &ManagedTorrent, peer: SocketAddr) -> Option<String> {
         peer_counters(t)
             .into_iter()
@@ -360,19 +387,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_origin_keeps_the_stripes_of_a_slow_root_and_a_fast_one_in_step() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        let blob: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 4099) as u8).collect();
-        std::fs::write(src.join("blob"), &blob).unwrap();
-        let meta = crate::torrent::metainfo::create(
-            &src,
-            &crate::torrent::metainfo::CreateOptions {
-                piece_size: Some(64 << 10),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let torrent = meta.to_bytes();
+        let (src, meta, torrent) = artifact(dir.path(), 8 << 20, 64 << 10);
         let stripe = meta.total_length() / 2;
         let cancel = CancellationToken::new();
         let origin = Options {
@@ -425,19 +440,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_peer_left_out_of_retain_is_dropped_and_named_again_is_reconnected() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        let blob: Vec<u8> = (0..16u32 << 20).map(|i| (i * 7 + i / 4099) as u8).collect();
-        std::fs::write(src.join("blob"), &blob).unwrap();
-        let meta = crate::torrent::metainfo::create(
-            &src,
-            &crate::torrent::metainfo::CreateOptions {
-                piece_size: Some(256 << 10),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let torrent = meta.to_bytes();
+        let (src, meta, torrent) = artifact(dir.path(), 16 << 20, 256 << 10);
         let cancel = CancellationToken::new();
         let mut seeders = Vec::new();
         for _ in 0..2 {

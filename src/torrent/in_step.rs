@@ -13,8 +13,9 @@
 //! falls behind gets the origin's link to itself until it has caught up.
 //!
 //! Positions are piece indexes: a root asks for its stripe's pieces in piece order,
-//! and stripes interleave (piece `i` is in stripe `i mod k`), so the highest piece
-//! sent to each root says how far its stripe has come, whatever it already had. A
+//! and stripes interleave (piece `i` is in stripe `i mod k`), so the lowest piece a
+//! root waits for says how far its stripe has come, whatever it already had (an
+//! incremental release skips most pieces, and a root is at once past those). A
 //! chunk of piece `p` goes to a peer when `p` is within `window` pieces of the
 //! lowest position among the other peers that are waiting for chunks and were
 //! last sent one less than [`IDLE`] ago (a root asks for its whole window of
@@ -22,7 +23,7 @@
 //! done owes nothing, and one that has vanished is sent nothing: neither holds the
 //! others back for longer than that.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,12 +51,12 @@ pub struct InStep {
     moved: Arc<Notify>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Peer {
-    /// The highest piece sent to it (before any: the one below its first request).
-    position: u32,
-    /// Chunks it asked for and was not sent yet.
-    owed: u64,
+    /// Chunks it asked for and was not sent yet, by piece.
+    owed: BTreeMap<u32, u32>,
+    /// The highest piece sent to it.
+    sent: u32,
     /// When it was last sent a chunk, or began to wait for one.
     moved: Instant,
     /// When it last asked for a chunk.
@@ -63,12 +64,32 @@ struct Peer {
 }
 
 impl Peer {
+    fn new(now: Instant) -> Peer {
+        Peer {
+            owed: BTreeMap::new(),
+            sent: 0,
+            moved: now,
+            asked: now,
+        }
+    }
+
+    /// How far its stripe has come: the piece below the lowest it waits for (it
+    /// needs nothing below that, having it or leaving it to others), else the
+    /// highest it was sent. A root whose next piece is far ahead, past pieces it
+    /// already had, is that far ahead at once.
+    fn position(&self) -> u32 {
+        match self.owed.first_key_value() {
+            Some((&p, _)) => p.saturating_sub(1),
+            None => self.sent,
+        }
+    }
+
     /// Whether it holds the others back at `now`: it waits for chunks and is being
     /// sent them, or it asks (one that asks as it receives, under a download cap,
     /// owes nothing most of the time).
     fn waiting(&self, now: Instant) -> bool {
         let within = |t: Instant| now.saturating_duration_since(t) < IDLE;
-        (self.owed > 0 && within(self.moved)) || within(self.asked)
+        (!self.owed.is_empty() && within(self.moved)) || within(self.asked)
     }
 }
 
@@ -84,16 +105,11 @@ impl InStep {
 
     fn asked_at(&self, peer: SocketAddr, piece: u32, now: Instant) {
         let mut peers = self.peers.lock().expect("in-step lock");
-        let p = peers.entry(peer).or_insert(Peer {
-            position: piece.saturating_sub(1),
-            owed: 0,
-            moved: now,
-            asked: now,
-        });
-        if p.owed == 0 {
+        let p = peers.entry(peer).or_insert_with(|| Peer::new(now));
+        if p.owed.is_empty() {
             p.moved = now;
         }
-        p.owed += 1;
+        *p.owed.entry(piece).or_default() += 1;
         p.asked = now;
     }
 
@@ -104,24 +120,22 @@ impl InStep {
         let floor = peers
             .iter()
             .filter(|(a, p)| **a != peer && p.waiting(now))
-            .map(|(_, p)| p.position)
+            .map(|(_, p)| p.position())
             .min();
         if floor.is_some_and(|f| piece > f.saturating_add(self.window)) {
             return false;
         }
-        let me = peers.entry(peer).or_insert(Peer {
-            position: piece,
-            owed: 1,
-            moved: now,
-            asked: now,
-        });
-        me.owed = me.owed.saturating_sub(1);
-        me.moved = now;
-        if piece > me.position {
-            me.position = piece;
-            drop(peers);
-            self.moved.notify_waiters();
+        let me = peers.entry(peer).or_insert_with(|| Peer::new(now));
+        if let Some(n) = me.owed.get_mut(&piece) {
+            *n -= 1;
+            if *n == 0 {
+                me.owed.remove(&piece);
+            }
         }
+        me.sent = me.sent.max(piece);
+        me.moved = now;
+        drop(peers);
+        self.moved.notify_waiters();
         true
     }
 }
@@ -153,9 +167,19 @@ mod tests {
     /// Root `n` of 8 stripes asks for its stripe's pieces from `from` on, as a root
     /// does: its whole window at once.
     fn ask(g: &InStep, n: u8, from: u32, t: Instant) {
-        for p in (from..1000).filter(|p| p % 8 == u32::from(n) % 8) {
+        for p in stripe(n, from, 1000) {
             g.asked_at(addr(n), p, t);
         }
+    }
+
+    /// The pieces of root `n`'s stripe from `from` to `to`.
+    fn stripe(n: u8, from: u32, to: u32) -> impl Iterator<Item = u32> {
+        (from..=to).filter(move |p| p % 8 == u32::from(n) % 8)
+    }
+
+    /// Whether every piece of root `n`'s stripe from `from` to `to` may go, in order.
+    fn sends(g: &InStep, n: u8, from: u32, to: u32, t: Instant) -> bool {
+        stripe(n, from, to).all(|p| g.may_send_at(addr(n), p, t))
     }
 
     /// Three roots of eight stripes: the one that is ahead waits for the slowest,
@@ -167,19 +191,16 @@ mod tests {
         for n in 1..=3 {
             ask(&g, n, 0, t);
         }
-        assert!(g.may_send_at(addr(1), 1, t));
-        assert!(g.may_send_at(addr(2), 2, t));
-        assert!(g.may_send_at(addr(3), 3, t));
-        // Root 1 goes on to piece 33: within 32 of root 2's position (2) it is not.
-        assert!(g.may_send_at(addr(1), 33, t));
+        // Root 1 may go to piece 33: within 32 of root 2's position (1).
+        assert!(sends(&g, 1, 0, 33, t));
         assert!(
             !g.may_send_at(addr(1), 41, t),
             "a piece of its stripe too far"
         );
         // Root 2 comes on; root 1 still waits for root 3.
-        assert!(g.may_send_at(addr(2), 10, t));
-        assert!(!g.may_send_at(addr(1), 41, t), "root 3 is still at 3");
-        assert!(g.may_send_at(addr(3), 11, t));
+        assert!(sends(&g, 2, 0, 10, t));
+        assert!(!g.may_send_at(addr(1), 41, t), "root 3 is still at 2");
+        assert!(sends(&g, 3, 0, 11, t));
         assert!(g.may_send_at(addr(1), 41, t));
     }
 
@@ -194,14 +215,43 @@ mod tests {
         assert!(g.may_send_at(addr(1), 97, t));
         ask(&g, 2, 0, t);
         assert!(!g.may_send_at(addr(1), 105, t), "the newcomer is at 1");
-        assert!(g.may_send_at(addr(2), 2, t));
-        assert!(g.may_send_at(addr(2), 90, t));
+        assert!(sends(&g, 2, 0, 90, t));
         assert!(g.may_send_at(addr(1), 105, t));
         // A root that has everything below piece 99 starts there.
         g.gone(addr(2));
         ask(&g, 3, 99, t);
         assert!(g.may_send_at(addr(1), 113, t), "98 + 16 is 114");
         assert!(!g.may_send_at(addr(1), 121, t));
+    }
+
+    /// An incremental release: roots skip the pieces they already have, so each one's
+    /// next piece is far past the last it was sent. Their positions move with what
+    /// they wait for, so neither waits for the other (counted by the last piece sent,
+    /// each held the other until one of them had been sent nothing for IDLE).
+    #[test]
+    fn roots_that_skip_what_they_have_do_not_hold_each_other() {
+        let g = InStep::new(16);
+        let t = Instant::now();
+        for n in 1..=2 {
+            g.asked_at(addr(n), u32::from(n), t);
+        }
+        assert!(g.may_send_at(addr(1), 1, t));
+        assert!(g.may_send_at(addr(2), 2, t));
+        // Pieces 3 to 504 are unchanged; both go on from there.
+        for p in [505, 513, 521] {
+            g.asked_at(addr(1), p, t);
+        }
+        for p in [506, 514] {
+            g.asked_at(addr(2), p, t);
+        }
+        assert!(g.may_send_at(addr(1), 505, t));
+        assert!(g.may_send_at(addr(2), 506, t));
+        assert!(g.may_send_at(addr(2), 514, t));
+        // Root 2 asks for piece 530; root 1 still waits for 513.
+        g.asked_at(addr(2), 530, t);
+        assert!(!g.may_send_at(addr(2), 530, t), "root 1 is at 512");
+        assert!(g.may_send_at(addr(1), 513, t));
+        assert!(g.may_send_at(addr(2), 530, t));
     }
 
     /// A peer that owes nothing and has asked for nothing for IDLE (it is done), that
@@ -214,6 +264,7 @@ mod tests {
         let g = InStep::new(8);
         ask(&g, 1, 0, t);
         g.asked_at(addr(2), 2, t);
+        assert!(sends(&g, 1, 0, 9, t));
         assert!(!g.may_send_at(addr(1), 17, t), "root 2 waits for piece 2");
         assert!(g.may_send_at(addr(2), 2, t));
         assert!(!g.may_send_at(addr(1), 17, t), "root 2 asked just now");
@@ -223,13 +274,15 @@ mod tests {
         ask(&g, 1, 0, t);
         ask(&g, 2, 0, t);
         assert!(g.may_send_at(addr(2), 2, t));
-        assert!(!g.may_send_at(addr(1), 17, t));
-        assert!(!g.may_send_at(addr(1), 17, t + IDLE / 2));
-        assert!(g.may_send_at(addr(1), 17, t + IDLE));
+        assert!(sends(&g, 1, 0, 17, t));
+        assert!(!g.may_send_at(addr(1), 25, t));
+        assert!(!g.may_send_at(addr(1), 25, t + IDLE / 2));
+        assert!(g.may_send_at(addr(1), 25, t + IDLE));
         // Gone.
         let g = InStep::new(8);
         ask(&g, 1, 0, t);
         ask(&g, 2, 0, t);
+        assert!(sends(&g, 1, 0, 9, t));
         assert!(!g.may_send_at(addr(1), 17, t));
         g.gone(addr(2));
         assert!(g.may_send_at(addr(1), 17, t));
@@ -251,7 +304,7 @@ mod tests {
         let mut notified = std::pin::pin!(wait.notified());
         notified.as_mut().enable();
         let g2 = g.clone();
-        tokio::spawn(async move { assert!(g2.may_send(addr(2), 10).is_none()) });
+        tokio::spawn(async move { assert!(g2.may_send(addr(2), 2).is_none()) });
         tokio::time::timeout(Duration::from_secs(5), notified)
             .await
             .expect("woken");
