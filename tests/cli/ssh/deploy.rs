@@ -23,6 +23,36 @@ fn origin_on_h1(c: &Cluster, a: &Artifact) -> PathBuf {
     src
 }
 
+/// The striped trees with an inventory host as the origin: h1 seeds through `agent
+/// seed --in-step` (its uploads to the stripes' roots kept in step, vendored librqbit
+/// patch 12, with its sockets' unsent bytes bounded), and every host has its copy.
+#[test]
+fn an_inventory_host_can_be_the_origin_of_striped_trees() {
+    let c = Cluster::ssh(8, "127.0.67").start();
+    let a = Artifact::new(4 << 20);
+    origin_on_h1(&c, &a);
+    let pb = std::fs::read_to_string(a.playbook()).unwrap();
+    std::fs::write(
+        a.playbook(),
+        pb.replace(
+            "distribution: {",
+            "distribution: {sharing: stripes, stripes: 5, ",
+        ),
+    )
+    .unwrap();
+    let r = distribute(&c, &a, &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    assert_eq!(r.json["sharing"], "stripes", "{}", r.json);
+    let version = r.json["version"].as_str().unwrap();
+    for k in 1..=8 {
+        let rel = c
+            .root(&format!("h{k}"))
+            .join("srv/app/releases")
+            .join(version);
+        assert_eq!(std::fs::read(rel.join("blob")).unwrap(), noise(4 << 20, 7));
+    }
+}
+
 #[test]
 fn an_inventory_host_can_be_the_origin() {
     let c = Cluster::ssh(4, "127.0.48").start();
