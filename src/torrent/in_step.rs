@@ -35,13 +35,16 @@ pub const IDLE: Duration = Duration::from_millis(500);
 
 /// Bytes written and not yet sent that each of the origin's sockets may hold
 /// (`TCP_NOTSENT_LOWAT`): a gate only decides what leaves when the kernel does not
-/// take chunks by the megabyte into an autotuned send buffer. 128 KiB is 0.4 s of a
-/// stripe at 20 Mbit/s with 8 stripes, and 0.8 ms at 10 Gbit/s.
-pub const NOTSENT_LOWAT: u32 = 128 << 10;
+/// take chunks by the megabyte into an autotuned send buffer. 64 KiB is 0.2 s of a
+/// stripe at 20 Mbit/s with 8 stripes, and 0.4 ms of one at 10 Gbit/s. On loopback
+/// (CPU the bound, 8 roots) the gate cost 8 to 11% of the throughput with 64, 128
+/// or 256 KiB alike (docs/benchmarks.md).
+pub const NOTSENT_LOWAT: u32 = 64 << 10;
 
 /// Pieces each stripe may lead the slowest by: with `k` stripes, a window of
-/// `WINDOW_PER_STRIPE * k` pieces.
-pub const WINDOW_PER_STRIPE: u32 = 4;
+/// `WINDOW_PER_STRIPE * k` pieces. With 4 (and 128 KiB unsent) the trees took 1.20
+/// to 1.27 x S/C at N = 48 on the benchmark, with 2 (and 64 KiB) 1.16 to 1.19.
+pub const WINDOW_PER_STRIPE: u32 = 2;
 
 /// The origin's uploads, kept in step.
 #[derive(Debug)]
