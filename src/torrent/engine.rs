@@ -379,6 +379,26 @@ mod tests {
         limits.prepare_for_download(block).await.unwrap();
     }
 
+    /// A session with `opts` seeding `torrent` from `src`, read-only.
+    async fn seeder(
+        opts: &Options,
+        torrent: &[u8],
+        src: &Path,
+        cancel: &CancellationToken,
+    ) -> Arc<Session> {
+        let s = session(opts, src, cancel.child_token()).await.unwrap();
+        add(
+            &s,
+            opts,
+            torrent,
+            src,
+            Some(ReadOnlyFactory::boxed_factory(src)),
+        )
+        .await
+        .unwrap();
+        s
+    }
+
     /// The origin of striped trees keeps its stripes in step (vendored librqbit
     /// patch 12, [`super::super::in_step`]): two roots fetch one stripe each from it
     /// over loopback, one of them capped at 2 MB/s. Unkept, the other has its whole
@@ -394,16 +414,7 @@ mod tests {
             in_step: Some(8),
             ..options(free_addr(), Vec::new(), None)
         };
-        let o = session(&origin, &src, cancel.child_token()).await.unwrap();
-        let _seeding = add(
-            &o,
-            &origin,
-            &torrent,
-            &src,
-            Some(ReadOnlyFactory::boxed_factory(&src)),
-        )
-        .await
-        .unwrap();
+        let _origin = seeder(&origin, &torrent, &src, &cancel).await;
         let mut roots = Vec::new();
         for (s, cap) in [(0u32, Some(2_000_000)), (1, None)] {
             let opts = Options {
@@ -446,17 +457,7 @@ mod tests {
         for _ in 0..2 {
             // Slowed down so that the download outlasts every step below.
             let o = options(free_addr(), Vec::new(), Some(512 << 10));
-            let s = session(&o, &src, cancel.child_token()).await.unwrap();
-            add(
-                &s,
-                &o,
-                &torrent,
-                &src,
-                Some(ReadOnlyFactory::boxed_factory(&src)),
-            )
-            .await
-            .unwrap();
-            seeders.push((o.listen, s));
+            seeders.push((o.listen, seeder(&o, &torrent, &src, &cancel).await));
         }
         let (a, b) = (seeders[0].0, seeders[1].0);
         let o = options(free_addr(), vec![a, b], None);

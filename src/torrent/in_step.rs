@@ -129,6 +129,7 @@ impl InStep {
             return false;
         }
         let me = peers.entry(peer).or_insert_with(|| Peer::new(now));
+        let was = me.position();
         if let Some(n) = me.owed.get_mut(&piece) {
             *n -= 1;
             if *n == 0 {
@@ -137,8 +138,12 @@ impl InStep {
         }
         me.sent = me.sent.max(piece);
         me.moved = now;
+        // Held chunks wait for a floor to rise: only this peer's position can have.
+        let rose = me.position() > was;
         drop(peers);
-        self.moved.notify_waiters();
+        if rose {
+            self.moved.notify_waiters();
+        }
         true
     }
 }

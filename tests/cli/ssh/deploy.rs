@@ -43,13 +43,19 @@ fn an_inventory_host_can_be_the_origin_of_striped_trees() {
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
     assert_eq!(r.json["sharing"], "stripes", "{}", r.json);
+    assert_blob_everywhere(&c, &r, 8, 4 << 20);
+}
+
+/// Hosts h1 to h`hosts` have the release `r` distributed, with the artifact's blob
+/// of `bytes`.
+fn assert_blob_everywhere(c: &Cluster, r: &Run, hosts: usize, bytes: usize) {
     let version = r.json["version"].as_str().unwrap();
-    for k in 1..=8 {
+    for k in 1..=hosts {
         let rel = c
             .root(&format!("h{k}"))
             .join("srv/app/releases")
             .join(version);
-        assert_eq!(std::fs::read(rel.join("blob")).unwrap(), noise(4 << 20, 7));
+        assert_eq!(std::fs::read(rel.join("blob")).unwrap(), noise(bytes, 7));
     }
 }
 
@@ -81,14 +87,7 @@ fn an_inventory_host_can_be_the_origin() {
         "no host counted bytes from h1's seeder: {}",
         r.json
     );
-    let version = r.json["version"].as_str().unwrap();
-    for k in 1..=4 {
-        let rel = c
-            .root(&format!("h{k}"))
-            .join("srv/app/releases")
-            .join(version);
-        assert_eq!(std::fs::read(rel.join("blob")).unwrap(), noise(2 << 20, 7));
-    }
+    assert_blob_everywhere(&c, &r, 4, 2 << 20);
     // The tracker and the seeder on h1 are gone with the run.
     let exe = c.root("h1").join(".rookery/bin/rookery");
     for pattern in [
