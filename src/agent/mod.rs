@@ -134,6 +134,7 @@ fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> 
         peers: a.peers.clone(),
         stripes,
         in_step: None,
+        verified: false,
     };
     Ok((torrent, metainfo, opts))
 }
@@ -212,6 +213,7 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
 pub fn seed(a: &SeedArgs) -> anyhow::Result<Exit> {
     let (torrent, _metainfo, mut engine) = swarm(&a.swarm)?;
     engine.in_step = a.in_step;
+    engine.verified = a.verified;
     let (source, duration, until_stdin_closes) = (&a.source, a.duration, a.until_stdin_closes);
     let rt = shutdown::engine_runtime()?;
     let uploaded = rt.block_on(async {

@@ -203,6 +203,11 @@ pub struct SeedArgs {
     /// origin of striped trees)
     #[arg(long, value_name = "PIECES")]
     pub in_step: Option<u32>,
+    /// The metainfo was just made from `--source` on this host (by `rookery torrent create`):
+    /// seed without reading and hashing the files again first. A piece that does not
+    /// match after all is refused by every host that receives it.
+    #[arg(long)]
+    pub verified: bool,
 }
 
 impl Request for SeedArgs {
@@ -673,6 +678,7 @@ mod tests {
             duration: Some(Duration::from_millis(1500)),
             until_stdin_closes: true,
             in_step: Some(32),
+            verified: true,
         };
         match parse(seed.argv("rookery")) {
             AgentCommand::Seed(back) => assert_eq!(back, seed),

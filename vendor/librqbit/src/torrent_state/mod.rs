@@ -120,6 +120,8 @@ pub(crate) struct ManagedTorrentOptions {
     pub peer_limit: Option<usize>,
     // rookery patch 8: see `AddTorrentOptions::stripes`.
     pub stripes: Option<u32>,
+    // rookery patch 13: see `AddTorrentOptions::verified`.
+    pub verified: bool,
     #[cfg(feature = "disable-upload")]
     pub _disable_upload: bool,
 }
