@@ -254,7 +254,13 @@ async fn download(
         storage.seal();
         release::restore_manifest(&staging, &f.metainfo)?;
         f.page_cache.after_write(&staging, &f.metainfo)?;
-        release::install(layout, &f.version)
+        release::install(layout, &f.version)?;
+        // Without the record the next release copies and checks these files
+        // instead of linking them: slower, not wrong.
+        if let Err(e) = release::record_looks(layout, &f.version, &f.torrent, &f.metainfo) {
+            tracing::warn!("recording the files of {}: {e}", f.version);
+        }
+        Ok::<(), std::io::Error>(())
     })()
     .with_context(|| format!("installing {}", layout.release(&f.version).display()))?;
     tracing::info!(elapsed = ?began.elapsed(), "installed");
@@ -282,36 +288,56 @@ async fn start(
     let staging = staging.to_path_buf();
     release::prune(&staging, &f.metainfo)
         .with_context(|| format!("cleaning {}", staging.display()))?;
+    let mut seeded = release::Seeded::default();
     if let Some(previous) = layout.previous(&f.version) {
-        // Its metainfo, saved beside the logs when it was fetched, if still there.
-        let previous_meta = previous
+        // Its metainfo, saved beside the logs when it was fetched, and its files'
+        // looks, recorded when it was installed, if still there.
+        let name = previous
             .file_name()
-            .map(|v| {
-                layout
-                    .logs()
-                    .join(format!("{}.torrent", v.to_string_lossy()))
-            })
-            .and_then(|p| std::fs::read(p).ok())
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let previous_meta = std::fs::read(layout.logs().join(format!("{name}.torrent")))
+            .ok()
             .and_then(|b| Metainfo::from_bytes(&b).ok());
-        release::seed_from_previous(&staging, &previous, previous_meta.as_ref(), &f.metainfo)
-            .with_context(|| {
-                format!(
-                    "reusing files of {} in {}",
-                    previous.display(),
-                    staging.display()
-                )
-            })?;
+        let looks = release::recorded_looks(layout, &name);
+        seeded = release::seed_from_previous(
+            &staging,
+            &previous,
+            previous_meta.as_ref(),
+            looks.as_ref(),
+            &f.metainfo,
+        )
+        .with_context(|| {
+            format!(
+                "reusing files of {} in {}",
+                previous.display(),
+                staging.display()
+            )
+        })?;
     }
-    tracing::info!(elapsed = ?began.elapsed(), "staging ready");
+    tracing::info!(
+        elapsed = ?began.elapsed(),
+        copied = seeded.copied,
+        linked = seeded.linked_bytes,
+        "staging ready"
+    );
     let hot = f
         .page_cache
         .lock_hot_set(layout)
         .context("locking the hot set of the current release")?;
     let session = engine::session(&f.engine, &staging, cancel.child_token()).await?;
-    let storage = crate::torrent::storage::SealableFactory::new(&staging);
+    // Linked files hold verified bytes: the engine's check skips their pieces.
+    let opts = engine::Options {
+        verified: seeded
+            .linked
+            .contains(&true)
+            .then(|| release::linked_pieces(&f.metainfo, &seeded.linked)),
+        ..f.engine.clone()
+    };
+    let storage = crate::torrent::storage::SealableFactory::with_linked(&staging, seeded.linked);
     let torrent = engine::add(
         &session,
-        &f.engine,
+        &opts,
         &f.torrent,
         &staging,
         Some(storage.boxed_factory()),

@@ -134,7 +134,7 @@ fn swarm(a: &SwarmArgs) -> anyhow::Result<(Vec<u8>, Metainfo, engine::Options)> 
         peers: a.peers.clone(),
         stripes,
         in_step: None,
-        verified: false,
+        verified: None,
     };
     Ok((torrent, metainfo, opts))
 }
@@ -211,9 +211,11 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<Exit> {
 }
 
 pub fn seed(a: &SeedArgs) -> anyhow::Result<Exit> {
-    let (torrent, _metainfo, mut engine) = swarm(&a.swarm)?;
+    let (torrent, metainfo, mut engine) = swarm(&a.swarm)?;
     engine.in_step = a.in_step;
-    engine.verified = a.verified;
+    engine.verified = a
+        .verified
+        .then(|| engine::bitfield(metainfo.piece_count(), |_| true));
     let (source, duration, until_stdin_closes) = (&a.source, a.duration, a.until_stdin_closes);
     let rt = shutdown::engine_runtime()?;
     let uploaded = rt.block_on(async {

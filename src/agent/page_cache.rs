@@ -25,6 +25,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -238,7 +239,12 @@ impl Care for PageCache {
     fn after_write(&self, root: &Path, m: &Metainfo) -> io::Result<()> {
         if self.drop_after_write {
             for f in &m.info.files {
-                drop_pages(&root.join(f.path.iter().collect::<PathBuf>()))?;
+                let path = root.join(f.path.iter().collect::<PathBuf>());
+                // A file linked from an installed release shares its pages with it:
+                // they are the live release's, which this care is meant to keep.
+                if std::fs::metadata(&path)?.nlink() == 1 {
+                    drop_pages(&path)?;
+                }
             }
         }
         if self.preload {

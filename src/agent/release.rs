@@ -13,11 +13,13 @@
 //! modes, empty files, empty directories and symlinks, and then renamed into place
 //! in one `rename(2)`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::torrent::metainfo::Metainfo;
 
@@ -80,27 +82,117 @@ impl Layout {
     }
 }
 
-/// Copies into `staging` what the new release can take from `previous` (an
-/// installed release, `previous_meta` its metainfo if the host still has it), so the
-/// engine's check finds those pieces done and only the rest travels:
+/// What a file of an installed release looked like once it was verified and
+/// installed. A file that still looks the same holds the same bytes: writing a file
+/// moves its modification time, and only a tool that sets it back on purpose hides a
+/// change (rsync's quick check trusts the same). The change time is left out: linking
+/// the file into the next release, or removing an older release that links it,
+/// moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Look {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Look {
+    fn of(md: &fs::Metadata) -> Look {
+        Look {
+            size: md.len(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+            ino: md.ino(),
+            dev: md.dev(),
+        }
+    }
+}
+
+/// [`Look`] of every file of a release, by its path in the release.
+pub type Looks = BTreeMap<String, Look>;
+
+impl Layout {
+    /// Where the looks of release `version`'s files are kept, beside its metainfo.
+    pub fn looks(&self, version: &str) -> PathBuf {
+        self.logs().join(format!("{version}.files.json"))
+    }
+}
+
+/// Records what every file of the installed release `version` looks like, and its
+/// metainfo (`torrent`, unless the controller put it there already), for the next
+/// release to link the files it shares ([`seed_from_previous`]).
+pub fn record_looks(
+    layout: &Layout,
+    version: &str,
+    torrent: &[u8],
+    m: &Metainfo,
+) -> io::Result<()> {
+    let meta = layout.logs().join(format!("{version}.torrent"));
+    if fs::read(&meta).ok().as_deref() != Some(torrent) {
+        let tmp = meta.with_extension("torrent.tmp");
+        fs::write(&tmp, torrent)?;
+        fs::rename(&tmp, &meta)?;
+    }
+    let release = layout.release(version);
+    let mut looks = Looks::new();
+    for f in &m.rookery.files {
+        looks.insert(
+            f.path.clone(),
+            Look::of(&fs::symlink_metadata(release.join(&f.path))?),
+        );
+    }
+    let file = layout.looks(version);
+    let tmp = file.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec(&looks).map_err(io::Error::other)?)?;
+    fs::rename(&tmp, &file)
+}
+
+/// The looks recorded when release `version` was installed, if they are there.
+pub fn recorded_looks(layout: &Layout, version: &str) -> Option<Looks> {
+    let bytes = fs::read(layout.looks(version)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// What [`seed_from_previous`] placed in the staging directory.
+#[derive(Debug, Default)]
+pub struct Seeded {
+    /// Bytes copied from the previous release.
+    pub copied: u64,
+    /// Bytes hard-linked to the previous release.
+    pub linked_bytes: u64,
+    /// For each file of the new metainfo, whether it is a hard link to a file of the
+    /// previous release that is unchanged since that release was verified: its pieces
+    /// need no check, and nothing may write it (it is live).
+    pub linked: Vec<bool>,
+}
+
+/// Places into `staging` what the new release can take from `previous` (an
+/// installed release, `previous_meta` its metainfo and `looks` its files' looks when
+/// installed, if the host still has them), so that only the rest travels:
 ///
 /// 1. a file whose content `previous` held under any name (by the manifest's
-///    digests): a renamed or moved file travels no more;
-/// 2. a file at the same path with the same length (releases without digests);
-/// 3. a file at the same path with another length, cut or extended to the new
-///    length: a file that was appended to keeps its unchanged pieces.
+///    digests), unchanged since `previous` was installed ([`Look`]) and with the
+///    same mode, is hard-linked: nothing is read or written, and its pieces are
+///    known good. A renamed or moved file travels no more;
+/// 2. any other file with content in `previous` (changed since, another mode, or
+///    on a filesystem without links), or at the same path with the same length
+///    (releases without digests), is copied;
+/// 3. a file at the same path with another length is copied and cut or extended
+///    to the new length: a file that was appended to keeps its unchanged pieces.
 ///
-/// A wrong guess costs only bandwidth: every piece is verified. Copies, not hard
-/// links: the engine writes into staged files, and a link would let it write into a
-/// live release. (`std::fs::copy` uses `copy_file_range`, which clones extents on
+/// Copies are checked by the engine; a wrong guess costs only bandwidth. Links are
+/// never written: the engine opens them read-only and drops writes to them
+/// ([`crate::torrent::storage::SealableFactory::with_linked`]), which only a piece
+/// that straddles a linked file and another one makes, with bytes the link holds
+/// already. (`std::fs::copy` uses `copy_file_range`, which clones extents on
 /// filesystems that can.) A file already staged at its length (an interrupted
-/// fetch) is left as it is. Returns the bytes copied.
+/// fetch) is left as it is, and counts as linked if it is such a link.
 pub fn seed_from_previous(
     staging: &Path,
     previous: &Path,
     previous_meta: Option<&Metainfo>,
+    looks: Option<&Looks>,
     m: &Metainfo,
-) -> io::Result<u64> {
+) -> io::Result<Seeded> {
     let by_digest: std::collections::HashMap<&[u8], &str> = previous_meta
         .map(|p| {
             p.rookery
@@ -112,27 +204,55 @@ pub fn seed_from_previous(
         })
         .unwrap_or_default();
     let regular = |p: &Path| fs::symlink_metadata(p).ok().filter(|md| md.is_file());
-    let mut copied = 0;
+    let mut seeded = Seeded {
+        linked: vec![false; m.info.files.len()],
+        ..Seeded::default()
+    };
     for (i, f) in m.info.files.iter().enumerate() {
         let rel: PathBuf = f.path.iter().collect();
         let dst = staging.join(&rel);
-        if regular(&dst).is_some_and(|md| md.len() == f.length) {
+        let entry = m.rookery.files.get(i);
+        let same_content = entry
+            .and_then(|e| by_digest.get(e.sha1.as_slice()))
+            .and_then(|p| {
+                let src = previous.join(p);
+                regular(&src)
+                    .filter(|md| md.len() == f.length)
+                    .map(|md| (src, *p, md))
+            });
+        // Unchanged since `previous` was verified, and with the mode the new
+        // release gives it: linking it changes nothing there.
+        let intact = same_content.as_ref().filter(|(_, p, md)| {
+            looks.and_then(|l| l.get(*p)) == Some(&Look::of(md))
+                && entry.is_some_and(|e| e.mode & 0o7777 == md.mode() & 0o7777)
+        });
+        if let Some(staged) = regular(&dst).filter(|md| md.len() == f.length) {
+            if let Some((_, _, md)) = intact
+                && (staged.dev(), staged.ino()) == (md.dev(), md.ino())
+            {
+                seeded.linked[i] = true;
+                seeded.linked_bytes += f.length;
+            }
             continue;
         }
-        let same_content = m
-            .rookery
-            .files
-            .get(i)
-            .and_then(|e| by_digest.get(e.sha1.as_slice()))
-            .map(|p| previous.join(p))
-            .filter(|p| regular(p).is_some_and(|md| md.len() == f.length));
-        let same_path = previous.join(&rel);
-        let Some(src) = same_content.or_else(|| regular(&same_path).map(|_| same_path)) else {
-            continue;
-        };
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent)?;
         }
+        if let Some((src, _, _)) = intact {
+            let _ = fs::remove_file(&dst);
+            if fs::hard_link(src, &dst).is_ok() {
+                seeded.linked[i] = true;
+                seeded.linked_bytes += f.length;
+                continue;
+            }
+        }
+        let same_path = previous.join(&rel);
+        let Some(src) = same_content
+            .map(|(src, _, _)| src)
+            .or_else(|| regular(&same_path).map(|_| same_path))
+        else {
+            continue;
+        };
         let _ = fs::remove_file(&dst);
         let len = fs::copy(&src, &dst)?;
         // The engine opens staged files read-write.
@@ -143,9 +263,31 @@ pub fn seed_from_previous(
                 .open(&dst)?
                 .set_len(f.length)?;
         }
-        copied += len.min(f.length);
+        seeded.copied += len.min(f.length);
     }
-    Ok(copied)
+    Ok(seeded)
+}
+
+/// The pieces of `m` that lie wholly in files `linked` ([`Seeded::linked`]), as a
+/// bitfield for the engine ([`crate::torrent::engine::Options::verified`]). A piece
+/// that touches any other file is checked.
+pub fn linked_pieces(m: &Metainfo, linked: &[bool]) -> Vec<u8> {
+    let piece = m.info.piece_length;
+    let count = m.piece_count();
+    // Per piece: whether every byte seen so far is linked.
+    let mut good = vec![true; count];
+    let mut offset = 0u64;
+    for (f, &l) in m.info.files.iter().zip(linked) {
+        if !l && f.length > 0 {
+            let first = (offset / piece) as usize;
+            let last = ((offset + f.length - 1) / piece) as usize;
+            for g in &mut good[first..=last.min(count - 1)] {
+                *g = false;
+            }
+        }
+        offset += f.length;
+    }
+    crate::torrent::engine::bitfield(count, |i| good[i])
 }
 
 /// Every path the release holds, relative, with all parent directories.
@@ -207,9 +349,11 @@ fn prune_dir(root: &Path, rel: &Path, expected: &HashSet<PathBuf>) -> io::Result
             // A failed earlier install may have left read-only modes behind.
             set_mode_bits(&entry.path(), 0o700)?;
             prune_dir(root, &child, expected)?;
-        } else {
+        } else if entry.metadata()?.nlink() == 1 {
             set_mode_bits(&entry.path(), 0o600)?;
         }
+        // A file with other links is linked from an installed release: the engine
+        // opens it read-only, and its mode is that release's.
     }
     Ok(())
 }
@@ -247,7 +391,11 @@ pub fn restore_manifest(root: &Path, m: &Metainfo) -> io::Result<()> {
         symlink(&l.target, &p)?;
     }
     for f in &r.files {
-        fs::set_permissions(root.join(&f.path), fs::Permissions::from_mode(f.mode))?;
+        // Not even the same mode again on a file linked from an installed release.
+        let path = root.join(&f.path);
+        if fs::metadata(&path)?.mode() & 0o7777 != f.mode & 0o7777 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(f.mode))?;
+        }
     }
     let mut dirs: Vec<_> = r.dirs.iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.matches('/').count()));

@@ -707,6 +707,10 @@ pub fn prune(destination: &Path, keep: u32, previous: Option<&str>) -> Vec<Strin
             continue;
         }
         if fs::remove_dir_all(layout.release(v)).is_ok() {
+            // Its metainfo and its files' looks go with it: nothing starts from a
+            // release that is gone.
+            let _ = fs::remove_file(layout.logs().join(format!("{v}.torrent")));
+            let _ = fs::remove_file(layout.looks(v));
             removed.push(v.clone());
         }
     }
@@ -721,8 +725,11 @@ mod tests {
     fn current_switches_atomically_and_prune_keeps_current_and_previous() {
         let d = tempfile::tempdir().unwrap();
         let layout = Layout::new(d.path());
+        fs::create_dir_all(layout.logs()).unwrap();
         for v in ["v1", "v2", "v3", "v4"] {
             fs::create_dir_all(layout.release(v)).unwrap();
+            fs::write(layout.logs().join(format!("{v}.torrent")), "d").unwrap();
+            fs::write(layout.looks(v), "{}").unwrap();
             std::thread::sleep(Duration::from_millis(10));
         }
         point_current(&layout, "v2").unwrap();
@@ -734,6 +741,15 @@ mod tests {
         let removed = prune(d.path(), 1, Some("v2"));
         assert_eq!(removed, ["v1", "v3"]);
         assert_eq!(releases(d.path()).releases, ["v2", "v4"]);
+        // With their metainfo and looks; the kept releases keep theirs.
+        for (v, kept) in [("v1", false), ("v2", true), ("v3", false), ("v4", true)] {
+            assert_eq!(
+                layout.logs().join(format!("{v}.torrent")).exists(),
+                kept,
+                "{v}"
+            );
+            assert_eq!(layout.looks(v).exists(), kept, "{v}");
+        }
         // No temporary symlink is left behind.
         let names: Vec<String> = fs::read_dir(d.path())
             .unwrap()

@@ -87,7 +87,7 @@ pub(super) async fn local_origin(
         stripes: None,
         in_step: in_step(dist),
         // The metainfo was made from these files a moment ago, in this process.
-        verified: true,
+        verified: Some(engine::bitfield(m.piece_count(), |_| true)),
     };
     let source = config.playbook.artifact.source.clone();
     let torrent = m.to_bytes();

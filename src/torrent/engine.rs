@@ -43,10 +43,11 @@ pub struct Options {
     /// Uploads kept within this many pieces of each other (the origin of striped
     /// trees, [`super::in_step`]).
     pub in_step: Option<u32>,
-    /// Every piece of the files being seeded was just read and hashed to make this
-    /// metainfo (an origin): the engine takes them as present instead of reading and
-    /// hashing them all again before the first upload (vendored librqbit patch 13).
-    pub verified: bool,
+    /// Pieces known good without reading them, as a bitfield ([`bitfield`]): an
+    /// origin's every piece (it just hashed them to make the metainfo), or the pieces
+    /// a host hard-linked from a release it verified before. The engine's first check
+    /// takes them as present and reads only the others (vendored librqbit patch 13).
+    pub verified: Option<Vec<u8>>,
 }
 
 /// Block requests (16 KiB each) kept outstanding per peer: 8 MiB in flight. librqbit's
@@ -145,7 +146,7 @@ pub async fn add(
         trackers: opts.tracker.clone().map(|t| vec![t]),
         storage_factory: storage,
         stripes: opts.stripes,
-        verified: opts.verified,
+        verified: opts.verified.clone(),
         ..AddTorrentOptions::default()
     };
     let handle = session
@@ -174,6 +175,16 @@ fn keep_in_step(torrent: Arc<ManagedTorrent>, window: u32) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+}
+
+/// `count` pieces as a bitfield in BitTorrent's wire format (piece 0 is the high bit
+/// of the first byte), piece `i` set when `set(i)`.
+pub fn bitfield(count: usize, set: impl Fn(usize) -> bool) -> Vec<u8> {
+    let mut bits = vec![0u8; count.div_ceil(8)];
+    for i in (0..count).filter(|&i| set(i)) {
+        bits[i / 8] |= 0x80 >> (i % 8);
+    }
+    bits
 }
 
 /// Byte counts from librqbit's own per-peer counters.
@@ -263,7 +274,7 @@ mod tests {
             peers,
             stripes: None,
             in_step: None,
-            verified: false,
+            verified: None,
         }
     }
 
@@ -418,7 +429,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let origin = Options {
             in_step: Some(8),
-            verified: false,
+            verified: None,
             ..options(free_addr(), Vec::new(), None)
         };
         let _origin = seeder(&origin, &torrent, &src, &cancel).await;
@@ -512,12 +523,18 @@ mod tests {
         bytes[2 * PIECE as usize + 5] ^= 0xff;
         std::fs::write(&blob, &bytes).unwrap();
         let cancel = CancellationToken::new();
+        // Nothing vouched for, every piece but the changed one, every piece.
+        let pieces = meta.piece_count();
         for (verified, have) in [
-            (false, meta.total_length() - PIECE),
-            (true, meta.total_length()),
+            (None, meta.total_length() - PIECE),
+            (
+                Some(bitfield(pieces, |i| i != 2)),
+                meta.total_length() - PIECE,
+            ),
+            (Some(bitfield(pieces, |_| true)), meta.total_length()),
         ] {
             let o = Options {
-                verified,
+                verified: verified.clone(),
                 ..options(free_addr(), Vec::new(), None)
             };
             let s = session(&o, &src, cancel.child_token()).await.unwrap();
@@ -531,7 +548,7 @@ mod tests {
             .await
             .unwrap();
             until(&t, "the origin is live", || t.live().is_some()).await;
-            assert_eq!(t.stats().progress_bytes, have, "verified: {verified}");
+            assert_eq!(t.stats().progress_bytes, have, "verified: {verified:?}");
             s.stop().await;
         }
     }

@@ -52,6 +52,8 @@ struct OpenFiles {
     /// Relative paths; `None` for padding files, which have no bytes on disk.
     paths: Vec<Option<PathBuf>>,
     cap: usize,
+    /// Files (by index) opened read-only whatever the access.
+    read_only: Vec<bool>,
     state: Mutex<Cache>,
 }
 
@@ -91,6 +93,7 @@ impl OpenFiles {
             root_path: root.to_path_buf(),
             paths,
             cap: cap.max(1),
+            read_only: Vec::new(),
             state: Mutex::new(Cache {
                 access,
                 open: HashMap::new(),
@@ -177,7 +180,12 @@ impl OpenFiles {
                     let oldest = *oldest.0;
                     c.open.remove(&oldest);
                 }
-                let file = Arc::new(self.open(id, c.access)?);
+                let access = if self.read_only.get(id).is_some_and(|r| *r) {
+                    Access::Read
+                } else {
+                    c.access
+                };
+                let file = Arc::new(self.open(id, access)?);
                 c.open.insert(id, (file.clone(), now));
                 file
             }
@@ -327,6 +335,9 @@ pub struct SealableFactory {
 
 struct Shared {
     root: PathBuf,
+    /// Files (by index) hard-linked from an installed release: opened read-only,
+    /// never written (see [`SealableFactory::with_linked`]).
+    linked: Vec<bool>,
     /// Set when the engine creates the storage (it knows the files then).
     files: Mutex<Option<Arc<OpenFiles>>>,
     sealed: AtomicBool,
@@ -334,9 +345,21 @@ struct Shared {
 
 impl SealableFactory {
     pub fn new(root: &Path) -> SealableFactory {
+        SealableFactory::with_linked(root, Vec::new())
+    }
+
+    /// Files `linked` (by index, [`crate::agent::release::Seeded::linked`]) are hard
+    /// links to an installed, verified release that hold the right bytes already:
+    /// they are opened read-only (a running program of the live release may be one:
+    /// opening it for writing fails with `ETXTBSY`), and writes to them are dropped.
+    /// The engine writes to one only for a piece that also covers a file it
+    /// downloads, and then with bytes the link holds, or with a bad peer's bytes,
+    /// which would otherwise land in the live release.
+    pub fn with_linked(root: &Path, linked: Vec<bool>) -> SealableFactory {
         SealableFactory {
             shared: Arc::new(Shared {
                 root: root.to_path_buf(),
+                linked,
                 files: Mutex::new(None),
                 sealed: AtomicBool::new(false),
             }),
@@ -368,11 +391,9 @@ impl StorageFactory for SealableFactory {
     ) -> anyhow::Result<SealableTree> {
         std::fs::create_dir_all(&self.shared.root)
             .with_context(|| format!("creating {}", self.shared.root.display()))?;
-        let files = Arc::new(OpenFiles::of_torrent(
-            &self.shared.root,
-            metadata,
-            Access::Write,
-        )?);
+        let mut files = OpenFiles::of_torrent(&self.shared.root, metadata, Access::Write)?;
+        files.read_only = self.shared.linked.clone();
+        let files = Arc::new(files);
         *self.shared.files.lock().expect("storage lock") = Some(files.clone());
         let fresh = Arc::new(
             (0..files.paths.len())
@@ -446,6 +467,9 @@ impl TorrentStorage for SealableTree {
 
     fn pwrite_all(&self, file_id: usize, offset: u64, buf: &[u8]) -> anyhow::Result<()> {
         self.writable()?;
+        if self.shared.linked.get(file_id).is_some_and(|l| *l) {
+            return Ok(());
+        }
         self.files
             .with(file_id, "writing", |f| f.write_all_at(buf, offset))?;
         if let Some(f) = self.fresh.get(file_id) {

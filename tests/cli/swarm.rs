@@ -370,6 +370,57 @@ fn a_second_release_reuses_unchanged_files() {
         noise(1 << 20, 9)
     );
     assert_eq!(std::fs::read(v2.join("same")).unwrap(), noise(4 << 20, 1));
+    // Not copied: the same file as v1's, linked.
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let v1 = swarm2.path().join("hosts/e1a/releases/v1");
+    assert_eq!(ino(&v2.join("same")), ino(&v1.join("same")));
+}
+
+/// A file unchanged since the last release is linked, and its pieces are not
+/// checked again, only while the host's copy of the last release is as it was
+/// installed; a piece that straddles a linked file and a changed one is fetched
+/// without writing into the linked file.
+#[test]
+fn only_files_untouched_since_the_last_release_are_linked_into_the_next() {
+    // Lengths that are not whole pieces: pieces straddle the files.
+    let (same, tampered) = (noise((4 << 20) + 1000, 1), noise((1 << 20) + 333, 3));
+    let swarm = Swarm::new(|art| {
+        std::fs::write(art.join("same"), &same).unwrap();
+        std::fs::write(art.join("tampered"), &tampered).unwrap();
+        std::fs::write(art.join("changed"), noise((1 << 20) + 77, 2)).unwrap();
+    });
+    let _origin = swarm.origin(&[]);
+    let (r, ok) = result(&mut swarm.fetch("e1a", &[]));
+    assert!(ok, "{r}");
+    let v1 = swarm.path().join("hosts/e1a/releases/v1");
+    // Something on the host writes into the installed release.
+    let mut bad = tampered.clone();
+    bad[5000] ^= 0xff;
+    std::fs::write(v1.join("tampered"), &bad).unwrap();
+    let changed = noise((1 << 20) + 77, 9);
+    std::fs::write(swarm.path().join("art/changed"), &changed).unwrap();
+    let (tracker_port, _tracker) = publish(swarm.path());
+    let swarm2 = Swarm {
+        tracker_port,
+        origin_port: free_port(),
+        ..swarm
+    };
+    let _origin2 = swarm2.origin(&[]);
+    let (r, ok) = result(&mut swarm2.fetch("e1a", &["--version", "v2"]));
+    assert!(ok, "{r}");
+    let v2 = swarm2.path().join("hosts/e1a/releases/v2");
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(std::fs::read(v2.join("changed")).unwrap(), changed);
+    // Linked, and not written: v1's copy is still the original.
+    assert_eq!(ino(&v2.join("same")), ino(&v1.join("same")));
+    assert_eq!(std::fs::read(v1.join("same")).unwrap(), same);
+    // Changed since v1 was installed: copied, checked and repaired, not linked.
+    assert_ne!(ino(&v2.join("tampered")), ino(&v1.join("tampered")));
+    assert_eq!(std::fs::read(v2.join("tampered")).unwrap(), tampered);
+    assert!(
+        r["bytes_from_origin"].as_u64().unwrap() > (1 << 20) + 77,
+        "{r}"
+    );
 }
 
 #[test]

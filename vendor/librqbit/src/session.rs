@@ -295,14 +295,15 @@ pub struct AddTorrentOptions {
     #[serde(default)]
     pub stripes: Option<u32>,
 
-    /// rookery patch 13: the caller has just read and hashed every piece of these
-    /// files against this metainfo (it made the metainfo from them), so the initial
-    /// check is skipped and every piece is taken as present. A seeder that made its
-    /// own metainfo would otherwise read and hash the whole torrent a second time
-    /// before its first upload. A piece that does not match after all is refused by
-    /// every downloader, as a corrupt one is.
+    /// rookery patch 13: pieces the caller vouches for, as a bitfield in the wire
+    /// format (piece 0 the high bit of the first byte): the caller has just read
+    /// and hashed them against this metainfo (a seeder that made the metainfo), or
+    /// placed bytes it had verified before (a download starting from files of an
+    /// earlier release). The initial check takes them as present without reading
+    /// them, and reads and hashes only the others. A piece that does not match after
+    /// all is refused by every downloader, as a corrupt one is.
     #[serde(default)]
-    pub verified: bool,
+    pub verified: Option<Vec<u8>>,
 
     /// This is used to restore the session from serialized state.
     pub preferred_id: Option<usize>,
@@ -1384,7 +1385,7 @@ impl Session {
                     initial_peers: opts.initial_peers.clone().unwrap_or_default(),
                     peer_limit: opts.peer_limit.or(self.peer_limit),
                     stripes: opts.stripes,
-                    verified: opts.verified,
+                    verified: opts.verified.clone(),
                     #[cfg(feature = "disable-upload")]
                     _disable_upload: self._disable_upload,
                 },

@@ -195,23 +195,23 @@ impl TorrentStateInitializing {
             .context("session is dead")?
             .bitv_factory
             .clone();
-        // rookery patch 13: pieces the caller vouches for are not read again, not
-        // even sampled as fastresume data is. After an error the torrent is checked
-        // as usual.
-        let verified = self.shared.options.verified && !self.previously_errored;
-        let have_pieces = if verified {
-            let lengths = self.metadata.lengths();
-            let mut all = BF::from_boxed_slice(
-                vec![0u8; lengths.piece_bitfield_bytes()].into_boxed_slice(),
-            );
-            all[..lengths.total_pieces() as usize].fill(true);
-            info!("every piece verified by the caller, not checked again");
-            Some(
-                bitv_factory
-                    .store_initial_check(id, all)
-                    .await
-                    .context("error storing the verified bitfield")?,
-            )
+        // rookery patch 13: with pieces vouched for, the check reads only the others,
+        // and fastresume data is not used. After an error everything is checked.
+        let verified = match &self.shared.options.verified {
+            Some(v) if !self.previously_errored => {
+                let bytes = self.metadata.lengths().piece_bitfield_bytes();
+                if v.len() != bytes {
+                    anyhow::bail!(
+                        "the verified pieces are a bitfield of {} bytes, not {bytes}",
+                        v.len()
+                    );
+                }
+                Some(BF::from_boxed_slice(v.clone().into_boxed_slice()))
+            }
+            _ => None,
+        };
+        let have_pieces = if verified.is_some() {
+            None
         } else if self.previously_errored {
             if let Err(e) = bitv_factory.clear(id).await {
                 warn!(id=?self.shared.id, info_hash = ?self.shared.info_hash, error=?e, "error clearing bitfield");
@@ -224,8 +224,8 @@ impl TorrentStateInitializing {
                 .context("error loading have_pieces")?
         };
 
-        let have_pieces = if verified {
-            have_pieces
+        let have_pieces = if verified.is_some() {
+            None
         } else {
             self.validate_fastresume(&*bitv_factory, have_pieces).await
         };
@@ -239,7 +239,11 @@ impl TorrentStateInitializing {
                     .spawner
                     .block_in_place_with_semaphore(|| {
                         FileOps::new(&self.metadata.info, &self.files, &self.metadata.file_infos)
-                            .initial_check(&self.checked_bytes, &self.pause_requested)
+                            .initial_check(
+                                &self.checked_bytes,
+                                &self.pause_requested,
+                                verified.as_ref(),
+                            )
                     })
                     .await?;
                 bitv_factory

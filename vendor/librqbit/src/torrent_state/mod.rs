@@ -121,7 +121,7 @@ pub(crate) struct ManagedTorrentOptions {
     // rookery patch 8: see `AddTorrentOptions::stripes`.
     pub stripes: Option<u32>,
     // rookery patch 13: see `AddTorrentOptions::verified`.
-    pub verified: bool,
+    pub verified: Option<Vec<u8>>,
     #[cfg(feature = "disable-upload")]
     pub _disable_upload: bool,
 }
