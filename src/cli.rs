@@ -226,8 +226,11 @@ pub struct SimulateArgs {
     /// Fraction of hosts that fail during the transfer (0.01 = 1%)
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub fail: f64,
-    /// Fraction of the artifact in files unchanged since the last release (their
-    /// hashes are reused, not read again)
+    /// Fraction of the artifact in files unchanged since the last release and laid
+    /// out before every changed one (a release that adds files, or changes files in
+    /// place at their length): their hashes are reused, not read again. A change of
+    /// length early in the layout shifts what follows, whose pieces are hashed again
+    /// (model spread changes as 0)
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub unchanged: f64,
     /// Seed of the random choices (which hosts fail, when), for repeatable runs

@@ -411,3 +411,32 @@ pub fn install(layout: &Layout, version: &str) -> io::Result<PathBuf> {
     fs::rename(layout.staging(version), &target)?;
     Ok(target)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pieces wholly inside linked files are vouched for; a piece that touches any
+    /// other file is not.
+    #[test]
+    fn only_pieces_wholly_in_linked_files_are_vouched_for() {
+        let d = tempfile::tempdir().unwrap();
+        // Laid out a, b, c: pieces of 16 KiB are [a] [a b] [b] [b c].
+        for (name, len) in [("a", 20_000), ("b", 30_000), ("c", 10_000)] {
+            fs::write(d.path().join(name), vec![7u8; len]).unwrap();
+        }
+        let m = crate::torrent::metainfo::create(
+            d.path(),
+            &crate::torrent::metainfo::CreateOptions {
+                piece_size: Some(16 << 10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(m.piece_count(), 4);
+        assert_eq!(linked_pieces(&m, &[true, true, false]), [0b1110_0000]);
+        assert_eq!(linked_pieces(&m, &[true, false, true]), [0b1000_0000]);
+        assert_eq!(linked_pieces(&m, &[false, true, false]), [0b0010_0000]);
+        assert_eq!(linked_pieces(&m, &[true, true, true]), [0b1111_0000]);
+    }
+}
