@@ -96,6 +96,20 @@ pub struct PlanArgs {
     pub out: OutputArgs,
 }
 
+/// `rookery prepare`: the artifact hashed ahead of a deploy.
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Playbook file (artifact, distribution, services)
+    #[arg(value_name = "PLAYBOOK")]
+    pub playbook: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
 /// A playbook run against the hosts: distribute, deploy, rollout, reconcile.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
@@ -131,6 +145,9 @@ pub enum Command {
     Deploy(RunArgs),
     /// Validate inventory and playbook and print what a deploy would do; touches nothing
     Plan(PlanArgs),
+    /// Hash the artifact where the origin is, ahead of `distribute` or `deploy`, which
+    /// then reuse the hashes of every file unchanged since
+    Prepare(PrepareArgs),
     /// Copy the artifact to every host (BitTorrent), without restarting anything
     Distribute(RunArgs),
     /// Restart services on the distributed release, in dependency order, keeping quorum
@@ -291,33 +308,43 @@ pub struct RollbackArgs {
     pub out: OutputArgs,
 }
 
+/// `rookery torrent create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The artifact: the directory whose files the metainfo describes
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Output file
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Piece size (e.g. `4MiB`); default: chosen from the total size
+    #[arg(long, value_name = "SIZE")]
+    pub piece_size: Option<String>,
+    /// Announce URL of the tracker
+    #[arg(long, value_name = "URL")]
+    pub tracker: Option<String>,
+    /// Ship setuid and setgid bits as they are (refused by default)
+    #[arg(long)]
+    pub keep_special_bits: bool,
+    /// Metainfo of the release before: files whose content it held keep its
+    /// order and changes go last, so hosts that have it fetch little more than
+    /// the changed bytes
+    #[arg(long, value_name = "FILE")]
+    pub previous: Option<PathBuf>,
+    /// Start from the output file of the last `--reuse` run, if it is there: lay the
+    /// tree out after it (as `--previous`) and take the hashes of files unchanged
+    /// since then (size, times, inode) instead of reading them; keep what this run
+    /// read beside the output (`FILE.stats.json`) for the next one
+    #[arg(long, conflicts_with = "previous")]
+    pub reuse: bool,
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TorrentCommand {
     /// Write deterministic BitTorrent v1 metainfo for a directory
-    Create {
-        /// The artifact: the directory whose files the metainfo describes
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
-        /// Output file
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Piece size (e.g. `4MiB`); default: chosen from the total size
-        #[arg(long, value_name = "SIZE")]
-        piece_size: Option<String>,
-        /// Announce URL of the tracker
-        #[arg(long, value_name = "URL")]
-        tracker: Option<String>,
-        /// Ship setuid and setgid bits as they are (refused by default)
-        #[arg(long)]
-        keep_special_bits: bool,
-        /// Metainfo of the release before: files whose content it held keep its
-        /// order and changes go last, so hosts that have it fetch little more than
-        /// the changed bytes
-        #[arg(long, value_name = "FILE")]
-        previous: Option<PathBuf>,
-        #[command(flatten)]
-        out: OutputArgs,
-    },
+    Create(CreateArgs),
     /// Print the contents of a metainfo file
     Inspect {
         /// The metainfo (`.torrent`) file

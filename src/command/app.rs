@@ -14,7 +14,8 @@ use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::cli::{
-    Cli, Command, Global, HostsArgs, InventoryArg, OutputArgs, RemoteArgs, TorrentCommand,
+    Cli, Command, CreateArgs, Global, HostsArgs, InventoryArg, OutputArgs, RemoteArgs,
+    TorrentCommand,
 };
 use crate::config::Config;
 use crate::config::selector::Pattern;
@@ -32,28 +33,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Plan(a) => plan_cmd(g, a),
         Command::Deploy(a) => deploy(g, a),
+        Command::Prepare(a) => {
+            let config = load(g, &a.playbook)?;
+            crate::command::prepare::run(&config, &distribute_options(g, &a.remote))
+        }
         Command::Distribute(a) => distribute(g, a),
         Command::Rollout(a) => rollout(g, a),
         Command::Reconcile(a) => reconcile(g, a),
         Command::Rollback(a) => rollback(g, a),
         Command::Status(a) => status(g, a),
-        Command::Torrent(TorrentCommand::Create {
-            dir,
-            output,
-            piece_size,
-            tracker,
-            keep_special_bits,
-            previous,
-            ..
-        }) => torrent_create(
-            g,
-            dir,
-            output.as_deref(),
-            piece_size.as_deref(),
-            tracker.clone(),
-            *keep_special_bits,
-            previous.as_deref(),
-        ),
+        Command::Torrent(TorrentCommand::Create(a)) => torrent_create(g, a),
         Command::Torrent(TorrentCommand::Inspect { file, .. }) => torrent_inspect(g, file),
         Command::Tracker(a) => tracker(g, a),
         Command::Simulate(a) => simulate(g, a),
@@ -119,12 +108,13 @@ fn scoped(
     match c {
         Command::Plan(a) => (Some(&a.hosts), None, Some(&a.out)),
         Command::Deploy(a) | Command::Distribute(a) => (Some(&a.hosts), None, Some(&a.out)),
+        Command::Prepare(a) => (None, Some(&a.inventory), Some(&a.out)),
         Command::Rollout(a) => (Some(&a.run.hosts), None, Some(&a.run.out)),
         Command::Reconcile(a) => (Some(&a.run.hosts), None, Some(&a.run.out)),
         Command::Rollback(a) => (Some(&a.hosts), None, Some(&a.out)),
         Command::Status(a) => (Some(&a.hosts), None, Some(&a.out)),
         Command::Simulate(a) => (None, None, Some(&a.out)),
-        Command::Torrent(TorrentCommand::Create { out, .. })
+        Command::Torrent(TorrentCommand::Create(CreateArgs { out, .. }))
         | Command::Torrent(TorrentCommand::Inspect { out, .. }) => (None, None, Some(out)),
         Command::Tracker(a) => (None, Some(&a.inventory), Some(&a.out)),
         Command::Agent(_) => (None, None, Some(&QUIET)),
@@ -137,13 +127,14 @@ fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Plan(_) => "plan",
         Command::Deploy(_) => "deploy",
+        Command::Prepare(_) => "prepare",
         Command::Distribute(_) => "distribute",
         Command::Rollout(_) => "rollout",
         Command::Reconcile(_) => "reconcile",
         Command::Rollback(_) => "rollback",
         Command::Status(_) => "status",
         Command::Simulate(_) => "simulate",
-        Command::Torrent(TorrentCommand::Create { .. }) => "torrent create",
+        Command::Torrent(TorrentCommand::Create(_)) => "torrent create",
         Command::Torrent(TorrentCommand::Inspect { .. }) => "torrent inspect",
         Command::Tracker(_) => "tracker",
         Command::Agent(_) => "agent",

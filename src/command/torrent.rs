@@ -1,6 +1,6 @@
 //! `rookery torrent create` and `torrent inspect`: metainfo for a tree, read back.
 
-use crate::cli::Global;
+use crate::cli::{CreateArgs, Global};
 use crate::command::app::print;
 use crate::config::units::ByteSize;
 use crate::error::{Error, Exit};
@@ -8,16 +8,11 @@ use crate::torrent::metainfo;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
-pub(super) fn torrent_create(
-    g: &Global,
-    dir: &Path,
-    output: Option<&Path>,
-    piece_size: Option<&str>,
-    announce: Option<String>,
-    keep_special_bits: bool,
-    previous: Option<&Path>,
-) -> anyhow::Result<Exit> {
-    let previous = match previous {
+pub(super) fn torrent_create(g: &Global, a: &CreateArgs) -> anyhow::Result<Exit> {
+    // `-v` says what was read and what was reused.
+    crate::shutdown::init_logging();
+    let dir = &a.dir;
+    let previous = match &a.previous {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             let m = metainfo::Metainfo::from_bytes(&bytes)
@@ -26,7 +21,7 @@ pub(super) fn torrent_create(
         }
         None => None,
     };
-    let piece_size = match piece_size {
+    let piece_size = match &a.piece_size {
         Some(text) => {
             let size =
                 ByteSize::parse(text).map_err(|e| Error::Usage(format!("--piece-size: {e}")))?;
@@ -40,21 +35,49 @@ pub(super) fn torrent_create(
         }
         None => None,
     };
-    let opts = metainfo::CreateOptions {
+    let mut opts = metainfo::CreateOptions {
         piece_size,
-        announce,
+        announce: a.tracker.clone(),
         name: None,
-        keep_special_bits,
+        keep_special_bits: a.keep_special_bits,
         previous,
         reuse: None,
     };
-    let m = metainfo::create(dir, &opts)
-        .with_context(|| format!("creating metainfo for {}", dir.display()))?;
-    let out = match output {
+    // The output's name depends on the tree's; with `--reuse` it is where the last
+    // run left its metainfo, so it must be known first.
+    let named = |m: &metainfo::Metainfo| match &a.output {
         Some(p) => p.to_path_buf(),
         None => PathBuf::from(format!("{}.torrent", m.info.name)),
     };
+    let last = match (a.reuse, &a.output) {
+        (true, Some(out)) => reusable(out),
+        (true, None) => {
+            return Err(Error::Usage("--reuse needs --output FILE".into()).into());
+        }
+        _ => None,
+    };
+    if let Some(h) = last {
+        opts.previous = Some(h.metainfo.rookery.clone());
+        opts.reuse = Some(h);
+    }
+    let began = std::time::Instant::now();
+    let (m, stats, work) = metainfo::create_with_stats(dir, &opts)
+        .with_context(|| format!("creating metainfo for {}", dir.display()))?;
+    tracing::info!(
+        elapsed = ?began.elapsed(),
+        file_bytes_read = work.file_bytes_read,
+        piece_bytes_read = work.piece_bytes_read,
+        piece_bytes_reused = work.piece_bytes_reused,
+        "hashed the artifact"
+    );
+    let out = named(&m);
     std::fs::write(&out, m.to_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    if a.reuse {
+        let path = stats_path(&out);
+        let text = serde_json::to_vec(&stats).expect("stats serialize");
+        crate::os::write_atomically(&path, &text, 0o600)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if g.json {
         let mut v = summary_json(&m);
         v["file"] = serde_json::json!(out.display().to_string());
@@ -63,6 +86,21 @@ pub(super) fn torrent_create(
         print(&format!("wrote {}\n{}", out.display(), summary_text(&m)))?;
     }
     Ok(Exit::Ok)
+}
+
+/// Where `torrent create --reuse` keeps the stats of the files it hashed into `out`.
+fn stats_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".stats.json");
+    PathBuf::from(name)
+}
+
+/// The metainfo and stats the last `--reuse` run left at `out`, if both are there
+/// and readable; anything else means starting afresh.
+fn reusable(out: &Path) -> Option<metainfo::Hashed> {
+    let metainfo = metainfo::Metainfo::from_bytes(&std::fs::read(out).ok()?).ok()?;
+    let stats = serde_json::from_slice(&std::fs::read(stats_path(out)).ok()?).ok()?;
+    Some(metainfo::Hashed { metainfo, stats })
 }
 
 pub(super) fn torrent_inspect(g: &Global, file: &Path) -> anyhow::Result<Exit> {

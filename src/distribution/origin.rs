@@ -220,6 +220,9 @@ fn metainfo_command(
         source.clone(),
         "-o".into(),
         file.clone(),
+        // Laid out after the last metainfo made there, reusing the hashes of the
+        // files unchanged since (kept beside it as `FILE.stats.json`).
+        "--reuse".into(),
     ];
     if let Some(ps) = config.playbook.distribution.piece_size {
         create.push("--piece-size".into());

@@ -46,6 +46,10 @@ fn each_subcommand_lists_only_the_flags_that_apply_to_it() {
         (&["deploy"], [&hosts[..], &output, &remote].concat()),
         (&["distribute"], [&hosts[..], &output, &remote].concat()),
         (
+            &["prepare"],
+            [&["inventory"][..], &output, &remote].concat(),
+        ),
+        (
             &["rollout"],
             [&hosts[..], &output, &remote, &["version", "promote"]].concat(),
         ),
@@ -68,6 +72,7 @@ fn each_subcommand_lists_only_the_flags_that_apply_to_it() {
                     "tracker",
                     "keep-special-bits",
                     "previous",
+                    "reuse",
                 ],
             ]
             .concat(),

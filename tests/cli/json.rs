@@ -143,6 +143,12 @@ fn every_field_of_every_json_document_is_documented() {
     std::fs::write(d.join("art/data"), "two").unwrap();
     check(
         &doc,
+        "prepare",
+        &json(&["prepare", "pb.yml"]),
+        &[("", "`rookery prepare`")],
+    );
+    check(
+        &doc,
         "distribute",
         &json(&["distribute", "pb.yml"]),
         &[("", "`rookery distribute`")],

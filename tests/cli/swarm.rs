@@ -562,6 +562,34 @@ fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
     assert!(served > 0, "the corrupt peer was never asked for anything");
 }
 
+/// `prepare` hashes the artifact ahead: the distribute that follows reads no file
+/// (every hash reused) and distributes the version `prepare` named.
+#[test]
+fn a_prepared_artifact_is_not_read_again_by_the_distribute_that_follows() {
+    let c = Cluster::local(
+        "  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n",
+    )
+    .start();
+    let d = c.dir();
+    std::fs::write(
+        d.join("pb.yml"),
+        "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 1s, piece_size: 64KiB}\nservices:\n  app: {start: \"true\"}\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("art/sub")).unwrap();
+    std::fs::write(d.join("art/blob"), noise(3 << 20, 21)).unwrap();
+    std::fs::write(d.join("art/sub/small"), "small\n").unwrap();
+    let p = c.run(&["--json", "prepare", "pb.yml"]).ok().report();
+    assert_eq!(p["origin"], "controller", "{p}");
+    let r = c.run(&["-v", "--json", "distribute", "pb.yml"]).ok();
+    assert_eq!(r.report()["version"], p["version"], "{}", r.stdout);
+    assert!(
+        r.stderr.contains("file_bytes_read=0 piece_bytes_read=0"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn distribute_reports_every_host_from_the_engines_counters() {
     let c = Cluster::local(

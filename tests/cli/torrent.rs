@@ -150,3 +150,37 @@ fn empty_artifacts_are_refused() {
         )
         .run();
 }
+
+/// `--reuse` keeps what it hashed beside the output; the next run over the unchanged
+/// tree reads no file and makes the same metainfo.
+#[test]
+fn create_with_reuse_reads_nothing_the_second_time() {
+    let args = [
+        "-v",
+        "torrent",
+        "create",
+        "art",
+        "-o",
+        "art.torrent",
+        "--reuse",
+    ];
+    let first = artifact(Test::new())
+        .args(args)
+        .stderr_has("piece_bytes_reused=0")
+        .run();
+    let made = std::fs::read(first.dir.path().join("art.torrent")).unwrap();
+    assert!(first.dir.path().join("art.torrent.stats.json").exists());
+    let again = Test::new_in(first.dir)
+        .args(args)
+        .stderr_has("file_bytes_read=0 piece_bytes_read=0")
+        .run();
+    assert_eq!(
+        std::fs::read(again.dir.path().join("art.torrent")).unwrap(),
+        made
+    );
+    Test::new_in(again.dir)
+        .args(["torrent", "create", "art", "--reuse"])
+        .status(2)
+        .stderr_has("--reuse needs --output FILE")
+        .run();
+}

@@ -66,8 +66,23 @@ fn an_inventory_host_can_be_the_origin() {
     let a = Artifact::new(2 << 20);
     let pb = std::fs::read_to_string(a.playbook()).unwrap();
     let src = origin_on_h1(&c, &a);
+    // Hashed ahead on h1, where the next distribute hashes it again: reusing what
+    // this run kept beside the metainfo (`torrent create --reuse`).
+    let pb_path = a.playbook();
+    let p = rookery(&c, &["prepare", pb_path.to_str().unwrap()], &[]);
+    assert_eq!(p.code, 0, "{}\n{}", p.stderr, p.json);
+    assert_eq!(p.json["origin"], "h1", "{}", p.json);
+    let kept = c
+        .root("h1")
+        .join(".rookery/origin/artifact.torrent.stats.json");
+    assert!(
+        std::fs::read_to_string(&kept).unwrap().contains("\"blob\""),
+        "{}",
+        kept.display()
+    );
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.json);
+    assert_eq!(r.json["version"], p.json["version"], "{}", r.json);
     let total = r.json["artifact_bytes"].as_u64().unwrap();
     let uploaded = r.json["origin_uploaded_bytes"].as_u64().unwrap();
     assert!(
