@@ -247,7 +247,8 @@ pub struct SimulateArgs {
     /// out before every changed one (a release that adds files, or changes files in
     /// place at their length): their hashes are reused, not read again. A change of
     /// length early in the layout shifts what follows, whose pieces are hashed again
-    /// (model spread changes as 0)
+    /// (model spread changes as 0). 1: the artifact was hashed ahead (`rookery
+    /// prepare`)
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub unchanged: f64,
     /// Seed of the random choices (which hosts fail, when), for repeatable runs
