@@ -107,6 +107,10 @@ impl Look {
     }
 }
 
+/// How recent a modification time is too recent to record: longer than a tick of
+/// the coarse clock filesystems stamp files with (1 to 10 ms).
+const RACY_NS: i128 = 20_000_000;
+
 /// [`Look`] of every file of a release, by its path in the release.
 pub type Looks = BTreeMap<String, Look>;
 
@@ -133,12 +137,38 @@ pub fn record_looks(
         fs::rename(&tmp, &meta)?;
     }
     let release = layout.release(version);
-    let mut looks = Looks::new();
-    for f in &m.rookery.files {
-        looks.insert(
-            f.path.clone(),
-            Look::of(&fs::symlink_metadata(release.join(&f.path))?),
-        );
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128)
+    };
+    let look_all = || -> io::Result<Looks> {
+        m.rookery
+            .files
+            .iter()
+            .map(|f| {
+                Ok((
+                    f.path.clone(),
+                    Look::of(&fs::symlink_metadata(release.join(&f.path))?),
+                ))
+            })
+            .collect()
+    };
+    // A file written in the last moments before this record could be written again
+    // within the same tick of the filesystem's clock (a few milliseconds) and still
+    // look unchanged. So the record waits until the newest write is older than a
+    // tick, looks again, and leaves out a file written meanwhile (it is copied and
+    // checked next time).
+    let mut looks = look_all()?;
+    let newest = looks.values().map(|l| l.mtime_ns).max().unwrap_or(0);
+    // At most a little more than one wait: a modification time in the future (a
+    // clock set back) is left out below, not waited for.
+    let wait = (newest + RACY_NS - now_ns()).min(RACY_NS) + 2_000_000;
+    if wait > 2_000_000 {
+        std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+        let settled = now_ns() - RACY_NS;
+        looks = look_all()?;
+        looks.retain(|_, l| l.mtime_ns < settled);
     }
     let file = layout.looks(version);
     let tmp = file.with_extension("json.tmp");
@@ -232,8 +262,15 @@ pub fn seed_from_previous(
             {
                 seeded.linked[i] = true;
                 seeded.linked_bytes += f.length;
+                continue;
             }
-            continue;
+            // A staged file with other links was linked by an interrupted fetch to
+            // a file that has changed since: the engine would write into it, and so
+            // into the release it is linked from. It goes, and is placed again below.
+            if staged.nlink() == 1 {
+                continue;
+            }
+            fs::remove_file(&dst)?;
         }
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent)?;
@@ -415,6 +452,39 @@ pub fn install(layout: &Layout, version: &str) -> io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fetch interrupted after linking a file, resumed after that file changed in
+    /// the previous release: the link goes, and the file is copied (and checked by
+    /// the engine), never left linked for the engine to write into.
+    #[test]
+    fn a_link_to_a_file_changed_since_is_replaced_by_a_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let (prev, staging) = (d.path().join("prev"), d.path().join("staging"));
+        fs::create_dir_all(&prev).unwrap();
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(prev.join("a"), vec![1u8; 50_000]).unwrap();
+        let m = crate::torrent::metainfo::create(&prev, &Default::default()).unwrap();
+        let looks: Looks = [(
+            "a".to_string(),
+            Look::of(&fs::metadata(prev.join("a")).unwrap()),
+        )]
+        .into_iter()
+        .collect();
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        let s = seed_from_previous(&staging, &prev, Some(&m), Some(&looks), &m).unwrap();
+        assert_eq!(s.linked, [true]);
+        assert_eq!(ino(&staging.join("a")), ino(&prev.join("a")));
+        // Again, unchanged: still linked, nothing copied.
+        let s = seed_from_previous(&staging, &prev, Some(&m), Some(&looks), &m).unwrap();
+        assert_eq!((s.linked.as_slice(), s.copied), ([true].as_slice(), 0));
+        // The previous release's file is written (same length, later time).
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        fs::write(prev.join("a"), vec![2u8; 50_000]).unwrap();
+        let s = seed_from_previous(&staging, &prev, Some(&m), Some(&looks), &m).unwrap();
+        assert_eq!(s.linked, [false]);
+        assert_ne!(ino(&staging.join("a")), ino(&prev.join("a")));
+        assert_eq!(s.copied, 50_000);
+    }
 
     /// Pieces wholly inside linked files are vouched for; a piece that touches any
     /// other file is not.
