@@ -60,16 +60,8 @@ pub(super) fn torrent_create(g: &Global, a: &CreateArgs) -> anyhow::Result<Exit>
         opts.previous = Some(h.metainfo.rookery.clone());
         opts.reuse = Some(h);
     }
-    let began = std::time::Instant::now();
-    let (m, stats, work) = metainfo::create_with_stats(dir, &opts)
+    let (m, stats) = metainfo::create_logged(dir, &opts)
         .with_context(|| format!("creating metainfo for {}", dir.display()))?;
-    tracing::info!(
-        elapsed = ?began.elapsed(),
-        file_bytes_read = work.file_bytes_read,
-        piece_bytes_read = work.piece_bytes_read,
-        piece_bytes_reused = work.piece_bytes_reused,
-        "hashed the artifact"
-    );
     let out = named(&m);
     std::fs::write(&out, m.to_bytes()).with_context(|| format!("writing {}", out.display()))?;
     if a.reuse {

@@ -46,17 +46,8 @@ pub(super) fn create(
     source: &std::path::Path,
     opts: &metainfo::CreateOptions,
 ) -> anyhow::Result<(Metainfo, metainfo::Stats)> {
-    let began = Instant::now();
-    let (m, stats, work) = metainfo::create_with_stats(source, opts)
-        .with_context(|| format!("creating metainfo for {}", source.display()))?;
-    tracing::info!(
-        elapsed = ?began.elapsed(),
-        file_bytes_read = work.file_bytes_read,
-        piece_bytes_read = work.piece_bytes_read,
-        piece_bytes_reused = work.piece_bytes_reused,
-        "hashed the artifact"
-    );
-    Ok((m, stats))
+    metainfo::create_logged(source, opts)
+        .with_context(|| format!("creating metainfo for {}", source.display()))
 }
 
 /// [`create`] on a blocking thread, to overlap with connecting to the hosts.

@@ -340,6 +340,26 @@ fn once_every_piece_is_in_the_swarm_the_origin_may_die() {
     unsafe { libc::kill(seeder as i32, libc::SIGTERM) };
 }
 
+/// The next release of `art/`: a fresh metainfo, tracker and origin for its info
+/// hash, and `host`'s fetch of it as `v2`, which must succeed. Returns the swarm,
+/// the tracker and origin (alive while held) and the fetch's result.
+fn next_release(swarm: Swarm, host: &str) -> (Swarm, [Proc; 2], serde_json::Value) {
+    let (tracker_port, tracker) = publish(swarm.path());
+    let next = Swarm {
+        tracker_port,
+        origin_port: free_port(),
+        ..swarm
+    };
+    let origin = next.origin(&[]);
+    let (r, ok) = result(&mut next.fetch(host, &["--version", "v2"]));
+    assert!(ok, "{r}");
+    (next, [tracker, origin], r)
+}
+
+fn ino(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().ino()
+}
+
 #[test]
 fn a_second_release_reuses_unchanged_files() {
     let swarm = Swarm::new(|art| {
@@ -352,16 +372,7 @@ fn a_second_release_reuses_unchanged_files() {
     assert_eq!(r["bytes_reused"], 0);
     // Version 2 changes one file; the host starts from v1 and fetches only that.
     std::fs::write(swarm.path().join("art/changed"), noise(1 << 20, 9)).unwrap();
-    // A fresh metainfo, tracker and origin for the new info hash.
-    let (tracker_port, _tracker) = publish(swarm.path());
-    let swarm2 = Swarm {
-        tracker_port,
-        origin_port: free_port(),
-        ..swarm
-    };
-    let _origin2 = swarm2.origin(&[]);
-    let (r, ok) = result(&mut swarm2.fetch("e1a", &["--version", "v2"]));
-    assert!(ok, "{r}");
+    let (swarm2, _procs, r) = next_release(swarm, "e1a");
     assert_eq!(r["bytes_reused"], 4 << 20, "{r}");
     assert_eq!(r["bytes_from_origin"], 1 << 20, "{r}");
     let v2 = swarm2.path().join("hosts/e1a/releases/v2");
@@ -371,7 +382,6 @@ fn a_second_release_reuses_unchanged_files() {
     );
     assert_eq!(std::fs::read(v2.join("same")).unwrap(), noise(4 << 20, 1));
     // Not copied: the same file as v1's, linked.
-    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
     let v1 = swarm2.path().join("hosts/e1a/releases/v1");
     assert_eq!(ino(&v2.join("same")), ino(&v1.join("same")));
 }
@@ -399,17 +409,8 @@ fn only_files_untouched_since_the_last_release_are_linked_into_the_next() {
     std::fs::write(v1.join("tampered"), &bad).unwrap();
     let changed = noise((1 << 20) + 77, 9);
     std::fs::write(swarm.path().join("art/changed"), &changed).unwrap();
-    let (tracker_port, _tracker) = publish(swarm.path());
-    let swarm2 = Swarm {
-        tracker_port,
-        origin_port: free_port(),
-        ..swarm
-    };
-    let _origin2 = swarm2.origin(&[]);
-    let (r, ok) = result(&mut swarm2.fetch("e1a", &["--version", "v2"]));
-    assert!(ok, "{r}");
+    let (swarm2, _procs, r) = next_release(swarm, "e1a");
     let v2 = swarm2.path().join("hosts/e1a/releases/v2");
-    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
     assert_eq!(std::fs::read(v2.join("changed")).unwrap(), changed);
     // Linked, and not written: v1's copy is still the original.
     assert_eq!(ino(&v2.join("same")), ino(&v1.join("same")));
@@ -562,20 +563,28 @@ fn a_peer_sending_corrupt_data_is_detected_and_the_pieces_fetched_again() {
     assert!(served > 0, "the corrupt peer was never asked for anything");
 }
 
+/// A local cluster of `datacenters` whose hosts run `app`, with `pb.yml` shipping
+/// `art/` (64 KiB pieces, seeding `seed_window`), which the caller fills.
+fn app_cluster(datacenters: &str, seed_window: &str) -> Cluster {
+    let c = Cluster::local(datacenters).start();
+    std::fs::write(
+        c.path("pb.yml"),
+        format!("name: t\nartifact: {{source: art, destination: /srv/app}}\ndistribution: {{seed_window: {seed_window}, piece_size: 64KiB}}\nservices:\n  app: {{start: \"true\"}}\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(c.path("art")).unwrap();
+    c
+}
+
 /// `prepare` hashes the artifact ahead: the distribute that follows reads no file
 /// (every hash reused) and distributes the version `prepare` named.
 #[test]
 fn a_prepared_artifact_is_not_read_again_by_the_distribute_that_follows() {
-    let c = Cluster::local(
+    let c = app_cluster(
         "  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n",
-    )
-    .start();
+        "1s",
+    );
     let d = c.dir();
-    std::fs::write(
-        d.join("pb.yml"),
-        "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 1s, piece_size: 64KiB}\nservices:\n  app: {start: \"true\"}\n",
-    )
-    .unwrap();
     std::fs::create_dir_all(d.join("art/sub")).unwrap();
     std::fs::write(d.join("art/blob"), noise(3 << 20, 21)).unwrap();
     std::fs::write(d.join("art/sub/small"), "small\n").unwrap();
@@ -592,17 +601,11 @@ fn a_prepared_artifact_is_not_read_again_by_the_distribute_that_follows() {
 
 #[test]
 fn distribute_reports_every_host_from_the_engines_counters() {
-    let c = Cluster::local(
+    let c = app_cluster(
         "  east: {racks: {e1: {hosts: {e1a: {services: [app]}, e1b: {services: [app]}}}}}\n  west: {racks: {w1: {hosts: {w1a: {services: [app]}, w1b: {services: [app]}}}}}\n",
-    )
-    .start();
+        "6s",
+    );
     let d = c.dir();
-    std::fs::write(
-        d.join("pb.yml"),
-        "name: t\nartifact: {source: art, destination: /srv/app}\ndistribution: {seed_window: 6s, piece_size: 64KiB}\nservices:\n  app: {start: \"true\"}\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(d.join("art")).unwrap();
     std::fs::write(d.join("art/blob"), noise(6 << 20, 21)).unwrap();
     let run = || c.run(&["--json", "distribute", "pb.yml"]).ok().report();
     let r = run();

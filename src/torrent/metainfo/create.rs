@@ -180,6 +180,21 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<Metainfo> {
     create_with_stats(root, opts).map(|(m, _, _)| m)
 }
 
+/// [`create_with_stats`], saying at `info` level how long it took, what it read and
+/// what it reused (`-v`).
+pub fn create_logged(root: &Path, opts: &CreateOptions) -> Result<(Metainfo, Stats)> {
+    let began = std::time::Instant::now();
+    let (m, stats, work) = create_with_stats(root, opts)?;
+    tracing::info!(
+        elapsed = ?began.elapsed(),
+        file_bytes_read = work.file_bytes_read,
+        piece_bytes_read = work.piece_bytes_read,
+        piece_bytes_reused = work.piece_bytes_reused,
+        "hashed the artifact"
+    );
+    Ok((m, stats))
+}
+
 /// [`create`], with the stats of the files hashed (for the next release's
 /// [`CreateOptions::reuse`]) and what was read.
 pub fn create_with_stats(root: &Path, opts: &CreateOptions) -> Result<(Metainfo, Stats, HashWork)> {

@@ -20,7 +20,9 @@
 mod create;
 mod hash;
 
-pub use create::{CreateOptions, FileStat, HashWork, Hashed, Stats, create, create_with_stats};
+pub use create::{
+    CreateOptions, FileStat, HashWork, Hashed, Stats, create, create_logged, create_with_stats,
+};
 
 use std::fs::File;
 use std::io::{self, Read};
