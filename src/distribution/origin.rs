@@ -123,7 +123,9 @@ fn in_step(dist: &crate::config::playbook::Distribution) -> Option<u32> {
 /// seeder.
 pub(super) fn origin_files(config: &Config, b: usize, exe: &str) -> (String, String, String) {
     let dir = host_state_dir(config, b, exe);
-    let torrent = format!("{dir}/artifact.torrent");
+    // One per playbook: two playbooks with the same origin host keep their own
+    // metainfo, hashes (`.stats.json`) and withdrawn hosts (`.withdrawn`).
+    let torrent = format!("{dir}/{}.torrent", config.playbook.name);
     let inventory = format!("{dir}/inventory.yml");
     (dir, torrent, inventory)
 }

@@ -72,9 +72,7 @@ fn an_inventory_host_can_be_the_origin() {
     let p = rookery(&c, &["prepare", pb_path.to_str().unwrap()], &[]);
     assert_eq!(p.code, 0, "{}\n{}", p.stderr, p.json);
     assert_eq!(p.json["origin"], "h1", "{}", p.json);
-    let kept = c
-        .root("h1")
-        .join(".rookery/origin/artifact.torrent.stats.json");
+    let kept = c.root("h1").join(".rookery/origin/t.torrent.stats.json");
     assert!(
         std::fs::read_to_string(&kept).unwrap().contains("\"blob\""),
         "{}",
@@ -133,9 +131,7 @@ fn an_inventory_host_can_be_the_origin() {
     let r = distribute(&c, &a, &[]);
     assert_eq!(r.code, 4, "{}\n{}", r.stderr, r.json);
     assert_eq!(host(&r, "h3")["ok"], false, "{}", r.json);
-    let withdrawn = c
-        .root("h1")
-        .join(".rookery/origin/artifact.torrent.withdrawn");
+    let withdrawn = c.root("h1").join(".rookery/origin/t.torrent.withdrawn");
     assert_eq!(std::fs::read_to_string(&withdrawn).unwrap(), "h3\n");
 
     // A relative source cannot name a path on the origin host.
