@@ -240,6 +240,10 @@ pub struct SimulateArgs {
     /// Upload cap of every host (the playbook's upload_limit)
     #[arg(long, value_name = "RATE")]
     pub upload_limit: Option<String>,
+    /// How fast the origin reads the artifact (e.g. `1GB/s` from a disk, when a build
+    /// prepared long before is no longer in its page cache; default: its link is the bound)
+    #[arg(long, value_name = "RATE")]
+    pub origin_read: Option<String>,
     /// Fraction of hosts that fail during the transfer (0.01 = 1%)
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub fail: f64,

@@ -146,6 +146,11 @@ fn topology(a: &crate::cli::SimulateArgs) -> anyhow::Result<crate::tracker::simu
             .as_deref()
             .map(|r| rate("--upload-limit", r))
             .transpose()?,
+        origin_read: a
+            .origin_read
+            .as_deref()
+            .map(|r| rate("--origin-read", r))
+            .transpose()?,
         fail: a.fail,
         kill: a.kill.map(|host| crate::tracker::simulate::Kill {
             host,

@@ -105,6 +105,11 @@ pub struct Topology {
     pub uplink: Option<u64>,
     pub interconnect: Option<u64>,
     pub upload_limit: Option<u64>,
+    /// How fast the origin reads the artifact, payload bytes per second (a disk, when
+    /// the files are not in its page cache); `None`: its link is the bound. A deploy
+    /// that hashed the artifact has just read it (cached); one prepared long before
+    /// may read it from disk.
+    pub origin_read: Option<u64>,
     /// Fraction of hosts that fail during the transfer.
     pub fail: f64,
     /// One host that fails on purpose, as `bench/swarm.sh --kill` does.
@@ -331,8 +336,14 @@ fn hop_rate(t: &Topology, a: &Member, b: &Member) -> f64 {
     if a.dc != b.dc {
         link = link.min(cap(t.interconnect));
     }
+    let read = if a.origin {
+        cap(t.origin_read)
+    } else {
+        f64::INFINITY
+    };
     (link * crate::plan::estimate::WIRE_EFFICIENCY)
         .min(cap(t.upload_limit))
+        .min(read)
         .max(1.0)
 }
 
@@ -495,6 +506,7 @@ mod tests {
             uplink: None,
             interconnect: None,
             upload_limit: None,
+            origin_read: None,
             fail,
             kill: None,
             hop_lag: 0.0,
@@ -517,6 +529,22 @@ mod tests {
         assert_eq!(o.origin_upload_bytes, 512 << 20);
         assert_eq!(o.interconnect_in_bytes.get("dc2"), Some(&(512 << 20)));
         assert_eq!(o.interconnect_in_bytes.len(), 1);
+    }
+
+    /// An origin that reads the artifact more slowly than its link paces everyone.
+    #[test]
+    fn an_origin_reading_slower_than_its_link_paces_the_transfer() {
+        let fast = run(&topo(16, 0.0));
+        let read = 20_000_000u64;
+        let slow = run(&Topology {
+            origin_read: Some(read),
+            ..topo(16, 0.0)
+        });
+        let floor =
+            crate::plan::estimate::start_seconds(512 << 20) + (512u64 << 20) as f64 / read as f64;
+        assert!(slow.percentiles["max"] >= floor, "{:?}", slow.percentiles);
+        assert!(fast.percentiles["max"] < floor, "{:?}", fast.percentiles);
+        assert_eq!(slow.origin_upload_bytes, 512 << 20);
     }
 
     #[test]

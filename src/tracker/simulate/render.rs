@@ -31,6 +31,9 @@ pub fn render(o: &Outcome) -> String {
         t.upload_limit
             .map(|u| format!(", upload_limit {}", rate(u)))
             .unwrap_or_default()
+            + &t.origin_read
+                .map(|r| format!(", the origin reads {}", rate(r)))
+                .unwrap_or_default()
     );
     let _ = writeln!(
         s,
