@@ -1,8 +1,8 @@
 //! Build trees as they are in the field: more files than a process may open, links
 //! that only escape when followed through each other, setuid bits.
 
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::{BIN, Cluster, noise, run_ok, snapshot, write_exec};
@@ -196,7 +196,8 @@ fn renames_and_appends_move_little_more_than_the_changed_files() {
     .unwrap();
     let art = d.join("art");
     small_files(&art, 1500);
-    distribute(d, "pb.yml");
+    let first = distribute(d, "pb.yml");
+    let v1 = first["version"].as_str().unwrap();
     // Every 10th file moves to another directory under a new name; every 100th
     // (offset by 5, so none of those) grows by 8 KiB.
     let mut changed = 0u64;
@@ -228,8 +229,21 @@ fn renames_and_appends_move_little_more_than_the_changed_files() {
             moved <= 2 * changed,
             "{host} moved {moved} bytes for {changed} changed: {h}"
         );
-        let got = snapshot(&d.join(format!("hosts/{host}/srv/app/releases/{version}")));
+        let releases = d.join(format!("hosts/{host}/srv/app/releases"));
+        let got = snapshot(&releases.join(version));
         assert_eq!(got, want, "{host}");
+        // A renamed file is the old one, linked (found by its content, untouched
+        // since v1 was installed), not a copy.
+        let ino = |p: PathBuf| std::fs::metadata(&p).unwrap().ino();
+        for i in (0..1500usize).step_by(10) {
+            let old = format!("lib/d{:02}/e{}/m{i:05}.py", i % 40, i % 3);
+            let new = format!("lib/d{:02}/e{}/renamed-{i}.py", (i + 7) % 40, i % 3);
+            assert_eq!(
+                ino(releases.join(version).join(&new)),
+                ino(releases.join(v1).join(&old)),
+                "{host}: {new}"
+            );
+        }
     }
 }
 
