@@ -25,7 +25,6 @@ use crate::agent::release::{self, Layout};
 use crate::config::playbook::SeedMode;
 use crate::torrent::engine::{self, PeerBytes};
 use crate::torrent::metainfo::Metainfo;
-use crate::torrent::storage::ReadOnlyFactory;
 
 /// Everything `agent fetch` is told.
 #[derive(Debug, Clone)]
@@ -257,7 +256,7 @@ async fn download(
         release::install(layout, &f.version)?;
         // Without the record the next release copies and checks these files
         // instead of linking them: slower, not wrong.
-        if let Err(e) = release::record_looks(layout, &f.version, &f.torrent, &f.metainfo) {
+        if let Err(e) = release::record_installed(layout, &f.version, &f.torrent, &f.metainfo) {
             tracing::warn!("recording the files of {}: {e}", f.version);
         }
         Ok::<(), std::io::Error>(())
@@ -296,7 +295,7 @@ async fn start(
             .file_name()
             .map(|v| v.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let previous_meta = std::fs::read(layout.logs().join(format!("{name}.torrent")))
+        let previous_meta = std::fs::read(layout.metainfo(&name))
             .ok()
             .and_then(|b| Metainfo::from_bytes(&b).ok());
         let looks = release::recorded_looks(layout, &name);
@@ -318,7 +317,7 @@ async fn start(
     tracing::info!(
         elapsed = ?began.elapsed(),
         copied = seeded.copied,
-        linked = seeded.linked_bytes,
+        linked = seeded.linked_bytes(&f.metainfo),
         "staging ready"
     );
     let hot = f
@@ -835,48 +834,6 @@ fn leave(w: Window, elapsed: Duration, heard: &Heard, silent: Duration) -> Optio
         }
         _ => None,
     }
-}
-
-/// `rookery agent seed`: serve a tree read-only (the origin), until cancelled or for
-/// `duration`. Returns the bytes uploaded, from librqbit's counters.
-pub async fn serve(
-    torrent: &[u8],
-    root: &Path,
-    opts: &engine::Options,
-    duration: Option<Duration>,
-    cancel: CancellationToken,
-    mut on_tick: impl FnMut(u64),
-) -> anyhow::Result<u64> {
-    let session_cancel = cancel.child_token();
-    let session = engine::session(opts, root, session_cancel.clone()).await?;
-    let handle = engine::add(
-        &session,
-        opts,
-        torrent,
-        root,
-        Some(ReadOnlyFactory::boxed_factory(root)),
-    )
-    .await?;
-    let deadline = duration.map(|d| Instant::now() + d);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let stats = handle.stats();
-        if let Some(e) = stats.error {
-            engine::stop_now(&session, &session_cancel).await;
-            anyhow::bail!("serving {} failed: {e}", root.display());
-        }
-        on_tick(stats.uploaded_bytes);
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-    }
-    let uploaded = handle.stats().uploaded_bytes;
-    engine::stop_now(&session, &session_cancel).await;
-    Ok(uploaded)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! fork into the background, and the exit status.
 //!
 //! The parts: `request` (the typed requests the controller sends), `fetch` (a host's
-//! copy, then seeding), `release` (release directories), `page_cache` (hot sets and
+//! copy, then seeding), `seed` (an origin serving its tree), `release` (release directories), `page_cache` (hot sets and
 //! dropped pages), `switch` (one service onto one release), `supervisor` (`agent run`,
 //! which keeps a service and its hot set), `boot` (`agent start`), `daemon` (the fork).
 
@@ -12,6 +12,7 @@ pub mod fetch;
 mod page_cache;
 mod release;
 pub mod request;
+pub mod seed;
 mod supervisor;
 pub mod switch;
 
@@ -223,7 +224,7 @@ pub fn seed(a: &SeedArgs) -> anyhow::Result<Exit> {
         if until_stdin_closes {
             shutdown::cancel_on_stdin_eof(cancel.clone());
         }
-        fetch::serve(&torrent, source, &engine, duration, cancel, |up| {
+        seed::serve(&torrent, source, &engine, duration, cancel, |up| {
             println!(
                 "{}",
                 serde_json::json!({"event": "seeding", "uploaded": up})

@@ -115,26 +115,29 @@ const RACY_NS: i128 = 20_000_000;
 pub type Looks = BTreeMap<String, Look>;
 
 impl Layout {
+    /// Where release `version`'s metainfo is kept (the controller puts it there).
+    pub fn metainfo(&self, version: &str) -> PathBuf {
+        self.logs().join(format!("{version}.torrent"))
+    }
+
     /// Where the looks of release `version`'s files are kept, beside its metainfo.
     pub fn looks(&self, version: &str) -> PathBuf {
         self.logs().join(format!("{version}.files.json"))
     }
 }
 
-/// Records what every file of the installed release `version` looks like, and its
-/// metainfo (`torrent`, unless the controller put it there already), for the next
-/// release to link the files it shares ([`seed_from_previous`]).
-pub fn record_looks(
+/// Records the installed release `version` for the next release to link the files
+/// it shares ([`seed_from_previous`]): its metainfo (`torrent`, unless the controller
+/// put it there already) and what every file looks like.
+pub fn record_installed(
     layout: &Layout,
     version: &str,
     torrent: &[u8],
     m: &Metainfo,
 ) -> io::Result<()> {
-    let meta = layout.logs().join(format!("{version}.torrent"));
+    let meta = layout.metainfo(version);
     if fs::read(&meta).ok().as_deref() != Some(torrent) {
-        let tmp = meta.with_extension("torrent.tmp");
-        fs::write(&tmp, torrent)?;
-        fs::rename(&tmp, &meta)?;
+        crate::os::write_atomically(&meta, torrent, 0o644)?;
     }
     let release = layout.release(version);
     let now_ns = || {
@@ -170,10 +173,8 @@ pub fn record_looks(
         looks = look_all()?;
         looks.retain(|_, l| l.mtime_ns < settled);
     }
-    let file = layout.looks(version);
-    let tmp = file.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec(&looks).map_err(io::Error::other)?)?;
-    fs::rename(&tmp, &file)
+    let text = serde_json::to_vec(&looks).map_err(io::Error::other)?;
+    crate::os::write_atomically(&layout.looks(version), &text, 0o644)
 }
 
 /// The looks recorded when release `version` was installed, if they are there.
@@ -187,12 +188,23 @@ pub fn recorded_looks(layout: &Layout, version: &str) -> Option<Looks> {
 pub struct Seeded {
     /// Bytes copied from the previous release.
     pub copied: u64,
-    /// Bytes hard-linked to the previous release.
-    pub linked_bytes: u64,
     /// For each file of the new metainfo, whether it is a hard link to a file of the
     /// previous release that is unchanged since that release was verified: its pieces
     /// need no check, and nothing may write it (it is live).
     pub linked: Vec<bool>,
+}
+
+impl Seeded {
+    /// Bytes hard-linked to the previous release, of `m`'s files.
+    pub fn linked_bytes(&self, m: &Metainfo) -> u64 {
+        m.info
+            .files
+            .iter()
+            .zip(&self.linked)
+            .filter(|(_, l)| **l)
+            .map(|(f, _)| f.length)
+            .sum()
+    }
 }
 
 /// Places into `staging` what the new release can take from `previous` (an
@@ -261,7 +273,6 @@ pub fn seed_from_previous(
                 && (staged.dev(), staged.ino()) == (md.dev(), md.ino())
             {
                 seeded.linked[i] = true;
-                seeded.linked_bytes += f.length;
                 continue;
             }
             // A staged file with other links was linked by an interrupted fetch to
@@ -279,7 +290,6 @@ pub fn seed_from_previous(
             let _ = fs::remove_file(&dst);
             if fs::hard_link(src, &dst).is_ok() {
                 seeded.linked[i] = true;
-                seeded.linked_bytes += f.length;
                 continue;
             }
         }

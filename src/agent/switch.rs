@@ -709,7 +709,7 @@ pub fn prune(destination: &Path, keep: u32, previous: Option<&str>) -> Vec<Strin
         if fs::remove_dir_all(layout.release(v)).is_ok() {
             // Its metainfo and its files' looks go with it: nothing starts from a
             // release that is gone.
-            let _ = fs::remove_file(layout.logs().join(format!("{v}.torrent")));
+            let _ = fs::remove_file(layout.metainfo(v));
             let _ = fs::remove_file(layout.looks(v));
             removed.push(v.clone());
         }
@@ -728,7 +728,7 @@ mod tests {
         fs::create_dir_all(layout.logs()).unwrap();
         for v in ["v1", "v2", "v3", "v4"] {
             fs::create_dir_all(layout.release(v)).unwrap();
-            fs::write(layout.logs().join(format!("{v}.torrent")), "d").unwrap();
+            fs::write(layout.metainfo(v), "d").unwrap();
             fs::write(layout.looks(v), "{}").unwrap();
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -743,11 +743,7 @@ mod tests {
         assert_eq!(releases(d.path()).releases, ["v2", "v4"]);
         // With their metainfo and looks; the kept releases keep theirs.
         for (v, kept) in [("v1", false), ("v2", true), ("v3", false), ("v4", true)] {
-            assert_eq!(
-                layout.logs().join(format!("{v}.torrent")).exists(),
-                kept,
-                "{v}"
-            );
+            assert_eq!(layout.metainfo(v).exists(), kept, "{v}");
             assert_eq!(layout.looks(v).exists(), kept, "{v}");
         }
         // No temporary symlink is left behind.

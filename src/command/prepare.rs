@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::command::skeleton::{Outcome, Output};
+use crate::command::skeleton::{self, Outcome, Output};
 use crate::config::Config;
 use crate::config::inventory::Origin;
 use crate::distribution::Options;
@@ -51,21 +51,16 @@ pub fn run(config: &Config, opts: &Options) -> anyhow::Result<Exit> {
         quiet: opts.quiet,
     };
     let began = Instant::now();
-    let rt = crate::shutdown::runtime()?;
-    let (version, cancelled) = rt.block_on(async {
-        let cancel = crate::shutdown::install();
+    skeleton::run_without_store(output, async |cancel| {
         let version = crate::distribution::artifact_version(config, opts, &cancel).await?;
-        anyhow::Ok((version, cancel.is_cancelled()))
-    })?;
-    let origin = match config.inventory.origin {
-        Origin::Host(b) => config.inventory.hosts[b].name.clone(),
-        Origin::Controller => "controller".to_string(),
-    };
-    let doc = Prepared {
-        version,
-        origin,
-        seconds: began.elapsed().as_secs_f64(),
-    };
-    output.print(&doc)?;
-    Ok(doc.exit(cancelled))
+        let origin = match config.inventory.origin {
+            Origin::Host(b) => config.inventory.hosts[b].name.clone(),
+            Origin::Controller => "controller".to_string(),
+        };
+        Ok(Prepared {
+            version,
+            origin,
+            seconds: began.elapsed().as_secs_f64(),
+        })
+    })
 }

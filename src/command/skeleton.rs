@@ -63,11 +63,22 @@ pub fn run<T: Outcome>(
     output: Output,
     work: impl AsyncFnOnce(&Store, CancellationToken) -> anyhow::Result<T>,
 ) -> anyhow::Result<Exit> {
+    run_without_store(output, async |cancel| {
+        let store = open_store(inv).await?;
+        work(&store, cancel).await
+    })
+}
+
+/// [`run`] for a command that needs no store (`prepare`): a store that is down
+/// does not stop it.
+pub fn run_without_store<T: Outcome>(
+    output: Output,
+    work: impl AsyncFnOnce(CancellationToken) -> anyhow::Result<T>,
+) -> anyhow::Result<Exit> {
     let rt = crate::shutdown::runtime()?;
     let (doc, cancelled) = rt.block_on(async {
         let cancel = crate::shutdown::install();
-        let store = open_store(inv).await?;
-        let doc = work(&store, cancel.clone()).await?;
+        let doc = work(cancel.clone()).await?;
         anyhow::Ok((doc, cancel.is_cancelled()))
     })?;
     output.print(&doc)?;

@@ -43,12 +43,6 @@ pub(super) fn torrent_create(g: &Global, a: &CreateArgs) -> anyhow::Result<Exit>
         previous,
         reuse: None,
     };
-    // The output's name depends on the tree's; with `--reuse` it is where the last
-    // run left its metainfo, so it must be known first.
-    let named = |m: &metainfo::Metainfo| match &a.output {
-        Some(p) => p.to_path_buf(),
-        None => PathBuf::from(format!("{}.torrent", m.info.name)),
-    };
     let last = match (a.reuse, &a.output) {
         (true, Some(out)) => reusable(out),
         (true, None) => {
@@ -62,12 +56,14 @@ pub(super) fn torrent_create(g: &Global, a: &CreateArgs) -> anyhow::Result<Exit>
     }
     let (m, stats) = metainfo::create_logged(dir, &opts)
         .with_context(|| format!("creating metainfo for {}", dir.display()))?;
-    let out = named(&m);
+    let out = match &a.output {
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from(format!("{}.torrent", m.info.name)),
+    };
     std::fs::write(&out, m.to_bytes()).with_context(|| format!("writing {}", out.display()))?;
     if a.reuse {
         let path = stats_path(&out);
-        let text = serde_json::to_vec(&stats).expect("stats serialize");
-        crate::os::write_atomically(&path, &text, 0o600)
+        metainfo::save_stats(&path, &stats)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if g.json {
@@ -91,7 +87,7 @@ fn stats_path(out: &Path) -> PathBuf {
 /// and readable; anything else means starting afresh.
 fn reusable(out: &Path) -> Option<metainfo::Hashed> {
     let metainfo = metainfo::Metainfo::from_bytes(&std::fs::read(out).ok()?).ok()?;
-    let stats = serde_json::from_slice(&std::fs::read(stats_path(out)).ok()?).ok()?;
+    let stats = metainfo::load_stats(&stats_path(out))?;
     Some(metainfo::Hashed { metainfo, stats })
 }
 

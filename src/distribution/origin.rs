@@ -97,7 +97,7 @@ pub(super) async fn local_origin(
         let tracker_cancel = CancellationToken::new();
         let t = tracker_cancel.clone();
         let tracker_task = tokio::spawn(async move { tracker.serve(listener, t).await });
-        let up = crate::agent::fetch::serve(&torrent, &source, &origin_opts, None, c, |_| {}).await;
+        let up = crate::agent::seed::serve(&torrent, &source, &origin_opts, None, c, |_| {}).await;
         tracker_cancel.cancel();
         let _ = tracker_task.await;
         up

@@ -88,11 +88,8 @@ pub(super) fn keep_metainfo(
     std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
     let stats_path = stats_file(config, &version);
     match stats {
-        Some(stats) => {
-            let text = serde_json::to_vec(stats).expect("stats serialize");
-            crate::os::write_atomically(&stats_path, &text, 0o600)
-                .with_context(|| format!("writing {}", stats_path.display()))?;
-        }
+        Some(stats) => metainfo::save_stats(&stats_path, stats)
+            .with_context(|| format!("writing {}", stats_path.display()))?,
         // Hashed elsewhere (on the origin host): nothing here to compare with.
         None => {
             let _ = std::fs::remove_file(&stats_path);
@@ -129,7 +126,6 @@ pub(super) fn stats_file(config: &Config, version: &str) -> PathBuf {
 /// `metainfo::CreateOptions::reuse`).
 pub(super) fn previous_hashed(config: &Config, metainfo: Metainfo) -> Option<metainfo::Hashed> {
     let version = std::fs::read_to_string(last_file(config)).ok()?;
-    let text = std::fs::read(stats_file(config, version.trim())).ok()?;
-    let stats = serde_json::from_slice(&text).ok()?;
+    let stats = metainfo::load_stats(&stats_file(config, version.trim()))?;
     Some(metainfo::Hashed { metainfo, stats })
 }

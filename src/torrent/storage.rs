@@ -180,7 +180,7 @@ impl OpenFiles {
                     let oldest = *oldest.0;
                     c.open.remove(&oldest);
                 }
-                let access = if self.read_only.get(id).is_some_and(|r| *r) {
+                let access = if self.read_only(id) {
                     Access::Read
                 } else {
                     c.access
@@ -191,6 +191,11 @@ impl OpenFiles {
             }
         };
         f(&file).with_context(|| format!("{what} {}", self.display(id)))
+    }
+
+    /// Whether file `id` is opened read-only whatever the access.
+    fn read_only(&self, id: usize) -> bool {
+        self.read_only.get(id).is_some_and(|r| *r)
     }
 
     /// Closes every file and opens later ones with `access`.
@@ -335,8 +340,8 @@ pub struct SealableFactory {
 
 struct Shared {
     root: PathBuf,
-    /// Files (by index) hard-linked from an installed release: opened read-only,
-    /// never written (see [`SealableFactory::with_linked`]).
+    /// Files (by index) hard-linked from an installed release, for the storage it
+    /// creates to open read-only and never write (see [`SealableFactory::with_linked`]).
     linked: Vec<bool>,
     /// Set when the engine creates the storage (it knows the files then).
     files: Mutex<Option<Arc<OpenFiles>>>,
@@ -467,7 +472,8 @@ impl TorrentStorage for SealableTree {
 
     fn pwrite_all(&self, file_id: usize, offset: u64, buf: &[u8]) -> anyhow::Result<()> {
         self.writable()?;
-        if self.shared.linked.get(file_id).is_some_and(|l| *l) {
+        // A linked file (read-only here) holds these bytes already.
+        if self.files.read_only(file_id) {
             return Ok(());
         }
         self.files

@@ -43,6 +43,18 @@ impl FileStat {
 /// [`FileStat`] of every file of a release, by path.
 pub type Stats = std::collections::BTreeMap<String, FileStat>;
 
+/// Keeps `stats` at `path`, for the next metainfo made from the same tree to reuse
+/// ([`CreateOptions::reuse`]); readable by the owner only (it names the build's files).
+pub fn save_stats(path: &Path, stats: &Stats) -> std::io::Result<()> {
+    let text = serde_json::to_vec(stats).map_err(std::io::Error::other)?;
+    crate::os::write_atomically(path, &text, 0o600)
+}
+
+/// The stats [`save_stats`] kept at `path`, if they are there and readable.
+pub fn load_stats(path: &Path) -> Option<Stats> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
 /// The release before this one as it was hashed: its metainfo and its files' stats.
 #[derive(Debug, Clone)]
 pub struct Hashed {

@@ -22,6 +22,7 @@ mod hash;
 
 pub use create::{
     CreateOptions, FileStat, HashWork, Hashed, Stats, create, create_logged, create_with_stats,
+    load_stats, save_stats,
 };
 
 use std::fs::File;
